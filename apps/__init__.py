@@ -1,0 +1,1 @@
+"""Operator-facing programs: the CLI, the TUI and the desktop app, over the shared core."""

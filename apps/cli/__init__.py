@@ -1,0 +1,1 @@
+"""The `keyvault` command line: the composition root that dispatches to each part."""

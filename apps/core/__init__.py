@@ -1,0 +1,1 @@
+"""UI-free client layer shared by the TUI, the desktop app and the CLI."""

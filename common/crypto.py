@@ -1,0 +1,406 @@
+"""Envelope encryption for the agent: master key, versioned KEKs, per-version DEKs, AES-256-GCM.
+
+The layers (brief §3):
+
+* the **master key** comes from a 32-byte key file or a passphrase stretched with
+  PBKDF2-HMAC-SHA256; its parameters live in a :class:`KeystoreHeader` that is authenticated
+  with a key derived from the master key, so a lowered iteration count is detected;
+* **KEKs** are random, versioned, and wrapped by the master key;
+* a **DEK** is random per secret version and wrapped by a KEK;
+* a **value** is sealed with its DEK under AAD binding vault id, secret id and version; the
+  DEK's wrapping binds the same fields plus the KEK version (the key id). A ciphertext or
+  wrapped DEK moved to another row, version or KEK fails to open, and a KEK rotation re-wraps
+  DEKs without touching value ciphertexts.
+
+Every failure to open anything raises the one opaque :class:`~common.errors.IntegrityError`.
+The random source and the clock are injectable so tests can use fixed vectors.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+from common.errors import ConfigError, IntegrityError
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+BLOB_FORMAT = 1
+KDF_MIN_ITERATIONS = 100_000
+KDF_DEFAULT_ITERATIONS = 600_000
+HEADER_FORMAT = 1
+
+Random = Callable[[int], bytes]
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    """The default clock: timezone-aware UTC now."""
+    return datetime.now(UTC)
+
+
+class SecretBytes:
+    """Bytes that never show themselves in ``repr``/``str`` (keys, passphrases, values)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: bytes) -> None:
+        self._value = bytes(value)
+
+    def reveal(self) -> bytes:
+        """The raw bytes; call only where they are used."""
+        return self._value
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __repr__(self) -> str:
+        return "SecretBytes(**redacted**)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretBytes) and hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(hashlib.sha256(self._value).digest())
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+        raise IntegrityError() from exc
+
+
+def _aad(*parts: str | int) -> bytes:
+    """Canonical, unambiguous associated data for a tuple of fields."""
+    return json.dumps(list(parts), separators=(",", ":")).encode("utf-8")
+
+
+def _seal(key: AESGCM, plaintext: bytes, aad: bytes, rng: Random) -> bytes:
+    nonce = rng(NONCE_BYTES)
+    return bytes([BLOB_FORMAT]) + nonce + key.encrypt(nonce, plaintext, aad)
+
+
+def _open(key: AESGCM, blob: bytes, aad: bytes) -> bytes:
+    if len(blob) < 1 + NONCE_BYTES + TAG_BYTES or blob[0] != BLOB_FORMAT:
+        raise IntegrityError()
+    try:
+        return key.decrypt(blob[1 : 1 + NONCE_BYTES], blob[1 + NONCE_BYTES :], aad)
+    except (InvalidTag, ValueError) as exc:
+        raise IntegrityError() from exc
+
+
+def _hkdf(key: bytes, purpose: str) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=purpose.encode()
+    ).derive(key)
+
+
+# --------------------------------------------------------------------------- master key
+
+
+@dataclass(frozen=True, repr=False)
+class MasterKey:
+    """The unlocked customer master key and the subkeys derived from it."""
+
+    material: SecretBytes
+
+    def subkey(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose (HKDF-SHA256, ``info=purpose``)."""
+        return _hkdf(self.material.reveal(), f"keyvault/{purpose}")
+
+    def __repr__(self) -> str:
+        return "MasterKey(**redacted**)"
+
+
+@dataclass(frozen=True, repr=False)
+class KeySource:
+    """Where the master key comes from: a key file's bytes or a passphrase."""
+
+    kind: str  # "keyfile" | "passphrase"
+    secret: SecretBytes
+
+    @classmethod
+    def from_key_file(cls, path: str | Path) -> KeySource:
+        """Read a key file: 32 raw bytes, or 32 bytes as hex or base64 text."""
+        p = Path(path)
+        try:
+            raw = p.read_bytes()
+        except FileNotFoundError as exc:
+            raise ConfigError(
+                f"master key file {p} does not exist; create one with "
+                "`keyvault agent init` or point VAULT_MASTER_KEY_FILE at it"
+            ) from exc
+        except OSError as exc:
+            raise ConfigError(f"master key file {p} cannot be read: {exc.strerror}") from exc
+        return cls("keyfile", SecretBytes(parse_key_bytes(raw, str(p))))
+
+    @classmethod
+    def from_passphrase(cls, passphrase: str) -> KeySource:
+        """A passphrase, stretched with PBKDF2 at unlock."""
+        if len(passphrase) < 12:
+            raise ConfigError("the master passphrase must be at least 12 characters long")
+        return cls("passphrase", SecretBytes(passphrase.encode("utf-8")))
+
+    def __repr__(self) -> str:
+        return f"KeySource(kind={self.kind!r}, secret=**redacted**)"
+
+
+def parse_key_bytes(raw: bytes, where: str) -> bytes:
+    """Accept 32 raw bytes or 32 bytes encoded as hex or base64 text."""
+    if len(raw) == KEY_BYTES:
+        return raw
+    text = raw.strip()
+    for decode in (binascii.unhexlify, lambda t: base64.b64decode(t, validate=True)):
+        try:
+            key = decode(text)
+        except (binascii.Error, ValueError):
+            continue
+        if len(key) == KEY_BYTES:
+            return key
+    raise ConfigError(
+        f"master key file {where} must hold exactly 32 bytes (raw, hex or base64); "
+        f"it holds {len(raw)} bytes that are none of these"
+    )
+
+
+def generate_key_file(path: str | Path, rng: Random = os.urandom) -> Path:
+    """Write a new random 32-byte key file readable only by its owner; refuse to overwrite."""
+    p = Path(path)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, rng(KEY_BYTES))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return p
+
+
+@dataclass(frozen=True)
+class KeystoreHeader:
+    """The authenticated parameters of a vault's master key (stored beside the data)."""
+
+    vault_id: str
+    kdf: str  # "keyfile" | "pbkdf2-sha256"
+    iterations: int
+    salt: bytes
+    created_at: str
+    mac: bytes = field(default=b"")
+    format: int = HEADER_FORMAT
+
+    def signed_fields(self) -> bytes:
+        """The canonical bytes the header MAC covers."""
+        return _aad(
+            "keystore", self.format, self.vault_id, self.kdf, self.iterations,
+            _b64(self.salt), self.created_at,
+        )
+
+    def to_json(self) -> str:
+        """Serialise for the ``keystore.json`` file."""
+        return json.dumps(
+            {
+                "format": self.format, "vault_id": self.vault_id, "kdf": self.kdf,
+                "iterations": self.iterations, "salt": _b64(self.salt),
+                "created_at": self.created_at, "mac": _b64(self.mac),
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> KeystoreHeader:
+        """Parse a header; any malformation is an integrity failure."""
+        try:
+            doc: dict[str, Any] = json.loads(text)
+            header = cls(
+                vault_id=str(doc["vault_id"]), kdf=str(doc["kdf"]),
+                iterations=int(doc["iterations"]), salt=_unb64(doc["salt"]),
+                created_at=str(doc["created_at"]), mac=_unb64(doc["mac"]),
+                format=int(doc["format"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise IntegrityError() from exc
+        if header.format != HEADER_FORMAT or header.kdf not in ("keyfile", "pbkdf2-sha256"):
+            raise IntegrityError()
+        return header
+
+
+def derive_master_key(source: KeySource, kdf: str, iterations: int, salt: bytes) -> MasterKey:
+    """Turn a key source into the master key (PBKDF2 for passphrases, HKDF for key files)."""
+    if source.kind == "passphrase":
+        if kdf != "pbkdf2-sha256":
+            raise IntegrityError("the keystore was made with a key file, not a passphrase")
+        raw = PBKDF2HMAC(
+            algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, iterations=iterations
+        ).derive(source.secret.reveal())
+    else:
+        if kdf != "keyfile":
+            raise IntegrityError("the keystore was made with a passphrase, not a key file")
+        raw = HKDF(
+            algorithm=hashes.SHA256(), length=KEY_BYTES, salt=salt, info=b"keyvault/master"
+        ).derive(source.secret.reveal())
+    return MasterKey(SecretBytes(raw))
+
+
+def _header_mac(master: MasterKey, header: KeystoreHeader) -> bytes:
+    return hmac.new(master.subkey("keystore-header"), header.signed_fields(), "sha256").digest()
+
+
+def create_keystore(
+    vault_id: str,
+    source: KeySource,
+    *,
+    iterations: int = KDF_DEFAULT_ITERATIONS,
+    rng: Random = os.urandom,
+    clock: Clock = utcnow,
+) -> tuple[KeystoreHeader, MasterKey]:
+    """Make a new keystore header and its master key."""
+    if source.kind == "passphrase" and iterations < KDF_MIN_ITERATIONS:
+        raise ConfigError(
+            f"kdf iterations must be at least {KDF_MIN_ITERATIONS:,} "
+            f"(got {iterations:,}); the default is {KDF_DEFAULT_ITERATIONS:,}"
+        )
+    kdf = "pbkdf2-sha256" if source.kind == "passphrase" else "keyfile"
+    header = KeystoreHeader(
+        vault_id=vault_id, kdf=kdf, iterations=iterations if kdf != "keyfile" else 0,
+        salt=rng(16), created_at=clock().isoformat(),
+    )
+    master = derive_master_key(source, header.kdf, header.iterations, header.salt)
+    signed = KeystoreHeader(**{**header.__dict__, "mac": _header_mac(master, header)})
+    return signed, master
+
+
+def unlock_keystore(header: KeystoreHeader, source: KeySource) -> MasterKey:
+    """Derive the master key and check the header; one opaque error for every failure."""
+    if header.kdf == "pbkdf2-sha256" and header.iterations < KDF_MIN_ITERATIONS:
+        raise IntegrityError()
+    master = derive_master_key(source, header.kdf, header.iterations, header.salt)
+    if not hmac.compare_digest(_header_mac(master, header), header.mac):
+        raise IntegrityError(
+            "the master key does not open this keystore "
+            "(wrong key file or passphrase, or the keystore header was altered)"
+        )
+    return master
+
+
+# --------------------------------------------------------------------------- envelope
+
+
+@dataclass(frozen=True)
+class SealedValue:
+    """A value sealed for storage: its wrapped DEK and its ciphertext."""
+
+    kek_version: int
+    wrapped_dek: bytes
+    ciphertext: bytes
+
+
+class Envelope:
+    """Seal and open secret values for one vault under its master key and live KEKs."""
+
+    def __init__(self, vault_id: str, master: MasterKey, *, rng: Random = os.urandom) -> None:
+        self.vault_id = vault_id
+        self._wrap_key = AESGCM(master.subkey("kek-wrap"))
+        self._rng = rng
+        self._keks: dict[int, AESGCM] = {}
+
+    def __repr__(self) -> str:
+        return f"Envelope(vault_id={self.vault_id!r}, keks={sorted(self._keks)})"
+
+    # KEKs ------------------------------------------------------------------
+    def new_kek(self, version: int) -> bytes:
+        """Make KEK ``version``, load it, and return it wrapped by the master key."""
+        raw = self._rng(KEY_BYTES)
+        self._keks[version] = AESGCM(raw)
+        return _seal(self._wrap_key, raw, _aad("kek", self.vault_id, version), self._rng)
+
+    def load_kek(self, version: int, wrapped: bytes) -> None:
+        """Unwrap a stored KEK so values under it can be opened."""
+        raw = _open(self._wrap_key, wrapped, _aad("kek", self.vault_id, version))
+        self._keks[version] = AESGCM(raw)
+
+    def unload_kek(self, version: int) -> None:
+        """Forget a KEK (after it is destroyed)."""
+        self._keks.pop(version, None)
+
+    def rewrap_kek_for(self, new_master: MasterKey, version: int, wrapped: bytes) -> bytes:
+        """Re-wrap a stored KEK under a new master key (rekey)."""
+        raw = _open(self._wrap_key, wrapped, _aad("kek", self.vault_id, version))
+        return _seal(
+            AESGCM(new_master.subkey("kek-wrap")), raw, _aad("kek", self.vault_id, version),
+            self._rng,
+        )
+
+    def _kek(self, version: int) -> AESGCM:
+        try:
+            return self._keks[version]
+        except KeyError:
+            raise IntegrityError() from None
+
+    # values ----------------------------------------------------------------
+    def seal(self, secret_id: str, version: int, plaintext: bytes, kek_version: int) -> SealedValue:
+        """Encrypt one secret version under a fresh DEK wrapped by KEK ``kek_version``."""
+        dek = self._rng(KEY_BYTES)
+        wrapped = _seal(
+            self._kek(kek_version),
+            dek,
+            _aad("dek", self.vault_id, secret_id, version, kek_version),
+            self._rng,
+        )
+        ciphertext = _seal(
+            AESGCM(dek), plaintext, _aad("value", self.vault_id, secret_id, version), self._rng
+        )
+        return SealedValue(kek_version, wrapped, ciphertext)
+
+    def _dek(self, secret_id: str, version: int, kek_version: int, wrapped: bytes) -> bytes:
+        return _open(
+            self._kek(kek_version), wrapped,
+            _aad("dek", self.vault_id, secret_id, version, kek_version),
+        )
+
+    def open(self, secret_id: str, version: int, sealed: SealedValue) -> bytes:
+        """Decrypt one secret version; any mismatch raises the opaque IntegrityError."""
+        dek = self._dek(secret_id, version, sealed.kek_version, sealed.wrapped_dek)
+        return _open(
+            AESGCM(dek), sealed.ciphertext, _aad("value", self.vault_id, secret_id, version)
+        )
+
+    def rewrap(self, secret_id: str, version: int, sealed: SealedValue, new_kek: int) -> SealedValue:
+        """Re-wrap one value's DEK under KEK ``new_kek``; the value's ciphertext is unchanged.
+
+        The DEK is unwrapped and the value opened first, so a damaged row is found here rather
+        than after the old KEK is gone.
+        """
+        self.open(secret_id, version, sealed)
+        dek = self._dek(secret_id, version, sealed.kek_version, sealed.wrapped_dek)
+        wrapped = _seal(
+            self._kek(new_kek), dek, _aad("dek", self.vault_id, secret_id, version, new_kek),
+            self._rng,
+        )
+        return SealedValue(new_kek, wrapped, sealed.ciphertext)
+
+
+def fingerprint(key: bytes) -> str:
+    """SHA-256 fingerprint of a key, hex, for showing which key is meant without revealing it."""
+    return hashlib.sha256(b"keyvault-fingerprint\x00" + key).hexdigest()

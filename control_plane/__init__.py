@@ -1,0 +1,1 @@
+"""The control plane: the SaaS half of KeyVault, which only ever holds metadata."""
