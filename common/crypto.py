@@ -213,17 +213,26 @@ class KeystoreHeader:
     def signed_fields(self) -> bytes:
         """The canonical bytes the header MAC covers."""
         return _aad(
-            "keystore", self.format, self.vault_id, self.kdf, self.iterations,
-            _b64(self.salt), self.created_at,
+            "keystore",
+            self.format,
+            self.vault_id,
+            self.kdf,
+            self.iterations,
+            _b64(self.salt),
+            self.created_at,
         )
 
     def to_json(self) -> str:
         """Serialise for the ``keystore.json`` file."""
         return json.dumps(
             {
-                "format": self.format, "vault_id": self.vault_id, "kdf": self.kdf,
-                "iterations": self.iterations, "salt": _b64(self.salt),
-                "created_at": self.created_at, "mac": _b64(self.mac),
+                "format": self.format,
+                "vault_id": self.vault_id,
+                "kdf": self.kdf,
+                "iterations": self.iterations,
+                "salt": _b64(self.salt),
+                "created_at": self.created_at,
+                "mac": _b64(self.mac),
             },
             indent=2,
         )
@@ -234,9 +243,12 @@ class KeystoreHeader:
         try:
             doc: dict[str, Any] = json.loads(text)
             header = cls(
-                vault_id=str(doc["vault_id"]), kdf=str(doc["kdf"]),
-                iterations=int(doc["iterations"]), salt=_unb64(doc["salt"]),
-                created_at=str(doc["created_at"]), mac=_unb64(doc["mac"]),
+                vault_id=str(doc["vault_id"]),
+                kdf=str(doc["kdf"]),
+                iterations=int(doc["iterations"]),
+                salt=_unb64(doc["salt"]),
+                created_at=str(doc["created_at"]),
+                mac=_unb64(doc["mac"]),
                 format=int(doc["format"]),
             )
         except (ValueError, KeyError, TypeError) as exc:
@@ -283,8 +295,11 @@ def create_keystore(
         )
     kdf = "pbkdf2-sha256" if source.kind == "passphrase" else "keyfile"
     header = KeystoreHeader(
-        vault_id=vault_id, kdf=kdf, iterations=iterations if kdf != "keyfile" else 0,
-        salt=rng(16), created_at=clock().isoformat(),
+        vault_id=vault_id,
+        kdf=kdf,
+        iterations=iterations if kdf != "keyfile" else 0,
+        salt=rng(16),
+        created_at=clock().isoformat(),
     )
     master = derive_master_key(source, header.kdf, header.iterations, header.salt)
     signed = KeystoreHeader(**{**header.__dict__, "mac": _header_mac(master, header)})
@@ -348,9 +363,33 @@ class Envelope:
         """Re-wrap a stored KEK under a new master key (rekey)."""
         raw = _open(self._wrap_key, wrapped, _aad("kek", self.vault_id, version))
         return _seal(
-            AESGCM(new_master.subkey("kek-wrap")), raw, _aad("kek", self.vault_id, version),
+            AESGCM(new_master.subkey("kek-wrap")),
+            raw,
+            _aad("kek", self.vault_id, version),
             self._rng,
         )
+
+    def wrap_aux(self, purpose: str, raw: bytes) -> bytes:
+        """Wrap an auxiliary vault key (e.g. the audit MAC key) under the master key."""
+        return _seal(self._wrap_key, raw, _aad("aux", self.vault_id, purpose), self._rng)
+
+    def unwrap_aux(self, purpose: str, wrapped: bytes) -> bytes:
+        """Unwrap an auxiliary key made by :meth:`wrap_aux`."""
+        return _open(self._wrap_key, wrapped, _aad("aux", self.vault_id, purpose))
+
+    def rewrap_aux_for(self, new_master: MasterKey, purpose: str, wrapped: bytes) -> bytes:
+        """Re-wrap an auxiliary key under a new master key (rekey)."""
+        raw = self.unwrap_aux(purpose, wrapped)
+        return _seal(
+            AESGCM(new_master.subkey("kek-wrap")),
+            raw,
+            _aad("aux", self.vault_id, purpose),
+            self._rng,
+        )
+
+    def use_master(self, master: MasterKey) -> None:
+        """Switch to a new master key after a rekey (loaded KEKs stay loaded)."""
+        self._wrap_key = AESGCM(master.subkey("kek-wrap"))
 
     def _kek(self, version: int) -> AESGCM:
         try:
@@ -375,7 +414,8 @@ class Envelope:
 
     def _dek(self, secret_id: str, version: int, kek_version: int, wrapped: bytes) -> bytes:
         return _open(
-            self._kek(kek_version), wrapped,
+            self._kek(kek_version),
+            wrapped,
             _aad("dek", self.vault_id, secret_id, version, kek_version),
         )
 
@@ -386,7 +426,9 @@ class Envelope:
             AESGCM(dek), sealed.ciphertext, _aad("value", self.vault_id, secret_id, version)
         )
 
-    def rewrap(self, secret_id: str, version: int, sealed: SealedValue, new_kek: int) -> SealedValue:
+    def rewrap(
+        self, secret_id: str, version: int, sealed: SealedValue, new_kek: int
+    ) -> SealedValue:
         """Re-wrap one value's DEK under KEK ``new_kek``; the value's ciphertext is unchanged.
 
         The DEK is unwrapped and the value opened first, so a damaged row is found here rather
@@ -395,7 +437,9 @@ class Envelope:
         self.open(secret_id, version, sealed)
         dek = self._dek(secret_id, version, sealed.kek_version, sealed.wrapped_dek)
         wrapped = _seal(
-            self._kek(new_kek), dek, _aad("dek", self.vault_id, secret_id, version, new_kek),
+            self._kek(new_kek),
+            dek,
+            _aad("dek", self.vault_id, secret_id, version, new_kek),
             self._rng,
         )
         return SealedValue(new_kek, wrapped, sealed.ciphertext)

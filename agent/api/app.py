@@ -1,0 +1,114 @@
+"""The agent's aiohttp application: factory, error translation, authentication and audit.
+
+One middleware does the edge work of every request, in order: authenticate (unless the route is
+public), write an *intent* audit entry before any write runs, call the view, translate errors
+into the JSON error shape, then write the outcome audit entry *before* the response leaves. If
+an audit entry cannot be written the caller gets 503 and none of the view's bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from agent.api.context import AGENT, AUDIT, RequestAudit
+from agent.api.routes import PUBLIC, add_routes
+from agent.runtime import Agent
+from common.errors import (
+    IntegrityError,
+    KeyVaultError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnavailableError,
+    ValidationError,
+)
+
+log = logging.getLogger("keyvault.agent.api")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+
+
+def error_response(exc: KeyVaultError) -> web.Response:
+    """The one JSON error shape: ``{"error": {"code", "message"}}``."""
+    return web.json_response(exc.to_json(), status=exc.http_status, headers=SECURITY_HEADERS)
+
+
+def _http_exception(exc: web.HTTPException) -> KeyVaultError:
+    if exc.status == 404:
+        return NotFoundError("no such endpoint; see /api/v1/openapi.json")
+    if exc.status == 405:
+        err = ValidationError("method not allowed on this endpoint; see /api/v1/openapi.json")
+        err.http_status = 405
+        err.code = "method_not_allowed"
+        return err
+    if exc.status == 413:
+        return PayloadTooLargeError("request body is larger than this agent accepts")
+    err = ValidationError(exc.reason or "bad request")
+    err.http_status = exc.status
+    return err
+
+
+@web.middleware
+async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate, audit (fail closed), translate errors, count."""
+    agent = request.app[AGENT]
+    started = time.perf_counter()
+    route = request.match_info.route.name or "unknown"
+    info = RequestAudit(op=route)
+    request[AUDIT] = info
+    outcome = "ok"
+    try:
+        if route not in PUBLIC and route != "unknown":
+            info.token = await agent.tokens.authenticate(request.headers.get("Authorization"))
+            info.actor = info.token.id
+        if request.method in WRITES and route != "unknown":
+            agent.audit.append(
+                op=route,
+                outcome="attempt",
+                status=0,
+                actor=info.actor,
+                target=request.match_info.get("id"),
+                remote=request.remote,
+            )
+        response = await handler(request)
+    except KeyVaultError as exc:
+        response = error_response(exc)
+        outcome = "denied" if exc.http_status in (401, 403) else "error"
+        if isinstance(exc, IntegrityError):
+            agent.metrics.integrity_failures += 1
+            log.error("integrity failure on %s %s", request.method, route)
+    except web.HTTPException as exc:
+        response = error_response(_http_exception(exc))
+        outcome = "error"
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, route)
+        response = error_response(KeyVaultError("internal error; see the agent log"))
+        outcome = "error"
+    try:
+        agent.audit.append(
+            op=route,
+            outcome=outcome,
+            status=response.status,
+            actor=info.actor,
+            target=info.target,
+            remote=request.remote,
+        )
+    except UnavailableError as exc:
+        agent.metrics.audit_failures += 1
+        log.error("audit log write failed; refusing request: %s", exc.message)
+        response = error_response(exc)
+    agent.metrics.observe(route, response.status, time.perf_counter() - started)
+    return response
+
+
+def build_app(agent: Agent) -> web.Application:
+    """The agent API for an opened :class:`Agent`."""
+    app = web.Application(middlewares=[edge], client_max_size=agent.settings.max_body_bytes)
+    app[AGENT] = agent
+    app["max_body"] = agent.settings.max_body_bytes
+    add_routes(app)
+    return app

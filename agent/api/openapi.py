@@ -1,0 +1,525 @@
+"""The OpenAPI 3.1 document of the agent API, written by hand and checked against the routes."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from agent.auth import CAPABILITIES
+from agent.generate import CLASSES
+
+J = dict[str, Any]
+
+
+def _ref(name: str) -> J:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: J, description: str) -> J:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {
+    "400": "invalid request",
+    "401": "missing, unknown, revoked or expired token",
+    "403": "the token's policy does not allow this",
+    "404": "no such object",
+    "409": "conflicts with the current state",
+    "413": "body too large",
+    "503": "the store or the audit log is unavailable (fails closed)",
+}
+
+
+def _op(
+    op_id: str,
+    summary: str,
+    ok: dict[str, J],
+    errors: str,
+    *,
+    body: J | None = None,
+    params: list[J] | None = None,
+    secure: bool = True,
+) -> J:
+    responses = dict(ok)
+    for code in errors.split():
+        responses[code] = _json(_ref("Error"), ERRORS[code])
+    responses.setdefault("503", _json(_ref("Error"), ERRORS["503"]))
+    doc: J = {"operationId": op_id, "summary": summary, "responses": responses}
+    if params:
+        doc["parameters"] = params
+    if body is not None:
+        doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if not secure:
+        doc["security"] = []
+    return doc
+
+
+def _path_param(name: str, description: str) -> J:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+    }
+
+
+def _query(name: str, schema: J, description: str) -> J:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
+
+SECRET_ID = _path_param(
+    "id", "The secret's id (sec_…) or its name, URL-encoded (a '/' in a name is sent as %2F)."
+)
+LABELS: J = {
+    "type": "object",
+    "maxProperties": 32,
+    "additionalProperties": {"type": "string", "maxLength": 256},
+}
+
+
+def _schemas() -> J:
+    meta_props: J = {
+        "id": {"type": "string", "pattern": "^sec_[a-z2-7]{26}$"},
+        "name": {"type": "string"},
+        "version": {"type": "integer", "minimum": 1},
+        "description": {"type": "string"},
+        "labels": LABELS,
+        "created_at": {"type": "string"},
+        "updated_at": {"type": "string"},
+        "deleted_at": {"type": ["string", "null"]},
+    }
+    rule: J = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["path", "capabilities"],
+        "properties": {
+            "path": {"type": "string", "minLength": 1, "maxLength": 200},
+            "capabilities": {"type": "array", "minItems": 1, "items": {"enum": list(CAPABILITIES)}},
+        },
+    }
+    token_info: J = {
+        "type": "object",
+        "required": ["id", "name", "policy", "created_at", "expires_at", "revoked_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "policy": {"type": "array", "items": rule},
+            "created_at": {"type": "string"},
+            "expires_at": {"type": ["string", "null"]},
+            "revoked_at": {"type": ["string", "null"]},
+        },
+    }
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string"},
+                        "message": {"type": "string"},
+                        "details": {"type": "object"},
+                    },
+                }
+            },
+        },
+        "SecretMeta": {"type": "object", "required": list(meta_props), "properties": meta_props},
+        "SecretValue": {
+            "type": "object",
+            "required": [*meta_props, "value", "current_version"],
+            "properties": {
+                **meta_props,
+                "value": {"type": "string"},
+                "current_version": {"type": "integer", "minimum": 1},
+            },
+        },
+        "SecretCreate": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "value"],
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "value": {"type": "string", "minLength": 1},
+                "description": {"type": "string", "maxLength": 1000},
+                "labels": LABELS,
+            },
+        },
+        "SecretUpdate": {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "properties": {
+                "value": {"type": "string", "minLength": 1},
+                "description": {"type": "string", "maxLength": 1000},
+                "labels": LABELS,
+            },
+        },
+        "Generator": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "mode": {"enum": ["password", "bytes"]},
+                "length": {"type": "integer", "minimum": 8, "maximum": 1024},
+                "classes": {
+                    "type": "array",
+                    "items": {"enum": list(CLASSES)},
+                    "minItems": 1,
+                    "uniqueItems": True,
+                },
+                "min_per_class": {"type": "integer", "minimum": 0},
+                "exclude_lookalikes": {"type": "boolean"},
+                "encoding": {"enum": ["base64", "hex"]},
+            },
+        },
+        "Rule": rule,
+        "TokenInfo": token_info,
+        "Job": {
+            "type": "object",
+            "required": ["id", "kind", "state", "done", "total"],
+            "properties": {
+                "id": {"type": "string"},
+                "kind": {"type": "string"},
+                "state": {"enum": ["running", "succeeded", "failed"]},
+                "done": {"type": "integer"},
+                "total": {"type": "integer"},
+                "result": {"type": "object"},
+                "error": {"type": ["string", "null"]},
+                "started_at": {"type": "string"},
+                "finished_at": {"type": ["string", "null"]},
+            },
+        },
+    }
+
+
+def _paths() -> J:
+    meta = _json(_ref("SecretMeta"), "the secret's metadata")
+    return {
+        "/api/v1/secrets": {
+            "post": _op(
+                "createSecret",
+                "Create a secret (version 1)",
+                {"201": meta},
+                "400 401 403 409 413",
+                body=_ref("SecretCreate"),
+            ),
+            "get": _op(
+                "listSecrets",
+                "List secrets (metadata only), keyset-paginated by name",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["secrets", "next"],
+                            "properties": {
+                                "secrets": {"type": "array", "items": _ref("SecretMeta")},
+                                "next": {"type": ["string", "null"]},
+                            },
+                        },
+                        "a page of metadata",
+                    )
+                },
+                "400 401 403",
+                params=[
+                    _query(
+                        "prefix",
+                        {"type": "string", "maxLength": 200},
+                        "only names starting with this",
+                    ),
+                    _query("after", {"type": "string"}, "the 'next' cursor of the previous page"),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 1000},
+                        "page size (100)",
+                    ),
+                    _query("deleted", {"type": "boolean"}, "list soft-deleted secrets instead"),
+                ],
+            ),
+        },
+        "/api/v1/secrets/{id}": {
+            "parameters": [SECRET_ID],
+            "get": _op(
+                "readSecret",
+                "Read a secret's value (current, or ?version=N)",
+                {"200": _json(_ref("SecretValue"), "the value and its metadata")},
+                "400 401 403 404",
+                params=[
+                    _query(
+                        "version",
+                        {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                        "an older version",
+                    )
+                ],
+            ),
+            "put": _op(
+                "updateSecret",
+                "Update: a new version when value is given",
+                {"200": meta},
+                "400 401 403 404 409 413",
+                body=_ref("SecretUpdate"),
+            ),
+            "delete": _op("deleteSecret", "Soft-delete a secret", {"200": meta}, "401 403 404 409"),
+        },
+        "/api/v1/secrets/{id}/rotate": {
+            "parameters": [SECRET_ID],
+            "post": _op(
+                "rotateSecret",
+                "New random value (rules optional)",
+                {"200": meta},
+                "400 401 403 404 409 413",
+                body=_ref("Generator"),
+            ),
+        },
+        "/api/v1/secrets/{id}/versions": {
+            "parameters": [SECRET_ID],
+            "get": _op(
+                "secretVersions",
+                "Version history (no values)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["id", "versions"],
+                            "properties": {
+                                "id": {"type": "string"},
+                                "versions": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "required": ["version", "created_at", "origin", "current"],
+                                        "properties": {
+                                            "version": {"type": "integer"},
+                                            "created_at": {"type": "string"},
+                                            "origin": {"enum": ["create", "update", "rotate"]},
+                                            "current": {"type": "boolean"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                        "versions",
+                    )
+                },
+                "401 403 404",
+            ),
+        },
+        "/api/v1/secrets/{id}/undelete": {
+            "parameters": [SECRET_ID],
+            "post": _op(
+                "undeleteSecret",
+                "Bring back a soft-deleted secret",
+                {"200": meta},
+                "401 403 404 409",
+            ),
+        },
+        "/api/v1/secrets/{id}/destroy": {
+            "parameters": [SECRET_ID],
+            "post": _op(
+                "destroySecret",
+                "Erase a deleted secret and all its versions",
+                {"200": meta},
+                "401 403 404 409",
+            ),
+        },
+        "/api/v1/health": {
+            "get": _op(
+                "health",
+                "Liveness and state",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["status", "version", "vault_id"],
+                            "properties": {
+                                "status": {"type": "string"},
+                                "version": {"type": "string"},
+                                "vault_id": {"type": "string"},
+                                "uptime_seconds": {"type": "number"},
+                                "storage": {"type": "string"},
+                                "kek_version": {"type": "integer"},
+                                "audit_seq": {"type": "integer"},
+                            },
+                        },
+                        "healthy",
+                    )
+                },
+                "",
+                secure=False,
+            ),
+        },
+        "/api/v1/metrics": {
+            "get": _op(
+                "metrics",
+                "Prometheus metrics",
+                {
+                    "200": {
+                        "description": "text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                "401",
+            ),
+        },
+        "/api/v1/openapi.json": {
+            "get": _op(
+                "openapi",
+                "This document",
+                {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+                "",
+                secure=False,
+            ),
+        },
+        "/api/v1/sys/tokens": {
+            "post": _op(
+                "createToken",
+                "Mint a token (its secret is shown once)",
+                {
+                    "201": _json(
+                        {
+                            "type": "object",
+                            "required": ["token", "info"],
+                            "properties": {"token": {"type": "string"}, "info": _ref("TokenInfo")},
+                        },
+                        "the new token",
+                    )
+                },
+                "400 401 403 413",
+                body={
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name", "policy"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                        "policy": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 100,
+                            "items": _ref("Rule"),
+                        },
+                        "ttl_seconds": {"type": "integer", "minimum": 60, "maximum": 315360000},
+                    },
+                },
+            ),
+            "get": _op(
+                "listTokens",
+                "Every token's description",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["tokens"],
+                            "properties": {"tokens": {"type": "array", "items": _ref("TokenInfo")}},
+                        },
+                        "tokens",
+                    )
+                },
+                "401 403",
+            ),
+        },
+        "/api/v1/sys/tokens/{token_id}": {
+            "parameters": [_path_param("token_id", "the token's id (tok_…)")],
+            "delete": _op(
+                "revokeToken",
+                "Revoke a token",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["revoked"],
+                            "properties": {"revoked": {"type": "string"}},
+                        },
+                        "revoked",
+                    )
+                },
+                "401 403 404",
+            ),
+        },
+        "/api/v1/sys/keys": {
+            "get": _op(
+                "keyStatus",
+                "KEKs and how many values each wraps",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["active", "keks"],
+                            "properties": {
+                                "active": {"type": "integer"},
+                                "keks": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {
+                                            "version": {"type": "integer"},
+                                            "state": {"type": "string"},
+                                            "created_at": {"type": "string"},
+                                            "values": {"type": "integer"},
+                                        },
+                                    },
+                                },
+                            },
+                        },
+                        "keys",
+                    )
+                },
+                "401 403",
+            ),
+        },
+        "/api/v1/sys/keys/rotate": {
+            "post": _op(
+                "rotateKek",
+                "Start an online KEK rotation",
+                {"202": _json(_ref("Job"), "the job")},
+                "401 403 409",
+            ),
+        },
+        "/api/v1/sys/keys/rekey": {
+            "post": _op(
+                "rekey",
+                "Change the master key",
+                {"202": _json(_ref("Job"), "the job")},
+                "400 401 403 409 413",
+                body={
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "new_key_file": {"type": "string"},
+                        "new_passphrase": {"type": "string", "minLength": 12},
+                        "iterations": {"type": "integer", "minimum": 100000, "maximum": 10000000},
+                    },
+                },
+            ),
+        },
+        "/api/v1/sys/jobs/{job_id}": {
+            "parameters": [_path_param("job_id", "the job's id")],
+            "get": _op(
+                "jobStatus",
+                "A job's progress",
+                {"200": _json(_ref("Job"), "the job")},
+                "401 403 404",
+            ),
+        },
+    }
+
+
+@cache
+def openapi_document() -> J:
+    """The whole OpenAPI 3.1 document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "KeyVault agent API", "version": "1"},
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": _paths(),
+    }

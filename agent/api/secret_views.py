@@ -1,0 +1,134 @@
+"""HTTP views for ``/api/v1/secrets``: thin, over :class:`agent.secrets.SecretService`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agent.api.body import json_object, query_bool, query_int, reject_unknown_query, typed
+from agent.api.context import AGENT, audit_target, token_of
+from agent.generate import GeneratorSpec
+from agent.secrets import ID_RE, SecretMeta
+from common.errors import ValidationError
+
+
+async def _meta_for(
+    request: web.Request, capability: str, *, include_deleted: bool = False
+) -> SecretMeta:
+    """Resolve ``{id}``, checking the policy on a name *before* looking it up (no existence leak)."""
+    agent = request.app[AGENT]
+    token = token_of(request)
+    ref = request.match_info["id"]
+    audit_target(request, ref)
+    if not ID_RE.match(ref):
+        token.require(capability, ref)
+    meta = await agent.secrets.meta(ref, include_deleted=include_deleted)
+    token.require(capability, meta.name)
+    audit_target(request, meta.id)
+    return meta
+
+
+async def create_secret(request: web.Request) -> web.Response:
+    """POST /api/v1/secrets — a new secret at version 1."""
+    agent = request.app[AGENT]
+    doc = await json_object(
+        request, {"name", "value", "description", "labels"}, frozenset({"name", "value"})
+    )
+    name = typed(doc, "name", str, "a string")
+    token_of(request).require("write", name)
+    meta = await agent.secrets.create(
+        name,
+        typed(doc, "value", str, "a string"),
+        description=typed(doc, "description", str, "a string") or "",
+        labels=typed(doc, "labels", dict, "an object of strings") or {},
+    )
+    audit_target(request, meta.id)
+    return web.json_response(meta.to_json(), status=201)
+
+
+async def list_secrets(request: web.Request) -> web.Response:
+    """GET /api/v1/secrets — metadata only, keyset-paginated by name."""
+    agent = request.app[AGENT]
+    token = token_of(request)
+    reject_unknown_query(request, {"prefix", "after", "limit", "deleted"})
+    prefix = request.query.get("prefix", "")
+    if len(prefix) > 200:
+        raise ValidationError("query parameter prefix must be at most 200 characters")
+    items, nxt = await agent.secrets.list(
+        prefix=prefix,
+        after=request.query.get("after") or None,
+        limit=query_int(request, "limit", 100, 1, 1000),
+        deleted=query_bool(request, "deleted"),
+    )
+    visible = [m.to_json() for m in items if token.policy.allows("list", m.name)]
+    return web.json_response({"secrets": visible, "next": nxt})
+
+
+async def read_secret(request: web.Request) -> web.Response:
+    """GET /api/v1/secrets/{id} — the value (current or ``?version=N``) and its metadata."""
+    agent = request.app[AGENT]
+    token = token_of(request)
+    ref = request.match_info["id"]
+    if len(request.query) and set(request.query) - {"version"}:
+        reject_unknown_query(request, {"version"})
+    version = query_int(request, "version", 0, 1, 2**31 - 1) if "version" in request.query else None
+    audit_target(request, ref)
+    if not ID_RE.match(ref):
+        token.require("read", ref)
+    meta, served, value = await agent.secrets.reveal(ref, version)
+    token.require("read", meta.name)
+    audit_target(request, meta.id)
+    body = meta.to_json()
+    body["version"] = served
+    body["current_version"] = meta.version
+    body["value"] = value
+    return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+
+async def update_secret(request: web.Request) -> web.Response:
+    """PUT /api/v1/secrets/{id} — a new version when ``value`` is given."""
+    agent = request.app[AGENT]
+    doc = await json_object(request, {"value", "description", "labels"})
+    meta = await _meta_for(request, "write")
+    new = await agent.secrets.update(
+        meta.id,
+        value=typed(doc, "value", str, "a string"),
+        description=typed(doc, "description", str, "a string"),
+        labels=typed(doc, "labels", dict, "an object of strings"),
+    )
+    return web.json_response(new.to_json())
+
+
+async def delete_secret(request: web.Request) -> web.Response:
+    """DELETE /api/v1/secrets/{id} — soft delete (undelete or destroy later)."""
+    meta = await _meta_for(request, "delete")
+    return web.json_response((await request.app[AGENT].secrets.delete(meta.id)).to_json())
+
+
+async def undelete_secret(request: web.Request) -> web.Response:
+    """POST /api/v1/secrets/{id}/undelete."""
+    meta = await _meta_for(request, "delete", include_deleted=True)
+    return web.json_response((await request.app[AGENT].secrets.undelete(meta.id)).to_json())
+
+
+async def destroy_secret(request: web.Request) -> web.Response:
+    """POST /api/v1/secrets/{id}/destroy — erase a deleted secret and every version."""
+    meta = await _meta_for(request, "delete", include_deleted=True)
+    return web.json_response((await request.app[AGENT].secrets.destroy(meta.id)).to_json())
+
+
+async def rotate_secret(request: web.Request) -> web.Response:
+    """POST /api/v1/secrets/{id}/rotate — a new random value (rules optional in the body)."""
+    agent = request.app[AGENT]
+    allowed = {"mode", "length", "classes", "min_per_class", "exclude_lookalikes", "encoding"}
+    doc = await json_object(request, allowed) if (await request.read()).strip() else {}
+    spec = GeneratorSpec.parse(doc)
+    meta = await _meta_for(request, "rotate")
+    return web.json_response((await agent.secrets.rotate(meta.id, spec)).to_json())
+
+
+async def secret_versions(request: web.Request) -> web.Response:
+    """GET /api/v1/secrets/{id}/versions — version history without values."""
+    meta = await _meta_for(request, "read", include_deleted=True)
+    return web.json_response(
+        {"id": meta.id, "versions": await request.app[AGENT].secrets.versions(meta.id)}
+    )

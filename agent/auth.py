@@ -1,0 +1,283 @@
+"""Bearer tokens and their policies: name globs × capabilities, stored hashed.
+
+A policy is a list of rules ``{"path": glob, "capabilities": [...]}``. In a glob, ``*`` matches
+within one ``/``-separated segment, ``**`` matches across segments and ``?`` one character.
+Capabilities: ``read``, ``list``, ``write``, ``rotate``, ``delete`` and ``admin`` (which
+implies every other). Agent-wide operations (tokens, keys, backup) are checked as ``admin`` on
+the pseudo-path ``sys/<area>``, so ``{"path": "**", "capabilities": ["admin"]}`` is a root token.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from agent.store import schema as t
+from agent.store.db import Store
+from common.crypto import Clock, Random, utcnow
+from common.errors import AuthenticationError, NotFoundError, PermissionDeniedError, ValidationError
+
+CAPABILITIES = ("read", "list", "write", "rotate", "delete", "admin")
+TOKEN_PREFIX = "kvt_"
+_GLOB_OK = re.compile(r"^[A-Za-z0-9_.\-/*?]{1,200}$")
+CACHE_SECONDS = 5.0
+
+
+def glob_to_regex(glob: str) -> re.Pattern[str]:
+    """Compile a name glob (``*`` one segment, ``**`` any depth, ``?`` one character)."""
+    out = []
+    i = 0
+    while i < len(glob):
+        if glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif glob[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(glob[i]))
+            i += 1
+    return re.compile("^" + "".join(out) + "$")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One policy rule."""
+
+    path: str
+    capabilities: frozenset[str]
+    regex: re.Pattern[str] = field(compare=False, repr=False)
+
+    @classmethod
+    def parse(cls, doc: Any, where: str) -> Rule:
+        """Validate one rule mapping."""
+        if not isinstance(doc, dict) or set(doc) != {"path", "capabilities"}:
+            raise ValidationError(
+                f"{where} must be an object with exactly 'path' and 'capabilities'"
+            )
+        path, caps = doc["path"], doc["capabilities"]
+        if not isinstance(path, str) or not _GLOB_OK.match(path):
+            raise ValidationError(
+                f"{where}.path must be a glob of letters, digits, _ . - / * ? (1-200 characters)"
+            )
+        if not isinstance(caps, list) or not caps or not all(isinstance(c, str) for c in caps):
+            raise ValidationError(f"{where}.capabilities must be a non-empty list of strings")
+        unknown = sorted(set(caps) - set(CAPABILITIES))
+        if unknown:
+            raise ValidationError(
+                f"{where}.capabilities has unknown {unknown}; use {', '.join(CAPABILITIES)}"
+            )
+        return cls(path, frozenset(caps), glob_to_regex(path))
+
+    def grants(self, capability: str, name: str) -> bool:
+        """Whether this rule allows ``capability`` on ``name``."""
+        return (capability in self.capabilities or "admin" in self.capabilities) and bool(
+            self.regex.match(name)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The rule as stored and shown."""
+        return {"path": self.path, "capabilities": sorted(self.capabilities)}
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A token's rules."""
+
+    rules: tuple[Rule, ...]
+
+    @classmethod
+    def parse(cls, doc: Any) -> Policy:
+        """Validate a list of rules."""
+        if not isinstance(doc, list) or not doc or len(doc) > 100:
+            raise ValidationError("policy must be a list of 1-100 rules")
+        return cls(tuple(Rule.parse(r, f"policy[{i}]") for i, r in enumerate(doc)))
+
+    @classmethod
+    def root(cls) -> Policy:
+        """Everything, everywhere."""
+        return cls.parse([{"path": "**", "capabilities": ["admin"]}])
+
+    def allows(self, capability: str, name: str) -> bool:
+        """Whether any rule grants ``capability`` on ``name``."""
+        return any(rule.grants(capability, name) for rule in self.rules)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """The policy as stored and shown."""
+        return [r.to_json() for r in self.rules]
+
+
+@dataclass(frozen=True)
+class Token:
+    """An authenticated caller."""
+
+    id: str
+    name: str
+    policy: Policy
+    created_at: str
+    expires_at: str | None = None
+    revoked_at: str | None = None
+
+    def require(self, capability: str, name: str) -> None:
+        """Raise 403 unless the policy allows ``capability`` on ``name``."""
+        if not self.policy.allows(capability, name):
+            raise PermissionDeniedError(
+                f"this token may not {capability} {name!r}; ask an admin for a token whose "
+                "policy grants it"
+            )
+
+    def to_json(self) -> dict[str, Any]:
+        """Public description (never the token itself)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "policy": self.policy.to_json(),
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "revoked_at": self.revoked_at,
+        }
+
+
+def hash_token(secret: str) -> str:
+    """SHA-256 of a token (tokens are 256-bit random, so a fast hash is right)."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _row_to_token(row: Any) -> Token:
+    return Token(
+        id=row.id,
+        name=row.name,
+        policy=Policy.parse(json.loads(row.policy)),
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+class TokenService:
+    """Create, check, list and revoke bearer tokens."""
+
+    def __init__(self, store: Store, *, clock: Clock = utcnow, rng: Random = os.urandom) -> None:
+        self.store = store
+        self._clock = clock
+        self._rng = rng
+        self._cache: dict[str, tuple[float, Token]] = {}
+
+    def new_token(
+        self, name: str, policy: Policy, ttl: timedelta | None = None
+    ) -> tuple[str, dict[str, Any], Token]:
+        """Mint a token: (secret shown once, row to insert, token)."""
+        if not isinstance(name, str) or not 1 <= len(name) <= 100 or not name.isprintable():
+            raise ValidationError("token name must be 1-100 printable characters")
+        if ttl is not None and ttl.total_seconds() <= 0:
+            raise ValidationError("token ttl must be positive")
+        secret = TOKEN_PREFIX + base64.urlsafe_b64encode(self._rng(32)).decode().rstrip("=")
+        token_id = "tok_" + base64.b32encode(self._rng(10)).decode().lower()
+        now = self._clock()
+        token = Token(
+            token_id, name, policy, now.isoformat(), (now + ttl).isoformat() if ttl else None
+        )
+        row = {
+            "id": token.id,
+            "name": name,
+            "token_hash": hash_token(secret),
+            "policy": json.dumps(policy.to_json()),
+            "created_at": token.created_at,
+            "expires_at": token.expires_at,
+        }
+        return secret, row, token
+
+    async def create(
+        self, name: str, policy: Policy, ttl: timedelta | None = None
+    ) -> tuple[str, Token]:
+        """Create and store a token; returns (secret, token)."""
+        secret, row, token = self.new_token(name, policy, ttl)
+        await self.store.write(lambda conn: conn.execute(t.tokens.insert().values(**row)))
+        return secret, token
+
+    def create_sync(
+        self, name: str, policy: Policy, ttl: timedelta | None = None
+    ) -> tuple[str, Token]:
+        """Blocking :meth:`create` for offline tools."""
+        secret, row, token = self.new_token(name, policy, ttl)
+        self.store.write_sync(lambda conn: conn.execute(t.tokens.insert().values(**row)))
+        return secret, token
+
+    async def authenticate(self, header: str | None) -> Token:
+        """Resolve an ``Authorization: Bearer …`` header to a live token, or raise 401."""
+        if not header:
+            raise AuthenticationError("missing bearer token: send 'Authorization: Bearer <token>'")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.startswith(TOKEN_PREFIX):
+            raise AuthenticationError("malformed Authorization header: expected 'Bearer kvt_…'")
+        digest = hash_token(secret.strip())
+        cached = self._cache.get(digest)
+        now = time.monotonic()
+        if cached and now - cached[0] < CACHE_SECONDS:
+            token = cached[1]
+        else:
+            token = await self.store.read(_by_hash(digest))
+            if token is None:
+                raise AuthenticationError("unknown or revoked token")
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (now, token)
+        if token.revoked_at:
+            raise AuthenticationError("unknown or revoked token")
+        if token.expires_at and datetime.fromisoformat(token.expires_at) <= self._clock():
+            raise AuthenticationError("this token has expired; ask an admin for a new one")
+        return token
+
+    async def list(self) -> list[Token]:
+        """Every token, newest first."""
+
+        def q(conn: Connection) -> list[Token]:
+            rows = conn.execute(select(t.tokens).order_by(t.tokens.c.created_at.desc())).all()
+            return [_row_to_token(r) for r in rows]
+
+        return await self.store.read(q)
+
+    async def revoke(self, token_id: str) -> Token:
+        """Revoke a token; takes effect on this agent at once."""
+        now = self._clock().isoformat()
+
+        def txn(conn: Connection) -> Token:
+            row = conn.execute(select(t.tokens).where(t.tokens.c.id == token_id)).one_or_none()
+            if row is None:
+                raise NotFoundError(f"no token with id {token_id!r}")
+            if not row.revoked_at:
+                conn.execute(
+                    update(t.tokens).where(t.tokens.c.id == token_id).values(revoked_at=now)
+                )
+            return _row_to_token(row)
+
+        token = await self.store.write(txn)
+        self._cache.clear()
+        return token
+
+
+def _by_hash(digest: str) -> Any:
+    def q(conn: Connection) -> Token | None:
+        row = conn.execute(select(t.tokens).where(t.tokens.c.token_hash == digest)).one_or_none()
+        return _row_to_token(row) if row else None
+
+    return q
+
+
+def filter_allowed(token: Token, capability: str, names: Iterable[str]) -> list[str]:
+    """The names among ``names`` the token may use ``capability`` on."""
+    return [n for n in names if token.policy.allows(capability, n)]

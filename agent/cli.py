@@ -1,0 +1,307 @@
+"""``keyvault agent …``: initialise, run and administer a vault agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from agent.bootstrap import CONFIG_NAME, InitOptions, initialise
+from common.cliutil import agent_options, client_config, friendly_errors, make_client
+from common.crypto import KDF_DEFAULT_ITERATIONS
+from common.errors import ConfigError, KeyVaultError, ValidationError
+from common.settings import AgentSettings, load_settings
+
+DATA_DIR_HELP = "The agent's data folder (default ./keyvault-data, or KEYVAULT_DATA_DIR)."
+
+
+def load_agent_settings(config: Path | None, data_dir: Path | None, **overrides: Any) -> AgentSettings:
+    """Settings from --config, else <data-dir>/agent.yaml, then the environment and flags."""
+    if config is None:
+        folder = data_dir or Path(os.environ.get("KEYVAULT_DATA_DIR", "keyvault-data"))
+        candidate = folder / CONFIG_NAME
+        config = candidate if candidate.exists() else None
+        if data_dir is not None:
+            overrides.setdefault("data_dir", data_dir)
+    return load_settings(AgentSettings, config, overrides)
+
+
+@click.group("agent")
+def agent_group() -> None:
+    """Initialise, run and administer a vault agent."""
+
+
+@agent_group.command("init")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="KEYVAULT_DATA_DIR",
+              default=Path("keyvault-data"), show_default=True, help=DATA_DIR_HELP)
+@click.option("--key-file", type=click.Path(path_type=Path),
+              help="Master key file to use, or to create if missing (default <data-dir>/master.key).")
+@click.option("--passphrase", "use_passphrase", is_flag=True,
+              help="Use a passphrase (KEYVAULT_MASTER_PASSPHRASE, or asked for) instead of a key file.")
+@click.option("--iterations", type=click.IntRange(100_000, 10_000_000), default=KDF_DEFAULT_ITERATIONS,
+              show_default=True, help="PBKDF2 iterations for a passphrase.")
+@click.option("--hostname", "hostnames", multiple=True, help="Extra DNS name for the server certificate.")
+@click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), help="Your own server certificate.")
+@click.option("--tls-key", type=click.Path(exists=True, path_type=Path), help="Its private key.")
+@click.option("--client-ca", type=click.Path(exists=True, path_type=Path), help="CA of client certificates.")
+@click.option("--client-cert", "client_cert_mode", type=click.Choice(["required", "optional", "none"]),
+              default="optional", show_default=True, help="Whether clients must show a certificate.")
+@click.option("--storage-url", help="SQLAlchemy URL of the store (default SQLite in the data folder).")
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port.")
+@click.option("--token-file", type=click.Path(path_type=Path),
+              help="Also write the admin token to this file (mode 0600) instead of only showing it.")
+@friendly_errors
+def init_cmd(data_dir: Path, key_file: Path | None, use_passphrase: bool, iterations: int,
+             hostnames: tuple[str, ...], tls_cert: Path | None, tls_key: Path | None,
+             client_ca: Path | None, client_cert_mode: str, storage_url: str | None, bind: str,
+             port: int, token_file: Path | None) -> None:
+    """Create a data folder: keystore, store, TLS certificates, config and a first admin token."""
+    passphrase = None
+    if use_passphrase:
+        passphrase = os.environ.get("KEYVAULT_MASTER_PASSPHRASE") or click.prompt(
+            "Master passphrase", hide_input=True, confirmation_prompt=True
+        )
+    click.echo("Initialising the vault (deriving the master key)…", err=True)
+    result = initialise(InitOptions(
+        data_dir, key_file, passphrase, iterations, hostnames, tls_cert, tls_key, client_ca,
+        client_cert_mode, storage_url, bind, port,
+    ))
+    if token_file is not None:
+        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(result.admin_token + "\n")
+    click.echo(f"Vault {result.vault_id} initialised in {data_dir.resolve()}")
+    click.echo(f"  config:     {result.config_file}")
+    if result.key_file:
+        click.echo(f"  master key: {result.key_file}  (keep a copy off this disk; without it nothing decrypts)")
+    click.echo(f"  TLS CA:     {result.ca_file}")
+    if token_file is not None:
+        click.echo(f"  admin token written to {token_file}")
+    else:
+        click.echo("\nAdmin token (shown once, store it now):")
+        click.echo(f"  {result.admin_token}")
+    click.echo(f"\nStart it with:  keyvault agent run --data-dir {data_dir}")
+
+
+@agent_group.command("run")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="KEYVAULT_DATA_DIR", help=DATA_DIR_HELP)
+@click.option("--config", type=click.Path(path_type=Path), envvar="KEYVAULT_CONFIG",
+              help="YAML config file (default <data-dir>/agent.yaml).")
+@click.option("--port", type=click.IntRange(0, 65535), help="Override the configured port.")
+@click.option("--bind", help="Override the configured address.")
+@friendly_errors
+def run_cmd(data_dir: Path | None, config: Path | None, port: int | None, bind: str | None) -> None:
+    """Serve the agent API until SIGTERM or Ctrl+C."""
+    from agent.daemon import serve
+    from agent.logs import setup_logging
+
+    settings = load_agent_settings(config, data_dir, port=port, bind=bind)
+    setup_logging(settings.log_level, settings.log_format)
+    asyncio.run(serve(settings, on_ready=lambda url: click.echo(f"keyvault agent listening on {url}", err=True)))
+
+
+@agent_group.command("status")
+@agent_options
+@friendly_errors
+def status_cmd(**conn: Any) -> None:
+    """Show a running agent's health."""
+    with make_client(client_config(**conn)) as kv:
+        click.echo(json.dumps(kv.health(), indent=2))
+
+
+# ------------------------------------------------------------------ tokens
+
+
+@agent_group.group("token")
+def token_group() -> None:
+    """Create, list and revoke bearer tokens (needs an admin token)."""
+
+
+def parse_ttl(text: str | None) -> int | None:
+    """``90s``, ``15m``, ``12h``, ``30d`` → seconds."""
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+)([smhd])", text.strip())
+    if not match:
+        raise ValidationError(f"--ttl {text!r} must look like 90s, 15m, 12h or 30d")
+    return int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+def parse_policy(rules: tuple[str, ...]) -> list[dict[str, Any]]:
+    """``--allow 'app/**:read,list'`` options → policy rules."""
+    out = []
+    for rule in rules:
+        path, sep, caps = rule.rpartition(":")
+        if not sep or not path or not caps:
+            raise ValidationError(f"--allow {rule!r} must look like 'PATH_GLOB:cap1,cap2'")
+        out.append({"path": path, "capabilities": [c.strip() for c in caps.split(",") if c.strip()]})
+    return out
+
+
+@token_group.command("create")
+@click.option("--name", required=True, help="What the token is for.")
+@click.option("--allow", "rules", multiple=True, required=True,
+              help="A rule 'GLOB:caps', e.g. 'app/**:read,list'. Repeatable. Caps: read list write rotate delete admin.")
+@click.option("--ttl", help="Lifetime such as 12h or 30d (default: no expiry).")
+@agent_options
+@friendly_errors
+def token_create(name: str, rules: tuple[str, ...], ttl: str | None, **conn: Any) -> None:
+    """Mint a token; its secret is printed once."""
+    with make_client(client_config(**conn)) as kv:
+        made = kv.create_token(name, parse_policy(rules), parse_ttl(ttl))
+    click.echo(f"token {made['info']['id']} ({name}) created; its secret, shown once:", err=True)
+    click.echo(made["token"])
+
+
+@token_group.command("list")
+@agent_options
+@friendly_errors
+def token_list(**conn: Any) -> None:
+    """List tokens (never their secrets)."""
+    with make_client(client_config(**conn)) as kv:
+        tokens = kv.list_tokens()["tokens"]
+    for tok in tokens:
+        state = "revoked" if tok["revoked_at"] else ("expires " + tok["expires_at"] if tok["expires_at"] else "active")
+        rules = "; ".join(f"{r['path']}:{','.join(r['capabilities'])}" for r in tok["policy"])
+        click.echo(f"{tok['id']}  {tok['name']:<24} {state:<34} {rules}")
+
+
+@token_group.command("revoke")
+@click.argument("token_id")
+@agent_options
+@friendly_errors
+def token_revoke(token_id: str, **conn: Any) -> None:
+    """Revoke a token by id."""
+    with make_client(client_config(**conn)) as kv:
+        kv.revoke_token(token_id)
+    click.echo(f"token {token_id} revoked")
+
+
+# ------------------------------------------------------------------ keys
+
+
+def _follow_job(kv: Any, job: dict[str, Any], label: str) -> dict[str, Any]:
+    with click.progressbar(length=max(job["total"], 1), label=label, show_pos=True) as bar:
+        shown = 0
+        while True:
+            job = kv.job(job["id"])
+            if job["total"] and bar.length != job["total"]:
+                bar.length = job["total"]
+            bar.update(job["done"] - shown)
+            shown = job["done"]
+            if job["state"] != "running":
+                break
+            time.sleep(0.2)
+    if job["state"] == "failed":
+        raise KeyVaultError(f"{label} failed: {job['error']}")
+    return job
+
+
+@agent_group.command("rotate-kek")
+@agent_options
+@friendly_errors
+def rotate_kek_cmd(**conn: Any) -> None:
+    """New key-encryption key, online re-wrap of every data key, then destroy the old KEK."""
+    with make_client(client_config(**conn)) as kv:
+        job = _follow_job(kv, kv.rotate_kek(), "re-wrapping data keys")
+    res = job["result"]
+    click.echo(
+        f"KEK v{res['new_version']} active; {res['rewrapped']} data keys re-wrapped; "
+        f"destroyed: {', '.join(f'v{v}' for v in res['destroyed']) or 'none'}"
+    )
+
+
+@agent_group.command("rekey")
+@click.option("--new-key-file", type=click.Path(path_type=Path),
+              help="New 32-byte key file, as a path on the agent's host.")
+@click.option("--new-passphrase", "use_passphrase", is_flag=True, help="Switch to a passphrase (asked for).")
+@click.option("--iterations", type=click.IntRange(100_000, 10_000_000), default=KDF_DEFAULT_ITERATIONS,
+              show_default=True)
+@agent_options
+@friendly_errors
+def rekey_cmd(new_key_file: Path | None, use_passphrase: bool, iterations: int, **conn: Any) -> None:
+    """Change the master key: every KEK is re-wrapped; values are untouched."""
+    if (new_key_file is None) == (not use_passphrase):
+        raise ConfigError("give exactly one of --new-key-file or --new-passphrase")
+    phrase = None
+    if use_passphrase:
+        phrase = os.environ.get("KEYVAULT_NEW_MASTER_PASSPHRASE") or click.prompt(
+            "New master passphrase", hide_input=True, confirmation_prompt=True
+        )
+    with make_client(client_config(**conn)) as kv:
+        path = str(new_key_file.resolve()) if new_key_file else None
+        _follow_job(kv, kv.rekey(path, phrase, iterations), "re-wrapping key-encryption keys")
+    where = f"VAULT_MASTER_KEY_FILE={new_key_file.resolve()}" if new_key_file else "the new passphrase"
+    click.echo(f"master key changed. Before the agent's next start, configure {where}.")
+
+
+# ------------------------------------------------------------------ audit and backup
+
+
+@agent_group.group("audit")
+def audit_group() -> None:
+    """The local, hash-chained audit log."""
+
+
+@audit_group.command("verify")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="KEYVAULT_DATA_DIR", help=DATA_DIR_HELP)
+@click.option("--config", type=click.Path(path_type=Path), envvar="KEYVAULT_CONFIG")
+@friendly_errors
+def audit_verify_cmd(data_dir: Path | None, config: Path | None) -> None:
+    """Check every entry's MAC and link; finds edits, deletions, reordering and truncation."""
+    from agent.audit import verify
+    from agent.keys import KeyManager
+    from agent.runtime import key_source
+    from agent.store.db import Store
+
+    settings = load_agent_settings(config, data_dir)
+    store = Store(settings.storage_url)
+    try:
+        keys = KeyManager.unlock(store, key_source(settings))
+    finally:
+        store.close()
+    report = verify(settings.data_dir, keys.audit_key)
+    for problem in report.problems:
+        click.echo(f"  ✗ {problem}")
+    if not report.ok:
+        raise KeyVaultError(f"audit log FAILED verification ({len(report.problems)} problem(s) shown above)")
+    click.echo(f"audit log OK: {report.entries} entries, chain intact up to entry {report.head_seq}")
+
+
+@agent_group.command("backup")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="KEYVAULT_DATA_DIR", help=DATA_DIR_HELP)
+@click.option("--config", type=click.Path(path_type=Path), envvar="KEYVAULT_CONFIG")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New folder to write the backup to.")
+@friendly_errors
+def backup_cmd(data_dir: Path | None, config: Path | None, out: Path) -> None:
+    """A consistent copy of the store, audit log, config and TLS files, safe while the agent runs."""
+    from agent.store.db import backup_sqlite, sqlite_path
+
+    settings = load_agent_settings(config, data_dir)
+    db = sqlite_path(settings.storage_url)
+    if db is None:
+        raise ConfigError("this agent stores in PostgreSQL: back it up with pg_dump; this command copies SQLite stores")
+    if out.exists():
+        raise ConfigError(f"{out} already exists; give a new folder")
+    out.mkdir(parents=True, mode=0o700)
+    with click.progressbar(length=4, label="backing up") as bar:
+        pages = backup_sqlite(db, out / "store.db")
+        bar.update(1)
+        for name in ("audit.log", "audit.head", CONFIG_NAME):
+            src = settings.data_dir / name
+            if src.exists():
+                shutil.copy2(src, out / name)
+        bar.update(1)
+        if settings.tls_dir.exists():
+            shutil.copytree(settings.tls_dir, out / "tls")
+        bar.update(2)
+    click.echo(f"backup written to {out} ({pages} pages). The master key is NOT included: keep it separately.")
+

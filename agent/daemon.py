@@ -1,0 +1,86 @@
+"""Running the agent as a daemon: single instance, TLS, graceful SIGTERM, bounded shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from agent.api.app import build_app
+from agent.runtime import Agent, DataDirLock
+from common.crypto import KeySource
+from common.settings import AgentSettings
+from common.tls import server_context
+
+log = logging.getLogger("keyvault.agent")
+
+
+async def serve(
+    settings: AgentSettings,
+    *,
+    source: KeySource | None = None,
+    on_ready: Callable[[str], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Lock the data folder, open the agent, serve until SIGTERM/SIGINT (or ``stop``), then close."""
+    lock = DataDirLock(settings.data_dir)
+    lock.acquire()
+    try:
+        agent = await asyncio.to_thread(Agent.open, settings, source)
+        try:
+            await _serve(agent, on_ready, stop or asyncio.Event())
+        finally:
+            await asyncio.to_thread(agent.close)
+    finally:
+        lock.release()
+
+
+async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asyncio.Event) -> None:
+    settings = agent.settings
+    ssl_ctx = None
+    if settings.tls.enabled:
+        ssl_ctx = server_context(
+            settings.cert_path, settings.key_path,
+            client_ca_file=settings.client_ca_path if settings.tls.client_cert != "none" else None,
+            require_client_cert=settings.tls.client_cert == "required",
+        )
+    runner = web.AppRunner(
+        build_app(agent), access_log=None, handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.bind, settings.port, ssl_context=ssl_ctx, backlog=1024)
+    await site.start()
+    port = _bound_port(site, settings.port)
+    url = settings.model_copy(update={"port": port}).base_url
+    _write_url(settings.data_dir, url)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("agent %s serving vault %s on %s (%s store)", agent.version, agent.keys.vault_id, url, agent.store.backend)
+    if on_ready:
+        on_ready(url)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: finishing in-flight requests (at most %ss)", settings.shutdown_timeout)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        await agent.jobs.drain(settings.shutdown_timeout)
+        (settings.data_dir / "agent.url").unlink(missing_ok=True)
+        log.info("agent stopped")
+
+
+def _bound_port(site: web.TCPSite, wanted: int) -> int:
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else wanted
+
+
+def _write_url(data_dir: Path, url: str) -> None:
+    (data_dir / "agent.url").write_text(url + "\n", encoding="utf-8")

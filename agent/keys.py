@@ -1,0 +1,338 @@
+"""The vault's key hierarchy in the store: keystore header, KEK lifecycle, rekey.
+
+The keystore header (KDF, salt, iterations, MAC) lives in the store's ``kv_meta`` table, so a
+rekey changes the header and re-wraps every KEK in one transaction: there is no moment where the
+file and the database disagree.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+
+from agent.errors import NotInitialisedError
+from agent.store import schema as t
+from agent.store.db import Store
+from common.crypto import (
+    KDF_DEFAULT_ITERATIONS,
+    Clock,
+    Envelope,
+    KeySource,
+    KeystoreHeader,
+    MasterKey,
+    Random,
+    SealedValue,
+    create_keystore,
+    unlock_keystore,
+    utcnow,
+)
+from common.errors import ConflictError, IntegrityError
+
+HEADER_KEY = "keystore_header"
+AUDIT_KEY = "audit_key"
+Progress = Callable[[int, int], None]
+REWRAP_BATCH = 200
+
+
+@dataclass(frozen=True)
+class KekRotation:
+    """What a KEK rotation did."""
+
+    new_version: int
+    rewrapped: int
+    destroyed: list[int]
+
+
+def _meta_get(conn: Connection, key: str) -> str | None:
+    return conn.execute(select(t.meta.c.value).where(t.meta.c.key == key)).scalar_one_or_none()
+
+
+def _meta_put(conn: Connection, key: str, value: str) -> None:
+    if _meta_get(conn, key) is None:
+        conn.execute(t.meta.insert().values(key=key, value=value))
+    else:
+        conn.execute(update(t.meta).where(t.meta.c.key == key).values(value=value))
+
+
+class KeyManager:
+    """The unlocked envelope of one vault, and the operations on its keys."""
+
+    def __init__(
+        self, store: Store, envelope: Envelope, active_kek: int, audit_key: bytes, clock: Clock
+    ) -> None:
+        self.store = store
+        self.envelope = envelope
+        self.active_kek = active_kek
+        self._audit_key = audit_key
+        self._clock = clock
+        self.rotating = False
+        self.rewrap_listeners: list[Callable[[list[tuple[str, int, SealedValue]]], None]] = []
+
+    def __repr__(self) -> str:
+        return f"KeyManager(vault_id={self.vault_id!r}, active_kek={self.active_kek})"
+
+    @property
+    def vault_id(self) -> str:
+        """The vault this key hierarchy belongs to."""
+        return self.envelope.vault_id
+
+    @property
+    def audit_key(self) -> bytes:
+        """The audit log's MAC key (random, wrapped by the master key)."""
+        return self._audit_key
+
+    # ------------------------------------------------------------------ create / unlock
+    @classmethod
+    def initialise(
+        cls,
+        store: Store,
+        vault_id: str,
+        source: KeySource,
+        *,
+        iterations: int = KDF_DEFAULT_ITERATIONS,
+        rng: Random = os.urandom,
+        clock: Clock = utcnow,
+    ) -> KeyManager:
+        """Write a new keystore header, the first KEK and the audit key (blocking)."""
+        header, master = create_keystore(
+            vault_id, source, iterations=iterations, rng=rng, clock=clock
+        )
+        envelope = Envelope(vault_id, master, rng=rng)
+        audit_key = rng(32)
+
+        def write(conn: Connection) -> None:
+            if _meta_get(conn, HEADER_KEY) is not None:
+                raise ConflictError("this store already holds a vault; refusing to overwrite it")
+            _meta_put(conn, HEADER_KEY, header.to_json())
+            _meta_put(conn, "vault_id", vault_id)
+            _meta_put(conn, AUDIT_KEY, envelope.wrap_aux("audit", audit_key).hex())
+            conn.execute(
+                t.keks.insert().values(
+                    version=1,
+                    wrapped=envelope.new_kek(1),
+                    state="active",
+                    created_at=clock().isoformat(),
+                )
+            )
+
+        store.write_sync(write)
+        return cls(store, envelope, 1, audit_key, clock)
+
+    @classmethod
+    def unlock(
+        cls, store: Store, source: KeySource, *, rng: Random = os.urandom, clock: Clock = utcnow
+    ) -> KeyManager:
+        """Read the header, derive the master key once, load every live KEK (blocking)."""
+
+        def load(conn: Connection) -> tuple[str | None, str | None, list[Any]]:
+            rows = conn.execute(
+                select(t.keks.c.version, t.keks.c.wrapped, t.keks.c.state).where(
+                    t.keks.c.state != "destroyed"
+                )
+            ).all()
+            return _meta_get(conn, HEADER_KEY), _meta_get(conn, AUDIT_KEY), list(rows)
+
+        header_json, audit_wrapped, rows = store.read_sync(load)
+        if header_json is None or audit_wrapped is None:
+            raise NotInitialisedError(
+                "this store holds no vault yet; run `keyvault agent init` first"
+            )
+        header = KeystoreHeader.from_json(header_json)
+        master = unlock_keystore(header, source)
+        envelope = Envelope(header.vault_id, master, rng=rng)
+        active = 0
+        for version, wrapped, state in rows:
+            envelope.load_kek(version, wrapped)
+            if state == "active":
+                active = version
+        if not active:
+            raise IntegrityError("the store has no active key-encryption key")
+        audit_key = envelope.unwrap_aux("audit", bytes.fromhex(audit_wrapped))
+        return cls(store, envelope, active, audit_key, clock)
+
+    # ------------------------------------------------------------------ values
+    def seal(self, secret_id: str, version: int, plaintext: bytes) -> SealedValue:
+        """Seal a new value under the active KEK."""
+        return self.envelope.seal(secret_id, version, plaintext, self.active_kek)
+
+    def open(self, secret_id: str, version: int, sealed: SealedValue) -> bytes:
+        """Open a stored value."""
+        return self.envelope.open(secret_id, version, sealed)
+
+    # ------------------------------------------------------------------ KEK rotation
+    async def rotate_kek(self, progress: Progress | None = None) -> KekRotation:
+        """New KEK, online re-wrap of every DEK, proof none is left on the old, then destroy it."""
+        if self.rotating:
+            raise ConflictError("a key rotation or rekey is already running")
+        self.rotating = True
+        try:
+            return await self._rotate_kek(progress or (lambda _d, _t: None))
+        finally:
+            self.rotating = False
+
+    async def _rotate_kek(self, progress: Progress) -> KekRotation:
+        now = self._clock().isoformat()
+
+        def add_kek(conn: Connection) -> int:
+            version = int(conn.execute(select(func.max(t.keks.c.version))).scalar_one()) + 1
+            wrapped = self.envelope.new_kek(version)
+            conn.execute(
+                update(t.keks)
+                .where(t.keks.c.state == "active")
+                .values(state="retired", retired_at=now)
+            )
+            conn.execute(
+                t.keks.insert().values(
+                    version=version, wrapped=wrapped, state="active", created_at=now
+                )
+            )
+            return version
+
+        new = await self.store.write(add_kek)
+        self.active_kek = new
+        total = await self.store.read(_count_not_on(new))
+        done = 0
+        progress(done, total)
+        while True:
+            rows = await self.store.read(_rows_not_on(new, REWRAP_BATCH))
+            if not rows:
+                break
+            updates = [
+                (sid, ver, old, self.envelope.rewrap(sid, ver, SealedValue(old, dek, ct), new))
+                for sid, ver, old, dek, ct in rows
+            ]
+            await self.store.write(_apply_rewraps(updates))
+            for listener in self.rewrap_listeners:
+                listener([(sid, ver, sealed) for sid, ver, _old, sealed in updates])
+            done += len(updates)
+            progress(min(done, total), total)
+        remaining = await self.store.read(_count_not_on(new))
+        if remaining:
+            raise IntegrityError(f"{remaining} values still use an old key; nothing was destroyed")
+        destroyed = await self.store.write(_destroy_retired(now))
+        for version in destroyed:
+            self.envelope.unload_kek(version)
+        return KekRotation(new, done, destroyed)
+
+    # ------------------------------------------------------------------ rekey
+    async def rekey(
+        self, new_source: KeySource, *, iterations: int = KDF_DEFAULT_ITERATIONS
+    ) -> None:
+        """Change the master key: a new header and every KEK re-wrapped, in one transaction."""
+        if self.rotating:
+            raise ConflictError("a key rotation or rekey is already running")
+        self.rotating = True
+        try:
+            header, master = create_keystore(
+                self.vault_id, new_source, iterations=iterations, clock=self._clock
+            )
+            await self.store.write(self._rekey_txn(header, master))
+            self.envelope.use_master(master)
+        finally:
+            self.rotating = False
+
+    def _rekey_txn(self, header: KeystoreHeader, master: MasterKey) -> Callable[[Connection], None]:
+        def txn(conn: Connection) -> None:
+            for version, wrapped in conn.execute(
+                select(t.keks.c.version, t.keks.c.wrapped).where(t.keks.c.state != "destroyed")
+            ).all():
+                conn.execute(
+                    update(t.keks)
+                    .where(t.keks.c.version == version)
+                    .values(wrapped=self.envelope.rewrap_kek_for(master, version, wrapped))
+                )
+            audit = bytes.fromhex(_meta_get(conn, AUDIT_KEY) or "")
+            _meta_put(conn, AUDIT_KEY, self.envelope.rewrap_aux_for(master, "audit", audit).hex())
+            _meta_put(conn, HEADER_KEY, header.to_json())
+
+        return txn
+
+    async def kek_status(self) -> list[dict[str, Any]]:
+        """Every KEK with its state and how many values it wraps."""
+
+        def q(conn: Connection) -> list[dict[str, Any]]:
+            counts = dict(
+                conn.execute(
+                    select(t.versions.c.kek_version, func.count()).group_by(
+                        t.versions.c.kek_version
+                    )
+                ).all()
+            )
+            return [
+                {"version": v, "state": s, "created_at": c, "values": counts.get(v, 0)}
+                for v, s, c in conn.execute(
+                    select(t.keks.c.version, t.keks.c.state, t.keks.c.created_at).order_by(
+                        t.keks.c.version
+                    )
+                ).all()
+            ]
+
+        return await self.store.read(q)
+
+
+def _count_not_on(version: int) -> Callable[[Connection], int]:
+    def q(conn: Connection) -> int:
+        stmt = (
+            select(func.count()).select_from(t.versions).where(t.versions.c.kek_version != version)
+        )
+        return int(conn.execute(stmt).scalar_one())
+
+    return q
+
+
+def _rows_not_on(version: int, limit: int) -> Callable[[Connection], list[Any]]:
+    def q(conn: Connection) -> list[Any]:
+        v = t.versions.c
+        stmt = (
+            select(v.secret_id, v.version, v.kek_version, v.wrapped_dek, v.ciphertext)
+            .where(v.kek_version != version)
+            .limit(limit)
+        )
+        return list(conn.execute(stmt).all())
+
+    return q
+
+
+def _apply_rewraps(
+    updates: list[tuple[str, int, int, SealedValue]],
+) -> Callable[[Connection], None]:
+    def txn(conn: Connection) -> None:
+        v = t.versions.c
+        for sid, ver, old, sealed in updates:
+            conn.execute(
+                update(t.versions)
+                .where(v.secret_id == sid, v.version == ver, v.kek_version == old)
+                .values(kek_version=sealed.kek_version, wrapped_dek=sealed.wrapped_dek)
+            )
+
+    return txn
+
+
+def _destroy_retired(now: str) -> Callable[[Connection], list[int]]:
+    def txn(conn: Connection) -> list[int]:
+        retired = [
+            int(r)
+            for r in conn.execute(
+                select(t.keks.c.version).where(t.keks.c.state == "retired")
+            ).scalars()
+        ]
+        in_use = conn.execute(
+            select(func.count())
+            .select_from(t.versions)
+            .where(t.versions.c.kek_version.in_(retired))
+        ).scalar_one()
+        if in_use:
+            raise IntegrityError(f"{in_use} values still use a retired key; nothing was destroyed")
+        conn.execute(
+            update(t.keks)
+            .where(t.keks.c.state == "retired")
+            .values(state="destroyed", wrapped=b"", retired_at=now)
+        )
+        return retired
+
+    return txn

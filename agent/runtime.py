@@ -1,0 +1,114 @@
+"""The agent's parts wired together: store, keys, secrets, tokens, audit log, metrics, jobs."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.audit import AuditLog
+from agent.auth import TokenService
+from agent.errors import AlreadyRunningError
+from agent.jobs import JobRunner
+from agent.keys import KeyManager
+from agent.metrics import Metrics
+from agent.secrets import SecretService
+from agent.store.db import Store
+from common.crypto import KeySource
+from common.errors import ConfigError
+from common.settings import AgentSettings
+
+VERSION = "0.1.0"
+
+
+def key_source(settings: AgentSettings) -> KeySource:
+    """The master key source the settings name, with a clear error if none does."""
+    if settings.master_passphrase is not None:
+        return KeySource.from_passphrase(settings.master_passphrase.get_secret_value())
+    path = settings.master_key_file or settings.data_dir / "master.key"
+    if settings.master_key_file is None and not path.exists():
+        raise ConfigError(
+            "no master key configured: set VAULT_MASTER_KEY_FILE (or master_key_file in the "
+            "config file) to the 32-byte key file, or KEYVAULT_MASTER_PASSPHRASE"
+        )
+    return KeySource.from_key_file(path)
+
+
+class DataDirLock:
+    """An exclusive lock on a data folder, so two agents never share one store."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "agent.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise AlreadyRunningError naming the holder's pid."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise AlreadyRunningError(
+                f"another agent (pid {holder}) is already running on {self.path.parent}; "
+                "stop it first or use another --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drop the lock."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass
+class Agent:
+    """Everything a running agent holds."""
+
+    settings: AgentSettings
+    store: Store
+    keys: KeyManager
+    secrets: SecretService
+    tokens: TokenService
+    audit: AuditLog
+    metrics: Metrics = field(default_factory=Metrics)
+    jobs: JobRunner = field(default_factory=JobRunner)
+    started: float = field(default_factory=time.monotonic)
+    version: str = VERSION
+
+    @classmethod
+    def open(cls, settings: AgentSettings, source: KeySource | None = None) -> Agent:
+        """Open the store, migrate it, unlock the keys once and open the audit log (blocking)."""
+        if not settings.data_dir.is_dir():
+            raise ConfigError(
+                f"data folder {settings.data_dir} does not exist; run `keyvault agent init` first"
+            )
+        store = Store(settings.storage_url, sqlite_synchronous=settings.storage.sqlite_synchronous)
+        try:
+            store.check()
+            store.migrate()
+            keys = KeyManager.unlock(store, source or key_source(settings))
+            audit = AuditLog(settings.data_dir, keys.audit_key, fsync=settings.audit_fsync)
+            audit.open()
+        except BaseException:
+            store.close()
+            raise
+        secrets = SecretService(
+            store, keys, max_value_bytes=settings.max_value_bytes, cache=store.backend == "sqlite"
+        )
+        return cls(settings, store, keys, secrets, TokenService(store), audit)
+
+    def close(self) -> None:
+        """Close the audit log and the store."""
+        self.audit.close()
+        self.store.close()
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the agent opened."""
+        return time.monotonic() - self.started

@@ -1,0 +1,477 @@
+"""Secrets on the agent: create, read, update (new version), rotate, soft delete, undelete, destroy.
+
+Values are sealed before they reach the store and opened only when a caller asks for one. The
+current version of each secret is cached in memory *sealed* (never as plaintext) when the agent
+owns its store alone, so a read is one AES-GCM unwrap and one decrypt with no database trip.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
+
+from agent.generate import GeneratorSpec
+from agent.keys import KeyManager
+from agent.store import schema as t
+from agent.store.db import Store
+from common.crypto import Clock, Random, SealedValue, utcnow
+from common.errors import ConflictError, NotFoundError, ValidationError
+
+ID_RE = re.compile(r"^sec_[a-z2-7]{26}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
+LABEL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,62}$")
+MAX_NAME = 200
+MAX_LABELS = 32
+MAX_DESCRIPTION = 1000
+
+
+@dataclass(frozen=True)
+class SecretMeta:
+    """What may be shown about a secret without its value."""
+
+    id: str
+    name: str
+    version: int
+    description: str
+    labels: dict[str, str]
+    created_at: str
+    updated_at: str
+    deleted_at: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The metadata as the API shows it."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "version": self.version,
+            "description": self.description,
+            "labels": self.labels,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "deleted_at": self.deleted_at,
+        }
+
+
+@dataclass(frozen=True)
+class _Cached:
+    meta: SecretMeta
+    sealed: SealedValue
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate_name(name: Any) -> str:
+    """A secret name: segments of letters, digits, ``_ . -`` joined by ``/``."""
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
+        raise ValidationError(f"name must be a string of 1-{MAX_NAME} characters")
+    if not NAME_RE.match(name) or ".." in name.split("/"):
+        raise ValidationError(
+            "name may hold letters, digits, '_', '.', '-' in segments joined by single '/', "
+            "each segment starting with a letter, digit or '_' (e.g. 'db/prod/password')"
+        )
+    if ID_RE.match(name):
+        raise ValidationError("name must not look like a secret id (sec_…)")
+    return name
+
+
+def validate_labels(labels: Any) -> dict[str, str]:
+    """Labels: up to 32 ``key: value`` pairs of short printable strings."""
+    if not isinstance(labels, dict) or len(labels) > MAX_LABELS:
+        raise ValidationError(f"labels must be an object of at most {MAX_LABELS} entries")
+    for key, value in labels.items():
+        if not LABEL_KEY_RE.match(key):
+            raise ValidationError(
+                f"label key {key[:70]!r} must be lowercase letters, digits, '_', '.', '-' (1-63)"
+            )
+        if not isinstance(value, str) or len(value) > 256 or not value.isprintable():
+            raise ValidationError(
+                f"label {key!r} must have a printable string value of ≤ 256 characters"
+            )
+    return dict(labels)
+
+
+def validate_description(text: Any) -> str:
+    """A description: printable text of ≤ 1000 characters."""
+    if not isinstance(text, str) or len(text) > MAX_DESCRIPTION:
+        raise ValidationError(
+            f"description must be a string of at most {MAX_DESCRIPTION} characters"
+        )
+    return text
+
+
+def _meta(row: Any) -> SecretMeta:
+    return SecretMeta(
+        id=row.id,
+        name=row.name,
+        version=row.current_version,
+        description=row.description,
+        labels=json.loads(row.labels),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        deleted_at=row.deleted_at,
+    )
+
+
+def encode_cursor(name: str) -> str:
+    """An opaque keyset cursor for a listing."""
+    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """Read a cursor back; a bad one is a 400."""
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise ValidationError("'after' is not a cursor this agent issued") from None
+
+
+# ---------------------------------------------------------------- service
+
+
+class SecretService:
+    """The secret operations, over the store and the key hierarchy."""
+
+    def __init__(
+        self,
+        store: Store,
+        keys: KeyManager,
+        *,
+        max_value_bytes: int = 64 * 1024,
+        cache: bool = True,
+        clock: Clock = utcnow,
+        rng: Random = os.urandom,
+    ) -> None:
+        self.store = store
+        self.keys = keys
+        self.max_value_bytes = max_value_bytes
+        self._clock = clock
+        self._rng = rng
+        self._cache_on = cache
+        self._by_id: dict[str, _Cached] = {}
+        self._by_name: dict[str, str] = {}
+        keys.rewrap_listeners.append(self._on_rewrap)
+
+    # ---------------------------------------------------------- helpers
+    def new_id(self) -> str:
+        """A random opaque id (``sec_`` + 26 base32 characters)."""
+        return "sec_" + base64.b32encode(self._rng(16)).decode().lower().rstrip("=")[:26]
+
+    def _check_value(self, value: Any) -> bytes:
+        if not isinstance(value, str):
+            raise ValidationError("value must be a string")
+        raw = value.encode("utf-8")
+        if not raw:
+            raise ValidationError("value must not be empty")
+        if len(raw) > self.max_value_bytes:
+            raise ValidationError(
+                f"value is larger than this agent's limit of {self.max_value_bytes} bytes"
+            )
+        return raw
+
+    def _remember(self, meta: SecretMeta, sealed: SealedValue | None) -> None:
+        if not self._cache_on:
+            return
+        old = self._by_id.get(meta.id)
+        if old and old.meta.name != meta.name:
+            self._by_name.pop(old.meta.name, None)
+        if sealed is None or meta.deleted_at:
+            self._by_id.pop(meta.id, None)
+            self._by_name.pop(meta.name, None)
+            return
+        if old and old.meta.version > meta.version:
+            return  # a later write already landed
+        self._by_id[meta.id] = _Cached(meta, sealed)
+        self._by_name[meta.name] = meta.id
+
+    def _on_rewrap(self, moved: list[tuple[str, int, SealedValue]]) -> None:
+        for sid, version, sealed in moved:
+            hit = self._by_id.get(sid)
+            if hit and hit.meta.version == version:
+                self._by_id[sid] = _Cached(hit.meta, sealed)
+
+    def _forget(self, secret_id: str) -> None:
+        old = self._by_id.pop(secret_id, None)
+        if old:
+            self._by_name.pop(old.meta.name, None)
+
+    @staticmethod
+    def _where(ref: str) -> Any:
+        return t.secrets.c.id == ref if ID_RE.match(ref) else t.secrets.c.name == ref
+
+    def cached_id(self, ref: str) -> str | None:
+        """The id a reference resolves to, if it is in the cache."""
+        return ref if ID_RE.match(ref) else self._by_name.get(ref)
+
+    # ---------------------------------------------------------- reads
+    async def meta(self, ref: str, *, include_deleted: bool = False) -> SecretMeta:
+        """Metadata of a secret by id or name (404 if unknown or, by default, deleted)."""
+        sid = self.cached_id(ref)
+        if sid and sid in self._by_id:
+            return self._by_id[sid].meta
+        row = await self.store.read(
+            lambda c: c.execute(select(t.secrets).where(self._where(ref))).one_or_none()
+        )
+        if row is None:
+            raise NotFoundError(f"no secret {ref!r}")
+        meta = _meta(row)
+        if meta.deleted_at and not include_deleted:
+            raise NotFoundError(f"secret {ref!r} is deleted; undelete it first to use it")
+        return meta
+
+    async def reveal(self, ref: str, version: int | None = None) -> tuple[SecretMeta, int, str]:
+        """Metadata, the version served, and the plaintext value."""
+        sid = self.cached_id(ref)
+        hit = self._by_id.get(sid) if sid else None
+        if hit and (version is None or version == hit.meta.version):
+            return (
+                hit.meta,
+                hit.meta.version,
+                self.keys.open(hit.meta.id, hit.meta.version, hit.sealed).decode(),
+            )
+        meta, ver, sealed = await self.store.read(self._fetch(ref, version))
+        if version is None:
+            self._remember(meta, sealed)
+        return meta, ver, self.keys.open(meta.id, ver, sealed).decode()
+
+    def _fetch(
+        self, ref: str, version: int | None
+    ) -> Callable[[Connection], tuple[SecretMeta, int, SealedValue]]:
+        def q(conn: Connection) -> tuple[SecretMeta, int, SealedValue]:
+            row = conn.execute(select(t.secrets).where(self._where(ref))).one_or_none()
+            if row is None:
+                raise NotFoundError(f"no secret {ref!r}")
+            meta = _meta(row)
+            if meta.deleted_at:
+                raise NotFoundError(f"secret {ref!r} is deleted; undelete it first to read it")
+            ver = meta.version if version is None else version
+            v = t.versions.c
+            vrow = conn.execute(
+                select(v.kek_version, v.wrapped_dek, v.ciphertext).where(
+                    v.secret_id == meta.id, v.version == ver
+                )
+            ).one_or_none()
+            if vrow is None:
+                raise NotFoundError(f"secret {ref!r} has no version {ver}")
+            return meta, ver, SealedValue(vrow.kek_version, vrow.wrapped_dek, vrow.ciphertext)
+
+        return q
+
+    async def list(
+        self, *, prefix: str = "", after: str | None = None, limit: int = 100, deleted: bool = False
+    ) -> tuple[list[SecretMeta], str | None]:
+        """A page of metadata ordered by name; returns (items, next cursor or None)."""
+        start = decode_cursor(after) if after else None
+
+        def q(conn: Connection) -> list[Any]:
+            c = t.secrets.c
+            stmt = select(t.secrets).order_by(c.name).limit(limit + 1)
+            if prefix:
+                escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                stmt = stmt.where(c.name.like(escaped + "%", escape="\\"))
+            if start is not None:
+                stmt = stmt.where(c.name > start)
+            stmt = stmt.where(c.deleted_at.is_not(None) if deleted else c.deleted_at.is_(None))
+            return list(conn.execute(stmt).all())
+
+        rows = await self.store.read(q)
+        items = [_meta(r) for r in rows[:limit]]
+        nxt = encode_cursor(items[-1].name) if len(rows) > limit and items else None
+        return items, nxt
+
+    async def versions(self, ref: str) -> list[dict[str, Any]]:
+        """Every stored version of a secret (no values)."""
+        meta = await self.meta(ref, include_deleted=True)
+
+        def q(conn: Connection) -> list[dict[str, Any]]:
+            v = t.versions.c
+            rows = conn.execute(
+                select(v.version, v.created_at, v.origin)
+                .where(v.secret_id == meta.id)
+                .order_by(v.version.desc())
+            ).all()
+            return [
+                {
+                    "version": r.version,
+                    "created_at": r.created_at,
+                    "origin": r.origin,
+                    "current": r.version == meta.version,
+                }
+                for r in rows
+            ]
+
+        return await self.store.read(q)
+
+    async def count(self) -> int:
+        """How many live (not deleted) secrets there are."""
+        return int(
+            await self.store.read(
+                lambda c: c.execute(
+                    select(func.count())
+                    .select_from(t.secrets)
+                    .where(t.secrets.c.deleted_at.is_(None))
+                ).scalar_one()
+            )
+        )
+
+    # ---------------------------------------------------------- writes
+    async def create(
+        self, name: str, value: str, *, description: str = "", labels: dict[str, str] | None = None
+    ) -> SecretMeta:
+        """A new secret at version 1."""
+        validate_name(name)
+        raw = self._check_value(value)
+        description = validate_description(description)
+        labels = validate_labels(labels or {})
+        now = self._clock().isoformat()
+        meta = SecretMeta(self.new_id(), name, 1, description, labels, now, now, None)
+        sealed = self.keys.seal(meta.id, 1, raw)
+
+        def txn(conn: Connection) -> None:
+            try:
+                conn.execute(
+                    t.secrets.insert().values(
+                        id=meta.id,
+                        name=name,
+                        current_version=1,
+                        description=description,
+                        labels=json.dumps(labels),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            except DBIntegrityError:
+                raise ConflictError(
+                    f"a secret named {name!r} already exists (it may be deleted: undelete or destroy it)"
+                ) from None
+            _insert_version(conn, meta.id, 1, sealed, now, "create")
+
+        await self.store.write(txn)
+        self._remember(meta, sealed)
+        return meta
+
+    async def update(
+        self,
+        ref: str,
+        *,
+        value: str | None = None,
+        description: str | None = None,
+        labels: dict[str, str] | None = None,
+        origin: str = "update",
+    ) -> SecretMeta:
+        """A new version when ``value`` is given; metadata changes in place otherwise."""
+        raw = self._check_value(value) if value is not None else None
+        if description is not None:
+            validate_description(description)
+        if labels is not None:
+            validate_labels(labels)
+        if raw is None and description is None and labels is None:
+            raise ValidationError("nothing to update: give value, description or labels")
+        now = self._clock().isoformat()
+
+        def txn(conn: Connection) -> tuple[SecretMeta, SealedValue | None]:
+            row = conn.execute(select(t.secrets).where(self._where(ref))).one_or_none()
+            if row is None or row.deleted_at:
+                raise NotFoundError(
+                    f"no secret {ref!r}" if row is None else f"secret {ref!r} is deleted"
+                )
+            meta = _meta(row)
+            changes: dict[str, Any] = {"updated_at": now}
+            if description is not None:
+                changes["description"] = description
+            if labels is not None:
+                changes["labels"] = json.dumps(labels)
+            sealed = None
+            version = meta.version
+            if raw is not None:
+                version = meta.version + 1
+                sealed = self.keys.seal(meta.id, version, raw)
+                _insert_version(conn, meta.id, version, sealed, now, origin)
+                changes["current_version"] = version
+            conn.execute(update(t.secrets).where(t.secrets.c.id == meta.id).values(**changes))
+            new = replace(
+                meta,
+                version=version,
+                updated_at=now,
+                description=meta.description if description is None else description,
+                labels=meta.labels if labels is None else labels,
+            )
+            return new, sealed
+
+        new, sealed = await self.store.write(txn)
+        if sealed is not None:
+            self._remember(new, sealed)
+        else:
+            cached = self._by_id.get(new.id)
+            if cached:
+                self._remember(new, cached.sealed)
+        return new
+
+    async def rotate(self, ref: str, spec: GeneratorSpec) -> SecretMeta:
+        """A new version with a freshly generated value."""
+        return await self.update(ref, value=spec.generate(), origin="rotate")
+
+    async def delete(self, ref: str) -> SecretMeta:
+        """Soft delete: the secret disappears from reads and listings until undeleted."""
+        return await self._set_deleted(ref, self._clock().isoformat())
+
+    async def undelete(self, ref: str) -> SecretMeta:
+        """Bring back a soft-deleted secret."""
+        return await self._set_deleted(ref, None)
+
+    async def _set_deleted(self, ref: str, when: str | None) -> SecretMeta:
+        def txn(conn: Connection) -> SecretMeta:
+            row = conn.execute(select(t.secrets).where(self._where(ref))).one_or_none()
+            if row is None:
+                raise NotFoundError(f"no secret {ref!r}")
+            if (row.deleted_at is None) == (when is None):
+                state = "deleted" if row.deleted_at else "not deleted"
+                raise ConflictError(f"secret {ref!r} is already {state}")
+            conn.execute(update(t.secrets).where(t.secrets.c.id == row.id).values(deleted_at=when))
+            return replace(_meta(row), deleted_at=when)
+
+        meta = await self.store.write(txn)
+        self._forget(meta.id)
+        return meta
+
+    async def destroy(self, ref: str) -> SecretMeta:
+        """Erase a soft-deleted secret and all its versions for good."""
+
+        def txn(conn: Connection) -> SecretMeta:
+            row = conn.execute(select(t.secrets).where(self._where(ref))).one_or_none()
+            if row is None:
+                raise NotFoundError(f"no secret {ref!r}")
+            if row.deleted_at is None:
+                raise ConflictError(f"secret {ref!r} must be deleted before it can be destroyed")
+            conn.execute(delete(t.versions).where(t.versions.c.secret_id == row.id))
+            conn.execute(delete(t.secrets).where(t.secrets.c.id == row.id))
+            return _meta(row)
+
+        meta = await self.store.write(txn)
+        self._forget(meta.id)
+        return meta
+
+
+def _insert_version(
+    conn: Connection, sid: str, version: int, sealed: SealedValue, now: str, origin: str
+) -> None:
+    conn.execute(
+        t.versions.insert().values(
+            secret_id=sid,
+            version=version,
+            kek_version=sealed.kek_version,
+            wrapped_dek=sealed.wrapped_dek,
+            ciphertext=sealed.ciphertext,
+            created_at=now,
+            origin=origin,
+        )
+    )

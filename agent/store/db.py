@@ -1,0 +1,270 @@
+"""The agent store: a synchronous SQLAlchemy engine driven from dedicated threads.
+
+Reads run on a small thread pool. Writes go to one writer thread that *group-commits*: every
+write waiting when a transaction starts joins it (each in its own savepoint, so one failing
+write does not sink the others), and each caller is answered only after the commit. An
+acknowledged write is therefore durable, and concurrent writers share the cost of one commit.
+
+SQLite runs in WAL mode with the configured ``synchronous`` level; PostgreSQL (psycopg 3) is
+the second backend, on the same code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+from common.errors import KeyVaultError, UnavailableError
+
+T = TypeVar("T")
+log = logging.getLogger("keyvault.agent.store")
+MAX_BATCH = 256
+
+
+@dataclass
+class _Op:
+    fn: Callable[[Connection], Any]
+    loop: asyncio.AbstractEventLoop | None
+    future: Any  # asyncio.Future or concurrent.futures.Future
+
+
+def _sqlite_engine(url: str, synchronous: str, immediate: bool, pool_size: int) -> Engine:
+    engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        dbapi_conn.isolation_level = None  # let SQLAlchemy's BEGIN below drive transactions
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.close()
+
+    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class Store:
+    """Database access for the agent, safe to call from the event loop."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", readers: int = 2) -> None:
+        self.url = url
+        self.backend = "sqlite" if url.startswith("sqlite") else "postgresql"
+        if self.backend == "sqlite":
+            self._write_engine = _sqlite_engine(url, sqlite_synchronous, True, 1)
+            self._read_engine = _sqlite_engine(url, sqlite_synchronous, False, readers)
+        else:
+            self._write_engine = create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+            self._read_engine = create_engine(
+                url, pool_size=readers, max_overflow=0, pool_pre_ping=True
+            )
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="kv-read")
+        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._writer = threading.Thread(target=self._write_loop, name="kv-write", daemon=True)
+        self._writer.start()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Store(backend={self.backend!r})"
+
+    # ------------------------------------------------------------------ lifecycle
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(resources.files("agent.store") / "migrations"))
+        try:
+            with self._write_engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except (SQLAlchemyError, OSError) as exc:
+            raise UnavailableError(
+                f"the store at {self.safe_url} cannot be migrated: {exc}"
+            ) from exc
+
+    def check(self) -> None:
+        """Open a connection once, with a clear error if the store cannot be reached."""
+        try:
+            with self._read_engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise UnavailableError(
+                f"the store at {self.safe_url} cannot be opened: {_short(exc)}"
+            ) from exc
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without a password, for messages."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        """Finish queued writes, then release every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join(timeout=30)
+        self._readers.shutdown(wait=True)
+        self._write_engine.dispose()
+        self._read_engine.dispose()
+
+    # ------------------------------------------------------------------ access
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` in a read transaction on a reader thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, self.read_sync, fn)
+
+    def read_sync(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` in a read transaction on the calling thread."""
+        try:
+            with self._read_engine.begin() as conn:
+                return fn(conn)
+        except KeyVaultError:
+            raise
+        except (OperationalError, DBAPIError) as exc:
+            raise UnavailableError(f"the store cannot be read: {_short(exc)}") from exc
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` in the next group commit; returns once it is durable."""
+        if self._closed:
+            raise UnavailableError("the store is closed; the agent is shutting down")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Op(fn, loop, fut))
+        return await fut
+
+    def write_sync(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn(conn)`` through the writer thread and wait (for tools without a loop)."""
+        import concurrent.futures
+
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put(_Op(fn, None, fut))
+        return fut.result()
+
+    # ------------------------------------------------------------------ writer thread
+    def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit_batch(batch)
+
+    def _commit_batch(self, batch: list[_Op]) -> None:
+        results: list[tuple[bool, Any]] = []
+        try:
+            with self._write_engine.connect() as conn, conn.begin():
+                if len(batch) == 1:
+                    results.append(_call(batch[0].fn, conn, raise_unexpected=True))
+                else:
+                    for op in batch:
+                        sp = conn.begin_nested()
+                        ok, value = _call(op.fn, conn, raise_unexpected=False)
+                        if ok:
+                            sp.commit()
+                        else:
+                            sp.rollback()
+                        results.append((ok, value))
+        except KeyVaultError as exc:  # a single op's own error: nothing was committed
+            results = [(False, exc)]
+        except Exception as exc:  # the commit itself (or the connection) failed
+            log.error("store write failed: %s", _short(exc))
+            error = UnavailableError(f"the store cannot be written: {_short(exc)}")
+            results = [(False, error)] * len(batch)
+        for op, (ok, value) in zip(batch, results, strict=True):
+            _deliver(op, ok, value)
+
+
+def _call(
+    fn: Callable[[Connection], Any], conn: Connection, *, raise_unexpected: bool
+) -> tuple[bool, Any]:
+    try:
+        return True, fn(conn)
+    except KeyVaultError as exc:
+        if raise_unexpected:
+            raise
+        return False, exc
+    except Exception as exc:
+        if raise_unexpected:
+            raise
+        log.error("store write failed: %s", _short(exc))
+        return False, UnavailableError(f"the store cannot be written: {_short(exc)}")
+
+
+def _deliver(op: _Op, ok: bool, value: Any) -> None:
+    def settle() -> None:
+        if op.future.done():
+            return
+        if ok:
+            op.future.set_result(value)
+        else:
+            op.future.set_exception(value)
+
+    if op.loop is None:
+        settle()
+    elif not op.loop.is_closed():
+        op.loop.call_soon_threadsafe(settle)
+
+
+def _short(exc: BaseException) -> str:
+    """A one-line description of a driver error without the SQL and parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind a ``sqlite:///`` URL, if that is what it is."""
+    if not url.startswith("sqlite:///"):
+        return None
+    return Path(url.removeprefix("sqlite:///"))
+
+
+def backup_sqlite(src: Path, dest: Path) -> int:
+    """A consistent copy of a live SQLite database (online backup API); returns pages copied."""
+    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
+    target = sqlite3.connect(dest)
+    pages = 0
+
+    def progress(_status: int, remaining: int, total: int) -> None:
+        nonlocal pages
+        pages = total - remaining
+
+    try:
+        source.backup(target, pages=1024, progress=progress)
+        target.execute("PRAGMA integrity_check")
+    finally:
+        target.close()
+        source.close()
+    return pages

@@ -1,0 +1,55 @@
+"""The ``keyvault`` command: one entry point, a subcommand per part of the product."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from agent.cli import agent_group
+from apps.cli.demo import demo_cmd
+from apps.cli.secrets_cmd import run_cmd, secrets_group
+from common.errors import KeyVaultError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option("0.1.0", prog_name="keyvault")
+def cli() -> None:
+    """KeyVault: secrets that stay on your servers, managed from one place.
+
+    Exit codes: 0 ok, 1 error, 2 usage, 64 bad input, 65 data/integrity, 66 not found,
+    69 unavailable, 75 already running, 77 denied, 78 configuration.
+    """
+
+
+cli.add_command(agent_group)
+cli.add_command(secrets_group)
+cli.add_command(run_cmd)
+cli.add_command(demo_cmd)
+
+
+def main() -> None:
+    """Console-script entry point: errors are one line, never a traceback (unless KEYVAULT_DEBUG)."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyVaultError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("KEYVAULT_DEBUG"):
+            raise
+        click.echo(f"internal error: {type(exc).__name__}: {exc} (set KEYVAULT_DEBUG=1 for details)", err=True)
+        sys.exit(70)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""``keyvault secrets …`` and ``keyvault run``: workload commands against an agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from common.cliutil import agent_options, client_config, friendly_errors, make_client
+from common.errors import NotFoundError, ValidationError
+
+
+@click.group("secrets")
+def secrets_group() -> None:
+    """Read and write secrets on an agent (values never leave your network)."""
+
+
+def _labels(items: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValidationError(f"--label {item!r} must look like key=value")
+        out[key] = value
+    return out
+
+
+def _value(value: str | None, from_stdin: bool) -> str:
+    if from_stdin or value == "-":
+        data = sys.stdin.read()
+        return data[:-1] if data.endswith("\n") else data
+    if value is None:
+        return str(click.prompt("Value", hide_input=True, confirmation_prompt=True))
+    return value
+
+
+@secrets_group.command("put")
+@click.argument("name")
+@click.argument("value", required=False)
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the value from standard input.")
+@click.option("--description", help="What the secret is for.")
+@click.option("--label", "labels", multiple=True, help="key=value label. Repeatable.")
+@agent_options
+@friendly_errors
+def put_cmd(name: str, value: str | None, from_stdin: bool, description: str | None,
+            labels: tuple[str, ...], **conn: Any) -> None:
+    """Create NAME, or add a new version if it exists. VALUE '-' or --stdin reads standard input;
+    with no VALUE you are asked for it (so it stays out of your shell history)."""
+    from common.errors import ConflictError
+
+    secret = _value(value, from_stdin)
+    with make_client(client_config(**conn)) as kv:
+        try:
+            meta = kv.create(name, secret, description or "", _labels(labels))
+        except ConflictError:
+            meta = kv.update(name, secret, description, _labels(labels) if labels else None)
+    click.echo(f"{meta['name']}: version {meta['version']} ({meta['id']})")
+
+
+@secrets_group.command("get")
+@click.argument("name")
+@click.option("--version", type=int, help="An older version.")
+@click.option("--json", "as_json", is_flag=True, help="Print value and metadata as JSON.")
+@agent_options
+@friendly_errors
+def get_cmd(name: str, version: int | None, as_json: bool, **conn: Any) -> None:
+    """Print the value of NAME (or id)."""
+    with make_client(client_config(**conn)) as kv:
+        doc = kv.get(name, version)
+    click.echo(json.dumps(doc, indent=2) if as_json else doc["value"])
+
+
+@secrets_group.command("list")
+@click.option("--prefix", default="", help="Only names starting with this.")
+@click.option("--deleted", is_flag=True, help="List soft-deleted secrets instead.")
+@agent_options
+@friendly_errors
+def list_cmd(prefix: str, deleted: bool, **conn: Any) -> None:
+    """List names, versions and labels (never values)."""
+    with make_client(client_config(**conn)) as kv:
+        after = None
+        while True:
+            page = kv.list(prefix, after, 500, deleted)
+            for m in page["secrets"]:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(m["labels"].items()))
+                click.echo(f"{m['name']:<40} v{m['version']:<4} {m['updated_at'][:19]}  {labels}")
+            after = page["next"]
+            if not after:
+                break
+
+
+@secrets_group.command("versions")
+@click.argument("name")
+@agent_options
+@friendly_errors
+def versions_cmd(name: str, **conn: Any) -> None:
+    """Show NAME's versions."""
+    with make_client(client_config(**conn)) as kv:
+        doc = kv.versions(name)
+    for v in doc["versions"]:
+        click.echo(f"v{v['version']:<4} {v['created_at'][:19]}  {v['origin']:<7}{'  (current)' if v['current'] else ''}")
+
+
+@secrets_group.command("rotate")
+@click.argument("name")
+@click.option("--length", type=click.IntRange(8, 1024), help="Length of the new value.")
+@click.option("--no-symbols", is_flag=True, help="Letters and digits only.")
+@agent_options
+@friendly_errors
+def rotate_cmd(name: str, length: int | None, no_symbols: bool, **conn: Any) -> None:
+    """Give NAME a new random value (the old one stays as a version)."""
+    spec: dict[str, Any] = {}
+    if length:
+        spec["length"] = length
+    if no_symbols:
+        spec["classes"] = ["lower", "upper", "digits"]
+    with make_client(client_config(**conn)) as kv:
+        meta = kv.rotate(name, spec)
+    click.echo(f"{meta['name']}: rotated to version {meta['version']}")
+
+
+@secrets_group.command("rm")
+@click.argument("name")
+@click.option("--destroy", is_flag=True, help="Also erase it for good (no undelete).")
+@click.option("--undelete", is_flag=True, help="Bring back a deleted secret instead.")
+@agent_options
+@friendly_errors
+def rm_cmd(name: str, destroy: bool, undelete: bool, **conn: Any) -> None:
+    """Delete NAME (soft: it can be undeleted), or with --destroy erase it."""
+    with make_client(client_config(**conn)) as kv:
+        if undelete:
+            kv.undelete(name)
+            click.echo(f"{name}: restored")
+            return
+        try:
+            kv.delete(name)
+        except NotFoundError:
+            if not destroy:
+                raise
+        if destroy:
+            kv.destroy(name)
+            click.echo(f"{name}: destroyed")
+        else:
+            click.echo(f"{name}: deleted (undo with: keyvault secrets rm --undelete {name})")
+
+
+@click.command("run", context_settings={"ignore_unknown_options": True})
+@click.option("--secret", "mappings", multiple=True, required=True,
+              help="ENV=name: put secret NAME into environment variable ENV. Repeatable.")
+@agent_options
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@friendly_errors
+def run_cmd(mappings: tuple[str, ...], command: tuple[str, ...], **conn: Any) -> None:
+    """Run COMMAND with secrets in its environment: keyvault run --secret DB_PASS=db/pass -- app."""
+    env = dict(os.environ)
+    env.pop("KEYVAULT_TOKEN", None)
+    with make_client(client_config(**conn)) as kv:
+        for mapping in mappings:
+            var, sep, name = mapping.partition("=")
+            if not sep or not var.isidentifier() or not name:
+                raise ValidationError(f"--secret {mapping!r} must look like ENV_VAR=secret/name")
+            env[var] = kv.get(name)["value"]
+    try:
+        os.execvpe(command[0], list(command), env)
+    except OSError as exc:
+        raise ValidationError(f"cannot run {command[0]!r}: {exc.strerror}") from None

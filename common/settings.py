@@ -1,0 +1,235 @@
+"""Typed settings: a YAML file plus ``KEYVAULT_…`` environment variables, validated once at start.
+
+Precedence, highest first: explicit overrides (command-line flags), environment variables
+(``KEYVAULT_`` prefix, ``__`` for nesting, e.g. ``KEYVAULT_TLS__CLIENT_CERT=required``; the
+seed's ``VAULT_MASTER_KEY_FILE`` and ``CONTROL_PLANE_URL`` are honoured too), the YAML file,
+then defaults. A bad value stops start-up with a :class:`~common.errors.ConfigError` that names
+the key, the environment variable, and what is wrong.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from common.errors import ConfigError
+
+ENV_PREFIX = "KEYVAULT_"
+S = TypeVar("S", bound=BaseSettings)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TLSSettings(_Section):
+    """How the agent's API is served."""
+
+    enabled: bool = Field(
+        True, description="Serve HTTPS (TLS 1.3 only). false is allowed only on loopback."
+    )
+    cert_file: Path | None = Field(
+        None, description="Server certificate (PEM). Default: <data_dir>/tls/server.crt"
+    )
+    key_file: Path | None = Field(
+        None, description="Server private key (PEM). Default: <data_dir>/tls/server.key"
+    )
+    client_ca_file: Path | None = Field(
+        None, description="CA that signs client certificates. Default: <data_dir>/tls/ca.crt"
+    )
+    client_cert: Literal["required", "optional", "none"] = Field(
+        "optional", description="Whether clients must present a certificate from client_ca_file."
+    )
+
+
+class StorageSettings(_Section):
+    """Where encrypted secrets are kept."""
+
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL. Default: SQLite at <data_dir>/store.db. "
+        "PostgreSQL: postgresql+psycopg://user@host/db",
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL", description="SQLite durability. FULL survives power loss; NORMAL survives crashes."
+    )
+
+
+class AgentSettings(BaseSettings):
+    """Settings of ``keyvault agent``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", populate_by_name=True
+    )
+
+    data_dir: Path = Field(
+        Path("./keyvault-data"),
+        description="Folder holding the store, keystore, TLS files and audit log.",
+    )
+    master_key_file: Path | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "master_key_file", "KEYVAULT_MASTER_KEY_FILE", "VAULT_MASTER_KEY_FILE"
+        ),
+        description="32-byte master key file. Either this or master_passphrase.",
+    )
+    master_passphrase: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("master_passphrase", "KEYVAULT_MASTER_PASSPHRASE"),
+        description="Passphrase stretched with PBKDF2 (prefer the environment to a file).",
+    )
+    kdf_iterations: int = Field(
+        600_000, ge=100_000, description="PBKDF2 iterations for a new passphrase keystore."
+    )
+    bind: str = Field("127.0.0.1", description="Address the API listens on.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port of the API (0 picks a free one).")
+    tls: TLSSettings = Field(default_factory=TLSSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    audit_fsync: bool = Field(False, description="fsync the audit log after every entry.")
+    max_body_bytes: int = Field(
+        256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest request body accepted."
+    )
+    max_value_bytes: int = Field(
+        64 * 1024, ge=16, le=8 * 1024 * 1024, description="Largest secret value accepted."
+    )
+    shutdown_timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds allowed for in-flight requests at SIGTERM."
+    )
+    log_format: Literal["text", "json"] = Field("text", description="Log line format.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level logged."
+    )
+    control_plane_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "control_plane_url", "KEYVAULT_CONTROL_PLANE_URL", "CONTROL_PLANE_URL"
+        ),
+        description="Control plane to enroll with and report to.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AgentSettings:
+        if self.master_key_file is not None and self.master_passphrase is not None:
+            raise ValueError("set master_key_file or master_passphrase, not both")
+        if not self.tls.enabled and not _is_loopback(self.bind):
+            raise ValueError(
+                f"tls.enabled=false is only allowed when bind is a loopback address; bind is {self.bind!r}"
+            )
+        if self.tls.client_cert == "required" and not self.tls.enabled:
+            raise ValueError("tls.client_cert=required needs tls.enabled=true")
+        return self
+
+    # Derived paths --------------------------------------------------------
+    @property
+    def tls_dir(self) -> Path:
+        """Folder of the agent's own TLS files."""
+        return self.data_dir / "tls"
+
+    @property
+    def cert_path(self) -> Path:
+        """Server certificate in force."""
+        return self.tls.cert_file or self.tls_dir / "server.crt"
+
+    @property
+    def key_path(self) -> Path:
+        """Server key in force."""
+        return self.tls.key_file or self.tls_dir / "server.key"
+
+    @property
+    def client_ca_path(self) -> Path:
+        """Client CA in force."""
+        return self.tls.client_ca_file or self.tls_dir / "ca.crt"
+
+    @property
+    def storage_url(self) -> str:
+        """SQLAlchemy URL of the store."""
+        return self.storage.url or f"sqlite:///{(self.data_dir / 'store.db').resolve()}"
+
+    @property
+    def base_url(self) -> str:
+        """How a local client reaches the API."""
+        host = self.bind if self.bind not in ("0.0.0.0", "::") else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{'https' if self.tls.enabled else 'http'}://{host}:{self.port}"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML settings file into a mapping, with clear errors."""
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings at the top level")
+    return doc
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def describe_validation_error(exc: PydanticValidationError, *, prefix: str = ENV_PREFIX) -> str:
+    """One line per bad setting: key, its environment variable, and the problem."""
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"] if p != "__root__"]
+        key = ".".join(loc) or "settings"
+        env = prefix + "__".join(loc).upper() if loc else ""
+        where = f"{key} ({env})" if env else key
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"invalid setting {where}: {msg}")
+    return "; ".join(lines)
+
+
+def load_settings(
+    cls: type[S], config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> S:
+    """Build ``cls`` from defaults < YAML file < environment < overrides, or raise ConfigError."""
+    file_values = read_yaml(config_file) if config_file else {}
+    flag_values = {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        settings = _build(cls, file_values, flag_values)
+    except PydanticValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    return settings
+
+
+def _build(cls: type[S], file_values: dict[str, Any], flags: dict[str, Any]) -> S:
+    env_values = _env_values(cls)
+    merged = _merge(_merge(file_values, env_values), flags)
+    return cls.model_validate(merged)
+
+
+def _env_values(cls: type[BaseSettings]) -> dict[str, Any]:
+    """The values the environment sets, as a nested mapping (read through pydantic-settings)."""
+    source = EnvSettingsSource(cls)
+    values: dict[str, Any] = source()
+    return values
