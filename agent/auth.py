@@ -29,7 +29,7 @@ from common.crypto import Clock, Random, utcnow
 from common.errors import AuthenticationError, NotFoundError, PermissionDeniedError, ValidationError
 
 CAPABILITIES = ("read", "list", "write", "rotate", "delete", "admin")
-TOKEN_PREFIX = "kvt_"
+TOKEN_PREFIX = "kvt_"  # noqa: S105 - a prefix, not a secret
 _GLOB_OK = re.compile(r"^[A-Za-z0-9_.\-/*?]{1,200}$")
 CACHE_SECONDS = 5.0
 
@@ -51,7 +51,7 @@ def glob_to_regex(glob: str) -> re.Pattern[str]:
         else:
             out.append(re.escape(glob[i]))
             i += 1
-    return re.compile("^" + "".join(out) + "$")
+    return re.compile("^" + "".join(out) + "$", re.DOTALL)
 
 
 @dataclass(frozen=True)

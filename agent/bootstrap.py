@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from datetime import timedelta
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +60,13 @@ def initialise(opts: InitOptions) -> InitResult:
     """Create everything a new agent needs; refuses to touch an initialised folder."""
     data = opts.data_dir.resolve()
     if (data / CONFIG_NAME).exists():
-        raise ConfigError(f"{data} already holds an agent ({CONFIG_NAME} exists); refusing to overwrite it")
+        raise ConfigError(
+            f"{data} already holds an agent ({CONFIG_NAME} exists); refusing to overwrite it"
+        )
     if (opts.tls_cert is None) != (opts.tls_key is None):
-        raise ConfigError("give --tls-cert and --tls-key together, or neither to make a self-signed setup")
+        raise ConfigError(
+            "give --tls-cert and --tls-key together, or neither to make a self-signed setup"
+        )
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data, 0o700)
     source, key_file = _key_source(opts, data)
@@ -82,7 +86,13 @@ def initialise(opts: InitOptions) -> InitResult:
     config_file.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     os.chmod(config_file, 0o600)
     return InitResult(
-        vault_id, config_file, key_file, token, tls["ca"], tls.get("client_cert"), tls.get("client_key")
+        vault_id,
+        config_file,
+        key_file,
+        token,
+        tls["ca"],
+        tls.get("client_cert"),
+        tls.get("client_key"),
     )
 
 
@@ -103,9 +113,14 @@ def _tls_files(opts: InitOptions, data: Path) -> dict[str, Path]:
     tls_dir.mkdir(exist_ok=True, mode=0o700)
     if opts.tls_cert and opts.tls_key:
         if opts.client_ca is None and opts.client_cert_mode != "none":
-            raise ConfigError("with your own --tls-cert, also give --client-ca (or --client-cert none)")
-        return {"cert": opts.tls_cert.resolve(), "key": opts.tls_key.resolve(),
-                "ca": (opts.client_ca or opts.tls_cert).resolve()}
+            raise ConfigError(
+                "with your own --tls-cert, also give --client-ca (or --client-cert none)"
+            )
+        return {
+            "cert": opts.tls_cert.resolve(),
+            "key": opts.tls_key.resolve(),
+            "ca": (opts.client_ca or opts.tls_cert).resolve(),
+        }
     ca = CertificateAuthority.create(f"KeyVault agent CA {socket.gethostname()}")
     hosts = ["localhost", socket.gethostname(), *opts.hostnames]
     cert, key = ca.issue_server_cert(list(dict.fromkeys(hosts)))
@@ -127,13 +142,17 @@ def _config(
     config: dict[str, Any] = {"data_dir": str(data)}
     if key_file is not None:
         config["master_key_file"] = str(key_file)
-    config.update({
-        "bind": opts.bind,
-        "port": opts.port,
-        "tls": {
-            "cert_file": str(tls["cert"]), "key_file": str(tls["key"]),
-            "client_ca_file": str(tls["ca"]), "client_cert": opts.client_cert_mode,
-        },
-        "storage": {"url": storage_url},
-    })
+    config.update(
+        {
+            "bind": opts.bind,
+            "port": opts.port,
+            "tls": {
+                "cert_file": str(tls["cert"]),
+                "key_file": str(tls["key"]),
+                "client_ca_file": str(tls["ca"]),
+                "client_cert": opts.client_cert_mode,
+            },
+            "storage": {"url": storage_url},
+        }
+    )
     return config

@@ -22,7 +22,9 @@ from common.settings import AgentSettings, load_settings
 DATA_DIR_HELP = "The agent's data folder (default ./keyvault-data, or KEYVAULT_DATA_DIR)."
 
 
-def load_agent_settings(config: Path | None, data_dir: Path | None, **overrides: Any) -> AgentSettings:
+def load_agent_settings(
+    config: Path | None, data_dir: Path | None, **overrides: Any
+) -> AgentSettings:
     """Settings from --config, else <data-dir>/agent.yaml, then the environment and flags."""
     if config is None:
         folder = data_dir or Path(os.environ.get("KEYVAULT_DATA_DIR", "keyvault-data"))
@@ -39,30 +41,78 @@ def agent_group() -> None:
 
 
 @agent_group.command("init")
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="KEYVAULT_DATA_DIR",
-              default=Path("keyvault-data"), show_default=True, help=DATA_DIR_HELP)
-@click.option("--key-file", type=click.Path(path_type=Path),
-              help="Master key file to use, or to create if missing (default <data-dir>/master.key).")
-@click.option("--passphrase", "use_passphrase", is_flag=True,
-              help="Use a passphrase (KEYVAULT_MASTER_PASSPHRASE, or asked for) instead of a key file.")
-@click.option("--iterations", type=click.IntRange(100_000, 10_000_000), default=KDF_DEFAULT_ITERATIONS,
-              show_default=True, help="PBKDF2 iterations for a passphrase.")
-@click.option("--hostname", "hostnames", multiple=True, help="Extra DNS name for the server certificate.")
-@click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), help="Your own server certificate.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="KEYVAULT_DATA_DIR",
+    default=Path("keyvault-data"),
+    show_default=True,
+    help=DATA_DIR_HELP,
+)
+@click.option(
+    "--key-file",
+    type=click.Path(path_type=Path),
+    help="Master key file to use, or to create if missing (default <data-dir>/master.key).",
+)
+@click.option(
+    "--passphrase",
+    "use_passphrase",
+    is_flag=True,
+    help="Use a passphrase (KEYVAULT_MASTER_PASSPHRASE, or asked for) instead of a key file.",
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(100_000, 10_000_000),
+    default=KDF_DEFAULT_ITERATIONS,
+    show_default=True,
+    help="PBKDF2 iterations for a passphrase.",
+)
+@click.option(
+    "--hostname", "hostnames", multiple=True, help="Extra DNS name for the server certificate."
+)
+@click.option(
+    "--tls-cert", type=click.Path(exists=True, path_type=Path), help="Your own server certificate."
+)
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path), help="Its private key.")
-@click.option("--client-ca", type=click.Path(exists=True, path_type=Path), help="CA of client certificates.")
-@click.option("--client-cert", "client_cert_mode", type=click.Choice(["required", "optional", "none"]),
-              default="optional", show_default=True, help="Whether clients must show a certificate.")
-@click.option("--storage-url", help="SQLAlchemy URL of the store (default SQLite in the data folder).")
+@click.option(
+    "--client-ca", type=click.Path(exists=True, path_type=Path), help="CA of client certificates."
+)
+@click.option(
+    "--client-cert",
+    "client_cert_mode",
+    type=click.Choice(["required", "optional", "none"]),
+    default="optional",
+    show_default=True,
+    help="Whether clients must show a certificate.",
+)
+@click.option(
+    "--storage-url", help="SQLAlchemy URL of the store (default SQLite in the data folder)."
+)
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port.")
-@click.option("--token-file", type=click.Path(path_type=Path),
-              help="Also write the admin token to this file (mode 0600) instead of only showing it.")
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port."
+)
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path),
+    help="Also write the admin token to this file (mode 0600) instead of only showing it.",
+)
 @friendly_errors
-def init_cmd(data_dir: Path, key_file: Path | None, use_passphrase: bool, iterations: int,
-             hostnames: tuple[str, ...], tls_cert: Path | None, tls_key: Path | None,
-             client_ca: Path | None, client_cert_mode: str, storage_url: str | None, bind: str,
-             port: int, token_file: Path | None) -> None:
+def init_cmd(
+    data_dir: Path,
+    key_file: Path | None,
+    use_passphrase: bool,
+    iterations: int,
+    hostnames: tuple[str, ...],
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    client_ca: Path | None,
+    client_cert_mode: str,
+    storage_url: str | None,
+    bind: str,
+    port: int,
+    token_file: Path | None,
+) -> None:
     """Create a data folder: keystore, store, TLS certificates, config and a first admin token."""
     passphrase = None
     if use_passphrase:
@@ -70,10 +120,22 @@ def init_cmd(data_dir: Path, key_file: Path | None, use_passphrase: bool, iterat
             "Master passphrase", hide_input=True, confirmation_prompt=True
         )
     click.echo("Initialising the vault (deriving the master key)…", err=True)
-    result = initialise(InitOptions(
-        data_dir, key_file, passphrase, iterations, hostnames, tls_cert, tls_key, client_ca,
-        client_cert_mode, storage_url, bind, port,
-    ))
+    result = initialise(
+        InitOptions(
+            data_dir,
+            key_file,
+            passphrase,
+            iterations,
+            hostnames,
+            tls_cert,
+            tls_key,
+            client_ca,
+            client_cert_mode,
+            storage_url,
+            bind,
+            port,
+        )
+    )
     if token_file is not None:
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
@@ -81,7 +143,9 @@ def init_cmd(data_dir: Path, key_file: Path | None, use_passphrase: bool, iterat
     click.echo(f"Vault {result.vault_id} initialised in {data_dir.resolve()}")
     click.echo(f"  config:     {result.config_file}")
     if result.key_file:
-        click.echo(f"  master key: {result.key_file}  (keep a copy off this disk; without it nothing decrypts)")
+        click.echo(
+            f"  master key: {result.key_file}  (keep a copy off this disk; without it nothing decrypts)"
+        )
     click.echo(f"  TLS CA:     {result.ca_file}")
     if token_file is not None:
         click.echo(f"  admin token written to {token_file}")
@@ -92,9 +156,15 @@ def init_cmd(data_dir: Path, key_file: Path | None, use_passphrase: bool, iterat
 
 
 @agent_group.command("run")
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="KEYVAULT_DATA_DIR", help=DATA_DIR_HELP)
-@click.option("--config", type=click.Path(path_type=Path), envvar="KEYVAULT_CONFIG",
-              help="YAML config file (default <data-dir>/agent.yaml).")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), envvar="KEYVAULT_DATA_DIR", help=DATA_DIR_HELP
+)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    envvar="KEYVAULT_CONFIG",
+    help="YAML config file (default <data-dir>/agent.yaml).",
+)
 @click.option("--port", type=click.IntRange(0, 65535), help="Override the configured port.")
 @click.option("--bind", help="Override the configured address.")
 @friendly_errors
@@ -105,7 +175,12 @@ def run_cmd(data_dir: Path | None, config: Path | None, port: int | None, bind: 
 
     settings = load_agent_settings(config, data_dir, port=port, bind=bind)
     setup_logging(settings.log_level, settings.log_format)
-    asyncio.run(serve(settings, on_ready=lambda url: click.echo(f"keyvault agent listening on {url}", err=True)))
+    asyncio.run(
+        serve(
+            settings,
+            on_ready=lambda url: click.echo(f"keyvault agent listening on {url}", err=True),
+        )
+    )
 
 
 @agent_group.command("status")
@@ -142,14 +217,21 @@ def parse_policy(rules: tuple[str, ...]) -> list[dict[str, Any]]:
         path, sep, caps = rule.rpartition(":")
         if not sep or not path or not caps:
             raise ValidationError(f"--allow {rule!r} must look like 'PATH_GLOB:cap1,cap2'")
-        out.append({"path": path, "capabilities": [c.strip() for c in caps.split(",") if c.strip()]})
+        out.append(
+            {"path": path, "capabilities": [c.strip() for c in caps.split(",") if c.strip()]}
+        )
     return out
 
 
 @token_group.command("create")
 @click.option("--name", required=True, help="What the token is for.")
-@click.option("--allow", "rules", multiple=True, required=True,
-              help="A rule 'GLOB:caps', e.g. 'app/**:read,list'. Repeatable. Caps: read list write rotate delete admin.")
+@click.option(
+    "--allow",
+    "rules",
+    multiple=True,
+    required=True,
+    help="A rule 'GLOB:caps', e.g. 'app/**:read,list'. Repeatable. Caps: read list write rotate delete admin.",
+)
 @click.option("--ttl", help="Lifetime such as 12h or 30d (default: no expiry).")
 @agent_options
 @friendly_errors
@@ -169,7 +251,11 @@ def token_list(**conn: Any) -> None:
     with make_client(client_config(**conn)) as kv:
         tokens = kv.list_tokens()["tokens"]
     for tok in tokens:
-        state = "revoked" if tok["revoked_at"] else ("expires " + tok["expires_at"] if tok["expires_at"] else "active")
+        state = (
+            "revoked"
+            if tok["revoked_at"]
+            else ("expires " + tok["expires_at"] if tok["expires_at"] else "active")
+        )
         rules = "; ".join(f"{r['path']}:{','.join(r['capabilities'])}" for r in tok["policy"])
         click.echo(f"{tok['id']}  {tok['name']:<24} {state:<34} {rules}")
 
@@ -220,14 +306,25 @@ def rotate_kek_cmd(**conn: Any) -> None:
 
 
 @agent_group.command("rekey")
-@click.option("--new-key-file", type=click.Path(path_type=Path),
-              help="New 32-byte key file, as a path on the agent's host.")
-@click.option("--new-passphrase", "use_passphrase", is_flag=True, help="Switch to a passphrase (asked for).")
-@click.option("--iterations", type=click.IntRange(100_000, 10_000_000), default=KDF_DEFAULT_ITERATIONS,
-              show_default=True)
+@click.option(
+    "--new-key-file",
+    type=click.Path(path_type=Path),
+    help="New 32-byte key file, as a path on the agent's host.",
+)
+@click.option(
+    "--new-passphrase", "use_passphrase", is_flag=True, help="Switch to a passphrase (asked for)."
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(100_000, 10_000_000),
+    default=KDF_DEFAULT_ITERATIONS,
+    show_default=True,
+)
 @agent_options
 @friendly_errors
-def rekey_cmd(new_key_file: Path | None, use_passphrase: bool, iterations: int, **conn: Any) -> None:
+def rekey_cmd(
+    new_key_file: Path | None, use_passphrase: bool, iterations: int, **conn: Any
+) -> None:
     """Change the master key: every KEK is re-wrapped; values are untouched."""
     if (new_key_file is None) == (not use_passphrase):
         raise ConfigError("give exactly one of --new-key-file or --new-passphrase")
@@ -239,7 +336,9 @@ def rekey_cmd(new_key_file: Path | None, use_passphrase: bool, iterations: int, 
     with make_client(client_config(**conn)) as kv:
         path = str(new_key_file.resolve()) if new_key_file else None
         _follow_job(kv, kv.rekey(path, phrase, iterations), "re-wrapping key-encryption keys")
-    where = f"VAULT_MASTER_KEY_FILE={new_key_file.resolve()}" if new_key_file else "the new passphrase"
+    where = (
+        f"VAULT_MASTER_KEY_FILE={new_key_file.resolve()}" if new_key_file else "the new passphrase"
+    )
     click.echo(f"master key changed. Before the agent's next start, configure {where}.")
 
 
@@ -252,7 +351,9 @@ def audit_group() -> None:
 
 
 @audit_group.command("verify")
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="KEYVAULT_DATA_DIR", help=DATA_DIR_HELP)
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), envvar="KEYVAULT_DATA_DIR", help=DATA_DIR_HELP
+)
 @click.option("--config", type=click.Path(path_type=Path), envvar="KEYVAULT_CONFIG")
 @friendly_errors
 def audit_verify_cmd(data_dir: Path | None, config: Path | None) -> None:
@@ -272,14 +373,25 @@ def audit_verify_cmd(data_dir: Path | None, config: Path | None) -> None:
     for problem in report.problems:
         click.echo(f"  ✗ {problem}")
     if not report.ok:
-        raise KeyVaultError(f"audit log FAILED verification ({len(report.problems)} problem(s) shown above)")
-    click.echo(f"audit log OK: {report.entries} entries, chain intact up to entry {report.head_seq}")
+        raise KeyVaultError(
+            f"audit log FAILED verification ({len(report.problems)} problem(s) shown above)"
+        )
+    click.echo(
+        f"audit log OK: {report.entries} entries, chain intact up to entry {report.head_seq}"
+    )
 
 
 @agent_group.command("backup")
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar="KEYVAULT_DATA_DIR", help=DATA_DIR_HELP)
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), envvar="KEYVAULT_DATA_DIR", help=DATA_DIR_HELP
+)
 @click.option("--config", type=click.Path(path_type=Path), envvar="KEYVAULT_CONFIG")
-@click.option("--out", type=click.Path(path_type=Path), required=True, help="New folder to write the backup to.")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="New folder to write the backup to.",
+)
 @friendly_errors
 def backup_cmd(data_dir: Path | None, config: Path | None, out: Path) -> None:
     """A consistent copy of the store, audit log, config and TLS files, safe while the agent runs."""
@@ -288,7 +400,9 @@ def backup_cmd(data_dir: Path | None, config: Path | None, out: Path) -> None:
     settings = load_agent_settings(config, data_dir)
     db = sqlite_path(settings.storage_url)
     if db is None:
-        raise ConfigError("this agent stores in PostgreSQL: back it up with pg_dump; this command copies SQLite stores")
+        raise ConfigError(
+            "this agent stores in PostgreSQL: back it up with pg_dump; this command copies SQLite stores"
+        )
     if out.exists():
         raise ConfigError(f"{out} already exists; give a new folder")
     out.mkdir(parents=True, mode=0o700)
@@ -303,5 +417,6 @@ def backup_cmd(data_dir: Path | None, config: Path | None, out: Path) -> None:
         if settings.tls_dir.exists():
             shutil.copytree(settings.tls_dir, out / "tls")
         bar.update(2)
-    click.echo(f"backup written to {out} ({pages} pages). The master key is NOT included: keep it separately.")
-
+    click.echo(
+        f"backup written to {out} ({pages} pages). The master key is NOT included: keep it separately."
+    )

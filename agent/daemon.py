@@ -44,12 +44,15 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
     ssl_ctx = None
     if settings.tls.enabled:
         ssl_ctx = server_context(
-            settings.cert_path, settings.key_path,
+            settings.cert_path,
+            settings.key_path,
             client_ca_file=settings.client_ca_path if settings.tls.client_cert != "none" else None,
             require_client_cert=settings.tls.client_cert == "required",
         )
     runner = web.AppRunner(
-        build_app(agent), access_log=None, handle_signals=False,
+        build_app(agent),
+        access_log=None,
+        handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout,
     )
     await runner.setup()
@@ -61,13 +64,21 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("agent %s serving vault %s on %s (%s store)", agent.version, agent.keys.vault_id, url, agent.store.backend)
+    log.info(
+        "agent %s serving vault %s on %s (%s store)",
+        agent.version,
+        agent.keys.vault_id,
+        url,
+        agent.store.backend,
+    )
     if on_ready:
         on_ready(url)
     try:
         await stop.wait()
     finally:
-        log.info("shutting down: finishing in-flight requests (at most %ss)", settings.shutdown_timeout)
+        log.info(
+            "shutting down: finishing in-flight requests (at most %ss)", settings.shutdown_timeout
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()

@@ -256,7 +256,7 @@ class KeyManager:
         """Every KEK with its state and how many values it wraps."""
 
         def q(conn: Connection) -> list[dict[str, Any]]:
-            counts = dict(
+            counts: dict[int, int] = dict(
                 conn.execute(
                     select(t.versions.c.kek_version, func.count()).group_by(
                         t.versions.c.kek_version

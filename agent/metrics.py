@@ -50,6 +50,6 @@ class Metrics:
         }
         for name, value in counters.items():
             out += [f"# TYPE {name} counter", f"{name} {value}"]
-        for name, value in sorted(gauges.items()):
-            out += [f"# TYPE {name} gauge", f"{name} {value:g}"]
+        for gauge, level in sorted(gauges.items()):
+            out += [f"# TYPE {gauge} gauge", f"{gauge} {level:g}"]
         return "\n".join(out) + "\n"

@@ -266,7 +266,7 @@ class SecretService:
 
         return q
 
-    async def list(
+    async def list_page(
         self, *, prefix: str = "", after: str | None = None, limit: int = 100, deleted: bool = False
     ) -> tuple[list[SecretMeta], str | None]:
         """A page of metadata ordered by name; returns (items, next cursor or None)."""

@@ -15,6 +15,7 @@ transport differs.
 from __future__ import annotations
 
 import ssl
+from collections.abc import Sequence
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,9 +155,9 @@ class _Api(ABC):
         return self._run(_Call("GET", "/api/v1/metrics", raw=True))
 
     def create_token(
-        self, name: str, policy: list[dict[str, Any]], ttl_seconds: int | None = None
+        self, name: str, policy: Sequence[dict[str, Any]], ttl_seconds: int | None = None
     ) -> Any:
-        body: dict[str, Any] = {"name": name, "policy": policy}
+        body: dict[str, Any] = {"name": name, "policy": [dict(r) for r in policy]}
         if ttl_seconds:
             body["ttl_seconds"] = ttl_seconds
         return self._run(_Call("POST", "/api/v1/sys/tokens", json=body))

@@ -39,17 +39,39 @@ def friendly_errors(fn: F) -> F:
 def agent_options(fn: F) -> F:
     """``--data-dir/--url/--ca-file/--cert/--key/--token-file`` for commands that call an agent."""
     opts = [
-        click.option("--data-dir", type=click.Path(path_type=Path), envvar="KEYVAULT_DATA_DIR",
-                     help="An agent's data folder on this host: its URL and TLS files are used."),
-        click.option("--url", envvar="KEYVAULT_AGENT_URL", help="Agent URL, e.g. https://vault:8080."),
-        click.option("--ca-file", type=click.Path(path_type=Path), envvar="KEYVAULT_CA_FILE",
-                     help="CA that signed the agent's certificate."),
-        click.option("--cert", type=click.Path(path_type=Path), envvar="KEYVAULT_CLIENT_CERT",
-                     help="Client certificate (mutual TLS)."),
-        click.option("--key", type=click.Path(path_type=Path), envvar="KEYVAULT_CLIENT_KEY",
-                     help="Client certificate's private key."),
-        click.option("--token-file", type=click.Path(path_type=Path), envvar="KEYVAULT_TOKEN_FILE",
-                     help="File holding the bearer token (or set KEYVAULT_TOKEN)."),
+        click.option(
+            "--data-dir",
+            type=click.Path(path_type=Path),
+            envvar="KEYVAULT_DATA_DIR",
+            help="An agent's data folder on this host: its URL and TLS files are used.",
+        ),
+        click.option(
+            "--url", envvar="KEYVAULT_AGENT_URL", help="Agent URL, e.g. https://vault:8080."
+        ),
+        click.option(
+            "--ca-file",
+            type=click.Path(path_type=Path),
+            envvar="KEYVAULT_CA_FILE",
+            help="CA that signed the agent's certificate.",
+        ),
+        click.option(
+            "--cert",
+            type=click.Path(path_type=Path),
+            envvar="KEYVAULT_CLIENT_CERT",
+            help="Client certificate (mutual TLS).",
+        ),
+        click.option(
+            "--key",
+            type=click.Path(path_type=Path),
+            envvar="KEYVAULT_CLIENT_KEY",
+            help="Client certificate's private key.",
+        ),
+        click.option(
+            "--token-file",
+            type=click.Path(path_type=Path),
+            envvar="KEYVAULT_TOKEN_FILE",
+            help="File holding the bearer token (or set KEYVAULT_TOKEN).",
+        ),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -57,8 +79,12 @@ def agent_options(fn: F) -> F:
 
 
 def client_config(
-    data_dir: Path | None, url: str | None, ca_file: Path | None, cert: Path | None,
-    key: Path | None, token_file: Path | None,
+    data_dir: Path | None,
+    url: str | None,
+    ca_file: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    token_file: Path | None,
 ) -> ClientConfig:
     """Resolve connection settings: flags and env first, then the data folder's files."""
     if data_dir is not None:
@@ -66,7 +92,9 @@ def client_config(
         if url is None:
             url_file = data_dir / "agent.url"
             if not url_file.exists():
-                raise ConfigError(f"no agent is running on {data_dir} (no agent.url); start it or give --url")
+                raise ConfigError(
+                    f"no agent is running on {data_dir} (no agent.url); start it or give --url"
+                )
             url = url_file.read_text(encoding="utf-8").strip()
         ca_file = ca_file or _existing(tls / "ca.crt")
         cert = cert or _existing(tls / "client.crt")
@@ -90,4 +118,6 @@ def _existing(path: Path) -> Path | None:
 
 def make_client(cfg: ClientConfig) -> AgentClient:
     """A blocking agent client for a resolved configuration."""
-    return AgentClient(cfg.url, cfg.token, ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file)
+    return AgentClient(
+        cfg.url, cfg.token, ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file
+    )

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from agent.api.body import MAX_BODY
 from agent.api.context import AGENT, AUDIT, RequestAudit
 from agent.api.routes import PUBLIC, add_routes
 from agent.runtime import Agent
@@ -109,6 +110,6 @@ def build_app(agent: Agent) -> web.Application:
     """The agent API for an opened :class:`Agent`."""
     app = web.Application(middlewares=[edge], client_max_size=agent.settings.max_body_bytes)
     app[AGENT] = agent
-    app["max_body"] = agent.settings.max_body_bytes
+    app[MAX_BODY] = agent.settings.max_body_bytes
     add_routes(app)
     return app

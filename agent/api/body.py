@@ -10,6 +10,7 @@ from aiohttp import web
 from common.errors import PayloadTooLargeError, ValidationError
 
 MAX_DEPTH = 32
+MAX_BODY = web.AppKey("max_body", int)
 
 
 def _depth_ok(raw: bytes) -> bool:
@@ -44,7 +45,7 @@ async def json_object(
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLargeError(
-            f"request body is larger than this agent's limit of {request.app['max_body']} bytes"
+            f"request body is larger than this agent's limit of {request.app[MAX_BODY]} bytes"
         ) from None
     if not raw.strip():
         raise ValidationError("request body must be a JSON object")
@@ -56,6 +57,12 @@ async def json_object(
         raise ValidationError("request body is not valid JSON (UTF-8)") from None
     if not isinstance(doc, dict):
         raise ValidationError("request body must be a JSON object")
+    try:
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError(
+            "request body holds a string that is not valid Unicode (a lone surrogate)"
+        ) from None
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise ValidationError(

@@ -22,7 +22,7 @@ class RequestAudit:
     token: Token | None = None
 
 
-AUDIT = "kv_audit"
+AUDIT = web.RequestKey("kv_audit", RequestAudit)
 
 
 def token_of(request: web.Request) -> Token:

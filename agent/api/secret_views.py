@@ -7,7 +7,7 @@ from aiohttp import web
 from agent.api.body import json_object, query_bool, query_int, reject_unknown_query, typed
 from agent.api.context import AGENT, audit_target, token_of
 from agent.generate import GeneratorSpec
-from agent.secrets import ID_RE, SecretMeta
+from agent.secrets import ID_RE, SecretMeta, validate_name
 from common.errors import ValidationError
 
 
@@ -33,7 +33,7 @@ async def create_secret(request: web.Request) -> web.Response:
     doc = await json_object(
         request, {"name", "value", "description", "labels"}, frozenset({"name", "value"})
     )
-    name = typed(doc, "name", str, "a string")
+    name = validate_name(doc["name"])
     token_of(request).require("write", name)
     meta = await agent.secrets.create(
         name,
@@ -53,7 +53,7 @@ async def list_secrets(request: web.Request) -> web.Response:
     prefix = request.query.get("prefix", "")
     if len(prefix) > 200:
         raise ValidationError("query parameter prefix must be at most 200 characters")
-    items, nxt = await agent.secrets.list(
+    items, nxt = await agent.secrets.list_page(
         prefix=prefix,
         after=request.query.get("after") or None,
         limit=query_int(request, "limit", 100, 1, 1000),
@@ -121,6 +121,10 @@ async def rotate_secret(request: web.Request) -> web.Response:
     agent = request.app[AGENT]
     allowed = {"mode", "length", "classes", "min_per_class", "exclude_lookalikes", "encoding"}
     doc = await json_object(request, allowed) if (await request.read()).strip() else {}
+    classes = doc.get("classes")
+    if isinstance(classes, list) and not all(isinstance(c, str) for c in classes):
+        # GeneratorSpec.parse hashes each item; a nested object or list would be a 500 there
+        raise ValidationError("generator.classes must be a list of class names (strings)")
     spec = GeneratorSpec.parse(doc)
     meta = await _meta_for(request, "rotate")
     return web.json_response((await agent.secrets.rotate(meta.id, spec)).to_json())

@@ -26,30 +26,43 @@ def _howto(folder: Path, url: str) -> str:
     tls = folder / "tls"
     return f"""
 KeyVault demo agent is running at {url}
-  data folder: {folder}   (master key: {folder / 'master.key'})
+  data folder: {folder}   (master key: {folder / "master.key"})
 
 Call it from another terminal:
   export KEYVAULT_DATA_DIR={folder}
-  export KEYVAULT_TOKEN_FILE={folder / 'admin.token'}
+  export KEYVAULT_TOKEN_FILE={folder / "admin.token"}
   .venv/bin/keyvault secrets put db/password --stdin <<< 's3cret-value'
   .venv/bin/keyvault secrets get db/password
   .venv/bin/keyvault secrets list
   .venv/bin/keyvault run --secret DB_PASSWORD=db/password -- env
 
 or with curl (mutual TLS 1.3 + bearer token):
-  curl --cacert {tls / 'ca.crt'} --cert {tls / 'client.crt'} --key {tls / 'client.key'} \\
-       -H "Authorization: Bearer $(cat {folder / 'admin.token'})" {url}/api/v1/secrets
+  curl --cacert {tls / "ca.crt"} --cert {tls / "client.crt"} --key {tls / "client.key"} \\
+       -H "Authorization: Bearer $(cat {folder / "admin.token"})" {url}/api/v1/secrets
 
 Press Ctrl+C to stop. The data stays in {folder}; delete the folder to start afresh.
 """
 
 
 @click.command("demo")
-@click.option("--dir", "folder", type=click.Path(path_type=Path), default=Path(".demo"), show_default=True,
-              help="Folder holding the demo's data (kept between runs).")
-@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
-              help="Port of the demo agent (0 picks a free one).")
-@click.option("--headless", is_flag=True, help="Only print how to connect (the default until the TUI lands).")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(path_type=Path),
+    default=Path(".demo"),
+    show_default=True,
+    help="Folder holding the demo's data (kept between runs).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port of the demo agent (0 picks a free one).",
+)
+@click.option(
+    "--headless", is_flag=True, help="Only print how to connect (the default until the TUI lands)."
+)
 @friendly_errors
 def demo_cmd(folder: Path, port: int, headless: bool) -> None:
     """Run KeyVault on embedded defaults: an agent on SQLite with a generated key, ready to call."""

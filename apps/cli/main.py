@@ -47,7 +47,10 @@ def main() -> None:
     except Exception as exc:
         if os.environ.get("KEYVAULT_DEBUG"):
             raise
-        click.echo(f"internal error: {type(exc).__name__}: {exc} (set KEYVAULT_DEBUG=1 for details)", err=True)
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc} (set KEYVAULT_DEBUG=1 for details)",
+            err=True,
+        )
         sys.exit(70)
 
 

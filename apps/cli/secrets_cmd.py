@@ -45,8 +45,14 @@ def _value(value: str | None, from_stdin: bool) -> str:
 @click.option("--label", "labels", multiple=True, help="key=value label. Repeatable.")
 @agent_options
 @friendly_errors
-def put_cmd(name: str, value: str | None, from_stdin: bool, description: str | None,
-            labels: tuple[str, ...], **conn: Any) -> None:
+def put_cmd(
+    name: str,
+    value: str | None,
+    from_stdin: bool,
+    description: str | None,
+    labels: tuple[str, ...],
+    **conn: Any,
+) -> None:
     """Create NAME, or add a new version if it exists. VALUE '-' or --stdin reads standard input;
     with no VALUE you are asked for it (so it stays out of your shell history)."""
     from common.errors import ConflictError
@@ -101,7 +107,9 @@ def versions_cmd(name: str, **conn: Any) -> None:
     with make_client(client_config(**conn)) as kv:
         doc = kv.versions(name)
     for v in doc["versions"]:
-        click.echo(f"v{v['version']:<4} {v['created_at'][:19]}  {v['origin']:<7}{'  (current)' if v['current'] else ''}")
+        click.echo(
+            f"v{v['version']:<4} {v['created_at'][:19]}  {v['origin']:<7}{'  (current)' if v['current'] else ''}"
+        )
 
 
 @secrets_group.command("rotate")
@@ -148,8 +156,13 @@ def rm_cmd(name: str, destroy: bool, undelete: bool, **conn: Any) -> None:
 
 
 @click.command("run", context_settings={"ignore_unknown_options": True})
-@click.option("--secret", "mappings", multiple=True, required=True,
-              help="ENV=name: put secret NAME into environment variable ENV. Repeatable.")
+@click.option(
+    "--secret",
+    "mappings",
+    multiple=True,
+    required=True,
+    help="ENV=name: put secret NAME into environment variable ENV. Repeatable.",
+)
 @agent_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @friendly_errors
@@ -164,6 +177,6 @@ def run_cmd(mappings: tuple[str, ...], command: tuple[str, ...], **conn: Any) ->
                 raise ValidationError(f"--secret {mapping!r} must look like ENV_VAR=secret/name")
             env[var] = kv.get(name)["value"]
     try:
-        os.execvpe(command[0], list(command), env)
+        os.execvpe(command[0], list(command), env)  # noqa: S606 - replacing ourselves is the point
     except OSError as exc:
         raise ValidationError(f"cannot run {command[0]!r}: {exc.strerror}") from None

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Run every check: ruff, mypy, the import-layering contract, then the whole pytest suite
+# against the real PostgreSQL and Redis (started here if they are down).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh dev
+export PATH="$PWD/.venv/bin:$PATH"
+
+pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null || {
+  echo "==> starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start || true
+}
+redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || {
+  echo "==> starting Redis"
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no || true
+}
+
+echo "==> ruff";        ruff check . && ruff format --check .
+echo "==> mypy";        mypy
+echo "==> layering";    lint-imports
+echo "==> pytest"
+exec pytest -n "${KEYVAULT_TEST_WORKERS:-2}" --dist loadfile -q "$@"

@@ -1,0 +1,150 @@
+"""Shared fixtures: real PostgreSQL databases, initialised agent folders, running agents."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from common.client import AgentClient
+
+CI = os.environ.get("CI") == "true"
+PG_ADMIN_URL = os.environ.get("KEYVAULT_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def need_service(name: str, error: Exception) -> None:
+    """Fail under CI, skip elsewhere, when a real service is missing."""
+    message = f"{name} is not reachable: {error}"
+    if CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    import psycopg
+
+    name = f"kv_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        need_service("PostgreSQL", exc)
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class AgentDir:
+    """An initialised agent data folder."""
+
+    path: Path
+    token: str
+
+    @property
+    def tls(self) -> Path:
+        """Its TLS folder."""
+        return self.path / "tls"
+
+
+def init_agent_dir(
+    path: Path, *, storage_url: str | None = None, client_cert: str = "optional", port: int = 0
+) -> AgentDir:
+    """Initialise an agent folder (key-file master key) and return it with its admin token."""
+    from agent.bootstrap import InitOptions, initialise
+
+    result = initialise(
+        InitOptions(path, storage_url=storage_url, client_cert_mode=client_cert, port=port)
+    )
+    return AgentDir(path, result.admin_token)
+
+
+@pytest.fixture
+def agent_dir(tmp_path: Path) -> AgentDir:
+    """A fresh SQLite agent folder."""
+    return init_agent_dir(tmp_path / "agent")
+
+
+@dataclass
+class AgentProcess:
+    """An agent running as a real child process."""
+
+    dir: AgentDir
+    proc: subprocess.Popen[bytes]
+    url: str
+
+    def client(self, token: str | None = None, *, cert: bool = True) -> AgentClient:
+        """A mutual-TLS client with the admin token (or another)."""
+        tls = self.dir.tls
+        return AgentClient(
+            self.url,
+            token or self.dir.token,
+            ca_file=tls / "ca.crt",
+            cert_file=tls / "client.crt" if cert else None,
+            key_file=tls / "client.key" if cert else None,
+        )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        """Signal the agent and wait for it to exit; returns its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def start_agent(
+    agent: AgentDir, *extra: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> AgentProcess:
+    """Start ``keyvault agent run`` on a folder and wait until it serves."""
+    url_file = agent.path / "agent.url"
+    url_file.unlink(missing_ok=True)
+    log = open(agent.path / "agent.log", "ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "apps.cli.main",
+            "agent",
+            "run",
+            "--data-dir",
+            str(agent.path),
+            *extra,
+        ],
+        stdout=log,
+        stderr=log,
+        env={**os.environ, **(env or {})},
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(
+                f"agent exited with {proc.returncode}: {(agent.path / 'agent.log').read_text()[-2000:]}"
+            )
+        if url_file.exists() and url_file.read_text().strip():
+            return AgentProcess(agent, proc, url_file.read_text().strip())
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("agent did not start in time")
+
+
+@pytest.fixture
+def agent_process(agent_dir: AgentDir) -> Iterator[AgentProcess]:
+    """A real agent process on a fresh SQLite folder, stopped after the test."""
+    running = start_agent(agent_dir)
+    try:
+        yield running
+    finally:
+        if running.proc.poll() is None:
+            running.stop()
