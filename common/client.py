@@ -15,8 +15,8 @@ transport differs.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Sequence
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -7,12 +7,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from common.client import AgentClient, ClientConfig
 from common.errors import ConfigError, KeyVaultError
+
+if TYPE_CHECKING:
+    from common.client import AgentClient, ClientConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -109,6 +111,8 @@ def client_config(
             raise ConfigError(f"token file {token_file} cannot be read: {exc.strerror}") from None
     if not token:
         raise ConfigError("no token: set KEYVAULT_TOKEN or pass --token-file")
+    from common.client import ClientConfig
+
     return ClientConfig(url, token, ca_file, cert, key)
 
 
@@ -117,7 +121,9 @@ def _existing(path: Path) -> Path | None:
 
 
 def make_client(cfg: ClientConfig) -> AgentClient:
-    """A blocking agent client for a resolved configuration."""
+    """A blocking agent client for a resolved configuration (httpx is loaded only here)."""
+    from common.client import AgentClient
+
     return AgentClient(
         cfg.url, cfg.token, ca_file=cfg.ca_file, cert_file=cfg.cert_file, key_file=cfg.key_file
     )

@@ -23,12 +23,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
+from agent.store.migrations import HEAD_REVISION
 from common.errors import KeyVaultError, UnavailableError
 
 T = TypeVar("T")
@@ -90,7 +89,12 @@ class Store:
 
     # ------------------------------------------------------------------ lifecycle
     def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision."""
+        """Bring the schema to the newest Alembic revision (Alembic is loaded only if needed)."""
+        if self.revision() == HEAD_REVISION:
+            return
+        from alembic import command
+        from alembic.config import Config
+
         cfg = Config()
         cfg.set_main_option("script_location", str(resources.files("agent.store") / "migrations"))
         try:
@@ -101,6 +105,16 @@ class Store:
             raise UnavailableError(
                 f"the store at {self.safe_url} cannot be migrated: {exc}"
             ) from exc
+
+    def revision(self) -> str | None:
+        """The schema revision the store is at (None when it has no schema yet)."""
+        try:
+            with self._read_engine.connect() as conn:
+                return conn.execute(
+                    text("SELECT version_num FROM alembic_version")
+                ).scalar_one_or_none()
+        except (OperationalError, DBAPIError):
+            return None
 
     def check(self) -> None:
         """Open a connection once, with a clear error if the store cannot be reached."""

@@ -1,0 +1,78 @@
+"""The store layer: migrations on both backends, and group commit's isolation of failures."""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from agent.store import schema as t
+from agent.store.db import Store
+from agent.store.migrations import HEAD_REVISION
+from common.errors import ConflictError
+
+
+def test_head_revision_constant_matches_alembic() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("agent.store") / "migrations"))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_migrate_is_idempotent(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = (
+        f"sqlite:///{tmp_path / 's.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    store = Store(url)
+    try:
+        assert store.revision() is None
+        store.migrate()
+        assert store.revision() == HEAD_REVISION
+        store.migrate()
+        assert (
+            store.read_sync(
+                lambda c: c.execute(select(func.count()).select_from(t.secrets)).scalar_one()
+            )
+            == 0
+        )
+    finally:
+        store.close()
+
+
+async def test_group_commit_isolates_a_failing_write(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.migrate()
+
+    def put(key: str):
+        def txn(conn):
+            conn.execute(t.meta.insert().values(key=key, value="v"))
+            return key
+
+        return txn
+
+    def clash(conn):
+        conn.execute(t.meta.insert().values(key="clash", value="must be rolled back"))
+        raise ConflictError("refused on purpose")
+
+    try:
+        jobs = [store.write(put(f"k-{i}")) for i in range(25)]
+        jobs += [store.write(clash)] + [store.write(put(f"k-{i}")) for i in range(25, 50)]
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        assert isinstance(results[25], ConflictError)
+        assert [r for i, r in enumerate(results) if i != 25] == [f"k-{i}" for i in range(50)]
+        count = await store.read(
+            lambda c: c.execute(select(func.count()).select_from(t.meta)).scalar_one()
+        )
+        assert count == 50
+    finally:
+        store.close()
