@@ -409,7 +409,8 @@ def backup_cmd(data_dir: Path | None, config: Path | None, out: Path) -> None:
     with click.progressbar(length=4, label="backing up") as bar:
         pages = backup_sqlite(db, out / "store.db")
         bar.update(1)
-        for name in ("audit.log", "audit.head", CONFIG_NAME):
+        # The head first: a log copied after it can only be longer, which verify allows for.
+        for name in ("audit.head", "audit.log", CONFIG_NAME):
             src = settings.data_dir / name
             if src.exists():
                 shutil.copy2(src, out / name)
