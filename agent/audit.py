@@ -756,3 +756,26 @@ def iter_entries(folder: Path, *, since_seq: int = 0) -> Iterator[dict[str, Any]
                 ) from None
             if entry["seq"] > since_seq:
                 yield entry
+
+
+def snapshot(folder: Path, dest: Path) -> int:
+    """Copy the log and head consistently while the log is being appended to; returns the seq.
+
+    The head is read first; the log is then copied up to and including the entry the head
+    names, so the copy verifies exactly like the original did at that moment.
+    """
+    head_raw = (folder / HEAD_NAME).read_bytes()
+    try:
+        seq = int(json.loads(head_raw)["seq"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UnavailableError(
+            f"the audit head in {folder} cannot be read; run `keyvault agent audit verify`"
+        ) from exc
+    (dest / HEAD_NAME).write_bytes(head_raw)
+    with (folder / LOG_NAME).open("rb") as src, (dest / LOG_NAME).open("wb") as out:
+        if seq:
+            for line in src:
+                out.write(line)
+                if _parse_entry(line).get("seq") == seq:
+                    break
+    return seq

@@ -395,6 +395,7 @@ def audit_verify_cmd(data_dir: Path | None, config: Path | None) -> None:
 @friendly_errors
 def backup_cmd(data_dir: Path | None, config: Path | None, out: Path) -> None:
     """A consistent copy of the store, audit log, config and TLS files, safe while the agent runs."""
+    from agent.audit import snapshot
     from agent.store.db import backup_sqlite, sqlite_path
 
     settings = load_agent_settings(config, data_dir)
@@ -409,11 +410,10 @@ def backup_cmd(data_dir: Path | None, config: Path | None, out: Path) -> None:
     with click.progressbar(length=4, label="backing up") as bar:
         pages = backup_sqlite(db, out / "store.db")
         bar.update(1)
-        # The head first: a log copied after it can only be longer, which verify allows for.
-        for name in ("audit.head", "audit.log", CONFIG_NAME):
-            src = settings.data_dir / name
-            if src.exists():
-                shutil.copy2(src, out / name)
+        if (settings.data_dir / "audit.head").exists():
+            snapshot(settings.data_dir, out)
+        if (settings.data_dir / CONFIG_NAME).exists():
+            shutil.copy2(settings.data_dir / CONFIG_NAME, out / CONFIG_NAME)
         bar.update(1)
         if settings.tls_dir.exists():
             shutil.copytree(settings.tls_dir, out / "tls")
