@@ -32,6 +32,7 @@ CAPABILITIES = ("read", "list", "write", "rotate", "delete", "admin")
 TOKEN_PREFIX = "kvt_"  # noqa: S105 - a prefix, not a secret
 _GLOB_OK = re.compile(r"^[A-Za-z0-9_.\-/*?]{1,200}$")
 CACHE_SECONDS = 5.0
+TOKEN_ID_RE = re.compile(r"tok_[a-z2-7]{16}")
 
 
 def glob_to_regex(glob: str) -> re.Pattern[str]:
@@ -70,7 +71,7 @@ class Rule:
                 f"{where} must be an object with exactly 'path' and 'capabilities'"
             )
         path, caps = doc["path"], doc["capabilities"]
-        if not isinstance(path, str) or not _GLOB_OK.match(path):
+        if not isinstance(path, str) or not _GLOB_OK.fullmatch(path):
             raise ValidationError(
                 f"{where}.path must be a glob of letters, digits, _ . - / * ? (1-200 characters)"
             )
@@ -86,7 +87,7 @@ class Rule:
     def grants(self, capability: str, name: str) -> bool:
         """Whether this rule allows ``capability`` on ``name``."""
         return (capability in self.capabilities or "admin" in self.capabilities) and bool(
-            self.regex.match(name)
+            self.regex.fullmatch(name)
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -44,7 +44,7 @@ class GeneratorSpec:
         if (
             not isinstance(classes, list)
             or not classes
-            or any(c not in CLASSES for c in classes)
+            or any(not isinstance(c, str) or c not in CLASSES for c in classes)
             or len(set(classes)) != len(classes)
         ):
             raise ValidationError(

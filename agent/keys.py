@@ -7,6 +7,7 @@ file and the database disagree.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -228,8 +229,8 @@ class KeyManager:
             raise ConflictError("a key rotation or rekey is already running")
         self.rotating = True
         try:
-            header, master = create_keystore(
-                self.vault_id, new_source, iterations=iterations, clock=self._clock
+            header, master = await asyncio.to_thread(
+                create_keystore, self.vault_id, new_source, iterations=iterations, clock=self._clock
             )
             await self.store.write(self._rekey_txn(header, master))
             self.envelope.use_master(master)

@@ -74,12 +74,12 @@ def validate_name(name: Any) -> str:
     """A secret name: segments of letters, digits, ``_ . -`` joined by ``/``."""
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
         raise ValidationError(f"name must be a string of 1-{MAX_NAME} characters")
-    if not NAME_RE.match(name) or ".." in name.split("/"):
+    if not NAME_RE.fullmatch(name) or ".." in name.split("/"):
         raise ValidationError(
             "name may hold letters, digits, '_', '.', '-' in segments joined by single '/', "
             "each segment starting with a letter, digit or '_' (e.g. 'db/prod/password')"
         )
-    if ID_RE.match(name):
+    if ID_RE.fullmatch(name):
         raise ValidationError("name must not look like a secret id (sec_…)")
     return name
 
@@ -89,7 +89,7 @@ def validate_labels(labels: Any) -> dict[str, str]:
     if not isinstance(labels, dict) or len(labels) > MAX_LABELS:
         raise ValidationError(f"labels must be an object of at most {MAX_LABELS} entries")
     for key, value in labels.items():
-        if not LABEL_KEY_RE.match(key):
+        if not LABEL_KEY_RE.fullmatch(key):
             raise ValidationError(
                 f"label key {key[:70]!r} must be lowercase letters, digits, '_', '.', '-' (1-63)"
             )
@@ -106,6 +106,8 @@ def validate_description(text: Any) -> str:
         raise ValidationError(
             f"description must be a string of at most {MAX_DESCRIPTION} characters"
         )
+    if not all(c.isprintable() or c in "\n\t" for c in text):
+        raise ValidationError("description may hold printable text, newlines and tabs only")
     return text
 
 
@@ -206,11 +208,11 @@ class SecretService:
 
     @staticmethod
     def _where(ref: str) -> Any:
-        return t.secrets.c.id == ref if ID_RE.match(ref) else t.secrets.c.name == ref
+        return t.secrets.c.id == ref if ID_RE.fullmatch(ref) else t.secrets.c.name == ref
 
     def cached_id(self, ref: str) -> str | None:
         """The id a reference resolves to, if it is in the cache."""
-        return ref if ID_RE.match(ref) else self._by_name.get(ref)
+        return ref if ID_RE.fullmatch(ref) else self._by_name.get(ref)
 
     # ---------------------------------------------------------- reads
     async def meta(self, ref: str, *, include_deleted: bool = False) -> SecretMeta:

@@ -39,10 +39,12 @@ from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 from common.errors import ConfigError, IntegrityError
 
 KEY_BYTES = 32
+MAX_KEY_FILE_BYTES = 4096  # a key file is 32-90 bytes; never read /dev/zero or a log into memory
 NONCE_BYTES = 12
 TAG_BYTES = 16
 BLOB_FORMAT = 1
 KDF_MIN_ITERATIONS = 100_000
+KDF_MAX_ITERATIONS = 10_000_000  # the CLI's and the API's bound; a header above it is forged
 KDF_DEFAULT_ITERATIONS = 600_000
 HEADER_FORMAT = 1
 
@@ -87,6 +89,8 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
+    if not isinstance(text, str):
+        raise IntegrityError()
     try:
         return base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
@@ -147,7 +151,8 @@ class KeySource:
         """Read a key file: 32 raw bytes, or 32 bytes as hex or base64 text."""
         p = Path(path)
         try:
-            raw = p.read_bytes()
+            with p.open("rb") as fh:
+                raw = fh.read(MAX_KEY_FILE_BYTES + 1)
         except FileNotFoundError as exc:
             raise ConfigError(
                 f"master key file {p} does not exist; create one with "
@@ -155,6 +160,11 @@ class KeySource:
             ) from exc
         except OSError as exc:
             raise ConfigError(f"master key file {p} cannot be read: {exc.strerror}") from exc
+        if len(raw) > MAX_KEY_FILE_BYTES:
+            raise ConfigError(
+                f"master key file {p} is larger than {MAX_KEY_FILE_BYTES} bytes; it must hold "
+                "exactly 32 bytes (raw, hex or base64)"
+            )
         return cls("keyfile", SecretBytes(parse_key_bytes(raw, str(p))))
 
     @classmethod
@@ -169,9 +179,12 @@ class KeySource:
 
 
 def parse_key_bytes(raw: bytes, where: str) -> bytes:
-    """Accept 32 raw bytes or 32 bytes encoded as hex or base64 text."""
-    if len(raw) == KEY_BYTES:
-        return raw
+    """Accept 32 raw bytes or 32 bytes encoded as hex or base64 text.
+
+    Text is tried first: 32 characters of hex or base64 are a 16- or 24-byte key written as
+    text, refused rather than taken as a raw key (a random raw key is practically never
+    valid hex or base64).
+    """
     text = raw.strip()
     for decode in (binascii.unhexlify, lambda t: base64.b64decode(t, validate=True)):
         try:
@@ -180,6 +193,13 @@ def parse_key_bytes(raw: bytes, where: str) -> bytes:
             continue
         if len(key) == KEY_BYTES:
             return key
+        if len(raw) == KEY_BYTES:
+            raise ConfigError(
+                f"master key file {where} holds a {len(key)}-byte key written as hex or "
+                "base64 text; a master key must be exactly 32 bytes"
+            )
+    if len(raw) == KEY_BYTES:
+        return raw
     raise ConfigError(
         f"master key file {where} must hold exactly 32 bytes (raw, hex or base64); "
         f"it holds {len(raw)} bytes that are none of these"
@@ -251,7 +271,7 @@ class KeystoreHeader:
                 mac=_unb64(doc["mac"]),
                 format=int(doc["format"]),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
             raise IntegrityError() from exc
         if header.format != HEADER_FORMAT or header.kdf not in ("keyfile", "pbkdf2-sha256"):
             raise IntegrityError()
@@ -293,6 +313,10 @@ def create_keystore(
             f"kdf iterations must be at least {KDF_MIN_ITERATIONS:,} "
             f"(got {iterations:,}); the default is {KDF_DEFAULT_ITERATIONS:,}"
         )
+    if source.kind == "passphrase" and iterations > KDF_MAX_ITERATIONS:
+        raise ConfigError(
+            f"kdf iterations must be at most {KDF_MAX_ITERATIONS:,} (got {iterations:,})"
+        )
     kdf = "pbkdf2-sha256" if source.kind == "passphrase" else "keyfile"
     header = KeystoreHeader(
         vault_id=vault_id,
@@ -308,7 +332,10 @@ def create_keystore(
 
 def unlock_keystore(header: KeystoreHeader, source: KeySource) -> MasterKey:
     """Derive the master key and check the header; one opaque error for every failure."""
-    if header.kdf == "pbkdf2-sha256" and header.iterations < KDF_MIN_ITERATIONS:
+    if header.kdf == "pbkdf2-sha256" and not (
+        KDF_MIN_ITERATIONS <= header.iterations <= KDF_MAX_ITERATIONS
+    ):
+        # lowered: weaker than we allow; raised past the bound: an unlock that never ends
         raise IntegrityError()
     master = derive_master_key(source, header.kdf, header.iterations, header.salt)
     if not hmac.compare_digest(_header_mac(master, header), header.mac):

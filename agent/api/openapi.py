@@ -80,8 +80,11 @@ SECRET_ID = _path_param(
 LABELS: J = {
     "type": "object",
     "maxProperties": 32,
+    "propertyNames": {"pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$"},
     "additionalProperties": {"type": "string", "maxLength": 256},
 }
+# agent.secrets.NAME_RE: segments of letters, digits, _ . - joined by single slashes
+NAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$"
 
 
 def _schemas() -> J:
@@ -100,7 +103,12 @@ def _schemas() -> J:
         "additionalProperties": False,
         "required": ["path", "capabilities"],
         "properties": {
-            "path": {"type": "string", "minLength": 1, "maxLength": 200},
+            "path": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "pattern": "^[A-Za-z0-9_./*?-]{1,200}$",
+            },
             "capabilities": {"type": "array", "minItems": 1, "items": {"enum": list(CAPABILITIES)}},
         },
     }
@@ -147,7 +155,12 @@ def _schemas() -> J:
             "additionalProperties": False,
             "required": ["name", "value"],
             "properties": {
-                "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                "name": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 200,
+                    "pattern": NAME_PATTERN,
+                },
                 "value": {"type": "string", "minLength": 1},
                 "description": {"type": "string", "maxLength": 1000},
                 "labels": LABELS,

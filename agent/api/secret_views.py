@@ -7,8 +7,24 @@ from aiohttp import web
 from agent.api.body import json_object, query_bool, query_int, reject_unknown_query, typed
 from agent.api.context import AGENT, audit_target, token_of
 from agent.generate import GeneratorSpec
-from agent.secrets import ID_RE, SecretMeta, validate_name
-from common.errors import ValidationError
+from agent.secrets import ID_RE, SecretMeta, decode_cursor, validate_name
+from common.errors import NotFoundError, ValidationError
+
+# No name, id, cursor or description holds NUL, and PostgreSQL text refuses it: looked up, it
+# would answer 503 "store unavailable" for what is the caller's mistake.
+NUL = "\x00"
+
+
+def _no_such_secret_if_nul(ref: str) -> None:
+    if NUL in ref:
+        raise NotFoundError(f"no secret {ref!r}")
+
+
+def _description(doc: dict[str, object]) -> str | None:
+    text: str | None = typed(doc, "description", str, "a string")
+    if text is not None and NUL in text:
+        raise ValidationError("description must not contain NUL characters")
+    return text
 
 
 async def _meta_for(
@@ -19,8 +35,9 @@ async def _meta_for(
     token = token_of(request)
     ref = request.match_info["id"]
     audit_target(request, ref)
-    if not ID_RE.match(ref):
+    if not ID_RE.fullmatch(ref):
         token.require(capability, ref)
+    _no_such_secret_if_nul(ref)
     meta = await agent.secrets.meta(ref, include_deleted=include_deleted)
     token.require(capability, meta.name)
     audit_target(request, meta.id)
@@ -38,7 +55,7 @@ async def create_secret(request: web.Request) -> web.Response:
     meta = await agent.secrets.create(
         name,
         typed(doc, "value", str, "a string"),
-        description=typed(doc, "description", str, "a string") or "",
+        description=_description(doc) or "",
         labels=typed(doc, "labels", dict, "an object of strings") or {},
     )
     audit_target(request, meta.id)
@@ -51,11 +68,14 @@ async def list_secrets(request: web.Request) -> web.Response:
     token = token_of(request)
     reject_unknown_query(request, {"prefix", "after", "limit", "deleted"})
     prefix = request.query.get("prefix", "")
-    if len(prefix) > 200:
-        raise ValidationError("query parameter prefix must be at most 200 characters")
+    if len(prefix) > 200 or NUL in prefix:
+        raise ValidationError("query parameter prefix must be at most 200 characters, no NUL")
+    after = request.query.get("after") or None
+    if after is not None and NUL in decode_cursor(after):
+        raise ValidationError("'after' is not a cursor this agent issued")
     items, nxt = await agent.secrets.list_page(
         prefix=prefix,
-        after=request.query.get("after") or None,
+        after=after,
         limit=query_int(request, "limit", 100, 1, 1000),
         deleted=query_bool(request, "deleted"),
     )
@@ -72,8 +92,9 @@ async def read_secret(request: web.Request) -> web.Response:
         reject_unknown_query(request, {"version"})
     version = query_int(request, "version", 0, 1, 2**31 - 1) if "version" in request.query else None
     audit_target(request, ref)
-    if not ID_RE.match(ref):
+    if not ID_RE.fullmatch(ref):
         token.require("read", ref)
+    _no_such_secret_if_nul(ref)
     meta, served, value = await agent.secrets.reveal(ref, version)
     token.require("read", meta.name)
     audit_target(request, meta.id)
@@ -92,7 +113,7 @@ async def update_secret(request: web.Request) -> web.Response:
     new = await agent.secrets.update(
         meta.id,
         value=typed(doc, "value", str, "a string"),
-        description=typed(doc, "description", str, "a string"),
+        description=_description(doc),
         labels=typed(doc, "labels", dict, "an object of strings"),
     )
     return web.json_response(new.to_json())

@@ -11,10 +11,10 @@ from aiohttp import web
 from agent.api.body import json_object, typed
 from agent.api.context import AGENT, audit_target, token_of
 from agent.api.openapi import openapi_document
-from agent.auth import Policy
+from agent.auth import TOKEN_ID_RE, Policy
 from agent.jobs import Progress
 from common.crypto import KDF_DEFAULT_ITERATIONS, KDF_MIN_ITERATIONS, KeySource
-from common.errors import ValidationError
+from common.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 
 
 async def health(request: web.Request) -> web.Response:
@@ -95,6 +95,8 @@ async def revoke_token(request: web.Request) -> web.Response:
     token_of(request).require("admin", "sys/tokens")
     token_id = request.match_info["token_id"]
     audit_target(request, token_id)
+    if not TOKEN_ID_RE.fullmatch(token_id):
+        raise NotFoundError(f"no token with id {token_id!r}")
     token = await request.app[AGENT].tokens.revoke(token_id)
     return web.json_response({"revoked": token.id})
 
@@ -141,9 +143,14 @@ async def rekey(request: web.Request) -> web.Response:
         raise ValidationError("give exactly one of new_key_file or new_passphrase")
     if iterations < KDF_MIN_ITERATIONS or iterations > 10_000_000:
         raise ValidationError(f"iterations must be from {KDF_MIN_ITERATIONS:,} to 10,000,000")
-    source = (
-        KeySource.from_key_file(Path(path)) if path else KeySource.from_passphrase(phrase or "")
-    )
+    try:
+        source = (
+            KeySource.from_key_file(Path(path))
+            if path is not None
+            else KeySource.from_passphrase(phrase or "")
+        )
+    except ConfigError as exc:  # the caller's file or passphrase, not the agent's config
+        raise ValidationError(exc.message) from None
     _refuse_if_busy(request)
 
     async def work(progress: Progress) -> dict[str, Any]:
@@ -157,8 +164,6 @@ async def rekey(request: web.Request) -> web.Response:
 
 
 def _refuse_if_busy(request: web.Request) -> None:
-    from common.errors import ConflictError
-
     if request.app[AGENT].keys.rotating:
         raise ConflictError(
             "a key rotation or rekey is already running; wait for its job to finish"
