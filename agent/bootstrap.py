@@ -12,14 +12,13 @@ from typing import Any
 
 import yaml
 
+from agent import CONFIG_NAME
 from agent.auth import Policy, TokenService
 from agent.keys import KeyManager
 from agent.store.db import Store
 from common.crypto import KDF_DEFAULT_ITERATIONS, KeySource, generate_key_file
 from common.errors import ConfigError
 from common.tls import CertificateAuthority, write_pem
-
-CONFIG_NAME = "agent.yaml"
 
 
 @dataclass(frozen=True)

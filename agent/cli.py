@@ -9,15 +9,17 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from agent.bootstrap import CONFIG_NAME, InitOptions, initialise
+from agent import CONFIG_NAME
 from common.cliutil import agent_options, client_config, friendly_errors, make_client
 from common.crypto import KDF_DEFAULT_ITERATIONS
 from common.errors import ConfigError, KeyVaultError, ValidationError
-from common.settings import AgentSettings, load_settings
+
+if TYPE_CHECKING:
+    from common.settings import AgentSettings
 
 DATA_DIR_HELP = "The agent's data folder (default ./keyvault-data, or KEYVAULT_DATA_DIR)."
 
@@ -26,6 +28,8 @@ def load_agent_settings(
     config: Path | None, data_dir: Path | None, **overrides: Any
 ) -> AgentSettings:
     """Settings from --config, else <data-dir>/agent.yaml, then the environment and flags."""
+    from common.settings import AgentSettings, load_settings
+
     if config is None:
         folder = data_dir or Path(os.environ.get("KEYVAULT_DATA_DIR", "keyvault-data"))
         candidate = folder / CONFIG_NAME
@@ -114,6 +118,12 @@ def init_cmd(
     token_file: Path | None,
 ) -> None:
     """Create a data folder: keystore, store, TLS certificates, config and a first admin token."""
+    from agent.bootstrap import InitOptions, initialise
+
+    if (data_dir / CONFIG_NAME).exists():
+        raise ConfigError(
+            f"{data_dir.resolve()} already holds an agent ({CONFIG_NAME} exists); refusing to overwrite it"
+        )
     passphrase = None
     if use_passphrase:
         passphrase = os.environ.get("KEYVAULT_MASTER_PASSPHRASE") or click.prompt(

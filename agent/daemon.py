@@ -81,8 +81,9 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        deadline = loop.time() + settings.shutdown_timeout
         await runner.cleanup()
-        await agent.jobs.drain(settings.shutdown_timeout)
+        await agent.jobs.drain(max(0.1, deadline - loop.time()))
         (settings.data_dir / "agent.url").unlink(missing_ok=True)
         log.info("agent stopped")
 

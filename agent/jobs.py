@@ -95,6 +95,15 @@ class JobRunner:
             raise NotFoundError(f"no job {job_id!r}") from None
 
     async def drain(self, timeout: float) -> None:
-        """Wait (bounded) for running jobs at shutdown."""
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=timeout)
+        """Wait (bounded) for running jobs at shutdown, then cancel what is left.
+
+        A cancelled KEK rotation is safe: the new KEK is active, the old one stays loaded until
+        a later rotation has re-wrapped everything, and nothing is destroyed half-way.
+        """
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1)

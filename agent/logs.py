@@ -23,13 +23,38 @@ def scrub(text: str) -> str:
 
 
 class ScrubbingFilter(logging.Filter):
-    """Applies :func:`scrub` to every record's rendered message."""
+    """Applies :func:`scrub` to every record's rendered message.
+
+    A request the HTTP parser rejects is logged by aiohttp with an exception that quotes the
+    raw request line or header, which may hold a token that no pattern can recognise once
+    mangled. Such records keep one line and lose the exception.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Render, scrub and freeze the message."""
+        if record.exc_info and _is_http_parse_error(record.exc_info[1]):
+            record.exc_info = None
+            record.exc_text = None
+            record.msg, record.args = "rejected a malformed HTTP request (answered 400)", None
         record.msg = scrub(record.getMessage())
         record.args = None
         return True
+
+
+def _is_http_parse_error(exc: BaseException | None) -> bool:
+    try:
+        from aiohttp.http_exceptions import HttpProcessingError
+    except ImportError:  # pragma: no cover - aiohttp is always there on the agent
+        return False
+    return isinstance(exc, HttpProcessingError)
+
+
+class ScrubbingFormatter(logging.Formatter):
+    """A text formatter whose whole output, tracebacks included, goes through :func:`scrub`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The scrubbed line."""
+        return scrub(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,7 +70,7 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             doc["exception"] = scrub(self.formatException(record.exc_info))
-        return json.dumps(doc)
+        return scrub(json.dumps(doc))
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
@@ -55,7 +80,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -201,11 +201,12 @@ def describe_validation_error(exc: PydanticValidationError, *, prefix: str = ENV
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"] if p != "__root__"]
-        key = ".".join(loc) or "settings"
-        env = prefix + "__".join(loc).upper() if loc else ""
-        where = f"{key} ({env})" if env else key
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"invalid setting {where}: {msg}")
+        if not loc:
+            lines.append(f"invalid settings: {msg}")
+            continue
+        env = prefix + "__".join(loc).upper()
+        lines.append(f"invalid setting {'.'.join(loc)} ({env}): {msg}")
     return "; ".join(lines)
 
 

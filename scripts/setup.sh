@@ -26,6 +26,8 @@ stamp=".venv/.installed-$extras"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "==> installing keyvault[$extras] into .venv (first time takes a minute)"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[$extras]"
+  # compat mode puts the checkout on sys.path, so a folder named like one of our packages in
+  # the working directory (say ./agent) can never shadow it as a namespace package
+  .venv/bin/python -m pip install -q -e ".[$extras]" --config-settings editable_mode=compat
   touch "$stamp"
 fi

@@ -139,7 +139,7 @@ class Store:
             return
         self._closed = True
         self._queue.put(None)
-        self._writer.join(timeout=30)
+        self._writer.join(timeout=10)
         self._readers.shutdown(wait=True)
         self._write_engine.dispose()
         self._read_engine.dispose()

@@ -169,7 +169,8 @@ def rm_cmd(name: str, destroy: bool, undelete: bool, **conn: Any) -> None:
 def run_cmd(mappings: tuple[str, ...], command: tuple[str, ...], **conn: Any) -> None:
     """Run COMMAND with secrets in its environment: keyvault run --secret DB_PASS=db/pass -- app."""
     env = dict(os.environ)
-    env.pop("KEYVAULT_TOKEN", None)
+    for var in ("KEYVAULT_TOKEN", "KEYVAULT_TOKEN_FILE"):
+        env.pop(var, None)  # the child gets its secrets, not our credentials
     with make_client(client_config(**conn)) as kv:
         for mapping in mappings:
             var, sep, name = mapping.partition("=")
