@@ -11,6 +11,7 @@ from agent.cli import agent_group
 from apps.cli.demo import demo_cmd
 from apps.cli.secrets_cmd import run_cmd, secrets_group
 from common.errors import KeyVaultError
+from control_plane.cli import control_plane_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,6 +25,7 @@ def cli() -> None:
 
 
 cli.add_command(agent_group)
+cli.add_command(control_plane_group)
 cli.add_command(secrets_group)
 cli.add_command(run_cmd)
 cli.add_command(demo_cmd)

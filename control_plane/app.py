@@ -1,0 +1,127 @@
+"""The control plane's aiohttp application: factory, resources, and the one edge middleware.
+
+The edge middleware authenticates (session token) and checks the route's least role, calls the
+view, turns every error into the JSON error shape (never a stack trace), writes an audit entry
+for each change an operator makes, and counts the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from common.errors import KeyVaultError, NotFoundError, PayloadTooLargeError, ValidationError
+from control_plane.db import utcnow
+from control_plane.errors import RateLimitedError
+from control_plane.routes import LEAST_ROLE, add_routes
+from control_plane.runtime import Clock, ControlPlane, open_control_plane
+from control_plane.settings import ControlPlaneSettings
+from control_plane.views.context import CP, INFO, MAX_BODY, RequestInfo
+
+log = logging.getLogger("keyvault.control_plane.api")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+SETTINGS = web.AppKey("settings", ControlPlaneSettings)
+
+
+def error_response(exc: KeyVaultError) -> web.Response:
+    """The one JSON error shape: ``{"error": {"code", "message"}}``."""
+    headers = dict(SECURITY_HEADERS)
+    if isinstance(exc, RateLimitedError):
+        headers["Retry-After"] = str(exc.retry_after)
+    return web.json_response(exc.to_json(), status=exc.http_status, headers=headers)
+
+
+def _http_exception(exc: web.HTTPException) -> KeyVaultError:
+    if exc.status == 404:
+        return NotFoundError("no such endpoint; see /api/v1/openapi.json")
+    if exc.status == 413:
+        return PayloadTooLargeError("request body is larger than the control plane accepts")
+    err = ValidationError(exc.reason or "bad request")
+    err.http_status = exc.status
+    if exc.status == 405:
+        err.code = "method_not_allowed"
+        err.message = "method not allowed on this endpoint; see /api/v1/openapi.json"
+    return err
+
+
+async def _audit(cp: ControlPlane, request: web.Request, info: RequestInfo, status: int) -> None:
+    """Record an operator's change (metadata only); a failure is logged, not fatal."""
+    if request.method not in WRITES or info.principal is None or status >= 500:
+        return
+    outcome = "ok" if status < 400 else "denied" if status in (401, 403) else "error"
+    try:
+        await cp.audit.record(
+            info.principal.org_id,
+            info.route,
+            actor=info.principal.user_id,
+            target=info.target if status != 404 else None,  # a 404 names nothing of ours
+            outcome=outcome,
+            details={"status": status},
+        )
+    except Exception:
+        log.exception("audit write failed for %s", info.route)
+
+
+@web.middleware
+async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate and authorise, translate errors, audit, count."""
+    cp = request.app[CP]
+    started = time.perf_counter()
+    route = request.match_info.route.name or "unknown"
+    info = RequestInfo(route)
+    request[INFO] = info
+    try:
+        role = LEAST_ROLE.get(route)
+        if role is not None:
+            info.principal = await cp.accounts.authenticate(request.headers.get("Authorization"))
+            info.principal.require(role)
+        response = await handler(request)
+    except KeyVaultError as exc:
+        response = error_response(exc)
+    except web.HTTPException as exc:
+        response = error_response(_http_exception(exc))
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, route)
+        response = error_response(KeyVaultError("internal error; see the control-plane log"))
+    await _audit(cp, request, info, response.status)
+    cp.metrics.observe(route, response.status, time.perf_counter() - started)
+    return response
+
+
+async def _sweeper(cp: ControlPlane) -> None:
+    """Run the offline sweep periodically (each replica tries; the lock lets one through)."""
+    while True:
+        await asyncio.sleep(cp.settings.sweep_interval_seconds)
+        try:
+            await cp.vaults.sweep_offline()
+        except Exception:
+            log.exception("offline sweep failed; will retry")
+
+
+def build_app(settings: ControlPlaneSettings, *, clock: Clock = utcnow) -> web.Application:
+    """The control-plane API; resources open on startup and close on cleanup."""
+    app = web.Application(middlewares=[edge], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[MAX_BODY] = settings.max_body_bytes
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        cp = await open_control_plane(settings, clock=clock)
+        app[CP] = cp
+        if settings.background_tasks:
+            cp.spawn(_sweeper(cp), "offline-sweep")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await cp.close()
+
+    app.cleanup_ctx.append(resources)
+    add_routes(app)
+    return app

@@ -1,0 +1,327 @@
+"""Benchmark of the operator stream's fan-out: ``python -m control_plane.bench_stream``.
+
+Starts two control-plane replicas (``control-plane run``) on a fresh PostgreSQL database and a
+private Redis prefix, connects ``--clients`` WebSocket operators to replica A and ``--remote``
+to replica B, then creates ``--events`` policies through A's API and measures, for every
+client, the time from the request to the event's arrival. RSS growth per connection is read
+from A's ``/proc/<pid>/status``. The same clients then connect to a bare aiohttp WebSocket
+broadcast server (one process, no bus) for comparison. Everything binds 127.0.0.1 and every
+process, database and Redis key it makes is removed at the end.
+
+The clients run in this one Python process, so latencies include their own parsing time; the
+bare server's figures in the same run show how much of it is the client's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+CLI = "from control_plane.cli import control_plane_group; control_plane_group()"
+PASSWORD = "benchmark operator password"  # noqa: S105 - a throw-away benchmark user
+POLICY = {
+    "selector": {"name_glob": "bench/*"},
+    "interval_seconds": 86400,
+    "rotator": {"type": "random", "settings": {"length": 32}},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _wait_http(url: str, timeout: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer in {timeout} s")
+
+
+@dataclass
+class Fleet:
+    """Child processes started by the benchmark, always stopped."""
+
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(15)
+            if proc.poll() is None:
+                proc.kill()
+
+
+@contextlib.contextmanager
+def _database(admin_url: str) -> Iterator[str]:
+    import psycopg
+
+    name = f"kv_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Listener:
+    """Many WebSocket clients; records when each event name reaches each client."""
+
+    def __init__(self) -> None:
+        self.arrivals: dict[str, list[float]] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def connect(
+        self, session: aiohttp.ClientSession, url: str, n: int, headers: dict[str, str]
+    ) -> None:
+        for start in range(0, n, 200):
+            batch = [session.ws_connect(url, headers=headers) for _ in range(min(200, n - start))]
+            for ws in await asyncio.gather(*batch):
+                self.tasks.append(asyncio.create_task(self._read(ws)))
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        async for msg in ws:
+            doc = json.loads(msg.data)
+            name = (doc.get("data") or {}).get("name")
+            if name:
+                self.arrivals.setdefault(name, []).append(time.perf_counter())
+
+    async def wait_for(self, name: str, count: int, timeout: float = 30) -> list[float]:
+        deadline = time.monotonic() + timeout
+        # polling only decides when to stop waiting; arrival times are taken as messages land
+        while len(self.arrivals.get(name, [])) < count and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        return self.arrivals.get(name, [])
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
+
+
+async def _measure(
+    listener: Listener, publish: Any, events: int, expected: int
+) -> tuple[list[float], int]:
+    latencies: list[float] = []
+    missing = 0
+    for i in range(events):
+        name = f"bench-{uuid.uuid4().hex[:8]}-{i}"
+        started = time.perf_counter()
+        await publish(name)
+        arrivals = await listener.wait_for(name, expected)
+        missing += expected - len(arrivals)
+        latencies += [t - started for t in arrivals]
+        await asyncio.sleep(0.05)
+    return latencies, missing
+
+
+async def _run_control_plane(args: argparse.Namespace, fleet: Fleet, db_url: str) -> dict[str, Any]:
+    prefix = f"kvbench-{uuid.uuid4().hex[:8]}"
+    ports = [_free_port(), _free_port()]
+    base = {
+        **os.environ,
+        "KEYVAULT_CP_DATABASE_URL": db_url,
+        "KEYVAULT_CP_REDIS_URL": args.redis_url,
+        "KEYVAULT_CP_REDIS_PREFIX": prefix,
+        "KEYVAULT_CP_CA_KEY_PASSPHRASE": uuid.uuid4().hex,
+        "KEYVAULT_CP_OWNER_PASSWORD": PASSWORD,
+        "KEYVAULT_CP_LOG_LEVEL": "WARNING",
+    }
+    py = sys.executable
+    await asyncio.to_thread(
+        subprocess.run, [py, "-c", CLI, "migrate"], env=base, check=True, capture_output=True
+    )
+    await asyncio.to_thread(
+        subprocess.run,
+        [py, "-c", CLI, "init", "--org", "Bench", "--email", "bench@bench.test"],
+        env=base,
+        check=True,
+        capture_output=True,
+    )
+    procs = [
+        fleet.start([py, "-c", CLI, "run"], {**base, "KEYVAULT_CP_PORT": str(p)}) for p in ports
+    ]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    for url in urls:
+        _wait_http(f"{url}/api/v1/health")
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        login = {"email": "bench@bench.test", "password": PASSWORD}
+        async with session.post(f"{urls[0]}/api/v1/auth/login", json=login) as resp:
+            token = (await resp.json())["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        listener = Listener()
+        rss_before = _rss_kib(procs[0].pid)
+        await listener.connect(session, f"{urls[0]}/api/v1/stream", args.clients, headers)
+        await asyncio.sleep(1)
+        rss_after = _rss_kib(procs[0].pid)
+        await listener.connect(session, f"{urls[1]}/api/v1/stream", args.remote, headers)
+
+        async def publish(name: str) -> None:
+            body = {**POLICY, "name": name}
+            async with session.post(f"{urls[0]}/api/v1/policies", json=body, headers=headers) as r:
+                assert r.status == 201, await r.text()
+
+        latencies, missing = await _measure(
+            listener, publish, args.events, args.clients + args.remote
+        )
+        await listener.close()
+    growth = (rss_after - rss_before) / max(1, args.clients)
+    return {"latencies": latencies, "missing": missing, "rss_kib_per_conn": growth}
+
+
+def _bare_app() -> web.Application:
+    sockets: set[web.WebSocketResponse] = set()
+
+    async def stream(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sockets.add(ws)
+        try:
+            async for _ in ws:
+                pass
+        finally:
+            sockets.discard(ws)
+        return ws
+
+    async def publish(request: web.Request) -> web.Response:
+        text = json.dumps({"type": "policy.created", "data": await request.json()})
+        for ws in list(sockets):
+            with contextlib.suppress(ConnectionError):
+                await ws.send_str(text)
+        return web.json_response({"sent": len(sockets)})
+
+    async def health(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_get("/stream", stream)
+    app.router.add_post("/publish", publish)
+    app.router.add_get("/health", health)
+    return app
+
+
+async def _run_bare(args: argparse.Namespace, fleet: Fleet) -> dict[str, Any]:
+    port = _free_port()
+    code = f"from control_plane.bench_stream import bare_main; bare_main({port})"
+    proc = fleet.start([sys.executable, "-c", code], dict(os.environ))
+    url = f"http://127.0.0.1:{port}"
+    _wait_http(f"{url}/health")
+    total = args.clients + args.remote
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        listener = Listener()
+        rss_before = _rss_kib(proc.pid)
+        await listener.connect(session, f"{url}/stream", total, {})
+        await asyncio.sleep(1)
+        rss_after = _rss_kib(proc.pid)
+
+        async def publish(name: str) -> None:
+            async with session.post(f"{url}/publish", json={"name": name}) as resp:
+                assert resp.status == 200
+
+        latencies, missing = await _measure(listener, publish, args.events, total)
+        await listener.close()
+    growth = (rss_after - rss_before) / max(1, total)
+    return {"latencies": latencies, "missing": missing, "rss_kib_per_conn": growth}
+
+
+def bare_main(port: int) -> None:
+    """Entry point of the bare broadcast server child process."""
+    web.run_app(_bare_app(), host="127.0.0.1", port=port, print=None)
+
+
+def _row(label: str, result: dict[str, Any]) -> str:
+    lat = result["latencies"]
+    return (
+        f"| {label} | {len(lat)} | {result['missing']} | {_percentile(lat, 0.5) * 1000:.1f} | "
+        f"{_percentile(lat, 0.95) * 1000:.1f} | {max(lat, default=float('nan')) * 1000:.1f} | "
+        f"{result['rss_kib_per_conn']:.1f} |"
+    )
+
+
+async def _main(args: argparse.Namespace) -> int:
+    fleet = Fleet()
+    try:
+        with _database(args.pg_admin_url) as name:
+            db_url = (
+                args.pg_admin_url.rsplit("/", 1)[0].replace(
+                    "postgresql://", "postgresql+psycopg://"
+                )
+                + f"/{name}"
+            )
+            cp = await _run_control_plane(args, fleet, db_url)
+        bare = await _run_bare(args, fleet)
+    finally:
+        fleet.stop()
+    print(
+        f"operator stream fan-out: {args.clients} clients on replica A + {args.remote} on "
+        f"replica B (through Redis), {args.events} events\n"
+    )
+    print("| server | deliveries | missing | p50 ms | p95 ms | max ms | RSS KiB/conn |")
+    print("|---|---|---|---|---|---|---|")
+    print(_row("control plane (2 replicas, Redis)", cp))
+    print(_row("bare aiohttp broadcast (1 process)", bare))
+    ok = cp["missing"] == 0 and _percentile(cp["latencies"], 0.95) <= 0.2
+    ok = ok and cp["rss_kib_per_conn"] <= 40
+    print(
+        f"\ntargets (p95 <= 200 ms, RSS <= 40 KiB/conn, nothing missing): {'met' if ok else 'NOT met'}"
+    )
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run the benchmark."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--clients", type=int, default=2000, help="stream clients on replica A")
+    parser.add_argument("--remote", type=int, default=500, help="stream clients on replica B")
+    parser.add_argument("--events", type=int, default=20, help="events to publish")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    return asyncio.run(_main(parser.parse_args(argv)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

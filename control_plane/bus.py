@@ -1,0 +1,174 @@
+"""The event bus that feeds operator streams: in-process, or Redis pub/sub across replicas.
+
+An event is a JSON object ``{"type", "org_id", "at", "data"}``. :meth:`EventBus.publish` sends
+it to every replica; each replica hands it to the local subscribers of that organisation only.
+Subscribers get a bounded queue; one that falls too far behind is closed rather than allowed to
+grow without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections import defaultdict
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("keyvault.control_plane.bus")
+QUEUE_SIZE = 1000
+Event = dict[str, Any]
+
+
+class Subscription:
+    """One listener's queue of its organisation's events; ``closed`` once it overflowed."""
+
+    def __init__(self, hub: _Hub, org_id: str) -> None:
+        self.org_id = org_id
+        self.queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
+        self.overflowed = False
+        self._hub = hub
+
+    async def get(self) -> str:
+        """The next event as JSON text (serialised once per replica, shared by every listener)."""
+        return await self.queue.get()
+
+    def close(self) -> None:
+        """Stop receiving events."""
+        self._hub.remove(self)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class _Hub:
+    """Local fan-out from one replica's copy of an event to its subscribers."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, set[Subscription]] = defaultdict(set)
+
+    def add(self, org_id: str) -> Subscription:
+        sub = Subscription(self, org_id)
+        self._subs[org_id].add(sub)
+        return sub
+
+    def remove(self, sub: Subscription) -> None:
+        group = self._subs.get(sub.org_id)
+        if group is not None:
+            group.discard(sub)
+            if not group:
+                del self._subs[sub.org_id]
+
+    def deliver(self, org_id: str, text: str) -> None:
+        for sub in list(self._subs.get(org_id, ())):
+            try:
+                sub.queue.put_nowait(text)
+            except asyncio.QueueFull:
+                sub.overflowed = True
+                self.remove(sub)
+
+    @property
+    def count(self) -> int:
+        return sum(len(group) for group in self._subs.values())
+
+
+class EventBus(ABC):
+    """Publish events to every replica; subscribe to one organisation's events locally."""
+
+    def __init__(self) -> None:
+        self._hub = _Hub()
+
+    def subscribe(self, org_id: str) -> Subscription:
+        """A new local subscription to ``org_id``'s events (close it when done)."""
+        return self._hub.add(org_id)
+
+    @property
+    def subscribers(self) -> int:
+        """How many local subscriptions are open."""
+        return self._hub.count
+
+    @abstractmethod
+    async def publish(self, event: Event) -> None:
+        """Send ``event`` to the subscribers of its ``org_id`` on every replica."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Begin receiving (a no-op in process)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Stop receiving."""
+
+
+class InProcessBus(EventBus):
+    """The embedded bus: one process, no network."""
+
+    async def publish(self, event: Event) -> None:
+        """Deliver to local subscribers at once."""
+        self._hub.deliver(str(event.get("org_id")), json.dumps(event))
+
+
+class RedisBus(EventBus):
+    """Redis pub/sub on one channel per deployment; survives Redis restarts by resubscribing."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        super().__init__()
+        self._redis = redis
+        self.channel = f"{prefix}:events"
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def publish(self, event: Event) -> None:
+        """Publish through Redis; if Redis is down, local subscribers still get it."""
+        try:
+            await self._redis.publish(self.channel, json.dumps(event))
+        except (RedisError, OSError) as exc:
+            log.warning("redis publish failed (%s); delivering locally only", type(exc).__name__)
+            self._hub.deliver(str(event.get("org_id")), json.dumps(event))
+
+    async def start(self) -> None:
+        """Subscribe and wait (up to 5 s) until the subscription is live."""
+        self._task = asyncio.create_task(self._listen(), name="redis-bus")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), 5)
+
+    async def close(self) -> None:
+        """Stop the listener."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _listen(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                self._ready.set()
+                delay = 0.1
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._on_message(message.get("data"))
+            except (RedisError, OSError) as exc:
+                log.warning("redis subscription lost (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    def _on_message(self, data: Any) -> None:
+        try:
+            text = data.decode("utf-8") if isinstance(data, bytes) else str(data)
+            event = json.loads(text)
+        except (TypeError, ValueError):
+            return
+        if isinstance(event, dict):
+            self._hub.deliver(str(event.get("org_id")), text)

@@ -1,0 +1,100 @@
+"""The async SQLAlchemy engine (psycopg 3 or aiosqlite), migrations, and small row helpers."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, date, datetime
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from common.errors import UnavailableError
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def new_id(prefix: str) -> str:
+    """A random, URL-safe id such as ``vlt_…`` (26 base32 characters, 130 bits)."""
+    return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(26))
+
+
+def utcnow() -> datetime:
+    """Timezone-aware UTC now."""
+    return datetime.now(UTC)
+
+
+def aware(moment: datetime | None) -> datetime | None:
+    """A datetime read back from the database as aware UTC (SQLite returns naive ones)."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def iso(moment: datetime | date | None) -> str | None:
+    """ISO 8601 text of a stored time (UTC, ``Z``), or None."""
+    if moment is None:
+        return None
+    if isinstance(moment, datetime):
+        value = aware(moment)
+        assert value is not None
+        return value.isoformat().replace("+00:00", "Z")
+    return moment.isoformat()
+
+
+def make_engine(url: str) -> AsyncEngine:
+    """An async engine for ``url``; SQLite gets WAL, foreign keys and a busy timeout."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: object) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    # no pre-ping (it costs a round trip per checkout): SQLAlchemy invalidates the whole pool on
+    # the first disconnect error, so after a PostgreSQL restart one operation fails and the
+    # next ones reconnect (sweeps retry; tests/control_plane/test_outages.py).
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False)
+
+
+def is_postgres(engine: AsyncEngine) -> bool:
+    """True for PostgreSQL, False for SQLite."""
+    return engine.dialect.name == "postgresql"
+
+
+def _upgrade(conn: Connection) -> None:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("control_plane") / "migrations"))
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+
+
+async def migrate(engine: AsyncEngine) -> None:
+    """Bring the schema to the newest Alembic revision."""
+    try:
+        async with engine.begin() as conn:
+            if is_postgres(engine):
+                # two replicas starting together must not migrate at the same time
+                await conn.execute(text("SELECT pg_advisory_xact_lock(7263001)"))
+            await conn.run_sync(_upgrade)
+    except (SQLAlchemyError, OSError) as exc:
+        raise UnavailableError(f"the database cannot be migrated: {exc}") from exc
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip to the database, or UnavailableError."""
+    try:
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+    except (SQLAlchemyError, OSError) as exc:
+        raise UnavailableError("the database is unreachable") from exc

@@ -1,0 +1,505 @@
+"""The OpenAPI 3.1 document of the control-plane API, written by hand, checked against routes."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+J = dict[str, Any]
+STR: J = {"type": "string"}
+NSTR: J = {"type": ["string", "null"]}
+INT: J = {"type": "integer"}
+
+ERRORS = {
+    "400": "invalid request",
+    "401": "missing, unknown, expired or revoked session token",
+    "403": "your role does not allow this",
+    "404": "no such object in your organisation",
+    "409": "conflicts with the current state",
+    "413": "body too large",
+    "429": "too many failed attempts; see Retry-After",
+    "503": "a dependency is unavailable",
+}
+
+
+def _ref(name: str) -> J:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: J, description: str) -> J:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _obj(props: J, required: list[str] | None = None, extra: bool = False) -> J:
+    doc: J = {"type": "object", "properties": props, "additionalProperties": extra}
+    if required:
+        doc["required"] = required
+    return doc
+
+
+def _page(item: str, cursor: str = "next_cursor") -> J:
+    return _obj({"items": {"type": "array", "items": _ref(item)}, cursor: NSTR}, ["items", cursor])
+
+
+def _op(
+    op_id: str,
+    summary: str,
+    ok: dict[str, J],
+    errors: str = "",
+    *,
+    body: J | None = None,
+    params: list[J] | None = None,
+    secure: bool = True,
+) -> J:
+    responses = dict(ok)
+    for code in ("400", "500", *errors.split()):
+        if code == "500":
+            continue
+        responses[code] = _json(_ref("Error"), ERRORS[code])
+    if secure:
+        responses["401"] = _json(_ref("Error"), ERRORS["401"])
+        responses["403"] = _json(_ref("Error"), ERRORS["403"])
+    responses["503"] = _json(_ref("Error"), ERRORS["503"])
+    doc: J = {"operationId": op_id, "summary": summary, "responses": responses}
+    if params:
+        doc["parameters"] = params
+    if body is not None:
+        doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    doc["security"] = [{"session": []}] if secure else []
+    return doc
+
+
+def _path(name: str) -> J:
+    return {"name": name, "in": "path", "required": True, "schema": {**STR, "maxLength": 200}}
+
+
+def _q(name: str, schema: J) -> J:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def _schemas() -> J:
+    vault = _obj(
+        {
+            "id": STR,
+            "name": STR,
+            "agent_version": STR,
+            "status": {"enum": ["online", "offline", "pending", "revoked"]},
+            "created_at": STR,
+            "last_heartbeat_at": NSTR,
+            "certificate_serial": STR,
+            "certificate_not_after": STR,
+            "revoked_at": NSTR,
+            "health": {"type": "object"},
+        },
+        ["id", "name", "status"],
+    )
+    alert = _obj(
+        {
+            "id": STR,
+            "key": STR,
+            "kind": STR,
+            "severity": STR,
+            "vault_id": NSTR,
+            "message": STR,
+            "state": {"enum": ["open", "acknowledged", "resolved"]},
+            "created_at": STR,
+            "updated_at": STR,
+            "acknowledged_at": NSTR,
+            "acknowledged_by": NSTR,
+            "resolved_at": NSTR,
+            "resolved_by": NSTR,
+        },
+        ["id", "key", "kind", "state"],
+    )
+    selector = _obj({"labels": {"type": "object", "additionalProperties": STR}, "name_glob": STR})
+    rotator = _obj(
+        {"type": {"enum": ["random", "postgres", "command"]}, "settings": {"type": "object"}},
+        ["type"],
+    )
+    scope: J = {
+        "oneOf": [
+            {"const": "all"},
+            _obj({"all": {"const": True}}, ["all"]),
+            _obj({"vault_ids": {"type": "array", "items": STR}}, ["vault_ids"]),
+        ]
+    }
+    policy_fields: J = {
+        "name": STR,
+        "selector": selector,
+        "interval_seconds": INT,
+        "notice_seconds": INT,
+        "rotator": rotator,
+        "scope": scope,
+    }
+    policy = _obj(
+        {**policy_fields, "id": STR, "version": INT, "created_at": STR, "updated_at": STR},
+        ["id", "name", "version"],
+    )
+    user = _obj(
+        {"id": STR, "org_id": STR, "email": STR, "role": STR, "created_at": STR},
+        ["id", "email", "role"],
+    )
+    token_info = _obj(
+        {
+            "id": STR,
+            "description": STR,
+            "state": {"enum": ["active", "used", "expired", "revoked"]},
+            "created_at": STR,
+            "expires_at": STR,
+            "used_at": NSTR,
+            "revoked_at": NSTR,
+            "vault_id": NSTR,
+        },
+        ["id", "state"],
+    )
+    audit_entry = _obj(
+        {
+            "seq": INT,
+            "event_id": NSTR,
+            "at": STR,
+            "source": STR,
+            "actor": NSTR,
+            "action": STR,
+            "target": NSTR,
+            "outcome": STR,
+            "details": {"type": "object"},
+        },
+        ["seq", "at", "action", "outcome"],
+    )
+    return {
+        "Error": _obj(
+            {
+                "error": _obj(
+                    {"code": STR, "message": STR, "details": {"type": "object"}},
+                    ["code", "message"],
+                )
+            },
+            ["error"],
+        ),
+        "Vault": vault,
+        "Alert": alert,
+        "Policy": policy,
+        "PolicyFields": _obj(policy_fields),
+        "User": user,
+        "EnrollmentToken": token_info,
+        "AuditEntry": audit_entry,
+        "Identity": _obj(
+            {"vault_id": STR, "certificate": STR, "ca_certificate": STR, "name": STR},
+            ["vault_id", "certificate", "ca_certificate"],
+        ),
+    }
+
+
+def _accounts() -> J:
+    creds = _obj({"email": STR, "password": STR}, ["email", "password"])
+    session = _obj({"token": STR, "expires_at": STR, "user": _ref("User")}, ["token", "expires_at"])
+    invite = _obj(
+        {"email": STR, "role": {"enum": ["viewer", "operator", "admin", "owner"]}},
+        ["email", "role"],
+    )
+    return {
+        "/auth/login": {
+            "post": _op(
+                "login",
+                "Log in; returns a session token",
+                {"200": _json(session, "a new session")},
+                "401 429",
+                body=creds,
+                secure=False,
+            )
+        },
+        "/auth/logout": {
+            "post": _op(
+                "logout", "Revoke the caller's session", {"204": {"description": "revoked"}}
+            )
+        },
+        "/me": {
+            "get": _op(
+                "me",
+                "The caller and their organisation",
+                {"200": _json({"type": "object"}, "the caller")},
+            )
+        },
+        "/users": {
+            "get": _op(
+                "listUsers",
+                "Users of the organisation",
+                {"200": _json(_obj({"items": {"type": "array", "items": _ref("User")}}), "users")},
+            )
+        },
+        "/invitations": {
+            "post": _op(
+                "createInvitation",
+                "Invite a user (token shown once)",
+                {"201": _json({"type": "object"}, "the invitation")},
+                "409",
+                body=invite,
+            )
+        },
+        "/invitations/accept": {
+            "post": _op(
+                "acceptInvitation",
+                "Accept an invitation with a password",
+                {"201": _json(_ref("User"), "the new user")},
+                "404 409",
+                body=_obj({"token": STR, "password": STR}, ["token", "password"]),
+                secure=False,
+            )
+        },
+        "/org/metadata-key": {
+            "put": _op(
+                "setMetadataKey",
+                "Register the fingerprint of the organisation's metadata key",
+                {"200": _json(_obj({"org_id": STR, "fingerprint": STR}), "registered")},
+                body=_obj(
+                    {"fingerprint": {**STR, "pattern": "^sha256:[0-9a-f]{64}$"}}, ["fingerprint"]
+                ),
+            )
+        },
+    }
+
+
+def _vaults() -> J:
+    reg = _obj(
+        {"token": STR, "csr": STR, "name": STR, "agent_version": STR},
+        ["token", "csr", "name", "agent_version"],
+    )
+    created = _obj(
+        {"id": STR, "token": STR, "ca_pin": STR, "description": STR, "expires_at": STR},
+        ["id", "token", "ca_pin"],
+    )
+    tokens = _obj({"items": {"type": "array", "items": _ref("EnrollmentToken")}}, ["items"])
+    paging = [_q("limit", {"type": "integer", "minimum": 1, "maximum": 500}), _q("cursor", STR)]
+    return {
+        "/enrollment-tokens": {
+            "post": _op(
+                "createEnrollmentToken",
+                "A single-use enrollment token with the CA pin",
+                {"201": _json(created, "the token (shown once)")},
+                body=_obj({"description": STR, "ttl_seconds": INT}),
+            ),
+            "get": _op(
+                "listEnrollmentTokens",
+                "Enrollment tokens (never their strings)",
+                {"200": _json(tokens, "tokens")},
+            ),
+        },
+        "/enrollment-tokens/{token_id}": {
+            "parameters": [_path("token_id")],
+            "delete": _op(
+                "revokeEnrollmentToken",
+                "Revoke an enrollment token",
+                {"200": _json(_ref("EnrollmentToken"), "revoked")},
+                "404",
+            ),
+        },
+        "/vaults/register": {
+            "post": _op(
+                "registerVault",
+                "Enroll an agent: a CSR and a token give a client certificate",
+                {
+                    "201": _json(_ref("Identity"), "a new vault"),
+                    "200": _json(
+                        _ref("Identity"), "the same identity (retry within the grace window)"
+                    ),
+                },
+                "401",
+                body=reg,
+                secure=False,
+            )
+        },
+        "/vaults": {
+            "get": _op(
+                "listVaults",
+                "Vaults with live status (keyset-paginated)",
+                {"200": _json(_page("Vault"), "a page")},
+                params=paging,
+            )
+        },
+        "/vaults/{vault_id}": {
+            "parameters": [_path("vault_id")],
+            "get": _op("getVault", "One vault", {"200": _json(_ref("Vault"), "the vault")}, "404"),
+        },
+        "/vaults/{vault_id}/revoke": {
+            "parameters": [_path("vault_id")],
+            "post": _op(
+                "revokeVault",
+                "Revoke a vault and its certificate",
+                {"200": _json(_ref("Vault"), "revoked")},
+                "404",
+            ),
+        },
+        "/ca": {
+            "get": _op(
+                "getCA",
+                "The organisation's CA certificate and pin",
+                {"200": _json(_obj({"certificate": STR, "pin": STR}), "the CA")},
+            )
+        },
+        "/ca/crl": {
+            "get": _op(
+                "getCRL",
+                "The organisation's certificate revocation list",
+                {
+                    "200": {
+                        "description": "PEM CRL",
+                        "content": {"application/x-pem-file": {"schema": STR}},
+                    }
+                },
+            )
+        },
+    }
+
+
+def _policies_alerts() -> J:
+    pid = [_path("policy_id")]
+    aid = [_path("alert_id")]
+    alert_params = [
+        _q("state", {"enum": ["open", "acknowledged", "resolved"]}),
+        _q("cursor", STR),
+        _q("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+    ]
+    items = _obj({"items": {"type": "array", "items": _ref("Policy")}}, ["items"])
+    return {
+        "/policies": {
+            "post": _op(
+                "createPolicy",
+                "Create a rotation policy",
+                {"201": _json(_ref("Policy"), "created")},
+                "409",
+                body=_ref("PolicyFields"),
+            ),
+            "get": _op("listPolicies", "Rotation policies", {"200": _json(items, "policies")}),
+        },
+        "/policies/{policy_id}": {
+            "parameters": pid,
+            "get": _op("getPolicy", "One policy", {"200": _json(_ref("Policy"), "it")}, "404"),
+            "put": _op(
+                "updatePolicy",
+                "Change a policy",
+                {"200": _json(_ref("Policy"), "updated")},
+                "404 409",
+                body=_ref("PolicyFields"),
+            ),
+            "delete": _op(
+                "deletePolicy", "Delete a policy", {"204": {"description": "gone"}}, "404"
+            ),
+        },
+        "/alerts": {
+            "get": _op(
+                "listAlerts",
+                "Alerts",
+                {"200": _json(_page("Alert"), "a page")},
+                params=alert_params,
+            )
+        },
+        "/alerts/{alert_id}/acknowledge": {
+            "parameters": aid,
+            "post": _op(
+                "acknowledgeAlert",
+                "open → acknowledged",
+                {"200": _json(_ref("Alert"), "acknowledged")},
+                "404 409",
+            ),
+        },
+        "/alerts/{alert_id}/resolve": {
+            "parameters": aid,
+            "post": _op(
+                "resolveAlert", "→ resolved", {"200": _json(_ref("Alert"), "resolved")}, "404 409"
+            ),
+        },
+    }
+
+
+def _data_system() -> J:
+    audit_params = [
+        _q("after", {"type": "integer", "minimum": 0}),
+        _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+        _q("action", STR),
+        _q("source", STR),
+        _q("since", STR),
+        _q("until", STR),
+    ]
+    usage_row = _obj({"day": STR, "vault_id": STR, "operation": STR, "count": INT})
+    usage = _obj(
+        {"from": STR, "to": STR, "rows": {"type": "array", "items": usage_row}, "total": INT},
+        ["from", "to", "rows"],
+    )
+    audit = _obj(
+        {
+            "items": {"type": "array", "items": _ref("AuditEntry")},
+            "next_after": {"type": ["integer", "null"]},
+        },
+        ["items"],
+    )
+    text_ok = {
+        "200": {"description": "Prometheus text", "content": {"text/plain": {"schema": STR}}}
+    }
+    return {
+        "/audit": {
+            "get": _op(
+                "queryAudit",
+                "The central audit log (metadata only)",
+                {"200": _json(audit, "a page")},
+                params=audit_params,
+            )
+        },
+        "/analytics/usage": {
+            "get": _op(
+                "usage",
+                "Counts per day per vault per operation",
+                {"200": _json(usage, "usage")},
+                params=[
+                    _q("from", {**STR, "format": "date"}),
+                    _q("to", {**STR, "format": "date"}),
+                    _q("vault_id", STR),
+                ],
+            )
+        },
+        "/stream": {
+            "get": _op(
+                "stream",
+                "WebSocket of the organisation's events",
+                {"101": {"description": "switching to WebSocket"}},
+                "401",
+                secure=False,
+            )
+        },
+        "/health": {
+            "get": _op(
+                "health", "Liveness", {"200": _json({"type": "object"}, "alive")}, secure=False
+            )
+        },
+        "/ready": {
+            "get": _op(
+                "ready",
+                "Readiness (database and Redis)",
+                {"200": _json({"type": "object"}, "ready")},
+                secure=False,
+            )
+        },
+        "/metrics": {"get": _op("metrics", "Prometheus metrics", text_ok, secure=False)},
+        "/openapi.json": {
+            "get": _op(
+                "openapi",
+                "This document",
+                {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+                secure=False,
+            )
+        },
+    }
+
+
+@cache
+def openapi_document() -> J:
+    """The whole document (built once)."""
+    paths = {**_accounts(), **_vaults(), **_policies_alerts(), **_data_system()}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "KeyVault control plane", "version": "1"},
+        "paths": {"/api/v1" + p: item for p, item in paths.items()},
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"session": {"type": "http", "scheme": "bearer"}},
+        },
+    }

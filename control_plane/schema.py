@@ -1,0 +1,169 @@
+"""SQLAlchemy Core tables of the control plane (metadata only; never a secret)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+TS = sa.DateTime(timezone=True)
+
+
+def _id() -> sa.Column[str]:
+    return sa.Column("id", sa.String(40), primary_key=True)
+
+
+def _org() -> sa.Column[str]:
+    return sa.Column("org_id", sa.String(40), sa.ForeignKey("cp_orgs.id"), nullable=False)
+
+
+orgs = sa.Table(
+    "cp_orgs",
+    metadata,
+    _id(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("metadata_key_fingerprint", sa.String(100)),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+users = sa.Table(
+    "cp_users",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("email", sa.String(320), nullable=False, unique=True),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+sessions = sa.Table(
+    "cp_sessions",
+    metadata,
+    _id(),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(40), sa.ForeignKey("cp_users.id"), nullable=False),
+    _org(),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("expires_at", TS, nullable=False),
+    sa.Column("revoked_at", TS),
+)
+
+invitations = sa.Table(
+    "cp_invitations",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_by", sa.String(40), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("expires_at", TS, nullable=False),
+    sa.Column("accepted_at", TS),
+)
+
+cas = sa.Table(
+    "cp_cas",
+    metadata,
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("cp_orgs.id"), primary_key=True),
+    sa.Column("cert_pem", sa.Text, nullable=False),
+    sa.Column("key_pem_encrypted", sa.Text, nullable=False),
+    sa.Column("pin", sa.String(80), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+enrollment_tokens = sa.Table(
+    "cp_enrollment_tokens",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("description", sa.String(200), nullable=False),
+    sa.Column("created_by", sa.String(40), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("expires_at", TS, nullable=False),
+    sa.Column("used_at", TS),
+    sa.Column("revoked_at", TS),
+    sa.Column("vault_id", sa.String(40)),
+)
+
+vaults = sa.Table(
+    "cp_vaults",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("agent_version", sa.String(64), nullable=False),
+    sa.Column("csr_sha256", sa.String(64), nullable=False),
+    sa.Column("cert_pem", sa.Text, nullable=False),
+    sa.Column("cert_serial", sa.String(64), nullable=False),
+    sa.Column("cert_not_after", TS, nullable=False),
+    sa.Column("enrollment_token_id", sa.String(40), nullable=False, unique=True),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("last_heartbeat_at", TS),
+    sa.Column("health", sa.Text, nullable=False, server_default="{}"),
+    sa.Column("revoked_at", TS),
+    sa.Index("ix_cp_vaults_org_id", "org_id", "id"),
+)
+
+policies = sa.Table(
+    "cp_policies",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.UniqueConstraint("org_id", "name", name="uq_cp_policies_org_name"),
+)
+
+alerts = sa.Table(
+    "cp_alerts",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("dedupe_key", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("vault_id", sa.String(40)),
+    sa.Column("message", sa.String(500), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("open_key", sa.String(200)),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Column("acknowledged_at", TS),
+    sa.Column("acknowledged_by", sa.String(40)),
+    sa.Column("resolved_at", TS),
+    sa.Column("resolved_by", sa.String(40)),
+    # open_key equals dedupe_key while unresolved and NULL once resolved: one live alert per key
+    sa.UniqueConstraint("org_id", "open_key", name="uq_cp_alerts_open_key"),
+    sa.Index("ix_cp_alerts_org_state", "org_id", "state", "id"),
+)
+
+audit = sa.Table(
+    "cp_audit",
+    metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    _org(),
+    sa.Column("event_id", sa.String(80), unique=True),
+    sa.Column("at", TS, nullable=False),
+    sa.Column("source", sa.String(40), nullable=False),
+    sa.Column("actor", sa.String(80)),
+    sa.Column("action", sa.String(80), nullable=False),
+    sa.Column("target", sa.String(200)),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("details", sa.Text, nullable=False, server_default="{}"),
+    sa.Index("ix_cp_audit_org_seq", "org_id", "seq"),
+)
+
+usage = sa.Table(
+    "cp_usage_daily",
+    metadata,
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("cp_orgs.id"), primary_key=True),
+    sa.Column("vault_id", sa.String(40), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("operation", sa.String(80), primary_key=True),
+    sa.Column("count", sa.Integer, nullable=False),
+)

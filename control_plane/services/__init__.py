@@ -1,0 +1,1 @@
+"""Services: the control plane's operations, independent of HTTP."""

@@ -1,0 +1,314 @@
+"""Organisations, users, sessions and invitations."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from common.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
+from control_plane import schema as t
+from control_plane.db import aware, iso, new_id
+from control_plane.services.principal import RANK, ROLES, Principal
+
+if TYPE_CHECKING:
+    from control_plane.runtime import ControlPlane
+
+MIN_PASSWORD = 12
+SESSION_PREFIX = "kvs_"
+INVITE_PREFIX = "kvi_"
+
+
+def token_hash(token: str) -> str:
+    """SHA-256 hex of an opaque token (what the database keeps)."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def check_email(email: Any) -> str:
+    """A normalised e-mail address or a 400."""
+    if not isinstance(email, str) or not 3 <= len(email) <= 320 or email.count("@") != 1:
+        raise ValidationError("email must be an e-mail address")
+    local, domain = email.strip().split("@")
+    if not local or not domain or any(c.isspace() for c in email.strip()):
+        raise ValidationError("email must be an e-mail address")
+    return email.strip().lower()
+
+
+def check_password(password: Any) -> str:
+    """A password long enough, or a 400."""
+    if not isinstance(password, str) or not MIN_PASSWORD <= len(password) <= 1024:
+        raise ValidationError(f"password must be {MIN_PASSWORD} to 1024 characters")
+    return password
+
+
+def user_json(row: Any) -> dict[str, Any]:
+    """A user as the API shows it (never the password hash)."""
+    return {
+        "id": row.id,
+        "org_id": row.org_id,
+        "email": row.email,
+        "role": row.role,
+        "created_at": iso(row.created_at),
+    }
+
+
+class Accounts:
+    """Organisations, users (argon2id), sessions and invitations."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+        s = cp.settings
+        self.hasher = PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib)
+        self._dummy = self.hasher.hash(secrets.token_hex(16))
+        # token hash -> (checked at, principal): lets many streams of one session share a check
+        self._checked: dict[str, tuple[float, Principal]] = {}
+
+    async def _hash(self, password: str) -> str:
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def _verify(self, stored: str, password: str) -> bool:
+        try:
+            return await asyncio.to_thread(self.hasher.verify, stored, password)
+        except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+
+    async def create_org(self, name: str, email: str, password: str) -> dict[str, Any]:
+        """A new organisation and its owner."""
+        if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
+            raise ValidationError("organisation name must be 1 to 200 characters")
+        email, password = check_email(email), check_password(password)
+        org_id, user_id, now = new_id("org"), new_id("usr"), self.cp.now()
+        hashed = await self._hash(password)
+        try:
+            async with self.cp.engine.begin() as conn:
+                await conn.execute(
+                    t.orgs.insert().values(id=org_id, name=name.strip(), created_at=now)
+                )
+                await conn.execute(
+                    t.users.insert().values(
+                        id=user_id,
+                        org_id=org_id,
+                        email=email,
+                        password_hash=hashed,
+                        role="owner",
+                        created_at=now,
+                    )
+                )
+        except sa.exc.IntegrityError:
+            raise ConflictError(f"a user with e-mail {email} already exists") from None
+        return {"org_id": org_id, "user_id": user_id, "email": email}
+
+    async def login(self, email: Any, password: Any) -> dict[str, Any]:
+        """A new session for valid credentials; failures count towards a lock-out."""
+        if not isinstance(email, str) or not isinstance(password, str):
+            raise ValidationError("email and password must be strings")
+        key = email.strip().lower()
+        await self.cp.limiter.check(key)
+        async with self.cp.engine.connect() as conn:
+            row = (await conn.execute(sa.select(t.users).where(t.users.c.email == key))).first()
+        ok = await self._verify(row.password_hash if row else self._dummy, password)
+        if row is None or not ok:
+            if row is not None:
+                await self.cp.audit.record(row.org_id, "auth.login", actor=row.id, outcome="denied")
+            await self.cp.limiter.failed(key)
+            raise AuthenticationError("wrong e-mail address or password")
+        await self.cp.limiter.succeeded(key)
+        await self.cp.audit.record(row.org_id, "auth.login", actor=row.id)
+        token = SESSION_PREFIX + secrets.token_urlsafe(32)
+        now = self.cp.now()
+        expires = now + timedelta(seconds=self.cp.settings.session_ttl_seconds)
+        async with self.cp.engine.begin() as conn:
+            await conn.execute(
+                t.sessions.insert().values(
+                    id=new_id("ses"),
+                    token_hash=token_hash(token),
+                    user_id=row.id,
+                    org_id=row.org_id,
+                    created_at=now,
+                    expires_at=expires,
+                )
+            )
+        return {"token": token, "expires_at": iso(expires), "user": user_json(row)}
+
+    async def authenticate(self, header: str | None) -> Principal:
+        """The operator behind ``Authorization: Bearer kvs_…``, or AuthenticationError."""
+        if not header or not header.startswith("Bearer "):
+            raise AuthenticationError("missing session token (Authorization: Bearer kvs_…)")
+        return await self.session(header.removeprefix("Bearer ").strip())
+
+    async def session(self, token: str) -> Principal:
+        """The operator of a live session token."""
+        bad = AuthenticationError("the session token is unknown, expired or revoked; log in again")
+        if not token.startswith(SESSION_PREFIX) or len(token) > 200:
+            raise bad
+        query = (
+            sa.select(
+                t.sessions.c.id.label("session_id"),
+                t.sessions.c.expires_at,
+                t.sessions.c.revoked_at,
+                t.users.c.id.label("user_id"),
+                t.users.c.org_id,
+                t.users.c.email,
+                t.users.c.role,
+            )
+            .join(t.users, t.users.c.id == t.sessions.c.user_id)
+            .where(t.sessions.c.token_hash == token_hash(token))
+        )
+        async with self.cp.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None or row.revoked_at is not None:
+            raise bad
+        expires = aware(row.expires_at)
+        if expires is None or expires <= self.cp.now():
+            raise bad
+        return Principal(row.user_id, row.org_id, row.email, row.role, row.session_id)
+
+    async def recheck(self, token: str, max_age: float = 10.0) -> Principal:
+        """Like :meth:`session`, but reuses a check younger than ``max_age`` seconds.
+
+        Long-lived streams call this periodically; thousands of streams of one operator then
+        cost one query per interval instead of one each.
+        """
+        key, now = token_hash(token), time.monotonic()
+        hit = self._checked.get(key)
+        if hit is not None and now - hit[0] < max_age:
+            return hit[1]
+        if len(self._checked) > 10_000:
+            self._checked.clear()
+        try:
+            principal = await self.session(token)
+        except AuthenticationError:
+            self._checked.pop(key, None)
+            raise
+        self._checked[key] = (now, principal)
+        return principal
+
+    async def logout(self, who: Principal) -> None:
+        """Revoke the caller's session."""
+        for key, (_, principal) in list(self._checked.items()):
+            if principal.session_id == who.session_id:
+                del self._checked[key]
+        async with self.cp.engine.begin() as conn:
+            await conn.execute(
+                t.sessions.update()
+                .where(t.sessions.c.id == who.session_id)
+                .values(revoked_at=self.cp.now())
+            )
+
+    async def me(self, who: Principal) -> dict[str, Any]:
+        """The caller and their organisation."""
+        async with self.cp.engine.connect() as conn:
+            org = (await conn.execute(sa.select(t.orgs).where(t.orgs.c.id == who.org_id))).one()
+        return {
+            "user": {"id": who.user_id, "email": who.email, "role": who.role},
+            "org": {
+                "id": org.id,
+                "name": org.name,
+                "metadata_key_fingerprint": org.metadata_key_fingerprint,
+            },
+        }
+
+    async def invite(self, who: Principal, email: Any, role: Any) -> dict[str, Any]:
+        """An invitation token for ``email`` to join the caller's organisation as ``role``."""
+        email = check_email(email)
+        if role not in ROLES:
+            raise ValidationError(f"role must be one of {', '.join(ROLES)}")
+        if RANK[role] > RANK[who.role]:
+            raise ValidationError(f"you cannot invite a role above your own ({who.role})")
+        token = INVITE_PREFIX + secrets.token_urlsafe(32)
+        now = self.cp.now()
+        expires = now + timedelta(seconds=self.cp.settings.invitation_ttl_seconds)
+        invitation_id = new_id("inv")
+        async with self.cp.engine.begin() as conn:
+            taken = await conn.execute(sa.select(t.users.c.id).where(t.users.c.email == email))
+            if taken.first() is not None:
+                raise ConflictError(f"a user with e-mail {email} already exists")
+            await conn.execute(
+                t.invitations.insert().values(
+                    id=invitation_id,
+                    org_id=who.org_id,
+                    email=email,
+                    role=role,
+                    token_hash=token_hash(token),
+                    created_by=who.user_id,
+                    created_at=now,
+                    expires_at=expires,
+                )
+            )
+        return {
+            "id": invitation_id,
+            "email": email,
+            "role": role,
+            "token": token,
+            "expires_at": iso(expires),
+        }
+
+    async def accept(self, token: Any, password: Any) -> dict[str, Any]:
+        """Create the invited user with ``password``; the invitation is then used up."""
+        if not isinstance(token, str) or not token.startswith(INVITE_PREFIX):
+            raise NotFoundError("the invitation is unknown, used or expired")
+        password = check_password(password)
+        hashed = await self._hash(password)
+        now = self.cp.now()
+        async with self.cp.engine.begin() as conn:
+            claim = await conn.execute(
+                t.invitations.update()
+                .where(
+                    t.invitations.c.token_hash == token_hash(token),
+                    t.invitations.c.accepted_at.is_(None),
+                    t.invitations.c.expires_at > now,
+                )
+                .values(accepted_at=now)
+                .returning(t.invitations.c.org_id, t.invitations.c.email, t.invitations.c.role)
+            )
+            inv = claim.first()
+            if inv is None:
+                raise NotFoundError("the invitation is unknown, used or expired")
+            user_id = new_id("usr")
+            try:
+                await conn.execute(
+                    t.users.insert().values(
+                        id=user_id,
+                        org_id=inv.org_id,
+                        email=inv.email,
+                        password_hash=hashed,
+                        role=inv.role,
+                        created_at=now,
+                    )
+                )
+            except sa.exc.IntegrityError:
+                raise ConflictError(f"a user with e-mail {inv.email} already exists") from None
+        await self.cp.audit.record(inv.org_id, "invitations.accept", actor=user_id, target=user_id)
+        return {"id": user_id, "org_id": inv.org_id, "email": inv.email, "role": inv.role}
+
+    async def list_users(self, who: Principal) -> list[dict[str, Any]]:
+        """The users of the caller's organisation."""
+        query = sa.select(t.users).where(t.users.c.org_id == who.org_id).order_by(t.users.c.email)
+        async with self.cp.engine.connect() as conn:
+            return [user_json(r) for r in await conn.execute(query)]
+
+
+FINGERPRINT_RE = r"^sha256:[0-9a-f]{64}$"
+
+
+async def set_metadata_key(cp: ControlPlane, who: Principal, fingerprint: Any) -> dict[str, Any]:
+    """Register the fingerprint of the organisation's metadata key (the key stays customer-side)."""
+    import re
+
+    if not isinstance(fingerprint, str) or not re.match(FINGERPRINT_RE, fingerprint):
+        raise ValidationError("fingerprint must be sha256:<64 lowercase hex digits>")
+    async with cp.engine.begin() as conn:
+        await conn.execute(
+            t.orgs.update()
+            .where(t.orgs.c.id == who.org_id)
+            .values(metadata_key_fingerprint=fingerprint)
+        )
+    await cp.publish(who.org_id, "org.metadata_key", {"fingerprint": fingerprint})
+    return {"org_id": who.org_id, "fingerprint": fingerprint}

@@ -1,0 +1,152 @@
+"""Settings of ``keyvault control-plane``: YAML file plus ``KEYVAULT_CP_…`` environment variables.
+
+Without ``redis_url`` the control plane runs *embedded*: an in-process event bus, in-process
+rate limits and sweep lock, on the same code paths as production.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from common.errors import ConfigError
+from common.settings import describe_validation_error, read_yaml
+
+CP_ENV_PREFIX = "KEYVAULT_CP_"
+
+
+class ControlPlaneSettings(BaseSettings):
+    """Settings of the control plane (every field maps to ``KEYVAULT_CP_<NAME>``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=CP_ENV_PREFIX, env_nested_delimiter="__", extra="forbid", populate_by_name=True
+    )
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./keyvault-cp.db",
+        description="SQLAlchemy async URL: postgresql+psycopg://… or sqlite+aiosqlite:///…",
+    )
+    redis_url: str | None = Field(
+        None, description="redis://host:port/db. Unset: embedded mode (no Redis)."
+    )
+    redis_prefix: str = Field(
+        "keyvault", min_length=1, max_length=64, description="Prefix of Redis keys and channels."
+    )
+    bind: str = Field("127.0.0.1", description="Address the API listens on.")
+    port: int = Field(8443, ge=0, le=65535, description="TCP port of the API.")
+    ca_key_passphrase: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("ca_key_passphrase", "KEYVAULT_CP_CA_KEY_PASSPHRASE"),
+        description="Passphrase that encrypts every organisation's CA key at rest.",
+    )
+    ca_key_file: Path | None = Field(
+        None, description="File holding that passphrase instead (first line is used)."
+    )
+    session_ttl_seconds: int = Field(
+        12 * 3600, ge=60, le=30 * 86400, description="Lifetime of a login session."
+    )
+    invitation_ttl_seconds: int = Field(
+        7 * 86400, ge=60, le=30 * 86400, description="Lifetime of an invitation."
+    )
+    enrollment_ttl_seconds: int = Field(
+        3600, ge=10, le=7 * 86400, description="Default lifetime of an enrollment token."
+    )
+    enrollment_grace_seconds: int = Field(
+        600, ge=0, le=86400, description="Window in which a registration may be retried."
+    )
+    cert_valid_hours: int = Field(
+        24, ge=1, le=24 * 90, description="Lifetime of a vault's client certificate."
+    )
+    offline_after_seconds: int = Field(
+        90, ge=1, le=86400, description="Heartbeat age after which a vault is offline."
+    )
+    sweep_interval_seconds: float = Field(
+        15.0, gt=0, le=3600, description="How often the offline sweep runs (0 < x)."
+    )
+    login_max_failures: int = Field(
+        5, ge=1, le=1000, description="Failed logins per account before lock-out."
+    )
+    login_lockout_seconds: int = Field(
+        300, ge=1, le=86400, description="How long a locked-out account must wait."
+    )
+    webhook_url: str | None = Field(None, description="Slack-compatible webhook for new alerts.")
+    webhook_secret: SecretStr | None = Field(
+        None, description="Key of the HMAC-SHA256 signature header on webhook bodies."
+    )
+    max_body_bytes: int = Field(
+        256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest request body accepted."
+    )
+    argon2_time_cost: int = Field(3, ge=1, le=20, description="argon2id passes.")
+    argon2_memory_kib: int = Field(
+        65536, ge=8, le=4 * 1024 * 1024, description="argon2id memory in KiB (OWASP: >= 19456)."
+    )
+    background_tasks: bool = Field(True, description="Run the periodic sweep inside this process.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level logged."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ControlPlaneSettings:
+        if not self.database_url.startswith(("postgresql+psycopg://", "sqlite+aiosqlite://")):
+            raise ValueError(
+                "database_url must start with postgresql+psycopg:// or sqlite+aiosqlite://"
+            )
+        if self.webhook_url is not None and not self.webhook_url.startswith(
+            ("https://", "http://")
+        ):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        if self.ca_key_passphrase is not None and self.ca_key_file is not None:
+            raise ValueError("set ca_key_passphrase or ca_key_file, not both")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when running without Redis (in-process bus, limits and lock)."""
+        return self.redis_url is None
+
+    def ca_passphrase(self) -> bytes | None:
+        """The CA-key passphrase from the environment or the key file, or None."""
+        if self.ca_key_passphrase is not None:
+            return self.ca_key_passphrase.get_secret_value().encode("utf-8")
+        if self.ca_key_file is not None:
+            try:
+                first = self.ca_key_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise ConfigError(
+                    f"ca_key_file {self.ca_key_file} cannot be read: {exc.strerror}"
+                ) from exc
+            if not first or not first[0].strip():
+                raise ConfigError(f"ca_key_file {self.ca_key_file} is empty")
+            return first[0].strip().encode("utf-8")
+        return None
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_cp_settings(
+    config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> ControlPlaneSettings:
+    """Defaults < YAML file < ``KEYVAULT_CP_…`` environment < overrides, or ConfigError.
+
+    Like :func:`common.settings.load_settings`, but errors name the ``KEYVAULT_CP_`` variable.
+    """
+    file_values = read_yaml(config_file) if config_file else {}
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    try:
+        env_values: dict[str, Any] = EnvSettingsSource(ControlPlaneSettings)()
+        merged = _merge(_merge(file_values, env_values), flags)
+        return ControlPlaneSettings.model_validate(merged)
+    except PydanticValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, prefix=CP_ENV_PREFIX)) from None

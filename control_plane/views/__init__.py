@@ -1,0 +1,1 @@
+"""Thin HTTP views over the services."""

@@ -1,0 +1,43 @@
+"""Typed app and request keys, and helpers the views share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from control_plane.runtime import ControlPlane
+from control_plane.services.principal import Principal
+
+CP = web.AppKey("control_plane", ControlPlane)
+MAX_BODY = web.AppKey("max_body", int)
+
+
+@dataclass
+class RequestInfo:
+    """What the middleware learnt about the current request (for audit and metrics)."""
+
+    route: str
+    principal: Principal | None = None
+    target: str | None = None
+
+
+INFO = web.RequestKey("kv_cp_info", RequestInfo)
+
+
+def cp_of(request: web.Request) -> ControlPlane:
+    """The running control plane."""
+    return request.app[CP]
+
+
+def who(request: web.Request) -> Principal:
+    """The authenticated operator (set by the middleware before any protected view runs)."""
+    principal = request[INFO].principal
+    assert principal is not None, "view reached without authentication"
+    return principal
+
+
+def target(request: web.Request, value: str) -> str:
+    """Record the object the request is about (for the audit entry) and return it."""
+    request[INFO].target = value[:200]
+    return value

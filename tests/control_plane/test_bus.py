@@ -1,0 +1,49 @@
+"""The event bus: per-organisation fan-out, bounded queues, Redis across two buses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from redis.asyncio import Redis
+
+from control_plane import bus as bus_module
+from control_plane.bus import InProcessBus, RedisBus
+
+
+async def test_in_process_fan_out_per_org(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bus_module, "QUEUE_SIZE", 3)
+    bus = InProcessBus()
+    a1, a2, b = bus.subscribe("org_a"), bus.subscribe("org_a"), bus.subscribe("org_b")
+    assert bus.subscribers == 3
+    await bus.publish({"type": "x", "org_id": "org_a", "data": {}})
+    assert json.loads(await a1.get())["type"] == "x"
+    assert json.loads(await a2.get())["type"] == "x"
+    assert b.queue.empty()
+    for i in range(4):  # a1 and a2 never read: the fourth overflows them
+        await bus.publish({"type": f"n{i}", "org_id": "org_a", "data": {}})
+    assert a1.overflowed and a2.overflowed and bus.subscribers == 1
+    b.close()
+    assert bus.subscribers == 0
+
+
+async def test_redis_bus_crosses_instances(redis_url: str, redis_prefix: str) -> None:
+    r1, r2, r3 = (Redis.from_url(redis_url) for _ in range(3))
+    one, two = RedisBus(r1, redis_prefix), RedisBus(r2, redis_prefix)
+    other = RedisBus(r3, redis_prefix + "-elsewhere")
+    await one.start()
+    await two.start()
+    await other.start()
+    try:
+        with two.subscribe("org_a") as sub, other.subscribe("org_a") as stranger:
+            await one.publish({"type": "hello", "org_id": "org_a", "data": {"n": 1}})
+            event = json.loads(await asyncio.wait_for(sub.get(), 5))
+            assert event["data"] == {"n": 1}
+            await asyncio.sleep(0.1)
+            assert stranger.queue.empty()  # another deployment's prefix hears nothing
+    finally:
+        for b in (one, two, other):
+            await b.close()
+        for client in (r1, r2, r3):
+            await client.aclose()

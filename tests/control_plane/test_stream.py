@@ -1,0 +1,130 @@
+"""The operator stream, in one replica and across two replicas sharing PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from control_plane.app import build_app
+from control_plane.views.context import CP
+from tests.control_plane.conftest import PASSWORD, Api, Clock, make_settings
+from tests.control_plane.test_policies_alerts import POLICY, new_vault
+
+
+async def next_event(ws: Any, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The next event of ``kind`` on the socket."""
+    async with asyncio.timeout(timeout):
+        while True:
+            msg = await ws.receive()
+            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+            doc = json.loads(msg.data)
+            if doc["type"] == kind:
+                return doc
+
+
+async def test_stream_header_auth_and_events(api: Api) -> None:
+    owner = await api.org("Acme", "owner@acme.test")
+    other = await api.org("Other", "owner@other.test")
+    ws = await api.client.ws_connect("/api/v1/stream", headers={"Authorization": f"Bearer {owner}"})
+    hello = await next_event(ws, "hello")
+    foreign = await api.client.ws_connect("/api/v1/stream")
+    await foreign.send_json({"type": "auth", "token": other})
+    await next_event(foreign, "hello")
+    _status, pol = await api.call("POST", "/policies", owner, json=POLICY)
+    event = await next_event(ws, "policy.created")
+    assert event["org_id"] == hello["org_id"] and event["data"]["id"] == pol["id"]
+    vid = await new_vault(api, owner)
+    await api.cp.vaults.heartbeat(vid)
+    assert (await next_event(ws, "vault.status"))["data"] == {"vault_id": vid, "status": "online"}
+    api.clock.advance(120)
+    await api.cp.vaults.sweep_offline()
+    raised = await next_event(ws, "alert.raised")
+    assert raised["data"]["vault_id"] == vid
+    await api.call("POST", f"/alerts/{raised['data']['id']}/acknowledge", owner)
+    assert (await next_event(ws, "alert.acknowledged"))["data"]["state"] == "acknowledged"
+    await ws.send_json({"type": "ping"})
+    await next_event(ws, "pong")
+    # the other organisation saw none of it
+    await foreign.send_json({"type": "ping"})
+    msg = json.loads((await foreign.receive(timeout=5)).data)
+    assert msg["type"] == "pong"
+    await ws.close()
+    await foreign.close()
+
+
+async def test_stream_refuses_bad_tokens(api: Api) -> None:
+    owner = await api.org("Acme", "owner@acme.test")
+    status, body = await api.call("GET", "/stream", owner)  # no WebSocket upgrade
+    assert status == 400 and body["error"]["code"] == "invalid_request"
+    resp = await api.client.get("/api/v1/stream", headers={"Authorization": "Bearer kvs_nope"})
+    assert resp.status == 401
+    ws = await api.client.ws_connect("/api/v1/stream")
+    await ws.send_json({"type": "auth", "token": "kvs_nope"})
+    msg = await ws.receive(timeout=5)
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert ws.close_code == 4401
+
+
+@pytest.mark.postgres
+async def test_two_replicas_share_events_and_sweep_once(
+    aiohttp_client: Any, tmp_path: Path, cp_pg_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    clock = Clock()
+    prefix = redis_prefix
+    apps = [
+        build_app(make_settings("production", tmp_path, cp_pg_url, prefix), clock=clock)
+        for _ in range(2)
+    ]
+    clients = [await aiohttp_client(app) for app in apps]
+    a, b = (Api(c, app[CP], clock) for c, app in zip(clients, apps, strict=True))
+    owner = await a.org("Acme", "owner@acme.test")
+    ws = await b.client.ws_connect("/api/v1/stream", headers={"Authorization": f"Bearer {owner}"})
+    await next_event(ws, "hello")
+    status, pol = await a.call("POST", "/policies", owner, json=POLICY)
+    assert status == 201
+    assert (await next_event(ws, "policy.created"))["data"]["id"] == pol["id"]
+    vids = [await new_vault(a, owner, f"v{i}") for i in range(5)]
+    for vid in vids:
+        await b.cp.vaults.heartbeat(vid)
+    clock.advance(120)
+    total = 0
+    for _ in range(3):
+        counts = await asyncio.gather(a.cp.vaults.sweep_offline(), b.cp.vaults.sweep_offline())
+        total += sum(counts)
+    assert total == len(vids)
+    status, alerts = await b.call("GET", "/alerts?state=open", owner)
+    assert sorted(x["vault_id"] for x in alerts["items"]) == sorted(vids)
+    seen = [await next_event(ws, "alert.raised") for _ in vids]
+    assert sorted(e["data"]["vault_id"] for e in seen) == sorted(vids)
+    with pytest.raises(TimeoutError):
+        await next_event(ws, "alert.raised", timeout=0.3)
+    # the rate limit is shared too: failures on A lock the account on B
+    creds = {"email": "owner@acme.test", "password": "not the password"}
+    await a.call("POST", "/auth/login", json=creds)
+    await b.call("POST", "/auth/login", json=creds)
+    status, _ = await a.call("POST", "/auth/login", json=creds)
+    assert status == 429
+    status, _ = await b.call("POST", "/auth/login", json={**creds, "password": PASSWORD})
+    assert status == 429
+    await ws.close()
+
+
+async def test_stream_closes_when_the_session_ends(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from control_plane.views import stream
+
+    monkeypatch.setattr(stream, "RECHECK_SECONDS", 0.1)
+    owner = await api.org("Acme", "owner@acme.test")
+    ws = await api.client.ws_connect("/api/v1/stream")
+    await ws.send_json({"type": "auth", "token": owner})
+    await next_event(ws, "hello")
+    assert (await api.call("POST", "/auth/logout", owner))[0] == 204
+    msg = await ws.receive(timeout=5)
+    assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert ws.close_code == 4401
