@@ -15,14 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
 from agent.generate import GeneratorSpec
 from agent.keys import KeyManager
+from agent.store import hot
 from agent.store import schema as t
 from agent.store.db import Store
+from agent.store.hot import SecretRow
 from common.crypto import Clock, Random, SealedValue, utcnow
 from common.errors import ConflictError, NotFoundError, ValidationError
 
@@ -207,8 +208,11 @@ class SecretService:
             self._by_name.pop(old.meta.name, None)
 
     @staticmethod
-    def _where(ref: str) -> Any:
-        return t.secrets.c.id == ref if ID_RE.fullmatch(ref) else t.secrets.c.name == ref
+    def _row(conn: Connection, ref: str) -> SecretRow | None:
+        """The secrets row for an id or a name, or None."""
+        stmt = hot.SECRET_BY_ID if ID_RE.fullmatch(ref) else hot.SECRET_BY_NAME
+        found = stmt.run(conn, (ref,)).fetchone()
+        return SecretRow(*found) if found else None
 
     def cached_id(self, ref: str) -> str | None:
         """The id a reference resolves to, if it is in the cache."""
@@ -220,9 +224,7 @@ class SecretService:
         sid = self.cached_id(ref)
         if sid and sid in self._by_id:
             return self._by_id[sid].meta
-        row = await self.store.read(
-            lambda c: c.execute(select(t.secrets).where(self._where(ref))).one_or_none()
-        )
+        row = await self.store.read(lambda c: self._row(c, ref))
         if row is None:
             raise NotFoundError(f"no secret {ref!r}")
         meta = _meta(row)
@@ -249,22 +251,17 @@ class SecretService:
         self, ref: str, version: int | None
     ) -> Callable[[Connection], tuple[SecretMeta, int, SealedValue]]:
         def q(conn: Connection) -> tuple[SecretMeta, int, SealedValue]:
-            row = conn.execute(select(t.secrets).where(self._where(ref))).one_or_none()
+            row = self._row(conn, ref)
             if row is None:
                 raise NotFoundError(f"no secret {ref!r}")
             meta = _meta(row)
             if meta.deleted_at:
                 raise NotFoundError(f"secret {ref!r} is deleted; undelete it first to read it")
             ver = meta.version if version is None else version
-            v = t.versions.c
-            vrow = conn.execute(
-                select(v.kek_version, v.wrapped_dek, v.ciphertext).where(
-                    v.secret_id == meta.id, v.version == ver
-                )
-            ).one_or_none()
+            vrow = hot.VERSION_ROW.run(conn, (meta.id, ver)).fetchone()
             if vrow is None:
                 raise NotFoundError(f"secret {ref!r} has no version {ver}")
-            return meta, ver, SealedValue(vrow.kek_version, vrow.wrapped_dek, vrow.ciphertext)
+            return meta, ver, SealedValue(vrow[0], bytes(vrow[1]), bytes(vrow[2]))
 
         return q
 
@@ -340,18 +337,10 @@ class SecretService:
 
         def txn(conn: Connection) -> None:
             try:
-                conn.execute(
-                    t.secrets.insert().values(
-                        id=meta.id,
-                        name=name,
-                        current_version=1,
-                        description=description,
-                        labels=json.dumps(labels),
-                        created_at=now,
-                        updated_at=now,
-                    )
+                hot.INSERT_SECRET.run(
+                    conn, (meta.id, name, 1, description, json.dumps(labels), now, now, None)
                 )
-            except DBIntegrityError:
+            except conn.dialect.loaded_dbapi.IntegrityError:
                 raise ConflictError(
                     f"a secret named {name!r} already exists (it may be deleted: undelete or destroy it)"
                 ) from None
@@ -381,25 +370,18 @@ class SecretService:
         now = self._clock().isoformat()
 
         def txn(conn: Connection) -> tuple[SecretMeta, SealedValue | None]:
-            row = conn.execute(select(t.secrets).where(self._where(ref))).one_or_none()
+            row = self._row(conn, ref)
             if row is None or row.deleted_at:
                 raise NotFoundError(
                     f"no secret {ref!r}" if row is None else f"secret {ref!r} is deleted"
                 )
             meta = _meta(row)
-            changes: dict[str, Any] = {"updated_at": now}
-            if description is not None:
-                changes["description"] = description
-            if labels is not None:
-                changes["labels"] = json.dumps(labels)
             sealed = None
             version = meta.version
             if raw is not None:
                 version = meta.version + 1
                 sealed = self.keys.seal(meta.id, version, raw)
                 _insert_version(conn, meta.id, version, sealed, now, origin)
-                changes["current_version"] = version
-            conn.execute(update(t.secrets).where(t.secrets.c.id == meta.id).values(**changes))
             new = replace(
                 meta,
                 version=version,
@@ -407,6 +389,7 @@ class SecretService:
                 description=meta.description if description is None else description,
                 labels=meta.labels if labels is None else labels,
             )
+            _write_row(conn, new)
             return new, sealed
 
         new, sealed = await self.store.write(txn)
@@ -432,14 +415,15 @@ class SecretService:
 
     async def _set_deleted(self, ref: str, when: str | None) -> SecretMeta:
         def txn(conn: Connection) -> SecretMeta:
-            row = conn.execute(select(t.secrets).where(self._where(ref))).one_or_none()
+            row = self._row(conn, ref)
             if row is None:
                 raise NotFoundError(f"no secret {ref!r}")
             if (row.deleted_at is None) == (when is None):
                 state = "deleted" if row.deleted_at else "not deleted"
                 raise ConflictError(f"secret {ref!r} is already {state}")
-            conn.execute(update(t.secrets).where(t.secrets.c.id == row.id).values(deleted_at=when))
-            return replace(_meta(row), deleted_at=when)
+            meta = replace(_meta(row), deleted_at=when)
+            _write_row(conn, meta)
+            return meta
 
         meta = await self.store.write(txn)
         self._forget(meta.id)
@@ -449,7 +433,7 @@ class SecretService:
         """Erase a soft-deleted secret and all its versions for good."""
 
         def txn(conn: Connection) -> SecretMeta:
-            row = conn.execute(select(t.secrets).where(self._where(ref))).one_or_none()
+            row = self._row(conn, ref)
             if row is None:
                 raise NotFoundError(f"no secret {ref!r}")
             if row.deleted_at is None:
@@ -466,14 +450,14 @@ class SecretService:
 def _insert_version(
     conn: Connection, sid: str, version: int, sealed: SealedValue, now: str, origin: str
 ) -> None:
-    conn.execute(
-        t.versions.insert().values(
-            secret_id=sid,
-            version=version,
-            kek_version=sealed.kek_version,
-            wrapped_dek=sealed.wrapped_dek,
-            ciphertext=sealed.ciphertext,
-            created_at=now,
-            origin=origin,
-        )
-    )
+    row = (sid, version, sealed.kek_version, sealed.wrapped_dek, sealed.ciphertext, now, origin)
+    hot.INSERT_VERSION.run(conn, row)
+
+
+def _write_row(conn: Connection, meta: SecretMeta) -> None:
+    """Store a secret's mutable columns as ``meta`` has them."""
+    hot.UPDATE_SECRET.run(
+        conn,
+        (meta.version, meta.description, json.dumps(meta.labels), meta.updated_at,
+         meta.deleted_at, meta.id),
+    )  # fmt: skip

