@@ -36,25 +36,43 @@ def machine() -> str:
 
         binary = bao_binary()
         if binary:
-            bao = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=10,
-                                 check=False).stdout.split(" (")[0].strip()
+            bao = (
+                subprocess.run(
+                    [binary, "version"], capture_output=True, text=True, timeout=10, check=False
+                )
+                .stdout.split(" (")[0]
+                .strip()
+            )
     except Exception:
         pass
     commit = "unknown commit"
     try:
         import subprocess
 
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent.parent, timeout=10, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=Path(__file__).resolve().parent.parent, timeout=10,
-                               check=False).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
         commit = f"commit {head}{' + uncommitted changes' if dirty else ''}" if head else commit
     except Exception:
         pass
-    return (f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')} · {commit} · {os.cpu_count()} CPUs ({model}) · "
-            f"Python {platform.python_version()} · aiohttp {aiohttp.__version__} · {ssl.OPENSSL_VERSION} · "
-            f"{bao} · load average at start {Path('/proc/loadavg').read_text().split()[0]}")
+    return (
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')} · {commit} · {os.cpu_count()} CPUs ({model}) · "
+        f"Python {platform.python_version()} · aiohttp {aiohttp.__version__} · {ssl.OPENSSL_VERSION} · "
+        f"{bao} · load average at start {Path('/proc/loadavg').read_text().split()[0]}"
+    )
 
 
 def os_cpus() -> int:
@@ -69,9 +87,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short run (under 3 minutes)")
     parser.add_argument("--out", type=Path, help="also write the markdown table to this file")
-    parser.add_argument("--only", action="append", choices=BENCHES,
-                        help="run only this benchmark (repeatable)")
-    parser.add_argument("--keep", action="store_true", help="keep the temp folder (logs) for a look")
+    parser.add_argument(
+        "--only", action="append", choices=BENCHES, help="run only this benchmark (repeatable)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temp folder (logs) for a look"
+    )
     args = parser.parse_args(argv)
     if not ab_available():
         print("ApacheBench is needed: apt-get install -y apache2-utils", file=sys.stderr)
@@ -125,16 +146,19 @@ def main(argv: list[str] | None = None) -> int:
         report.notes.append(
             f"1-minute load average during the run (sampled every 5 s, {os_cpus()} CPUs): min {min(loads):.2f}, "
             f"median {median(loads):.2f}, max {max(loads):.2f}. Above ~1 the servers, ab and other work share "
-            "the cores: compare the ratios and the CPU-per-request columns rather than absolute req/s.")
-    text = "\n".join([
-        f"KeyVault benchmarks ({'quick' if args.quick else 'full'} run, {took:.0f} s)",
-        "",
-        header,
-        "",
-        report.markdown(),
-        *(f"\n{title}\n\n{table}" for title, table in report.sections),
-        *(["", *(f"- {n}" for n in report.notes)] if report.notes else []),
-    ])
+            "the cores: compare the ratios and the CPU-per-request columns rather than absolute req/s."
+        )
+    text = "\n".join(
+        [
+            f"KeyVault benchmarks ({'quick' if args.quick else 'full'} run, {took:.0f} s)",
+            "",
+            header,
+            "",
+            report.markdown(),
+            *(f"\n{title}\n\n{table}" for title, table in report.sections),
+            *(["", *(f"- {n}" for n in report.notes)] if report.notes else []),
+        ]
+    )
     print(text)
     if args.out:
         args.out.write_text(text + "\n", encoding="utf-8")

@@ -40,8 +40,10 @@ def build_app(body: bytes) -> web.Application:
 async def serve(tls_dir: Path, body: bytes, url_file: Path) -> None:
     """Serve until SIGTERM/SIGINT."""
     ctx = server_context(
-        tls_dir / "server.crt", tls_dir / "server.key",
-        client_ca_file=tls_dir / "ca.crt", require_client_cert=True,
+        tls_dir / "server.crt",
+        tls_dir / "server.key",
+        client_ca_file=tls_dir / "ca.crt",
+        require_client_cert=True,
     )
     runner = web.AppRunner(build_app(body), access_log=None, handle_signals=False)
     await runner.setup()
@@ -62,7 +64,9 @@ async def serve(tls_dir: Path, body: bytes, url_file: Path) -> None:
 def main() -> None:
     """Parse the arguments and serve."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tls-dir", type=Path, required=True, help="folder with server.crt/key, ca.crt")
+    parser.add_argument(
+        "--tls-dir", type=Path, required=True, help="folder with server.crt/key, ca.crt"
+    )
     parser.add_argument("--body-file", type=Path, required=True, help="the response body")
     parser.add_argument("--url-file", type=Path, required=True, help="where to write the URL")
     args = parser.parse_args()

@@ -92,14 +92,26 @@ class Processes:
     def __init__(self) -> None:
         self._procs: list[Proc] = []
 
-    def start(self, name: str, argv: list[str], *, log_file: Path, env: dict[str, str] | None = None,
-              cwd: Path = REPO) -> Proc:
+    def start(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        log_file: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path = REPO,
+    ) -> Proc:
         """Start ``argv`` with output to ``log_file``; it will be stopped by :meth:`close`."""
         out = open(log_file, "ab")
         try:
             popen = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                cwd=cwd,
+                start_new_session=True,
                 preexec_fn=_die_with_parent,
             )
         finally:
@@ -146,7 +158,9 @@ def workspace(keep: bool = False) -> Iterator[tuple[Path, Processes]]:
         raise KeyboardInterrupt
 
     old_term = signal.signal(signal.SIGTERM, on_term)
-    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
+    old_int = signal.signal(
+        signal.SIGINT, signal.default_int_handler
+    )  # even if started ignoring it
     try:
         yield folder, procs
     finally:
@@ -164,12 +178,16 @@ def wait_for(check: Callable[[], bool], proc: Proc, timeout: float, what: str) -
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not proc.alive():
-            raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}: {proc.log_tail()}")
+            raise RuntimeError(
+                f"{proc.name} exited with {proc.popen.returncode}: {proc.log_tail()}"
+            )
         with contextlib.suppress(Exception):
             if check():
                 return
         time.sleep(0.05)
-    raise RuntimeError(f"{proc.name} did not become ready ({what}) in {timeout:.0f}s: {proc.log_tail()}")
+    raise RuntimeError(
+        f"{proc.name} did not become ready ({what}) in {timeout:.0f}s: {proc.log_tail()}"
+    )
 
 
 def read_url_file(path: Path) -> str | None:
@@ -203,12 +221,23 @@ def loadavg() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def https_json(url: str, *, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None,
-               context: ssl.SSLContext | None = None, timeout: float = 10) -> Any:
+def https_json(
+    url: str,
+    *,
+    method: str = "GET",
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+    timeout: float = 10,
+) -> Any:
     """A small HTTPS request for setup work (not for measuring)."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={
-        "Content-Type": "application/json", **(headers or {})})
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
     if context is None:
         context = ssl.create_default_context()
         context.check_hostname = False
@@ -264,12 +293,23 @@ def parse_ab(target: str, text: str) -> AbResult:
     values: dict[str, float] = {}
     for key, pattern in _AB_FIELDS.items():
         match = re.search(pattern, text, re.MULTILINE)
-        values[key] = float(match.group(1)) if match else (0.0 if key in ("failed", "non2xx") else float("nan"))
+        values[key] = (
+            float(match.group(1))
+            if match
+            else (0.0 if key in ("failed", "non2xx") else float("nan"))
+        )
     if values["complete"] != values["complete"]:  # NaN: ab did not finish
         raise RuntimeError(f"ab did not report a result for {target}:\n{text[-1500:]}")
     return AbResult(
-        target, int(values["complete"]), int(values["failed"]), int(values["non2xx"]), values["rps"],
-        values["mean_ms"], values["p50_ms"], values["p99_ms"], values["seconds"],
+        target,
+        int(values["complete"]),
+        int(values["failed"]),
+        int(values["non2xx"]),
+        values["rps"],
+        values["mean_ms"],
+        values["p50_ms"],
+        values["p99_ms"],
+        values["seconds"],
         int(values["doc_bytes"]) if values["doc_bytes"] == values["doc_bytes"] else 0,
     )
 
@@ -290,15 +330,34 @@ class Target:
     pid: int | None = None
 
 
-def ab_argv(target: Target, *, requests: int, seconds: float, concurrency: int = CONCURRENCY,
-            put_file: Path | None = None) -> list[str]:
+def ab_argv(
+    target: Target,
+    *,
+    requests: int,
+    seconds: float,
+    concurrency: int = CONCURRENCY,
+    put_file: Path | None = None,
+) -> list[str]:
     """``ab -k -c32 -t T -n N -f TLS1.3 -E client.pem -H … URL``: bounded in count and time.
 
     ``-t`` comes before ``-n`` on purpose: ab's ``-t`` resets the count to 50,000, a later ``-n``
     sets it back, and the run ends at whichever limit comes first.
     """
-    argv = [AB, "-k", "-c", str(concurrency), "-t", f"{max(1, round(seconds))}", "-n", str(requests),
-            "-f", "TLS1.3", "-s", "30", "-q"]
+    argv = [
+        AB,
+        "-k",
+        "-c",
+        str(concurrency),
+        "-t",
+        f"{max(1, round(seconds))}",
+        "-n",
+        str(requests),
+        "-f",
+        "TLS1.3",
+        "-s",
+        "30",
+        "-q",
+    ]
     if target.client_pem is not None:
         argv += ["-E", str(target.client_pem)]
     for key, value in target.headers.items():
@@ -309,10 +368,18 @@ def ab_argv(target: Target, *, requests: int, seconds: float, concurrency: int =
     return argv
 
 
-def run_ab(target: Target, *, requests: int, seconds: float, concurrency: int = CONCURRENCY,
-           put_file: Path | None = None) -> AbResult:
+def run_ab(
+    target: Target,
+    *,
+    requests: int,
+    seconds: float,
+    concurrency: int = CONCURRENCY,
+    put_file: Path | None = None,
+) -> AbResult:
     """One bounded ab run (see :func:`ab_argv`), with the server's CPU time and RSS around it."""
-    argv = ab_argv(target, requests=requests, seconds=seconds, concurrency=concurrency, put_file=put_file)
+    argv = ab_argv(
+        target, requests=requests, seconds=seconds, concurrency=concurrency, put_file=put_file
+    )
     cpu0 = cpu_seconds(target.pid) if target.pid else None
     load = loadavg()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -355,7 +422,9 @@ class Report:
     sections: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def add(self, bench: str, figure: str, value: str, target: str = "", met: bool | None = None) -> None:
+    def add(
+        self, bench: str, figure: str, value: str, target: str = "", met: bool | None = None
+    ) -> None:
         """Add a row; ``met`` None means the figure has no target."""
         verdict = "info" if met is None else ("met" if met else "**missed**")
         self.rows.append(Row(bench, figure, value, target, verdict))
@@ -363,7 +432,9 @@ class Report:
     def markdown(self) -> str:
         """The table as GitHub markdown."""
         lines = ["| # | Figure | Value | Target | Result |", "|---|---|---:|---|---|"]
-        for r in sorted(self.rows, key=lambda row: row.bench[:1]):  # stable: keeps run order within one
+        for r in sorted(
+            self.rows, key=lambda row: row.bench[:1]
+        ):  # stable: keeps run order within one
             lines.append(f"| {r.bench} | {r.figure} | {r.value} | {r.target} | {r.verdict} |")
         return "\n".join(lines)
 
@@ -375,13 +446,17 @@ def fmt_ratio(x: float) -> str:
 
 def runs_table(runs: Sequence[tuple[str, AbResult]]) -> str:
     """Every ab run of a benchmark, in the order they ran, as a markdown table."""
-    lines = ["| round | server | req/s | mean ms | p50 ms | p99 ms | server CPU µs/req | ab CPU µs/req "
-             "| server RSS MiB | requests | load avg |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| round | server | req/s | mean ms | p50 ms | p99 ms | server CPU µs/req | ab CPU µs/req "
+        "| server RSS MiB | requests | load avg |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for rnd, r in runs:
-        lines.append(f"| {rnd} | {r.target} | {r.rps:,.0f} | {r.mean_ms:.2f} | {r.p50_ms:.0f} | {r.p99_ms:.0f} | "
-                     f"{r.server_cpu_us:,.0f} | {r.client_cpu_us:,.0f} | {r.server_rss_mib:.1f} | {r.complete:,} | "
-                     f"{r.load:.2f} |")
+        lines.append(
+            f"| {rnd} | {r.target} | {r.rps:,.0f} | {r.mean_ms:.2f} | {r.p50_ms:.0f} | {r.p99_ms:.0f} | "
+            f"{r.server_cpu_us:,.0f} | {r.client_cpu_us:,.0f} | {r.server_rss_mib:.1f} | {r.complete:,} | "
+            f"{r.load:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -405,6 +480,16 @@ class Plan:
     @classmethod
     def quick(cls) -> Plan:
         """A short run: fewer, shorter rounds."""
-        return cls(read_rounds=3, read_seconds=3, read_max_requests=150_000, warmup_seconds=1,
-                   kdf_rounds=3, kdf_seconds=3, pbkdf2_repeats=3, write_rounds=2, write_count=10_000,
-                   write_seconds=2, put_seconds=2)
+        return cls(
+            read_rounds=3,
+            read_seconds=3,
+            read_max_requests=150_000,
+            warmup_seconds=1,
+            kdf_rounds=3,
+            kdf_seconds=3,
+            pbkdf2_repeats=3,
+            write_rounds=2,
+            write_count=10_000,
+            write_seconds=2,
+            put_seconds=2,
+        )

@@ -39,8 +39,11 @@ def pbkdf2_ms(iterations: int, repeats: int) -> float:
 def run(folder: Path, procs: Processes, plan: Plan, report: Report) -> None:
     """Run benchmark 3, adding rows to ``report``."""
     for iterations in LEVELS:
-        report.add("3", f"one-time unlock: PBKDF2-HMAC-SHA256 at {iterations:,} iterations (direct)",
-                   f"{pbkdf2_ms(iterations, plan.pbkdf2_repeats):,.0f} ms")
+        report.add(
+            "3",
+            f"one-time unlock: PBKDF2-HMAC-SHA256 at {iterations:,} iterations (direct)",
+            f"{pbkdf2_ms(iterations, plan.pbkdf2_repeats):,.0f} ms",
+        )
     passphrase = "bench-" + os.urandom(12).hex()
     targets = []
     for iterations in LEVELS:
@@ -57,7 +60,17 @@ def run(folder: Path, procs: Processes, plan: Plan, report: Report) -> None:
     for t in targets:
         report.add("3", f"{t.name}: read 1 KB secret, mTLS 1.3, c32", summary(results[t.name]))
     ratio = paired_ratio(results, targets[0].name, targets[1].name)
-    report.add("3", "ratio read req/s 600k / 100k iterations", fmt_ratio(ratio), f"≥ {TARGET}", ratio >= TARGET)
-    report.sections.append((
-        f"Benchmark 3 runs ({plan.kdf_rounds} rounds × {plan.kdf_seconds:.0f} s)", runs_table(order)))
+    report.add(
+        "3",
+        "ratio read req/s 600k / 100k iterations",
+        fmt_ratio(ratio),
+        f"≥ {TARGET}",
+        ratio >= TARGET,
+    )
+    report.sections.append(
+        (
+            f"Benchmark 3 runs ({plan.kdf_rounds} rounds × {plan.kdf_seconds:.0f} s)",
+            runs_table(order),
+        )
+    )
     procs.close()

@@ -79,10 +79,14 @@ def read_path(folder: Path) -> None:
     try:
         header = "Bearer " + result.admin_token
         meta = asyncio.run(agent.secrets.create("bench/micro", "a" * 1024))
-        line("TokenService.authenticate (cached token)",
-             asyncio.run(async_per_call_us(lambda: agent.tokens.authenticate(header))))
-        line("SecretService.reveal (sealed value cached)",
-             asyncio.run(async_per_call_us(lambda: agent.secrets.reveal(meta.id))))
+        line(
+            "TokenService.authenticate (cached token)",
+            asyncio.run(async_per_call_us(lambda: agent.tokens.authenticate(header))),
+        )
+        line(
+            "SecretService.reveal (sealed value cached)",
+            asyncio.run(async_per_call_us(lambda: agent.secrets.reveal(meta.id))),
+        )
         sealed = agent.secrets._by_id[meta.id].sealed
 
         def open_value() -> bytes:
@@ -100,39 +104,80 @@ def read_path(folder: Path) -> None:
                 cached.append(per_call_us(open_value, 2_000))
         finally:
             crypto._aad = original
-        line("  of which KeyManager.open (unwrap DEK, AESGCM(dek), decrypt 1 KB)", statistics.median(now))
-        line("    of which one _aad() call (json.dumps(..., separators=...)); 2 per read",
-             per_call_us(lambda: original("value", "vlt_0123456789abcdef0123", meta.id, 1)))
-        line("  KeyManager.open if _aad were memoised (functools.lru_cache)", statistics.median(cached))
-        line("AuditLog.append (no fsync: line write + head pwrite, 2 HMACs)",
-             per_call_us(lambda: agent.audit.append(op="secrets.read", outcome="ok", status=200,
-                                                    actor="tok_abcdefghijklmnop", target=meta.id,
-                                                    remote="127.0.0.1")))
+        line(
+            "  of which KeyManager.open (unwrap DEK, AESGCM(dek), decrypt 1 KB)",
+            statistics.median(now),
+        )
+        line(
+            "    of which one _aad() call (json.dumps(..., separators=...)); 2 per read",
+            per_call_us(lambda: original("value", "vlt_0123456789abcdef0123", meta.id, 1)),
+        )
+        line(
+            "  KeyManager.open if _aad were memoised (functools.lru_cache)",
+            statistics.median(cached),
+        )
+        line(
+            "AuditLog.append (no fsync: line write + head pwrite, 2 HMACs)",
+            per_call_us(
+                lambda: agent.audit.append(
+                    op="secrets.read",
+                    outcome="ok",
+                    status=200,
+                    actor="tok_abcdefghijklmnop",
+                    target=meta.id,
+                    remote="127.0.0.1",
+                )
+            ),
+        )
         value = open_value().decode()
         body = meta.to_json() | {"version": 1, "current_version": 1, "value": value}
-        line("web.json_response(read body) (json.dumps of ~1.3 KB + Response)",
-             per_call_us(lambda: web.json_response(body, headers={"Cache-Control": "no-store"})))
-        meta_part = json.dumps(meta.to_json() | {"current_version": 1})[:-1].encode() + b', "value": '
+        line(
+            "web.json_response(read body) (json.dumps of ~1.3 KB + Response)",
+            per_call_us(lambda: web.json_response(body, headers={"Cache-Control": "no-store"})),
+        )
+        meta_part = (
+            json.dumps(meta.to_json() | {"current_version": 1})[:-1].encode() + b', "value": '
+        )
 
         def spliced() -> web.Response:
             raw = meta_part + json.dumps(value).encode() + b"}"
-            return web.Response(body=raw, content_type="application/json", headers={"Cache-Control": "no-store"})
+            return web.Response(
+                body=raw, content_type="application/json", headers={"Cache-Control": "no-store"}
+            )
 
-        line("web.Response from cached metadata bytes + json.dumps(value) only", per_call_us(spliced))
+        line(
+            "web.Response from cached metadata bytes + json.dumps(value) only", per_call_us(spliced)
+        )
         raw_body = json.dumps(body).encode()
-        line("web.Response(body=bytes) (what the bare server does)",
-             per_call_us(lambda: web.Response(body=raw_body, content_type="application/json",
-                                              headers={"Cache-Control": "no-store"})))
-        line("Metrics.observe", per_call_us(lambda: agent.metrics.observe("secrets.read", 200, 0.001)))
+        line(
+            "web.Response(body=bytes) (what the bare server does)",
+            per_call_us(
+                lambda: web.Response(
+                    body=raw_body,
+                    content_type="application/json",
+                    headers={"Cache-Control": "no-store"},
+                )
+            ),
+        )
+        line(
+            "Metrics.observe",
+            per_call_us(lambda: agent.metrics.observe("secrets.read", 200, 0.001)),
+        )
     finally:
         agent.close()
 
 
 def _rows(prefix: str, n: int) -> Iterator[dict[str, Any]]:
     for i in range(n):
-        yield {"id": f"sec_{prefix}{i:020d}", "name": f"bench/{prefix}/{i}", "current_version": 1,
-               "description": "", "labels": "{}", "created_at": "2026-01-01T00:00:00.000000+00:00",
-               "updated_at": "2026-01-01T00:00:00.000000+00:00"}
+        yield {
+            "id": f"sec_{prefix}{i:020d}",
+            "name": f"bench/{prefix}/{i}",
+            "current_version": 1,
+            "description": "",
+            "labels": "{}",
+            "created_at": "2026-01-01T00:00:00.000000+00:00",
+            "updated_at": "2026-01-01T00:00:00.000000+00:00",
+        }
 
 
 def write_path(folder: Path, n: int = 2_000) -> None:
@@ -146,7 +191,9 @@ def write_path(folder: Path, n: int = 2_000) -> None:
     columns = "id, name, current_version, description, labels, created_at, updated_at"
     sql = f"INSERT INTO {t.secrets.name} ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?)"
 
-    def measure(label: str, fn: Callable[[Any, dict[str, Any]], Any], savepoint: bool = False) -> None:
+    def measure(
+        label: str, fn: Callable[[Any, dict[str, Any]], Any], savepoint: bool = False
+    ) -> None:
         results = []
         for rep in range(3):
             with engine.connect() as conn, conn.begin():
@@ -162,14 +209,24 @@ def write_path(folder: Path, n: int = 2_000) -> None:
         line(label, statistics.median(results))
 
     try:
-        measure("conn.execute(table.insert().values(**row))  (agent/secrets.py style)",
-                lambda c, r: c.execute(t.secrets.insert().values(**r)))
-        measure("  the same inside begin_nested() (Store._commit_batch, batch > 1)",
-                lambda c, r: c.execute(t.secrets.insert().values(**r)), savepoint=True)
+        measure(
+            "conn.execute(table.insert().values(**row))  (agent/secrets.py style)",
+            lambda c, r: c.execute(t.secrets.insert().values(**r)),
+        )
+        measure(
+            "  the same inside begin_nested() (Store._commit_batch, batch > 1)",
+            lambda c, r: c.execute(t.secrets.insert().values(**r)),
+            savepoint=True,
+        )
         measure("conn.execute(prebuilt table.insert(), row)", lambda c, r: c.execute(insert, r))
-        measure("conn.exec_driver_sql(fixed SQL, tuple)", lambda c, r: c.exec_driver_sql(sql, tuple(r.values())))
-        measure("sqlite3 cursor of the same connection",
-                lambda c, r: c.connection.driver_connection.execute(sql, tuple(r.values())))
+        measure(
+            "conn.exec_driver_sql(fixed SQL, tuple)",
+            lambda c, r: c.exec_driver_sql(sql, tuple(r.values())),
+        )
+        measure(
+            "sqlite3 cursor of the same connection",
+            lambda c, r: c.connection.driver_connection.execute(sql, tuple(r.values())),
+        )
     finally:
         engine.dispose()
 
@@ -178,12 +235,16 @@ def main() -> None:
     """Print both tables."""
     folder = Path(tempfile.mkdtemp(prefix="kvbench-micro-"))
     try:
-        print(f"load average {Path('/proc/loadavg').read_text().split()[0]}; medians of 3 repetitions")
+        print(
+            f"load average {Path('/proc/loadavg').read_text().split()[0]}; medians of 3 repetitions"
+        )
         for rep in range(3):
             read_path(folder / f"read{rep}")
         show("read path (per request):")
         write_path(folder)
-        show("write path (per INSERT of a secrets row, 2,000 per transaction, commit not included):")
+        show(
+            "write path (per INSERT of a secrets row, 2,000 per transaction, commit not included):"
+        )
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -57,10 +57,27 @@ STEPS = [
     ("crypto: KeyManager.seal", "KeyManager.seal "),
     ("store: answer callers (_deliver)", "_deliver "),
 ]
-BORING = ("_run_module_as_main", "_run_code", "<module>", "main ", "Command.", "Group.invoke", "Context.invoke",
-          "friendly_errors", "run_cmd", "run (asyncio", "Runner.run", "BaseEventLoop.run_until_complete",
-          "BaseEventLoop.run_forever", "BaseEventLoop._run_once", "Handle._run", "Thread._bootstrap",
-          "Thread.run", "serve ", "_serve ")
+BORING = (
+    "_run_module_as_main",
+    "_run_code",
+    "<module>",
+    "main ",
+    "Command.",
+    "Group.invoke",
+    "Context.invoke",
+    "friendly_errors",
+    "run_cmd",
+    "run (asyncio",
+    "Runner.run",
+    "BaseEventLoop.run_until_complete",
+    "BaseEventLoop.run_forever",
+    "BaseEventLoop._run_once",
+    "Handle._run",
+    "Thread._bootstrap",
+    "Thread.run",
+    "serve ",
+    "_serve ",
+)
 
 
 def _idle_leaves() -> tuple[str, ...]:
@@ -71,11 +88,18 @@ def _idle_leaves() -> tuple[str, ...]:
 
     lines, first = inspect.getsourcelines(Store._write_loop)
     get = next((first + i for i, text in enumerate(lines) if "self._queue.get()" in text), -1)
-    return ("_worker (concurrent/futures/thread.py:81)", f"Store._write_loop (agent/store/db.py:{get})",
-            "Condition.wait (threading.py", "Event.wait (threading.py", "Thread.join (threading.py")
+    return (
+        "_worker (concurrent/futures/thread.py:81)",
+        f"Store._write_loop (agent/store/db.py:{get})",
+        "Condition.wait (threading.py",
+        "Event.wait (threading.py",
+        "Thread.join (threading.py",
+    )
 
 
-def analyse(raw: Path, top: int = 25, *, main_only: bool = False, only_thread: str | None = None) -> str:
+def analyse(
+    raw: Path, top: int = 25, *, main_only: bool = False, only_thread: str | None = None
+) -> str:
     """A text summary of a py-spy ``--format raw`` (collapsed stacks) file.
 
     Samples of threads waiting for work are dropped; with ``main_only`` only the event-loop
@@ -96,8 +120,12 @@ def analyse(raw: Path, top: int = 25, *, main_only: bool = False, only_thread: s
             idle += n
             continue
         where = next((f for f in frames if f.startswith("thread ")), None)
-        where = where or ("other threads" if "Thread._bootstrap" in stack else "event loop (main thread)")
-        if (main_only and where != "event loop (main thread)") or (only_thread and only_thread not in where):
+        where = where or (
+            "other threads" if "Thread._bootstrap" in stack else "event loop (main thread)"
+        )
+        if (main_only and where != "event loop (main thread)") or (
+            only_thread and only_thread not in where
+        ):
             by_thread[where] += n
             continue
         total += n
@@ -108,7 +136,13 @@ def analyse(raw: Path, top: int = 25, *, main_only: bool = False, only_thread: s
     if not total:
         return "no samples"
     pct = lambda n: f"{100 * n / total:5.1f}%"  # noqa: E731
-    base = "the event loop's samples" if main_only else f"{only_thread}'s samples" if only_thread else "all busy samples"
+    base = (
+        "the event loop's samples"
+        if main_only
+        else f"{only_thread}'s samples"
+        if only_thread
+        else "all busy samples"
+    )
     out = [f"busy samples: {sum(by_thread.values())} (waiting threads left out: {idle})"]
     out += [f"  {n:6d}  {name}" for name, n in by_thread.most_common()]
     out.append(f"\nsteps (inclusive share of {base}):")
@@ -144,20 +178,42 @@ def profile_read(seconds: float, bare: bool, rate: int) -> str:
             target = start_bare(procs, folder, setup.tls, body, setup.client_pem(), secret_id)
         run_ab(target, requests=1_000_000, seconds=2)  # warm-up
         raw = folder / "profile.txt"
-        ab = subprocess.Popen(ab_argv(target, requests=5_000_000, seconds=seconds + 4),
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        ab = subprocess.Popen(
+            ab_argv(target, requests=5_000_000, seconds=seconds + 4),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             time.sleep(1)
             log(f"py-spy on pid {target.pid} for {seconds:.0f} s")
-            subprocess.run([pyspy(), "record", "-p", str(target.pid), "-d", str(int(seconds)), "-r", str(rate),
-                            "-f", "raw", "-o", str(raw)], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    pyspy(),
+                    "record",
+                    "-p",
+                    str(target.pid),
+                    "-d",
+                    str(int(seconds)),
+                    "-r",
+                    str(rate),
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(raw),
+                ],
+                check=True,
+                capture_output=True,
+            )
             ab_out, _ = ab.communicate(timeout=seconds + 60)
         finally:
             if ab.poll() is None:
                 ab.kill()
                 ab.wait()
         rps = next((ln for ln in ab_out.splitlines() if ln.startswith("Requests per second")), "")
-        return f"{target.name} under ab -k -c32 (profiled, so slower): {rps}\n" + analyse(raw, main_only=True)
+        return f"{target.name} under ab -k -c32 (profiled, so slower): {rps}\n" + analyse(
+            raw, main_only=True
+        )
 
 
 def writes_child(data_dir: Path, seconds: float) -> None:
@@ -169,7 +225,11 @@ def writes_child(data_dir: Path, seconds: float) -> None:
         print("ready", file=sys.stderr, flush=True)
         time.sleep(0.5)
         done, took = asyncio.run(agent_writes(agent, 10_000_000, seconds, "prof"))
-        print(f"{done} writes in {took:.1f} s = {done / took:,.0f} writes/s", file=sys.stderr, flush=True)
+        print(
+            f"{done} writes in {took:.1f} s = {done / took:,.0f} writes/s",
+            file=sys.stderr,
+            flush=True,
+        )
     finally:
         agent.close()
 
@@ -180,38 +240,75 @@ def profile_writes(seconds: float, rate: int) -> str:
         setup = init_agent(folder / "agent")
         raw = folder / "profile.txt"
         child = subprocess.Popen(
-            [sys.executable, "-m", "bench.profile_read", "--writes-child", str(setup.data_dir),
-             "--seconds", str(seconds + 3)], stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "bench.profile_read",
+                "--writes-child",
+                str(setup.data_dir),
+                "--seconds",
+                str(seconds + 3),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert child.stderr is not None
             if child.stderr.readline().strip() != "ready":
                 raise RuntimeError("the write child did not start")
             time.sleep(1)
-            subprocess.run([pyspy(), "record", "-p", str(child.pid), "-d", str(int(seconds)), "-r", str(rate),
-                            "-f", "raw", "-o", str(raw), "--threads"], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    pyspy(),
+                    "record",
+                    "-p",
+                    str(child.pid),
+                    "-d",
+                    str(int(seconds)),
+                    "-r",
+                    str(rate),
+                    "-f",
+                    "raw",
+                    "-o",
+                    str(raw),
+                    "--threads",
+                ],
+                check=True,
+                capture_output=True,
+            )
             _, rest = child.communicate(timeout=seconds + 60)
         finally:
             if child.poll() is None:
                 child.kill()
                 child.wait()
         rate_line = next((ln for ln in rest.splitlines() if "writes/s" in ln), "")
-        return (f"store-layer writes, 32 tasks, synchronous=NORMAL (profiled): {rate_line}\n"
-                + analyse(raw, only_thread="kv-write"))
+        return (
+            f"store-layer writes, 32 tasks, synchronous=NORMAL (profiled): {rate_line}\n"
+            + analyse(raw, only_thread="kv-write")
+        )
 
 
 def main() -> None:
     """Parse the arguments and print a profile summary."""
-    parser = argparse.ArgumentParser(prog="python -m bench.profile_read", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.profile_read", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rate", type=int, default=200, help="samples per second")
-    parser.add_argument("--bare", action="store_true", help="profile the bare aiohttp server instead")
+    parser.add_argument(
+        "--bare", action="store_true", help="profile the bare aiohttp server instead"
+    )
     parser.add_argument("--writes", action="store_true", help="profile store-layer writes instead")
     parser.add_argument("--writes-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.writes_child:
         writes_child(args.writes_child, args.seconds)
         return
-    print(profile_writes(args.seconds, args.rate) if args.writes else profile_read(args.seconds, args.bare, args.rate))
+    print(
+        profile_writes(args.seconds, args.rate)
+        if args.writes
+        else profile_read(args.seconds, args.bare, args.rate)
+    )
 
 
 if __name__ == "__main__":

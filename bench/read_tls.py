@@ -61,13 +61,16 @@ def _checked(result: AbResult) -> AbResult:
 
 def summary(results: list[AbResult]) -> str:
     """Median req/s, mean, p99 and CPU per request of a server's rounds."""
-    return (f"{median([r.rps for r in results]):,.0f} req/s · mean {median([r.mean_ms for r in results]):.1f} ms"
-            f" · p99 {median([r.p99_ms for r in results]):.0f} ms"
-            f" · {median([r.server_cpu_us for r in results]):,.0f} µs CPU/req")
+    return (
+        f"{median([r.rps for r in results]):,.0f} req/s · mean {median([r.mean_ms for r in results]):.1f} ms"
+        f" · p99 {median([r.p99_ms for r in results]):.0f} ms"
+        f" · {median([r.server_cpu_us for r in results]):,.0f} µs CPU/req"
+    )
 
 
-def measure(targets: list[Target], plan: Plan, rounds: int, seconds: float,
-            label: str) -> tuple[dict[str, list[AbResult]], list[tuple[str, AbResult]]]:
+def measure(
+    targets: list[Target], plan: Plan, rounds: int, seconds: float, label: str
+) -> tuple[dict[str, list[AbResult]], list[tuple[str, AbResult]]]:
     """Warm each target up, then run ``rounds`` interleaved rounds of ab."""
     for t in targets:
         log(f"{label}: warming up {t.name}")
@@ -79,8 +82,10 @@ def measure(targets: list[Target], plan: Plan, rounds: int, seconds: float,
             r = _checked(run_ab(t, requests=plan.read_max_requests, seconds=seconds))
             results[t.name].append(r)
             order.append((str(rnd), r))
-            log(f"{label} round {rnd}/{rounds} {t.name:<8} {r.rps:>9,.0f} req/s  mean {r.mean_ms:6.2f} ms  "
-                f"p99 {r.p99_ms:4.0f} ms  cpu {r.server_cpu_us:6.0f} µs/req  load {r.load:.2f}")
+            log(
+                f"{label} round {rnd}/{rounds} {t.name:<8} {r.rps:>9,.0f} req/s  mean {r.mean_ms:6.2f} ms  "
+                f"p99 {r.p99_ms:4.0f} ms  cpu {r.server_cpu_us:6.0f} µs/req  load {r.load:.2f}"
+            )
     return results, order
 
 
@@ -109,36 +114,58 @@ def run(folder: Path, procs: Processes, plan: Plan, report: Report) -> None:
     agent, bare = results["agent"], results["bare"]
     sizes = ", ".join(f"{name} {rs[0].doc_bytes} B" for name, rs in results.items())
     p99 = median([r.p99_ms for r in agent])
-    report.add("1a", "agent: read 1 KB secret by id, mTLS 1.3, keep-alive, c32", summary(agent),
-               f"p99 ≤ {P99_TARGET_MS:.0f} ms", p99 <= P99_TARGET_MS)
+    report.add(
+        "1a",
+        "agent: read 1 KB secret by id, mTLS 1.3, keep-alive, c32",
+        summary(agent),
+        f"p99 ≤ {P99_TARGET_MS:.0f} ms",
+        p99 <= P99_TARGET_MS,
+    )
     report.add("1b", "bare aiohttp, same TLS setup and body", summary(bare))
     if "openbao" in results:
         report.add("1c", "OpenBao 2.x dev server -dev-tls, KV v2 read", summary(results["openbao"]))
     ratio = paired_ratio(results, "agent", "bare")
-    report.add("1", "ratio agent / bare (req/s)", fmt_ratio(ratio), f"≥ {BARE_TARGET} (aim {BARE_AIM})",
-               ratio >= BARE_TARGET)
-    cpu_ratio = median([b.server_cpu_us / a.server_cpu_us for a, b in zip(agent, bare, strict=True)])
+    report.add(
+        "1",
+        "ratio agent / bare (req/s)",
+        fmt_ratio(ratio),
+        f"≥ {BARE_TARGET} (aim {BARE_AIM})",
+        ratio >= BARE_TARGET,
+    )
+    cpu_ratio = median(
+        [b.server_cpu_us / a.server_cpu_us for a, b in zip(agent, bare, strict=True)]
+    )
     report.add("1", "ratio bare / agent server CPU per request", fmt_ratio(cpu_ratio))
     if "openbao" in results:
         bao_ratio = paired_ratio(results, "agent", "openbao")
         report.add("1", "ratio agent / OpenBao (req/s)", fmt_ratio(bao_ratio), "> 1", bao_ratio > 1)
-    report.sections.append((
-        f"Benchmark 1 runs ({plan.read_rounds} rounds × {plan.read_seconds:.0f} s, response bodies: {sizes})",
-        runs_table(order),
-    ))
+    report.sections.append(
+        (
+            f"Benchmark 1 runs ({plan.read_rounds} rounds × {plan.read_seconds:.0f} s, response bodies: {sizes})",
+            runs_table(order),
+        )
+    )
 
     # HTTP writes on the same agent: PUT a new 1 KB version, 32 connections (benchmark 2, HTTP view)
     put_file = folder / "put.json"
     put_file.write_text(json.dumps({"value": secret_value()}))
     log("writes over HTTP: PUT /api/v1/secrets/{id}")
-    put = run_ab(targets[0], requests=plan.read_max_requests, seconds=plan.put_seconds, put_file=put_file)
+    put = run_ab(
+        targets[0], requests=plan.read_max_requests, seconds=plan.put_seconds, put_file=put_file
+    )
     if put.non2xx or not put.complete:
         report.notes.append(f"HTTP PUT run had {put.non2xx} non-2xx answers of {put.complete}.")
-    report.add("2h", "agent HTTP PUT (new version, durable, FULL, audit on), c32",
-               f"{put.rps:,.0f} writes/s · mean {put.mean_ms:.1f} ms · p99 {put.p99_ms:.0f} ms")
+    report.add(
+        "2h",
+        "agent HTTP PUT (new version, durable, FULL, audit on), c32",
+        f"{put.rps:,.0f} writes/s · mean {put.mean_ms:.1f} ms · p99 {put.p99_ms:.0f} ms",
+    )
 
     time.sleep(plan.rss_idle_seconds)
     rss, hwm = rss_kib(agent_proc.pid)
-    report.add("4", "agent RSS after benchmark 1's load, idle 2 s (peak)",
-               f"{rss / 1024:.1f} MiB ({hwm / 1024:.1f} MiB)")
+    report.add(
+        "4",
+        "agent RSS after benchmark 1's load, idle 2 s (peak)",
+        f"{rss / 1024:.1f} MiB ({hwm / 1024:.1f} MiB)",
+    )
     procs.close()

@@ -27,7 +27,14 @@ def run(folder: Path, procs: Processes, plan: Plan, report: Report) -> None:
         raise RuntimeError(f"the warm-up reads failed: {result}")
     time.sleep(plan.rss_idle_seconds)
     rss, hwm = rss_kib(proc.pid)
-    log(f"agent RSS {rss / 1024:.1f} MiB (at start {started_rss / 1024:.1f}, peak {hwm / 1024:.1f})")
-    report.add("4", "idle agent RSS after start + 200 reads, idle 2 s (peak)",
-               f"{rss / 1024:.1f} MiB ({hwm / 1024:.1f} MiB)", f"≤ {TARGET_MIB} MiB", rss / 1024 <= TARGET_MIB)
+    log(
+        f"agent RSS {rss / 1024:.1f} MiB (at start {started_rss / 1024:.1f}, peak {hwm / 1024:.1f})"
+    )
+    report.add(
+        "4",
+        "idle agent RSS after start + 200 reads, idle 2 s (peak)",
+        f"{rss / 1024:.1f} MiB ({hwm / 1024:.1f} MiB)",
+        f"≤ {TARGET_MIB} MiB",
+        rss / 1024 <= TARGET_MIB,
+    )
     procs.close()

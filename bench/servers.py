@@ -73,25 +73,50 @@ class AgentSetup:
         """client.crt + client.key in one PEM, as ab's -E wants (written once)."""
         pem = self.data_dir.parent / f"{self.data_dir.name}-client.pem"
         if not pem.exists():
-            pem.write_bytes((self.tls / "client.crt").read_bytes() + (self.tls / "client.key").read_bytes())
+            pem.write_bytes(
+                (self.tls / "client.crt").read_bytes() + (self.tls / "client.key").read_bytes()
+            )
             pem.chmod(0o600)
         return pem
 
 
-def init_agent(data_dir: Path, *, passphrase: str | None = None, iterations: int | None = None,
-               timeout: float = 120) -> AgentSetup:
+def init_agent(
+    data_dir: Path,
+    *,
+    passphrase: str | None = None,
+    iterations: int | None = None,
+    timeout: float = 120,
+) -> AgentSetup:
     """``keyvault agent init`` (client certificate required, port 0) via the real command."""
     token_file = data_dir.parent / f"{data_dir.name}.token"
-    argv = [*keyvault_argv(), "agent", "init", "--data-dir", str(data_dir), "--client-cert", "required",
-            "--port", "0", "--token-file", str(token_file)]
+    argv = [
+        *keyvault_argv(),
+        "agent",
+        "init",
+        "--data-dir",
+        str(data_dir),
+        "--client-cert",
+        "required",
+        "--port",
+        "0",
+        "--token-file",
+        str(token_file),
+    ]
     env = {"KEYVAULT_LOG_LEVEL": "WARNING"}
     if passphrase is not None:
         argv.append("--passphrase")
         env["KEYVAULT_MASTER_PASSPHRASE"] = passphrase
         if iterations is not None:
             argv += ["--iterations", str(iterations)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
-                          env={**os.environ, **env}, cwd=str(Path(__file__).resolve().parent.parent))
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, **env},
+        cwd=str(Path(__file__).resolve().parent.parent),
+    )
     if done.returncode != 0:
         raise RuntimeError(f"keyvault agent init failed ({done.returncode}): {done.stderr[-1500:]}")
     token = token_file.read_text().strip()
@@ -99,13 +124,22 @@ def init_agent(data_dir: Path, *, passphrase: str | None = None, iterations: int
     return AgentSetup(data_dir, token, passphrase)
 
 
-def start_agent(procs: Processes, setup: AgentSetup, name: str = "agent", timeout: float = 60,
-                env: dict[str, str] | None = None) -> Proc:
+def start_agent(
+    procs: Processes,
+    setup: AgentSetup,
+    name: str = "agent",
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+) -> Proc:
     """``keyvault agent run`` on the folder; returns once it wrote agent.url."""
     url_file = setup.data_dir / "agent.url"
     url_file.unlink(missing_ok=True)
-    proc = procs.start(name, [*keyvault_argv(), "agent", "run", "--data-dir", str(setup.data_dir)],
-                       log_file=setup.data_dir.parent / f"{name}.log", env={**setup.env(), **(env or {})})
+    proc = procs.start(
+        name,
+        [*keyvault_argv(), "agent", "run", "--data-dir", str(setup.data_dir)],
+        log_file=setup.data_dir.parent / f"{name}.log",
+        env={**setup.env(), **(env or {})},
+    )
     wait_for(lambda: read_url_file(url_file) is not None, proc, timeout, "agent.url")
     return proc
 
@@ -123,8 +157,13 @@ def agent_client(setup: AgentSetup) -> AgentClient:
     from common.client import AgentClient
 
     tls = setup.tls
-    return AgentClient(agent_url(setup), setup.token, ca_file=tls / "ca.crt",
-                       cert_file=tls / "client.crt", key_file=tls / "client.key")
+    return AgentClient(
+        agent_url(setup),
+        setup.token,
+        ca_file=tls / "ca.crt",
+        cert_file=tls / "client.crt",
+        key_file=tls / "client.key",
+    )
 
 
 def seed_secret(setup: AgentSetup, value: str | None = None) -> tuple[str, bytes]:
@@ -138,26 +177,55 @@ def seed_secret(setup: AgentSetup, value: str | None = None) -> tuple[str, bytes
 
 def agent_target(proc: Proc, setup: AgentSetup, secret_id: str, name: str = "agent") -> Target:
     """ab's view of a running agent: read one secret by id."""
-    return Target(name, f"{agent_url(setup)}/api/v1/secrets/{secret_id}",
-                  {"Authorization": f"Bearer {setup.token}"}, setup.client_pem(), proc.pid)
+    return Target(
+        name,
+        f"{agent_url(setup)}/api/v1/secrets/{secret_id}",
+        {"Authorization": f"Bearer {setup.token}"},
+        setup.client_pem(),
+        proc.pid,
+    )
 
 
 # ------------------------------------------------------------------------------ bare aiohttp
 
 
-def start_bare(procs: Processes, folder: Path, tls_dir: Path, body: bytes, client_pem: Path,
-               secret_id: str, timeout: float = 30) -> Target:
+def start_bare(
+    procs: Processes,
+    folder: Path,
+    tls_dir: Path,
+    body: bytes,
+    client_pem: Path,
+    secret_id: str,
+    timeout: float = 30,
+) -> Target:
     """The bare aiohttp server of :mod:`bench.bare_server` in its own process."""
     body_file = folder / "bare-body.json"
     body_file.write_bytes(body)
     url_file = folder / "bare.url"
-    proc = procs.start("bare", [sys.executable, "-m", "bench.bare_server", "--tls-dir", str(tls_dir),
-                                "--body-file", str(body_file), "--url-file", str(url_file)],
-                       log_file=folder / "bare.log")
+    proc = procs.start(
+        "bare",
+        [
+            sys.executable,
+            "-m",
+            "bench.bare_server",
+            "--tls-dir",
+            str(tls_dir),
+            "--body-file",
+            str(body_file),
+            "--url-file",
+            str(url_file),
+        ],
+        log_file=folder / "bare.log",
+    )
     wait_for(lambda: read_url_file(url_file) is not None, proc, timeout, "bare.url")
     # the same Authorization header as the agent run, so the request bytes match too
-    return Target("bare", f"{read_url_file(url_file)}/api/v1/secrets/{secret_id}",
-                  {"Authorization": "Bearer kvt_" + "x" * 43}, client_pem, proc.pid)
+    return Target(
+        "bare",
+        f"{read_url_file(url_file)}/api/v1/secrets/{secret_id}",
+        {"Authorization": "Bearer kvt_" + "x" * 43},
+        client_pem,
+        proc.pid,
+    )
 
 
 # ------------------------------------------------------------------------------ OpenBao
@@ -173,8 +241,9 @@ def bao_binary() -> str | None:
     return path if Path(path).is_file() else None
 
 
-def start_openbao(procs: Processes, folder: Path, client_pem: Path, value: str,
-                  timeout: float = 60) -> Target:
+def start_openbao(
+    procs: Processes, folder: Path, client_pem: Path, value: str, timeout: float = 60
+) -> Target:
     """``bao server -dev -dev-tls`` on a free port, with a 1 KB KV v2 secret written first."""
     binary = bao_binary()
     if binary is None:
@@ -183,20 +252,39 @@ def start_openbao(procs: Processes, folder: Path, client_pem: Path, value: str,
     home.mkdir()
     port = free_port()
     address = f"127.0.0.1:{port}"
-    proc = procs.start("openbao", [
-        binary, "server", "-dev", "-dev-root-token-id=root", "-dev-tls",
-        f"-dev-listen-address={address}", f"-dev-tls-cert-dir={home}", "-log-level=warn",
-    ], log_file=folder / "openbao.log", env={"HOME": str(home), "BAO_ADDR": f"https://{address}"},
-        cwd=home)
+    proc = procs.start(
+        "openbao",
+        [
+            binary,
+            "server",
+            "-dev",
+            "-dev-root-token-id=root",
+            "-dev-tls",
+            f"-dev-listen-address={address}",
+            f"-dev-tls-cert-dir={home}",
+            "-log-level=warn",
+        ],
+        log_file=folder / "openbao.log",
+        env={"HOME": str(home), "BAO_ADDR": f"https://{address}"},
+        cwd=home,
+    )
     base = f"https://{address}"
-    wait_for(lambda: https_json(f"{base}/v1/sys/health", timeout=2)["initialized"], proc, timeout,
-             "/v1/sys/health")
+    wait_for(
+        lambda: https_json(f"{base}/v1/sys/health", timeout=2)["initialized"],
+        proc,
+        timeout,
+        "/v1/sys/health",
+    )
     headers = {"X-Vault-Token": "root"}
     deadline = time.monotonic() + timeout
     while True:  # the dev server mounts secret/ just after it starts answering
         try:
-            https_json(f"{base}/v1/secret/data/bench", method="POST", body={"data": {"value": value}},
-                       headers=headers)
+            https_json(
+                f"{base}/v1/secret/data/bench",
+                method="POST",
+                body={"data": {"value": value}},
+                headers=headers,
+            )
             break
         except Exception as exc:
             if time.monotonic() > deadline:

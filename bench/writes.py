@@ -41,8 +41,11 @@ def open_agent(data_dir: Path, synchronous: str) -> Agent:
     from agent.runtime import Agent
     from common.settings import AgentSettings, load_settings
 
-    settings = load_settings(AgentSettings, data_dir / CONFIG_NAME,
-                             {"storage": {"sqlite_synchronous": synchronous}, "log_level": "WARNING"})
+    settings = load_settings(
+        AgentSettings,
+        data_dir / CONFIG_NAME,
+        {"storage": {"sqlite_synchronous": synchronous}, "log_level": "WARNING"},
+    )
     return Agent.open(settings)
 
 
@@ -66,14 +69,18 @@ async def agent_writes(agent: Agent, count: int, seconds: float, tag: str) -> tu
     return state["done"], time.perf_counter() - start
 
 
-def raw_writes(path: Path, synchronous: str, count: int, seconds: float, row_bytes: int) -> tuple[int, float]:
+def raw_writes(
+    path: Path, synchronous: str, count: int, seconds: float, row_bytes: int
+) -> tuple[int, float]:
     """``BEGIN; INSERT; COMMIT`` per write on one WAL connection; returns (writes, seconds)."""
     con = sqlite3.connect(path, isolation_level=None)
     try:
         con.execute("PRAGMA journal_mode=WAL")
         con.execute(f"PRAGMA synchronous={synchronous}")
-        con.execute("CREATE TABLE IF NOT EXISTS w (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, "
-                    "created_at TEXT NOT NULL, blob BLOB NOT NULL)")
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS w (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, "
+            "created_at TEXT NOT NULL, blob BLOB NOT NULL)"
+        )
         blob = os.urandom(row_bytes)
         done = 0
         start = time.perf_counter()
@@ -81,9 +88,15 @@ def raw_writes(path: Path, synchronous: str, count: int, seconds: float, row_byt
         base = os.urandom(6).hex()
         while done < count and time.perf_counter() < deadline:
             con.execute("BEGIN")
-            con.execute("INSERT INTO w VALUES (?, ?, ?, ?)",
-                        (f"sec_{base}{done:020d}", f"bench/raw/{base}/{done}",
-                         "2026-01-01T00:00:00.000000+00:00", blob))
+            con.execute(
+                "INSERT INTO w VALUES (?, ?, ?, ?)",
+                (
+                    f"sec_{base}{done:020d}",
+                    f"bench/raw/{base}/{done}",
+                    "2026-01-01T00:00:00.000000+00:00",
+                    blob,
+                ),
+            )
             con.execute("COMMIT")
             done += 1
         return done, time.perf_counter() - start
@@ -99,33 +112,52 @@ def run(folder: Path, plan: Plan, report: Report) -> None:
             agents[mode] = open_agent(init_agent(folder / f"store-{mode.lower()}").data_dir, mode)
         sample = agents["FULL"].keys.seal("sec_" + "a" * 26, 1, secret_value().encode())
         row_bytes = len(sample.wrapped_dek) + len(sample.ciphertext) + META_BYTES
-        rates: dict[str, list[float]] = {f"{who} {m}": [] for m in MODES for who in ("agent", "raw")}
+        rates: dict[str, list[float]] = {
+            f"{who} {m}": [] for m in MODES for who in ("agent", "raw")
+        }
         cpus: dict[str, list[float]] = {key: [] for key in rates}
         for rnd in range(1, plan.write_rounds + 1):
             for mode in MODES:
                 cpu = time.process_time()
-                done, took = asyncio.run(agent_writes(agents[mode], plan.write_count, plan.write_seconds,
-                                                      f"r{rnd}"))
+                done, took = asyncio.run(
+                    agent_writes(agents[mode], plan.write_count, plan.write_seconds, f"r{rnd}")
+                )
                 cpus[f"agent {mode}"].append((time.process_time() - cpu) / max(done, 1) * 1e6)
                 rates[f"agent {mode}"].append(done / took)
                 raw_path = folder / f"raw-{mode.lower()}-{rnd}.db"
                 cpu = time.process_time()
-                rdone, rtook = raw_writes(raw_path, mode, plan.write_count, plan.write_seconds, row_bytes)
+                rdone, rtook = raw_writes(
+                    raw_path, mode, plan.write_count, plan.write_seconds, row_bytes
+                )
                 cpus[f"raw {mode}"].append((time.process_time() - cpu) / max(rdone, 1) * 1e6)
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{raw_path}{suffix}").unlink(missing_ok=True)
                 rates[f"raw {mode}"].append(rdone / rtook)
-                log(f"writes round {rnd}/{plan.write_rounds} {mode:<6} agent {done / took:>8,.0f}/s ({done} in "
-                    f"{took:.1f}s)  raw {rdone / rtook:>8,.0f}/s ({rdone} in {rtook:.1f}s)")
+                log(
+                    f"writes round {rnd}/{plan.write_rounds} {mode:<6} agent {done / took:>8,.0f}/s ({done} in "
+                    f"{took:.1f}s)  raw {rdone / rtook:>8,.0f}/s ({rdone} in {rtook:.1f}s)"
+                )
     finally:
         for agent in agents.values():
             agent.close()
     for mode in MODES:
         a, r = rates[f"agent {mode}"], rates[f"raw {mode}"]
         ratio = median([x / y for x, y in zip(a, r, strict=True)])
-        report.add("2", f"store layer (SecretService on Store), 32 tasks create+update 1 KB, WAL "
-                   f"synchronous={mode}", f"{median(a):,.0f} writes/s · {median(cpus[f'agent {mode}']):,.0f} µs CPU/write")
-        report.add("2", f"raw sqlite3 INSERT+COMMIT per write, {row_bytes} B rows, synchronous={mode}",
-                   f"{median(r):,.0f} writes/s · {median(cpus[f'raw {mode}']):,.0f} µs CPU/write")
-        report.add("2", f"ratio agent / raw sqlite3 writes/s ({mode})", fmt_ratio(ratio), f"≥ {TARGET}",
-                   ratio >= TARGET)
+        report.add(
+            "2",
+            f"store layer (SecretService on Store), 32 tasks create+update 1 KB, WAL "
+            f"synchronous={mode}",
+            f"{median(a):,.0f} writes/s · {median(cpus[f'agent {mode}']):,.0f} µs CPU/write",
+        )
+        report.add(
+            "2",
+            f"raw sqlite3 INSERT+COMMIT per write, {row_bytes} B rows, synchronous={mode}",
+            f"{median(r):,.0f} writes/s · {median(cpus[f'raw {mode}']):,.0f} µs CPU/write",
+        )
+        report.add(
+            "2",
+            f"ratio agent / raw sqlite3 writes/s ({mode})",
+            fmt_ratio(ratio),
+            f"≥ {TARGET}",
+            ratio >= TARGET,
+        )
