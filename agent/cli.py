@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -180,12 +179,12 @@ def init_cmd(
 @friendly_errors
 def run_cmd(data_dir: Path | None, config: Path | None, port: int | None, bind: str | None) -> None:
     """Serve the agent API until SIGTERM or Ctrl+C."""
-    from agent.daemon import serve
+    from agent.daemon import run_event_loop, serve
     from agent.logs import setup_logging
 
     settings = load_agent_settings(config, data_dir, port=port, bind=bind)
     setup_logging(settings.log_level, settings.log_format)
-    asyncio.run(
+    run_event_loop(
         serve(
             settings,
             on_ready=lambda url: click.echo(f"keyvault agent listening on {url}", err=True),

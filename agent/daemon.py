@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -17,6 +18,7 @@ from common.settings import AgentSettings
 from common.tls import server_context
 
 log = logging.getLogger("keyvault.agent")
+T = TypeVar("T")
 
 
 async def serve(
@@ -62,6 +64,13 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
     url = settings.model_copy(update={"port": port}).base_url
     _write_url(settings.data_dir, url)
     loop = asyncio.get_running_loop()
+    log.debug(
+        "event loop %s; client certificates %s; audit fsync %s; store %s",
+        type(loop).__module__,
+        settings.tls.client_cert if settings.tls.enabled else "n/a (no TLS)",
+        settings.audit_fsync,
+        agent.store.safe_url,
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info(
@@ -86,6 +95,19 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
         await agent.jobs.drain(max(0.1, deadline - loop.time()))
         (settings.data_dir / "agent.url").unlink(missing_ok=True)
         log.info("agent stopped")
+
+
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop when it is installed (the ``agent`` extra brings it), else asyncio.
+
+    uvloop's transports and TLS are compiled; on this stack they take about 15 % off the CPU
+    per request (docs/performance.md).
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _bound_port(site: web.TCPSite, wanted: int) -> int:

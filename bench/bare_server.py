@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from agent.daemon import run_event_loop
 from common.tls import server_context
 
 PATH = "/api/v1/secrets/{id}"
@@ -70,7 +71,8 @@ def main() -> None:
     parser.add_argument("--body-file", type=Path, required=True, help="the response body")
     parser.add_argument("--url-file", type=Path, required=True, help="where to write the URL")
     args = parser.parse_args()
-    asyncio.run(serve(args.tls_dir, args.body_file.read_bytes(), args.url_file))
+    # The same event loop the agent runs on, so the baseline is the same setup.
+    run_event_loop(serve(args.tls_dir, args.body_file.read_bytes(), args.url_file))
 
 
 if __name__ == "__main__":

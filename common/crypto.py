@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -97,8 +98,9 @@ def _unb64(text: str) -> bytes:
         raise IntegrityError() from exc
 
 
+@functools.lru_cache(maxsize=16384)
 def _aad(*parts: str | int) -> bytes:
-    """Canonical, unambiguous associated data for a tuple of fields."""
+    """Canonical, unambiguous associated data for a tuple of fields (memoised: ids, not secrets)."""
     return json.dumps(list(parts), separators=(",", ":")).encode("utf-8")
 
 

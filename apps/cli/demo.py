@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 
@@ -67,7 +66,7 @@ Press Ctrl+C to stop. The data stays in {folder}; delete the folder to start afr
 def demo_cmd(folder: Path, port: int, headless: bool) -> None:
     """Run KeyVault on embedded defaults: an agent on SQLite with a generated key, ready to call."""
     from agent.cli import load_agent_settings
-    from agent.daemon import serve
+    from agent.daemon import run_event_loop, serve
     from agent.logs import setup_logging
 
     del headless
@@ -76,5 +75,5 @@ def demo_cmd(folder: Path, port: int, headless: bool) -> None:
         _init_agent(agent_dir, port)
     settings = load_agent_settings(None, agent_dir, port=port)
     setup_logging("WARNING", "text")
-    asyncio.run(serve(settings, on_ready=lambda url: click.echo(_howto(agent_dir, url))))
+    run_event_loop(serve(settings, on_ready=lambda url: click.echo(_howto(agent_dir, url))))
     click.echo("demo stopped.")
