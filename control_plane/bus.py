@@ -2,8 +2,10 @@
 
 An event is a JSON object ``{"type", "org_id", "at", "data"}``. :meth:`EventBus.publish` sends
 it to every replica; each replica hands it to the local subscribers of that organisation only.
-Subscribers get a bounded queue; one that falls too far behind is closed rather than allowed to
-grow without limit.
+A subscriber may set a ``sink`` that takes an event synchronously (the operator stream writes
+it straight to its socket); when there is none, or it declines, or events are already waiting,
+the event goes to the subscriber's bounded queue, so order is kept. One that falls too far behind
+is closed rather than allowed to grow without limit.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -31,7 +34,23 @@ class Subscription:
         self.org_id = org_id
         self.queue: asyncio.Queue[str] = asyncio.Queue(QUEUE_SIZE)
         self.overflowed = False
+        self.sink: Callable[[str], bool] | None = None
         self._hub = hub
+
+    def put(self, text: str) -> bool:
+        """Hand over one event: to the sink if it takes it and nothing is queued, else queue it.
+
+        False when the queue is full: the subscription has overflowed.
+        """
+        sink = self.sink
+        if sink is not None and not self.queue.qsize() and sink(text):
+            return True
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            return False
+        return True
 
     async def get(self) -> str:
         """The next event as JSON text (serialised once per replica, shared by every listener)."""
@@ -68,10 +87,7 @@ class _Hub:
 
     def deliver(self, org_id: str, text: str) -> None:
         for sub in list(self._subs.get(org_id, ())):
-            try:
-                sub.queue.put_nowait(text)
-            except asyncio.QueueFull:
-                sub.overflowed = True
+            if not sub.put(text):
                 self.remove(sub)
 
     @property
@@ -125,11 +141,12 @@ class RedisBus(EventBus):
 
     async def publish(self, event: Event) -> None:
         """Publish through Redis; if Redis is down, local subscribers still get it."""
+        text = json.dumps(event)
         try:
-            await self._redis.publish(self.channel, json.dumps(event))
+            await self._redis.publish(self.channel, text)
         except (RedisError, OSError) as exc:
             log.warning("redis publish failed (%s); delivering locally only", type(exc).__name__)
-            self._hub.deliver(str(event.get("org_id")), json.dumps(event))
+            self._hub.deliver(str(event.get("org_id")), text)
 
     async def start(self) -> None:
         """Subscribe and wait (up to 5 s) until the subscription is live."""

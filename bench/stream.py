@@ -1,4 +1,4 @@
-"""Benchmark of the operator stream's fan-out: ``python -m control_plane.bench_stream``.
+"""Benchmark of the operator stream's fan-out: ``python -m bench.stream``.
 
 Starts two control-plane replicas (``control-plane run``) on a fresh PostgreSQL database and a
 private Redis prefix, connects ``--clients`` WebSocket operators to replica A and ``--remote``
@@ -246,7 +246,7 @@ def _bare_app() -> web.Application:
 
 async def _run_bare(args: argparse.Namespace, fleet: Fleet) -> dict[str, Any]:
     port = _free_port()
-    code = f"from control_plane.bench_stream import bare_main; bare_main({port})"
+    code = f"from bench.stream import bare_main; bare_main({port})"
     proc = fleet.start([sys.executable, "-c", code], dict(os.environ))
     url = f"http://127.0.0.1:{port}"
     _wait_http(f"{url}/health")
