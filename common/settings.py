@@ -216,10 +216,11 @@ def load_settings(
     """Build ``cls`` from defaults < YAML file < environment < overrides, or raise ConfigError."""
     file_values = read_yaml(config_file) if config_file else {}
     flag_values = {k: v for k, v in (overrides or {}).items() if v is not None}
+    prefix = str(cls.model_config.get("env_prefix") or ENV_PREFIX)
     try:
         settings = _build(cls, file_values, flag_values)
     except PydanticValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
+        raise ConfigError(describe_validation_error(exc, prefix=prefix)) from None
     return settings
 
 

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic import ValidationError as PydanticValidationError
-from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigError
-from common.settings import describe_validation_error, read_yaml
+from common.settings import load_settings
 
 CP_ENV_PREFIX = "KEYVAULT_CP_"
 
@@ -125,28 +124,8 @@ class ControlPlaneSettings(BaseSettings):
         return None
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def load_cp_settings(
     config_file: Path | None = None, overrides: dict[str, Any] | None = None
 ) -> ControlPlaneSettings:
-    """Defaults < YAML file < ``KEYVAULT_CP_…`` environment < overrides, or ConfigError.
-
-    Like :func:`common.settings.load_settings`, but errors name the ``KEYVAULT_CP_`` variable.
-    """
-    file_values = read_yaml(config_file) if config_file else {}
-    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
-    try:
-        env_values: dict[str, Any] = EnvSettingsSource(ControlPlaneSettings)()
-        merged = _merge(_merge(file_values, env_values), flags)
-        return ControlPlaneSettings.model_validate(merged)
-    except PydanticValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, prefix=CP_ENV_PREFIX)) from None
+    """Defaults < YAML file < ``KEYVAULT_CP_…`` environment < overrides, or ConfigError."""
+    return load_settings(ControlPlaneSettings, config_file, overrides)

@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from common.errors import PayloadTooLargeError, ValidationError
+from common.jsonbody import check_fields, parse_object
 
-MAX_DEPTH = 32
 MAX_BODY = web.AppKey("max_body", int)
-
-
-def _depth_ok(raw: bytes) -> bool:
-    """Reject absurd nesting before the parser recurses into it."""
-    depth = 0
-    in_string = False
-    escaped = False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            if depth > MAX_DEPTH:
-                return False
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return True
 
 
 async def json_object(
@@ -47,30 +22,8 @@ async def json_object(
         raise PayloadTooLargeError(
             f"request body is larger than this agent's limit of {request.app[MAX_BODY]} bytes"
         ) from None
-    if not raw.strip():
-        raise ValidationError("request body must be a JSON object")
-    if not _depth_ok(raw):
-        raise ValidationError(f"request body nests deeper than {MAX_DEPTH} levels")
-    try:
-        doc = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise ValidationError("request body is not valid JSON (UTF-8)") from None
-    if not isinstance(doc, dict):
-        raise ValidationError("request body must be a JSON object")
-    try:
-        json.dumps(doc, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError(
-            "request body holds a string that is not valid Unicode (a lone surrogate)"
-        ) from None
-    unknown = sorted(set(doc) - allowed)
-    if unknown:
-        raise ValidationError(
-            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
-        )
-    missing = sorted(required - set(doc))
-    if missing:
-        raise ValidationError(f"missing required field(s): {', '.join(missing)}")
+    doc = parse_object(raw)
+    check_fields(doc, allowed, required)
     return doc
 
 

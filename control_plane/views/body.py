@@ -2,56 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from common.errors import PayloadTooLargeError, ValidationError
+from common.jsonbody import check_fields, parse_object
 from control_plane.views.context import MAX_BODY
-
-MAX_DEPTH = 32
-
-
-def _too_deep(raw: bytes) -> bool:
-    depth, in_string, escaped = 0, False, False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:
-                escaped = True
-            elif byte == 0x22:
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):
-            depth += 1
-            if depth > MAX_DEPTH:
-                return True
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return False
-
-
-def parse_object(raw: bytes | str) -> dict[str, Any]:
-    """A JSON object from raw bytes, or a 400 that says what is wrong."""
-    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-    if not data.strip():
-        raise ValidationError("request body must be a JSON object")
-    if _too_deep(data):
-        raise ValidationError(f"request body nests deeper than {MAX_DEPTH} levels")
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):
-        raise ValidationError("request body is not valid JSON (UTF-8)") from None
-    if not isinstance(doc, dict):
-        raise ValidationError("request body must be a JSON object")
-    try:
-        json.dumps(doc, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError("request body holds a lone surrogate") from None
-    return doc
 
 
 async def json_object(
@@ -65,14 +22,7 @@ async def json_object(
             f"request body is larger than the limit of {request.app[MAX_BODY]} bytes"
         ) from None
     doc = parse_object(raw)
-    unknown = sorted(set(doc) - allowed)
-    if unknown:
-        raise ValidationError(
-            f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
-        )
-    missing = sorted(required - set(doc))
-    if missing:
-        raise ValidationError(f"missing required field(s): {', '.join(missing)}")
+    check_fields(doc, allowed, required)
     return doc
 
 
