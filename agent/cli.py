@@ -179,8 +179,9 @@ def init_cmd(
 @friendly_errors
 def run_cmd(data_dir: Path | None, config: Path | None, port: int | None, bind: str | None) -> None:
     """Serve the agent API until SIGTERM or Ctrl+C."""
-    from agent.daemon import run_event_loop, serve
+    from agent.daemon import serve
     from agent.logs import setup_logging
+    from common.eventloop import run_event_loop
 
     settings = load_agent_settings(config, data_dir, port=port, bind=bind)
     setup_logging(settings.log_level, settings.log_format)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -18,7 +17,6 @@ from common.settings import AgentSettings
 from common.tls import server_context
 
 log = logging.getLogger("keyvault.agent")
-T = TypeVar("T")
 
 
 async def serve(
@@ -95,19 +93,6 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
         await agent.jobs.drain(max(0.1, deadline - loop.time()))
         (settings.data_dir / "agent.url").unlink(missing_ok=True)
         log.info("agent stopped")
-
-
-def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` on uvloop when it is installed (the ``agent`` extra brings it), else asyncio.
-
-    uvloop's transports and TLS are compiled; on this stack they take about 15 % off the CPU
-    per request (docs/performance.md).
-    """
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 def _bound_port(site: web.TCPSite, wanted: int) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from agent.daemon import run_event_loop
+from common.eventloop import run_event_loop
 from common.tls import server_context
 
 PATH = "/api/v1/secrets/{id}"

@@ -106,4 +106,12 @@ def run_cmd(config: Path | None, bind: str | None, port: int | None) -> None:
     )
     from aiohttp import web
 
-    web.run_app(build_app(settings), host=settings.bind, port=settings.port, print=click.echo)
+    from common.eventloop import new_event_loop
+
+    web.run_app(
+        build_app(settings),
+        host=settings.bind,
+        port=settings.port,
+        print=click.echo,
+        loop=new_event_loop(),
+    )

@@ -66,8 +66,9 @@ Press Ctrl+C to stop. The data stays in {folder}; delete the folder to start afr
 def demo_cmd(folder: Path, port: int, headless: bool) -> None:
     """Run KeyVault on embedded defaults: an agent on SQLite with a generated key, ready to call."""
     from agent.cli import load_agent_settings
-    from agent.daemon import run_event_loop, serve
+    from agent.daemon import serve
     from agent.logs import setup_logging
+    from common.eventloop import run_event_loop
 
     del headless
     agent_dir = (folder / "agent").resolve()
