@@ -15,7 +15,6 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -277,8 +276,3 @@ def _by_hash(digest: str) -> Any:
         return _row_to_token(row) if row else None
 
     return q
-
-
-def filter_allowed(token: Token, capability: str, names: Iterable[str]) -> list[str]:
-    """The names among ``names`` the token may use ``capability`` on."""
-    return [n for n in names if token.policy.allows(capability, n)]
