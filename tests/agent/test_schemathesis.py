@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +41,13 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from agent.api.openapi import openapi_document
-from tests.conftest import PG_ADMIN_URL, AgentProcess, init_agent_dir, need_service, start_agent
+from tests.conftest import (
+    AgentProcess,
+    fresh_pg_database,
+    init_agent_dir,
+    pg_sqlalchemy_url,
+    start_agent,
+)
 
 # Hypothesis keeps its example database and caches outside the work tree.
 if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
@@ -296,19 +301,10 @@ def test_a_trailing_newline_is_refused(
 @pytest.fixture(scope="module")
 def pg_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
     """A real agent process on a fresh PostgreSQL database (dropped afterwards)."""
-    import psycopg
-
-    name = f"kv_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        need_service("PostgreSQL", exc)
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with fresh_pg_database() as name:
         folder = init_agent_dir(
             tmp_path_factory.mktemp("schemathesis-pg") / "agent",
-            storage_url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}",
+            storage_url=pg_sqlalchemy_url(name),
         )
         running = start_agent(folder)
         try:
@@ -316,9 +312,6 @@ def pg_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess
         finally:
             if running.proc.poll() is None:
                 running.stop()
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 NUL_CURSOR = "YQA"  # urlsafe base64 of b"a\x00", the shape of a cursor this agent issues

@@ -15,7 +15,7 @@ from control_plane.app import build_app
 from control_plane.runtime import ControlPlane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.views.context import CP
-from tests.conftest import PG_ADMIN_URL, need_service
+from tests.conftest import PG_ADMIN_URL, fresh_pg_database, need_service
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PASSWORD = "correct horse battery staple"
@@ -38,20 +38,8 @@ class Clock:
 @pytest.fixture(scope="module")
 def cp_pg_database() -> Iterator[str]:
     """One PostgreSQL database per test module, dropped afterwards (tables are emptied per test)."""
-    import psycopg
-
-    name = f"kv_cptest_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        need_service("PostgreSQL", exc)
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
+    with fresh_pg_database("kv_cptest") as name:
         yield name
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
