@@ -246,6 +246,7 @@ async def _run_control_plane(args: argparse.Namespace, fleet: Fleet, db_url: str
         "KEYVAULT_CP_CA_KEY_PASSPHRASE": uuid.uuid4().hex,
         "KEYVAULT_CP_OWNER_PASSWORD": PASSWORD,
         "KEYVAULT_CP_LOG_LEVEL": "WARNING",
+        "KEYVAULT_CP_GATEWAY_PORT": "0",
     }
     py = sys.executable
     await asyncio.to_thread(

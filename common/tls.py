@@ -7,8 +7,9 @@
 * A **pin** is ``"sha256:" + hex(SHA-256(SubjectPublicKeyInfo DER))`` of a certificate. An
   enrolment token carries the control plane's CA pin, so a client can check it talks to the
   right CA before trusting anything it is sent (:func:`verify_pin`).
-* :class:`CertificateAuthority` is a small CA: it issues server certificates, signs client
-  certificate requests under a name the CA chooses, and builds CRLs.
+* :class:`CertificateAuthority` is a small CA: a self-signed root or an intermediate of another
+  CA; it issues server certificates, signs client certificate requests under a name the CA
+  chooses, and builds CRLs.
 
 Keys are EC P-256 and signatures ECDSA-SHA256. Every time comes from an injectable ``clock`` so
 tests can make expired or not-yet-valid certificates. Messages never contain key material.
@@ -433,30 +434,51 @@ def _san_entry(name: str) -> x509.GeneralName:
 
 @dataclass(frozen=True, repr=False, eq=False)
 class CertificateAuthority:
-    """A small CA: a self-signed EC P-256 certificate and its private key."""
+    """A small CA: an EC P-256 CA certificate (self-signed root or intermediate) and its key."""
 
     cert: x509.Certificate
     key: ec.EllipticCurvePrivateKey
 
     @classmethod
     def create(
-        cls, common_name: str, *, valid_for: timedelta = timedelta(days=3650), clock: Clock = utcnow
+        cls,
+        common_name: str,
+        *,
+        valid_for: timedelta = timedelta(days=3650),
+        clock: Clock = utcnow,
+        parent: CertificateAuthority | None = None,
     ) -> CertificateAuthority:
-        """A new self-signed CA named ``common_name``."""
+        """A new CA named ``common_name``: a self-signed root, or an intermediate of ``parent``.
+
+        A root may sign intermediates (path length 1); an intermediate signs only leaves (path
+        length 0), never outlives its parent, and names the parent's key as its authority.
+        """
         _check_duration(valid_for, "valid_for")
         now = _now(clock)
         key = generate_private_key()
         name = _name(common_name)
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+        if parent is None:
+            issuer, signer, issuer_ski, path_length = name, key, ski, 1
+            not_before, not_after = now - CLOCK_SKEW, now + valid_for
+        else:
+            constraints = parent.cert.extensions.get_extension_for_class(x509.BasicConstraints)
+            if not constraints.value.path_length:
+                raise ValidationError("the parent CA may not sign intermediate CAs (path length 0)")
+            issuer, signer, path_length = parent.cert.subject, parent.key, 0
+            issuer_ski = parent.cert.extensions.get_extension_for_class(
+                x509.SubjectKeyIdentifier
+            ).value
+            not_before, not_after = parent._validity(now, None, valid_for)
         cert = (
             x509.CertificateBuilder()
             .subject_name(name)
-            .issuer_name(name)
+            .issuer_name(issuer)
             .public_key(key.public_key())
             .serial_number(_random_serial())
-            .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(now + valid_for)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
             .add_extension(
                 x509.KeyUsage(
                     digital_signature=False,
@@ -473,10 +495,10 @@ class CertificateAuthority:
             )
             .add_extension(ski, critical=False)
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski),
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski),
                 critical=False,
             )
-            .sign(key, hashes.SHA256())
+            .sign(signer, hashes.SHA256())
         )
         return cls(cert, key)
 

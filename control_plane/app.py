@@ -15,40 +15,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from common.errors import KeyVaultError, NotFoundError, PayloadTooLargeError, ValidationError
+from common.errors import KeyVaultError
 from control_plane.db import utcnow
-from control_plane.errors import RateLimitedError
+from control_plane.gateway.app import GATEWAY, Gateway
 from control_plane.routes import LEAST_ROLE, add_routes
 from control_plane.runtime import Clock, ControlPlane, open_control_plane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.views.context import CP, INFO, MAX_BODY, RequestInfo
+from control_plane.views.errors import error_response, http_exception_error
 
 log = logging.getLogger("keyvault.control_plane.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 SETTINGS = web.AppKey("settings", ControlPlaneSettings)
-
-
-def error_response(exc: KeyVaultError) -> web.Response:
-    """The one JSON error shape: ``{"error": {"code", "message"}}``."""
-    headers = dict(SECURITY_HEADERS)
-    if isinstance(exc, RateLimitedError):
-        headers["Retry-After"] = str(exc.retry_after)
-    return web.json_response(exc.to_json(), status=exc.http_status, headers=headers)
-
-
-def _http_exception(exc: web.HTTPException) -> KeyVaultError:
-    if exc.status == 404:
-        return NotFoundError("no such endpoint; see /api/v1/openapi.json")
-    if exc.status == 413:
-        return PayloadTooLargeError("request body is larger than the control plane accepts")
-    err = ValidationError(exc.reason or "bad request")
-    err.http_status = exc.status
-    if exc.status == 405:
-        err.code = "method_not_allowed"
-        err.message = "method not allowed on this endpoint; see /api/v1/openapi.json"
-    return err
 
 
 async def _audit(cp: ControlPlane, request: web.Request, info: RequestInfo, status: int) -> None:
@@ -86,7 +65,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     except KeyVaultError as exc:
         response = error_response(exc)
     except web.HTTPException as exc:
-        response = error_response(_http_exception(exc))
+        response = error_response(http_exception_error(exc))
     except Exception:
         log.exception("unexpected error on %s %s", request.method, route)
         response = error_response(KeyVaultError("internal error; see the control-plane log"))
@@ -96,17 +75,23 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _sweeper(cp: ControlPlane) -> None:
-    """Run the offline sweep periodically (each replica tries; the lock lets one through)."""
+    """Run the offline and certificate sweeps periodically (each replica tries; the lock lets
+    one through)."""
     while True:
         await asyncio.sleep(cp.settings.sweep_interval_seconds)
         try:
             await cp.vaults.sweep_offline()
+            await cp.vaults.sweep_certificates()
         except Exception:
-            log.exception("offline sweep failed; will retry")
+            log.exception("sweep failed; will retry")
 
 
 def build_app(settings: ControlPlaneSettings, *, clock: Clock = utcnow) -> web.Application:
-    """The control-plane API; resources open on startup and close on cleanup."""
+    """The control-plane API; resources open on startup and close on cleanup.
+
+    Starting it also starts this replica's agent gateway (a second TLS listener, see
+    ``control_plane/gateway/``) unless ``gateway_enabled`` is off; ``app[GATEWAY].url`` names it.
+    """
     app = web.Application(middlewares=[edge], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[MAX_BODY] = settings.max_body_bytes
@@ -114,11 +99,19 @@ def build_app(settings: ControlPlaneSettings, *, clock: Clock = utcnow) -> web.A
     async def resources(app: web.Application) -> AsyncIterator[None]:
         cp = await open_control_plane(settings, clock=clock)
         app[CP] = cp
-        if settings.background_tasks:
-            cp.spawn(_sweeper(cp), "offline-sweep")
+        gateway: Gateway | None = None
         try:
+            if settings.gateway_enabled:
+                gateway = Gateway(cp)
+                await gateway.start()
+                app[GATEWAY] = gateway
+            if settings.background_tasks:
+                cp.spawn(_sweeper(cp), "sweeps")
             yield
         finally:
+            if gateway is not None:
+                with contextlib.suppress(Exception):
+                    await gateway.stop()
             with contextlib.suppress(Exception):
                 await cp.close()
 

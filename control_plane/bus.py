@@ -6,6 +6,11 @@ A subscriber may set a ``sink`` that takes an event synchronously (the operator 
 it straight to its socket); when there is none, or it declines, or events are already waiting,
 the event goes to the subscriber's bounded queue, so order is kept. One that falls too far behind
 is closed rather than allowed to grow without limit.
+
+The bus also carries *uplink routes* (``{"vault_id", …}``: a command for an agent, or an order
+to close its socket) on a second channel: :meth:`EventBus.route` sends one to every replica, and
+each hands it to its ``route_handler`` (the replica's uplink hub), which acts only if it holds
+that vault's socket.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from redis.exceptions import RedisError
 log = logging.getLogger("keyvault.control_plane.bus")
 QUEUE_SIZE = 1000
 Event = dict[str, Any]
+RouteHandler = Callable[[dict[str, Any]], None]
 
 
 class Subscription:
@@ -100,6 +106,7 @@ class EventBus(ABC):
 
     def __init__(self) -> None:
         self._hub = _Hub()
+        self.route_handler: RouteHandler | None = None
 
     def subscribe(self, org_id: str) -> Subscription:
         """A new local subscription to ``org_id``'s events (close it when done)."""
@@ -113,6 +120,24 @@ class EventBus(ABC):
     @abstractmethod
     async def publish(self, event: Event) -> None:
         """Send ``event`` to the subscribers of its ``org_id`` on every replica."""
+
+    @abstractmethod
+    async def route(self, message: dict[str, Any]) -> None:
+        """Send an uplink route to every replica's ``route_handler``."""
+
+    def _deliver_route(self, text: str) -> None:
+        handler = self.route_handler
+        if handler is None:
+            return
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return
+        if isinstance(message, dict):
+            try:
+                handler(message)
+            except Exception:
+                log.exception("uplink route handler failed")
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Begin receiving (a no-op in process)."""
@@ -128,6 +153,10 @@ class InProcessBus(EventBus):
         """Deliver to local subscribers at once."""
         self._hub.deliver(str(event.get("org_id")), json.dumps(event))
 
+    async def route(self, message: dict[str, Any]) -> None:
+        """Hand the route to this process's handler at once."""
+        self._deliver_route(json.dumps(message))
+
 
 class RedisBus(EventBus):
     """Redis pub/sub on one channel per deployment; survives Redis restarts by resubscribing."""
@@ -136,6 +165,7 @@ class RedisBus(EventBus):
         super().__init__()
         self._redis = redis
         self.channel = f"{prefix}:events"
+        self.uplink_channel = f"{prefix}:uplink"
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -147,6 +177,15 @@ class RedisBus(EventBus):
         except (RedisError, OSError) as exc:
             log.warning("redis publish failed (%s); delivering locally only", type(exc).__name__)
             self._hub.deliver(str(event.get("org_id")), text)
+
+    async def route(self, message: dict[str, Any]) -> None:
+        """Publish on the uplink channel; if Redis is down, this replica still acts on it."""
+        text = json.dumps(message)
+        try:
+            await self._redis.publish(self.uplink_channel, text)
+        except (RedisError, OSError) as exc:
+            log.warning("redis publish failed (%s); routing locally only", type(exc).__name__)
+            self._deliver_route(text)
 
     async def start(self) -> None:
         """Subscribe and wait (up to 5 s) until the subscription is live."""
@@ -166,13 +205,13 @@ class RedisBus(EventBus):
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel)
+                await pubsub.subscribe(self.channel, self.uplink_channel)
                 self._ready.set()
                 delay = 0.1
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
-                        self._on_message(message.get("data"))
+                        self._on_message(message.get("channel"), message.get("data"))
             except (RedisError, OSError) as exc:
                 log.warning("redis subscription lost (%s); retrying", type(exc).__name__)
                 await asyncio.sleep(delay)
@@ -181,9 +220,13 @@ class RedisBus(EventBus):
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
 
-    def _on_message(self, data: Any) -> None:
+    def _on_message(self, channel: Any, data: Any) -> None:
         try:
             text = data.decode("utf-8") if isinstance(data, bytes) else str(data)
+            name = channel.decode("utf-8") if isinstance(channel, bytes) else str(channel)
+            if name == self.uplink_channel:
+                self._deliver_route(text)
+                return
             event = json.loads(text)
         except (TypeError, ValueError):
             return

@@ -86,14 +86,28 @@ def init_cmd(config: Path | None, database_url: str | None, org_name: str, email
 
 @control_plane_group.command("run")
 @click.option("--config", type=click.Path(path_type=Path), help=CONFIG_HELP)
-@click.option("--bind", help="Address to listen on (KEYVAULT_CP_BIND).")
-@click.option("--port", type=click.IntRange(0, 65535), help="Port (KEYVAULT_CP_PORT).")
-def run_cmd(config: Path | None, bind: str | None, port: int | None) -> None:
-    """Serve the control-plane API until SIGTERM/SIGINT."""
-    from control_plane.app import build_app
-
+@click.option("--bind", help="Address of the operator API (KEYVAULT_CP_BIND).")
+@click.option("--port", type=click.IntRange(0, 65535), help="API port (KEYVAULT_CP_PORT).")
+@click.option(
+    "--gateway-port",
+    type=click.IntRange(0, 65535),
+    help="Agent gateway port, 0 for any free one (KEYVAULT_CP_GATEWAY_PORT).",
+)
+@click.option(
+    "--ready-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help='Once listening, write {"api_url", "gateway_url"} here as JSON.',
+)
+def run_cmd(
+    config: Path | None,
+    bind: str | None,
+    port: int | None,
+    gateway_port: int | None,
+    ready_file: Path | None,
+) -> None:
+    """Serve the operator API and the agent gateway until SIGTERM/SIGINT."""
     try:
-        settings = _settings(config, bind=bind, port=port)
+        settings = _settings(config, bind=bind, port=port, gateway_port=gateway_port)
         if settings.ca_passphrase() is None:
             raise ConfigError(
                 "no CA key passphrase: set KEYVAULT_CP_CA_KEY_PASSPHRASE or "
@@ -104,14 +118,12 @@ def run_cmd(config: Path | None, bind: str | None, port: int | None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    from aiohttp import web
+    from common.eventloop import run_event_loop
+    from control_plane.serve import serve
 
-    from common.eventloop import new_event_loop
-
-    web.run_app(
-        build_app(settings),
-        host=settings.bind,
-        port=settings.port,
-        print=click.echo,
-        loop=new_event_loop(),
-    )
+    try:
+        run_event_loop(serve(settings, ready_file=ready_file, echo=click.echo))
+    except KeyVaultError as exc:
+        _fail(exc)
+    except OSError as exc:
+        _fail(ConfigError(f"cannot listen: {exc.strerror or exc}"))

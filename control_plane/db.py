@@ -9,7 +9,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import Table, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -22,6 +23,19 @@ _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 def new_id(prefix: str) -> str:
     """A random, URL-safe id such as ``vlt_…`` (26 base32 characters, 130 bits)."""
     return prefix + "_" + "".join(secrets.choice(_ALPHABET) for _ in range(26))
+
+
+_SORTED = "234567abcdefghijklmnopqrstuvwxyz"  # the same 32 symbols in ASCII order
+
+
+def new_sorted_id(prefix: str, moment: datetime) -> str:
+    """Like :func:`new_id`, but ids made later sort after earlier ones (to the millisecond).
+
+    10 symbols of the time in milliseconds, then 16 random ones (80 bits).
+    """
+    ms = max(0, int(moment.timestamp() * 1000))
+    head = "".join(_SORTED[(ms >> (5 * i)) & 31] for i in reversed(range(10)))
+    return prefix + "_" + head + "".join(secrets.choice(_SORTED) for _ in range(16))
 
 
 def utcnow() -> datetime:
@@ -70,6 +84,13 @@ def make_engine(url: str) -> AsyncEngine:
 def is_postgres(engine: AsyncEngine) -> bool:
     """True for PostgreSQL, False for SQLite."""
     return engine.dialect.name == "postgresql"
+
+
+def insert_for(engine: AsyncEngine, table: Table) -> Any:
+    """The dialect's INSERT (with ``on_conflict_do_…``) for ``table``."""
+    if is_postgres(engine):
+        return postgresql.insert(table)
+    return sqlite.insert(table)
 
 
 def _upgrade(conn: Connection) -> None:

@@ -37,3 +37,15 @@ class EnrollmentError(ControlPlaneError):
         self, message: str = "the enrollment token is unknown, already used, revoked or expired"
     ) -> None:
         super().__init__(message)
+
+
+class UplinkRefusedError(ControlPlaneError):
+    """An agent's uplink is refused; ``code`` is one of ``common.uplink``'s ``ERR_…`` values."""
+
+    http_status = 403
+    exit_code = 77
+
+    def __init__(self, code: str, message: str, *, http_status: int = 403) -> None:
+        super().__init__(message)
+        self.code = code
+        self.http_status = http_status

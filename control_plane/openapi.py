@@ -183,6 +183,34 @@ def _schemas() -> J:
         "User": user,
         "EnrollmentToken": token_info,
         "AuditEntry": audit_entry,
+        "Command": _obj(
+            {
+                "id": STR,
+                "vault_id": STR,
+                "command": {"enum": ["rotate", "resync"]},
+                "args": {"type": "object"},
+                "state": {"enum": ["pending", "sent", "succeeded", "failed"]},
+                "result": NSTR,
+                "created_by": STR,
+                "created_at": STR,
+                "updated_at": STR,
+            },
+            ["id", "vault_id", "command", "args", "state"],
+        ),
+        "InventoryItem": _obj(
+            {
+                "secret_id": STR,
+                "version": INT,
+                "created_at": NSTR,
+                "updated_at": NSTR,
+                "deleted_at": NSTR,
+                "policy_id": NSTR,
+                "rotation": {"type": ["object", "null"]},
+                "label": NSTR,
+                "reported_at": STR,
+            },
+            ["secret_id", "version", "reported_at"],
+        ),
         "Identity": _obj(
             {"vault_id": STR, "certificate": STR, "ca_certificate": STR, "name": STR},
             ["vault_id", "certificate", "ca_certificate"],
@@ -351,6 +379,48 @@ def _vaults() -> J:
     }
 
 
+def _commands() -> J:
+    paging = [_q("limit", {"type": "integer", "minimum": 1, "maximum": 500}), _q("cursor", STR)]
+    create = _obj(
+        {"command": {"enum": ["rotate", "resync"]}, "args": {"type": "object"}}, ["command"]
+    )
+    return {
+        "/vaults/{vault_id}/inventory": {
+            "parameters": [_path("vault_id")],
+            "get": _op(
+                "listInventory",
+                "The secrets a vault reports (opaque ids, versions, sealed labels)",
+                {"200": _json(_page("InventoryItem"), "a page")},
+                "404",
+                params=paging,
+            ),
+        },
+        "/vaults/{vault_id}/commands": {
+            "parameters": [_path("vault_id")],
+            "post": _op(
+                "createCommand",
+                "Send a vault a command (rotate a secret, resync); delivered when it is online",
+                {"202": _json(_ref("Command"), "stored and routed to the vault")},
+                "404 409",
+                body=create,
+            ),
+            "get": _op(
+                "listCommands",
+                "A vault's commands, oldest first",
+                {"200": _json(_page("Command"), "a page")},
+                "404",
+                params=paging,
+            ),
+        },
+        "/commands/{command_id}": {
+            "parameters": [_path("command_id")],
+            "get": _op(
+                "getCommand", "One command", {"200": _json(_ref("Command"), "the command")}, "404"
+            ),
+        },
+    }
+
+
 def _policies_alerts() -> J:
     pid = [_path("policy_id")]
     aid = [_path("alert_id")]
@@ -493,7 +563,7 @@ def _data_system() -> J:
 @cache
 def openapi_document() -> J:
     """The whole document (built once)."""
-    paths = {**_accounts(), **_vaults(), **_policies_alerts(), **_data_system()}
+    paths = {**_accounts(), **_vaults(), **_commands(), **_policies_alerts(), **_data_system()}
     return {
         "openapi": "3.1.0",
         "info": {"title": "KeyVault control plane", "version": "1"},

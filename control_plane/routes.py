@@ -11,6 +11,7 @@ from aiohttp import web
 
 from control_plane.views import accounts as a
 from control_plane.views import alerts as al
+from control_plane.views import commands as c
 from control_plane.views import policies as p
 from control_plane.views import stream as st
 from control_plane.views import system as y
@@ -34,6 +35,10 @@ ROUTES: list[tuple[str, str, View, str, str | None]] = [
     ("GET", "/vaults", v.list_vaults, "vaults.list", "viewer"),
     ("GET", "/vaults/{vault_id}", v.get_vault, "vaults.get", "viewer"),
     ("POST", "/vaults/{vault_id}/revoke", v.revoke_vault, "vaults.revoke", "admin"),
+    ("GET", "/vaults/{vault_id}/inventory", c.list_inventory, "vaults.inventory", "viewer"),
+    ("POST", "/vaults/{vault_id}/commands", c.create_command, "commands.create", "operator"),
+    ("GET", "/vaults/{vault_id}/commands", c.list_commands, "commands.list", "viewer"),
+    ("GET", "/commands/{command_id}", c.get_command, "commands.get", "viewer"),
     ("GET", "/ca", v.get_ca, "ca.get", "viewer"),
     ("GET", "/ca/crl", v.get_crl, "ca.crl", "viewer"),
     ("POST", "/policies", p.create_policy, "policies.create", "operator"),

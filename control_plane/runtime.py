@@ -52,7 +52,11 @@ class ControlPlane:
         from control_plane.services.accounts import Accounts
         from control_plane.services.alerts import Alerts
         from control_plane.services.audit import Audit
+        from control_plane.services.commands import Commands
+        from control_plane.services.ingest import Ingest
+        from control_plane.services.inventory import Inventory
         from control_plane.services.policies import Policies
+        from control_plane.services.uplink import Uplinks
         from control_plane.services.vaults import Vaults
 
         self.settings = settings
@@ -70,6 +74,11 @@ class ControlPlane:
         self.alerts = Alerts(self)
         self.vaults = Vaults(self)
         self.policies = Policies(self)
+        self.commands = Commands(self)
+        self.inventory = Inventory(self)
+        self.ingest = Ingest(self)
+        self.uplinks = Uplinks(self)
+        self.uplink_connections: Callable[[], int] = lambda: 0  # set by the gateway's hub
 
     def now(self) -> datetime:
         """The current time from the injectable clock."""

@@ -62,6 +62,16 @@ invitations = sa.Table(
     sa.Column("accepted_at", TS),
 )
 
+service_ca = sa.Table(
+    "cp_service_ca",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),  # always 1
+    sa.Column("cert_pem", sa.Text, nullable=False),
+    sa.Column("key_pem_encrypted", sa.Text, nullable=False),
+    sa.Column("pin", sa.String(80), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
 cas = sa.Table(
     "cp_cas",
     metadata,
@@ -103,6 +113,10 @@ vaults = sa.Table(
     sa.Column("last_heartbeat_at", TS),
     sa.Column("health", sa.Text, nullable=False, server_default="{}"),
     sa.Column("revoked_at", TS),
+    # the uplink: every connect bumps conn_gen, so a replaced or closed connection knows it
+    sa.Column("conn_gen", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("connected_at", TS),
+    sa.Column("disconnected_at", TS),
     sa.Index("ix_cp_vaults_org_id", "org_id", "id"),
 )
 
@@ -166,4 +180,35 @@ usage = sa.Table(
     sa.Column("day", sa.Date, primary_key=True),
     sa.Column("operation", sa.String(80), primary_key=True),
     sa.Column("count", sa.Integer, nullable=False),
+)
+
+inventory = sa.Table(
+    "cp_inventory",
+    metadata,
+    sa.Column("vault_id", sa.String(40), sa.ForeignKey("cp_vaults.id"), primary_key=True),
+    sa.Column("secret_id", sa.String(80), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", TS),
+    sa.Column("updated_at", TS),
+    sa.Column("deleted_at", TS),
+    sa.Column("policy_id", sa.String(80)),
+    sa.Column("rotation", sa.Text),
+    sa.Column("label", sa.Text),
+    sa.Column("reported_at", TS, nullable=False),
+)
+
+commands = sa.Table(
+    "cp_commands",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("vault_id", sa.String(40), sa.ForeignKey("cp_vaults.id"), nullable=False),
+    sa.Column("command", sa.String(16), nullable=False),
+    sa.Column("args", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("result", sa.String(1000)),
+    sa.Column("created_by", sa.String(40), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+    sa.Index("ix_cp_commands_vault", "vault_id", "id"),
 )

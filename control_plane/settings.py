@@ -37,6 +37,29 @@ class ControlPlaneSettings(BaseSettings):
     )
     bind: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(8443, ge=0, le=65535, description="TCP port of the API.")
+    gateway_enabled: bool = Field(
+        True, description="Serve the agent gateway (enrollment and uplinks) on this replica."
+    )
+    gateway_bind: str = Field("127.0.0.1", description="Address the agent gateway listens on.")
+    gateway_port: int = Field(
+        8444, ge=0, le=65535, description="TCP port of the agent gateway (0: any free port)."
+    )
+    gateway_names: list[str] = Field(
+        default_factory=lambda: ["localhost", "127.0.0.1", "::1"],
+        min_length=1,
+        max_length=50,
+        description="DNS names and IP addresses agents use to reach the gateway (its SANs).",
+    )
+    gateway_ping_seconds: float = Field(
+        20.0, gt=0, le=600, description="WebSocket ping interval that detects dead uplinks."
+    )
+    uplink_heartbeat_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="How often agents send heartbeats (told in welcome); when not set, at most "
+        "a third of offline_after_seconds.",
+    )
     ca_key_passphrase: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("ca_key_passphrase", "KEYVAULT_CP_CA_KEY_PASSPHRASE"),
@@ -59,6 +82,13 @@ class ControlPlaneSettings(BaseSettings):
     )
     cert_valid_hours: int = Field(
         24, ge=1, le=24 * 90, description="Lifetime of a vault's client certificate."
+    )
+    cert_expiry_alert_hours: float = Field(
+        6.0,
+        gt=0,
+        le=24 * 90,
+        description="Raise certificate_expiring this long before a vault's certificate ends; "
+        "when not set, at most a quarter of cert_valid_hours.",
     )
     offline_after_seconds: int = Field(
         90, ge=1, le=86400, description="Heartbeat age after which a vault is offline."
@@ -100,6 +130,19 @@ class ControlPlaneSettings(BaseSettings):
             raise ValueError("webhook_url must be an http:// or https:// URL")
         if self.ca_key_passphrase is not None and self.ca_key_file is not None:
             raise ValueError("set ca_key_passphrase or ca_key_file, not both")
+        # defaults follow the settings they must stay below; explicit values must be coherent
+        given = self.model_fields_set
+        if "cert_expiry_alert_hours" not in given:
+            self.cert_expiry_alert_hours = min(6.0, self.cert_valid_hours / 4)
+        elif self.cert_expiry_alert_hours >= self.cert_valid_hours:
+            raise ValueError("cert_expiry_alert_hours must be less than cert_valid_hours")
+        if "uplink_heartbeat_seconds" not in given:
+            self.uplink_heartbeat_seconds = min(30.0, self.offline_after_seconds / 3)
+        elif self.uplink_heartbeat_seconds >= self.offline_after_seconds:
+            raise ValueError("uplink_heartbeat_seconds must be less than offline_after_seconds")
+        for name in self.gateway_names:
+            if not 1 <= len(name) <= 253 or not name.isascii() or any(c.isspace() for c in name):
+                raise ValueError(f"gateway_names: {name!r} is not a host name or IP address")
         return self
 
     @property

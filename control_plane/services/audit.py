@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from common.errors import NotFoundError, ValidationError
 from control_plane import schema as t
-from control_plane.db import aware, is_postgres, iso
+from control_plane.db import aware, insert_for, iso
 
 if TYPE_CHECKING:
     from control_plane.runtime import ControlPlane
@@ -101,22 +101,44 @@ class Audit:
         if vault is None:
             raise NotFoundError(f"no vault {vault_id}")
         rows = [self._event_row(vault.org_id, vault_id, e) for e in events]
-        accepted = 0
         async with self.cp.engine.begin() as conn:
-            for row in rows:
-                exists = await conn.execute(
-                    sa.select(t.audit.c.seq).where(t.audit.c.event_id == row["event_id"])
-                )
-                if exists.first() is not None:
-                    continue
-                try:
-                    async with conn.begin_nested():
-                        await conn.execute(t.audit.insert().values(**row))
-                except sa.exc.IntegrityError:
-                    continue
-                accepted += 1
-                await self._count(conn, vault.org_id, vault_id, row["at"].date(), row["action"])
+            accepted = await self.store_events(conn, rows)
         return {"accepted": accepted, "duplicates": len(rows) - accepted}
+
+    async def store_events(self, conn: Any, rows: list[dict[str, Any]]) -> int:
+        """Insert audit rows of agents' events in the caller's transaction; returns how many
+        were new. One ``INSERT … ON CONFLICT DO NOTHING`` skips known ids, and one upsert counts
+        usage for the new ones only."""
+        seen: set[str] = set()
+        unique = []
+        for row in rows:
+            if row["event_id"] not in seen:
+                seen.add(row["event_id"])
+                unique.append(row)
+        if not unique:
+            return 0
+        stmt = (
+            insert_for(self.cp.engine, t.audit)
+            .values(unique)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(t.audit.c.org_id, t.audit.c.source, t.audit.c.at, t.audit.c.action)
+        )
+        new = list(await conn.execute(stmt))
+        counts = Counter((r.org_id, r.source, _day_of(r.at), r.action) for r in new)
+        if counts:
+            ins = insert_for(self.cp.engine, t.usage).values(
+                [
+                    {"org_id": o, "vault_id": v, "day": d, "operation": op, "count": n}
+                    for (o, v, d, op), n in sorted(counts.items())
+                ]
+            )
+            await conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=["org_id", "vault_id", "day", "operation"],
+                    set_={"count": t.usage.c.count + ins.excluded.count},
+                )
+            )
+        return len(new)
 
     def _event_row(self, org_id: str, vault_id: str, event: Any) -> dict[str, Any]:
         if not isinstance(event, dict):
@@ -136,30 +158,6 @@ class Audit:
             "outcome": outcome,
             "details": "{}",
         }
-
-    async def _count(
-        self, conn: Any, org_id: str, vault_id: str, day: date, operation: str
-    ) -> None:
-        values = {
-            "org_id": org_id,
-            "vault_id": vault_id,
-            "day": day,
-            "operation": operation,
-            "count": 1,
-        }
-        if is_postgres(self.cp.engine):
-            pg = postgresql.insert(t.usage).values(**values)
-            stmt: Any = pg.on_conflict_do_update(
-                index_elements=["org_id", "vault_id", "day", "operation"],
-                set_={"count": t.usage.c.count + 1},
-            )
-        else:
-            lite = sqlite.insert(t.usage).values(**values)
-            stmt = lite.on_conflict_do_update(
-                index_elements=["org_id", "vault_id", "day", "operation"],
-                set_={"count": t.usage.c.count + 1},
-            )
-        await conn.execute(stmt)
 
     async def query(
         self,
@@ -222,6 +220,12 @@ class Audit:
             ],
             "total": sum(r.count for r in rows),
         }
+
+
+def _day_of(moment: datetime) -> date:
+    value = aware(moment)
+    assert value is not None
+    return value.date()
 
 
 def _day(value: str, field: str) -> date:

@@ -1,4 +1,9 @@
-"""One CA per organisation; its private key is kept encrypted under the control-plane key."""
+"""The service CA (one per deployment) and one intermediate CA per organisation.
+
+The service CA is the only trust root of the agent gateway: it issues each replica's server
+certificate and signs every organisation's CA (path length 0), which signs that organisation's
+agents' client certificates. Both keys are kept PKCS#8-encrypted under the CA passphrase.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +18,17 @@ from control_plane import schema as t
 if TYPE_CHECKING:
     from control_plane.runtime import ControlPlane
 
+SERVICE_CA_NAME = "KeyVault service CA"
+SERVICE_CA_ROW = 1
+
 
 class CAStore:
-    """Creates, loads (and caches) organisations' CAs."""
+    """Creates, loads (and caches) the service CA and organisations' CAs."""
 
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
         self._cache: dict[str, CertificateAuthority] = {}
+        self._service: CertificateAuthority | None = None
 
     def _passphrase(self) -> bytes:
         secret = self.cp.settings.ca_passphrase()
@@ -29,15 +38,48 @@ class CAStore:
             )
         return secret
 
+    async def service(self) -> CertificateAuthority:
+        """The deployment's service CA, created on first start (race-safe across replicas)."""
+        if self._service is not None:
+            return self._service
+        password = self._passphrase()
+        q = sa.select(t.service_ca).where(t.service_ca.c.id == SERVICE_CA_ROW)
+        async with self.cp.engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        if row is None:
+            ca = CertificateAuthority.create(SERVICE_CA_NAME, clock=self.cp.clock)
+            try:
+                async with self.cp.engine.begin() as conn:
+                    await conn.execute(
+                        t.service_ca.insert().values(
+                            id=SERVICE_CA_ROW,
+                            cert_pem=ca.cert_pem().decode(),
+                            key_pem_encrypted=ca.key_pem(password).decode(),
+                            pin=ca.pin(),
+                            created_at=self.cp.now(),
+                        )
+                    )
+            except sa.exc.IntegrityError:  # another replica created it first
+                return await self.service()
+        else:
+            ca = CertificateAuthority.load(
+                row.cert_pem.encode(), row.key_pem_encrypted.encode(), password
+            )
+        self._service = ca
+        return ca
+
     async def get(self, org_id: str) -> CertificateAuthority:
-        """The organisation's CA, created on first use."""
+        """The organisation's CA (an intermediate of the service CA), created on first use."""
         if org_id in self._cache:
             return self._cache[org_id]
         password = self._passphrase()
         async with self.cp.engine.connect() as conn:
             row = (await conn.execute(sa.select(t.cas).where(t.cas.c.org_id == org_id))).first()
         if row is None:
-            ca = CertificateAuthority.create(f"KeyVault organisation {org_id}")
+            parent = await self.service()
+            ca = CertificateAuthority.create(
+                f"KeyVault organisation {org_id}", parent=parent, clock=self.cp.clock
+            )
             try:
                 async with self.cp.engine.begin() as conn:
                     await conn.execute(

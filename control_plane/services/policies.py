@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 from typing import TYPE_CHECKING, Any
@@ -131,6 +132,17 @@ def policy_json(row: Any) -> dict[str, Any]:
     }
 
 
+def uplink_policy(row: Any) -> dict[str, Any]:
+    """A policy as the uplink's ``policies`` frame carries it."""
+    return {"id": row.id, "name": row.name, "version": row.version, "body": json.loads(row.body)}
+
+
+def applies_to(policy: dict[str, Any], vault_id: str) -> bool:
+    """True when the policy's scope includes the vault."""
+    scope = policy["body"].get("scope") or {"all": True}
+    return bool(scope.get("all")) or vault_id in scope.get("vault_ids", ())
+
+
 class Policies:
     """CRUD of rotation policies, publishing every change to the organisation's streams."""
 
@@ -176,6 +188,13 @@ class Policies:
         q = sa.select(p).where(p.c.org_id == who.org_id).order_by(p.c.name)
         async with self.cp.engine.connect() as conn:
             return [policy_json(r) for r in await conn.execute(q)]
+
+    async def for_uplink(self, org_id: str) -> builtins.list[dict[str, Any]]:
+        """Every policy of the organisation in the uplink's shape, by name."""
+        p = t.policies
+        q = sa.select(p).where(p.c.org_id == org_id).order_by(p.c.name)
+        async with self.cp.engine.connect() as conn:
+            return [uplink_policy(r) for r in await conn.execute(q)]
 
     async def get(self, who: Principal, policy_id: str) -> dict[str, Any]:
         """One policy."""

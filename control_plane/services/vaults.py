@@ -1,4 +1,5 @@
-"""Enrollment tokens, vault registration (CSR → client certificate), the registry, heartbeats."""
+"""Enrollment tokens, vault registration (CSR → client certificate), the registry, heartbeats,
+and the sweeps that raise "vault offline" and "certificate expiring"."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from cryptography import x509
 
+from common import uplink
 from common.errors import NotFoundError, ValidationError
 from control_plane import schema as t
 from control_plane.db import aware, iso, new_id
@@ -88,11 +90,12 @@ class Vaults:
     async def create_token(
         self, who: Principal, description: str, ttl_seconds: int | None
     ) -> dict[str, Any]:
-        """A single-use enrollment token carrying the organisation's CA pin."""
+        """A single-use enrollment token carrying the service CA's pin (the gateway's root)."""
         ttl = ttl_seconds or self.cp.settings.enrollment_ttl_seconds
         if not 10 <= ttl <= 7 * 86400:
             raise ValidationError("ttl_seconds must be from 10 to 604800")
-        ca = await self.cas.get(who.org_id)
+        await self.cas.get(who.org_id)  # the organisation's CA exists before its first agent
+        ca = await self.cas.service()
         token = f"{TOKEN_PREFIX}{secrets.token_urlsafe(32)}.{ca.pin().removeprefix('sha256:')}"
         now, token_id = self.cp.now(), new_id("enr")
         expires = now + timedelta(seconds=ttl)
@@ -286,7 +289,8 @@ class Vaults:
             "next_cursor": page[-1].id if len(rows) > limit else None,
         }
 
-    async def _row(self, org_id: str, vault_id: str) -> Any:
+    async def get_row(self, org_id: str, vault_id: str) -> Any:
+        """The vault's row if it belongs to ``org_id``, else NotFoundError."""
         q = sa.select(t.vaults).where(t.vaults.c.id == vault_id, t.vaults.c.org_id == org_id)
         async with self.cp.engine.connect() as conn:
             row = (await conn.execute(q)).first()
@@ -296,11 +300,11 @@ class Vaults:
 
     async def get(self, who: Principal, vault_id: str) -> dict[str, Any]:
         """One vault of the caller's organisation."""
-        return self.vault_json(await self._row(who.org_id, vault_id), self.cp.now())
+        return self.vault_json(await self.get_row(who.org_id, vault_id), self.cp.now())
 
     async def revoke(self, who: Principal, vault_id: str) -> dict[str, Any]:
         """Revoke a vault: its certificate goes on the CRL and it cannot reconnect."""
-        row = await self._row(who.org_id, vault_id)
+        row = await self.get_row(who.org_id, vault_id)
         if row.revoked_at is None:
             async with self.cp.engine.begin() as conn:
                 await conn.execute(
@@ -309,9 +313,11 @@ class Vaults:
                     .values(revoked_at=self.cp.now())
                 )
             await self.cp.alerts.resolve_key(who.org_id, f"vault_offline:{vault_id}")
+            await self.cp.alerts.resolve_key(who.org_id, f"certificate_expiring:{vault_id}")
             await self.cp.publish(
                 who.org_id, "vault.status", {"vault_id": vault_id, "status": "revoked"}
             )
+            await self.cp.bus.route({"vault_id": vault_id, "close": uplink.ERR_REVOKED})
         return await self.get(who, vault_id)
 
     async def crl(self, org_id: str) -> bytes:
@@ -331,7 +337,8 @@ class Vaults:
 
     # ------------------------------------------------------------------ heartbeats
     async def heartbeat(self, vault_id: str, health: dict[str, Any] | None = None) -> str:
-        """Record a heartbeat (internal: the uplink calls this); returns the vault's status."""
+        """Record a heartbeat outside any uplink connection (tools and tests); returns the
+        vault's status. The uplink's fast path is ``Uplinks.heartbeat``."""
         now = self.cp.now()
         async with self.cp.engine.begin() as conn:
             row = (await conn.execute(sa.select(t.vaults).where(t.vaults.c.id == vault_id))).first()
@@ -352,8 +359,27 @@ class Vaults:
         await self.cp.alerts.resolve_key(row.org_id, f"vault_offline:{vault_id}")
         return "online"
 
+    async def raise_offline(self, org_id: str, vault_id: str, message: str) -> bool:
+        """Raise "vault offline" (deduped) and, if new, publish ``vault.status`` offline."""
+        _, new = await self.cp.alerts.raise_alert(
+            org_id,
+            "vault_offline",
+            f"vault_offline:{vault_id}",
+            message,
+            severity="critical",
+            vault_id=vault_id,
+        )
+        if new:
+            await self.cp.publish(
+                org_id, "vault.status", {"vault_id": vault_id, "status": "offline"}
+            )
+        return new
+
     async def sweep_offline(self) -> int:
-        """Raise "vault offline" for silent vaults (one replica at a time); returns new alerts."""
+        """Raise "vault offline" for silent vaults (one replica at a time); returns new alerts.
+
+        The backstop: a replica that holds an uplink raises it itself when the socket closes.
+        """
         async with self.cp.lock.hold("keyvault.sweep.offline") as mine:
             if not mine:
                 return 0
@@ -370,18 +396,39 @@ class Vaults:
                 silent = list(await conn.execute(q))
             raised = 0
             for row in silent:
+                message = (
+                    f"vault {row.name} ({row.id}) has not sent a heartbeat since before "
+                    f"{iso(cutoff)}"
+                )
+                raised += await self.raise_offline(row.org_id, row.id, message)
+            return raised
+
+    async def sweep_certificates(self) -> int:
+        """Raise "certificate expiring" for vaults whose client certificate ends within
+        ``cert_expiry_alert_hours`` (one replica at a time); returns new alerts."""
+        async with self.cp.lock.hold("keyvault.sweep.certificates") as mine:
+            if not mine:
+                return 0
+            now = self.cp.now()
+            horizon = now + timedelta(hours=self.cp.settings.cert_expiry_alert_hours)
+            v = t.vaults
+            q = sa.select(v.c.id, v.c.org_id, v.c.name, v.c.cert_not_after).where(
+                v.c.revoked_at.is_(None), v.c.cert_not_after < horizon
+            )
+            async with self.cp.engine.connect() as conn:
+                expiring = list(await conn.execute(q))
+            raised = 0
+            for row in expiring:
+                ends = aware(row.cert_not_after)
+                verb = "expired" if ends is not None and ends <= now else "expires"
                 _, new = await self.cp.alerts.raise_alert(
                     row.org_id,
-                    "vault_offline",
-                    f"vault_offline:{row.id}",
-                    f"vault {row.name} ({row.id}) has not sent a heartbeat since before "
-                    f"{iso(cutoff)}",
-                    severity="critical",
+                    "certificate_expiring",
+                    f"certificate_expiring:{row.id}",
+                    f"the client certificate of vault {row.name} ({row.id}) {verb} at "
+                    f"{iso(ends)}; the agent renews it while connected",
+                    severity="warning",
                     vault_id=row.id,
                 )
-                if new:
-                    raised += 1
-                    await self.cp.publish(
-                        row.org_id, "vault.status", {"vault_id": row.id, "status": "offline"}
-                    )
+                raised += new
             return raised

@@ -39,6 +39,7 @@ async def metrics(request: web.Request) -> web.Response:
     cp = cp_of(request)
     gauges = {
         "keyvault_cp_stream_subscribers": float(cp.bus.subscribers),
+        "keyvault_cp_uplink_connections": float(cp.uplink_connections()),
         "keyvault_cp_uptime_seconds": time.monotonic() - cp.started,
     }
     return web.Response(text=cp.metrics.render(gauges), content_type="text/plain", charset="utf-8")

@@ -252,6 +252,52 @@ async def test_server_cert_via_sign_csr_serves_tls(pki: Pki, serve: ServeFn) -> 
     assert (await _get(url, client_context(pki.ca_file))).status_code == 200
 
 
+async def test_intermediate_chain_verifies_strictly_over_mutual_tls(
+    pki: Pki, serve: ServeFn
+) -> None:
+    """Trust only the root; the client presents leaf + intermediate (VERIFY_X509_STRICT)."""
+    intermediate = CertificateAuthority.create("Org CA", parent=pki.ca)
+    url = await serve(
+        server_context(
+            pki.server_cert, pki.server_key, client_ca_file=pki.ca_file, require_client_cert=True
+        )
+    )
+    leaf, key = intermediate.issue_client_cert("vlt_agent")
+    cert, key_file = pki.write_client("chained", leaf + intermediate.cert_pem(), key)
+    response = await _get(url, client_context(pki.ca_file, cert_file=cert, key_file=key_file))
+    assert response.json() == {"peer_cn": "vlt_agent"}
+    # without the intermediate in the chain the root alone cannot vouch for the leaf
+    alone, key_alone = pki.write_client("unchained", leaf, key)
+    await _refused(url, client_context(pki.ca_file, cert_file=alone, key_file=key_alone))
+
+
+def test_intermediate_ca_shape() -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    root = CertificateAuthority.create("Root", valid_for=timedelta(days=30), clock=lambda: now)
+    child = CertificateAuthority.create(
+        "Child", parent=root, valid_for=timedelta(days=365), clock=lambda: now
+    )
+    cert = child.cert
+    constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+    assert constraints.critical and constraints.value.ca and constraints.value.path_length == 0
+    assert cert.issuer == root.cert.subject and cert.subject != cert.issuer
+    cert.verify_directly_issued_by(root.cert)
+    aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    ski = root.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    assert aki.key_identifier == ski.digest
+    assert cert.not_valid_after_utc == root.cert.not_valid_after_utc  # never outlives its parent
+    assert child.pin() != root.pin()
+    # an intermediate (path length 0) signs leaves, never further CAs
+    with pytest.raises(ValidationError, match="path length"):
+        CertificateAuthority.create("Grandchild", parent=child)
+    # it round-trips through an encrypted PEM key like a root
+    loaded = CertificateAuthority.load(child.cert_pem(), child.key_pem(b"pw"), b"pw")
+    assert loaded.pin() == child.pin()
+    later = now + timedelta(days=31)
+    with pytest.raises(TLSError, match="expired"):
+        CertificateAuthority.create("Late", parent=root, clock=lambda: later)
+
+
 # --------------------------------------------------------------------------- pins
 
 
@@ -297,6 +343,7 @@ def test_ca_certificate_shape() -> None:
     usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
     assert usage.key_cert_sign and usage.crl_sign
     cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    assert constraints.value.path_length == 1  # a root may sign intermediates
     assert cert.not_valid_after_utc == now + timedelta(days=10)
     assert cert.subject == cert.issuer
     text = repr(ca)

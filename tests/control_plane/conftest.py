@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from control_plane.app import build_app
+from control_plane.gateway.app import GATEWAY, Gateway
 from control_plane.runtime import ControlPlane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.views.context import CP
@@ -106,6 +107,7 @@ def make_settings(
         "login_max_failures": 3,
         "login_lockout_seconds": 60,
         "offline_after_seconds": 60,
+        "gateway_port": 0,
         **extra,
     }
     if mode == "embedded":
@@ -126,6 +128,7 @@ class Api:
     cp: ControlPlane
     clock: Clock
     tokens: dict[str, str] = field(default_factory=dict)
+    gateway: Gateway | None = None
 
     async def call(
         self, method: str, path: str, token: str | None = None, **kw: Any
@@ -197,4 +200,4 @@ async def api(
     clock = Clock()
     app = build_app(settings_factory(), clock=clock)
     client = await aiohttp_client(app)
-    yield Api(client, app[CP], clock)
+    yield Api(client, app[CP], clock, gateway=app.get(GATEWAY))

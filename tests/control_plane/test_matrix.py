@@ -41,6 +41,15 @@ async def make_token(api: Api, org: dict[str, Any]) -> str:
     return str(body["id"])
 
 
+async def make_command(api: Api, org: dict[str, Any]) -> str:
+    vault_id = await make_vault(api, org)
+    status, body = await api.call(
+        "POST", f"/vaults/{vault_id}/commands", org["owner"], json={"command": "resync"}
+    )
+    assert status == 202, body
+    return str(body["id"])
+
+
 # route name → (path with {id}, object maker or None, body, success status)
 CASES: dict[str, tuple[str, Maker | None, Any, int]] = {
     "me.get": ("/me", None, None, 200),
@@ -53,6 +62,15 @@ CASES: dict[str, tuple[str, Maker | None, Any, int]] = {
     "vaults.list": ("/vaults", None, None, 200),
     "vaults.get": ("/vaults/{id}", make_vault, None, 200),
     "vaults.revoke": ("/vaults/{id}/revoke", make_vault, None, 200),
+    "vaults.inventory": ("/vaults/{id}/inventory", make_vault, None, 200),
+    "commands.create": (
+        "/vaults/{id}/commands",
+        make_vault,
+        {"command": "rotate", "args": {"secret_id": "sec_1"}},
+        202,
+    ),
+    "commands.list": ("/vaults/{id}/commands", make_vault, None, 200),
+    "commands.get": ("/commands/{id}", make_command, None, 200),
     "ca.get": ("/ca", None, None, 200),
     "ca.crl": ("/ca/crl", None, None, 200),
     "policies.create": ("/policies", None, "policy", 201),

@@ -153,6 +153,7 @@ async def test_recovers_from_redis_and_postgres_restarts(
             "argon2_memory_kib": 64,
             "background_tasks": False,
             "offline_after_seconds": 60,
+            "gateway_port": 0,
         }
     )
     clock = Clock()

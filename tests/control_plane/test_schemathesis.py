@@ -68,6 +68,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "KEYVAULT_CP_OWNER_PASSWORD": PASSWORD,
         "KEYVAULT_CP_LOGIN_MAX_FAILURES": "1000",
         "KEYVAULT_CP_PORT": str(port),
+        "KEYVAULT_CP_GATEWAY_PORT": "0",
     }
     env.pop("KEYVAULT_CP_REDIS_URL", None)
     init = [sys.executable, "-c", CLI, "init", "--org", "Fuzz", "--email", EMAIL]

@@ -98,7 +98,7 @@ async def test_missing_ca_passphrase_is_a_clear_error(
     from control_plane.app import build_app
     from tests.control_plane.conftest import Clock
 
-    app = build_app(settings_factory(ca_key_passphrase=None), clock=Clock())
+    app = build_app(settings_factory(ca_key_passphrase=None, gateway_enabled=False), clock=Clock())
     client = await aiohttp_client(app)
     api = Api(client, app[__import__("control_plane.views.context").views.context.CP], Clock())
     owner = await api.org("Acme", "owner@acme.test")

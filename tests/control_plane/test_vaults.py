@@ -35,7 +35,10 @@ async def test_token_carries_ca_pin_and_registration_signs(api: Api) -> None:
     status, ident = await register(api, token, csr)
     assert status == 201, ident
     ca = x509.load_pem_x509_certificate(ident["ca_certificate"].encode())
-    assert token.split(".")[1] == spki_pin(ca).removeprefix("sha256:")
+    service = await api.cp.vaults.cas.service()
+    # the token pins the service CA (the gateway's root); the org CA is its intermediate
+    assert token.split(".")[1] == service.pin().removeprefix("sha256:")
+    ca.verify_directly_issued_by(service.cert)
     cert = x509.load_pem_x509_certificate(ident["certificate"].encode())
     assert cert.subject.rfc4514_string() == f"CN={ident['vault_id']}"
     assert cert.issuer == ca.subject

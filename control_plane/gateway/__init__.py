@@ -1,0 +1,1 @@
+"""The agent gateway: a second TLS listener for enrollment and agents' uplink WebSockets."""

@@ -1,0 +1,150 @@
+"""This replica's uplink sockets (one per vault) and what reaches them from elsewhere.
+
+* **Routes** from the bus (``EventBus.route``, Redis channel ``<prefix>:uplink``): a command
+  frame for a vault, an order to close its socket (revoked), or a takeover notice (the vault
+  connected again, possibly on another replica). Each replica acts only on sockets it holds.
+* **Organisation events**: while a vault of an organisation is connected here, the hub listens
+  to that organisation's bus events; a ``policy.*`` event re-sends the full policy list to its
+  sockets (one query per organisation, serialised so an older list never overtakes a newer
+  one), and ``org.metadata_key`` closes sockets whose key no longer matches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from common import uplink
+from control_plane.bus import Subscription
+
+if TYPE_CHECKING:
+    from control_plane.gateway.session import UplinkSession
+    from control_plane.runtime import ControlPlane
+
+log = logging.getLogger("keyvault.control_plane.gateway")
+
+
+class UplinkHub:
+    """The uplink sessions of one replica, by vault id."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+        self.closing = False
+        self._sessions: dict[str, UplinkSession] = {}
+        self._orgs: dict[str, tuple[Subscription, set[str]]] = {}
+        self._policy_dirty: set[str] = set()
+        self._policy_workers: dict[str, asyncio.Task[None]] = {}
+        cp.bus.route_handler = self.on_route
+        cp.uplink_connections = lambda: len(self._sessions)
+
+    def session(self, vault_id: str) -> UplinkSession | None:
+        """The socket of ``vault_id`` held here, if any."""
+        return self._sessions.get(vault_id)
+
+    def sessions_of(self, org_id: str) -> list[UplinkSession]:
+        """The sockets held here of one organisation's vaults."""
+        entry = self._orgs.get(org_id)
+        if entry is None:
+            return []
+        return [s for v in entry[1] if (s := self._sessions.get(v)) is not None]
+
+    async def attach(self, session: UplinkSession) -> None:
+        """Hold ``session``: an older socket of its vault is closed with 4409, here and (via
+        the bus) on every other replica."""
+        vault = session.vault
+        older = self._sessions.get(vault.id)
+        if older is not None and older.gen > session.gen:  # lost a race with a newer connect
+            session.kick(uplink.CLOSE_REPLACED, "replaced")
+            return
+        self._sessions[vault.id] = session
+        if older is not None and older is not session:
+            older.kick(uplink.CLOSE_REPLACED, "replaced")
+        entry = self._orgs.get(vault.org_id)
+        if entry is None:
+            sub = self.cp.bus.subscribe(vault.org_id)
+            sub.sink = lambda text, org=vault.org_id: self._on_org_event(org, text)
+            entry = self._orgs[vault.org_id] = (sub, set())
+        entry[1].add(vault.id)
+        await self.cp.bus.route({"vault_id": vault.id, "takeover": session.gen})
+
+    def detach(self, session: UplinkSession) -> None:
+        """Forget ``session`` (if it is still the one held for its vault)."""
+        vault = session.vault
+        if self._sessions.get(vault.id) is not session:
+            return
+        del self._sessions[vault.id]
+        entry = self._orgs.get(vault.org_id)
+        if entry is not None:
+            entry[1].discard(vault.id)
+            if not entry[1]:
+                entry[0].close()
+                del self._orgs[vault.org_id]
+
+    def on_route(self, message: dict[str, Any]) -> None:
+        """Act on a route from the bus if this replica holds the vault's socket."""
+        session = self._sessions.get(str(message.get("vault_id")))
+        if session is None:
+            return
+        if "frame" in message and isinstance(message["frame"], dict):
+            session.deliver_command(message["frame"])
+        elif "takeover" in message:
+            gen = message["takeover"]
+            if isinstance(gen, int) and gen > session.gen:
+                session.kick(uplink.CLOSE_REPLACED, "replaced")
+        elif message.get("close") == uplink.ERR_REVOKED:
+            session.refuse(uplink.ERR_REVOKED, f"vault {session.vault.id} has been revoked")
+
+    def _on_org_event(self, org_id: str, text: str) -> bool:
+        try:
+            event = json.loads(text)
+        except ValueError:
+            return True
+        kind = str(event.get("type", ""))
+        if kind.startswith("policy."):
+            self._policies_changed(org_id)
+        elif kind == "org.metadata_key":
+            fingerprint = (event.get("data") or {}).get("fingerprint")
+            for session in self.sessions_of(org_id):
+                if session.fingerprint != fingerprint:
+                    session.refuse(
+                        uplink.ERR_METADATA_KEY,
+                        "the organisation's metadata key changed; give the agent the new key",
+                    )
+        return True
+
+    def _policies_changed(self, org_id: str) -> None:
+        self._policy_dirty.add(org_id)
+        if org_id not in self._policy_workers:
+            self._policy_workers[org_id] = self.cp.spawn(
+                self._push_policies(org_id), f"uplink-policies-{org_id}"
+            )
+
+    async def _push_policies(self, org_id: str) -> None:
+        try:
+            while org_id in self._policy_dirty:
+                self._policy_dirty.discard(org_id)
+                policies = await self.cp.policies.for_uplink(org_id)
+                for session in self.sessions_of(org_id):
+                    await session.push_policies(policies)
+        except Exception:
+            log.exception("pushing policies to the uplinks of %s failed", org_id)
+        finally:
+            self._policy_workers.pop(org_id, None)
+
+    async def close_all(self, timeout: float = 5.0) -> None:
+        """Close every socket (1001: this replica is going away), waiting up to ``timeout``."""
+        self.closing = True
+        sessions = list(self._sessions.values())
+        for session in sessions:
+            session.kick(uplink.CLOSE_GOING_AWAY, "replica shutting down")
+        if sessions:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    for session in sessions:
+                        await session.finished.wait()
+        for sub, _ in list(self._orgs.values()):
+            sub.close()
+        self._orgs.clear()

@@ -1,0 +1,296 @@
+"""One agent's uplink WebSocket, from ``hello`` to close (``docs/uplink.md``).
+
+The agent speaks first (``hello`` within 10 s); the session checks it, records the connection,
+sends ``welcome``, the policies and every unfinished command, then serves heartbeats, event
+batches and renewals until the socket closes. A malformed frame gets an ``error`` frame and
+close 4400; a refusal (wrong vault, metadata-key mismatch, revoked) error + 4403; a newer
+connection of the same vault closes this one with 4409. Nothing an agent sends can crash it.
+
+When a connection ends, its replica schedules the offline check for the moment the vault's
+last heartbeat becomes too old; if the vault has not reconnected anywhere by then, it raises
+"vault offline" (the periodic sweep remains the backstop for a replica that died).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from common import uplink
+from common.errors import ValidationError
+from control_plane.db import iso
+from control_plane.errors import UplinkRefusedError
+from control_plane.gateway import frames
+from control_plane.services.policies import applies_to
+from control_plane.services.uplink import VaultRef
+
+if TYPE_CHECKING:
+    from control_plane.gateway.hub import UplinkHub
+    from control_plane.runtime import ControlPlane
+
+log = logging.getLogger("keyvault.control_plane.gateway")
+HELLO_TIMEOUT = 10.0
+CLOSE_INTERNAL = 1011
+_GONE = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
+
+
+class _Replaced(Exception):
+    """A newer connection of this vault took over."""
+
+
+class UplinkSession:
+    """The protocol state of one uplink socket."""
+
+    def __init__(
+        self, cp: ControlPlane, hub: UplinkHub, ws: web.WebSocketResponse, vault: VaultRef
+    ) -> None:
+        self.cp = cp
+        self.hub = hub
+        self.ws = ws
+        self.vault = vault
+        self.gen = 0
+        self.fingerprint: str | None = None
+        self.ready = False
+        self._backlog: list[dict[str, Any]] = []
+        self._sent: set[str] = set()
+        self._policies_stale = False
+        self._heartbeats = 0
+        self._last_heartbeat: datetime = cp.now()
+        # a close asked for by another task (hub): done with (code, reason, error frame)
+        self._stop: asyncio.Future[tuple[int, str, tuple[str, str] | None]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self.finished = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def run(self) -> None:
+        """Serve the socket until it closes; never raises."""
+        try:
+            await self._start()
+            await self._serve()
+        except UplinkRefusedError as exc:
+            await self.close(uplink.CLOSE_REFUSED, exc.code, error=(exc.code, exc.message))
+        except ValidationError as exc:
+            self.cp.metrics.uplink_frames_refused += 1
+            await self.close(
+                uplink.CLOSE_PROTOCOL, uplink.ERR_PROTOCOL, error=(uplink.ERR_PROTOCOL, exc.message)
+            )
+        except _Replaced:
+            await self.close(uplink.CLOSE_REPLACED, "replaced")
+        except ConnectionError:
+            pass
+        except Exception:
+            log.exception("uplink of %s failed", self.vault.id)
+            await self.close(CLOSE_INTERNAL, "internal error")
+        finally:
+            await self._finish()
+            self.finished.set()
+
+    async def _start(self) -> None:
+        try:
+            msg = await self.ws.receive(timeout=HELLO_TIMEOUT)
+        except TimeoutError:
+            raise ValidationError(f"no hello within {HELLO_TIMEOUT:g} s") from None
+        frame = self._decode(msg)
+        if frame is None:
+            raise ConnectionResetError("closed before hello")
+        if frame["type"] != "hello":
+            raise ValidationError("the first frame must be hello")
+        hello = frames.parse_hello(frame)
+        if hello.vault_id != self.vault.id:
+            raise UplinkRefusedError(
+                uplink.ERR_UNKNOWN_VAULT, "hello.vault_id is not the client certificate's name"
+            )
+        registered = await self.cp.uplinks.fingerprint(self.vault.org_id)
+        if hello.metadata_key_fingerprint != registered:
+            raise UplinkRefusedError(uplink.ERR_METADATA_KEY, _mismatch(registered, hello))
+        self.fingerprint = hello.metadata_key_fingerprint
+        self.gen = await self.cp.uplinks.connect(self.vault, hello.agent_version)
+        self._last_heartbeat = self.cp.now()
+        await self.hub.attach(self)
+        interval = self.cp.settings.uplink_heartbeat_seconds
+        await self._send(
+            {
+                "type": "welcome",
+                "protocol": uplink.PROTOCOL,
+                "vault_id": self.vault.id,
+                "server_time": iso(self.cp.now()),
+                "heartbeat_interval_seconds": int(interval) if interval.is_integer() else interval,
+            }
+        )
+        await self._send_policies(await self.cp.policies.for_uplink(self.vault.org_id))
+        pending = await self.cp.commands.unfinished_frames(self.vault.id)
+        for frame in pending:
+            self._sent.add(frame["id"])
+            await self._send(frame)
+        await self.cp.commands.mark_sent([f["id"] for f in pending])
+        self.ready = True
+        if self._policies_stale:
+            await self._send_policies(await self.cp.policies.for_uplink(self.vault.org_id))
+        backlog, self._backlog = self._backlog, []
+        for frame in backlog:
+            await self._send_command(frame)
+
+    async def _receive(self) -> Any:
+        """The next message, or None once another task asked this session to close.
+
+        Only this task ever closes the socket: aiohttp drops the connection without the close
+        handshake when ``close()`` runs while another task waits in ``receive()``.
+        """
+        if not self._stop.done():
+            receiving = asyncio.ensure_future(self.ws.receive())
+            waiters: list[asyncio.Future[Any]] = [receiving, self._stop]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            if not self._stop.done():
+                return receiving.result()
+            receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiving
+        return None
+
+    async def _serve(self) -> None:
+        while True:
+            msg = await self._receive()
+            if msg is None:
+                code, reason, error = self._stop.result()
+                await self.close(code, reason, error=error)
+                return
+            frame = self._decode(msg)
+            if frame is None:
+                return
+            kind = frame["type"]
+            if kind == "heartbeat":
+                await self._heartbeat(frames.parse_heartbeat(frame))
+            elif kind == "events":
+                stream, events = frames.parse_events(frame)
+                await self.cp.ingest.batch(self.vault, events)
+                await self._send({"type": "ack", "stream": stream, "upto": events[-1].seq})
+            elif kind == "renew":
+                await self._renew(frames.parse_renew(frame))
+            else:
+                raise ValidationError(f"{kind} may only be the first frame")
+
+    async def _finish(self) -> None:
+        self.hub.detach(self)
+        if not self.gen:
+            return
+        try:
+            current = await self.cp.uplinks.disconnect(self.vault.id, self.gen)
+        except Exception:
+            log.exception("recording the disconnect of %s failed", self.vault.id)
+            return
+        if current and not self.hub.closing:
+            self.cp.spawn(self._offline_check(), f"offline-check-{self.vault.id}")
+
+    async def _offline_check(self) -> None:
+        await asyncio.sleep(self.cp.uplinks.offline_deadline(self._last_heartbeat))
+        try:
+            await self.cp.uplinks.check_offline(self.vault, self.gen)
+        except Exception:
+            log.exception("offline check of %s failed; the sweep will catch it", self.vault.id)
+
+    # ------------------------------------------------------------------ frames
+    def _decode(self, msg: Any) -> dict[str, Any] | None:
+        if msg.type in _GONE:
+            return None
+        if msg.type != WSMsgType.TEXT:
+            raise ValidationError("frames must be JSON text messages")
+        try:
+            return uplink.decode(msg.data, uplink.AGENT_TYPES)
+        except RecursionError:
+            raise ValidationError("frame is nested too deeply") from None
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send_str(uplink.encode(frame))
+
+    async def _heartbeat(self, health: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        if not await self.cp.uplinks.heartbeat(self.vault.id, self.gen, health):
+            if await self.cp.uplinks.why_stale(self.vault.id) == uplink.ERR_REVOKED:
+                raise UplinkRefusedError(
+                    uplink.ERR_REVOKED, f"vault {self.vault.id} has been revoked"
+                )
+            raise _Replaced
+        now = self.cp.now()
+        limit = timedelta(seconds=self.cp.settings.offline_after_seconds)
+        if now - self._last_heartbeat > limit:  # it was offline: say it is back
+            await self.cp.uplinks.came_back(self.vault)
+        elif self._heartbeats == 0:
+            await self.cp.alerts.resolve_key(self.vault.org_id, f"vault_offline:{self.vault.id}")
+        self._heartbeats += 1
+        self._last_heartbeat = now
+        self.cp.metrics.observe_heartbeat(time.perf_counter() - started)
+
+    async def _renew(self, csr: str) -> None:
+        try:
+            cert, ca = await self.cp.uplinks.renew(self.vault, csr)
+        except ValidationError as exc:
+            await self._send(uplink.error_frame(uplink.ERR_RENEWAL, exc.message))
+            return
+        await self._send({"type": "certificate", "certificate": cert, "ca_certificate": ca})
+
+    async def _send_policies(self, policies: list[dict[str, Any]]) -> None:
+        mine = [p for p in policies if applies_to(p, self.vault.id)]
+        await self._send({"type": "policies", "policies": mine})
+
+    # ------------------------------------------------------------------ from the hub
+    async def push_policies(self, policies: list[dict[str, Any]]) -> None:
+        """Send the organisation's changed policy list (or remember to, once ready)."""
+        if not self.ready:
+            self._policies_stale = True
+            return
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self._send_policies(policies)
+
+    def deliver_command(self, frame: dict[str, Any]) -> None:
+        """A command routed here: send it now, or after the connect sequence."""
+        if not self.ready:
+            self._backlog.append(frame)
+            return
+        self.cp.spawn(self._send_command(frame), f"uplink-command-{self.vault.id}")
+
+    async def _send_command(self, frame: dict[str, Any]) -> None:
+        command_id = str(frame.get("id"))
+        if command_id in self._sent or self.ws.closed:
+            return
+        self._sent.add(command_id)
+        try:
+            await self._send(frame)
+        except (ConnectionError, RuntimeError):
+            return  # still pending: it goes out on the next connect
+        await self.cp.commands.mark_sent([command_id])
+
+    def kick(self, code: int, reason: str, error: tuple[str, str] | None = None) -> None:
+        """Ask the session to close with ``code`` (after an ``error`` frame, if given)."""
+        if not self._stop.done():
+            self._stop.set_result((code, reason, error))
+
+    def refuse(self, code: str, message: str) -> None:
+        """Ask the session to send an error frame and close with 4403."""
+        self.kick(uplink.CLOSE_REFUSED, code, (code, message))
+
+    async def close(self, code: int, reason: str, *, error: tuple[str, str] | None = None) -> None:
+        """Send an ``error`` frame (if given), then close with ``code``."""
+        if self.ws.closed:
+            return
+        with contextlib.suppress(Exception):
+            if error is not None:
+                await self._send(uplink.error_frame(*error))
+            await self.ws.close(code=code, message=reason.encode()[:120])
+
+
+def _mismatch(registered: str | None, hello: frames.Hello) -> str:
+    if registered is None:
+        return (
+            "the agent has a metadata key but the organisation has none registered; register "
+            "its fingerprint or remove the key from the agent"
+        )
+    if hello.metadata_key_fingerprint is None:
+        return "the organisation has a metadata key; give the agent its key file"
+    return "the agent's metadata key is not the organisation's registered key"

@@ -1,0 +1,181 @@
+"""Commands to vault agents (rotate a secret, resync): stored, routed, and their results.
+
+A command is stored ``pending`` and then routed (``EventBus.route``) to every replica; the one
+holding the vault's uplink sends it and marks it ``sent``. Unfinished commands are sent again on
+every connect (agents execute each id at most once). The agent's ``command_result`` event marks
+it ``succeeded`` or ``failed``, once, and ``command.result`` goes to the operator streams.
+Commands carry no secret material: a command names a secret only by its opaque id.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from common import uplink
+from common.errors import ConflictError, NotFoundError, ValidationError
+from control_plane import schema as t
+from control_plane.db import iso, new_sorted_id
+from control_plane.services.principal import Principal
+
+if TYPE_CHECKING:
+    from control_plane.runtime import ControlPlane
+
+STATES = ("pending", "sent", "succeeded", "failed")
+UNFINISHED = ("pending", "sent")
+FIELDS = {"command", "args"}
+MAX_RESULT = 1000
+
+
+def command_json(row: Any) -> dict[str, Any]:
+    """A command as the API and the stream show it."""
+    return {
+        "id": row.id,
+        "vault_id": row.vault_id,
+        "command": row.command,
+        "args": json.loads(row.args),
+        "state": row.state,
+        "result": row.result,
+        "created_by": row.created_by,
+        "created_at": iso(row.created_at),
+        "updated_at": iso(row.updated_at),
+    }
+
+
+def command_frame(row: Any) -> dict[str, Any]:
+    """The uplink ``command`` frame of a command row."""
+    return {"type": "command", "id": row.id, "command": row.command, "args": json.loads(row.args)}
+
+
+def check_command(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(command, args) of a create body: ``rotate {secret_id}`` or ``resync {}``."""
+    command = doc.get("command")
+    if command not in uplink.COMMANDS:
+        raise ValidationError(f"command must be one of {', '.join(sorted(uplink.COMMANDS))}")
+    args = doc.get("args", {})
+    if not isinstance(args, dict):
+        raise ValidationError("args must be an object")
+    if command == "rotate":
+        if set(args) != {"secret_id"}:
+            raise ValidationError('rotate takes args {"secret_id": "sec_…"} and nothing else')
+        secret_id = uplink.opaque_id(args["secret_id"], "args.secret_id")
+        return command, {"secret_id": secret_id}
+    if args:
+        raise ValidationError("resync takes no args")
+    return command, {}
+
+
+class Commands:
+    """Creates, lists and finishes commands."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    async def create(self, who: Principal, vault_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """Store a command for one of the organisation's vaults and route it to its uplink."""
+        command, args = check_command(doc)
+        vault = await self.cp.vaults.get_row(who.org_id, vault_id)
+        if vault.revoked_at is not None:
+            raise ConflictError(f"vault {vault_id} is revoked; it takes no commands")
+        now = self.cp.now()
+        row = {
+            "id": new_sorted_id("cmd", now),
+            "org_id": who.org_id,
+            "vault_id": vault_id,
+            "command": command,
+            "args": json.dumps(args),
+            "state": "pending",
+            "result": None,
+            "created_by": who.user_id,
+            "created_at": now,
+            "updated_at": now,
+        }
+        async with self.cp.engine.begin() as conn:
+            await conn.execute(t.commands.insert().values(**row))
+            stored = (await conn.execute(self._select(str(row["id"])))).one()
+        await self.cp.bus.route({"vault_id": vault_id, "frame": command_frame(stored)})
+        return command_json(stored)
+
+    def _select(self, command_id: str) -> Any:
+        return sa.select(t.commands).where(t.commands.c.id == command_id)
+
+    async def get(self, who: Principal, command_id: str) -> dict[str, Any]:
+        """One command of the caller's organisation."""
+        q = self._select(command_id).where(t.commands.c.org_id == who.org_id)
+        async with self.cp.engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        if row is None:
+            raise NotFoundError(f"no command {command_id}")
+        return command_json(row)
+
+    async def list(
+        self, who: Principal, vault_id: str, *, after: str | None, limit: int
+    ) -> dict[str, Any]:
+        """A vault's commands, oldest first, keyset-paginated by id (ids sort by time)."""
+        await self.cp.vaults.get_row(who.org_id, vault_id)
+        c = t.commands
+        q = sa.select(c).where(c.c.vault_id == vault_id, c.c.org_id == who.org_id)
+        if after:
+            q = q.where(c.c.id > after)
+        q = q.order_by(c.c.id).limit(limit + 1)
+        async with self.cp.engine.connect() as conn:
+            rows = list(await conn.execute(q))
+        page = rows[:limit]
+        return {
+            "items": [command_json(r) for r in page],
+            "next_cursor": page[-1].id if len(rows) > limit else None,
+        }
+
+    async def unfinished_frames(self, vault_id: str) -> builtins.list[dict[str, Any]]:
+        """The ``command`` frames of a vault's pending and sent commands, oldest first."""
+        c = t.commands
+        q = (
+            sa.select(c)
+            .where(c.c.vault_id == vault_id, c.c.state.in_(UNFINISHED))
+            .order_by(c.c.id)
+            .limit(1000)
+        )
+        async with self.cp.engine.connect() as conn:
+            return [command_frame(r) for r in await conn.execute(q)]
+
+    async def mark_sent(self, command_ids: builtins.list[str]) -> None:
+        """pending → sent (a command already sent or finished is left alone)."""
+        if not command_ids:
+            return
+        c = t.commands
+        async with self.cp.engine.begin() as conn:
+            await conn.execute(
+                c.update()
+                .where(c.c.id.in_(command_ids), c.c.state == "pending")
+                .values(state="sent", updated_at=self.cp.now())
+            )
+
+    async def finish(
+        self, conn: Any, vault_id: str, result: dict[str, Any], now: datetime
+    ) -> dict[str, Any] | None:
+        """Record a ``command_result`` in the caller's transaction; the command's JSON the first
+        time, None when it was already finished or is not this vault's."""
+        c = t.commands
+        state = "succeeded" if result["outcome"] == "ok" else "failed"
+        message = (result.get("message") or "")[:MAX_RESULT] or None
+        done = await conn.execute(
+            c.update()
+            .where(
+                c.c.id == result["command_id"],
+                c.c.vault_id == vault_id,
+                c.c.state.in_(UNFINISHED),
+            )
+            .values(state=state, result=message, updated_at=now)
+        )
+        if done.rowcount != 1:
+            return None
+        row = (await conn.execute(self._select(result["command_id"]))).one()
+        doc = command_json(row)
+        for key in ("secret_id", "version"):
+            if result.get(key) is not None:
+                doc[key] = result[key]
+        return doc

@@ -1,0 +1,81 @@
+"""Agents' event batches (the uplink's ``events`` frames): one transaction per batch.
+
+Audit events are stored idempotently by ``(vault, id)`` and counted in usage only when new;
+inventory events are state (latest wins), ``inventory_sync`` prunes the rest; command results
+mark their command once; agent alerts raise deduplicated alerts. Publishing and alerting happen
+after the commit and are idempotent by their keys, so a redelivered batch changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from control_plane.runtime import ControlPlane
+    from control_plane.services.uplink import VaultRef
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    """One checked event of a batch (``data`` already normalised by the gateway)."""
+
+    id: str
+    seq: int
+    kind: str
+    at: datetime
+    data: dict[str, Any]
+
+
+class Ingest:
+    """Commits agents' event batches."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    def _audit_row(self, vault: VaultRef, event: AgentEvent) -> dict[str, Any]:
+        data = event.data
+        details = {"status": data["status"]} if data.get("status") is not None else {}
+        return {
+            "org_id": vault.org_id,
+            "event_id": f"{vault.id}:{event.id}",
+            "at": event.at,
+            "source": vault.id,
+            "actor": data.get("actor"),
+            "action": data["op"],
+            "target": data.get("secret_id"),
+            "outcome": data["outcome"],
+            "details": json.dumps(details),
+        }
+
+    async def batch(self, vault: VaultRef, events: list[AgentEvent]) -> dict[str, int]:
+        """Commit one batch; returns ``{"accepted", "duplicates"}`` (duplicates: known audit ids)."""
+        cp = self.cp
+        now = cp.now()
+        audit_rows = [self._audit_row(vault, e) for e in events if e.kind == "audit"]
+        inventory = [(e.kind, e.data) for e in events if e.kind.startswith("inventory")]
+        results = [e.data for e in events if e.kind == "command_result"]
+        alerts = [e.data for e in events if e.kind == "alert"]
+        async with cp.engine.begin() as conn:
+            new_audit = await cp.audit.store_events(conn, audit_rows)
+            await cp.inventory.apply(conn, vault.id, inventory, now)
+            finished = [await cp.commands.finish(conn, vault.id, r, now) for r in results]
+        for command in finished:
+            if command is not None:
+                await cp.publish(vault.org_id, "command.result", command)
+        for alert in alerts:
+            kind = alert["kind"]
+            await cp.alerts.raise_alert(
+                vault.org_id,
+                kind,
+                f"{kind}:{vault.id}",
+                f"vault {vault.name} ({vault.id}): {alert['message']}",
+                severity="critical",
+                vault_id=vault.id,
+            )
+        duplicates = len(audit_rows) - new_audit
+        cp.metrics.uplink_events_accepted += len(events) - duplicates
+        cp.metrics.uplink_events_duplicate += duplicates
+        return {"accepted": len(events) - duplicates, "duplicates": duplicates}

@@ -1,0 +1,212 @@
+"""The database side of agents' uplinks: identity, connect/disconnect, heartbeats, offline
+checks and certificate renewal. The protocol itself is ``control_plane/gateway/session.py``.
+
+Every connect bumps the vault's ``conn_gen``; a heartbeat or disconnect only counts while its
+connection's generation is current, so a replaced connection (on any replica) finds out from
+its next write, and the offline check after a disconnect knows whether the vault came back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from common import uplink
+from common.errors import ValidationError
+from common.tls import TLSError
+from control_plane import schema as t
+from control_plane.db import aware, iso
+from control_plane.errors import UplinkRefusedError
+
+if TYPE_CHECKING:
+    from control_plane.runtime import ControlPlane
+
+
+@dataclass(frozen=True)
+class VaultRef:
+    """The vault behind an uplink (from its client certificate)."""
+
+    id: str
+    org_id: str
+    name: str
+
+
+def _common_name(cert: x509.Certificate) -> str | None:
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    value = attrs[0].value if attrs else None
+    return value if isinstance(value, str) else None
+
+
+def _key_id(cert: x509.Certificate, kind: type[Any]) -> bytes | None:
+    try:
+        ext = cert.extensions.get_extension_for_class(kind).value
+    except x509.ExtensionNotFound:
+        return None
+    value = getattr(ext, "key_identifier", None) or getattr(ext, "digest", None)
+    return bytes(value) if value else None
+
+
+class Uplinks:
+    """What the gateway records about agents' connections."""
+
+    def __init__(self, cp: ControlPlane) -> None:
+        self.cp = cp
+
+    async def identify(self, cert: x509.Certificate) -> VaultRef:
+        """The vault a verified client certificate names (CN), or UplinkRefusedError (403).
+
+        The certificate must also have been issued by that vault's organisation's CA.
+        """
+        vault_id = _common_name(cert)
+        unknown = UplinkRefusedError(
+            uplink.ERR_UNKNOWN_VAULT, "the client certificate names no enrolled vault"
+        )
+        try:
+            uplink.opaque_id(vault_id, "certificate common name")
+        except ValidationError:
+            raise unknown from None
+        v = t.vaults
+        q = sa.select(v.c.id, v.c.org_id, v.c.name, v.c.revoked_at).where(v.c.id == vault_id)
+        async with self.cp.engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        if row is None:
+            raise unknown
+        if row.revoked_at is not None:
+            raise UplinkRefusedError(uplink.ERR_REVOKED, f"vault {row.id} has been revoked")
+        org_ca = await self.cp.vaults.cas.get(row.org_id)
+        if _key_id(cert, x509.AuthorityKeyIdentifier) != _key_id(
+            org_ca.cert, x509.SubjectKeyIdentifier
+        ):
+            raise unknown
+        return VaultRef(row.id, row.org_id, row.name)
+
+    async def fingerprint(self, org_id: str) -> str | None:
+        """The organisation's registered metadata-key fingerprint."""
+        q = sa.select(t.orgs.c.metadata_key_fingerprint).where(t.orgs.c.id == org_id)
+        async with self.cp.engine.connect() as conn:
+            return (await conn.execute(q)).scalar()
+
+    async def connect(self, vault: VaultRef, agent_version: str) -> int:
+        """Record a new connection; returns its generation. Publishes ``vault.status`` online
+        and resolves a live offline alert."""
+        now, v = self.cp.now(), t.vaults
+        async with self.cp.engine.begin() as conn:
+            gen = (
+                await conn.execute(
+                    v.update()
+                    .where(v.c.id == vault.id, v.c.revoked_at.is_(None))
+                    .values(
+                        conn_gen=v.c.conn_gen + 1,
+                        connected_at=now,
+                        disconnected_at=None,
+                        last_heartbeat_at=now,
+                        agent_version=agent_version,
+                    )
+                    .returning(v.c.conn_gen)
+                )
+            ).scalar()
+        if gen is None:
+            raise UplinkRefusedError(uplink.ERR_REVOKED, f"vault {vault.id} has been revoked")
+        await self.came_back(vault)
+        return int(gen)
+
+    async def came_back(self, vault: VaultRef) -> None:
+        """Publish ``vault.status`` online and resolve a live offline alert."""
+        await self.cp.publish(
+            vault.org_id, "vault.status", {"vault_id": vault.id, "status": "online"}
+        )
+        await self.cp.alerts.resolve_key(vault.org_id, f"vault_offline:{vault.id}")
+
+    async def heartbeat(self, vault_id: str, gen: int, health: dict[str, Any]) -> bool:
+        """Record a heartbeat with one UPDATE; False if the connection is no longer current
+        (replaced by a newer one, or the vault was revoked)."""
+        v = t.vaults
+        async with self.cp.engine.begin() as conn:
+            done = await conn.execute(
+                v.update()
+                .where(v.c.id == vault_id, v.c.conn_gen == gen, v.c.revoked_at.is_(None))
+                .values(last_heartbeat_at=self.cp.now(), health=json.dumps(health))
+            )
+        return bool(done.rowcount == 1)
+
+    async def why_stale(self, vault_id: str) -> str:
+        """Why a connection's write did not count: ``vault_revoked`` or ``replaced``."""
+        q = sa.select(t.vaults.c.revoked_at).where(t.vaults.c.id == vault_id)
+        async with self.cp.engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        return uplink.ERR_REVOKED if row is None or row.revoked_at is not None else "replaced"
+
+    async def disconnect(self, vault_id: str, gen: int) -> bool:
+        """Record the end of a connection; False if a newer one already took over."""
+        v = t.vaults
+        async with self.cp.engine.begin() as conn:
+            done = await conn.execute(
+                v.update()
+                .where(v.c.id == vault_id, v.c.conn_gen == gen)
+                .values(disconnected_at=self.cp.now())
+            )
+        return bool(done.rowcount == 1)
+
+    async def check_offline(self, vault: VaultRef, gen: int) -> bool:
+        """After a disconnect: raise ``vault_offline`` unless the vault reconnected (anywhere)
+        or is revoked, or its last heartbeat is still recent. True when an alert was raised."""
+        v = t.vaults
+        q = sa.select(v.c.conn_gen, v.c.revoked_at, v.c.last_heartbeat_at).where(v.c.id == vault.id)
+        async with self.cp.engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        if row is None or row.conn_gen != gen or row.revoked_at is not None:
+            return False
+        now = self.cp.now()
+        last = aware(row.last_heartbeat_at)
+        limit = timedelta(seconds=self.cp.settings.offline_after_seconds)
+        if last is not None and now - last < limit - timedelta(seconds=0.5):
+            return False
+        message = f"vault {vault.name} ({vault.id}) disconnected; last heartbeat {iso(last)}"
+        return await self.cp.vaults.raise_offline(vault.org_id, vault.id, message)
+
+    async def renew(self, vault: VaultRef, csr_pem: str) -> tuple[str, str]:
+        """Sign a renewal CSR with the organisation's CA (CN = vault id); (leaf, CA) PEMs.
+
+        The vault's certificate columns are updated and a ``certificate_expiring`` alert is
+        resolved. ValidationError/TLSError/UplinkRefusedError when it cannot be done.
+        """
+        ca = await self.cp.vaults.cas.get(vault.org_id)
+        try:
+            cert_pem = ca.sign_csr(
+                csr_pem.encode(),
+                common_name=vault.id,
+                valid_for=timedelta(hours=self.cp.settings.cert_valid_hours),
+                clock=self.cp.clock,
+            )
+        except TLSError as exc:
+            raise ValidationError(exc.message) from None
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        v = t.vaults
+        async with self.cp.engine.begin() as conn:
+            done = await conn.execute(
+                v.update()
+                .where(v.c.id == vault.id, v.c.revoked_at.is_(None))
+                .values(
+                    cert_pem=cert_pem.decode(),
+                    cert_serial=format(cert.serial_number, "x"),
+                    cert_not_after=cert.not_valid_after_utc,
+                )
+            )
+        if done.rowcount != 1:
+            raise UplinkRefusedError(uplink.ERR_REVOKED, f"vault {vault.id} has been revoked")
+        await self.cp.audit.record(
+            vault.org_id, "vaults.renew", actor=f"vault:{vault.id}", target=vault.id
+        )
+        await self.cp.alerts.resolve_key(vault.org_id, f"certificate_expiring:{vault.id}")
+        return cert_pem.decode(), ca.cert_pem().decode()
+
+    def offline_deadline(self, last_heartbeat: datetime) -> float:
+        """Seconds from now until a vault silent since ``last_heartbeat`` counts as offline."""
+        limit = timedelta(seconds=self.cp.settings.offline_after_seconds)
+        return max(0.0, (last_heartbeat + limit - self.cp.now()).total_seconds())
