@@ -193,6 +193,68 @@ def run_cmd(data_dir: Path | None, config: Path | None, port: int | None, bind: 
     )
 
 
+@agent_group.command("enroll")
+@click.option(
+    "--control-plane",
+    "control_plane",
+    required=True,
+    envvar="CONTROL_PLANE_URL",
+    help="The control plane's agent gateway, e.g. https://keyvault.example.com:8444.",
+)
+@click.option(
+    "--token",
+    required=True,
+    envvar="KEYVAULT_ENROLLMENT_TOKEN",
+    help="The single-use enrollment token (kve_…); or set KEYVAULT_ENROLLMENT_TOKEN.",
+)
+@click.option("--name", help="The vault's name in the control plane (default: this host's name).")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), envvar="KEYVAULT_DATA_DIR", help=DATA_DIR_HELP
+)
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path),
+    envvar="KEYVAULT_CONFIG",
+    help="YAML config file (default <data-dir>/agent.yaml).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing enrollment of this data folder.")
+@friendly_errors
+def enroll_cmd(
+    control_plane: str,
+    token: str,
+    name: str | None,
+    data_dir: Path | None,
+    config: Path | None,
+    force: bool,
+) -> None:
+    """Join a control plane: check its CA pin, get a client certificate, store it.
+
+    A running agent picks the enrollment up within a few seconds.
+    """
+    from agent.runtime import VERSION
+    from agent.uplink.enroll import enroll
+
+    settings = load_agent_settings(config, data_dir)
+    result = enroll(
+        settings.data_dir, control_plane, token, name=name, force=force, agent_version=VERSION
+    )
+    click.echo(
+        f"enrolled as vault {result.vault_id} ({result.name}) with {result.control_plane_url}"
+    )
+    click.echo(f"  identity:    {settings.uplink_dir}  (client.key never leaves this host)")
+    click.echo(
+        f"  certificate: valid until {result.certificate_not_after.isoformat()}, renewed automatically"
+    )
+    if settings.metadata_key_path is None:
+        click.echo(
+            "  no metadata key: the control plane will see opaque secret ids only; copy the "
+            "organisation's key to <data-dir>/metadata.key to show names to operators"
+        )
+    click.echo(
+        "A running agent connects within a few seconds; otherwise start it with `keyvault agent run`."
+    )
+
+
 @agent_group.command("status")
 @agent_options
 @friendly_errors

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from agent.api.app import build_app
 from agent.runtime import Agent, DataDirLock
+from agent.uplink.service import Uplink
 from common.crypto import KeySource
 from common.settings import AgentSettings
 from common.tls import server_context
@@ -49,6 +50,8 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
             client_ca_file=settings.client_ca_path if settings.tls.client_cert != "none" else None,
             require_client_cert=settings.tls.client_cert == "required",
         )
+    uplink = Uplink(agent)
+    uplink.prepare()  # before serving: no write may escape the uplink's change tracking
     runner = web.AppRunner(
         build_app(agent),
         access_log=None,
@@ -78,6 +81,7 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
         url,
         agent.store.backend,
     )
+    uplink.start()
     if on_ready:
         on_ready(url)
     try:
@@ -89,7 +93,7 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         deadline = loop.time() + settings.shutdown_timeout
-        await runner.cleanup()
+        await asyncio.gather(runner.cleanup(), uplink.stop(min(5.0, settings.shutdown_timeout)))
         await agent.jobs.drain(max(0.1, deadline - loop.time()))
         (settings.data_dir / "agent.url").unlink(missing_ok=True)
         log.info("agent stopped")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 _SCRUB = [
     (re.compile(r"kvt_[A-Za-z0-9_\-]{8,}"), "kvt_***"),
+    (re.compile(r"kve_[A-Za-z0-9_\-.]{8,}"), "kve_***"),
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9_\-.~+/]+=*"), r"\1***"),
     (re.compile(r"(?i)(passphrase|password|secret|token)=\S+"), r"\1=***"),
 ]

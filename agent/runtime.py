@@ -16,6 +16,7 @@ from agent.keys import KeyManager
 from agent.metrics import Metrics
 from agent.secrets import SecretService
 from agent.store.db import Store
+from agent.uplink.status import UplinkStatus
 from common.crypto import KeySource
 from common.errors import ConfigError
 from common.settings import AgentSettings
@@ -78,6 +79,7 @@ class Agent:
     audit: AuditLog
     metrics: Metrics = field(default_factory=Metrics)
     jobs: JobRunner = field(default_factory=JobRunner)
+    uplink: UplinkStatus = field(default_factory=UplinkStatus)
     started: float = field(default_factory=time.monotonic)
     version: str = VERSION
 

@@ -3,6 +3,10 @@
 Values are sealed before they reach the store and opened only when a caller asks for one. The
 current version of each secret is cached in memory *sealed* (never as plaintext) when the agent
 owns its store alone, so a read is one AES-GCM unwrap and one decrypt with no database trip.
+
+Once the agent is enrolled with a control plane, :attr:`SecretService.track_changes` is on and
+every write also inserts an inventory change marker (the secret's id, never its name) into the
+uplink's outbox, in the same transaction as the change itself.
 """
 
 from __future__ import annotations
@@ -155,6 +159,8 @@ class SecretService:
         rng: Random = os.urandom,
     ) -> None:
         self.store = store
+        self.track_changes = False  # set by the uplink once the agent is enrolled
+        self.changes = 0  # tracked writes committed (the uplink polls it instead of the store)
         self.keys = keys
         self.max_value_bytes = max_value_bytes
         self._clock = clock
@@ -213,6 +219,16 @@ class SecretService:
         stmt = hot.SECRET_BY_ID if ID_RE.fullmatch(ref) else hot.SECRET_BY_NAME
         found = stmt.run(conn, (ref,)).fetchone()
         return SecretRow(*found) if found else None
+
+    def _changed(self, conn: Connection, secret_id: str, now: str) -> None:
+        """Record an inventory change marker in the write's transaction (enrolled agents only)."""
+        if self.track_changes:
+            body = f'{{"secret_id":"{secret_id}"}}'  # ids are [a-z0-9_] only: no escaping needed
+            hot.INSERT_OUTBOX.run(conn, ("inventory", body, now))
+
+    def _committed(self) -> None:
+        if self.track_changes:
+            self.changes += 1
 
     def cached_id(self, ref: str) -> str | None:
         """The id a reference resolves to, if it is in the cache."""
@@ -345,8 +361,10 @@ class SecretService:
                     f"a secret named {name!r} already exists (it may be deleted: undelete or destroy it)"
                 ) from None
             _insert_version(conn, meta.id, 1, sealed, now, "create")
+            self._changed(conn, meta.id, now)
 
         await self.store.write(txn)
+        self._committed()
         self._remember(meta, sealed)
         return meta
 
@@ -358,8 +376,13 @@ class SecretService:
         description: str | None = None,
         labels: dict[str, str] | None = None,
         origin: str = "update",
+        also: Callable[[Connection, SecretMeta], None] | None = None,
     ) -> SecretMeta:
-        """A new version when ``value`` is given; metadata changes in place otherwise."""
+        """A new version when ``value`` is given; metadata changes in place otherwise.
+
+        ``also(conn, new_meta)`` runs last in the same transaction (the uplink records a
+        command's result with the rotation it caused).
+        """
         raw = self._check_value(value) if value is not None else None
         if description is not None:
             validate_description(description)
@@ -390,9 +413,13 @@ class SecretService:
                 labels=meta.labels if labels is None else labels,
             )
             _write_row(conn, new)
+            self._changed(conn, new.id, now)
+            if also is not None:
+                also(conn, new)
             return new, sealed
 
         new, sealed = await self.store.write(txn)
+        self._committed()
         if sealed is not None:
             self._remember(new, sealed)
         else:
@@ -401,9 +428,15 @@ class SecretService:
                 self._remember(new, cached.sealed)
         return new
 
-    async def rotate(self, ref: str, spec: GeneratorSpec) -> SecretMeta:
-        """A new version with a freshly generated value."""
-        return await self.update(ref, value=spec.generate(), origin="rotate")
+    async def rotate(
+        self,
+        ref: str,
+        spec: GeneratorSpec,
+        *,
+        also: Callable[[Connection, SecretMeta], None] | None = None,
+    ) -> SecretMeta:
+        """A new version with a freshly generated value (``also`` as for :meth:`update`)."""
+        return await self.update(ref, value=spec.generate(), origin="rotate", also=also)
 
     async def delete(self, ref: str) -> SecretMeta:
         """Soft delete: the secret disappears from reads and listings until undeleted."""
@@ -414,6 +447,8 @@ class SecretService:
         return await self._set_deleted(ref, None)
 
     async def _set_deleted(self, ref: str, when: str | None) -> SecretMeta:
+        now = self._clock().isoformat()
+
         def txn(conn: Connection) -> SecretMeta:
             row = self._row(conn, ref)
             if row is None:
@@ -423,14 +458,17 @@ class SecretService:
                 raise ConflictError(f"secret {ref!r} is already {state}")
             meta = replace(_meta(row), deleted_at=when)
             _write_row(conn, meta)
+            self._changed(conn, meta.id, now)
             return meta
 
         meta = await self.store.write(txn)
+        self._committed()
         self._forget(meta.id)
         return meta
 
     async def destroy(self, ref: str) -> SecretMeta:
         """Erase a soft-deleted secret and all its versions for good."""
+        now = self._clock().isoformat()
 
         def txn(conn: Connection) -> SecretMeta:
             row = self._row(conn, ref)
@@ -440,9 +478,11 @@ class SecretService:
                 raise ConflictError(f"secret {ref!r} must be deleted before it can be destroyed")
             conn.execute(delete(t.versions).where(t.versions.c.secret_id == row.id))
             conn.execute(delete(t.secrets).where(t.secrets.c.id == row.id))
+            self._changed(conn, row.id, now)
             return _meta(row)
 
         meta = await self.store.write(txn)
+        self._committed()
         self._forget(meta.id)
         return meta
 

@@ -61,6 +61,56 @@ class StorageSettings(_Section):
     )
 
 
+class UplinkSettings(_Section):
+    """The agent's link to the control plane (``keyvault agent enroll`` turns it on)."""
+
+    heartbeat_interval: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds between heartbeats (the control plane's own interval wins if shorter).",
+    )
+    backoff_base: float = Field(
+        0.5, gt=0, le=60, description="First reconnect delay bound in seconds (full jitter)."
+    )
+    backoff_cap: float = Field(
+        60.0, gt=0, le=3600, description="Largest reconnect delay bound in seconds."
+    )
+    batch_size: int = Field(
+        500, ge=1, le=500, description="Most events in one batch sent to the control plane."
+    )
+    renew_at: float = Field(
+        0.667,
+        gt=0.1,
+        lt=0.95,
+        description="Fraction of its certificate's life after which the agent renews it.",
+    )
+    enroll_poll_interval: float = Field(
+        3.0,
+        gt=0,
+        le=300,
+        description="Seconds between checks for an enrollment made while the agent runs.",
+    )
+    ack_timeout: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Seconds to wait for the control plane to acknowledge a batch before reconnecting.",
+    )
+
+    trace_file: Path | None = Field(
+        None,
+        description="Append every uplink frame, both directions, to this JSON-lines file (for "
+        "debugging and audits; frames never hold a secret value, key, token or name).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> UplinkSettings:
+        if self.backoff_base > self.backoff_cap:
+            raise ValueError("uplink.backoff_base must not be larger than uplink.backoff_cap")
+        return self
+
+
 class AgentSettings(BaseSettings):
     """Settings of ``keyvault agent``."""
 
@@ -112,6 +162,13 @@ class AgentSettings(BaseSettings):
         ),
         description="Control plane to enroll with and report to.",
     )
+    uplink: UplinkSettings = Field(default_factory=UplinkSettings)
+    metadata_key_file: Path | None = Field(
+        None,
+        description="The organisation's metadata key (seals secret names for the control "
+        "plane). Default: <data_dir>/metadata.key when that file exists; without a key the "
+        "control plane sees opaque ids only.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AgentSettings:
@@ -145,6 +202,19 @@ class AgentSettings(BaseSettings):
     def client_ca_path(self) -> Path:
         """Client CA in force."""
         return self.tls.client_ca_file or self.tls_dir / "ca.crt"
+
+    @property
+    def uplink_dir(self) -> Path:
+        """Folder of the enrollment state and the uplink's key and certificates."""
+        return self.data_dir / "uplink"
+
+    @property
+    def metadata_key_path(self) -> Path | None:
+        """The metadata key file in force: the configured one, else the default if present."""
+        if self.metadata_key_file is not None:
+            return self.metadata_key_file
+        default = self.data_dir / "metadata.key"
+        return default if default.exists() else None
 
     @property
     def storage_url(self) -> str:

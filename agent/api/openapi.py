@@ -7,6 +7,7 @@ from typing import Any
 
 from agent.auth import CAPABILITIES
 from agent.generate import CLASSES
+from agent.uplink.status import STATES
 
 J = dict[str, Any]
 
@@ -85,6 +86,31 @@ LABELS: J = {
 }
 # agent.secrets.NAME_RE: segments of letters, digits, _ . - joined by single slashes
 NAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$"
+
+
+_NULLABLE_TEXT: J = {"type": ["string", "null"]}
+UPLINK_STATUS: J = {
+    "type": "object",
+    "description": "The link to the control plane (docs/uplink.md).",
+    "required": [
+        "state",
+        "vault_id",
+        "control_plane_url",
+        "last_connected_at",
+        "last_error",
+        "outbox_depth",
+        "certificate_not_after",
+    ],
+    "properties": {
+        "state": {"enum": list(STATES)},
+        "vault_id": _NULLABLE_TEXT,
+        "control_plane_url": _NULLABLE_TEXT,
+        "last_connected_at": _NULLABLE_TEXT,
+        "last_error": _NULLABLE_TEXT,
+        "outbox_depth": {"type": "integer", "minimum": 0},
+        "certificate_not_after": _NULLABLE_TEXT,
+    },
+}
 
 
 def _schemas() -> J:
@@ -359,6 +385,7 @@ def _paths() -> J:
                                 "storage": {"type": "string"},
                                 "kek_version": {"type": "integer"},
                                 "audit_seq": {"type": "integer"},
+                                "uplink": UPLINK_STATUS,
                             },
                         },
                         "healthy",

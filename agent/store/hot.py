@@ -65,3 +65,4 @@ INSERT_VERSION = Statement(
 VERSION_ROW = Statement(
     "SELECT kek_version, wrapped_dek, ciphertext FROM kv_versions WHERE secret_id = ? AND version = ?"
 )
+INSERT_OUTBOX = Statement("INSERT INTO kv_outbox (kind, body, created_at) VALUES (?, ?, ?)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     ForeignKey,
     Index,
@@ -71,4 +72,33 @@ tokens = Table(
     Column("created_at", String(40), nullable=False),
     Column("expires_at", String(40)),
     Column("revoked_at", String(40)),
+)
+
+# The uplink's durable outbox: rows written in the same transaction as the change they describe,
+# deleted once the control plane has acknowledged them. AUTOINCREMENT on SQLite so a sequence
+# number is never reused after the table empties (event ids are ``o<seq>``).
+outbox = Table(
+    "kv_outbox",
+    metadata,
+    Column(
+        "seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
+    Column(
+        "kind", String(32), nullable=False
+    ),  # inventory | inventory_sync | command_result | alert
+    Column("body", Text, nullable=False),  # JSON
+    Column("created_at", String(40), nullable=False),
+    sqlite_autoincrement=True,
+)
+
+# Commands from the control plane, remembered so that each id runs at most once.
+commands = Table(
+    "kv_commands",
+    metadata,
+    Column("id", String(80), primary_key=True),
+    Column("command", String(16), nullable=False),
+    Column("state", String(16), nullable=False),  # running | done
+    Column("received_at", String(40), nullable=False),
+    Column("finished_at", String(40)),
+    Column("result", Text),  # the command_result data, JSON
 )

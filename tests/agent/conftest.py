@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from agent.api.app import build_app
 from agent.cli import load_agent_settings
 from agent.runtime import Agent
+from tests.agent.fake_gateway import FakeGateway
 from tests.conftest import AgentDir, init_agent_dir
+
+if TYPE_CHECKING:
+    from agent.uplink.service import Uplink
 
 
 @dataclass
@@ -72,3 +78,56 @@ async def api(tmp_path: Path, storage_url: str | None, aiohttp_client: Any) -> A
     finally:
         await client.close()
         agent.close()
+
+
+# --------------------------------------------------------------------------- the fleet link
+
+FAST_UPLINK = {
+    "heartbeat_interval": 0.3,
+    "backoff_base": 0.05,
+    "backoff_cap": 0.2,
+    "enroll_poll_interval": 0.1,
+    "ack_timeout": 5.0,
+}
+FAST_UPLINK_ENV = {f"KEYVAULT_UPLINK__{k.upper()}": str(v) for k, v in FAST_UPLINK.items()}
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[FakeGateway]:
+    """A fake agent gateway on a real TLS 1.3 listener (its own thread)."""
+    with FakeGateway(tmp_path / "gateway") as gw:
+        yield gw
+
+
+def enroll_dir(folder: AgentDir, gw: FakeGateway, name: str = "test-vault") -> str:
+    """Enroll a data folder with the fake gateway; returns the vault id."""
+    from agent.uplink.enroll import enroll
+
+    return enroll(folder.path, gw.url, gw.token(), name=name).vault_id
+
+
+@pytest.fixture
+def enrolled(tmp_path: Path, gateway: FakeGateway) -> AgentDir:
+    """A fresh SQLite agent folder enrolled with the fake gateway."""
+    folder = init_agent_dir(tmp_path / "agent")
+    enroll_dir(folder, gateway)
+    return folder
+
+
+@contextlib.asynccontextmanager
+async def running_uplink(
+    folder: AgentDir, *, clock: Any = None, **uplink: Any
+) -> AsyncIterator[tuple[Agent, Uplink]]:
+    """The agent of ``folder`` opened in-process with its uplink running (fast settings)."""
+    from agent.uplink.service import Uplink
+
+    settings = load_agent_settings(None, folder.path, uplink={**FAST_UPLINK, **uplink})
+    agent = await asyncio.to_thread(Agent.open, settings)
+    link = Uplink(agent, clock=clock) if clock is not None else Uplink(agent)
+    try:
+        link.prepare()
+        link.start()
+        yield agent, link
+    finally:
+        await link.stop(5)
+        await asyncio.to_thread(agent.close)

@@ -1,0 +1,76 @@
+"""The ``audit`` stream: the local audit log tailed from the acknowledged cursor.
+
+Entries name their target as the caller gave it -- an id or a *name*. Names are resolved to
+opaque ids in one query per batch (a name with no secret becomes null), so no name is ever sent.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from agent.audit import iter_entries
+from agent.secrets import ID_RE
+from agent.store import schema as t
+
+SECRET_OPS = "secrets."  # noqa: S105 - a route-name prefix, not a secret
+
+
+def read(folder: Path, since: int, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` entries after ``since`` (blocking: call it in a thread)."""
+    return list(itertools.islice(iter_entries(folder, since_seq=since), limit))
+
+
+def _names(entries: Sequence[dict[str, Any]]) -> set[str]:
+    out = set()
+    for entry in entries:
+        target = entry.get("target")
+        if _about_secret(entry) and isinstance(target, str) and not ID_RE.fullmatch(target):
+            out.add(target)
+    return out
+
+
+def _about_secret(entry: dict[str, Any]) -> bool:
+    return str(entry.get("op", "")).startswith(SECRET_OPS)
+
+
+def resolve(conn: Connection, entries: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Secret name -> id for the names that appear as targets (one query per 500 names)."""
+    names = sorted(_names(entries))
+    found: dict[str, str] = {}
+    c = t.secrets.c
+    for start in range(0, len(names), 500):
+        chunk = names[start : start + 500]
+        for row in conn.execute(select(c.name, c.id).where(c.name.in_(chunk))):
+            found[row.name] = row.id
+    return found
+
+
+def event(entry: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
+    """The ``audit`` event of one entry; its target only as an opaque secret id (or null).
+
+    An intent entry (``outcome: attempt``) has no HTTP status yet: its status is sent as null.
+    """
+    target = entry.get("target")
+    secret_id = None
+    if _about_secret(entry) and isinstance(target, str):
+        secret_id = target if ID_RE.fullmatch(target) else ids.get(target)
+    actor, status = entry.get("actor"), entry.get("status")
+    return {
+        "id": f"a{entry['seq']}",
+        "seq": entry["seq"],
+        "kind": "audit",
+        "at": entry.get("time"),
+        "data": {
+            "op": entry.get("op"),
+            "outcome": entry.get("outcome"),
+            "status": status if type(status) is int and 100 <= status <= 599 else None,
+            "actor": actor if isinstance(actor, str) else None,
+            "secret_id": secret_id,
+        },
+    }

@@ -1,0 +1,353 @@
+"""One uplink WebSocket: hello/welcome, then heartbeats, the two event streams and renewal.
+
+After the welcome, four tasks share the socket until one of them ends it: the *receiver*
+(acks, commands, policies, certificates, errors, the close), the *heartbeat* (which also starts
+a renewal when due) and one *sender* per stream. A sender keeps exactly one batch in flight and
+deletes (outbox) or records (audit cursor) only what an ``ack`` covers; an unacknowledged batch
+is sent again on the next connection. The connection's end is an :class:`Outcome` telling the
+service whether to dial again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from agent.uplink import audit_stream, health, inventory, meta, outbox
+from agent.uplink.renewal import Renewal
+from agent.uplink.state import Enrollment
+from agent.uplink.trace import FrameTrace
+from common.errors import KeyVaultError, UnavailableError, ValidationError
+from common.uplink import (
+    CLOSE_REFUSED,
+    CLOSE_UNAUTHENTICATED,
+    ERR_METADATA_KEY,
+    ERR_NO_CERTIFICATE,
+    ERR_RENEWAL,
+    ERR_REVOKED,
+    ERR_UNKNOWN_VAULT,
+    PROTOCOL,
+    SERVER_TYPES,
+    decode,
+    encode,
+)
+
+if TYPE_CHECKING:
+    from agent.uplink.service import Uplink
+
+log = logging.getLogger("keyvault.agent.uplink")
+WELCOME_TIMEOUT = 15.0
+AUDIT_POLL = 0.05  # seconds between looks at the audit head (in memory) when idle
+AUDIT_RETRY = 60.0  # seconds before reading an unreadable audit log again
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a connection (or a dial) ended: ``retry``, ``stopped``, or a terminal state."""
+
+    kind: str  # retry | stopped | revoked | must_reenroll | refused
+    message: str
+
+
+def refusal(code: str | None, said: str = "") -> Outcome | None:
+    """The terminal outcome an error code means, or None when it is worth dialling again."""
+    if code == ERR_REVOKED:
+        return Outcome(
+            "revoked",
+            "the control plane revoked this vault; the uplink stopped (the local API keeps "
+            "serving). To rejoin, enroll again with a new token and --force",
+        )
+    if code == ERR_METADATA_KEY:
+        return Outcome(
+            "refused",
+            "the control plane refused this agent's metadata key (its fingerprint is not the "
+            "organisation's, or only one side has a key); install the organisation's key as "
+            "metadata_key_file (default <data_dir>/metadata.key) and restart the agent",
+        )
+    if code in (ERR_UNKNOWN_VAULT, ERR_NO_CERTIFICATE):
+        return Outcome(
+            "must_reenroll",
+            f"the control plane does not accept this agent's certificate ({code}"
+            f"{': ' + said if said else ''}); enroll again with `keyvault agent enroll --force`",
+        )
+    return None
+
+
+class _Ended(Exception):
+    """Raised inside a task to end the connection with an outcome."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.message)
+        self.outcome = outcome
+
+
+class _Stream:
+    """One event stream's single batch in flight."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.in_flight: int | None = None
+        self.waiter: asyncio.Future[int] | None = None
+
+    def ack(self, upto: Any) -> None:
+        if type(upto) is not int or self.in_flight is None or self.waiter is None:
+            log.debug("ignored an ack for %s with nothing in flight", self.name)
+            return
+        if not self.waiter.done():
+            self.waiter.set_result(min(upto, self.in_flight))
+
+
+def _clean(text: Any) -> str:
+    return "".join(c for c in str(text) if c.isprintable())[:200]
+
+
+class Connection:
+    """The life of one WebSocket."""
+
+    def __init__(
+        self, link: Uplink, ws: aiohttp.ClientWebSocketResponse, enrollment: Enrollment
+    ) -> None:
+        self.link = link
+        self.agent = link.agent
+        self.ws = ws
+        self.vault_id = enrollment.vault_id
+        self.settings = link.settings
+        self.interval = self.settings.heartbeat_interval
+        self.streams = {"outbox": _Stream("outbox"), "audit": _Stream("audit")}
+        self.renewal = Renewal(link.files, self.vault_id, self.settings.renew_at, clock=link.clock)
+        self.last_error_code: str | None = None
+        self.trace = FrameTrace(self.settings.trace_file)
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        """Send one frame (one writer at a time)."""
+        text = encode(frame)
+        async with self._send_lock:
+            self.trace.write("out", text)
+            await self.ws.send_str(text)
+
+    def _decode(self, text: str) -> dict[str, Any]:
+        self.trace.write("in", text)
+        return decode(text, SERVER_TYPES)
+
+    # ------------------------------------------------------------------ the whole life
+    async def run(self) -> Outcome:
+        """Hello, welcome, then the four tasks until one ends the connection."""
+        try:
+            return await self._run()
+        finally:
+            self.trace.close()
+
+    async def _run(self) -> Outcome:
+        key = self.link.metadata_key
+        await self.send(
+            {
+                "type": "hello",
+                "protocol": PROTOCOL,
+                "vault_id": self.vault_id,
+                "agent_version": self.agent.version,
+                "metadata_key_fingerprint": key.fingerprint if key else None,
+            }
+        )
+        refused = await self._welcome()
+        if refused is not None:
+            return refused
+        self.link.connected()
+        jobs: list[Callable[[], Coroutine[Any, Any, Outcome]]] = [
+            self._receive,
+            self._heartbeats,
+            self._send_outbox,
+            self._send_audit,
+        ]
+        tasks = [asyncio.create_task(job()) for job in jobs]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return _outcome_of(done.pop())
+
+    async def _welcome(self) -> Outcome | None:
+        try:
+            msg = await self.ws.receive(timeout=WELCOME_TIMEOUT)
+        except TimeoutError:
+            return Outcome("retry", "the control plane sent no welcome in time")
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            return self._closed_outcome()
+        try:
+            frame = self._decode(msg.data)
+        except ValidationError as exc:
+            return Outcome("retry", f"the control plane's first frame is invalid: {exc.message}")
+        if frame["type"] == "error":
+            self.last_error_code = str(frame.get("code"))
+            said = _clean(frame.get("message", ""))
+            return refusal(self.last_error_code, said) or Outcome(
+                "retry", f"the control plane refused the hello ({_clean(frame.get('code'))})"
+            )
+        if frame["type"] != "welcome" or frame.get("vault_id") != self.vault_id:
+            return Outcome("retry", "the control plane's welcome does not match this vault")
+        theirs = frame.get("heartbeat_interval_seconds")
+        if isinstance(theirs, int | float) and not isinstance(theirs, bool) and theirs > 0:
+            self.interval = min(self.interval, float(theirs))
+        return None
+
+    # ------------------------------------------------------------------ receiving
+    async def _receive(self) -> Outcome:
+        async for msg in self.ws:
+            if msg.type == aiohttp.WSMsgType.ERROR:
+                return Outcome("retry", f"the connection failed ({_clean(msg.data)})")
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                return Outcome("retry", "the control plane sent a binary frame")
+            try:
+                frame = self._decode(msg.data)
+            except ValidationError as exc:
+                return Outcome("retry", f"the control plane sent an invalid frame: {exc.message}")
+            await self._dispatch(frame)
+        return self._closed_outcome()
+
+    async def _dispatch(self, frame: dict[str, Any]) -> None:
+        kind = frame["type"]
+        if kind == "ack":
+            stream = self.streams.get(str(frame.get("stream")))
+            if stream is not None:
+                stream.ack(frame.get("upto"))
+        elif kind == "command":
+            self.link.commands_queue.put_nowait(frame)
+        elif kind == "policies":
+            await self.link.store_policies(frame.get("policies"))
+        elif kind == "certificate":
+            try:
+                self.link.certificate = self.renewal.accept(frame)
+            except ValidationError as exc:
+                self.renewal.failed(exc.message)
+        elif kind == "error":
+            self._on_error(frame)
+
+    def _on_error(self, frame: dict[str, Any]) -> None:
+        code, said = _clean(frame.get("code")), _clean(frame.get("message", ""))
+        if code == ERR_RENEWAL:
+            self.renewal.failed(said)
+            return
+        self.last_error_code = code
+        log.warning("the control plane reported %s: %s", code, said)
+
+    def _closed_outcome(self) -> Outcome:
+        code = self.ws.close_code
+        if code == CLOSE_UNAUTHENTICATED:
+            return refusal(ERR_NO_CERTIFICATE) or Outcome("must_reenroll", "unauthenticated")
+        if code == CLOSE_REFUSED:
+            found = refusal(self.last_error_code)
+            if found is not None:
+                return found
+            return Outcome(
+                "refused", f"the control plane refused this agent ({self.last_error_code})"
+            )
+        return Outcome("retry", f"the control plane closed the connection (code {code})")
+
+    # ------------------------------------------------------------------ heartbeats
+    async def _heartbeats(self) -> Outcome:
+        while True:
+            cert = self.link.certificate
+            if cert is not None and self.renewal.due(cert):
+                await self.send(self.renewal.request())
+            try:
+                doc = await health.document(
+                    self.agent,
+                    status=self.link.health_status(),
+                    outbox_depth=self.link.status.outbox_depth(self.agent.audit.head[0]),
+                    certificate_not_after=cert.not_after if cert else None,
+                    policies_version=self.link.policies_version,
+                )
+            except KeyVaultError:  # the store is unavailable: still say we are alive
+                doc = {"status": "degraded", "version": self.agent.version}
+            await self.send({"type": "heartbeat", "health": doc})
+            await asyncio.sleep(self.interval)
+
+    # ------------------------------------------------------------------ the two streams
+    async def _deliver(self, stream: _Stream, events: list[dict[str, Any]]) -> int:
+        """Send one batch and wait for its ack; returns ``upto``."""
+        loop = asyncio.get_running_loop()
+        stream.in_flight, stream.waiter = events[-1]["seq"], loop.create_future()
+        try:
+            await self.send({"type": "events", "stream": stream.name, "batch": events})
+            try:
+                return await asyncio.wait_for(stream.waiter, self.settings.ack_timeout)
+            except TimeoutError:
+                raise _Ended(
+                    Outcome(
+                        "retry",
+                        f"no ack for the {stream.name} stream within "
+                        f"{self.settings.ack_timeout:g} s",
+                    )
+                ) from None
+        finally:
+            stream.in_flight, stream.waiter = None, None
+
+    async def _send_outbox(self) -> Outcome:
+        store, size = self.agent.store, self.settings.batch_size
+        key = self.link.metadata_key
+        while True:
+            seen = self.agent.secrets.changes
+            events = await store.read(
+                lambda c: inventory.events(c, outbox.oldest(c, size), self.vault_id, key)
+            )
+            if not events:
+                await self.link.wait_for_work(seen)
+                continue
+            upto = await self._deliver(self.streams["outbox"], events)
+            await store.write(partial(outbox.delete_upto, seq=upto))
+            await self.link.refresh_depth()
+
+    async def _send_audit(self) -> Outcome:
+        store, size = self.agent.store, self.settings.batch_size
+        cursor = await store.read(lambda c: meta.audit_cursor(c, self.vault_id))
+        if cursor > self.agent.audit.head[0]:
+            log.warning(
+                "the audit log is shorter than the uplink's cursor; sending it from the start"
+            )
+            cursor = 0
+        self.link.status.audit_cursor = cursor
+        while True:
+            if self.agent.audit.head[0] <= cursor:
+                await asyncio.sleep(AUDIT_POLL)
+                continue
+            try:
+                entries = await asyncio.to_thread(
+                    audit_stream.read, self.agent.audit.folder, cursor, size
+                )
+            except UnavailableError as exc:
+                self.link.note_error(f"the audit log cannot be read for the uplink: {exc.message}")
+                await asyncio.sleep(AUDIT_RETRY)
+                continue
+            if not entries:
+                await asyncio.sleep(AUDIT_POLL)
+                continue
+            ids = await store.read(partial(audit_stream.resolve, entries=entries))
+            upto = await self._deliver(
+                self.streams["audit"], [audit_stream.event(e, ids) for e in entries]
+            )
+            doc = {"vault_id": self.vault_id, "seq": upto}
+            await store.write(partial(meta.put, key=meta.AUDIT_CURSOR, value=doc))
+            cursor = self.link.status.audit_cursor = upto
+
+
+def _outcome_of(task: asyncio.Task[Outcome]) -> Outcome:
+    """The outcome a finished task stands for (an error is worth a retry, never a crash)."""
+    exc = task.exception()
+    if exc is None:
+        return task.result()
+    if isinstance(exc, _Ended):
+        return exc.outcome
+    if isinstance(exc, KeyVaultError):
+        return Outcome("retry", exc.message)
+    if isinstance(exc, aiohttp.ClientError | ConnectionError | OSError):
+        return Outcome("retry", f"the connection failed ({type(exc).__name__})")
+    log.error("uplink task failed", exc_info=exc)
+    return Outcome("retry", f"internal error in the uplink ({type(exc).__name__}); see the log")

@@ -1,0 +1,37 @@
+"""The uplink's entries in ``kv_meta``: the audit cursor, the policies held, the synced vault."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from agent.store import schema as t
+
+AUDIT_CURSOR = "uplink.audit_cursor"  # {"vault_id", "seq"}: last audit seq the CP acknowledged
+POLICIES = "uplink.policies"  # {"version", "policies"}: the list the CP sent last
+SYNCED_VAULT = "uplink.synced_vault"  # the vault id a full resync was queued for
+
+
+def get(conn: Connection, key: str) -> Any:
+    """The JSON value stored under ``key``, or None."""
+    raw = conn.execute(select(t.meta.c.value).where(t.meta.c.key == key)).scalar_one_or_none()
+    return None if raw is None else json.loads(raw)
+
+
+def put(conn: Connection, key: str, value: Any) -> None:
+    """Store ``value`` (JSON) under ``key``."""
+    raw = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    done = conn.execute(update(t.meta).where(t.meta.c.key == key).values(value=raw))
+    if done.rowcount == 0:
+        conn.execute(t.meta.insert().values(key=key, value=raw))
+
+
+def audit_cursor(conn: Connection, vault_id: str) -> int:
+    """The last audit seq acknowledged for ``vault_id`` (0 for a vault never synced)."""
+    doc = get(conn, AUDIT_CURSOR)
+    if isinstance(doc, dict) and doc.get("vault_id") == vault_id and type(doc.get("seq")) is int:
+        return int(doc["seq"])
+    return 0
