@@ -3,6 +3,9 @@
 # against the real PostgreSQL and Redis (started here if they are down).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Debian packages the tests need (installed by setup.sh's KEYVAULT_APT_PACKAGES hook when
+# missing): a real Secret Service for the operator's keyring tests (tests/apps)
+export KEYVAULT_APT_PACKAGES="gnome-keyring dbus ${KEYVAULT_APT_PACKAGES:-}"
 scripts/setup.sh dev
 export PATH="$PWD/.venv/bin:$PATH"
 

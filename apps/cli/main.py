@@ -9,7 +9,10 @@ import click
 
 from agent.cli import agent_group
 from apps.cli.demo import demo_cmd
+from apps.cli.org_cmd import org_group
 from apps.cli.secrets_cmd import run_cmd, secrets_group
+from apps.cli.session_cmd import login_cmd, logout_cmd, whoami_cmd
+from apps.cli.vaults_cmd import vaults_group
 from common.errors import KeyVaultError
 from control_plane.cli import control_plane_group
 
@@ -29,6 +32,11 @@ cli.add_command(control_plane_group)
 cli.add_command(secrets_group)
 cli.add_command(run_cmd)
 cli.add_command(demo_cmd)
+cli.add_command(login_cmd)
+cli.add_command(logout_cmd)
+cli.add_command(whoami_cmd)
+cli.add_command(org_group)
+cli.add_command(vaults_group)
 
 
 def main() -> None:

@@ -1,0 +1,107 @@
+"""``keyvault login``, ``logout`` and ``whoami``: the operator's session with the control plane.
+
+The session token goes to the OS keyring only; the profile (URL, e-mail, organisation) to
+``$XDG_CONFIG_HOME/keyvault/profile.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from apps.cli.operator import current_session, operator_api
+from common.cliutil import friendly_errors
+from common.errors import ValidationError
+
+
+@click.command("login")
+@click.option(
+    "--control-plane",
+    "url",
+    envvar="KEYVAULT_CONTROL_PLANE",
+    help="Control-plane URL, e.g. https://keyvault.example.com (default: the last one used).",
+)
+@click.option(
+    "--email", envvar="KEYVAULT_EMAIL", help="Your e-mail address (default: the last one used)."
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="KEYVAULT_CONTROL_PLANE_CA_FILE",
+    help="CA that signed the control plane's certificate (default: the system's CAs).",
+)
+@friendly_errors
+def login_cmd(url: str | None, email: str | None, ca_file: Path | None) -> None:
+    """Log in to the control plane; the session token is kept in the OS keyring.
+
+    The password is asked for, or read from KEYVAULT_PASSWORD.
+    """
+    from apps.core.keyring_store import CredentialStore
+    from apps.core.session import Session, previous_profile
+
+    previous = previous_profile()
+    url = url or (previous.control_plane_url if previous else None)
+    email = email or (previous.email if previous else None)
+    if not url:
+        raise ValidationError("give the control plane with --control-plane URL")
+    if not email:
+        raise ValidationError("give your e-mail address with --email EMAIL")
+    if ca_file is None and previous and previous.ca_file and previous.control_plane_url == url:
+        ca_file = Path(previous.ca_file)
+    store = CredentialStore()  # fail before asking for a password if there is no keyring
+    password = os.environ.get("KEYVAULT_PASSWORD") or click.prompt(
+        f"Password for {email}", hide_input=True
+    )
+    session = Session.login(
+        url, email, password, ca_file=str(ca_file.resolve()) if ca_file else None, store=store
+    )
+    p = session.profile
+    click.echo(f"logged in to {p.control_plane_url} as {p.email} ({p.role}, {p.org_name})")
+
+
+@click.command("logout")
+@friendly_errors
+def logout_cmd() -> None:
+    """Revoke the session on the control plane and forget its token."""
+    from apps.core.session import NotLoggedInError
+
+    try:
+        session = current_session()
+    except NotLoggedInError:
+        click.echo("not logged in")
+        return
+    p = session.profile
+    if session.logout():
+        click.echo(f"logged out of {p.control_plane_url}")
+    else:
+        click.echo(
+            f"the control plane at {p.control_plane_url} cannot be reached: the session was "
+            "forgotten here and expires there on its own",
+            err=True,
+        )
+
+
+@click.command("whoami")
+@friendly_errors
+def whoami_cmd() -> None:
+    """Who you are logged in as, where, and whether this keyring holds the metadata key."""
+    session = current_session()
+    with operator_api(session) as cp:
+        me = cp.me()
+    user, org = me["user"], me["org"]
+    if session.profile.role != user["role"] or session.profile.org_name != org["name"]:
+        session.remember(role=user["role"], org_name=org["name"], org_id=org["id"])
+    key = session.metadata_key()
+    registered = org.get("metadata_key_fingerprint")
+    if key is None:
+        key_line = "not in this keyring" + ("" if registered else " (none registered)")
+    elif key.fingerprint == registered:
+        key_line = f"{key.fingerprint} (in this keyring, matches the control plane)"
+    else:
+        key_line = f"{key.fingerprint} (in this keyring, DOES NOT match the control plane's)"
+    click.echo(f"user:          {user['email']} ({user['role']})")
+    click.echo(f"organisation:  {org['name']} ({org['id']})")
+    click.echo(f"control plane: {session.profile.control_plane_url}")
+    click.echo(f"metadata key:  {key_line}")

@@ -1,0 +1,161 @@
+"""The credential store on a real Secret Service (GNOME Keyring on a private D-Bus), and its
+refusal of keyrings that are not OS keyrings."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from apps.core.keyring_store import CredentialStore, KeyringUnavailableError
+from common.metadata_key import MetadataKey
+
+URL = "https://cp.example.com"
+
+
+def test_a_fresh_process_picks_the_real_secret_service(keyring_env: dict[str, str]) -> None:
+    code = (
+        "import keyring; from apps.core.keyring_store import CredentialStore\n"
+        "print(type(keyring.get_keyring()).__module__, type(keyring.get_keyring()).__name__)\n"
+        "print(CredentialStore().name)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ),
+        cwd=Path(__file__).parents[2],
+    )
+    assert out.stdout.splitlines() == [
+        "keyring.backends.SecretService Keyring",
+        "keyring.backends.SecretService.Keyring",
+    ]
+
+
+def test_round_trip_through_the_secret_service(keyring_env: dict[str, str]) -> None:
+    store = CredentialStore()
+    assert store.name == "keyring.backends.SecretService.Keyring"
+    token = "kvs_" + "t" * 40
+    assert store.get_session_token(URL, "a@example.com") is None
+    store.set_session_token(URL + "/", "a@example.com", token)
+    assert store.get_session_token(URL, "a@example.com") == token
+    assert store.get_session_token(URL, "b@example.com") is None
+    assert store.get_session_token("https://other.example.com", "a@example.com") is None
+
+    key = MetadataKey.generate()
+    assert store.get_metadata_key("org_1") is None
+    store.set_metadata_key("org_1", key)
+    loaded = store.get_metadata_key("org_1")
+    assert loaded is not None and loaded.fingerprint == key.fingerprint
+
+    # a second store (another process would be the same) sees the same entries
+    again = CredentialStore()
+    assert again.get_session_token(URL, "a@example.com") == token
+
+    # the values are in the daemon's encrypted keyring file, not in plain text anywhere on disk
+    data = Path(keyring_env["XDG_DATA_HOME"])
+    blobs = b"".join(p.read_bytes() for p in data.rglob("*") if p.is_file())
+    assert blobs, "gnome-keyring wrote no keyring file"
+    assert token.encode() not in blobs
+    assert key.to_text().encode() not in blobs
+    for text in (repr(store), repr(again)):
+        assert token not in text and key.to_text() not in text
+
+    store.delete_session_token(URL, "a@example.com")
+    store.delete_session_token(URL, "a@example.com")  # nothing left: no error
+    store.delete_metadata_key("org_1")
+    assert store.get_session_token(URL, "a@example.com") is None
+    assert store.get_metadata_key("org_1") is None
+
+
+def test_entries_are_real_secret_service_items(keyring_env: dict[str, str]) -> None:
+    import secretstorage
+
+    CredentialStore().set_session_token(URL, "a@example.com", "kvs_item")
+    conn = secretstorage.dbus_init()
+    try:
+        items = list(
+            secretstorage.search_items(
+                conn, {"service": "keyvault session " + URL, "username": "a@example.com"}
+            )
+        )
+        assert [i.get_secret() for i in items] == [b"kvs_item"]
+    finally:
+        conn.close()
+
+
+def test_no_secret_service_is_a_clear_error(no_keyring: None) -> None:
+    with pytest.raises(KeyringUnavailableError) as info:
+        CredentialStore()
+    message = info.value.message
+    assert "no OS keyring" in message
+    assert "gnome-keyring" in message and "PYTHON_KEYRING_BACKEND" in message
+    assert "\n" not in message
+    assert info.value.exit_code == 78
+
+
+def test_fail_keyring_is_refused_even_when_named(
+    no_keyring: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    with pytest.raises(KeyringUnavailableError, match="stores nothing"):
+        CredentialStore()
+
+
+def test_a_plaintext_keyring_is_refused(no_keyring: None) -> None:
+    from tests.apps.fakes import PlaintextKeyring
+
+    with pytest.raises(KeyringUnavailableError, match="plain file"):
+        CredentialStore(PlaintextKeyring())
+
+
+def test_a_plaintext_keyring_in_keyringrc_is_refused(
+    keyring_env: dict[str, str],
+) -> None:
+    """keyring's own config file does not count as the explicit override, even with a
+    Secret Service running."""
+    rc = Path(keyring_env["XDG_CONFIG_HOME"]) / "python_keyring" / "keyringrc.cfg"
+    rc.parent.mkdir(parents=True)
+    rc.write_text("[backend]\ndefault-keyring=tests.apps.fakes.PlaintextKeyring\n")
+    with pytest.raises(KeyringUnavailableError, match="plain file"):
+        CredentialStore()
+
+
+def test_the_environment_override_is_honoured(
+    no_keyring: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "tests.apps.fakes.PlaintextKeyring")
+    store = CredentialStore()
+    assert store.name == "tests.apps.fakes.PlaintextKeyring"
+    store.set_session_token(URL, "x@example.com", "kvs_x")
+    assert store.get_session_token(URL, "x@example.com") == "kvs_x"
+
+
+def test_a_bad_override_names_the_variable(
+    no_keyring: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "no.such.Backend")
+    with pytest.raises(KeyringUnavailableError, match=r"PYTHON_KEYRING_BACKEND=no\.such\.Backend"):
+        CredentialStore()
+
+
+def test_a_daemon_that_went_away_is_a_keyring_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.apps.secret_service import MissingTool, secret_service
+    from tests.conftest import need_service
+
+    try:
+        with secret_service(tmp_path / "kr") as env:
+            for key, value in env.items():
+                monkeypatch.setenv(key, value)
+            monkeypatch.delenv("PYTHON_KEYRING_BACKEND", raising=False)
+            store = CredentialStore()
+    except MissingTool as exc:
+        need_service("gnome-keyring", exc)
+    with pytest.raises(KeyringUnavailableError, match="refused to read the session token"):
+        store.get_session_token(URL, "a@example.com")
