@@ -83,8 +83,12 @@ def show_cmd(vault_id: str, as_json: bool) -> None:
     health = vault.get("health") or {}
     if health:
         click.echo("health:")
+        width = max(len(key) for key in health) + 2
         for key in sorted(health):
-            click.echo(f"  {key + ':':<21}{health[key]}")
+            value = health[key]
+            if isinstance(value, dict):
+                value = "  ".join(f"{k}={v}" for k, v in value.items())
+            click.echo(f"  {key + ':':<{width}}{'-' if value is None else value}")
 
 
 @vaults_group.command("revoke")
@@ -181,10 +185,12 @@ def inventory_cmd(vault_id: str, as_json: bool) -> None:
                 rotation.get("next_due_at"),
                 item.get("policy_id"),
                 item.get("updated_at"),
-                "deleted" if item.get("deleted_at") else "",
+                "deleted" if item.get("deleted_at") else "live",
             )
         )
-    click.echo(table(("SECRET", "VERSION", "ROTATION", "NEXT DUE", "POLICY", "UPDATED", ""), rows))
+    click.echo(
+        table(("SECRET", "VERSION", "ROTATION", "NEXT DUE", "POLICY", "UPDATED", "STATE"), rows)
+    )
     notes = sorted({o.note for o in opened if o.state != "open"})
     if notes:
         hint = ""
