@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
+import gc
 import json
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -27,10 +31,49 @@ def _http_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def _freeze_startup_heap() -> None:
+    """Move everything alive once the replica runs (modules, classes, caches: most of the
+    heap) out of the cyclic garbage collector's reach.
+
+    Every full collection walks every tracked object, and a full collection stops the event
+    loop: with thousands of uplinks held it paused every socket for hundreds of milliseconds,
+    most of it re-checking startup objects that live as long as the process. Frozen objects
+    are never collected, so the startup garbage is collected first.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+MMAP_THRESHOLD = 128 * 1024
+
+
+def _pin_mmap_threshold() -> None:
+    """Keep large buffers (each TLS connection's 256 KiB read buffer) in their own mappings.
+
+    glibc raises its mmap threshold after the first big block is freed (start-up, enrollment
+    storms), after which such buffers come from the reused heap, whose pages already touched
+    count as resident. Pinning the threshold at glibc's default keeps an idle uplink's RSS to
+    the pages it uses: measured with 2,000 uplinks, 63 → 57 KiB per connection. A no-op on other
+    C libraries, or when ``MALLOC_MMAP_THRESHOLD_`` is set by the operator.
+    """
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        return
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+
+
 async def serve(
     settings: ControlPlaneSettings, *, ready_file: Path | None, echo: Callable[[str], None]
 ) -> None:
     """Run the replica until a termination signal, then shut down gracefully."""
+    _pin_mmap_threshold()
     runner = web.AppRunner(build_app(settings), shutdown_timeout=10)
     await runner.setup()  # opens the control plane and starts the gateway
     try:
@@ -44,6 +87,7 @@ async def serve(
         echo(f"agent gateway on {urls['gateway_url'] or '(disabled)'}")
         if ready_file is not None:
             write_pem(ready_file, json.dumps(urls).encode() + b"\n")
+        _freeze_startup_heap()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

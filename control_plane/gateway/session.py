@@ -47,6 +47,25 @@ class _Replaced(Exception):
 class UplinkSession:
     """The protocol state of one uplink socket."""
 
+    __slots__ = (
+        "_backlog",
+        "_heartbeats",
+        "_idle",
+        "_last_heartbeat",
+        "_policies_stale",
+        "_sent",
+        "_stop",
+        "_task",
+        "cp",
+        "fingerprint",
+        "finished",
+        "gen",
+        "hub",
+        "ready",
+        "vault",
+        "ws",
+    )
+
     def __init__(
         self, cp: ControlPlane, hub: UplinkHub, ws: web.WebSocketResponse, vault: VaultRef
     ) -> None:
@@ -62,15 +81,16 @@ class UplinkSession:
         self._policies_stale = False
         self._heartbeats = 0
         self._last_heartbeat: datetime = cp.now()
-        # a close asked for by another task (hub): done with (code, reason, error frame)
-        self._stop: asyncio.Future[tuple[int, str, tuple[str, str] | None]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        # a close asked for by another task (hub): (code, reason, error frame)
+        self._stop: tuple[int, str, tuple[str, str] | None] | None = None
+        self._task: asyncio.Task[Any] | None = None  # the task serving the socket
+        self._idle = False  # that task is waiting in receive() (and may be interrupted there)
         self.finished = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
         """Serve the socket until it closes; never raises."""
+        self._task = asyncio.current_task()
         try:
             await self._start()
             await self._serve()
@@ -141,24 +161,30 @@ class UplinkSession:
         """The next message, or None once another task asked this session to close.
 
         Only this task ever closes the socket: aiohttp drops the connection without the close
-        handshake when ``close()`` runs while another task waits in ``receive()``.
+        handshake when ``close()`` runs while another task waits in ``receive()``. So
+        :meth:`kick` interrupts this task only while it waits here (a cancellation, taken
+        back below), and the session then closes the socket itself. No helper task or
+        future per connection or per message.
         """
-        if not self._stop.done():
-            receiving = asyncio.ensure_future(self.ws.receive())
-            waiters: list[asyncio.Future[Any]] = [receiving, self._stop]
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            if not self._stop.done():
-                return receiving.result()
-            receiving.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await receiving
-        return None
+        if self._stop is not None:
+            return None
+        self._idle = True
+        try:
+            return await self.ws.receive()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._stop is None or task is None or task.uncancel() > 0:
+                raise  # cancelled from elsewhere (shutdown), not by kick()
+            return None
+        finally:
+            self._idle = False
 
     async def _serve(self) -> None:
         while True:
             msg = await self._receive()
             if msg is None:
-                code, reason, error = self._stop.result()
+                assert self._stop is not None
+                code, reason, error = self._stop
                 await self.close(code, reason, error=error)
                 return
             frame = self._decode(msg)
@@ -268,8 +294,10 @@ class UplinkSession:
 
     def kick(self, code: int, reason: str, error: tuple[str, str] | None = None) -> None:
         """Ask the session to close with ``code`` (after an ``error`` frame, if given)."""
-        if not self._stop.done():
-            self._stop.set_result((code, reason, error))
+        if self._stop is None:
+            self._stop = (code, reason, error)
+            if self._idle and self._task is not None:
+                self._task.cancel()
 
     def refuse(self, code: str, message: str) -> None:
         """Ask the session to send an error frame and close with 4403."""

@@ -13,6 +13,7 @@ from common import uplink
 from control_plane.errors import UplinkRefusedError
 from control_plane.gateway.hub import UplinkHub
 from control_plane.gateway.session import UplinkSession
+from control_plane.services.uplink import VaultRef
 from control_plane.views.context import cp_of, target
 
 HUB = web.AppKey("uplink_hub", UplinkHub)
@@ -39,9 +40,9 @@ def peer_certificate(request: web.Request) -> x509.Certificate | None:
         ) from None
 
 
-async def uplink_socket(request: web.Request) -> web.StreamResponse:
-    """GET /agent/uplink — the agent's WebSocket (client certificate required)."""
-    cp = cp_of(request)
+async def _vault_of(request: web.Request) -> VaultRef:
+    """The vault of the request's client certificate (the parsed certificate is not kept for
+    the life of the socket)."""
     cert = peer_certificate(request)
     if cert is None:
         raise UplinkRefusedError(
@@ -49,7 +50,13 @@ async def uplink_socket(request: web.Request) -> web.StreamResponse:
             "the uplink needs the client certificate from enrollment",
             http_status=401,
         )
-    vault = await cp.uplinks.identify(cert)
+    return await cp_of(request).uplinks.identify(cert)
+
+
+async def uplink_socket(request: web.Request) -> web.StreamResponse:
+    """GET /agent/uplink — the agent's WebSocket (client certificate required)."""
+    cp = cp_of(request)
+    vault = await _vault_of(request)
     target(request, vault.id)
     ws = web.WebSocketResponse(
         heartbeat=cp.settings.gateway_ping_seconds, max_msg_size=uplink.MAX_FRAME, compress=False
