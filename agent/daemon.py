@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from agent.api.app import build_app
+from agent.rotation.scheduler import Scheduler
 from agent.runtime import Agent, DataDirLock
 from agent.uplink.service import Uplink
 from common.crypto import KeySource
@@ -82,6 +83,10 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
         agent.store.backend,
     )
     uplink.start()
+    scheduler = None
+    if agent.rotation is not None:
+        scheduler = Scheduler(agent.rotation, policies_version=lambda: uplink.policies_version)
+        scheduler.start()
     if on_ready:
         on_ready(url)
     try:
@@ -93,7 +98,10 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         deadline = loop.time() + settings.shutdown_timeout
-        await asyncio.gather(runner.cleanup(), uplink.stop(min(5.0, settings.shutdown_timeout)))
+        parts = [runner.cleanup(), uplink.stop(min(5.0, settings.shutdown_timeout))]
+        if scheduler is not None:
+            parts.append(scheduler.stop(min(5.0, settings.shutdown_timeout)))
+        await asyncio.gather(*parts)
         await agent.jobs.drain(max(0.1, deadline - loop.time()))
         (settings.data_dir / "agent.url").unlink(missing_ok=True)
         log.info("agent stopped")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import hashlib
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.audit import AuditLog
 from agent.auth import TokenService
@@ -20,6 +24,9 @@ from agent.uplink.status import UplinkStatus
 from common.crypto import KeySource
 from common.errors import ConfigError
 from common.settings import AgentSettings
+
+if TYPE_CHECKING:
+    from agent.rotation.engine import RotationEngine
 
 VERSION = "0.1.0"
 
@@ -82,6 +89,8 @@ class Agent:
     uplink: UplinkStatus = field(default_factory=UplinkStatus)
     started: float = field(default_factory=time.monotonic)
     version: str = VERSION
+    rotation: RotationEngine | None = None  # policy-driven rotation (docs/rotation.md)
+    _enrolled_vault: str | None = None
 
     @classmethod
     def open(cls, settings: AgentSettings, source: KeySource | None = None) -> Agent:
@@ -103,7 +112,19 @@ class Agent:
         secrets = SecretService(
             store, keys, max_value_bytes=settings.max_value_bytes, cache=store.backend == "sqlite"
         )
-        return cls(settings, store, keys, secrets, TokenService(store), audit)
+        from agent.rotation.engine import RotationEngine  # only for a running agent
+
+        agent = cls(settings, store, keys, secrets, TokenService(store), audit)
+        agent._enrolled_vault = _enrolled_vault_id(settings)
+        agent.rotation = RotationEngine(
+            secrets, settings.rotation, owner=rotation_owner(settings), audit=audit,
+            vault_id=agent.control_plane_vault_id,
+        )  # fmt: skip
+        return agent
+
+    def control_plane_vault_id(self) -> str | None:
+        """The vault id the control plane knows this agent by (None when not enrolled)."""
+        return self.uplink.vault_id or self._enrolled_vault
 
     def close(self) -> None:
         """Close the audit log and the store."""
@@ -114,3 +135,18 @@ class Agent:
     def uptime(self) -> float:
         """Seconds since the agent opened."""
         return time.monotonic() - self.started
+
+
+def rotation_owner(settings: AgentSettings) -> str:
+    """This agent's name in rotation leases: stable across restarts, distinct per data folder."""
+    folder = hashlib.sha256(str(settings.data_dir.resolve()).encode()).hexdigest()[:16]
+    return f"{socket.gethostname()[:48]}:{folder}"
+
+
+def _enrolled_vault_id(settings: AgentSettings) -> str | None:
+    from agent.uplink.state import UplinkFiles
+
+    with contextlib.suppress(Exception):  # a broken state.json is the uplink's to report
+        enrollment = UplinkFiles(settings.uplink_dir).load_state()
+        return enrollment.vault_id if enrollment else None
+    return None

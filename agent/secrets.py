@@ -311,7 +311,7 @@ class SecretService:
             v = t.versions.c
             rows = conn.execute(
                 select(v.version, v.created_at, v.origin)
-                .where(v.secret_id == meta.id)
+                .where(v.secret_id == meta.id, v.state.is_(None))
                 .order_by(v.version.desc())
             ).all()
             return [
@@ -404,7 +404,12 @@ class SecretService:
             if raw is not None:
                 version = meta.version + 1
                 sealed = self.keys.seal(meta.id, version, raw)
-                _insert_version(conn, meta.id, version, sealed, now, origin)
+                try:
+                    _insert_version(conn, meta.id, version, sealed, now, origin)
+                except conn.dialect.loaded_dbapi.IntegrityError:  # a pending rotation's version
+                    raise ConflictError(
+                        f"secret {ref!r} is being rotated; try again in a moment"
+                    ) from None
             new = replace(
                 meta,
                 version=version,

@@ -10,6 +10,7 @@ the key, the environment variable, and what is wrong.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -111,6 +112,84 @@ class UplinkSettings(_Section):
         return self
 
 
+ROTATION_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
+_ROTATION_NAME_RE = re.compile(ROTATION_NAME_PATTERN)
+
+
+class PostgresConnection(_Section):
+    """A PostgreSQL server whose role passwords the ``postgres`` rotator changes."""
+
+    dsn_file: Path = Field(
+        description="File holding the libpq DSN (URL or key=value) of an admin allowed to "
+        "ALTER ROLE; read at each use, so it can be replaced without a restart."
+    )
+    host: str | None = Field(
+        None, description="Host for the verification login. Default: the DSN's host."
+    )
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Port for the verification login. Default: the DSN's."
+    )
+    dbname: str | None = Field(
+        None, description="Database for the verification login. Default: the DSN's."
+    )
+
+
+class CommandHook(_Section):
+    """An external program the ``command`` rotator runs with the new value on standard input."""
+
+    argv: list[str] = Field(
+        min_length=1,
+        description="Program and arguments; the program is an absolute path. Never holds a value.",
+    )
+    timeout_seconds: float = Field(
+        30, ge=1, le=600, description="Seconds before the program's process group is killed."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> CommandHook:
+        if not Path(self.argv[0]).is_absolute():
+            raise ValueError("argv[0] must be an absolute path to the program")
+        return self
+
+
+class RotationSettings(_Section):
+    """Automatic rotation: timing, and the connections and commands policies refer to by name."""
+
+    grace_seconds: int = Field(
+        3600,
+        ge=0,
+        le=30 * 86400,
+        description="Seconds the previous value stays readable by version.",
+    )
+    jitter_fraction: float = Field(
+        0.1, ge=0, le=0.5, description="Due dates move by up to this fraction of the interval."
+    )
+    scan_interval_seconds: float = Field(
+        60, gt=0, le=3600, description="Seconds between scheduler passes."
+    )
+    retry_base_seconds: float = Field(
+        60, gt=0, le=86400, description="First retry delay after a failed rotation (doubles)."
+    )
+    postgres: dict[str, PostgresConnection] = Field(
+        default_factory=dict,
+        description="PostgreSQL connections by name (a policy's rotator.settings.connection).",
+    )
+    commands: dict[str, CommandHook] = Field(
+        default_factory=dict,
+        description="Rotation commands by name (a policy's rotator.settings.command).",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RotationSettings:
+        for kind, names in (("postgres", self.postgres), ("commands", self.commands)):
+            for name in names:
+                if not _ROTATION_NAME_RE.match(name):
+                    raise ValueError(
+                        f"rotation.{kind} name {name!r} must match {ROTATION_NAME_PATTERN}"
+                    )
+        return self
+
+
 class AgentSettings(BaseSettings):
     """Settings of ``keyvault agent``."""
 
@@ -163,6 +242,10 @@ class AgentSettings(BaseSettings):
         description="Control plane to enroll with and report to.",
     )
     uplink: UplinkSettings = Field(default_factory=UplinkSettings)
+    rotation: RotationSettings = Field(
+        default_factory=RotationSettings,
+        description="Automatic secret rotation (issue 5).",
+    )
     metadata_key_file: Path | None = Field(
         None,
         description="The organisation's metadata key (seals secret names for the control "

@@ -48,9 +48,30 @@ ERR_RENEWAL = "renewal_failed"
 AGENT_TYPES = frozenset({"hello", "heartbeat", "events", "renew"})
 SERVER_TYPES = frozenset({"welcome", "policies", "command", "ack", "certificate", "error"})
 STREAMS = frozenset({"outbox", "audit"})
-EVENT_KINDS = frozenset({"audit", "inventory", "inventory_sync", "command_result", "alert"})
+EVENT_KINDS = frozenset(
+    {"audit", "inventory", "inventory_sync", "command_result", "alert", "rotation"}
+)
 COMMANDS = frozenset({"rotate", "resync"})
 HEALTH_STATES = frozenset({"healthy", "degraded", "must_reenroll", "revoked"})
+
+# Rotation (docs/rotation.md): a ``rotation`` event's outcome and reason code, and the state an
+# inventory record's ``rotation`` carries. Reasons are fixed codes, never free text.
+ROTATION_OUTCOMES = frozenset({"ok", "failed"})
+ROTATION_STATES = frozenset({"ok", "failed", "pending", "due"})
+ROTATION_REASONS = frozenset(
+    {
+        "database_unreachable",
+        "authentication_failed",
+        "verification_failed",
+        "command_failed",
+        "command_timeout",
+        "command_not_configured",
+        "connection_not_configured",
+        "interrupted",
+        "invalid_settings",
+        "internal_error",
+    }
+)
 
 _OPAQUE_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,80}$")
 

@@ -75,15 +75,19 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _sweeper(cp: ControlPlane) -> None:
-    """Run the offline and certificate sweeps periodically (each replica tries; the lock lets
-    one through)."""
+    """Run the offline, certificate and rotation-overdue sweeps periodically (each replica
+    tries; the lock lets one through)."""
     while True:
         await asyncio.sleep(cp.settings.sweep_interval_seconds)
-        try:
-            await cp.vaults.sweep_offline()
-            await cp.vaults.sweep_certificates()
-        except Exception:
-            log.exception("sweep failed; will retry")
+        for sweep in (
+            cp.vaults.sweep_offline,
+            cp.vaults.sweep_certificates,
+            cp.rotations.sweep_overdue,
+        ):
+            try:
+                await sweep()
+            except Exception:
+                log.exception("sweep %s failed; will retry", sweep.__name__)
 
 
 def build_app(settings: ControlPlaneSettings, *, clock: Clock = utcnow) -> web.Application:

@@ -56,6 +56,7 @@ class ControlPlane:
         from control_plane.services.ingest import Ingest
         from control_plane.services.inventory import Inventory
         from control_plane.services.policies import Policies
+        from control_plane.services.rotation import Rotations
         from control_plane.services.uplink import Uplinks
         from control_plane.services.vaults import Vaults
 
@@ -77,6 +78,7 @@ class ControlPlane:
         self.commands = Commands(self)
         self.inventory = Inventory(self)
         self.ingest = Ingest(self)
+        self.rotations = Rotations(self)
         self.uplinks = Uplinks(self)
         self.uplink_connections: Callable[[], int] = lambda: 0  # set by the gateway's hub
 

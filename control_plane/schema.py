@@ -195,6 +195,8 @@ inventory = sa.Table(
     sa.Column("rotation", sa.Text),
     sa.Column("label", sa.Text),
     sa.Column("reported_at", TS, nullable=False),
+    # the outbox seq of the last ``rotation`` event applied: an older (stale) one is ignored
+    sa.Column("rotation_seq", sa.BigInteger),
 )
 
 commands = sa.Table(

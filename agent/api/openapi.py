@@ -311,7 +311,8 @@ def _paths() -> J:
             "parameters": [SECRET_ID],
             "post": _op(
                 "rotateSecret",
-                "New random value (rules optional)",
+                "New value: the governing rotation policy's rotator in two phases (409 "
+                "rotation_failed leaves the value unchanged), else random (rules optional)",
                 {"200": meta},
                 "400 401 403 404 409 413",
                 body=_ref("Generator"),

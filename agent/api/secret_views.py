@@ -144,7 +144,11 @@ async def destroy_secret(request: web.Request) -> web.Response:
 
 
 async def rotate_secret(request: web.Request) -> web.Response:
-    """POST /api/v1/secrets/{id}/rotate — a new random value (rules optional in the body)."""
+    """POST /api/v1/secrets/{id}/rotate — a new value.
+
+    A secret governed by a rotation policy is rotated by the policy's rotator through the
+    engine (two phases; body rules ignored); any other gets a random value (rules optional).
+    """
     agent = request.app[AGENT]
     allowed = {"mode", "length", "classes", "min_per_class", "exclude_lookalikes", "encoding"}
     doc = await json_object(request, allowed) if (await request.read()).strip() else {}
@@ -154,6 +158,10 @@ async def rotate_secret(request: web.Request) -> web.Response:
         raise ValidationError("generator.classes must be a list of class names (strings)")
     spec = GeneratorSpec.parse(doc)
     meta = await _meta_for(request, "rotate")
+    engine = agent.rotation
+    policy = await engine.governing(meta) if engine is not None else None
+    if engine is not None and policy is not None:  # the policy's rotator, in two phases
+        return web.json_response((await engine.rotate(meta.id, policy, actor=None)).to_json())
     return web.json_response((await agent.secrets.rotate(meta.id, spec)).to_json())
 
 

@@ -63,6 +63,7 @@ INSERT_VERSION = Statement(
     "created_at, origin) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
 VERSION_ROW = Statement(
-    "SELECT kek_version, wrapped_dek, ciphertext FROM kv_versions WHERE secret_id = ? AND version = ?"
+    "SELECT kek_version, wrapped_dek, ciphertext FROM kv_versions "
+    "WHERE secret_id = ? AND version = ? AND state IS NULL"
 )
 INSERT_OUTBOX = Statement("INSERT INTO kv_outbox (kind, body, created_at) VALUES (?, ?, ?)")

@@ -59,6 +59,7 @@ versions = Table(
     Column("ciphertext", LargeBinary, nullable=False),
     Column("created_at", String(40), nullable=False),
     Column("origin", String(16), nullable=False),  # create | update | rotate
+    Column("state", String(16)),  # NULL: committed (readable) | pending: a rotation in flight
 )
 Index("ix_kv_versions_kek", versions.c.kek_version)
 
@@ -102,3 +103,22 @@ commands = Table(
     Column("finished_at", String(40)),
     Column("result", Text),  # the command_result data, JSON
 )
+
+# Rotation schedule per governed secret (docs/rotation.md). ``lease_*`` claims a rotation so
+# that several agent replicas on one store run each due rotation once.
+rotation = Table(
+    "kv_rotation",
+    metadata,
+    Column(
+        "secret_id", String(40), ForeignKey("kv_secrets.id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column("policy_id", String(80), nullable=False),
+    Column("next_due_at", String(40), nullable=False),
+    Column("last_rotated_at", String(40)),
+    Column("state", String(16), nullable=False),  # scheduled | pending | ok | failed
+    Column("last_reason", String(40)),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_owner", String(80)),
+    Column("lease_until", String(40)),
+)
+Index("ix_kv_rotation_due", rotation.c.next_due_at)

@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from agent.generate import GeneratorSpec
+from agent.rotation.engine import RotationFailedError
 from agent.runtime import Agent
 from agent.secrets import ID_RE, SecretMeta
 from agent.store import schema as t
@@ -154,7 +155,20 @@ class CommandRunner:
         try:
             audit.append(op="secrets.rotate", outcome="attempt", status=0, actor=command_id,
                          target=secret_id)  # fmt: skip
-            await self.agent.secrets.rotate(secret_id, GeneratorSpec(), also=done)
+            engine = self.agent.rotation
+            meta = await self.agent.secrets.meta(secret_id) if engine is not None else None
+            policy = await engine.governing(meta) if engine is not None and meta else None
+            if engine is not None and policy is not None:  # the policy's rotator, two phases
+                await engine.rotate(secret_id, policy, actor=None, also=done)
+            else:
+                await self.agent.secrets.rotate(secret_id, GeneratorSpec(), also=done)
+        except RotationFailedError as exc:
+            result = {"command_id": command_id, "outcome": "failed",
+                      "message": f"the rotation failed: {exc.reason}", "secret_id": secret_id}  # fmt: skip
+            self._audit(op="secrets.rotate", outcome="error", status=exc.http_status,
+                        actor=command_id, target=secret_id)  # fmt: skip
+            await self._report(command_id, result)
+            return
         except KeyVaultError as exc:
             result = {"command_id": command_id, "outcome": "failed",
                       "message": _failure_text(exc), "secret_id": secret_id}  # fmt: skip

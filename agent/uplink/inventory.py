@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from agent.store import schema as t
 from agent.uplink import outbox
+from common.crypto import utcnow
 from common.metadata_key import MetadataKey
 from common.uplink import MAX_FRAME
 
@@ -29,9 +30,32 @@ def _secrets(conn: Connection, ids: Sequence[str]) -> dict[str, Any]:
     ids = list(ids)
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        for row in conn.execute(select(t.secrets).where(t.secrets.c.id.in_(chunk))):
+        r = t.rotation.c
+        stmt = (
+            select(
+                t.secrets,
+                r.policy_id,
+                r.state.label("rotation_state"),
+                r.last_rotated_at,
+                r.next_due_at,
+            )
+            .select_from(t.secrets.outerjoin(t.rotation, r.secret_id == t.secrets.c.id))
+            .where(t.secrets.c.id.in_(chunk))
+        )
+        for row in conn.execute(stmt):
             found[row.id] = row
     return found
+
+
+def rotation(row: Any, now: str) -> dict[str, Any] | None:
+    """The record's ``rotation`` (``{state, last_rotated_at, next_due_at}``), None if ungoverned."""
+    policy_id = getattr(row, "policy_id", None)
+    if policy_id is None:
+        return None
+    state = row.rotation_state
+    if state not in ("pending", "failed"):
+        state = "due" if row.next_due_at <= now else "ok"
+    return {"state": state, "last_rotated_at": row.last_rotated_at, "next_due_at": row.next_due_at}
 
 
 def record(row: Any, secret_id: str, vault_id: str, key: MetadataKey | None) -> dict[str, Any]:
@@ -63,8 +87,8 @@ def record(row: Any, secret_id: str, vault_id: str, key: MetadataKey | None) -> 
         "updated_at": row.updated_at,
         "deleted_at": row.deleted_at,
         "destroyed": False,
-        "policy_id": None,
-        "rotation": None,
+        "policy_id": getattr(row, "policy_id", None),
+        "rotation": rotation(row, utcnow().isoformat()),
         "label": label,
     }
 

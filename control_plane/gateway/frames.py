@@ -15,7 +15,7 @@ from typing import Any
 from common import uplink
 from common.errors import ValidationError
 from common.metadata_key import LABEL_PREFIX, MAX_LABEL_CHARS
-from control_plane.db import aware
+from control_plane.db import aware, iso
 from control_plane.services.ingest import AgentEvent
 
 _VERSION = re.compile(r"^[A-Za-z0-9.+_\-]{1,64}$")
@@ -31,7 +31,7 @@ MAX_CSR = 8192
 AUDIT_OUTCOMES = frozenset({"ok", "denied", "error", "attempt"})
 STREAM_KINDS = {
     "audit": frozenset({"audit"}),
-    "outbox": frozenset({"inventory", "inventory_sync", "command_result", "alert"}),
+    "outbox": uplink.EVENT_KINDS - {"audit"},
 }
 ALERT_KINDS = frozenset({"integrity_failure", "audit_failure"})
 RESULT_OUTCOMES = frozenset({"ok", "failed"})
@@ -265,16 +265,20 @@ def _audit(doc: Any, where: str) -> dict[str, Any]:
     }
 
 
+def _iso(value: Any, field: str) -> str | None:
+    """An optional ISO 8601 time, normalised to UTC ``…Z`` text (how it is stored)."""
+    return iso(when(value, field, optional=True))
+
+
 def _rotation(value: Any, where: str) -> dict[str, Any] | None:
+    """An inventory record's ``rotation``: ``{state, last_rotated_at, next_due_at}`` or null."""
     if value is None:
         return None
     d = fields(value, where, frozenset({"state"}), frozenset({"last_rotated_at", "next_due_at"}))
-    for key in ("last_rotated_at", "next_due_at"):
-        when(d.get(key), f"{where}.{key}", optional=True)
     return {
-        "state": _required_id(d["state"], f"{where}.state"),
-        "last_rotated_at": d.get("last_rotated_at"),
-        "next_due_at": d.get("next_due_at"),
+        "state": one_of(d["state"], f"{where}.state", uplink.ROTATION_STATES),
+        "last_rotated_at": _iso(d.get("last_rotated_at"), f"{where}.last_rotated_at"),
+        "next_due_at": _iso(d.get("next_due_at"), f"{where}.next_due_at"),
     }
 
 
@@ -343,10 +347,39 @@ def _alert(doc: Any, where: str) -> dict[str, Any]:
     return {"kind": one_of(d["kind"], f"{where}.kind", ALERT_KINDS), "message": message}
 
 
+def _rotation_event(doc: Any, where: str) -> dict[str, Any]:
+    """A ``rotation`` event (docs/rotation.md): ids, outcome, a fixed reason code, times.
+
+    ``failed`` must name a reason code and ``ok`` must not; no free text is accepted.
+    """
+    d = fields(
+        doc,
+        where,
+        frozenset({"secret_id", "policy_id", "outcome", "version"}),
+        frozenset({"reason", "rotated_at", "next_due_at"}),
+    )
+    outcome = one_of(d["outcome"], f"{where}.outcome", uplink.ROTATION_OUTCOMES)
+    reason = d.get("reason")
+    if outcome == "failed":
+        reason = one_of(reason, f"{where}.reason", uplink.ROTATION_REASONS)
+    elif reason is not None:
+        raise ValidationError(f"{where}.reason must be null when the outcome is ok")
+    return {
+        "secret_id": _required_id(d["secret_id"], f"{where}.secret_id"),
+        "policy_id": _id(d["policy_id"], f"{where}.policy_id", optional=True),
+        "outcome": outcome,
+        "reason": reason,
+        "version": integer(d["version"], f"{where}.version", 0, MAX_VERSION),
+        "rotated_at": _iso(d.get("rotated_at"), f"{where}.rotated_at"),
+        "next_due_at": _iso(d.get("next_due_at"), f"{where}.next_due_at"),
+    }
+
+
 _DATA = {
     "audit": _audit,
     "inventory": _inventory,
     "inventory_sync": _inventory_sync,
     "command_result": _command_result,
     "alert": _alert,
+    "rotation": _rotation_event,
 }

@@ -2,7 +2,8 @@
 
 Audit events are stored idempotently by ``(vault, id)`` and counted in usage only when new;
 inventory events are state (latest wins), ``inventory_sync`` prunes the rest; command results
-mark their command once; agent alerts raise deduplicated alerts. Publishing and alerting happen
+mark their command once; agent alerts raise deduplicated alerts; ``rotation`` events update the
+inventory's rotation state and raise/resolve rotation alerts (``services/rotation.py``). Publishing and alerting happen
 after the commit and are idempotent by their keys, so a redelivered batch changes nothing.
 """
 
@@ -58,10 +59,15 @@ class Ingest:
         inventory = [(e.kind, e.data) for e in events if e.kind.startswith("inventory")]
         results = [e.data for e in events if e.kind == "command_result"]
         alerts = [e.data for e in events if e.kind == "alert"]
+        destroyed = [d["secret_id"] for k, d in inventory if k == "inventory" and d["destroyed"]]
         async with cp.engine.begin() as conn:
             new_audit = await cp.audit.store_events(conn, audit_rows)
             await cp.inventory.apply(conn, vault.id, inventory, now)
+            rotations = await cp.rotations.apply(conn, vault.id, events, now)
             finished = [await cp.commands.finish(conn, vault.id, r, now) for r in results]
+        if destroyed:
+            await cp.rotations.forget(vault, destroyed)
+        await cp.rotations.effects(vault, rotations)
         for command in finished:
             if command is not None:
                 await cp.publish(vault.org_id, "command.result", command)

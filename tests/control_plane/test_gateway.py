@@ -156,7 +156,10 @@ async def test_cli_run_serves_both_listeners(tmp_path: Path) -> None:
         "KEYVAULT_CP_CA_KEY_PASSPHRASE": "cli-ca-passphrase",
         "KEYVAULT_CP_PORT": "0",
         "KEYVAULT_CP_GATEWAY_PORT": "0",
+        # its own temp folder: other workers' gateways keep theirs in the shared one meanwhile
+        "TMPDIR": str(tmp_path / "tmp"),
     }
+    (tmp_path / "tmp").mkdir()
     env.pop("KEYVAULT_CP_REDIS_URL", None)
     ready = tmp_path / "ready.json"
     cli = "from control_plane.cli import control_plane_group; control_plane_group()"
@@ -192,7 +195,7 @@ async def test_cli_run_serves_both_listeners(tmp_path: Path) -> None:
     assert code == 0, (tmp_path / "cp.log").read_text()[-2000:]
     output = (tmp_path / "cp.log").read_text()
     assert urls["api_url"] in output and urls["gateway_url"] in output
-    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob("keyvault-gateway-*/server.key"))
+    assert not list((tmp_path / "tmp").glob("keyvault-gateway-*/server.key"))
 
 
 def test_gateway_settings() -> None:

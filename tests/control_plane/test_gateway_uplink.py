@@ -198,7 +198,7 @@ async def test_inventory_upsert_destroy_sync(api: Api, tmp_path: Path) -> None:
     owner, agent = await _setup(api, tmp_path)
     link = await agent.online()
     rotation = {
-        "state": "scheduled",
+        "state": "due",
         "last_rotated_at": None,
         "next_due_at": "2026-04-01T00:00:00Z",
     }
