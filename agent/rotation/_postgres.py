@@ -95,7 +95,11 @@ class PostgresRotator:
         self._set_password(role, password)
 
     def verify(self, new: str) -> None:
-        """Log in afresh as the role with the new password."""
+        """Log in afresh as the role with the new password.
+
+        A server that let the login in without asking for the password (``trust`` in
+        ``pg_hba.conf``) proves nothing about it, so that counts as a failed verification.
+        """
         role, password = self._login_of(new)
         params = {k: v for k, v in self._verify_params().items() if k not in _NOT_FOR_VERIFY}
         error: RotationError | None = None
@@ -104,6 +108,10 @@ class PostgresRotator:
                 **params, user=role, password=password, connect_timeout=CONNECT_TIMEOUT
             ) as conn:
                 conn.execute("SELECT 1")
+                if not conn.pgconn.used_password:
+                    error = RotationError(
+                        VERIFICATION_FAILED, "the server did not ask for the password (trust)"
+                    )
         except psycopg.Error as exc:
             error = _classify(exc, login_rejected=VERIFICATION_FAILED)
         if error is not None:

@@ -26,7 +26,6 @@ from agent.rotation._base import (
     SecretRef,
 )
 from agent.rotation._command import CommandRotator
-from agent.rotation._postgres import PostgresRotator
 from agent.rotation._random import Generator, RandomRotator
 from common.settings import RotationSettings
 
@@ -44,7 +43,6 @@ __all__ = [
     "VERIFICATION_FAILED",
     "CommandRotator",
     "Generator",
-    "PostgresRotator",
     "RandomRotator",
     "RotationError",
     "Rotator",
@@ -77,6 +75,8 @@ def build_rotator(
         connection = settings.postgres.get(name)
         if connection is None:
             raise RotationError(CONNECTION_NOT_CONFIGURED, f"no rotation.postgres.{name[:40]}")
+        from agent.rotation._postgres import PostgresRotator  # psycopg only when used
+
         return PostgresRotator(params, connection, name)
     if kind == "command":
         name = params.get("command")

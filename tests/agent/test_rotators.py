@@ -397,7 +397,9 @@ def test_postgres_on_the_shared_server_changes_the_stored_verifier(
     rotator = pg_rotator(pg_settings(tmp_path, shared_pg.admin_dsn), role)
     new = rotator.generate(old)
     rotator.apply(new, old)
-    rotator.verify(new)
+    with pytest.raises(RotationError) as caught:  # trust auth: a login proves nothing
+        rotator.verify(new)
+    assert caught.value.reason == "verification_failed"
     assert scram_matches(shared_pg.verifier(role), new)
     assert not scram_matches(shared_pg.verifier(role), old)
     rotator.revert(old, new)
