@@ -155,12 +155,6 @@ class CommandHook(_Section):
 class RotationSettings(_Section):
     """Automatic rotation: timing, and the connections and commands policies refer to by name."""
 
-    grace_seconds: int = Field(
-        3600,
-        ge=0,
-        le=30 * 86400,
-        description="Seconds the previous value stays readable by version.",
-    )
     jitter_fraction: float = Field(
         0.1, ge=0, le=0.5, description="Due dates move by up to this fraction of the interval."
     )

@@ -7,7 +7,7 @@
    retry with backoff) with its ``rotation`` outbox event.
 3. Promote, in one transaction: the pending version becomes current, the schedule moves on
    (``now + interval ± jitter``), the ``rotation`` outbox event. Earlier versions stay readable
-   by number (at least ``rotation.grace_seconds``).
+   by number until an operator destroys them.
 
 At start :meth:`RotationEngine.recover` discards pending versions left by a crash (re-applying
 the old value when the rotator can) and reports each as ``interrupted``.

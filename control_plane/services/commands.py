@@ -54,7 +54,7 @@ def command_frame(row: Any) -> dict[str, Any]:
 def check_command(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """(command, args) of a create body: ``rotate {secret_id}`` or ``resync {}``."""
     command = doc.get("command")
-    if command not in uplink.COMMANDS:
+    if not isinstance(command, str) or command not in uplink.COMMANDS:
         raise ValidationError(f"command must be one of {', '.join(sorted(uplink.COMMANDS))}")
     args = doc.get("args", {})
     if not isinstance(args, dict):

@@ -21,8 +21,9 @@ ROTATORS = ("random", "postgres", "command")
 FIELDS = {"name", "selector", "interval_seconds", "notice_seconds", "rotator", "scope"}
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,64}$")
 _SETTING_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-# setting names that could carry secret material are refused outright
-_FORBIDDEN = re.compile(r"pass|secret|token|key|credential|dsn|url|conn", re.IGNORECASE)
+# setting names that could carry secret material are refused outright; a postgres rotator's
+# `connection` is only the *name* of a connection defined in the agent's own config
+_FORBIDDEN = re.compile(r"pass|secret|token|key|credential|dsn|url|conn(?!ection$)", re.IGNORECASE)
 
 
 def _check_name(value: Any) -> str:

@@ -3,41 +3,33 @@
 PostgreSQL tests use the server at ``KEYVAULT_TEST_PG`` (127.0.0.1:5432) with throwaway roles.
 Proving that an *old* password no longer logs in needs a server that checks passwords; when
 the shared server trusts every local login, a private cluster (``initdb --auth=scram-sha-256``
-from the same installation) is started for the module. The shared server is still exercised
-directly: its stored SCRAM verifiers are checked against the new and old passwords.
+from the same installation, see ``tests/pgscram.py``) is started for the module. The shared
+server is still exercised directly: its stored SCRAM verifiers are checked against the new and
+old passwords.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import glob
-import hashlib
-import hmac
 import json
 import logging
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from agent.rotation import RotationError, SecretRef, build_rotator
 from agent.rotation.rotators import REASONS
 from common.settings import AgentSettings, RotationSettings, load_settings
 from tests.conftest import PG_ADMIN_URL, need_service
+from tests.pgscram import PgServer, free_port, private_server, scram_matches
 
 SECRET = SecretRef(id="sec_0123456789", name="prod/db/app", version=4)
 LOOKALIKES = set("0O1lI|")
@@ -51,73 +43,6 @@ def _no_value(values: list[str], *texts: str) -> None:
 
 
 # ---------------------------------------------------------------- PostgreSQL servers
-
-
-@dataclass
-class PgServer:
-    """A PostgreSQL server reachable with an admin DSN; creates roles and drops them."""
-
-    admin_dsn: str
-    checks_passwords: bool
-    roles: list[str] = field(default_factory=list)
-
-    def admin(self) -> psycopg.Connection[Any]:
-        """An autocommit admin connection."""
-        return psycopg.connect(self.admin_dsn, autocommit=True, connect_timeout=5)
-
-    def create_role(self, password: str | None) -> str:
-        """A new LOGIN role with a unique (and awkward, to test quoting) name."""
-        name = f'kv_rot_{uuid.uuid4().hex[:10]}-"Q'
-        with self.admin() as conn:
-            conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
-            if password is not None:
-                cur = psycopg.ClientCursor(conn)
-                cur.execute(
-                    sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(name)), [password]
-                )
-        self.roles.append(name)
-        return name
-
-    def can_login(self, role: str, password: str) -> bool:
-        """Whether ``role`` logs in with ``password`` (a fresh connection)."""
-        params = conninfo_to_dict(self.admin_dsn)
-        params.update(user=role, password=password)
-        try:
-            with psycopg.connect(make_conninfo(**params), connect_timeout=5) as conn:
-                conn.execute("SELECT 1")
-        except psycopg.OperationalError as exc:
-            assert "authentication failed" in str(exc)
-            return False
-        return True
-
-    def verifier(self, role: str) -> str:
-        """The role's stored password verifier (superuser only)."""
-        with self.admin() as conn:
-            row = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", [role])
-            found = row.fetchone()
-        assert found is not None and found[0]
-        return str(found[0])
-
-    def drop_roles(self) -> None:
-        """Drop every role this server object created."""
-        with self.admin() as conn:
-            for role in self.roles:
-                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-        self.roles.clear()
-
-
-def scram_matches(verifier: str, password: str) -> bool:
-    """Whether a ``SCRAM-SHA-256$iter:salt$StoredKey:ServerKey`` verifier accepts ``password``."""
-    method, rest = verifier.split("$", 1)
-    assert method == "SCRAM-SHA-256"
-    params, keys = rest.split("$")
-    iterations, salt = params.split(":")
-    stored_key = keys.split(":")[0]
-    salted = hashlib.pbkdf2_hmac(
-        "sha256", password.encode(), base64.b64decode(salt), int(iterations)
-    )
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    return hmac.compare_digest(hashlib.sha256(client_key).digest(), base64.b64decode(stored_key))
 
 
 @pytest.fixture(scope="module")
@@ -136,88 +61,14 @@ def shared_pg() -> Iterator[PgServer]:
         server.drop_roles()
 
 
-def _pg_bindir() -> Path | None:
-    if pg_config := shutil.which("pg_config"):
-        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
-        if out.returncode == 0 and (Path(out.stdout.strip()) / "initdb").exists():
-            return Path(out.stdout.strip())
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def private_cluster() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster that checks passwords (SCRAM); yields its admin DSN."""
-    bindir = _pg_bindir()
-    if bindir is None:
-        raise RuntimeError("no initdb found to start a password-checking PostgreSQL")
-    prefix: list[str] = []
-    root = tempfile.mkdtemp(prefix="kv-rot-pg-")
-    admin_password = uuid.uuid4().hex
-    Path(root, "pw").write_text(admin_password)
-    if os.geteuid() == 0:  # initdb refuses root: run the cluster as the postgres user
-        prefix = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(root, "postgres")
-        shutil.chown(Path(root, "pw"), "postgres")
-    data, port = Path(root, "data"), _free_port()
-    try:
-        subprocess.run(
-            [
-                *prefix,
-                str(bindir / "initdb"),
-                *("-D", str(data), "--auth=scram-sha-256", "--username=postgres"),
-                *(f"--pwfile={root}/pw", "-E", "UTF8", "--no-sync"),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        options = f"-p {port} -c listen_addresses=127.0.0.1 -k {root} -c fsync=off"
-        subprocess.run(
-            [
-                *prefix,
-                str(bindir / "pg_ctl"),
-                *("-D", str(data), "-o", options, "-l", f"{root}/log", "-w", "start"),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        try:
-            yield (
-                f"host=127.0.0.1 port={port} user=postgres password={admin_password} "
-                "dbname=postgres"
-            )
-        finally:
-            subprocess.run(
-                [*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                check=False,
-                capture_output=True,
-            )
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def pg(shared_pg: PgServer) -> Iterator[PgServer]:
     """A server that checks passwords: the shared one when it does, else a private cluster."""
     if shared_pg.checks_passwords:
         yield shared_pg
         return
-    with contextlib.ExitStack() as stack:
-        try:
-            dsn = stack.enter_context(private_cluster())
-        except (RuntimeError, OSError, subprocess.CalledProcessError) as exc:
-            need_service("PostgreSQL with password authentication", exc)
-        server = PgServer(dsn, checks_passwords=True)
-        try:
-            yield server
-        finally:
-            server.drop_roles()
+    with private_server() as server:
+        yield server
 
 
 def pg_settings(tmp_path: Path, dsn: str, **extra: Any) -> RotationSettings:
@@ -295,7 +146,7 @@ def test_postgres_database_down_is_unreachable_and_old_password_works(
 ) -> None:
     role = pg.create_role("still-valid")
     params = conninfo_to_dict(pg.admin_dsn)
-    params["port"] = str(_free_port())  # nothing listens there
+    params["port"] = str(free_port())  # nothing listens there
     rotator = pg_rotator(pg_settings(tmp_path, make_conninfo(**params)), role)
     new = rotator.generate("still-valid")
     for step in (lambda: rotator.apply(new, "still-valid"), lambda: rotator.verify(new)):
@@ -410,7 +261,7 @@ def test_postgres_verify_uses_configured_host_port_dbname(pg: PgServer, tmp_path
     role = pg.create_role("v-pw")
     params = conninfo_to_dict(pg.admin_dsn)
     settings = pg_settings(
-        tmp_path, pg.admin_dsn, host="127.0.0.1", port=_free_port(), dbname="postgres"
+        tmp_path, pg.admin_dsn, host="127.0.0.1", port=free_port(), dbname="postgres"
     )
     with pytest.raises(RotationError) as caught:
         pg_rotator(settings, role).verify("v-pw")
@@ -658,9 +509,9 @@ def test_rotation_settings_defaults_and_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     defaults = AgentSettings().rotation
-    assert (defaults.grace_seconds, defaults.jitter_fraction) == (3600, 0.1)
+    assert defaults.jitter_fraction == 0.1
     assert (defaults.scan_interval_seconds, defaults.retry_base_seconds) == (60, 60)
-    monkeypatch.setenv("KEYVAULT_ROTATION__GRACE_SECONDS", "120")
+    monkeypatch.setenv("KEYVAULT_ROTATION__JITTER_FRACTION", "0.25")
     monkeypatch.setenv(
         "KEYVAULT_ROTATION__COMMANDS", json.dumps({"reload-app": {"argv": ["/bin/true"]}})
     )
@@ -668,7 +519,7 @@ def test_rotation_settings_defaults_and_environment(
         "KEYVAULT_ROTATION__POSTGRES", json.dumps({"main": {"dsn_file": str(tmp_path / "d")}})
     )
     settings = load_settings(AgentSettings)
-    assert settings.rotation.grace_seconds == 120
+    assert settings.rotation.jitter_fraction == 0.25
     assert settings.rotation.commands["reload-app"].timeout_seconds == 30
     assert settings.rotation.postgres["main"].dsn_file == tmp_path / "d"
 

@@ -41,6 +41,8 @@ async def test_command_api_validation_and_tenancy(api: Api) -> None:
     bad: list[Any] = [
         {},
         {"command": "explode"},
+        {"command": {}},  # unhashable: once a 500
+        {"command": ["rotate"]},
         {"command": "rotate"},
         {"command": "rotate", "args": {}},
         {"command": "rotate", "args": {"secret_id": "has space"}},

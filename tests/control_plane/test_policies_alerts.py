@@ -62,6 +62,8 @@ async def test_policy_validation(api: Api) -> None:
         {**POLICY, "rotator": {"type": "magic"}},
         {**POLICY, "rotator": {"type": "postgres", "settings": {"password": "hunter2"}}},
         {**POLICY, "rotator": {"type": "postgres", "settings": {"dsn": "postgres://u:p@h"}}},
+        {**POLICY, "rotator": {"type": "postgres", "settings": {"connection_string": "x"}}},
+        {**POLICY, "rotator": {"type": "postgres", "settings": {"conninfo": "host=h"}}},
         {**POLICY, "selector": {}},
         {**POLICY, "scope": {"vault_ids": []}},
         {**POLICY, "extra": 1},
@@ -70,6 +72,10 @@ async def test_policy_validation(api: Api) -> None:
         status, body = await api.call("POST", "/policies", owner, json=doc)
         assert status == 400, (doc, body)
     assert (await api.call("PUT", "/policies/pol_x", owner, json={}))[0] in (400, 404)
+    # a postgres rotator names a connection defined on the agent: the name itself is fine
+    named = {"type": "postgres", "settings": {"connection": "billing", "role": "app"}}
+    status, body = await api.call("POST", "/policies", owner, json={**POLICY, "rotator": named})
+    assert status == 201, body
 
 
 async def test_alert_engine_dedupes_and_moves_states(api: Api) -> None:
