@@ -34,24 +34,33 @@ CACHE_SECONDS = 5.0
 TOKEN_ID_RE = re.compile(r"tok_[a-z2-7]{16}")
 
 
-def glob_to_regex(glob: str) -> re.Pattern[str]:
-    """Compile a name glob (``*`` one segment, ``**`` any depth, ``?`` one character)."""
+def glob_body(glob: str, *, one_line: bool = False) -> str:
+    """A name glob (``*`` one segment, ``**`` any depth, ``?`` one character) as a regex body.
+
+    ``one_line`` keeps every wildcard off newlines, for matching names joined by newlines.
+    """
+    nl = "\n" if one_line else ""
     out = []
     i = 0
     while i < len(glob):
         if glob.startswith("**", i):
-            out.append(".*")
+            out.append(f"[^{nl}]*" if one_line else ".*")
             i += 2
         elif glob[i] == "*":
-            out.append("[^/]*")
+            out.append(f"[^/{nl}]*")
             i += 1
         elif glob[i] == "?":
-            out.append("[^/]")
+            out.append(f"[^/{nl}]")
             i += 1
         else:
             out.append(re.escape(glob[i]))
             i += 1
-    return re.compile("^" + "".join(out) + "$", re.DOTALL)
+    return "".join(out)
+
+
+def glob_to_regex(glob: str) -> re.Pattern[str]:
+    """Compile a name glob (``*`` one segment, ``**`` any depth, ``?`` one character)."""
+    return re.compile("^" + glob_body(glob) + "$", re.DOTALL)
 
 
 @dataclass(frozen=True)

@@ -25,27 +25,14 @@ from dataclasses import dataclass
 from itertools import accumulate, compress, islice
 from typing import Any
 
+from agent.auth import glob_body
+
 log = logging.getLogger("keyvault.agent.rotation")
 
 
 def glob_pattern(glob: str) -> str:
-    """A name glob as a regex body that never crosses a newline."""
-    out = []
-    i = 0
-    while i < len(glob):
-        if glob.startswith("**", i):
-            out.append("[^\n]*")
-            i += 2
-        elif glob[i] == "*":
-            out.append("[^/\n]*")
-            i += 1
-        elif glob[i] == "?":
-            out.append("[^/\n]")
-            i += 1
-        else:
-            out.append(re.escape(glob[i]))
-            i += 1
-    return "".join(out)
+    """A name glob as a regex body that never crosses a newline (the token policies' globs)."""
+    return glob_body(glob, one_line=True)
 
 
 @dataclass(frozen=True)
