@@ -19,6 +19,24 @@ CLASSES = {
 LOOKALIKES = set("Il1O0o|`'\"")
 
 
+def random_chars(pools: list[str], min_per_class: int, length: int) -> str:
+    """``length`` characters from the CSPRNG: ``min_per_class`` from each pool, the rest from
+    all of them, shuffled (Fisher-Yates)."""
+    chars = [secrets.choice(pool) for pool in pools for _ in range(min_per_class)]
+    everything = "".join(pools)
+    chars += [secrets.choice(everything) for _ in range(length - len(chars))]
+    for i in range(len(chars) - 1, 0, -1):
+        j = secrets.randbelow(i + 1)
+        chars[i], chars[j] = chars[j], chars[i]
+    return "".join(chars)
+
+
+def random_bytes(count: int, encoding: str) -> str:
+    """``count`` random bytes as ``hex`` or (otherwise) standard base64 text."""
+    raw = secrets.token_bytes(count)
+    return raw.hex() if encoding == "hex" else base64.b64encode(raw).decode()
+
+
 @dataclass(frozen=True)
 class GeneratorSpec:
     """How to make a new value. ``mode="password"`` or ``mode="bytes"``."""
@@ -70,16 +88,8 @@ class GeneratorSpec:
     def generate(self) -> str:
         """A new random value following this spec (CSPRNG)."""
         if self.mode == "bytes":
-            raw = secrets.token_bytes(self.length)
-            return raw.hex() if self.encoding == "hex" else base64.b64encode(raw).decode()
-        pools = [self._pool(c) for c in self.classes]
-        chars = [secrets.choice(pool) for pool in pools for _ in range(self.min_per_class)]
-        everything = "".join(pools)
-        chars += [secrets.choice(everything) for _ in range(self.length - len(chars))]
-        for i in range(len(chars) - 1, 0, -1):  # Fisher-Yates with the CSPRNG
-            j = secrets.randbelow(i + 1)
-            chars[i], chars[j] = chars[j], chars[i]
-        return "".join(chars)
+            return random_bytes(self.length, self.encoding)
+        return random_chars([self._pool(c) for c in self.classes], self.min_per_class, self.length)
 
     def _pool(self, name: str) -> str:
         pool = CLASSES[name]

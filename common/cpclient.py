@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import ssl
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -290,6 +290,29 @@ class _Base:
         return f"{type(self).__name__}(url={self.url!r}, logged_in={self._token is not None})"
 
 
+def _pages(fetch: Callable[[str | None], Any]) -> Iterator[dict[str, Any]]:
+    """Every item of a cursor-paged listing: ``fetch(cursor)`` gives one page."""
+    cursor: str | None = None
+    while True:
+        page = fetch(cursor)
+        yield from page["items"]
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return
+
+
+async def _apages(fetch: Callable[[str | None], Awaitable[Any]]) -> AsyncIterator[dict[str, Any]]:
+    """:func:`_pages` for awaitable pages."""
+    cursor: str | None = None
+    while True:
+        page = await fetch(cursor)
+        for item in page["items"]:
+            yield item
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return
+
+
 class ControlPlaneClient(_Base, _Api):
     """Blocking client of the operator API."""
 
@@ -326,33 +349,15 @@ class ControlPlaneClient(_Base, _Api):
 
     def iter_vaults(self, page_size: int = 200) -> Iterator[dict[str, Any]]:
         """Every vault, following the cursor page by page."""
-        cursor: str | None = None
-        while True:
-            page = self.list_vaults(cursor=cursor, limit=page_size)
-            yield from page["items"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+        return _pages(lambda c: self.list_vaults(cursor=c, limit=page_size))
 
     def iter_inventory(self, vault_id: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
         """Every inventory item of a vault, following the cursor page by page."""
-        cursor: str | None = None
-        while True:
-            page = self.inventory(vault_id, cursor=cursor, limit=page_size)
-            yield from page["items"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+        return _pages(lambda c: self.inventory(vault_id, cursor=c, limit=page_size))
 
     def iter_commands(self, vault_id: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
         """Every command sent to a vault, oldest first."""
-        cursor: str | None = None
-        while True:
-            page = self.list_commands(vault_id, cursor=cursor, limit=page_size)
-            yield from page["items"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+        return _pages(lambda c: self.list_commands(vault_id, cursor=c, limit=page_size))
 
 
 class AsyncControlPlaneClient(_Base, _Api):
@@ -393,37 +398,21 @@ class AsyncControlPlaneClient(_Base, _Api):
 
     async def iter_vaults(self, page_size: int = 200) -> AsyncIterator[dict[str, Any]]:
         """Every vault, following the cursor page by page."""
-        cursor: str | None = None
-        while True:
-            page = await self.list_vaults(cursor=cursor, limit=page_size)
-            for item in page["items"]:
-                yield item
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+        async for item in _apages(lambda c: self.list_vaults(cursor=c, limit=page_size)):
+            yield item
 
     async def iter_inventory(
         self, vault_id: str, page_size: int = 500
     ) -> AsyncIterator[dict[str, Any]]:
         """Every inventory item of a vault, following the cursor page by page."""
-        cursor: str | None = None
-        while True:
-            page = await self.inventory(vault_id, cursor=cursor, limit=page_size)
-            for item in page["items"]:
-                yield item
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+        async for item in _apages(lambda c: self.inventory(vault_id, cursor=c, limit=page_size)):
+            yield item
 
     async def iter_commands(
         self, vault_id: str, page_size: int = 500
     ) -> AsyncIterator[dict[str, Any]]:
         """Every command sent to a vault, oldest first."""
-        cursor: str | None = None
-        while True:
-            page = await self.list_commands(vault_id, cursor=cursor, limit=page_size)
-            for item in page["items"]:
-                yield item
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return
+        async for item in _apages(
+            lambda c: self.list_commands(vault_id, cursor=c, limit=page_size)
+        ):
+            yield item

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import secrets
 import string
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from agent.generate import random_bytes, random_chars
 from agent.rotation._base import INVALID_SETTINGS, RotationError
 
 CLASSES = {
@@ -70,16 +69,9 @@ class Generator:
     def new_value(self) -> str:
         """A fresh random value."""
         if self.encoding is not None:
-            raw = secrets.token_bytes(self.bytes)
-            return raw.hex() if self.encoding == "hex" else base64.b64encode(raw).decode()
+            return random_bytes(self.bytes, self.encoding)
         pools = [self._pool(c) for c in self.classes]
-        chars = [secrets.choice(pool) for pool in pools for _ in range(self.min_per_class)]
-        everything = "".join(pools)
-        chars += [secrets.choice(everything) for _ in range(self.length - len(chars))]
-        for i in range(len(chars) - 1, 0, -1):  # Fisher-Yates with the CSPRNG
-            j = secrets.randbelow(i + 1)
-            chars[i], chars[j] = chars[j], chars[i]
-        return "".join(chars)
+        return random_chars(pools, self.min_per_class, self.length)
 
     def _pool(self, cls: str) -> str:
         pool = CLASSES[cls]

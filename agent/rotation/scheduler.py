@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
+from agent.background import Background
 from agent.rotation import policy as pol
 from agent.rotation.engine import PENDING, POLICIES_KEY, RotationEngine, RotationFailedError
 from agent.store import hot
@@ -46,8 +47,10 @@ class Plan:
     stale_pending: int = 0
 
 
-class Scheduler:
+class Scheduler(Background):
     """Runs rotation passes in the background for one agent."""
+
+    task_name = "rotation"
 
     def __init__(
         self,
@@ -55,6 +58,7 @@ class Scheduler:
         *,
         policies_version: Callable[[], str | None] = lambda: None,
     ) -> None:
+        super().__init__()
         self.engine = engine
         self.store = engine.store
         self.settings = engine.settings
@@ -62,26 +66,9 @@ class Scheduler:
         self.passes = 0
         self.rotated = 0
         self.failed = 0
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._running: asyncio.Task[Any] | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> None:
-        """Run in the background (recovery first, then passes)."""
-        self._task = asyncio.get_running_loop().create_task(self.run(), name="rotation")
-
-    async def stop(self, timeout: float) -> None:
-        """Stop within ``timeout`` seconds (a rotation still running is cancelled and undone)."""
-        self._stopping.set()
-        if self._task is None:
-            return
-        _, pending = await asyncio.wait({self._task}, timeout=timeout)
-        for task in pending:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, 1.0)
-
     async def run(self) -> None:
         """Recover, then a pass every scan interval or on a new policy list (never raises)."""
         try:

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from agent.background import Background
 from agent.runtime import Agent
 from agent.uplink import meta, outbox
 from agent.uplink.backoff import Backoff
@@ -48,8 +49,10 @@ WORK_POLL = 0.05  # seconds between looks for new outbox work (in memory)
 OUTBOX_FALLBACK = 5.0  # seconds after which the outbox is read anyway (other writers)
 
 
-class Uplink:
+class Uplink(Background):
     """The agent's link to its control plane (one per running agent)."""
+
+    task_name = "uplink"
 
     def __init__(
         self,
@@ -58,6 +61,7 @@ class Uplink:
         clock: Clock = utcnow,
         uniform: Callable[[float, float], float] = random.uniform,
     ) -> None:
+        super().__init__()
         self.agent = agent
         self.settings = agent.settings.uplink
         self.files = UplinkFiles(agent.settings.uplink_dir)
@@ -73,9 +77,7 @@ class Uplink:
         self.certificate: Certificate | None = None
         self.policies_version = policies_version([])
         self._watch = FailureWatch(agent)
-        self._stopping = asyncio.Event()
         self._kick = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._recovered = False
 
     def __repr__(self) -> str:
@@ -90,21 +92,6 @@ class Uplink:
         with contextlib.suppress(ConfigError):  # a broken state.json is reported by run()
             if self.files.load_state() is not None:
                 self.agent.secrets.track_changes = True
-
-    def start(self) -> None:
-        """Run in the background."""
-        self._task = asyncio.get_running_loop().create_task(self.run(), name="uplink")
-
-    async def stop(self, timeout: float) -> None:
-        """Close the socket and stop within ``timeout`` seconds (cancelling what is left)."""
-        self._stopping.set()
-        if self._task is None:
-            return
-        _, pending = await asyncio.wait({self._task}, timeout=timeout)
-        for task in pending:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, 1.0)
 
     async def run(self) -> None:
         """The supervisor loop (returns once stopped; never raises)."""
