@@ -68,6 +68,11 @@ class Ingest:
         if destroyed:
             await cp.rotations.forget(vault, destroyed)
         await cp.rotations.effects(vault, rotations)
+        if inventory or any(e.kind == "rotation" for e in events):
+            # metadata only: which vault's inventory changed, so open operator views reload it
+            await cp.publish(
+                vault.org_id, "inventory.changed", {"vault_id": vault.id, "items": len(inventory)}
+            )
         for command in finished:
             if command is not None:
                 await cp.publish(vault.org_id, "command.result", command)
