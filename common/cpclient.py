@@ -50,6 +50,8 @@ class _Call:
     raw: bool = False
     # a login's answer carries the token the client keeps for the following calls
     keeps_token: bool = False
+    # the answer's field to return instead of the whole body (e.g. ``items`` of a listing)
+    unwrap: str | None = None
 
 
 def _ref(ref: str) -> str:
@@ -240,6 +242,51 @@ class _Api(ABC):
         """→ resolved."""
         return self._run(_Call("POST", f"/api/v1/alerts/{_ref(alert_id)}/resolve"))
 
+    # ------------------------------------------------------------ policies
+    def list_policies(self) -> Any:
+        """Every rotation policy of the organisation, by name (the list of ``{items}``)."""
+        return self._run(_Call("GET", "/api/v1/policies", unwrap="items"))
+
+    def get_policy(self, policy_id: str) -> Any:
+        """One policy."""
+        return self._run(_Call("GET", f"/api/v1/policies/{_ref(policy_id)}"))
+
+    def create_policy(self, doc: dict[str, Any]) -> Any:
+        """A new policy ``{name, selector, interval_seconds, notice_seconds?, rotator, scope?}``."""
+        return self._run(_Call("POST", "/api/v1/policies", json=dict(doc)))
+
+    def update_policy(self, policy_id: str, doc: dict[str, Any]) -> Any:
+        """Change any subset of a policy's fields; its version goes up by one."""
+        path = f"/api/v1/policies/{_ref(policy_id)}"
+        return self._run(_Call("PUT", path, json=dict(doc)))
+
+    def delete_policy(self, policy_id: str) -> Any:
+        """Delete a policy (None)."""
+        return self._run(_Call("DELETE", f"/api/v1/policies/{_ref(policy_id)}"))
+
+    # ------------------------------------------------------------ audit and usage
+    def query_audit(
+        self,
+        after: int = 0,
+        limit: int = 100,
+        action: str | None = None,
+        source: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> Any:
+        """One page ``{items, next_after}`` of the audit log, oldest first, after ``seq``."""
+        params = _params(
+            after=after, limit=limit, action=action, source=source, since=since, until=until
+        )
+        return self._run(_Call("GET", "/api/v1/audit", params=params))
+
+    def usage(
+        self, start: str | None = None, end: str | None = None, vault_id: str | None = None
+    ) -> Any:
+        """``{from, to, rows: [{day, vault_id, operation, count}], total}``; dates inclusive."""
+        params = _params(**{"from": start, "to": end, "vault_id": vault_id})
+        return self._run(_Call("GET", "/api/v1/analytics/usage", params=params))
+
     # ------------------------------------------------------------ system
     def health(self) -> Any:
         """Liveness (no session needed)."""
@@ -284,6 +331,8 @@ class _Base:
     def _keep(self, call: _Call, body: Any) -> Any:
         if call.keeps_token and isinstance(body, dict) and isinstance(body.get("token"), str):
             self.token = body["token"]
+        if call.unwrap is not None and isinstance(body, dict):
+            return body.get(call.unwrap, [])
         return body
 
     def __repr__(self) -> str:

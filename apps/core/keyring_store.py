@@ -7,27 +7,38 @@ refused with a message saying how to get a Secret Service. A person who knowingl
 backend names it in ``PYTHON_KEYRING_BACKEND`` (the one override; a ``keyringrc.cfg`` that picks
 a non-OS backend is refused too).
 
+The one deliberate exception is :meth:`CredentialStore.memory`: a :class:`MemoryKeyring` kept in
+this process only (forgotten on exit), for a person who asks for it (``keyvault tui
+--memory-keyring``) or a demo on a host without a keyring; ``store.weak`` says so to the UI.
+
 Entries::
 
     service "keyvault session <control-plane URL>"   user <e-mail>   → kvs_… session token
     service "keyvault metadata key"                  user <org id>   → kvmk1:… metadata key
+    service "keyvault agent <agent URL>"             user "token"    → the agent API token
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from common.errors import ConfigError
 from common.metadata_key import MetadataKey
 
-if TYPE_CHECKING:
+try:
     from keyring.backend import KeyringBackend
+    from keyring.errors import PasswordDeleteError
+except ImportError:  # without the operator extra only the memory keyring works (below)
+    KeyringBackend = object  # type: ignore[misc,assignment]
+    PasswordDeleteError = LookupError  # type: ignore[misc,assignment]
 
 ENV_BACKEND = "PYTHON_KEYRING_BACKEND"
 SESSION_SERVICE = "keyvault session "
 METADATA_KEY_SERVICE = "keyvault metadata key"
+AGENT_SERVICE = "keyvault agent "
+AGENT_USER = "token"
 
 # real OS keyrings, best first when several are viable
 OS_BACKENDS = (
@@ -156,6 +167,41 @@ def session_service(control_plane_url: str) -> str:
     return SESSION_SERVICE + control_plane_url.strip().rstrip("/").lower()
 
 
+def agent_service(agent_url: str) -> str:
+    """The keyring service name of the API token for one agent."""
+    return AGENT_SERVICE + agent_url.strip().rstrip("/").lower()
+
+
+class MemoryKeyring(KeyringBackend):
+    """A keyring kept in this process's memory only: nothing survives the process.
+
+    Its priority is below ``keyring``'s own ``fail.Keyring`` (0), so ``keyring``'s detection
+    never picks it; only :meth:`CredentialStore.memory` uses it.
+    """
+
+    priority = -1
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._items: dict[tuple[str, str], str] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryKeyring(entries={len(self._items)})"
+
+    def get_password(self, service: str, username: str) -> str | None:
+        """The stored value, or None."""
+        return self._items.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        """Store (or replace) a value."""
+        self._items[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        """Forget a value; PasswordDeleteError when there is none (as every backend does)."""
+        if self._items.pop((service, username), None) is None:
+            raise PasswordDeleteError("no such entry")
+
+
 class CredentialStore:
     """Session tokens and metadata keys in the OS keyring; values never appear in ``repr``."""
 
@@ -166,8 +212,20 @@ class CredentialStore:
             check_backend(backend)
         self.backend = backend
 
+    @classmethod
+    def memory(cls) -> CredentialStore:
+        """A store over a fresh :class:`MemoryKeyring`: the one knowingly weaker choice."""
+        store = cls.__new__(cls)
+        store.backend = MemoryKeyring()
+        return store
+
     def __repr__(self) -> str:
         return f"CredentialStore(backend={backend_name(self.backend)!r})"
+
+    @property
+    def weak(self) -> bool:
+        """True when nothing is kept beyond this process (the memory keyring)."""
+        return isinstance(self.backend, MemoryKeyring)
 
     @property
     def name(self) -> str:
@@ -178,8 +236,6 @@ class CredentialStore:
         try:
             return fn(*args)
         except Exception as exc:
-            from keyring.errors import PasswordDeleteError
-
             if isinstance(exc, PasswordDeleteError):
                 return None  # nothing to delete
             # backend errors name the operation, never the value; keep the message short
@@ -238,3 +294,20 @@ class CredentialStore:
         self._call(
             "delete the metadata key", self.backend.delete_password, METADATA_KEY_SERVICE, org_id
         )
+
+    # ------------------------------------------------------------ agent tokens
+    def get_agent_token(self, agent_url: str) -> str | None:
+        """The stored API token for an agent, or None."""
+        service = agent_service(agent_url)
+        value = self._call("read the agent token", self.backend.get_password, service, AGENT_USER)
+        return value or None
+
+    def set_agent_token(self, agent_url: str, token: str) -> None:
+        """Store (or replace) the API token for an agent."""
+        service = agent_service(agent_url)
+        self._call("store the agent token", self.backend.set_password, service, AGENT_USER, token)
+
+    def delete_agent_token(self, agent_url: str) -> None:
+        """Forget an agent's API token (no error when there is none)."""
+        service = agent_service(agent_url)
+        self._call("delete the agent token", self.backend.delete_password, service, AGENT_USER)

@@ -159,3 +159,73 @@ def test_a_daemon_that_went_away_is_a_keyring_error(
         need_service("gnome-keyring", exc)
     with pytest.raises(KeyringUnavailableError, match="refused to read the session token"):
         store.get_session_token(URL, "a@example.com")
+
+
+# ---------------------------------------------------------------- agent tokens, memory keyring
+
+
+def test_agent_tokens_in_the_secret_service(keyring_env: dict[str, str]) -> None:
+    import secretstorage
+
+    store = CredentialStore()
+    assert store.get_agent_token("https://vault-1:8443") is None
+    store.set_agent_token("https://Vault-1:8443/", "kvt_agent_one")
+    store.set_agent_token("https://vault-2:8443", "kvt_agent_two")
+    assert CredentialStore().get_agent_token("https://vault-1:8443") == "kvt_agent_one"
+    assert store.get_agent_token("https://vault-2:8443") == "kvt_agent_two"
+
+    conn = secretstorage.dbus_init()
+    try:
+        items = list(
+            secretstorage.search_items(
+                conn, {"service": "keyvault agent https://vault-1:8443", "username": "token"}
+            )
+        )
+        assert [i.get_secret() for i in items] == [b"kvt_agent_one"]
+    finally:
+        conn.close()
+
+    store.delete_agent_token("https://vault-1:8443")
+    store.delete_agent_token("https://vault-1:8443")  # nothing left: no error
+    assert store.get_agent_token("https://vault-1:8443") is None
+    assert store.get_agent_token("https://vault-2:8443") == "kvt_agent_two"
+    assert not store.weak
+
+
+def test_the_memory_store_works_and_says_it_is_weak(no_keyring: None) -> None:
+    import keyring.core
+
+    from apps.core.keyring_store import MemoryKeyring
+
+    store = CredentialStore.memory()
+    assert store.weak and store.name == "apps.core.keyring_store.MemoryKeyring"
+    store.set_session_token(URL, "a@example.com", "kvs_mem")
+    store.set_agent_token("https://vault-1:8443", "kvt_mem")
+    key = MetadataKey.generate()
+    store.set_metadata_key("org_1", key)
+    assert store.get_session_token(URL, "a@example.com") == "kvs_mem"
+    assert store.get_agent_token("https://vault-1:8443") == "kvt_mem"
+    loaded = store.get_metadata_key("org_1")
+    assert loaded is not None and loaded.fingerprint == key.fingerprint
+    for text in (repr(store), repr(store.backend)):
+        assert "kvs_mem" not in text and "kvt_mem" not in text
+    store.delete_agent_token("https://vault-1:8443")
+    store.delete_agent_token("https://vault-1:8443")
+    assert store.get_agent_token("https://vault-1:8443") is None
+
+    # each memory store is its own; nothing is shared or kept
+    assert CredentialStore.memory().get_session_token(URL, "a@example.com") is None
+    # keyring never chooses it by itself, and the ordinary store still refuses it
+    assert not isinstance(keyring.core._detect_backend(), MemoryKeyring)
+    with pytest.raises(KeyringUnavailableError, match="not an OS keyring"):
+        CredentialStore(MemoryKeyring())
+    with pytest.raises(KeyringUnavailableError, match="no OS keyring"):
+        CredentialStore()
+
+
+def test_plaintext_is_still_refused_next_to_the_memory_store(no_keyring: None) -> None:
+    from tests.apps.fakes import PlaintextKeyring
+
+    assert CredentialStore.memory().weak
+    with pytest.raises(KeyringUnavailableError, match="plain file"):
+        CredentialStore(PlaintextKeyring())

@@ -1,0 +1,130 @@
+"""The central audit log: pages oldest first (keyset by ``seq``), server and local filters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from apps.core.viewmodels.base import Listener, ViewModel
+from apps.core.viewmodels.vaults import when
+
+PAGE = 100
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One audit entry (metadata only); ``vault_id`` is set when a vault reported it."""
+
+    seq: int
+    at: datetime | None
+    actor: str | None
+    action: str
+    target: str | None
+    source: str
+    vault_id: str | None
+    outcome: str
+    haystack: str = field(default="", repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> AuditRow:
+        """A row from an entry of ``GET /audit``."""
+        source = str(doc.get("source") or "")
+        values = [doc.get(k) for k in ("actor", "action", "target", "outcome")] + [source]
+        return cls(
+            seq=int(doc["seq"]),
+            at=when(doc.get("at")),
+            actor=doc.get("actor"),
+            action=str(doc.get("action") or ""),
+            target=doc.get("target"),
+            source=source,
+            vault_id=source if source.startswith("vlt_") else None,
+            outcome=str(doc.get("outcome") or ""),
+            haystack=" ".join(str(v) for v in values if v).lower(),
+        )
+
+
+@dataclass(frozen=True)
+class AuditState:
+    """Loaded entries (``rows``), those matching ``text`` (``visible``), the filters."""
+
+    rows: tuple[AuditRow, ...] = ()
+    visible: tuple[AuditRow, ...] = ()
+    action: str | None = None
+    source: str | None = None
+    text: str = ""
+    has_more: bool = False
+    loading: bool = False
+    error: str | None = None
+
+
+def _matching(rows: tuple[AuditRow, ...], text: str) -> tuple[AuditRow, ...]:
+    needle = text.strip().lower()
+    return tuple(r for r in rows if needle in r.haystack) if needle else rows
+
+
+class AuditViewModel(ViewModel[AuditState]):
+    """Reads the audit log page by page; ``action``/``source`` filter on the server."""
+
+    def __init__(
+        self, client: Any, on_change: Listener | None = None, *, page_size: int = PAGE
+    ) -> None:
+        super().__init__(AuditState(), on_change)
+        self.client = client
+        self.page_size = page_size
+        self._next_after: int | None = None
+
+    async def _page(self, after: int) -> tuple[list[AuditRow], int | None]:
+        page = await self.client.query_audit(
+            after=after, limit=self.page_size, action=self.state.action, source=self.state.source
+        )
+        return [AuditRow.from_json(d) for d in page["items"]], page.get("next_after")
+
+    def _show(self, rows: tuple[AuditRow, ...], next_after: int | None) -> None:
+        self._next_after = next_after
+        self._set(
+            rows=rows,
+            visible=_matching(rows, self.state.text),
+            has_more=next_after is not None,
+        )
+
+    async def refresh(self) -> None:
+        """Load the first page again (errors go to ``state.error``)."""
+
+        async def work() -> None:
+            rows, nxt = await self._page(0)
+            self._show(tuple(rows), nxt)
+
+        await self._load(work)
+
+    async def load_more(self) -> None:
+        """Append the next page, if there is one (errors go to ``state.error``)."""
+        after = self._next_after
+        if after is None:
+            return
+
+        async def work() -> None:
+            rows, nxt = await self._page(after)
+            known = {r.seq for r in self.state.rows}
+            self._show(self.state.rows + tuple(r for r in rows if r.seq not in known), nxt)
+
+        await self._load(work)
+
+    async def set_filter(
+        self, action: str | None = None, source: str | None = None, text: str | None = None
+    ) -> None:
+        """Change filters: a new ``action``/``source`` reloads ('' clears), ``text`` is local.
+
+        An argument left as None keeps that filter as it is.
+        """
+        server = {
+            key: (value.strip() or None)
+            for key, value in (("action", action), ("source", source))
+            if value is not None
+        }
+        changed = any(getattr(self.state, k) != v for k, v in server.items())
+        if text is not None:
+            self._set(text=text, visible=_matching(self.state.rows, text))
+        if changed:
+            self._set(**server)
+            await self.refresh()

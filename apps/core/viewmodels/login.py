@@ -1,0 +1,108 @@
+"""Logging in: the form's defaults, checks before any network call, one-line failures."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from apps.core.keyring_store import CredentialStore
+from apps.core.session import Session, previous_profile
+from apps.core.viewmodels.base import Listener, ViewModel
+from common.cpclient import TooManyAttemptsError
+from common.errors import AuthenticationError, KeyVaultError, UnavailableError, ValidationError
+
+WRONG_CREDENTIALS = "wrong e-mail address or password"
+
+
+@dataclass(frozen=True)
+class LoginState:
+    """The login form's values (never the password) and how the last attempt went."""
+
+    url: str = ""
+    email: str = ""
+    ca_file: str | None = None
+    busy: bool = False
+    error: str | None = None
+    loading: bool = False
+
+
+def _invalid(field: str, message: str) -> ValidationError:
+    return ValidationError(message, details={"field": field})
+
+
+def check_form(url: str, email: str, password: str, ca_file: str | None) -> tuple[str, str]:
+    """(url, email) cleaned, or a ValidationError naming the form field."""
+    url, email = url.strip().rstrip("/"), email.strip()
+    if not url:
+        raise _invalid("url", "enter the control plane's URL, e.g. https://cp.example.com")
+    if not url.startswith(("https://", "http://")) or len(url.split("://", 1)[1]) == 0:
+        raise _invalid("url", f"{url!r} must start with https:// (or http:// for development)")
+    if not email:
+        raise _invalid("email", "enter your e-mail address")
+    local, _, domain = email.partition("@")
+    if not local or not domain or " " in email:
+        raise _invalid("email", f"{email!r} is not an e-mail address")
+    if not password:
+        raise _invalid("password", "enter your password")
+    if ca_file and not Path(ca_file).expanduser().is_file():
+        raise _invalid("ca_file", f"CA file {ca_file} does not exist")
+    return url, email
+
+
+def _one_line(exc: KeyVaultError) -> str:
+    """The message a person sees for a failed login."""
+    if isinstance(exc, TooManyAttemptsError):
+        return exc.message  # the server says for how long
+    if isinstance(exc, AuthenticationError):
+        return WRONG_CREDENTIALS
+    if isinstance(exc, UnavailableError):
+        return exc.message  # "cannot reach the control plane at URL: …"
+    return exc.message
+
+
+class LoginViewModel(ViewModel[LoginState]):
+    """The login screen: pre-fill from the saved profile, log in, or resume a saved session."""
+
+    def __init__(self, on_change: Listener | None = None) -> None:
+        super().__init__(LoginState(), on_change)
+
+    def defaults(self) -> LoginState:
+        """Fill url, e-mail and CA file from the saved profile (if any); returns the state."""
+        profile = previous_profile()
+        if profile is None:
+            return self.state
+        return self._set(
+            url=profile.control_plane_url, email=profile.email, ca_file=profile.ca_file
+        )
+
+    async def login(
+        self,
+        url: str,
+        email: str,
+        password: str,
+        ca_file: str | None = None,
+        store: CredentialStore | None = None,
+    ) -> Session:
+        """Log in (in a thread: it blocks on HTTP and the keyring); raises a one-line error."""
+        url, email = check_form(url, email, password, ca_file)
+        ca_file = ca_file or None
+        self._set(url=url, email=email, ca_file=ca_file, busy=True, error=None)
+        try:
+            session = await asyncio.to_thread(
+                Session.login, url, email, password, ca_file=ca_file, store=store
+            )
+        except KeyVaultError as exc:
+            message = _one_line(exc)
+            self._set(busy=False, error=message)
+            exc.message, exc.args = message, (message,)
+            raise exc from None
+        self._set(busy=False, error=None)
+        return session
+
+    def resume(self, store: CredentialStore | None = None) -> Session | None:
+        """The saved session (profile + token in the keyring), or None."""
+        try:
+            return Session.current(store)
+        except KeyVaultError:
+            return None

@@ -1,0 +1,1 @@
+"""Tests of apps.core: view models, live stream and shell."""

@@ -1,0 +1,111 @@
+"""EnrollmentViewModel against a real control plane; the printed command really enrolls an agent."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from apps.core.viewmodels.enrollment import (
+    GATEWAY_PLACEHOLDER,
+    EnrollmentViewModel,
+    enroll_command,
+)
+from common import errors as e
+from common.cpclient import AsyncControlPlaneClient
+from tests.apps.conftest import LiveControlPlane
+from tests.apps.fake_cp import FakeControlPlane
+
+
+def _gateway(live: LiveControlPlane) -> str:
+    from control_plane.gateway.app import GATEWAY
+
+    return str(live.server.app[GATEWAY].url)
+
+
+async def test_create_list_revoke(live_cp: LiveControlPlane) -> None:
+    gateway = _gateway(live_cp)
+    async with AsyncControlPlaneClient(live_cp.url, live_cp.token()) as cp:
+        vm = EnrollmentViewModel(cp, gateway)
+        await vm.refresh()
+        assert vm.state.tokens == () and vm.state.error is None
+
+        created = await vm.create("  web-1 host  ", 2)
+        assert created.token.startswith("kve_") and created.id.startswith("enr_")
+        assert created.command == (
+            f"keyvault agent enroll --control-plane {gateway} --token {created.token}"
+        )
+        assert created.expires_at is not None and created.expires_at.tzinfo is not None
+        assert vm.state.created == created
+        for text in (repr(vm.state), repr(created), str(vm.state)):
+            assert created.token not in text
+
+        await vm.refresh()
+        [row] = vm.state.tokens
+        assert (row.id, row.description, row.state) == (created.id, "web-1 host", "active")
+        assert vm.state.created == created  # shown until the person dismisses it
+        vm.clear_created()
+        assert vm.state.created is None
+
+        revoked = await vm.revoke(created.id)
+        assert revoked.state == "revoked" and vm.state.tokens == (revoked,)
+        with pytest.raises(e.NotFoundError):
+            await vm.revoke("enr_nope")
+
+
+def test_the_command_enrolls_a_real_agent(live_cp: LiveControlPlane, tmp_path: Path) -> None:
+    """Run exactly the line shown (plus the agent's data folder) through the real CLI."""
+    from apps.cli.main import cli
+    from tests.conftest import init_agent_dir
+
+    agent = init_agent_dir(tmp_path / "agent")
+
+    async def make() -> str:
+        async with AsyncControlPlaneClient(live_cp.url, live_cp.token()) as cp:
+            return (await EnrollmentViewModel(cp, _gateway(live_cp)).create("", 1)).command
+
+    command = asyncio.run(make())
+    argv = shlex.split(command)
+    assert argv[:3] == ["keyvault", "agent", "enroll"]
+    result = CliRunner().invoke(cli, [*argv[1:], "--data-dir", str(agent.path), "--name", "web-1"])
+    assert result.exit_code == 0, result.output
+    assert "enrolled as vault vlt_" in result.output
+
+
+def test_without_a_gateway_url_the_command_has_a_placeholder() -> None:
+    line = enroll_command(None, "kve_abc.def")
+    assert (
+        line == f"keyvault agent enroll --control-plane {GATEWAY_PLACEHOLDER} --token kve_abc.def"
+    )
+    assert enroll_command("https://gw.example.com:8444/", "t") == (
+        "keyvault agent enroll --control-plane https://gw.example.com:8444 --token t"
+    )
+
+
+async def test_bad_input_is_tagged_before_any_request() -> None:
+    fake = FakeControlPlane()
+    vm = EnrollmentViewModel(fake, None)
+    for ttl in ("soon", 0, 169, "0.001"):
+        with pytest.raises(e.ValidationError) as info:
+            await vm.create("x", ttl)
+        assert info.value.details == {"field": "ttl_hours"}
+    with pytest.raises(e.ValidationError) as info:
+        await vm.create("d" * 201, 1)
+    assert info.value.details == {"field": "description"}
+    assert fake.called("create_enrollment_token") == []
+    created = await vm.create("half an hour", "0.5")
+    assert fake.called("create_enrollment_token") == [(("half an hour", 1800), {})]
+    assert GATEWAY_PLACEHOLDER in created.command
+
+
+async def test_a_failed_list_keeps_the_tokens() -> None:
+    fake = FakeControlPlane()
+    vm = EnrollmentViewModel(fake, None)
+    await vm.create("one", 1)
+    await vm.refresh()
+    fake.fail_next(e.PermissionDeniedError("admins only"))
+    await vm.refresh()
+    assert vm.state.error == "admins only" and len(vm.state.tokens) == 1
