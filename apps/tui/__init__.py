@@ -1,1 +1,1 @@
-"""Textual terminal dashboard for operators."""
+"""The operators' terminal dashboard (Textual): a thin skin over the view models in ``apps.core``."""

@@ -1,0 +1,219 @@
+"""The ``s`` mode: saved agent connections, a connect form, and the way into an agent's secrets.
+
+Secrets are read straight from an agent over mutual TLS, never through the control plane, so
+each agent is saved with its URL, TLS files (paths) and API token (in the OS keyring).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, DataTable, Input, Static
+
+from apps.core.agents import AgentProfile
+from apps.tui.screens.base import KeyVaultScreen
+from apps.tui.widgets.confirm import ConfirmScreen
+from apps.tui.widgets.form import FORM_CSS, clear_errors, field_row, show_error
+from apps.tui.widgets.tables import Cell, fill_table, selected_key
+from common.errors import KeyVaultError, ValidationError
+
+if TYPE_CHECKING:
+    from apps.core.viewmodels.agent_secrets import AgentSecretsViewModel
+
+FIELDS = (
+    ("name", "Name", "", "billing-prod"),
+    ("url", "Agent URL", "", "https://10.0.0.5:8443"),
+    (
+        "data_dir",
+        "Data folder",
+        "the agent's folder (uses its tls/ files) — or the 3 files below",
+        "/var/lib/keyvault",
+    ),
+    ("ca_file", "CA file", "", "tls/ca.crt"),
+    ("cert_file", "Client cert", "", "tls/client.crt"),
+    ("key_file", "Client key", "", "tls/client.key"),
+)
+
+
+def build_profile(values: dict[str, str]) -> AgentProfile:
+    """A profile from the form: TLS paths from the data folder, else the three files."""
+    name, url = values["name"], values["url"]
+    data_dir = values["data_dir"].strip()
+    if data_dir:
+        if not (Path(data_dir).expanduser() / "tls" / "ca.crt").is_file():
+            raise ValidationError(
+                f"{data_dir} has no tls/ca.crt; is it an agent's data folder?",
+                details={"field": "data_dir"},
+            )
+        return AgentProfile.from_data_dir(name, url, data_dir)
+    files = {k: values[k].strip() or None for k in ("ca_file", "cert_file", "key_file")}
+    for key, path in files.items():
+        if path and not Path(path).expanduser().is_file():
+            raise ValidationError(f"no file {path}", details={"field": key})
+    return AgentProfile(name, url, **files)
+
+
+class AgentsScreen(KeyVaultScreen):
+    """Saved agents on the left, the connect form on the right."""
+
+    TITLE_TEXT = "Secrets on an agent"
+    DEFAULT_CSS = (
+        FORM_CSS
+        + """
+    AgentsScreen #agents-pane { width: 1fr; padding: 0 1; }
+    AgentsScreen #agents { height: 1fr; }
+    AgentsScreen #agents-help { height: auto; color: $text-muted; padding: 1 0 0 0; }
+    AgentsScreen #connect { width: 76; height: 1fr; border: round $primary; padding: 0 1; }
+    AgentsScreen #connect .form-row > Label { width: 14; }
+    """
+    )
+    BINDINGS = [
+        Binding("enter", "open", "Open secrets"),
+        Binding("n", "new", "Connect an agent"),
+        Binding("x", "remove", "Remove connection"),
+        Binding("ctrl+s", "save", "Save connection"),
+        Binding("escape", "focus_list", "Back to the list", show=False),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        """The list and the form."""
+        with Horizontal():
+            with Vertical(id="agents-pane"):
+                table: DataTable[Cell] = DataTable(id="agents", cursor_type="row")
+                table.add_columns("Name", "URL", "TLS files")
+                yield table
+                yield Static(
+                    "enter: open its secrets · n: connect an agent · x: remove\n"
+                    "Secrets are fetched from the agent itself over mutual TLS.",
+                    id="agents-help",
+                )
+            with VerticalScroll(id="connect"):
+                yield Static("Connect an agent", classes="form-title")
+                for field, label, hint, placeholder in FIELDS:
+                    yield from field_row(
+                        label, field, Input(placeholder=placeholder, id=field), hint
+                    )
+                token = Input(
+                    placeholder="kvt_… (kept in the OS keyring)", password=True, id="token"
+                )
+                yield from field_row("API token", "token", token)
+                yield Static("", id="form-error", classes="form-error")
+                with Horizontal(classes="form-buttons"):
+                    yield Button("Save", id="save", variant="primary")
+
+    def on_mount(self) -> None:
+        """Load the saved agents (a file and the keyring: off the UI thread)."""
+        self.query_one("#agents", DataTable).focus()
+        self.reload()
+
+    def reload(self) -> None:
+        """Re-read the saved agents."""
+
+        async def work() -> list[AgentProfile]:
+            return await asyncio.to_thread(self.shell.agents.list)
+
+        self.act(work, done=self._paint, group="agents-load")
+
+    def _paint(self, agents: list[AgentProfile]) -> None:
+        self._agents = {a.name: a for a in agents}
+        fill_table(
+            self.query_one("#agents", DataTable),
+            ((a.name, (a.name, a.url, _tls_text(a))) for a in agents),
+        )
+        if not agents:
+            self.query_one("#name", Input).focus()
+
+    def _selected(self) -> AgentProfile | None:
+        name = selected_key(self.query_one("#agents", DataTable))
+        return getattr(self, "_agents", {}).get(name) if name else None
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a row opens it."""
+        event.stop()
+        self.action_open()
+
+    def action_open(self) -> None:
+        """Open the selected agent's secrets (its token is read from the keyring first)."""
+        agent = self._selected()
+        if agent is None:
+            return
+        from apps.tui.screens.secrets import SecretsScreen
+
+        async def work() -> AgentSecretsViewModel:
+            return await asyncio.to_thread(self.shell.agent_secrets, agent)
+
+        def opened(model: AgentSecretsViewModel) -> None:
+            self.app.push_screen(SecretsScreen(agent, model))
+
+        self.act(work, done=opened)
+
+    def action_new(self) -> None:
+        """Start the connect form."""
+        self.query_one("#name", Input).focus()
+
+    def action_focus_list(self) -> None:
+        """Back to the list."""
+        self.query_one("#agents", DataTable).focus()
+
+    @on(Button.Pressed, "#save")
+    @on(Input.Submitted)
+    def action_save(self) -> None:
+        """Check the form and save the connection (token to the keyring)."""
+        values = {f: self.query_one(f"#{f}", Input).value for f, *_ in FIELDS}
+        token = self.query_one("#token", Input).value
+        self.run_worker(self._save(values, token), group="agents-save", exclusive=True)
+
+    async def _save(self, values: dict[str, str], token: str) -> None:
+        def save() -> AgentProfile:
+            return self.shell.agents.save(build_profile(values), token)
+
+        try:
+            profile = await asyncio.to_thread(save)
+        except KeyVaultError as exc:
+            field = show_error(self, exc)
+            if field:
+                self.query_one(f"#{field}").focus()
+            return
+        clear_errors(self)
+        for field, *_ in FIELDS:
+            self.query_one(f"#{field}", Input).value = ""
+        self.query_one("#token", Input).value = ""
+        self.notify(f"saved agent {profile.name!r}")
+        self.reload()
+        self.action_focus_list()
+
+    def action_remove(self) -> None:
+        """Forget the selected connection (and its token) after a confirmation."""
+        agent = self._selected()
+        if agent is None:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+
+            async def work() -> None:
+                await asyncio.to_thread(self.shell.agents.remove, agent.name)
+
+            def removed(_: None) -> None:
+                self.notify(f"removed {agent.name!r}")
+                self.reload()
+
+            self.act(work, done=removed)
+
+        self.app.push_screen(
+            ConfirmScreen(f"Remove the connection {agent.name!r} and its token?", yes="Remove"),
+            answered,
+        )
+
+
+def _tls_text(agent: AgentProfile) -> str:
+    if agent.ca_file and agent.ca_file.endswith("/tls/ca.crt"):
+        return agent.ca_file.removesuffix("/tls/ca.crt")
+    return "mutual TLS" if agent.cert_file else ("CA only" if agent.ca_file else "system CAs")

@@ -1,0 +1,130 @@
+"""Alerts: severity-coloured, live; acknowledge and resolve; looking at them marks them read."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Static
+
+from apps.core.viewmodels.alerts import AlertRow, AlertsState, AlertsViewModel
+from apps.tui.screens.base import KeyVaultScreen, ago
+
+COLUMNS: tuple[tuple[str, str, int | None], ...] = (
+    ("Severity", "severity", 9),
+    ("State", "state", 13),
+    ("Vault", "vault", 24),
+    ("Message", "message", 60),
+    ("Raised", "raised", 9),
+)
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "blue"}
+STATE_STYLE = {"open": "bold", "acknowledged": "", "resolved": "dim"}
+
+
+def alert_cells(row: AlertRow, vault_name: str | None, now: Any) -> tuple[Any, ...]:
+    """The table cells of one alert, in :data:`COLUMNS` order."""
+    dim = row.state == "resolved"
+    severity = Text(row.severity, style="dim" if dim else SEVERITY_STYLE.get(row.severity, ""))
+    return (
+        severity,
+        Text(row.state, style=STATE_STYLE.get(row.state, "")),
+        vault_name or row.vault_id or "—",
+        Text(row.message, style="dim" if dim else ""),
+        ago(row.raised_at, now),
+    )
+
+
+class AlertsScreen(KeyVaultScreen):
+    """The organisation's alerts, newest first."""
+
+    TITLE_TEXT = "Alerts"
+    BINDINGS = [
+        Binding("k", "acknowledge", "Acknowledge"),
+        Binding("x", "resolve", "Resolve"),
+        Binding("t", "toggle_resolved", "Show/hide resolved"),
+        Binding("r", "refresh", "Refresh"),
+    ]
+
+    @property
+    def model(self) -> AlertsViewModel:
+        """The shell's alerts view model."""
+        return self.shell.alerts
+
+    def compose_body(self) -> ComposeResult:
+        """Summary line, error line, the table."""
+        yield Static(id="summary", classes="summary")
+        yield Static(id="error", classes="error-line")
+        table: DataTable[Any] = DataTable(id="alerts", cursor_type="row", zebra_stripes=True)
+        for title, key, width in COLUMNS:
+            table.add_column(title, key=key, width=width)
+        yield table
+
+    def on_mount(self) -> None:
+        """Follow the view model; the alerts are now read."""
+        self.watch_model(self.model.subscribe, self.show)
+        self.show(self.model.state)
+        self.query_one(DataTable).focus()
+
+    def on_screen_resume(self) -> None:
+        """Entering the screen marks every alert read (the header's count goes to 0)."""
+        self.model.mark_read()
+
+    def show(self, state: AlertsState) -> None:
+        """Repaint from the state (alerts are few: a full repaint is cheap)."""
+        if state.unread and self.is_current:
+            self.model.mark_read()  # seen as it arrives
+            return
+        now = self.now()
+        table = self.query_one(DataTable)
+        selected = self._selected_id()
+        table.clear()
+        for row in state.rows:
+            vault = self.shell.vaults.row(row.vault_id) if row.vault_id else None
+            table.add_row(*alert_cells(row, vault.name if vault else None, now), key=row.id)
+        if selected is not None and selected in table.rows:
+            table.move_cursor(row=table.get_row_index(selected), animate=False)
+        live = sum(1 for r in state.rows if r.state != "resolved")
+        text = f"{live} open or acknowledged"
+        text += " · showing resolved too" if state.show_resolved else " · resolved hidden (t)"
+        if not state.rows:
+            text = "No alerts. " + ("" if state.show_resolved else "Press t to show resolved ones.")
+        self.query_one("#summary", Static).update(text)
+        error = self.query_one("#error", Static)
+        error.display = bool(state.error)
+        error.update(f"Could not refresh: {state.error}" if state.error else "")
+
+    def _selected(self) -> AlertRow | None:
+        alert_id = self._selected_id()
+        return self.model.row(alert_id) if alert_id else None
+
+    def _selected_id(self) -> str | None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return None
+        return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+
+    def action_acknowledge(self) -> None:
+        """Acknowledge the selected alert (someone is on it)."""
+        row = self._selected()
+        if row is None or row.state != "open":
+            self.notify("Select an open alert to acknowledge.", severity="warning")
+            return
+        self.act(lambda: self.model.acknowledge(row.id), done="Alert acknowledged.")
+
+    def action_resolve(self) -> None:
+        """Resolve the selected alert."""
+        row = self._selected()
+        if row is None or row.state == "resolved":
+            self.notify("Select an alert that is not resolved yet.", severity="warning")
+            return
+        self.act(lambda: self.model.resolve(row.id), done="Alert resolved.")
+
+    def action_toggle_resolved(self) -> None:
+        """Show or hide resolved alerts."""
+        self.model.set_show_resolved(not self.model.state.show_resolved)
+
+    def action_refresh(self) -> None:
+        """Reload the alerts from the control plane."""
+        self.act(self.model.refresh, group="refresh")

@@ -1,0 +1,127 @@
+"""The central metadata audit log: filters by action and source (server) and by text (local)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Input, Select, Static
+
+from apps.tui.screens.base import KeyVaultScreen
+from apps.tui.widgets.tables import Cell, fill_table, when
+
+COLUMNS = ("#", "When (UTC)", "Actor", "Action", "Target", "Source", "Outcome")
+CONTROL_PLANE = "control_plane"
+
+
+class AuditScreen(KeyVaultScreen):
+    """Who did what, when, from where — metadata only, newest first."""
+
+    TITLE_TEXT = "Audit log"
+    DEFAULT_CSS = """
+    AuditScreen #audit-filters { height: 3; padding: 0 1; }
+    AuditScreen #audit-filters Input { width: 1fr; }
+    AuditScreen #audit-source { width: 36; }
+    AuditScreen #audit { height: 1fr; }
+    AuditScreen #audit-status { height: 1; padding: 0 1; color: $text-muted; }
+    AuditScreen #audit-status.error { color: $error; }
+    """
+    BINDINGS = [
+        Binding("m", "more", "Load more"),
+        Binding("slash", "focus_text", "Search"),
+        Binding("R", "refresh", "Reload"),
+        Binding("escape", "focus_table", "Back to the table", show=False),
+    ]
+
+    def compose_body(self) -> ComposeResult:
+        """Filters, the table, the status line."""
+        with Horizontal(id="audit-filters"):
+            yield Input(placeholder="action (exact), e.g. policy.create", id="audit-action")
+            yield Select(self._sources(), prompt="any source", id="audit-source")
+            yield Input(placeholder="/ search loaded rows", id="audit-text")
+        table: DataTable[Cell] = DataTable(id="audit", cursor_type="row", zebra_stripes=True)
+        table.add_columns(*COLUMNS)
+        yield table
+        yield Static("", id="audit-status")
+
+    def _sources(self) -> list[tuple[str, str]]:
+        vaults = getattr(self.shell.vaults.state, "rows", ())
+        return [("control plane", CONTROL_PLANE)] + [(f"{v.name} ({v.id})", v.id) for v in vaults]
+
+    def on_mount(self) -> None:
+        """Paint and load."""
+        model = self.shell.audit
+        self.watch_model(model.subscribe, self.paint)
+        self.paint(model.state)
+        self.query_one("#audit", DataTable).focus()
+        self.action_refresh()
+
+    def paint(self, state: Any) -> None:
+        """Rows matching the local text filter, newest first; the status line."""
+        rows = sorted(state.visible, key=lambda r: r.seq, reverse=True)
+        fill_table(
+            self.query_one("#audit", DataTable),
+            (
+                (
+                    str(r.seq),
+                    (
+                        str(r.seq),
+                        when(r.at),
+                        r.actor or "—",
+                        r.action,
+                        r.target or "—",
+                        r.source,
+                        r.outcome,
+                    ),
+                )
+                for r in rows
+            ),
+        )
+        status = self.query_one("#audit-status", Static)
+        status.set_class(bool(state.error), "error")
+        more = " · m load more" if state.has_more else ""
+        loading = " · loading…" if state.loading else ""
+        shown = f"{len(rows)} entries"
+        if state.text.strip():
+            shown = f"{len(rows)} of {len(state.rows)} loaded entries match {state.text.strip()!r}"
+        status.update(f"⚠ {state.error}" if state.error else f"{shown}{more}{loading}")
+
+    def _run(self, result: Any) -> None:
+        if inspect.isawaitable(result):
+            self.run_worker(result, group="audit-load", exclusive=True)
+
+    def action_refresh(self) -> None:
+        """Reload from the first page."""
+        self._run(self.shell.audit.refresh())
+
+    def action_more(self) -> None:
+        """Fetch the next page."""
+        if self.shell.audit.state.has_more:
+            self._run(self.shell.audit.load_more())
+        else:
+            self.notify("no more entries")
+
+    def action_focus_text(self) -> None:
+        """Jump to the search box."""
+        self.query_one("#audit-text", Input).focus()
+
+    def action_focus_table(self) -> None:
+        """Back to the table."""
+        self.query_one("#audit", DataTable).focus()
+
+    @on(Input.Submitted, "#audit-action")
+    def _action_filter(self, event: Input.Submitted) -> None:
+        self._run(self.shell.audit.set_filter(action=event.value.strip() or ""))
+
+    @on(Select.Changed, "#audit-source")
+    def _source_filter(self, event: Select.Changed) -> None:
+        value = event.value if isinstance(event.value, str) else ""
+        self._run(self.shell.audit.set_filter(source=value))
+
+    @on(Input.Changed, "#audit-text")
+    def _text_filter(self, event: Input.Changed) -> None:
+        self._run(self.shell.audit.set_filter(text=event.value))

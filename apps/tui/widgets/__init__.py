@@ -1,0 +1,1 @@
+"""Widgets shared by the TUI's screens (the header with the live state)."""

@@ -1,0 +1,123 @@
+"""The header every screen shows: who is logged in where, live state, unread alerts, offline banner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Static
+
+#: mode name → (module under apps.tui.screens, screen class, title, key); the app's modes
+FLEET_MODES: dict[str, tuple[str, str, str, str]] = {
+    "vaults": ("vaults", "VaultsScreen", "Vaults", "v"),
+    "alerts": ("alerts", "AlertsScreen", "Alerts", "a"),
+    "policies": ("policies", "PoliciesScreen", "Policies", "p"),
+    "usage": ("usage", "UsageScreen", "Usage", "u"),
+    "audit": ("audit", "AuditScreen", "Audit log", "l"),
+    "enrollment": ("enrollment", "EnrollmentScreen", "Enrollment", "e"),
+    "secrets": ("agents", "AgentsScreen", "Secrets", "s"),
+}
+#: screens reached from a mode's screen, highlighted as that mode
+SUB_SCREENS = {"VaultDetailScreen": "vaults", "SecretsScreen": "secrets"}
+
+
+def mode_of(screen_class: str) -> str | None:
+    """The fleet mode a screen class belongs to (for the navigation line)."""
+    for mode, (_, name, _, _) in FLEET_MODES.items():
+        if name == screen_class:
+            return mode
+    return SUB_SCREENS.get(screen_class)
+
+
+def nav_text(current: str | None) -> Text:
+    """The navigation line: every mode with its key, the current one highlighted."""
+    text = Text(" ")
+    for mode, (_, _, title, key) in FLEET_MODES.items():
+        style = "bold reverse" if mode == current else ""
+        text.append(f" {key} ", style=style or "bold yellow")
+        text.append(f"{title} ", style=style)
+        text.append(" ")
+    text.append("  ? help  ^p palette  q quit", style="dim")
+    return text
+
+
+def status_text(app: Any) -> Text:
+    """The right-hand side of the header for the app's current shell (or none yet)."""
+    shell = getattr(app, "shell", None)
+    text = Text()
+    if getattr(app, "memory_keyring", False):
+        text.append("credentials in memory only", style="bold yellow")
+        text.append("  ")
+    if shell is None:
+        text.append("not logged in", style="dim")
+        return text
+    profile = shell.session.profile
+    text.append(profile.org_name or profile.org_id or "?", style="bold")
+    text.append(f" · {profile.email}")
+    if profile.role:
+        text.append(f" ({profile.role})", style="dim")
+    if shell.online:
+        text.append("  ● live", style="bold green")
+    else:
+        text.append("  ● offline", style="bold red")
+    unread = shell.alerts.state.unread
+    noun = "alert" if unread == 1 else "alerts"
+    text.append(f"  {unread} unread {noun}", style="bold red" if unread else "dim")
+    return text
+
+
+def banner_text(app: Any) -> str | None:
+    """The offline banner's text, or None while the live stream is connected (or no shell)."""
+    shell = getattr(app, "shell", None)
+    if shell is None or shell.online:
+        return None
+    url = shell.session.profile.control_plane_url
+    return f"Live updates paused — reconnecting to {url}…"
+
+
+class AppHeader(Vertical):
+    """Title, org/user/role, live dot and unread count; the offline banner below while offline."""
+
+    DEFAULT_CSS = """
+    AppHeader { dock: top; height: auto; }
+    AppHeader #header-line { height: 1; background: $panel; }
+    AppHeader #header-title { width: auto; padding: 0 1; text-style: bold; color: $accent; }
+    AppHeader #header-status { width: 1fr; content-align: right middle; padding: 0 1; }
+    AppHeader #header-nav { height: 1; background: $panel-darken-1; }
+    AppHeader #offline-banner {
+        height: 1; width: 100%; background: $error; color: $text; text-style: bold;
+        content-align: center middle;
+    }
+    """
+
+    def __init__(self, title: str) -> None:
+        super().__init__()
+        self.title_text = title
+
+    def compose(self) -> ComposeResult:
+        """One line of facts, then the (hidden unless offline) banner."""
+        with Horizontal(id="header-line"):
+            yield Static(f"KeyVault · {self.title_text}", id="header-title")
+            yield Static(id="header-status")
+        yield Static(id="header-nav")
+        yield Static(id="offline-banner")
+
+    def on_mount(self) -> None:
+        """Paint now and on every change of the app's live state."""
+        signal = getattr(self.app, "status_signal", None)
+        if signal is not None:
+            signal.subscribe(self, lambda _: self.refresh_status())
+        self.refresh_status()
+
+    def refresh_status(self) -> None:
+        """Repaint from the app's shell: status line and offline banner."""
+        self.query_one("#header-status", Static).update(status_text(self.app))
+        nav = self.query_one("#header-nav", Static)
+        nav.display = getattr(self.app, "shell", None) is not None
+        nav.update(nav_text(mode_of(type(self.screen).__name__)))
+        banner = self.query_one("#offline-banner", Static)
+        message = banner_text(self.app)
+        banner.display = message is not None
+        banner.update(message or "")

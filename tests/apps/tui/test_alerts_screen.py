@@ -1,0 +1,144 @@
+"""The alerts screen: colours, acknowledge/resolve, resolved toggle, unread count, live.
+
+The last test runs against the real control plane: an alert raised by its services shows up
+live with the unread count, and the keys change the server's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from textual.widgets import DataTable
+
+from apps.core.shell import Shell
+from apps.tui.app import KeyVaultApp
+from apps.tui.screens.alerts import AlertsScreen
+from tests.apps.conftest import LiveControlPlane
+from tests.apps.fake_cp import FakeControlPlane
+from tests.apps.tui.conftest import SIZE, FakeStream, header_text, settle, texts
+
+
+def rows(app: KeyVaultApp) -> list[list[Any]]:
+    """Every row of the alerts table."""
+    table = app.screen.query_one(DataTable)
+    return [table.get_row_at(i) for i in range(table.row_count)]
+
+
+async def wait_for(pilot: Any, check: Any, timeout: float = 10.0) -> None:
+    """Pause until ``check()`` is true (live events arrive from another thread)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, "timed out"
+        await pilot.pause(0.05)
+
+
+async def test_alerts_coloured_by_severity(fake_app: KeyVaultApp) -> None:
+    async with fake_app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("a")
+        await pilot.pause()
+        shown = {r[0].plain: r for r in rows(fake_app)}
+        assert set(shown) == {"critical", "warning", "info"}
+        assert "red" in str(shown["critical"][0].style)
+        assert "yellow" in str(shown["warning"][0].style)
+        assert "blue" in str(shown["info"][0].style)
+        assert {r[1].plain for r in shown.values()} == {"open"}
+        assert shown["critical"][2] == "web-00000"  # the vault's name, not its id
+        assert shown["critical"][3].plain == "vault offline on vlt_000001"
+        assert shown["critical"][4] == "1h ago"
+        assert shown["info"][4] == "58m ago"
+
+
+async def test_acknowledge_resolve_and_show_resolved(
+    fake_app: KeyVaultApp, fake_cp: FakeControlPlane
+) -> None:
+    async with fake_app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("a")
+        await pilot.pause()
+        first = rows(fake_app)[0]  # the newest: the cursor is on it
+        alert_id = next(a for a in fake_cp.alerts if fake_cp.alerts[a]["message"] == first[3].plain)
+        await pilot.press("k")
+        await settle(pilot)
+        assert fake_cp.alerts[alert_id]["state"] == "acknowledged"
+        assert rows(fake_app)[0][1].plain == "acknowledged"
+        await pilot.press("k")  # not open any more
+        await settle(pilot)
+        assert len(fake_cp.called("acknowledge_alert")) == 1
+        await pilot.press("x")
+        await settle(pilot)
+        assert fake_cp.alerts[alert_id]["state"] == "resolved"
+        assert len(rows(fake_app)) == 2
+        await pilot.press("t")
+        await pilot.pause()
+        assert len(rows(fake_app)) == 3
+        assert "showing resolved too" in texts(fake_app, "#summary")
+        assert any(r[1].plain == "resolved" for r in rows(fake_app))
+
+
+async def test_unread_count_goes_to_zero_on_the_alerts_screen(
+    fake_app: KeyVaultApp, fake_shell: Shell, fake_cp: FakeControlPlane
+) -> None:
+    stream = fake_shell.stream
+    assert isinstance(stream, FakeStream)
+    async with fake_app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        stream.emit("alert.raised", fake_cp.add_alert("integrity_failure", "bad chain", "critical"))
+        stream.emit("alert.raised", fake_cp.add_alert("audit_failure", "gap", "warning"))
+        await pilot.pause()
+        assert "2 unread alerts" in header_text(fake_app)
+        await pilot.press("a")
+        await pilot.pause()
+        assert isinstance(fake_app.screen, AlertsScreen)
+        assert "0 unread alerts" in header_text(fake_app)
+        stream.emit("alert.raised", fake_cp.add_alert("vault_offline", "gone", "critical"))
+        await pilot.pause()
+        assert "0 unread alerts" in header_text(fake_app)  # seen as it arrives
+        assert "gone" in [r[3].plain for r in rows(fake_app)]
+
+
+async def test_live_alert_from_the_real_control_plane(
+    live_cp: LiveControlPlane, live_shell: Shell
+) -> None:
+    vault_id = await asyncio.to_thread(live_cp.enroll_vault, "db-1")
+    app = KeyVaultApp(live_shell)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await wait_for(pilot, lambda: live_shell.online)
+        alert, _ = await asyncio.to_thread(
+            live_cp.server.run,
+            live_cp.cp.alerts.raise_alert(
+                live_cp.org_id,
+                "vault_offline",
+                f"offline:{vault_id}",
+                "db-1 is offline",
+                severity="critical",
+                vault_id=vault_id,
+            ),
+        )
+        await wait_for(pilot, lambda: "1 unread alert" in header_text(app))
+        await pilot.press("a")
+        await wait_for(pilot, lambda: len(rows(app)) == 1)
+        assert "0 unread alerts" in header_text(app)
+        row = rows(app)[0]
+        assert row[0].plain == "critical" and row[2] == "db-1"
+        assert row[3].plain == "db-1 is offline"
+
+        async def server_state() -> str:
+            page = await asyncio.to_thread(
+                live_cp.server.run,
+                live_cp.cp.alerts.list(live_cp.org_id, state=None, after=None, limit=10),
+            )
+            return str(page["items"][0]["state"])
+
+        await pilot.press("k")
+        await settle(pilot)
+        assert await server_state() == "acknowledged"
+        await wait_for(pilot, lambda: rows(app)[0][1].plain == "acknowledged")
+        await pilot.press("x")
+        await settle(pilot)
+        assert await server_state() == "resolved"
+        await wait_for(pilot, lambda: not rows(app))
+        assert alert["id"]

@@ -1,0 +1,84 @@
+"""The enrollment screen against a real control plane: the token shown once really enrolls."""
+
+from __future__ import annotations
+
+import shlex
+
+from textual.widgets import DataTable, Input, Static
+
+from apps.core.shell import Shell
+from apps.tui.app import KeyVaultApp
+from apps.tui.screens.enrollment import EnrollmentScreen
+from common.tls import make_csr
+from tests.apps.conftest import LiveControlPlane
+from tests.apps.tui.conftest import SIZE
+from tests.apps.tui.test_secrets_screen import notifications, wait_for
+
+
+async def test_create_show_once_and_enroll(live_shell: Shell, live_cp: LiveControlPlane) -> None:
+    app = KeyVaultApp(live_shell)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, EnrollmentScreen))
+        screen = app.screen
+        table = screen.query_one("#tokens", DataTable)
+
+        # a bad lifetime is named next to its field
+        screen.query_one("#description", Input).value = "web host 3"
+        screen.query_one("#ttl_hours", Input).value = "ever"
+        await pilot.click("#create")
+        await wait_for(pilot, lambda: screen.query(".field-error.shown, .form-error.shown"))
+        assert table.row_count == 0
+
+        screen.query_one("#ttl_hours", Input).value = "2"
+        screen.query_one("#ttl_hours", Input).focus()
+        await pilot.press("enter")
+        panel = screen.query_one("#created")
+        await wait_for(pilot, lambda: panel.has_class("shown"))
+        command = str(screen.query_one("#created-command", Static).content)
+        args = shlex.split(command)
+        assert args[:4] == ["keyvault", "agent", "enroll", "--control-plane"]
+        assert args[-2] == "--token" and args[-1].startswith("kve_")
+        token = args[-1]
+        await wait_for(pilot, lambda: table.row_count == 1)
+        assert "web host 3" in str(table.get_row_at(0)) and token not in str(table.get_row_at(0))
+
+        # c copies the command; the notification does not repeat the token
+        screen.query_one("#tokens", DataTable).focus()
+        await pilot.press("c")
+        assert app.clipboard == command
+        assert token not in notifications(app)
+
+        # the token is real: the control plane registers a vault with it
+        csr, _key = make_csr("agent")
+        identity, _ = live_cp.server.run(
+            live_cp.cp.vaults.register(token, csr.decode(), "web-3", "0.1.0")
+        )
+        assert identity["vault_id"].startswith("vlt_")
+        await pilot.press("R")
+        await wait_for(pilot, lambda: "used" in str(table.get_row_at(0)))
+
+        # leaving the screen forgets it; coming back shows no token
+        await pilot.press("v")
+        await wait_for(pilot, lambda: not isinstance(app.screen, EnrollmentScreen))
+        assert live_shell.enrollment.state.created is None
+        await pilot.press("e")
+        await wait_for(pilot, lambda: app.screen is screen)
+        assert not panel.has_class("shown")
+        assert token not in str(screen.query_one("#created-command", Static).content)
+
+
+async def test_revoke_token(live_shell: Shell) -> None:
+    app = KeyVaultApp(live_shell)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, EnrollmentScreen))
+        screen = app.screen
+        await pilot.click("#create")
+        table = screen.query_one("#tokens", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 1)
+        table.focus()
+        await pilot.press("x", "y")
+        await wait_for(pilot, lambda: "revoked" in str(table.get_row_at(0)))
+        doc = await live_shell.client.list_enrollment_tokens()
+        assert [t["state"] for t in doc["items"]] == ["revoked"]
