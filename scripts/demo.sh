@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run KeyVault on embedded defaults: `keyvault demo` (an agent on SQLite with a generated key).
+# Run the whole product on one machine: `keyvault demo` (a control plane, two agents with sample
+# secrets, and the TUI logged in). Pass --headless to only print URLs and credentials.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh agent
+scripts/setup.sh all
 exec .venv/bin/keyvault demo "$@"

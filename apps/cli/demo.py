@@ -1,80 +1,110 @@
-"""``keyvault demo``: the product on embedded defaults, in one command."""
+"""``keyvault demo``: the whole product on embedded defaults, in one command."""
 
 from __future__ import annotations
 
-import os
+import signal
+import sys
+import time
 from pathlib import Path
+from types import FrameType
 
 import click
 
+from apps.cli.demo_stack import AGENTS, OWNER_EMAIL, DemoError, DemoStack
 from common.cliutil import friendly_errors
 
 
-def _init_agent(folder: Path, port: int) -> None:
-    from agent.bootstrap import InitOptions, initialise
-
-    click.echo(f"Creating a demo agent in {folder} (SQLite store, generated key file)…")
-    result = initialise(InitOptions(folder, port=port))
-    token_file = folder / "admin.token"
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(result.admin_token + "\n")
-
-
-def _howto(folder: Path, url: str) -> str:
-    tls = folder / "tls"
+def _howto(stack: DemoStack, elapsed: float) -> str:
+    """What runs where, the operator's credentials, and commands to try."""
+    folder = stack.folder
+    agents = "\n".join(f"    {name:<14} {stack.agent_urls[name]}" for name in AGENTS)
+    first = AGENTS[0]
+    operator = "  .venv/bin/keyvault vaults list\n  .venv/bin/keyvault tui\n"
+    if stack.memory_keyring:  # another process cannot see this one's in-memory credentials
+        operator = "  .venv/bin/keyvault tui --memory-keyring   (log in with the password above)\n"
     return f"""
-KeyVault demo agent is running at {url}
-  data folder: {folder}   (master key: {folder / "master.key"})
+  control plane API:  {stack.api_url}
+  agent gateway:      {stack.gateway_url}
+  agents:
+{agents}
+  operator e-mail:    {OWNER_EMAIL}
+  operator password:  {stack.password}   (also in {stack.password_file})
+  data folder:        {folder}   (logs in {folder / "logs"})
 
-Call it from another terminal:
-  export KEYVAULT_DATA_DIR={folder}
-  export KEYVAULT_TOKEN_FILE={folder / "admin.token"}
-  .venv/bin/keyvault secrets put db/password --stdin <<< 's3cret-value'
-  .venv/bin/keyvault secrets get db/password
-  .venv/bin/keyvault secrets list
-  .venv/bin/keyvault run --secret DB_PASSWORD=db/password -- env
+Try it from another terminal (the demo's operator profile lives in the data folder):
+  export XDG_CONFIG_HOME={folder / "operator"}
+{operator}  KEYVAULT_DATA_DIR={stack.agent_dir(first)} \\
+  KEYVAULT_TOKEN_FILE={stack.agent_dir(first) / "admin.token"} \\
+    .venv/bin/keyvault secrets list
 
-or with curl (mutual TLS 1.3 + bearer token):
-  curl --cacert {tls / "ca.crt"} --cert {tls / "client.crt"} --key {tls / "client.key"} \\
-       -H "Authorization: Bearer $(cat {folder / "admin.token"})" {url}/api/v1/secrets
-
-Press Ctrl+C to stop. The data stays in {folder}; delete the folder to start afresh.
+The data stays in {folder}; delete the folder to start afresh.
+KeyVault demo is ready (started in {elapsed:.1f} s). Press Ctrl+C to stop.
 """
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM behaves like Ctrl+C: a clean stop."""
+    del signum, frame
+    raise KeyboardInterrupt
+
+
+def _wait_forever(stack: DemoStack) -> None:
+    """Sleep until Ctrl+C/SIGTERM; a child that dies meanwhile ends the demo with its error."""
+    while True:
+        time.sleep(1)
+        stack.check_alive()
+
+
+def _open_tui(stack: DemoStack) -> None:
+    try:
+        from apps.tui.app import run_tui
+    except ImportError as exc:
+        raise DemoError(
+            f"the TUI cannot be loaded ({exc}); install it with `scripts/setup.sh all`, "
+            "or run `keyvault demo --headless`"
+        ) from None
+    run_tui(session=stack.session, memory_keyring=stack.memory_keyring)
 
 
 @click.command("demo")
 @click.option(
     "--dir",
     "folder",
-    type=click.Path(path_type=Path),
+    type=click.Path(path_type=Path, file_okay=False),
     default=Path(".demo"),
     show_default=True,
     help="Folder holding the demo's data (kept between runs).",
 )
 @click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8080,
-    show_default=True,
-    help="Port of the demo agent (0 picks a free one).",
+    "--port-base",
+    type=click.IntRange(1024, 65530),
+    default=None,
+    help="First of four ports: API, gateway, then the two agents (default 8400; a folder "
+    "keeps the one it was created with).",
 )
-@click.option(
-    "--headless", is_flag=True, help="Only print how to connect (the default until the TUI lands)."
-)
+@click.option("--headless", is_flag=True, help="No TUI: print URLs and credentials, then wait.")
+@click.option("--desktop", is_flag=True, help="Open the desktop app instead of the TUI.")
 @friendly_errors
-def demo_cmd(folder: Path, port: int, headless: bool) -> None:
-    """Run KeyVault on embedded defaults: an agent on SQLite with a generated key, ready to call."""
-    from agent.cli import load_agent_settings
-    from agent.daemon import serve
-    from agent.logs import setup_logging
-    from common.eventloop import run_event_loop
-
-    del headless
-    agent_dir = (folder / "agent").resolve()
-    if not (agent_dir / "agent.yaml").exists():
-        _init_agent(agent_dir, port)
-    settings = load_agent_settings(None, agent_dir, port=port)
-    setup_logging("WARNING", "text")
-    run_event_loop(serve(settings, on_ready=lambda url: click.echo(_howto(agent_dir, url))))
+def demo_cmd(folder: Path, port_base: int | None, headless: bool, desktop: bool) -> None:
+    """Run KeyVault on one machine: a control plane, two agents with sample secrets, and the TUI
+    logged in as the demo's owner."""
+    if desktop:
+        click.echo("the desktop app is not built yet (issue 7)", err=True)
+        sys.exit(2)
+    signal.signal(signal.SIGTERM, _interrupt)
+    started = time.monotonic()
+    stack = DemoStack(folder, port_base)
+    try:
+        stack.start()
+        if headless:
+            click.echo(_howto(stack, time.monotonic() - started))
+            _wait_forever(stack)
+        else:
+            _open_tui(stack)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl+C must not orphan children
+            signal.signal(sig, signal.SIG_IGN)
+        stack.stop()
     click.echo("demo stopped.")

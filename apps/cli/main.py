@@ -12,6 +12,7 @@ from apps.cli.demo import demo_cmd
 from apps.cli.org_cmd import org_group
 from apps.cli.secrets_cmd import run_cmd, secrets_group
 from apps.cli.session_cmd import login_cmd, logout_cmd, whoami_cmd
+from apps.cli.tui_cmd import tui_cmd
 from apps.cli.vaults_cmd import vaults_group
 from common.errors import KeyVaultError
 from control_plane.cli import control_plane_group
@@ -37,6 +38,7 @@ cli.add_command(logout_cmd)
 cli.add_command(whoami_cmd)
 cli.add_command(org_group)
 cli.add_command(vaults_group)
+cli.add_command(tui_cmd)
 
 
 def main() -> None:
