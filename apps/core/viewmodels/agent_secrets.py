@@ -13,9 +13,8 @@ from datetime import datetime
 from typing import Any
 
 from apps.core.agents import AgentProfile
-from apps.core.viewmodels.base import Listener, ViewModel
+from apps.core.viewmodels.base import Listener, ViewModel, when
 from apps.core.viewmodels.policies import parse_pairs
-from apps.core.viewmodels.vaults import when
 from common.client import AsyncAgentClient
 from common.errors import ValidationError
 

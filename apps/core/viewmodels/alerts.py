@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from apps.core.viewmodels.base import Listener, ViewModel
-from apps.core.viewmodels.vaults import when
+from apps.core.viewmodels.base import Listener, ViewModel, when
 from common.cpclient import AsyncControlPlaneClient
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}

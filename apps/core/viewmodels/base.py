@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from common.errors import KeyVaultError
@@ -25,6 +26,19 @@ from common.errors import KeyVaultError
 S = TypeVar("S")
 T = TypeVar("T")
 Listener = Callable[[Any], None]
+
+
+def when(value: Any) -> datetime | None:
+    """A timezone-aware datetime from the API's ISO text (None for missing or unreadable)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
 
 
 class ViewModel(Generic[S]):

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from apps.core.viewmodels.base import Listener, ViewModel
-from apps.core.viewmodels.vaults import when
+from apps.core.viewmodels.base import Listener, ViewModel, when
 from common.errors import ValidationError
 
 GATEWAY_PLACEHOLDER = "https://<control-plane-host>:8444"

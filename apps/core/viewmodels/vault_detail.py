@@ -8,8 +8,8 @@ from datetime import datetime
 from typing import Any
 
 from apps.core.labels import LabelOpener
-from apps.core.viewmodels.base import Listener, ViewModel
-from apps.core.viewmodels.vaults import VaultRow, when
+from apps.core.viewmodels.base import Listener, ViewModel, when
+from apps.core.viewmodels.vaults import VaultRow
 from common.cpclient import AsyncControlPlaneClient
 
 SEALED_NAME = "(sealed)"

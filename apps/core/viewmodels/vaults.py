@@ -4,28 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
-from apps.core.viewmodels.base import Listener, ViewModel
+from apps.core.viewmodels.base import Listener, ViewModel, when
 from common.cpclient import AsyncControlPlaneClient
 from common.errors import ValidationError
 
 COLUMNS = ("name", "id", "status", "last_seen", "secret_count", "version", "cert_expiry")
-
-
-def when(value: Any) -> datetime | None:
-    """A timezone-aware datetime from the API's ISO text (None for missing or unreadable)."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment
 
 
 @dataclass(frozen=True)
