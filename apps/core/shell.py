@@ -64,6 +64,7 @@ class Shell:
             on_status=self._on_stream_status,
         )
         self._details: weakref.WeakSet[VaultDetailViewModel] = weakref.WeakSet()
+        self._agent_models: weakref.WeakSet[AgentSecretsViewModel] = weakref.WeakSet()
         self._status_listeners: list[StatusListener] = []
         self._stream_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -92,7 +93,9 @@ class Shell:
         """A view model for the secrets on one agent (its token from the keyring)."""
         from apps.core.viewmodels.agent_secrets import AgentSecretsViewModel
 
-        return AgentSecretsViewModel(agent, self.agents.token(agent))
+        model = AgentSecretsViewModel(agent, self.agents.token(agent))
+        self._agent_models.add(model)  # closed with the shell if its screen did not close it
+        return model
 
     # ------------------------------------------------------------ live status
     def on_status(self, listener: StatusListener) -> Callable[[], None]:
@@ -160,6 +163,8 @@ class Shell:
             pending.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        for model in list(self._agent_models):
+            await model.close()
         await self.client.aclose()
 
     async def logout(self) -> bool:

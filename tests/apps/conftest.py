@@ -62,7 +62,8 @@ class LiveServer:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.runner = web.AppRunner(app)
+        # open operator WebSockets would hold the default 60 s shutdown; the product uses 10 s
+        self.runner = web.AppRunner(app, shutdown_timeout=2)
         self.run(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ssl_context)
         self.run(site.start())

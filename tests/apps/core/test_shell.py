@@ -149,7 +149,16 @@ async def test_agent_secrets_uses_the_saved_token(
     shell.agents.save(agent, "kva_token")
     model = shell.agent_secrets(agent)
     assert model.agent == agent and "kva_token" not in repr(model)
+
+    class Client:
+        closed = False
+
+        async def aclose(self) -> None:
+            self.closed = True
+
+    client = model._client = Client()
     await shell.close()
+    assert client.closed  # the shell closes agent connections a screen left open
 
 
 async def test_close_without_start_and_auth_failure_reports_offline() -> None:
