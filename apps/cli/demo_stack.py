@@ -296,6 +296,8 @@ class DemoStack:
             KEYVAULT_CP_PORT=str(ports["api"]),
             KEYVAULT_CP_GATEWAY_PORT=str(ports["gateway"]),
             KEYVAULT_CP_LOG_LEVEL="INFO",
+            # a stopped demo agent shows as offline (with an alert) within half a minute
+            KEYVAULT_CP_OFFLINE_AFTER_SECONDS="30",
         )
 
     def _init_control_plane(self) -> None:

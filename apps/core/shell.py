@@ -129,6 +129,7 @@ class Shell:
             for detail in list(self._details):
                 detail.apply_event(kind, data)
         elif kind == "inventory.changed":
+            self.vaults.apply_event(kind, data)
             # the event says only which vault changed; open detail views reload its inventory
             for detail in list(self._details):
                 if detail.vault_id == data.get("vault_id"):

@@ -63,16 +63,18 @@ class Ingest:
         async with cp.engine.begin() as conn:
             new_audit = await cp.audit.store_events(conn, audit_rows)
             await cp.inventory.apply(conn, vault.id, inventory, now)
+            live = await cp.inventory.live_count(conn, vault.id) if inventory else None
             rotations = await cp.rotations.apply(conn, vault.id, events, now)
             finished = [await cp.commands.finish(conn, vault.id, r, now) for r in results]
         if destroyed:
             await cp.rotations.forget(vault, destroyed)
         await cp.rotations.effects(vault, rotations)
         if inventory or any(e.kind == "rotation" for e in events):
-            # metadata only: which vault's inventory changed, so open operator views reload it
-            await cp.publish(
-                vault.org_id, "inventory.changed", {"vault_id": vault.id, "items": len(inventory)}
-            )
+            # metadata only (which vault, how many secrets): open operator views reload it
+            changed: dict[str, Any] = {"vault_id": vault.id, "items": len(inventory)}
+            if live is not None:
+                changed["secrets"] = live
+            await cp.publish(vault.org_id, "inventory.changed", changed)
         for command in finished:
             if command is not None:
                 await cp.publish(vault.org_id, "command.result", command)

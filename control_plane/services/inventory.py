@@ -50,6 +50,12 @@ class Inventory:
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
 
+    async def live_count(self, conn: Any, vault_id: str) -> int:
+        """How many of a vault's secrets are not deleted (in the caller's transaction)."""
+        inv = t.inventory
+        q = sa.select(sa.func.count()).where(inv.c.vault_id == vault_id, inv.c.deleted_at.is_(None))
+        return int((await conn.execute(q)).scalar_one())
+
     async def apply(
         self, conn: Any, vault_id: str, items: list[tuple[str, dict[str, Any]]], now: datetime
     ) -> None:

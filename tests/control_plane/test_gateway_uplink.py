@@ -83,7 +83,7 @@ async def test_hello_welcome_policies_heartbeat(api: Api, tmp_path: Path) -> Non
     await link.heartbeat(storage_bytes=None, audit_head=None, certificate_not_after=None)
     assert (await link.events("outbox", [event(1, "inventory", inv("sec_a"))]))["upto"] == 1
     changed = await next_event(stream, "inventory.changed")  # which vault only, for open views
-    assert changed["data"] == {"vault_id": agent.vault_id, "items": 1}
+    assert changed["data"] == {"vault_id": agent.vault_id, "items": 1, "secrets": 1}
     _, text = await api.call("GET", "/metrics")
     assert "keyvault_cp_uplink_connections 1" in text
     assert "keyvault_cp_uplink_heartbeat_seconds_count 2" in text

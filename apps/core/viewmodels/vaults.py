@@ -156,7 +156,8 @@ class VaultsViewModel(ViewModel[VaultsState]):
         return self._rows.get(vault_id)
 
     def apply_event(self, kind: str, data: dict[str, Any]) -> bool:
-        """Apply ``vault.status`` / ``vault.registered`` without a reload; True if anything changed."""
+        """Apply ``vault.status`` / ``vault.registered`` / ``inventory.changed`` (its secret count)
+        without a reload; True if anything changed."""
         vault_id = data.get("vault_id")
         if not isinstance(vault_id, str):
             return False
@@ -166,6 +167,12 @@ class VaultsViewModel(ViewModel[VaultsState]):
             if status == old.status:
                 return False
             self._put(replace(old, status=status, revoked=old.revoked or status == "revoked"))
+            return True
+        if kind == "inventory.changed" and old is not None:
+            count = data.get("secrets")
+            if not isinstance(count, int) or count == old.secret_count:
+                return False
+            self._put(replace(old, secret_count=count))
             return True
         if kind == "vault.registered" and old is None:
             name = str(data.get("name") or vault_id)

@@ -145,6 +145,26 @@ def due_text(moment: datetime | None, now: datetime, *, warn_days: int = 0) -> T
     return Text(day(moment), style=style)
 
 
+def expires_text(moment: datetime | None, now: datetime, *, warn_hours: float = 6) -> Text:
+    """Time left as "in 23h" / "in 5d", yellow within ``warn_hours``, red "expired" when past.
+
+    Vault certificates live a day by default and renew at two thirds of their life, so a
+    date would always look close; the time left (and the colour) is what an operator needs.
+    """
+    if moment is None:
+        return Text("—", style="dim")
+    left = int((moment - now).total_seconds())
+    if left <= 0:
+        return Text("expired", style="bold red")
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
+        if left >= size:
+            text = f"in {left // size}{unit}"
+            break
+    else:
+        text = f"in {left}s"
+    return Text(text, style="yellow" if left < warn_hours * 3600 else "")
+
+
 class ConfirmScreen(ModalScreen[bool]):
     """Ask a yes/no question; dismisses with True only for an explicit yes."""
 

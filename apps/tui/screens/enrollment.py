@@ -139,6 +139,7 @@ class EnrollmentScreen(KeyVaultScreen):
                 self.notify(exc.message, title="Failed", severity="error", timeout=8)
             return
         self.query_one("#description", Input).value = ""
+        self.query_one("#tokens", DataTable).focus()  # the form is done; `c` copies the command
         self.notify("enrollment token created")
 
     def action_copy(self) -> None:

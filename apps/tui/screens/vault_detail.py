@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
 from apps.core.viewmodels.vault_detail import InventoryRow, VaultDetailState, VaultDetailViewModel
-from apps.tui.screens.base import KeyVaultScreen, ago, day, due_text
+from apps.tui.screens.base import KeyVaultScreen, ago, day, due_text, expires_text
 from apps.tui.screens.vaults import STATUS_STYLE
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
@@ -26,8 +26,10 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
 FINAL_STATES = ("succeeded", "failed", "expired", "cancelled")
 
 
-def inventory_cells(row: InventoryRow, now: Any) -> tuple[Any, ...]:
-    """The table cells of one secret, in :data:`COLUMNS` order."""
+def inventory_cells(
+    row: InventoryRow, now: Any, policies: dict[str, str] | None = None
+) -> tuple[Any, ...]:
+    """The table cells of one secret, in :data:`COLUMNS` order (``policies``: id → name)."""
     name = Text("🔒 sealed", style="dim italic") if row.sealed else Text(row.name)
     if row.deleted:
         name.stylize("strike dim")
@@ -37,7 +39,7 @@ def inventory_cells(row: InventoryRow, now: Any) -> tuple[Any, ...]:
         Text(labels, style="dim") if row.sealed else labels,
         str(row.version),
         ago(row.updated_at, now),
-        row.policy_id or "—",
+        (policies or {}).get(row.policy_id, row.policy_id) if row.policy_id else "—",
         row.rotation_state or "—",
         day(row.last_rotated_at),
         due_text(row.next_due_at, now),
@@ -55,8 +57,8 @@ def vault_facts(state: VaultDetailState, now: Any) -> Text:
     text.append(f"  {vault.id}  ", style="dim")
     text.append(status, style=STATUS_STYLE.get(status, ""))
     text.append(f"   last seen {ago(vault.last_seen, now)}   agent {vault.version or '—'}")
-    text.append("   certificate until ")
-    text.append_text(due_text(vault.cert_expiry, now, warn_days=14))
+    text.append("   certificate expires ")
+    text.append_text(expires_text(vault.cert_expiry, now))
     text.append(f"   {len(state.items)} secrets")
     if state.commands:
         last = state.commands[0]
@@ -106,6 +108,10 @@ class VaultDetailScreen(KeyVaultScreen):
         self.show(self.model.state)
         self.query_one(DataTable).focus()
         self.act(self.model.refresh, group="refresh")
+        policies = self.shell.policies
+        self.watch_model(policies.subscribe, lambda _: self._fill(self.model.state, self.now()))
+        if not policies.state.rows:
+            self.act(policies.refresh, group="policies")  # to show policy names, not ids
 
     def show(self, state: VaultDetailState) -> None:
         """Repaint from the state; tell about commands that have just finished."""
@@ -115,7 +121,7 @@ class VaultDetailScreen(KeyVaultScreen):
         hint.display = not state.has_key and bool(state.items)
         hint.update(
             "Names and labels are sealed: import the organisation's metadata key on this "
-            "machine (keyvault org key import) to read them."
+            "machine (keyvault org metadata-key import FILE) to read them."
         )
         error = self.query_one("#error", Static)
         error.display = bool(state.error)
@@ -127,8 +133,9 @@ class VaultDetailScreen(KeyVaultScreen):
         table = self.query_one(DataTable)
         selected = self._selected_id()
         table.clear()
+        policies = {p.id: p.name for p in self.shell.policies.state.rows}
         for row in state.items:
-            table.add_row(*inventory_cells(row, now), key=row.secret_id)
+            table.add_row(*inventory_cells(row, now, policies), key=row.secret_id)
         if selected is not None and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected), animate=False)
 

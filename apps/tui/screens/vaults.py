@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import DuplicateKey, Row, RowKey
 
 from apps.core.viewmodels.vaults import VaultRow, VaultsState, VaultsViewModel
-from apps.tui.screens.base import KeyVaultScreen, ago, due_text
+from apps.tui.screens.base import KeyVaultScreen, ago, expires_text
 
 #: (header, key in VaultRow / the view model's sort columns, width)
 COLUMNS: tuple[tuple[str, str, int], ...] = (
@@ -23,7 +23,7 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("Last seen", "last_seen", 10),
     ("Secrets", "secret_count", 8),
     ("Version", "version", 10),
-    ("Cert expiry", "cert_expiry", 11),
+    ("Cert expires", "cert_expiry", 12),
     ("ID", "id", 30),
 )
 STATUS_STYLE = {
@@ -34,7 +34,7 @@ STATUS_STYLE = {
 }
 #: one shared (never mutated) cell per status: 10,000 rows need not build 10,000 Text objects
 STATUS_CELLS = {status: Text(status, style=style) for status, style in STATUS_STYLE.items()}
-CERT_WARN_DAYS = 14
+CERT_WARN_HOURS = 6  # the control plane raises certificate_expiring at 6 h by default
 FIRST_ROWS = 150  # added at once on a rebuild: more than any terminal shows
 CHUNK = 2000  # then this many per step between other events
 TICK_SECONDS = 15.0  # how often "12s ago" is recomputed for the rows on screen
@@ -97,7 +97,7 @@ def vault_cells(row: VaultRow, now: Any) -> tuple[Any, ...]:
         ago(row.last_seen, now),
         "—" if row.secret_count is None else str(row.secret_count),
         row.version or "—",
-        due_text(row.cert_expiry, now, warn_days=CERT_WARN_DAYS),
+        expires_text(row.cert_expiry, now, warn_hours=CERT_WARN_HOURS),
         row.id,
     )
 

@@ -109,6 +109,16 @@ async def test_status_events_update_one_row_without_a_reload() -> None:
     assert len(fake.calls) == calls  # no I/O
 
 
+async def test_inventory_changed_event_updates_the_secret_count() -> None:
+    fake, vm = await loaded(5)
+    loads = len(fake.called("list_vaults"))
+    assert vm.apply_event("inventory.changed", {"vault_id": "vlt_000002", "items": 1, "secrets": 42})
+    assert vm.row("vlt_000002").secret_count == 42
+    assert not vm.apply_event("inventory.changed", {"vault_id": "vlt_000002", "secrets": 42})
+    assert not vm.apply_event("inventory.changed", {"vault_id": "vlt_000002", "items": 1})
+    assert len(fake.called("list_vaults")) == loads  # no reload
+
+
 async def test_registered_event_adds_a_pending_row_in_sort_order() -> None:
     _, vm = await loaded(5)
     assert vm.apply_event("vault.registered", {"vault_id": "vlt_new", "name": "aaa-first"})

@@ -151,6 +151,7 @@ def test_enrollment_created(snap_compare: SnapCompare, ops_app: KeyVaultApp) -> 
         await mode("enrollment")(pilot)
         pilot.app.screen.query_one("#description", Input).value = "billing host 2"
         await pilot.press("enter")
+        await pilot.app.workers.wait_for_complete()
         await pilot.pause(0.3)
 
     assert snap_compare(ops_app, terminal_size=SIZE, run_before=run)
