@@ -293,7 +293,14 @@ def _vaults() -> J:
         ["token", "csr", "name", "agent_version"],
     )
     created = _obj(
-        {"id": STR, "token": STR, "ca_pin": STR, "description": STR, "expires_at": STR},
+        {
+            "id": STR,
+            "token": STR,
+            "ca_pin": STR,
+            "description": STR,
+            "created_at": STR,
+            "expires_at": STR,
+        },
         ["id", "token", "ca_pin"],
     )
     tokens = _obj({"items": {"type": "array", "items": _ref("EnrollmentToken")}}, ["items"])

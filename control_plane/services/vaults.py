@@ -116,6 +116,7 @@ class Vaults:
             "token": token,
             "ca_pin": ca.pin(),
             "description": description,
+            "created_at": iso(now),
             "expires_at": iso(expires),
         }
 

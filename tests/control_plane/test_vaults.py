@@ -16,6 +16,7 @@ async def enroll_token(api: Api, owner: str, **kw: object) -> str:
     """A fresh enrollment token string."""
     status, body = await api.call("POST", "/enrollment-tokens", owner, json=dict(kw))
     assert status == 201, body
+    assert body["created_at"] <= body["expires_at"]  # shown once, with when it was made
     return str(body["token"])
 
 

@@ -34,6 +34,7 @@ STATUS_STYLE = {
 }
 #: one shared (never mutated) cell per status: 10,000 rows need not build 10,000 Text objects
 STATUS_CELLS = {status: Text(status, style=style) for status, style in STATUS_STYLE.items()}
+LIVE = Text("live", style="green")
 CERT_WARN_HOURS = 6  # the control plane raises certificate_expiring at 6 h by default
 FIRST_ROWS = 150  # added at once on a rebuild: more than any terminal shows
 CHUNK = 2000  # then this many per step between other events
@@ -94,7 +95,9 @@ def vault_cells(row: VaultRow, now: Any) -> tuple[Any, ...]:
     return (
         row.name,
         STATUS_CELLS.get(status) or Text(status),
-        ago(row.last_seen, now),
+        # heartbeats are not pushed to operators (thousands a minute); "online" already means
+        # one arrived within the offline limit, so its age is only worth showing once it stops
+        LIVE if status == "online" else ago(row.last_seen, now),
         "—" if row.secret_count is None else str(row.secret_count),
         row.version or "—",
         expires_text(row.cert_expiry, now, warn_hours=CERT_WARN_HOURS),
