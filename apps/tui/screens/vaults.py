@@ -37,7 +37,7 @@ STATUS_CELLS = {status: Text(status, style=style) for status, style in STATUS_ST
 LIVE = Text("live", style="green")
 CERT_WARN_HOURS = 6  # the control plane raises certificate_expiring at 6 h by default
 FIRST_ROWS = 150  # added at once on a rebuild: more than any terminal shows
-CHUNK = 2000  # then this many per step between other events
+CHUNK = 500  # then this many per step between other events (a keystroke waits for one step)
 TICK_SECONDS = 15.0  # how often "12s ago" is recomputed for the rows on screen
 
 
