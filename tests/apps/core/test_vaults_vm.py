@@ -112,7 +112,9 @@ async def test_status_events_update_one_row_without_a_reload() -> None:
 async def test_inventory_changed_event_updates_the_secret_count() -> None:
     fake, vm = await loaded(5)
     loads = len(fake.called("list_vaults"))
-    assert vm.apply_event("inventory.changed", {"vault_id": "vlt_000002", "items": 1, "secrets": 42})
+    assert vm.apply_event(
+        "inventory.changed", {"vault_id": "vlt_000002", "items": 1, "secrets": 42}
+    )
     assert vm.row("vlt_000002").secret_count == 42
     assert not vm.apply_event("inventory.changed", {"vault_id": "vlt_000002", "secrets": 42})
     assert not vm.apply_event("inventory.changed", {"vault_id": "vlt_000002", "items": 1})
