@@ -37,11 +37,15 @@ class InitOptions:
     storage_url: str | None = None
     bind: str = "127.0.0.1"
     port: int = 8080
+    #: join the vault already in a shared (PostgreSQL) store instead of creating one: another
+    #: replica of the same agent made it; no keystore and no admin token are created
+    join: bool = False
 
 
 @dataclass(frozen=True, repr=False)
 class InitResult:
-    """What ``init`` made; ``admin_token`` is shown once and never stored in clear."""
+    """What ``init`` made; ``admin_token`` is shown once and never stored in clear ("" when
+    joining: the first replica's token serves every replica)."""
 
     vault_id: str
     config_file: Path
@@ -68,15 +72,23 @@ def initialise(opts: InitOptions) -> InitResult:
         )
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(data, 0o700)
+    if opts.join and (opts.storage_url is None or opts.storage_url.startswith("sqlite")):
+        raise ConfigError(
+            "--join needs --storage-url of the PostgreSQL store the other replicas share"
+        )
     source, key_file = _key_source(opts, data)
-    vault_id = "vlt_" + uuid.uuid4().hex[:20]
     storage_url = opts.storage_url or f"sqlite:///{data / 'store.db'}"
     store = Store(storage_url)
     try:
         store.check()
         store.migrate()
-        KeyManager.initialise(store, vault_id, source, iterations=opts.iterations)
-        token, _ = TokenService(store).create_sync("initial admin", Policy.root())
+        if opts.join:
+            # the same master key must open the existing keystore, or this replica is refused
+            vault_id, token = KeyManager.unlock(store, source).vault_id, ""
+        else:
+            vault_id = "vlt_" + uuid.uuid4().hex[:20]
+            KeyManager.initialise(store, vault_id, source, iterations=opts.iterations)
+            token, _ = TokenService(store).create_sync("initial admin", Policy.root())
     finally:
         store.close()
     tls = _tls_files(opts, data)
@@ -101,6 +113,8 @@ def _key_source(opts: InitOptions, data: Path) -> tuple[KeySource, Path | None]:
             raise ConfigError("give --key-file or --passphrase, not both")
         return KeySource.from_passphrase(opts.passphrase), None
     key_file = (opts.key_file or data / "master.key").resolve()
+    if opts.join and not key_file.exists():
+        raise ConfigError(f"--join needs the vault's master key; {key_file} does not exist")
     if not key_file.exists():
         key_file.parent.mkdir(parents=True, exist_ok=True)
         generate_key_file(key_file)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from agent import CONFIG_NAME
+from agent.service.commands import install_service_cmd, windows_service_group
 from common.cliutil import agent_options, client_config, friendly_errors, make_client
 from common.crypto import KDF_DEFAULT_ITERATIONS
 from common.errors import ConfigError, KeyVaultError, ValidationError
@@ -41,6 +42,10 @@ def load_agent_settings(
 @click.group("agent")
 def agent_group() -> None:
     """Initialise, run and administer a vault agent."""
+
+
+agent_group.add_command(install_service_cmd)
+agent_group.add_command(windows_service_group)
 
 
 @agent_group.command("init")
@@ -100,6 +105,12 @@ def agent_group() -> None:
     type=click.Path(path_type=Path),
     help="Also write the admin token to this file (mode 0600) instead of only showing it.",
 )
+@click.option(
+    "--join",
+    is_flag=True,
+    help="Join the vault already in the shared PostgreSQL store (--storage-url) as another "
+    "replica: same master key, no new keystore, no new admin token.",
+)
 @friendly_errors
 def init_cmd(
     data_dir: Path,
@@ -115,6 +126,7 @@ def init_cmd(
     bind: str,
     port: int,
     token_file: Path | None,
+    join: bool,
 ) -> None:
     """Create a data folder: keystore, store, TLS certificates, config and a first admin token."""
     from agent.bootstrap import InitOptions, initialise
@@ -143,8 +155,12 @@ def init_cmd(
             storage_url,
             bind,
             port,
+            join,
         )
     )
+    if join:
+        click.echo(f"Joined vault {result.vault_id} in its shared store; config in {data_dir}")
+        return
     if token_file is not None:
         fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:

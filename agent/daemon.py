@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -74,7 +75,9 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
         agent.store.safe_url,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        # not on Windows, nor off the main thread (a Windows service host stops it another way)
+        with contextlib.suppress(NotImplementedError, ValueError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
     log.info(
         "agent %s serving vault %s on %s (%s store)",
         agent.version,
@@ -96,7 +99,8 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
             "shutting down: finishing in-flight requests (at most %ss)", settings.shutdown_timeout
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+            with contextlib.suppress(NotImplementedError, ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)
         deadline = loop.time() + settings.shutdown_timeout
         parts = [runner.cleanup(), uplink.stop(min(5.0, settings.shutdown_timeout))]
         if scheduler is not None:

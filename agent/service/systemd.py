@@ -1,0 +1,182 @@
+"""A hardened systemd unit for the agent, and ``keyvault agent install-service``'s steps."""
+
+from __future__ import annotations
+
+import math
+import os
+import pwd
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import ConfigError, KeyVaultError
+
+DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
+DEFAULT_DATA_DIR = Path("/var/lib/keyvault")
+HOME_DIRS = (Path("/home"), Path("/root"), Path("/run/user"))
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+STOP_MARGIN_SECONDS = 10  # beyond shutdown_timeout: uplink/scheduler stop, job drain, store close
+
+
+@dataclass(frozen=True)
+class UnitOptions:
+    """What goes into the unit: the command, the folder it may write, the account it runs as."""
+
+    command: list[str]
+    data_dir: Path
+    user: str = "keyvault"
+    shutdown_timeout: float = 10.0
+    read_paths: tuple[Path, ...] = field(default=())  # files it reads outside data_dir
+
+
+def quote(arg: str) -> str:
+    """Quote one word for a unit file (systemd's C-style quoting; ``%`` escaped)."""
+    arg = arg.replace("%", "%%")
+    if arg and not any(c in arg for c in " \t\"'\\;$"):
+        return arg
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def stop_timeout(shutdown_timeout: float) -> int:
+    """TimeoutStopSec: the agent's shutdown budget plus what it does after in-flight requests."""
+    return math.ceil(shutdown_timeout) + STOP_MARGIN_SECONDS
+
+
+def under_home(paths: Iterable[Path]) -> bool:
+    """True when any path lies under /home, /root or /run/user (hidden by ProtectHome=yes)."""
+    return any(p.resolve().is_relative_to(home) for p in paths for home in HOME_DIRS)
+
+
+UNIT_TEMPLATE = """\
+[Unit]
+Description=KeyVault agent ({workdir})
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=exec
+ExecStart={exec_start}
+User={user}
+Group={user}
+WorkingDirectory={workdir}
+UMask=0077
+Restart=on-failure
+RestartSec=5
+KillMode=mixed
+TimeoutStopSec={stop_seconds}
+LimitNOFILE=65536
+
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome={protect_home}
+ReadWritePaths={data}
+PrivateTmp=yes
+PrivateDevices=yes
+PrivateMounts=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+ProcSubset=pid
+CapabilityBoundingSet=
+AmbientCapabilities=
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+RemoveIPC=yes
+KeyringMode=private
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+SystemCallErrorNumber=EPERM
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def render_unit(opts: UnitOptions) -> str:
+    """The unit file's text: a dedicated user, a read-only system and a minimal kernel surface."""
+    data = opts.data_dir.resolve()
+    if not USER_RE.fullmatch(opts.user):
+        raise ConfigError(f"--user {opts.user!r} is not a valid system user name")
+    if any("\n" in word or "\r" in word for word in [str(data), *opts.command]):
+        raise ConfigError("the data folder and program paths must not contain line breaks")
+    return UNIT_TEMPLATE.format(
+        exec_start=" ".join(quote(a) for a in opts.command),
+        user=opts.user,
+        workdir=str(data).replace("%", "%%"),  # the rest of the line, unquoted
+        stop_seconds=stop_timeout(opts.shutdown_timeout),
+        protect_home="read-only" if under_home([data, *opts.read_paths]) else "yes",
+        data=quote(str(data)),
+    )
+
+
+def ensure_user(name: str, home: Path) -> pwd.struct_passwd:
+    """The service account, created as a system user without login when missing (needs root)."""
+    try:
+        return pwd.getpwnam(name)
+    except KeyError:
+        pass
+    if os.geteuid() != 0:
+        raise ConfigError(
+            f"user {name!r} does not exist: run as root to create it, or pass --user <existing user>"
+        )
+    nologin = shutil.which("nologin") or "/usr/sbin/nologin"
+    flags = ["--system", "--user-group", "--no-create-home", "--shell", nologin]
+    run(["useradd", *flags, "--home-dir", str(home), name])
+    return pwd.getpwnam(name)
+
+
+def own_data_dir(data_dir: Path, account: pwd.struct_passwd) -> bool:
+    """Give the data folder to the service account (as root); False if it could not."""
+    if os.geteuid() != 0:
+        return data_dir.stat().st_uid == account.pw_uid
+    for folder, dirs, files in os.walk(data_dir):
+        for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+            os.chown(name, account.pw_uid, account.pw_gid, follow_symlinks=False)
+    return True
+
+
+def write_unit(text: str, unit_dir: Path, name: str) -> Path:
+    """Write ``<unit_dir>/<name>.service`` (mode 0644)."""
+    path = unit_dir / f"{name}.service"
+    try:
+        unit_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        path.chmod(0o644)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {path}: {exc.strerror}; run as root, or use --dry-run / --unit-dir"
+        ) from None
+    return path
+
+
+def enable(name: str) -> None:
+    """``systemctl daemon-reload`` then ``systemctl enable --now <name>``."""
+    if shutil.which("systemctl") is None:
+        raise ConfigError("systemctl is not on PATH: is this a systemd system?")
+    run(["systemctl", "daemon-reload"])
+    run(["systemctl", "enable", "--now", f"{name}.service"])
+
+
+def run(argv: list[str]) -> None:
+    """Run a system command; its failure becomes one line naming the command."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise KeyVaultError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    if done.returncode != 0:
+        reason = (done.stderr or done.stdout).strip().splitlines()
+        raise KeyVaultError(
+            f"`{' '.join(argv)}` failed ({done.returncode}): {reason[-1] if reason else 'no output'}"
+        )

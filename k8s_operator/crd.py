@@ -1,0 +1,162 @@
+"""The ``VaultAgent`` spec as the operator reads it: defaults filled in, rules checked.
+
+The CRD (``deploy/k8s/crd.yaml``) enforces the same rules at admission; they are checked here
+too so an object stored before the CRD had a rule (or on a cluster without CEL) is still
+refused with a clear ``InvalidSpec`` condition instead of a broken StatefulSet.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from common.errors import ValidationError
+
+DEFAULT_IMAGE = "keyvault/agent:0.1.0"
+DEFAULT_PORT = 8080
+DEFAULT_SIZE = "1Gi"
+MAX_REPLICAS = 15
+NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # a DNS subdomain
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
+QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$")
+
+
+class InvalidSpecError(ValidationError):
+    """A VaultAgent spec the operator refuses; the message says which field and why."""
+
+    code = "invalid_spec"
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    """One key of a Secret in the VaultAgent's namespace."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """A checked VaultAgent spec with every default applied."""
+
+    replicas: int
+    image: str
+    image_pull_policy: str
+    port: int
+    storage_size: str
+    storage_class: str | None
+    endpoint: str
+    certificate_secret: str
+    enrollment_token: SecretKeyRef | None
+    master_key: SecretKeyRef
+    store_type: str
+    store_url: SecretKeyRef | None
+    resources: dict[str, Any]
+    log_level: str
+
+
+DEFAULT_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"memory": "512Mi"},
+}
+
+
+def parse_spec(name: str, spec: Mapping[str, Any]) -> AgentSpec:
+    """Check a VaultAgent's spec and fill in defaults; InvalidSpecError names the bad field."""
+    replicas = _int(spec.get("replicas", 1), "spec.replicas", 1, MAX_REPLICAS)
+    port = _int(spec.get("port", DEFAULT_PORT), "spec.port", 1024, 65535)
+    storage = _map(spec.get("storage"), "spec.storage")
+    size = str(storage.get("size", DEFAULT_SIZE))
+    if not QUANTITY_RE.match(size):
+        raise InvalidSpecError(f"spec.storage.size {size!r} is not a quantity such as 10Gi")
+    storage_class = storage.get("storageClass")
+    cp = _map(spec.get("controlPlane"), "spec.controlPlane")
+    endpoint = str(cp.get("endpoint", ""))
+    if not endpoint.startswith("https://"):
+        raise InvalidSpecError("spec.controlPlane.endpoint must be an https:// URL")
+    store_type, store_url = _store(spec.get("store"), replicas)
+    master = _ref(spec.get("masterKeyRef"), "spec.masterKeyRef", "master.key")
+    if master is None:
+        master = SecretKeyRef(f"{name}-master-key", "master.key")
+    return AgentSpec(
+        replicas=replicas,
+        image=str(spec.get("image", DEFAULT_IMAGE)),
+        image_pull_policy=_choice(spec, "imagePullPolicy", "IfNotPresent", PULL_POLICIES),
+        port=port,
+        storage_size=size,
+        storage_class=_name(storage_class, "spec.storage.storageClass") if storage_class else None,
+        endpoint=endpoint,
+        certificate_secret=_name(cp.get("certificateRef"), "spec.controlPlane.certificateRef"),
+        enrollment_token=_ref(
+            cp.get("enrollmentTokenRef"), "spec.controlPlane.enrollmentTokenRef", "token"
+        ),
+        master_key=master,
+        store_type=store_type,
+        store_url=store_url,
+        resources=dict(spec.get("resources") or DEFAULT_RESOURCES),
+        log_level=_choice(spec, "logLevel", "INFO", LOG_LEVELS),
+    )
+
+
+def _store(value: Any, replicas: int) -> tuple[str, SecretKeyRef | None]:
+    """The store type and URL reference; several replicas need a shared PostgreSQL store."""
+    store = _map(value, "spec.store")
+    store_type = str(store.get("type", "sqlite"))
+    if store_type not in ("sqlite", "postgresql"):
+        raise InvalidSpecError("spec.store.type must be sqlite or postgresql")
+    if replicas > 1 and store_type != "postgresql":
+        raise InvalidSpecError(
+            f"spec.replicas is {replicas} but spec.store.type is {store_type}: several agent "
+            "replicas must share one PostgreSQL store; set spec.store.type: postgresql with "
+            "spec.store.urlSecretRef, or spec.replicas: 1"
+        )
+    store_url = _ref(store.get("urlSecretRef"), "spec.store.urlSecretRef", "url")
+    if store_type == "postgresql" and store_url is None:
+        raise InvalidSpecError(
+            "spec.store.urlSecretRef is required when spec.store.type is postgresql"
+        )
+    return store_type, store_url
+
+
+def _choice(spec: Mapping[str, Any], field: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = spec.get(field, default)
+    if value not in allowed:
+        raise InvalidSpecError(f"spec.{field} must be one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _int(value: Any, field: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise InvalidSpecError(f"{field} must be a whole number from {low} to {high}")
+    return value
+
+
+def _map(value: Any, field: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidSpecError(f"{field} must be an object")
+    return value
+
+
+def _name(value: Any, field: str) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value) or len(value) > 253:
+        raise InvalidSpecError(
+            f"{field} must be a Kubernetes name (lower-case letters, digits, - and .)"
+        )
+    return value
+
+
+def _ref(value: Any, field: str, default_key: str) -> SecretKeyRef | None:
+    """A ``{name, key}`` reference (``key`` defaulted), or None when absent."""
+    if value is None:
+        return None
+    ref = _map(value, field)
+    key = str(ref.get("key", default_key))
+    if not KEY_RE.match(key):
+        raise InvalidSpecError(f"{field}.key {key!r} is not a valid Secret key")
+    return SecretKeyRef(_name(ref.get("name"), f"{field}.name"), key)

@@ -1,0 +1,1 @@
+"""Tests of the deployment artefacts: container image, compose file, configuration reference."""

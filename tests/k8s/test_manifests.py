@@ -1,0 +1,151 @@
+"""Every manifest, made by the operator or shipped in deploy/k8s, checked against Kubernetes'
+own schemas with kubernetes-validate (strict: unknown fields fail); VaultAgent examples are
+checked against the CRD's openAPIV3Schema with jsonschema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from k8s_operator.crd import parse_spec
+from k8s_operator.resources import build_all
+from tests.k8s.conftest import DEPLOY, vault_agent
+
+KUBE_VERSION = kubernetes_validate.latest_version()  # 1.37.0 with kubernetes-validate 1.37
+OLDEST_SUPPORTED = "1.29.0"  # the CRD's CEL rules need 1.29+ (deploy/k8s/README.md)
+
+
+def _docs(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
+
+
+def _crd_schema() -> dict[str, Any]:
+    (crd,) = _docs("crd.yaml")
+    return to_json_schema(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+
+def to_json_schema(node: Any) -> Any:
+    """A structural schema as JSON Schema: x-kubernetes-* extensions dropped, int-or-string kept."""
+    if isinstance(node, list):
+        return [to_json_schema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: to_json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
+    if node.get("x-kubernetes-int-or-string"):
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    if (
+        out.get("type") == "object"
+        and "properties" in out
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out.setdefault("additionalProperties", False)  # the API server prunes unknown fields
+    return out
+
+
+BODIES = {
+    "shared-postgres": vault_agent(),
+    "single-sqlite": vault_agent(replicas=1, store={"type": "sqlite"}, storage={"size": "1Gi"}),
+    "with-token": vault_agent(
+        replicas=1,
+        store={"type": "sqlite"},
+        controlPlane={
+            "endpoint": "https://cp.example.com",
+            "certificateRef": "edge-uplink",
+            "enrollmentTokenRef": {"name": "edge-token", "key": "t"},
+        },
+        resources={"requests": {"cpu": "50m", "memory": 64}},
+    ),
+}
+
+
+@pytest.mark.parametrize("version", [OLDEST_SUPPORTED, KUBE_VERSION])
+@pytest.mark.parametrize("case", sorted(BODIES))
+def test_every_operator_made_manifest_validates(case: str, version: str) -> None:
+    body = BODIES[case]
+    objects = build_all(body, parse_spec(body["metadata"]["name"], body["spec"]))
+    assert len(objects) == 4
+    for obj in objects:
+        kubernetes_validate.validate(obj, version, strict=True)
+    jsonschema.validate(body, _crd_schema())  # the body itself is a valid VaultAgent
+
+
+@pytest.mark.parametrize("version", [OLDEST_SUPPORTED, KUBE_VERSION])
+@pytest.mark.parametrize("name", ["crd.yaml", "rbac.yaml", "operator.yaml"])
+def test_deploy_manifests_validate(name: str, version: str) -> None:
+    docs = _docs(name)
+    assert docs
+    for doc in docs:
+        kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_a_broken_manifest_is_caught() -> None:
+    body = vault_agent()
+    sts = build_all(body, parse_spec("production-vault", body["spec"]))[-1]
+    sts["spec"]["replicaz"] = 3
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(sts, KUBE_VERSION, strict=True)
+
+
+def test_examples_validate_against_the_crd_and_the_operator() -> None:
+    examples = _docs("example-vaultagent.yaml")
+    assert [e["metadata"]["name"] for e in examples] == ["production-vault", "edge-vault"]
+    schema = _crd_schema()
+    for example in examples:
+        jsonschema.validate(example, schema)
+        spec = parse_spec(example["metadata"]["name"], example["spec"])
+        if spec.replicas > 1:
+            assert spec.store_type == "postgresql"
+    assert examples[0]["spec"]["replicas"] == 3
+
+
+def test_crd_schema_refuses_bad_instances() -> None:
+    schema = _crd_schema()
+    good = vault_agent()
+    jsonschema.validate(good, schema)
+    bad: list[dict[str, Any]] = [
+        {"replicas": 0},
+        {"replicas": 16},
+        {"storage": {"size": "lots"}},
+        {"controlPlane": {"endpoint": "http://plain", "certificateRef": "c"}},
+        {"controlPlane": {"endpoint": "https://cp"}},
+        {"store": {"type": "mysql"}},
+        {"imagePullPolicy": "Sometimes"},
+        {"unknownField": 1},
+    ]
+    for change in bad:
+        instance = vault_agent(**change)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(instance, schema)
+
+
+def test_crd_encodes_the_shared_store_rule_and_subresources() -> None:
+    (crd,) = _docs("crd.yaml")
+    version = crd["spec"]["versions"][0]
+    spec_schema = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    rules = [r["rule"] for r in spec_schema["x-kubernetes-validations"]]
+    assert "self.replicas <= 1 || (has(self.store) && self.store.type == 'postgresql')" in rules
+    assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
+    assert "status" in version["subresources"]
+    columns = {c["name"] for c in version["additionalPrinterColumns"]}
+    assert {"Replicas", "Ready", "Phase"} <= columns
+
+    def undocumented(node: dict[str, Any], path: str) -> list[str]:
+        missing = []
+        for key, child in node.get("properties", {}).items():
+            if "description" not in child and path.startswith(".spec"):
+                missing.append(f"{path}.{key}")
+            missing += undocumented(child, f"{path}.{key}")
+        return missing
+
+    assert undocumented(spec_schema, ".spec") == []
+
+
+def test_rbac_grants_no_delete_and_no_secrets() -> None:
+    (role,) = [d for d in _docs("rbac.yaml") if d["kind"] == "ClusterRole"]
+    for rule in role["rules"]:
+        assert "delete" not in rule["verbs"] and "*" not in rule["verbs"], rule
+        assert "secrets" not in rule["resources"], rule

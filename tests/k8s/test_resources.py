@@ -1,0 +1,229 @@
+"""The pure builders: spec checks, and what the StatefulSet, Services and ConfigMap hold."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from k8s_operator.crd import InvalidSpecError, parse_spec
+from k8s_operator.resources import (
+    ENROLLMENT_DIR,
+    IDENTITY_DIR,
+    INIT_SCRIPT,
+    build_all,
+    build_configmap,
+    build_services,
+    build_statefulset,
+)
+from tests.k8s.conftest import vault_agent
+
+
+def _env(container: dict) -> dict[str, object]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_seed_example_without_a_shared_store_is_refused() -> None:
+    seed = {
+        "replicas": 3,
+        "storage": {"size": "10Gi", "storageClass": "fast-ssd"},
+        "controlPlane": {
+            "endpoint": "https://api.keyvault.com",
+            "certificateRef": "vault-client-cert",
+        },
+    }
+    with pytest.raises(InvalidSpecError, match=r"replicas is 3 but spec\.store\.type is sqlite"):
+        parse_spec("production-vault", seed)
+    single = parse_spec("production-vault", {**seed, "replicas": 1})
+    assert single.store_type == "sqlite"
+    assert single.master_key.name == "production-vault-master-key"
+    assert single.master_key.key == "master.key"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"replicas": 0}, "spec.replicas"),
+        ({"replicas": True}, "spec.replicas"),
+        ({"port": 80}, "spec.port"),
+        ({"storage": {"size": "ten"}}, "spec.storage.size"),
+        ({"controlPlane": {"endpoint": "http://x", "certificateRef": "c"}}, "https://"),
+        (
+            {"controlPlane": {"endpoint": "https://x", "certificateRef": "Bad_Name"}},
+            "certificateRef",
+        ),
+        ({"store": {"type": "postgresql"}}, "urlSecretRef is required"),
+        ({"store": {"type": "mysql"}}, "spec.store.type"),
+        ({"masterKeyRef": {"name": "k", "key": "a/b"}}, "masterKeyRef.key"),
+        ({"logLevel": "LOUD"}, "spec.logLevel"),
+        ({"imagePullPolicy": "Sometimes"}, "spec.imagePullPolicy"),
+    ],
+)
+def test_bad_specs_name_the_field(spec: dict, message: str) -> None:
+    body = vault_agent(replicas=1, store={"type": "sqlite"})
+    with pytest.raises(InvalidSpecError, match=message):
+        parse_spec("v", {**body["spec"], **spec})
+
+
+def test_statefulset_has_replicas_claims_secrets_and_owner() -> None:
+    body = vault_agent()
+    sts = build_statefulset(body, parse_spec("production-vault", body["spec"]))
+    spec = sts["spec"]
+    assert spec["replicas"] == 3
+    assert spec["serviceName"] == "production-vault-headless"
+    claim = spec["volumeClaimTemplates"][0]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "10Gi"
+    assert claim["storageClassName"] == "fast-ssd"
+    assert sts["metadata"]["ownerReferences"] == [
+        {
+            "apiVersion": "keyvault.io/v1",
+            "kind": "VaultAgent",
+            "name": "production-vault",
+            "uid": "uid-1234",
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    pod = spec["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["uplink-identity"]["secret"]["secretName"] == "vault-client-cert"
+    assert volumes["uplink-identity"]["secret"]["optional"] is False
+    assert volumes["master-key"]["secret"]["secretName"] == "vault-master"
+    agent = pod["containers"][0]
+    mounts = {m["name"]: m for m in agent["volumeMounts"]}
+    assert mounts["uplink-identity"]["readOnly"] is True
+    assert mounts["master-key"]["readOnly"] is True
+    env = _env(agent)
+    assert env["KEYVAULT_MASTER_KEY_FILE"] == "/etc/keyvault/master/master.key"
+    assert env["KEYVAULT_CONTROL_PLANE_URL"] == "https://api.keyvault.com"
+    assert env["KEYVAULT_STORAGE__URL"] == {"secretKeyRef": {"name": "vault-db", "key": "url"}}
+    assert env["KEYVAULT_BIND"] == "0.0.0.0"
+
+
+def test_pods_are_locked_down_and_probed_on_health() -> None:
+    body = vault_agent(replicas=1, store={"type": "sqlite"})
+    sts = build_statefulset(body, parse_spec("v", body["spec"]))
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        sec = container["securityContext"]
+        assert sec["readOnlyRootFilesystem"] is True
+        assert sec["allowPrivilegeEscalation"] is False
+        assert sec["capabilities"] == {"drop": ["ALL"]}
+    agent = pod["containers"][0]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert agent[probe]["httpGet"] == {
+            "path": "/api/v1/health",
+            "port": "https",
+            "scheme": "HTTPS",
+        }
+    assert "KEYVAULT_STORAGE__URL" not in _env(agent)  # SQLite on the volume
+    assert "storageClassName" in sts["spec"]["volumeClaimTemplates"][0]["spec"]
+
+
+def test_services_select_the_pods_and_serve_the_port() -> None:
+    body = vault_agent(port=9443)
+    spec = parse_spec("production-vault", body["spec"])
+    client, headless = build_services(body, spec)
+    selector = build_statefulset(body, spec)["spec"]["selector"]["matchLabels"]
+    assert client["metadata"]["name"] == "production-vault"
+    assert headless["spec"]["clusterIP"] == "None"
+    for svc in (client, headless):
+        assert svc["spec"]["selector"] == selector
+        assert svc["spec"]["ports"][0]["port"] == 9443
+    assert [o["kind"] for o in build_all(body, spec)] == [
+        "ConfigMap",
+        "Service",
+        "Service",
+        "StatefulSet",
+    ]
+
+
+def test_enrollment_token_is_mounted_and_identity_made_optional() -> None:
+    body = vault_agent(
+        replicas=1,
+        store={"type": "sqlite"},
+        controlPlane={
+            "endpoint": "https://cp.example.com",
+            "certificateRef": "edge-uplink",
+            "enrollmentTokenRef": {"name": "edge-token"},
+        },
+    )
+    pod = build_statefulset(body, parse_spec("v", body["spec"]))["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["enrollment-token"]["secret"]["items"] == [{"key": "token", "path": "token"}]
+    assert volumes["uplink-identity"]["secret"]["optional"] is True
+    init_mounts = {m["name"] for m in pod["initContainers"][0]["volumeMounts"]}
+    assert "enrollment-token" in init_mounts
+    assert "enrollment-token" not in {m["name"] for m in pod["containers"][0]["volumeMounts"]}
+
+
+def _run_init(tmp_path: Path, identity: dict[str, str], pod: str = "v-0") -> str:
+    """Run the real init script with /bin/sh and a fake `keyvault` that logs its arguments."""
+    bindir, ident, data = tmp_path / "bin", tmp_path / "identity", tmp_path / "data"
+    for folder in (bindir, ident, tmp_path / "token"):
+        folder.mkdir(exist_ok=True)
+    for name, text in identity.items():
+        (ident / name).write_text(text)
+    fake = bindir / "keyvault"
+    fake.write_text(
+        '#!/bin/sh\necho "$@" >> "$LOG"\n'
+        'if [ "$2" = init ]; then mkdir -p "$KEYVAULT_DATA_DIR"; touch "$KEYVAULT_DATA_DIR/agent.yaml"; fi\n'
+    )
+    fake.chmod(0o755)
+    script = INIT_SCRIPT.replace(IDENTITY_DIR, str(ident)).replace(
+        ENROLLMENT_DIR, str(tmp_path / "token")
+    )
+    env = {
+        "PATH": f"{bindir}:/usr/bin:/bin",
+        "LOG": str(tmp_path / "log"),
+        "KEYVAULT_DATA_DIR": str(data),
+        "KEYVAULT_MASTER_KEY_FILE": "/m/master.key",
+        "KEYVAULT_PORT": "8080",
+        "KEYVAULT_SERVICE_HOST": "v.ns.svc",
+        "KEYVAULT_HEADLESS_HOST": "v-headless.ns.svc",
+        "KEYVAULT_STORAGE__URL": "postgresql+psycopg://u@db/kv",
+        "POD_NAME": pod,
+        "CONTROL_PLANE_URL": "https://cp",
+    }
+    subprocess.run(["/bin/sh", "-c", script], env=env, check=True, timeout=10)
+    return (tmp_path / "log").read_text() if (tmp_path / "log").exists() else ""
+
+
+def test_init_script_initialises_once_and_seeds_the_uplink(tmp_path: Path) -> None:
+    files = {"service-ca.pem": "ca", "client.key": "key", "client.crt": "crt", "state.json": "{}"}
+    log = _run_init(tmp_path, files)
+    assert log.splitlines() == [
+        f"agent init --data-dir {tmp_path}/data --key-file /m/master.key --bind 0.0.0.0 --port 8080 "
+        f"--hostname v.ns.svc --hostname v-0.v-headless.ns.svc --token-file {tmp_path}/data/admin.token "
+        "--storage-url postgresql+psycopg://u@db/kv"
+    ]
+    uplink = tmp_path / "data" / "uplink"
+    assert {p.name: p.read_text() for p in uplink.iterdir()} == files
+    assert oct(os.stat(uplink / "client.key").st_mode & 0o777) == "0o600"
+    assert _run_init(tmp_path, files) == log  # a restarted pod changes nothing
+
+
+def test_later_replicas_join_the_vault_in_the_shared_store(tmp_path: Path) -> None:
+    log = _run_init(tmp_path, {}, pod="v-2")
+    first = log.splitlines()[0]
+    assert first.startswith("agent init --data-dir") and first.endswith(
+        "--storage-url postgresql+psycopg://u@db/kv --join"
+    )
+
+
+def test_init_script_enrolls_with_a_token_when_no_identity(tmp_path: Path) -> None:
+    (tmp_path / "token").mkdir()
+    (tmp_path / "token" / "token").write_text("kve_x")
+    log = _run_init(tmp_path, {})
+    assert log.splitlines()[-1] == "agent enroll --control-plane https://cp --name v-0"
+
+
+def test_configmap_holds_the_script() -> None:
+    cm = build_configmap(vault_agent())
+    assert cm["metadata"]["name"] == "production-vault-scripts"
+    assert cm["data"]["init.sh"] == INIT_SCRIPT
