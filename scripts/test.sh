@@ -4,8 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Debian packages the tests need (installed by setup.sh's KEYVAULT_APT_PACKAGES hook when
-# missing): a real Secret Service for the operator's keyring tests (tests/apps)
-export KEYVAULT_APT_PACKAGES="gnome-keyring dbus ${KEYVAULT_APT_PACKAGES:-}"
+# missing): a real Secret Service for the operator's keyring tests (tests/apps), the libraries
+# offscreen Qt loads (tests/apps/desktop), systemd-analyze for the unit check (tests/deploy)
+export KEYVAULT_APT_PACKAGES="gnome-keyring dbus libegl1 libgl1 libxkbcommon0 libfontconfig1 \
+libdbus-1-3 systemd ${KEYVAULT_APT_PACKAGES:-}"
 scripts/setup.sh dev
 export PATH="$PWD/.venv/bin:$PATH"
 

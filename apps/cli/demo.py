@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sys
 import time
 from pathlib import Path
 from types import FrameType
@@ -66,6 +65,17 @@ def _open_tui(stack: DemoStack) -> None:
     run_tui(session=stack.session, memory_keyring=stack.memory_keyring)
 
 
+def _open_desktop(stack: DemoStack) -> None:
+    try:
+        from apps.desktop.app import run_desktop
+    except ImportError as exc:
+        raise DemoError(
+            f"the desktop app cannot be loaded ({exc}); install it with "
+            "`pip install 'keyvault[desktop]'`, or run `keyvault demo --headless`"
+        ) from None
+    run_desktop(session=stack.session, memory_keyring=stack.memory_keyring)
+
+
 @click.command("demo")
 @click.option(
     "--dir",
@@ -88,9 +98,6 @@ def _open_tui(stack: DemoStack) -> None:
 def demo_cmd(folder: Path, port_base: int | None, headless: bool, desktop: bool) -> None:
     """Run KeyVault on one machine: a control plane, two agents with sample secrets, and the TUI
     logged in as the demo's owner."""
-    if desktop:
-        click.echo("the desktop app is not built yet (issue 7)", err=True)
-        sys.exit(2)
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     stack = DemoStack(folder, port_base)
@@ -99,6 +106,8 @@ def demo_cmd(folder: Path, port_base: int | None, headless: bool, desktop: bool)
         if headless:
             click.echo(_howto(stack, time.monotonic() - started))
             _wait_forever(stack)
+        elif desktop:
+            _open_desktop(stack)
         else:
             _open_tui(stack)
     except KeyboardInterrupt:

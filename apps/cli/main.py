@@ -9,6 +9,7 @@ import click
 
 from agent.cli import agent_group
 from apps.cli.demo import demo_cmd
+from apps.cli.desktop_cmd import desktop_cmd
 from apps.cli.org_cmd import org_group
 from apps.cli.secrets_cmd import run_cmd, secrets_group
 from apps.cli.session_cmd import login_cmd, logout_cmd, whoami_cmd
@@ -39,6 +40,7 @@ cli.add_command(whoami_cmd)
 cli.add_command(org_group)
 cli.add_command(vaults_group)
 cli.add_command(tui_cmd)
+cli.add_command(desktop_cmd)
 
 
 def main() -> None:

@@ -9,8 +9,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from apps.core.timefmt import ago
 from apps.core.viewmodels.alerts import AlertRow, AlertsState, AlertsViewModel
-from apps.tui.screens.base import KeyVaultScreen, ago
+from apps.tui.screens.base import KeyVaultScreen
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("Severity", "severity", 9),

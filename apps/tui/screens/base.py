@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Static
 
+from apps.core.timefmt import CERT_WARN_HOURS, day, time_left, urgency
 from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
@@ -118,24 +119,6 @@ class KeyVaultScreen(Screen[Any]):
         self.app.push_screen(ConfirmScreen(question, yes), answered)
 
 
-def ago(moment: datetime | None, now: datetime) -> str:
-    """A short relative time: "12s ago", "5m ago", "3h ago", "2d ago" ("never" for None)."""
-    if moment is None:
-        return "never"
-    seconds = int((now - moment).total_seconds())
-    if seconds < 0:
-        return "just now"
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
-
-
-def day(moment: datetime | None) -> str:
-    """A date as YYYY-MM-DD ("—" for None)."""
-    return moment.strftime("%Y-%m-%d") if moment is not None else "—"
-
-
 def due_text(moment: datetime | None, now: datetime, *, warn_days: int = 0) -> Text:
     """A date, red when past, yellow when within ``warn_days`` days."""
     if moment is None:
@@ -145,24 +128,18 @@ def due_text(moment: datetime | None, now: datetime, *, warn_days: int = 0) -> T
     return Text(day(moment), style=style)
 
 
-def expires_text(moment: datetime | None, now: datetime, *, warn_hours: float = 6) -> Text:
+def expires_text(
+    moment: datetime | None, now: datetime, *, warn_hours: float = CERT_WARN_HOURS
+) -> Text:
     """Time left as "in 23h" / "in 5d", yellow within ``warn_hours``, red "expired" when past.
 
     Vault certificates live a day by default and renew at two thirds of their life, so a
     date would always look close; the time left (and the colour) is what an operator needs.
     """
-    if moment is None:
-        return Text("—", style="dim")
-    left = int((moment - now).total_seconds())
-    if left <= 0:
-        return Text("expired", style="bold red")
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
-        if left >= size:
-            text = f"in {left // size}{unit}"
-            break
-    else:
-        text = f"in {left}s"
-    return Text(text, style="yellow" if left < warn_hours * 3600 else "")
+    style = {"critical": "bold red", "warning": "yellow"}.get(
+        urgency(moment, now, warn_hours * 3600) or "", "dim" if moment is None else ""
+    )
+    return Text(time_left(moment, now), style=style)
 
 
 class ConfirmScreen(ModalScreen[bool]):

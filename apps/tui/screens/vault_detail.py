@@ -9,8 +9,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from apps.core.timefmt import ago, day
 from apps.core.viewmodels.vault_detail import InventoryRow, VaultDetailState, VaultDetailViewModel
-from apps.tui.screens.base import KeyVaultScreen, ago, day, due_text, expires_text
+from apps.tui.screens.base import KeyVaultScreen, due_text, expires_text
 from apps.tui.screens.vaults import STATUS_STYLE
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (

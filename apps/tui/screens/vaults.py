@@ -13,8 +13,9 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import DuplicateKey, Row, RowKey
 
+from apps.core.timefmt import ago
 from apps.core.viewmodels.vaults import VaultRow, VaultsState, VaultsViewModel
-from apps.tui.screens.base import KeyVaultScreen, ago, expires_text
+from apps.tui.screens.base import KeyVaultScreen, expires_text
 
 #: (header, key in VaultRow / the view model's sort columns, width)
 COLUMNS: tuple[tuple[str, str, int], ...] = (
@@ -35,7 +36,6 @@ STATUS_STYLE = {
 #: one shared (never mutated) cell per status: 10,000 rows need not build 10,000 Text objects
 STATUS_CELLS = {status: Text(status, style=style) for status, style in STATUS_STYLE.items()}
 LIVE = Text("live", style="green")
-CERT_WARN_HOURS = 6  # the control plane raises certificate_expiring at 6 h by default
 FIRST_ROWS = 150  # added at once on a rebuild: more than any terminal shows
 CHUNK = 500  # then this many per step between other events (a keystroke waits for one step)
 TICK_SECONDS = 15.0  # how often "12s ago" is recomputed for the rows on screen
@@ -100,7 +100,7 @@ def vault_cells(row: VaultRow, now: Any) -> tuple[Any, ...]:
         LIVE if status == "online" else ago(row.last_seen, now),
         "—" if row.secret_count is None else str(row.secret_count),
         row.version or "—",
-        expires_text(row.cert_expiry, now, warn_hours=CERT_WARN_HOURS),
+        expires_text(row.cert_expiry, now),
         row.id,
     )
 

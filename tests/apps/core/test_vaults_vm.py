@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC
 
 import pytest
@@ -152,29 +151,18 @@ async def test_revoke_raises_errors_and_shows_the_revoked_row() -> None:
     assert fake.called("revoke_vault")[-1] == (("vlt_000002",), {})
 
 
-async def test_ten_thousand_rows_filter_and_sort_fast() -> None:
-    started = time.perf_counter()
+async def test_ten_thousand_rows_filter_sort_and_events() -> None:
+    # how fast is measured by `python -m bench.tui` (and bench.desktop), not here
     fake = FakeControlPlane().seed(vaults=10_000)
-    assert time.perf_counter() - started < 0.5
     vm = VaultsViewModel(fake)  # type: ignore[arg-type]
     await vm.refresh()
-
-    def best(action: object) -> float:
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            action()  # type: ignore[operator]
-            times.append(time.perf_counter() - t)
-        return min(times)
-
-    assert best(lambda: vm.set_filter("web-01")) < 0.020
+    assert vm.state.total == 10_000 and len(vm.state.visible) == 10_000
+    vm.set_filter("web-01")
     assert vm.state.visible and all("web-01" in r.name for r in vm.state.visible)
     vm.set_filter("")
-    assert best(lambda: vm.set_sort("name")) < 0.020
-    assert best(lambda: vm.set_sort("last_seen")) < 0.020
-    assert (
-        best(
-            lambda: vm.apply_event("vault.status", {"vault_id": "vlt_000009", "status": "offline"})
-        )
-        < 0.020
-    )
+    vm.set_sort("name")  # the default column: toggles the direction
+    names = [r.name.lower() for r in vm.state.visible]
+    assert names == sorted(names, reverse=vm.state.descending)
+    vm.set_sort("last_seen")
+    assert vm.apply_event("vault.status", {"vault_id": "vlt_000009", "status": "offline"})
+    assert vm.row("vlt_000009").status == "offline" and len(vm.state.visible) == 10_000

@@ -1,0 +1,59 @@
+"""One vault's secrets (metadata only): name, labels, version, rotation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apps.core.timefmt import day
+from apps.core.viewmodels.vault_detail import InventoryRow
+from apps.desktop import theme
+from apps.desktop.models import DASH, RowTableModel, stamp
+
+NAME, LABELS, VERSION, ROTATION, NEXT_DUE, UPDATED = range(6)
+
+
+def labels_text(labels: tuple[tuple[str, str], ...]) -> str:
+    """``k=v, k=v`` ("—" when none)."""
+    return ", ".join(f"{k}={v}" for k, v in labels) or DASH
+
+
+class InventoryTableModel(RowTableModel[InventoryRow]):
+    """Secrets of one vault; sealed names muted, overdue rotation red."""
+
+    HEADERS = ("Name", "Labels", "Version", "Rotation", "Next due", "Updated")
+
+    def key(self, row: InventoryRow) -> str:
+        """The secret id."""
+        return row.secret_id
+
+    def cell(self, row: InventoryRow, column: int) -> str:
+        """The text of one cell."""
+        if column == NAME:
+            return row.name + (" (deleted)" if row.deleted else "")
+        if column == LABELS:
+            return labels_text(row.labels)
+        if column == VERSION:
+            return str(row.version)
+        if column == ROTATION:
+            return row.rotation_state or ("no policy" if row.policy_id is None else DASH)
+        if column == NEXT_DUE:
+            return day(row.next_due_at)
+        return stamp(row.updated_at)
+
+    def foreground(self, row: InventoryRow, column: int) -> Any:
+        """Muted when sealed or deleted; red when the rotation is overdue or failed."""
+        if column == NAME and (row.sealed or row.deleted):
+            return theme.status_color("revoked")
+        if column == ROTATION and row.rotation_state in ("failed", "overdue"):
+            return theme.status_color("critical")
+        if column == NEXT_DUE and row.next_due_at is not None and row.next_due_at < self.clock():
+            return theme.status_color("critical")
+        return None
+
+    def tooltip(self, row: InventoryRow, column: int) -> str | None:
+        """Why a name is sealed; the secret id."""
+        if column == NAME:
+            if row.sealed:
+                return "This name cannot be opened: no metadata key on this computer."
+            return row.secret_id
+        return None

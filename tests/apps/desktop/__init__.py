@@ -1,0 +1,1 @@
+"""Desktop app tests (PySide6, offscreen)."""

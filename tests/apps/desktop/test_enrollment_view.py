@@ -1,0 +1,87 @@
+"""The enrollment view against a real control plane: the token shown once really enrolls."""
+
+from __future__ import annotations
+
+import shlex
+
+from PySide6.QtGui import QGuiApplication
+from pytestqt.qtbot import QtBot
+
+from apps.core.shell import Shell
+from apps.desktop.models.tokens_model import DESCRIPTION, STATE
+from apps.desktop.views.enrollment import EnrollmentView
+from common.tls import make_csr
+from tests.apps.conftest import LiveControlPlane
+from tests.apps.desktop.conftest import drive
+from tests.apps.desktop.ops_helpers import shoot
+
+WAIT = 15_000
+
+
+def test_create_show_once_and_enroll(
+    qtbot: QtBot, live_shell: Shell, live_cp: LiveControlPlane
+) -> None:
+    view = EnrollmentView(live_shell)
+    qtbot.addWidget(view)
+    view.show()
+    qtbot.waitUntil(lambda: view.status.text().startswith("0 tokens"), timeout=WAIT)
+
+    # a bad lifetime is named next to its field; nothing is made
+    view.description.setText("web host 3")
+    view.ttl_hours.setText("ever")
+    view.create_button.click()
+    qtbot.waitUntil(lambda: view.errors.text("ttl_hours") != "", timeout=WAIT)
+    assert "number of hours" in view.errors.text("ttl_hours")
+    assert view.created.isHidden() and view.proxy.rowCount() == 0
+
+    view.ttl_hours.setText("2")
+    view.create_button.click()
+    qtbot.waitUntil(lambda: view.created.isVisible(), timeout=WAIT)
+    assert view.errors.text("ttl_hours") == ""
+    command = view.created.command.text()
+    args = shlex.split(command)
+    assert args[:4] == ["keyvault", "agent", "enroll", "--control-plane"]
+    assert args[-2] == "--token" and args[-1].startswith("kve_")
+    token = args[-1]
+    qtbot.waitUntil(lambda: view.proxy.rowCount() == 1, timeout=WAIT)
+    assert view.proxy.index(0, DESCRIPTION).data() == "web host 3"
+    assert view.proxy.index(0, STATE).data() == "active"
+    shoot(view, "enrollment")
+
+    # copy: the command (with its token) goes to the clipboard, the status line does not show it
+    view.created.copy_button.click()
+    assert QGuiApplication.clipboard().text() == command
+    assert token not in view.status.text()
+
+    # the token is real: the control plane registers a vault with it
+    csr, _key = make_csr("agent")
+    identity, _ = live_cp.server.run(
+        live_cp.cp.vaults.register(token, csr.decode(), "web-3", "0.1.0")
+    )
+    assert identity["vault_id"].startswith("vlt_")
+    view.refresh()
+    qtbot.waitUntil(lambda: view.proxy.index(0, STATE).data() == "used", timeout=WAIT)
+
+    # leaving the view forgets it; coming back shows no token
+    view.hide()
+    assert live_shell.enrollment.state.created is None
+    view.show()
+    assert view.created.isHidden() and token not in view.created.command.text()
+    QGuiApplication.clipboard().clear()
+
+
+def test_revoke_token(qtbot: QtBot, live_shell: Shell) -> None:
+    view = EnrollmentView(live_shell)
+    qtbot.addWidget(view)
+    view.show()
+    view.create_button.click()
+    qtbot.waitUntil(lambda: view.proxy.rowCount() == 1, timeout=WAIT)
+    view.table.selectRow(0)
+    assert view.revoke_button.isEnabled()
+    box = view.revoke()
+    assert box is not None
+    next(b for b in box.buttons() if b.text() == "Revoke").click()
+    qtbot.waitUntil(lambda: view.proxy.index(0, STATE).data() == "revoked", timeout=WAIT)
+    doc = drive(qtbot, live_shell.client.list_enrollment_tokens())
+    assert [t["state"] for t in doc["items"]] == ["revoked"]
+    assert not view.revoke_button.isEnabled()

@@ -1,0 +1,123 @@
+"""The main window over the fake control plane: navigation, header, banner, tray, settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtWidgets import QLabel
+
+from apps.core.shell import Shell
+from apps.desktop.main_window import NAV, MainWindow, settings
+from apps.desktop.tasks import run_task
+from apps.desktop.views.alerts import AlertsView
+from apps.desktop.views.vaults import VaultsView
+from common.errors import KeyVaultError
+from tests.apps.fake_cp import EMAIL, FakeControlPlane
+
+
+def open_window(qtbot: Any, shell: Shell) -> MainWindow:
+    """A shown main window whose shell has started and loaded."""
+    window = MainWindow(shell)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.ready and shell.online)
+    assert window.views["vaults"].model.rowCount() == 12  # type: ignore[attr-defined]
+    return window
+
+
+def test_navigation_has_every_view(qtbot: Any, fake_shell: Shell) -> None:
+    window = open_window(qtbot, fake_shell)
+    titles = [window.nav.item(i).text() for i in range(window.nav.count())]
+    assert titles[0] == "Vaults" and titles[2:] == [t for _, t, _, _ in NAV[2:]]
+    assert len(titles) == 7
+    assert isinstance(window.current_view(), VaultsView)
+    assert isinstance(window.show_view("alerts"), AlertsView)
+    assert window.current_view() is window.views["alerts"]
+    for key, *_ in NAV:  # every view (or a clear placeholder) builds without error
+        assert window.show_view(key) is window.current_view()
+    placeholder = [v for v in window.views.values() if isinstance(v, QLabel)]
+    assert all("not available" in v.text() for v in placeholder)
+
+
+def test_header_banner_and_unread_count(
+    qtbot: Any, fake_shell: Shell, fake_cp: FakeControlPlane
+) -> None:
+    window = open_window(qtbot, fake_shell)
+    text = window.header.text()
+    assert text.startswith(f"Acme  ·  {EMAIL} (owner)")
+    assert "● live" in text and "0 unread alerts" in text
+    assert window.banner.isHidden()
+    fake_shell.stream.set_online(False)  # type: ignore[attr-defined]
+    assert not window.banner.isHidden() and "○ offline" in window.header.text()
+    fake_shell.stream.set_online(True)  # type: ignore[attr-defined]
+    assert window.banner.isHidden()
+    with qtbot.waitSignal(window.critical_alert) as blocker:
+        fake_shell.stream.emit(  # type: ignore[attr-defined]
+            "alert.raised", fake_cp.add_alert("vault_offline", "db-7 went away", "critical")
+        )
+    assert blocker.args == ["db-7 went away"]
+    assert "1 unread alert" in window.header.text()
+    assert window.tray.toolTip() == "KeyVault — 1 unread alert"
+    assert window.nav.item(1).text() == "Alerts (1)"
+    # a warning does not notify
+    fake_shell.stream.emit(  # type: ignore[attr-defined]
+        "alert.raised", fake_cp.add_alert("rotation_failed", "meh", "warning")
+    )
+    assert "2 unread alerts" in window.header.text()
+    window.show_view("alerts")  # seeing them reads them
+    assert "0 unread alerts" in window.header.text()
+
+
+def test_errors_go_to_the_message_bar(qtbot: Any, fake_shell: Shell) -> None:
+    window = open_window(qtbot, fake_shell)
+
+    async def fails() -> None:
+        raise KeyVaultError("the control plane refused: try again")
+
+    run_task(window.views["vaults"], fails())
+    qtbot.waitUntil(lambda: window.message_bar.isVisible())
+    assert window.message_bar.label.text() == "the control plane refused: try again"
+
+
+def test_unexpected_errors_show_one_line(qtbot: Any, fake_shell: Shell) -> None:
+    window = open_window(qtbot, fake_shell)
+
+    async def bug() -> None:
+        raise ZeroDivisionError("boom")
+
+    run_task(window, bug())
+    qtbot.waitUntil(lambda: window.message_bar.isVisible())
+    assert (
+        window.message_bar.label.text() == "something went wrong (ZeroDivisionError); see the log"
+    )
+
+
+def test_settings_remember_view_and_theme_never_a_token(
+    qtbot: Any, fake_shell: Shell, desktop_config: Any
+) -> None:
+    window = open_window(qtbot, fake_shell)
+    window.show_view("alerts")
+    window.set_theme("dark")
+    window.close()
+    saved = settings()
+    assert saved.value("last_view") == "alerts" and saved.value("theme") == "dark"
+    assert saved.value("geometry") is not None
+    stored = "".join(
+        p.read_text(errors="replace") for p in desktop_config.rglob("*") if p.is_file()
+    )
+    assert "kvs_fake" not in stored
+    assert set(saved.allKeys()) == {"geometry", "last_view", "theme"}
+    again = MainWindow(fake_shell)
+    qtbot.addWidget(again)
+    assert isinstance(again.current_view(), AlertsView)
+    window.set_theme("system")
+
+
+def test_logout_revokes_and_finishes(
+    qtbot: Any, fake_shell: Shell, fake_cp: FakeControlPlane
+) -> None:
+    window = open_window(qtbot, fake_shell)
+    with qtbot.waitSignal(window.finished, timeout=5000) as blocker:
+        window.logout()
+    assert blocker.args == ["logout"]
+    assert not window.isVisible()

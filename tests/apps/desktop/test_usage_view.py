@@ -1,0 +1,56 @@
+"""The usage view over real counts: agents' audit events ingested by the real control plane."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pytestqt.qtbot import QtBot
+
+from apps.core.shell import Shell
+from apps.desktop.views.usage import UsageView
+from tests.apps.conftest import LiveControlPlane
+from tests.apps.desktop.conftest import drive
+from tests.apps.desktop.ops_helpers import shoot
+
+WAIT = 15_000
+
+
+def ingest(live_cp: LiveControlPlane, vault_id: str, ops: list[str]) -> None:
+    """Hand the control plane a batch of an agent's audit events, as the uplink does."""
+    at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    events = [
+        {"event_id": f"e{i}", "op": op, "outcome": "ok", "at": at} for i, op in enumerate(ops)
+    ]
+    live_cp.server.run(live_cp.cp.audit.ingest(vault_id, events))
+
+
+def test_usage_charts(qtbot: QtBot, live_shell: Shell, live_cp: LiveControlPlane) -> None:
+    busy = live_cp.enroll_vault("busy-1")
+    idle = live_cp.enroll_vault("idle-1")
+    ingest(live_cp, busy, ["read", "read", "read", "write"])
+    drive(qtbot, live_shell.vaults.refresh())
+    view = UsageView(live_shell)
+    qtbot.addWidget(view)
+    view.show()
+    qtbot.waitUntil(lambda: view.totals.text().startswith("4 operations"), timeout=WAIT)
+    assert "read 3" in view.totals.text() and "write 1" in view.totals.text()
+    assert len(live_shell.usage.state.days) == 30
+    assert view.range_buttons.checkedId() == 30
+    assert view.by_operation.series_names() == ["read", "write"]
+    assert view.by_vault.series_names() == ["busy-1"]  # named, not the vault id
+    read = view.by_operation.counts("read")
+    assert len(read) == 30 and read[-1] == 3 and sum(read) == 3  # today's count, last point
+    shoot(view, "usage")
+
+    view.range_buttons.button(7).click()
+    qtbot.waitUntil(lambda: len(live_shell.usage.state.days) == 7, timeout=WAIT)
+    qtbot.waitUntil(lambda: len(view.by_operation.counts("read")) == 7, timeout=WAIT)
+    assert live_shell.usage.state.total == 4
+
+    # the vault list comes from the vaults; one vault with no usage: an empty chart that says so
+    assert view.vault.count() == 3
+    view.set_vault(idle)
+    qtbot.waitUntil(lambda: view.totals.text().startswith("0 operations"), timeout=WAIT)
+    assert live_shell.usage.state.vault_id == idle
+    assert view.by_operation.series_names() == []
+    assert "no usage in this range" in view.by_operation.chart().title()
