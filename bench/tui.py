@@ -9,7 +9,8 @@ in-memory ``FakeControlPlane`` seeded with ``--vaults`` vaults, and times, with
 * **all rows loaded**: app start → every vault is a row of the table and painted (rows past
   the first screenful are added in chunks between events);
 * **filter keystroke**: one key typed in the filter box → the table rebuilt and refreshed,
-  ``--keys`` keystrokes that narrow ("web-0…") and widen again (backspace back to 10,000 rows);
+  ``--keys`` keystrokes that each change the rows shown: narrow ("1", "12", …) and widen
+  again (backspace back to 10,000 rows);
 * **live event**: one ``vault.status`` event for a visible row → that row repainted,
   ``--events`` times.
 
@@ -38,7 +39,7 @@ from tests.apps.fake_cp import NOW, FakeControlPlane
 from tests.apps.tui.conftest import FakeStream, build_fake_shell
 
 SIZE = (140, 40)
-TYPED = "web-0"
+TYPED = "1234"  # every key changes the rows shown (narrows, then widens back)
 TARGETS = {
     "first paint": 1000.0,
     "all rows loaded": float("inf"),
@@ -142,7 +143,7 @@ async def _app_interactive(
                 await pilot.press(k)
 
             out["filter keystroke"].append(await _timed(clock, press))
-        await pilot.press("escape")
+        await pilot.press(*["backspace"] * len(TYPED), "escape")  # all rows again
         stream = shell.stream
         assert isinstance(stream, FakeStream)
         target = shell.vaults.state.visible[3]
@@ -232,6 +233,8 @@ async def _bare_interactive(
                 clock.mark()
 
             out["filter keystroke"].append(await _timed(clock, rebuild))
+        table.clear()
+        table.add_rows(vault_cells(r, NOW) for r in vault_rows)  # all rows again
         for i in range(events):
 
             async def update(i: int = i) -> None:

@@ -70,7 +70,7 @@ class FleetTable(DataTable[Any]):
             self.rows,
             self._new_rows,
         )
-        index = self.row_count
+        index = first_new = self.row_count
         for key, cells in rows:
             row_key = RowKey(key)
             if row_key in locations:
@@ -81,7 +81,13 @@ class FleetTable(DataTable[Any]):
             new.add(row_key)
             index += 1
         self._require_update_dimensions = True
-        self._update_count += 1
+        if first_new <= self.scroll_offset.y + self.size.height:
+            self._update_count += 1  # the new rows may show: every cached line is stale
+        else:
+            # appended below the rows on screen: their cached lines and cells stay right (the
+            # chunked fill of 10,000 rows would otherwise re-render the screen every step);
+            # only the row offsets change
+            self._offset_cache.clear()
         self.cursor_coordinate = self.cursor_coordinate
         if was_empty and self.row_count and self.show_cursor and self.cursor_type != "none":
             self._highlight_cursor()
@@ -89,19 +95,25 @@ class FleetTable(DataTable[Any]):
         self.refresh()
 
 
+def plain(value: str) -> Text:
+    """A cell shown exactly as given: names come from agents, so never parsed as markup (a
+    string cell would be), and a ready Text skips the table's per-cell markup parsing."""
+    return Text(value, no_wrap=True, end="")
+
+
 def vault_cells(row: VaultRow, now: Any) -> tuple[Any, ...]:
     """The table cells of one vault, in :data:`COLUMNS` order."""
     status = "revoked" if row.revoked else row.status
     return (
-        row.name,
-        STATUS_CELLS.get(status) or Text(status),
+        plain(row.name),
+        STATUS_CELLS.get(status) or plain(status),
         # heartbeats are not pushed to operators (thousands a minute); "online" already means
         # one arrived within the offline limit, so its age is only worth showing once it stops
-        LIVE if status == "online" else ago(row.last_seen, now),
-        "—" if row.secret_count is None else str(row.secret_count),
-        row.version or "—",
+        LIVE if status == "online" else plain(ago(row.last_seen, now)),
+        plain("—" if row.secret_count is None else str(row.secret_count)),
+        plain(row.version or "—"),
         expires_text(row.cert_expiry, now),
-        row.id,
+        plain(row.id),
     )
 
 

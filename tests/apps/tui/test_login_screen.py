@@ -96,12 +96,12 @@ async def test_wrong_then_right_password_then_live_fleet(
 
         new_id = await asyncio.to_thread(live_cp.enroll_vault, "db-7")
         await wait_for(pilot, lambda: table.row_count == 2)  # no refresh pressed
-        assert table.get_row(new_id)[0] == "db-7"
+        assert str(table.get_row(new_id)[0]) == "db-7"
 
         await pilot.press("slash", "d", "b")
         await pilot.pause()
         assert table.row_count == 1
-        assert table.get_row_at(0)[0] == "db-7"
+        assert str(table.get_row_at(0)[0]) == "db-7"
         await pilot.press("escape", "q")  # q in the filter box is a letter; from the table it quits
         await pilot.pause()
     assert shell.client._http.is_closed  # quitting closed the shell

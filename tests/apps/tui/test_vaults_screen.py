@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from rich.text import Text
 from textual.widgets import Input
 
 from apps.core.shell import Shell
@@ -33,14 +34,15 @@ async def test_rows_show_every_vault_with_coloured_status(fake_app: KeyVaultApp)
         assert table.row_count == 12
         assert names(fake_app) == sorted(names(fake_app), key=str.lower)
         row = table.get_row("vlt_000001")  # web-00000, online, 6 secrets
-        assert row[0] == "web-00000"
+        assert str(row[0]) == "web-00000"
+        assert isinstance(row[0], Text)  # a name is shown as is, never parsed as markup
         assert row[1].plain == "online" and "green" in str(row[1].style)
         assert row[2].plain == "live"  # online: a heartbeat came within the offline limit
-        assert row[3] == "6"
+        assert str(row[3]) == "6"
         assert row[5].plain == f"in {(date(2026, 2, 4) - fake_app.now().date()).days}d"
         offline = table.get_row("vlt_000004")
         assert offline[1].plain == "offline" and "red" in str(offline[1].style)
-        assert offline[2] == "3m ago"
+        assert str(offline[2]) == "3m ago"
         assert "12 of 12 vaults" in texts(fake_app, "#summary")
 
 
