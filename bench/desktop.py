@@ -56,8 +56,8 @@ def child() -> None:
 
     from apps.desktop.app import application
     from apps.desktop.main_window import MainWindow
-    from tests.apps.desktop.conftest import build_fake_shell
     from tests.apps.fake_cp import FakeControlPlane
+    from tests.apps.fake_shell import build_fake_shell
 
     app = application()
     loop = qasync.QEventLoop(app)
@@ -104,8 +104,8 @@ def app_samples(vaults: int, loads: int) -> tuple[list[float], list[float]]:
     from PySide6.QtWidgets import QApplication
 
     from apps.desktop.views.vaults import VaultsView
-    from tests.apps.desktop.conftest import build_fake_shell
     from tests.apps.fake_cp import FakeControlPlane
+    from tests.apps.fake_shell import build_fake_shell
 
     app = QApplication.instance() or QApplication([])
     loop = qasync.QEventLoop(app)

@@ -36,7 +36,7 @@ from textual.widgets import DataTable
 from apps.tui.app import KeyVaultApp
 from apps.tui.screens.vaults import COLUMNS, FleetTable, VaultsScreen, vault_cells
 from tests.apps.fake_cp import NOW, FakeControlPlane
-from tests.apps.tui.conftest import FakeStream, build_fake_shell
+from tests.apps.fake_shell import FakeStream, build_fake_shell
 
 SIZE = (140, 40)
 TYPED = "1234"  # every key changes the rows shown (narrows, then widens back)

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from apps.core.keyring_store import CredentialStore
-from apps.core.session import config_dir
+from apps.core.session import config_dir, write_private_json
 from common.errors import ConfigError, NotFoundError, ValidationError
 
 AGENTS_NAME = "agents.json"
@@ -42,6 +40,26 @@ class AgentProfile:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+
+    @classmethod
+    def from_form(cls, values: dict[str, str]) -> AgentProfile:
+        """A profile from a connect form (name, url, and data_dir or ca/cert/key files): TLS
+        paths from the agent's data folder, else the three files; a missing file is a
+        ``ValidationError`` tagged with its field."""
+        name, url = values["name"], values["url"]
+        data_dir = values.get("data_dir", "").strip()
+        if data_dir:
+            if not (Path(data_dir).expanduser() / "tls" / "ca.crt").is_file():
+                raise ValidationError(
+                    f"{data_dir} has no tls/ca.crt; is it an agent's data folder?",
+                    details={"field": "data_dir"},
+                )
+            return cls.from_data_dir(name, url, data_dir)
+        files = {k: values.get(k, "").strip() or None for k in ("ca_file", "cert_file", "key_file")}
+        for key, path in files.items():
+            if path and not Path(path).expanduser().is_file():
+                raise ValidationError(f"no file {path}", details={"field": key})
+        return cls(name, url, **files)
 
     @classmethod
     def from_data_dir(cls, name: str, url: str, data_dir: Path | str) -> AgentProfile:
@@ -77,21 +95,6 @@ class AgentProfile:
                 f"agent URL {url!r} must start with https://", details={"field": "url"}
             )
         return AgentProfile(name, url, self.ca_file, self.cert_file, self.key_file)
-
-
-def _write_json(path: Path, doc: Any) -> None:
-    """Write JSON atomically (mode 0600, folder 0700)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".agents-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class AgentDirectory:
@@ -166,4 +169,4 @@ class AgentDirectory:
 
     def _write(self, agents: builtins.list[AgentProfile]) -> None:
         ordered = sorted(agents, key=lambda a: a.name.lower())
-        _write_json(self.path, {"agents": [asdict(a) for a in ordered]})
+        write_private_json(self.path, {"agents": [asdict(a) for a in ordered]})

@@ -93,14 +93,13 @@ def previous_profile() -> Profile | None:
         return None
 
 
-def save_profile(profile: Profile, path: Path | None = None) -> Path:
-    """Write the profile atomically (mode 0600, folder 0700)."""
-    path = path or profile_path()
+def write_private_json(path: Path, doc: Any) -> Path:
+    """Write JSON atomically (mode 0600, folder 0700): the profile, the saved agents."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".profile-", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(asdict(profile), fh, indent=2, sort_keys=True)
+            json.dump(doc, fh, indent=2, sort_keys=True)
             fh.write("\n")
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
@@ -108,6 +107,11 @@ def save_profile(profile: Profile, path: Path | None = None) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_profile(profile: Profile, path: Path | None = None) -> Path:
+    """Write the profile atomically (mode 0600, folder 0700)."""
+    return write_private_json(path or profile_path(), asdict(profile))
 
 
 def _client(profile: Profile, token: str | None) -> ControlPlaneClient:

@@ -8,7 +8,6 @@ file and keyring calls run in a thread, so the window never waits on them.
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
@@ -34,7 +33,7 @@ from apps.desktop.tasks import run_task
 from apps.desktop.views import title_row, view_layout
 from apps.desktop.views.ops_kit import FieldErrors, ask, show_status
 from apps.desktop.views.secrets import SecretsView
-from common.errors import KeyVaultError, ValidationError
+from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
     from apps.core.shell import Shell
@@ -49,24 +48,6 @@ FIELDS = (
     ("key_file", "Client key", "tls/client.key"),
     ("token", "API token", "kvt_… (kept in the OS keyring)"),
 )
-
-
-def build_profile(values: dict[str, str]) -> AgentProfile:
-    """A profile from the form: TLS paths from the data folder, else the three files."""
-    name, url = values["name"], values["url"]
-    data_dir = values["data_dir"].strip()
-    if data_dir:
-        if not (Path(data_dir).expanduser() / "tls" / "ca.crt").is_file():
-            raise ValidationError(
-                f"{data_dir} has no tls/ca.crt; is it an agent's data folder?",
-                details={"field": "data_dir"},
-            )
-        return AgentProfile.from_data_dir(name, url, data_dir)
-    files = {k: values[k].strip() or None for k in ("ca_file", "cert_file", "key_file")}
-    for key, path in files.items():
-        if path and not Path(path).expanduser().is_file():
-            raise ValidationError(f"no file {path}", details={"field": key})
-    return AgentProfile(name, url, **files)
 
 
 def tls_text(agent: AgentProfile) -> str:
@@ -207,7 +188,7 @@ class AgentsView(QWidget):
         self.save_button.setEnabled(False)
 
         def work() -> AgentProfile:
-            return self.shell.agents.save(build_profile(values), values["token"])
+            return self.shell.agents.save(AgentProfile.from_form(values), values["token"])
 
         run_task(self, asyncio.to_thread(work), done=self._saved, failed=self._failed)
 

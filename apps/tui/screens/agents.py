@@ -7,7 +7,6 @@ each agent is saved with its URL, TLS files (paths) and API token (in the OS key
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual import on
@@ -21,7 +20,7 @@ from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.widgets.confirm import ConfirmScreen
 from apps.tui.widgets.form import FORM_CSS, clear_errors, field_row, show_error
 from apps.tui.widgets.tables import Cell, fill_table, selected_key
-from common.errors import KeyVaultError, ValidationError
+from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
     from apps.core.viewmodels.agent_secrets import AgentSecretsViewModel
@@ -39,24 +38,6 @@ FIELDS = (
     ("cert_file", "Client cert", "", "tls/client.crt"),
     ("key_file", "Client key", "", "tls/client.key"),
 )
-
-
-def build_profile(values: dict[str, str]) -> AgentProfile:
-    """A profile from the form: TLS paths from the data folder, else the three files."""
-    name, url = values["name"], values["url"]
-    data_dir = values["data_dir"].strip()
-    if data_dir:
-        if not (Path(data_dir).expanduser() / "tls" / "ca.crt").is_file():
-            raise ValidationError(
-                f"{data_dir} has no tls/ca.crt; is it an agent's data folder?",
-                details={"field": "data_dir"},
-            )
-        return AgentProfile.from_data_dir(name, url, data_dir)
-    files = {k: values[k].strip() or None for k in ("ca_file", "cert_file", "key_file")}
-    for key, path in files.items():
-        if path and not Path(path).expanduser().is_file():
-            raise ValidationError(f"no file {path}", details={"field": key})
-    return AgentProfile(name, url, **files)
 
 
 class AgentsScreen(KeyVaultScreen):
@@ -171,7 +152,7 @@ class AgentsScreen(KeyVaultScreen):
 
     async def _save(self, values: dict[str, str], token: str) -> None:
         def save() -> AgentProfile:
-            return self.shell.agents.save(build_profile(values), token)
+            return self.shell.agents.save(AgentProfile.from_form(values), token)
 
         try:
             profile = await asyncio.to_thread(save)

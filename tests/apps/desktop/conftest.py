@@ -42,55 +42,13 @@ import qasync
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication
 
-from apps.core.keyring_store import CredentialStore
-from apps.core.session import Profile, Session
+from apps.core.session import Session
 from apps.core.shell import Shell
 from tests.apps.conftest import OWNER, PASSWORD, LiveControlPlane
-from tests.apps.fake_cp import EMAIL, ORG_ID, FakeControlPlane
+from tests.apps.fake_cp import FakeControlPlane
+from tests.apps.fake_shell import build_fake_shell
 
 T = TypeVar("T")
-
-
-class FakeStream:
-    """Stands in for :class:`apps.core.stream.LiveStream`: online until stopped."""
-
-    def __init__(self, shell: Shell, online: bool = True) -> None:
-        self.shell = shell
-        self.online = online
-        self._stopped = asyncio.Event()
-
-    async def run(self) -> None:
-        """Report the initial status, then wait until stopped."""
-        self.set_online(self.online)
-        await self._stopped.wait()
-
-    async def stop(self) -> None:
-        """End :meth:`run`."""
-        self._stopped.set()
-
-    def set_online(self, online: bool) -> None:
-        """Pretend the stream connected or dropped."""
-        self.online = online
-        self.shell._on_stream_status(online)
-
-    def emit(self, kind: str, data: dict[str, Any]) -> None:
-        """Deliver one event as the stream would."""
-        self.shell.route_event(kind, data)
-
-
-def fake_session(fake: FakeControlPlane) -> Session:
-    """A session for the fake's organisation, its metadata key in a memory store."""
-    store = CredentialStore.memory()
-    store.set_metadata_key(ORG_ID, fake.key)
-    profile = Profile(fake.url, EMAIL, org_id=ORG_ID, org_name="Acme", role="owner")
-    return Session(profile, store, "kvs_fake")
-
-
-def build_fake_shell(fake: FakeControlPlane, online: bool = True) -> Shell:
-    """A Shell over ``fake`` with a :class:`FakeStream`."""
-    shell = Shell(fake_session(fake), fake)  # type: ignore[arg-type]
-    shell.stream = FakeStream(shell, online)  # type: ignore[assignment]
-    return shell
 
 
 def drive(qtbot: Any, coro: Coroutine[Any, Any, T], timeout: int = 10_000) -> T:

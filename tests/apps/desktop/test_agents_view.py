@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from pytestqt.qtbot import QtBot
 
+from apps.core.agents import AgentProfile
 from apps.core.shell import Shell
-from apps.desktop.views.agents import AgentsView, build_profile, tls_text
+from apps.desktop.views.agents import AgentsView, tls_text
 from common.errors import ValidationError
 from tests.apps.desktop.ops_helpers import shoot
 from tests.conftest import AgentDir
@@ -68,10 +69,10 @@ def test_build_profile_from_three_files(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
     values = {"name": "a", "url": "https://h:1", "data_dir": "", "cert_file": "", "key_file": ""}
-    profile = build_profile({**values, "ca_file": str(ca)})
+    profile = AgentProfile.from_form({**values, "ca_file": str(ca)})
     assert profile.ca_file == str(ca) and profile.cert_file is None
     assert tls_text(profile) == "CA only"
     missing = {**values, "ca_file": str(tmp_path / "no-such.pem")}
     with pytest.raises(ValidationError) as caught:
-        build_profile(missing)
+        AgentProfile.from_form(missing)
     assert caught.value.details == {"field": "ca_file"}

@@ -26,57 +26,15 @@ from typing import Any
 
 import pytest
 
-from apps.core.keyring_store import CredentialStore
-from apps.core.session import Profile, Session
+from apps.core.session import Session
 from apps.core.shell import Shell
 from apps.tui.app import KeyVaultApp
 from tests.apps.conftest import OWNER, PASSWORD, LiveControlPlane
-from tests.apps.fake_cp import EMAIL, NOW, ORG_ID, FakeControlPlane
+from tests.apps.fake_cp import NOW, FakeControlPlane
+from tests.apps.fake_shell import build_fake_shell
 
 SIZE = (140, 40)
 STABLE_CONFIG = "/nonexistent/keyvault-tui-tests/config"
-
-
-class FakeStream:
-    """Stands in for :class:`apps.core.stream.LiveStream`: online until stopped."""
-
-    def __init__(self, shell: Shell, online: bool = True) -> None:
-        self.shell = shell
-        self.online = online
-        self._stopped = asyncio.Event()
-
-    async def run(self) -> None:
-        """Report the initial status, then wait until stopped."""
-        self.set_online(self.online)
-        await self._stopped.wait()
-
-    async def stop(self) -> None:
-        """End :meth:`run`."""
-        self._stopped.set()
-
-    def set_online(self, online: bool) -> None:
-        """Pretend the stream connected or dropped."""
-        self.online = online
-        self.shell._on_stream_status(online)
-
-    def emit(self, kind: str, data: dict[str, Any]) -> None:
-        """Deliver one event as the stream would."""
-        self.shell.route_event(kind, data)
-
-
-def fake_session(fake: FakeControlPlane) -> Session:
-    """A session for the fake's organisation, its metadata key in a memory store."""
-    store = CredentialStore.memory()
-    store.set_metadata_key(ORG_ID, fake.key)
-    profile = Profile(fake.url, EMAIL, org_id=ORG_ID, org_name="Acme", role="owner")
-    return Session(profile, store, "kvs_fake")
-
-
-def build_fake_shell(fake: FakeControlPlane, online: bool = True) -> Shell:
-    """A Shell over ``fake`` with a :class:`FakeStream`."""
-    shell = Shell(fake_session(fake), fake)  # type: ignore[arg-type]
-    shell.stream = FakeStream(shell, online)  # type: ignore[assignment]
-    return shell
 
 
 @pytest.fixture
@@ -125,8 +83,13 @@ async def live_shell(
 
 
 async def settle(pilot: Any) -> None:
-    """Let workers finish and the screen repaint."""
+    """Let workers finish and the screen repaint (with steady cursors: a blinking one is on or
+    off depending on when a snapshot looks)."""
     await pilot.app.workers.wait_for_complete()
+    from textual.widgets import Input
+
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False
     await pilot.pause()
 
 

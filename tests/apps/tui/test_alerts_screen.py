@@ -16,7 +16,8 @@ from apps.tui.app import KeyVaultApp
 from apps.tui.screens.alerts import AlertsScreen
 from tests.apps.conftest import LiveControlPlane
 from tests.apps.fake_cp import FakeControlPlane
-from tests.apps.tui.conftest import SIZE, FakeStream, header_text, settle, texts
+from tests.apps.fake_shell import FakeStream
+from tests.apps.tui.conftest import SIZE, header_text, settle, texts
 
 
 def rows(app: KeyVaultApp) -> list[list[Any]]:

@@ -19,7 +19,8 @@ from apps.tui.screens.vaults import VaultsScreen
 from common.errors import PermissionDeniedError
 from tests.apps.conftest import OWNER, PASSWORD, LiveControlPlane, start_control_plane
 from tests.apps.fake_cp import FakeControlPlane
-from tests.apps.tui.conftest import SIZE, FakeStream, header_text, settle, texts
+from tests.apps.fake_shell import FakeStream
+from tests.apps.tui.conftest import SIZE, header_text, settle, texts
 
 
 async def test_header_shows_org_user_role_live_and_memory_store(fake_app: KeyVaultApp) -> None:

@@ -93,15 +93,25 @@ def ops_app(
     return KeyVaultApp(fake_shell, clock=clock)
 
 
+async def settled(pilot: Pilot[None], seconds: float) -> None:
+    """Let every worker finish (loads, saves), then the screen repaint: no timing races."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause(seconds)
+    await pilot.app.workers.wait_for_complete()
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False  # a blinking cursor is on or off depending on when we look
+    await pilot.pause()
+
+
 def mode(name: str, *keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
     """Go to a mode, let it load, press some keys."""
 
     async def run(pilot: Pilot[None]) -> None:
         await pilot.app.switch_mode(name)
-        await pilot.pause(0.3)
+        await settled(pilot, 0.3)
         if keys:
             await pilot.press(*keys)
-            await pilot.pause(0.3)
+            await settled(pilot, 0.3)
 
     return run
 
@@ -113,10 +123,10 @@ def secrets_screen(*keys: str) -> Callable[[Pilot[None]], Awaitable[None]]:
         await pilot.app.switch_mode("secrets")
         model = AgentSecretsViewModel(AGENT, "kvt_fake", client=FakeAgentClient())
         await pilot.app.push_screen(SecretsScreen(AGENT, model))
-        await pilot.pause(0.3)
+        await settled(pilot, 0.3)
         for key in keys:
             await pilot.press(key)
-            await pilot.pause(0.2)
+            await settled(pilot, 0.2)
 
     return run
 
@@ -133,7 +143,7 @@ def test_policy_form_error(snap_compare: SnapCompare, ops_app: KeyVaultApp) -> N
         pilot.app.screen.query_one("#interval_days", Input).value = "-3"
         pilot.app.screen.query_one("#name_glob", Input).value = "web/*"
         await pilot.press("ctrl+s")
-        await pilot.pause(0.2)
+        await settled(pilot, 0.2)
 
     assert snap_compare(ops_app, terminal_size=SIZE, run_before=run)
 
@@ -152,7 +162,7 @@ def test_enrollment_created(snap_compare: SnapCompare, ops_app: KeyVaultApp) -> 
         pilot.app.screen.query_one("#description", Input).value = "billing host 2"
         await pilot.press("enter")
         await pilot.app.workers.wait_for_complete()
-        await pilot.pause(0.3)
+        await settled(pilot, 0.3)
 
     assert snap_compare(ops_app, terminal_size=SIZE, run_before=run)
 
@@ -177,6 +187,6 @@ def test_secret_form_error(snap_compare: SnapCompare, ops_app: KeyVaultApp) -> N
         pilot.app.screen.query_one("#name", Input).value = "bad name!"
         pilot.app.screen.query_one("#value", Input).value = "not shown"
         await pilot.press("ctrl+s")
-        await pilot.pause(0.2)
+        await settled(pilot, 0.2)
 
     assert snap_compare(ops_app, terminal_size=SIZE, run_before=run)

@@ -11,7 +11,8 @@ from apps.core.shell import Shell
 from apps.tui.app import KeyVaultApp
 from apps.tui.screens.vault_detail import VaultDetailScreen
 from tests.apps.fake_cp import NOW, FakeControlPlane, iso
-from tests.apps.tui.conftest import SIZE, FakeStream, build_fake_shell, settle, texts
+from tests.apps.fake_shell import FakeStream, build_fake_shell
+from tests.apps.tui.conftest import SIZE, settle, texts
 
 
 async def open_detail(app: KeyVaultApp, pilot: Any, vault_id: str) -> VaultDetailScreen:

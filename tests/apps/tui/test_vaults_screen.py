@@ -13,7 +13,8 @@ from apps.tui.app import KeyVaultApp
 from apps.tui.screens.vault_detail import VaultDetailScreen
 from apps.tui.screens.vaults import FleetTable, VaultsScreen
 from tests.apps.fake_cp import FakeControlPlane
-from tests.apps.tui.conftest import SIZE, FakeStream, settle, texts
+from tests.apps.fake_shell import FakeStream
+from tests.apps.tui.conftest import SIZE, settle, texts
 
 
 def table_of(app: KeyVaultApp) -> FleetTable:
@@ -130,7 +131,7 @@ async def test_revoke_asks_first(fake_app: KeyVaultApp, fake_cp: FakeControlPlan
 
 
 async def test_ten_thousand_rows_fill_in_chunks(stable_config: str, clock: Any) -> None:
-    from tests.apps.tui.conftest import build_fake_shell
+    from tests.apps.fake_shell import build_fake_shell
 
     fake = FakeControlPlane().seed(vaults=10_000)
     shell = build_fake_shell(fake)
