@@ -24,7 +24,7 @@ SIZE = (140, 40)
 
 
 def free_port_base(count: int = 4) -> int:
-    """The first of ``count`` consecutive free ports."""
+    """The first of ``count`` consecutive free ports (below the ephemeral range)."""
     for base in range(20400, 30000, 10):
         try:
             for port in range(base, base + count):
