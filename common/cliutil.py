@@ -25,6 +25,32 @@ def fail(exc: KeyVaultError) -> None:
     sys.exit(exc.exit_code)
 
 
+def run_cli(group: click.Group, prog_name: str | None = None) -> None:
+    """Run a command line: errors are one line and an exit code, never a traceback (unless
+    ``KEYVAULT_DEBUG``); the ``keyvault`` command and the single agent binary both use it."""
+    try:
+        group.main(prog_name=prog_name, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyVaultError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("KEYVAULT_DEBUG"):
+            raise
+        click.echo(
+            f"internal error: {type(exc).__name__}: {exc} (set KEYVAULT_DEBUG=1 for details)",
+            err=True,
+        )
+        sys.exit(70)
+
+
 def friendly_errors(fn: F) -> F:
     """Turn KeyVault errors into one line and an exit code; never a traceback for them."""
 

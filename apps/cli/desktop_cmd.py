@@ -6,18 +6,13 @@ import sys
 
 import click
 
-from apps.cli.tui_cmd import resume_session
+from apps.cli.tui_cmd import MEMORY_KEYRING, resume_session
 from common.cliutil import friendly_errors
 from common.errors import ConfigError
 
 
 @click.command("desktop")
-@click.option(
-    "--memory-keyring",
-    is_flag=True,
-    help="Keep the session token and keys in memory only (forgotten on exit), for hosts "
-    "without an OS keyring.",
-)
+@MEMORY_KEYRING
 @friendly_errors
 def desktop_cmd(memory_keyring: bool) -> None:
     """Open the desktop app: vaults, alerts, policies, usage, audit log and secrets."""

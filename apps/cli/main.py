@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import click
 
 from agent.cli import agent_group
@@ -15,7 +12,7 @@ from apps.cli.secrets_cmd import run_cmd, secrets_group
 from apps.cli.session_cmd import login_cmd, logout_cmd, whoami_cmd
 from apps.cli.tui_cmd import tui_cmd
 from apps.cli.vaults_cmd import vaults_group
-from common.errors import KeyVaultError
+from common.cliutil import run_cli
 from control_plane.cli import control_plane_group
 
 
@@ -45,27 +42,7 @@ cli.add_command(desktop_cmd)
 
 def main() -> None:
     """Console-script entry point: errors are one line, never a traceback (unless KEYVAULT_DEBUG)."""
-    try:
-        cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except KeyVaultError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except Exception as exc:
-        if os.environ.get("KEYVAULT_DEBUG"):
-            raise
-        click.echo(
-            f"internal error: {type(exc).__name__}: {exc} (set KEYVAULT_DEBUG=1 for details)",
-            err=True,
-        )
-        sys.exit(70)
+    run_cli(cli)
 
 
 if __name__ == "__main__":

@@ -27,13 +27,17 @@ def resume_session(memory_keyring: bool) -> Session | None:
         return None
 
 
-@click.command("tui")
-@click.option(
+#: the one explicit weaker credential store, shared by `keyvault tui` and `keyvault desktop`
+MEMORY_KEYRING = click.option(
     "--memory-keyring",
     is_flag=True,
     help="Keep the session token and keys in memory only (forgotten on exit), for hosts "
     "without an OS keyring.",
 )
+
+
+@click.command("tui")
+@MEMORY_KEYRING
 @friendly_errors
 def tui_cmd(memory_keyring: bool) -> None:
     """Open the terminal dashboard: vaults, alerts, policies, usage, audit log and secrets."""
