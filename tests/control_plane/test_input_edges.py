@@ -10,6 +10,7 @@ import pytest
 
 from tests.control_plane.conftest import PASSWORD, Api
 
+XFAIL = pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 BAD_TEXT = ["a\x00b@acme.test", "a\x01b@acme.test", "line\x1bone", "del\x7fete", "c1\x85x"]
 
 
@@ -55,8 +56,14 @@ async def test_text_fields_refuse_nul_and_control_characters(api: Api, bad: str)
     assert status == 200 and body["items"] == []
 
 
-@pytest.mark.parametrize("after", ["2147483648", "9223372036854775808", "99999999999999999999"])
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
+@pytest.mark.parametrize(
+    "after",
+    [
+        pytest.param("2147483648", marks=XFAIL),
+        "9223372036854775808",
+        "99999999999999999999",
+    ],
+)
 async def test_integers_are_range_checked_against_the_database(api: Api, after: str) -> None:
     owner = await api.org("Acme", "owner@acme.test")
     status, body = await api.call("GET", f"/audit?after={after}", owner)
