@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,7 +35,7 @@ class InitOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     client_ca: Path | None = None
-    client_cert_mode: str = "optional"
+    client_cert_mode: str = "required"
     storage_url: str | None = None
     bind: str = "127.0.0.1"
     port: int = 8080
@@ -59,8 +61,36 @@ class InitResult:
         return f"InitResult(vault_id={self.vault_id!r}, config_file={self.config_file!r})"
 
 
+def default_key_dir() -> Path:
+    """Where ``init`` puts a new master key by default: the user's config folder, never the
+    data folder (a copy of the data folder must not carry the key that decrypts it)."""
+    override = os.environ.get("KEYVAULT_KEYS_DIR")
+    if override:
+        return Path(override)
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
+    else:
+        base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "keyvault" / "keys"
+
+
+@contextlib.contextmanager
+def _private_files() -> Any:
+    """Every file made inside is 0600 and every folder 0700 (umask 077), then the old umask."""
+    old = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 def initialise(opts: InitOptions) -> InitResult:
     """Create everything a new agent needs; refuses to touch an initialised folder."""
+    with _private_files():
+        return _initialise(opts)
+
+
+def _initialise(opts: InitOptions) -> InitResult:
     data = opts.data_dir.resolve()
     if (data / CONFIG_NAME).exists():
         raise ConfigError(
@@ -76,7 +106,8 @@ def initialise(opts: InitOptions) -> InitResult:
         raise ConfigError(
             "--join needs --storage-url of the PostgreSQL store the other replicas share"
         )
-    source, key_file = _key_source(opts, data)
+    vault_id = "vlt_" + uuid.uuid4().hex[:20]
+    source, key_file = _key_source(opts, data, vault_id)
     storage_url = opts.storage_url or f"sqlite:///{data / 'store.db'}"
     store = Store(storage_url)
     try:
@@ -86,7 +117,6 @@ def initialise(opts: InitOptions) -> InitResult:
             # the same master key must open the existing keystore, or this replica is refused
             vault_id, token = KeyManager.unlock(store, source).vault_id, ""
         else:
-            vault_id = "vlt_" + uuid.uuid4().hex[:20]
             KeyManager.initialise(store, vault_id, source, iterations=opts.iterations)
             token, _ = TokenService(store).create_sync("initial admin", Policy.root())
     finally:
@@ -107,16 +137,18 @@ def initialise(opts: InitOptions) -> InitResult:
     )
 
 
-def _key_source(opts: InitOptions, data: Path) -> tuple[KeySource, Path | None]:
+def _key_source(opts: InitOptions, data: Path, vault_id: str) -> tuple[KeySource, Path | None]:
     if opts.passphrase is not None:
         if opts.key_file is not None:
             raise ConfigError("give --key-file or --passphrase, not both")
         return KeySource.from_passphrase(opts.passphrase), None
-    key_file = (opts.key_file or data / "master.key").resolve()
+    if opts.join and opts.key_file is None:
+        raise ConfigError("--join needs the vault's master key: give --key-file")
+    key_file = (opts.key_file or default_key_dir() / f"{vault_id}.key").resolve()
     if opts.join and not key_file.exists():
         raise ConfigError(f"--join needs the vault's master key; {key_file} does not exist")
     if not key_file.exists():
-        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         generate_key_file(key_file)
     return KeySource.from_key_file(key_file), key_file
 

@@ -89,9 +89,10 @@ agent_group.add_command(windows_service_group)
     "--client-cert",
     "client_cert_mode",
     type=click.Choice(["required", "optional", "none"]),
-    default="optional",
+    default="required",
     show_default=True,
-    help="Whether clients must show a certificate.",
+    help="Whether clients must show a certificate signed by the agent's CA (mutual TLS). "
+    "'optional' lets a bearer token alone reach secrets; the agent logs that choice at start.",
 )
 @click.option(
     "--storage-url", help="SQLAlchemy URL of the store (default SQLite in the data folder)."
@@ -130,10 +131,16 @@ def init_cmd(
 ) -> None:
     """Create a data folder: keystore, store, TLS certificates, config and a first admin token."""
     from agent.bootstrap import InitOptions, initialise
+    from agent.hardening import create_private
 
     if (data_dir / CONFIG_NAME).exists():
         raise ConfigError(
             f"{data_dir.resolve()} already holds an agent ({CONFIG_NAME} exists); refusing to overwrite it"
+        )
+    if token_file is not None and os.path.lexists(token_file):
+        raise ConfigError(
+            f"--token-file {token_file} already exists; give a new path (the admin token is "
+            "never written into an existing file or through a link)"
         )
     passphrase = None
     if use_passphrase:
@@ -162,15 +169,18 @@ def init_cmd(
         click.echo(f"Joined vault {result.vault_id} in its shared store; config in {data_dir}")
         return
     if token_file is not None:
-        fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(result.admin_token + "\n")
+        create_private(token_file, (result.admin_token + "\n").encode())
     click.echo(f"Vault {result.vault_id} initialised in {data_dir.resolve()}")
     click.echo(f"  config:     {result.config_file}")
     if result.key_file:
         click.echo(
             f"  master key: {result.key_file}  (keep a copy off this disk; without it nothing decrypts)"
         )
+        if key_file is None:
+            click.echo(
+                "              kept outside the data folder on purpose: a copy of the data "
+                "folder (a backup, a stolen disk image) must not carry the key that opens it"
+            )
     click.echo(f"  TLS CA:     {result.ca_file}")
     if token_file is not None:
         click.echo(f"  admin token written to {token_file}")
@@ -483,8 +493,8 @@ def audit_verify_cmd(data_dir: Path | None, config: Path | None) -> None:
 @friendly_errors
 def backup_cmd(data_dir: Path | None, config: Path | None, out: Path) -> None:
     """A consistent copy of the store, audit log, config and TLS files, safe while the agent runs."""
-    from agent.audit import snapshot
-    from agent.store.db import backup_sqlite, sqlite_path
+    from agent.hardening import make_private_tree
+    from agent.store.db import sqlite_path
 
     settings = load_agent_settings(config, data_dir)
     db = sqlite_path(settings.storage_url)
@@ -495,6 +505,21 @@ def backup_cmd(data_dir: Path | None, config: Path | None, out: Path) -> None:
     if out.exists():
         raise ConfigError(f"{out} already exists; give a new folder")
     out.mkdir(parents=True, mode=0o700)
+    old_umask = os.umask(0o077)
+    try:
+        pages = _backup_into(settings, db, out)
+    finally:
+        os.umask(old_umask)
+        make_private_tree(out)
+    click.echo(
+        f"backup written to {out} ({pages} pages). The master key is NOT included: keep it separately."
+    )
+
+
+def _backup_into(settings: AgentSettings, db: Path, out: Path) -> int:
+    from agent.audit import snapshot
+    from agent.store.db import backup_sqlite
+
     with click.progressbar(length=4, label="backing up") as bar:
         pages = backup_sqlite(db, out / "store.db")
         bar.update(1)
@@ -506,6 +531,4 @@ def backup_cmd(data_dir: Path | None, config: Path | None, out: Path) -> None:
         if settings.tls_dir.exists():
             shutil.copytree(settings.tls_dir, out / "tls")
         bar.update(2)
-    click.echo(
-        f"backup written to {out} ({pages} pages). The master key is NOT included: keep it separately."
-    )
+    return pages

@@ -97,6 +97,7 @@ def check_master_key(settings: AgentSettings) -> None:
 def first_start(settings: AgentSettings, env: Mapping[str, str]) -> None:
     """Initialise the data folder like ``keyvault agent init``; the admin token goes to a file."""
     from agent.bootstrap import InitOptions, initialise
+    from agent.hardening import create_private
 
     hostnames = tuple(h.strip() for h in env.get("KEYVAULT_TLS_HOSTNAMES", "").split(",") if h)
     passphrase = settings.master_passphrase
@@ -114,9 +115,7 @@ def first_start(settings: AgentSettings, env: Mapping[str, str]) -> None:
         )
     )
     token_file = Path(env.get("KEYVAULT_ADMIN_TOKEN_FILE") or settings.data_dir / "admin.token")
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(result.admin_token + "\n")
+    create_private(token_file, (result.admin_token + "\n").encode())
     log.info("initialised vault %s; admin token written to %s", result.vault_id, token_file)
 
 

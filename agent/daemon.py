@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 from collections.abc import Callable
@@ -12,10 +13,12 @@ from pathlib import Path
 from aiohttp import web
 
 from agent.api.app import build_app
+from agent.hardening import harden_process, make_private
 from agent.rotation.scheduler import Scheduler
 from agent.runtime import Agent, DataDirLock
 from agent.uplink.service import Uplink
 from common.crypto import KeySource
+from common.errors import ConfigError
 from common.settings import AgentSettings
 from common.tls import server_context
 
@@ -30,10 +33,13 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Lock the data folder, open the agent, serve until SIGTERM/SIGINT (or ``stop``), then close."""
+    harden_process()
     lock = DataDirLock(settings.data_dir)
     lock.acquire()
     try:
         agent = await asyncio.to_thread(Agent.open, settings, source)
+        db = settings.data_dir / "store.db"
+        make_private(db, db.with_name("store.db-wal"), db.with_name("store.db-shm"))
         try:
             await _serve(agent, on_ready, stop or asyncio.Event())
         finally:
@@ -45,6 +51,7 @@ async def serve(
 async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asyncio.Event) -> None:
     settings = agent.settings
     ssl_ctx = None
+    _log_client_cert_choice(settings)
     if settings.tls.enabled:
         ssl_ctx = server_context(
             settings.cert_path,
@@ -62,7 +69,11 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.bind, settings.port, ssl_context=ssl_ctx, backlog=1024)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise _listen_error(settings, exc) from None
     port = _bound_port(site, settings.port)
     url = settings.model_copy(update={"port": port}).base_url
     _write_url(settings.data_dir, url)
@@ -109,6 +120,26 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
         await agent.jobs.drain(max(0.1, deadline - loop.time()))
         (settings.data_dir / "agent.url").unlink(missing_ok=True)
         log.info("agent stopped")
+
+
+def _log_client_cert_choice(settings: AgentSettings) -> None:
+    if settings.tls.enabled and settings.tls.client_cert != "required":
+        log.warning(
+            "client certificates are %s (tls.client_cert): a bearer token alone reaches "
+            "secrets on this agent; set tls.client_cert: required for mutual TLS",
+            settings.tls.client_cert,
+        )
+
+
+def _listen_error(settings: AgentSettings, exc: OSError) -> ConfigError:
+    """One line for a port that cannot be bound (in use, or not ours to take)."""
+    where = f"{settings.bind}:{settings.port}"
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            f"cannot listen on {where}: the port is already in use; stop what holds it "
+            "or choose another with --port (or port in agent.yaml)"
+        )
+    return ConfigError(f"cannot listen on {where}: {exc.strerror or exc}; check bind and port")
 
 
 def _bound_port(site: web.TCPSite, wanted: int) -> int:

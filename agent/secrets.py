@@ -11,6 +11,7 @@ uplink's outbox, in the same transaction as the change itself.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -489,6 +490,7 @@ class SecretService:
         meta = await self.store.write(txn)
         self._committed()
         self._forget(meta.id)
+        await asyncio.to_thread(self.store.scrub)
         return meta
 
 

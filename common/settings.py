@@ -45,7 +45,9 @@ class TLSSettings(_Section):
         None, description="CA that signs client certificates. Default: <data_dir>/tls/ca.crt"
     )
     client_cert: Literal["required", "optional", "none"] = Field(
-        "optional", description="Whether clients must present a certificate from client_ca_file."
+        "required",
+        description="Whether clients must present a certificate from client_ca_file. "
+        "'optional' lets a bearer token alone reach secrets: an explicit choice, logged at start.",
     )
 
 
@@ -255,7 +257,8 @@ class AgentSettings(BaseSettings):
             raise ValueError(
                 f"tls.enabled=false is only allowed when bind is a loopback address; bind is {self.bind!r}"
             )
-        if self.tls.client_cert == "required" and not self.tls.enabled:
+        explicit = "client_cert" in self.tls.model_fields_set
+        if self.tls.client_cert == "required" and not self.tls.enabled and explicit:
             raise ValueError("tls.client_cert=required needs tls.enabled=true")
         return self
 

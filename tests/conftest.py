@@ -79,8 +79,16 @@ def init_agent_dir(
     """Initialise an agent folder (key-file master key) and return it with its admin token."""
     from agent.bootstrap import InitOptions, initialise
 
+    # the key file is named explicitly (tests read it beside the store); `init`'s own default
+    # puts it outside the data folder (tests/agent/test_edges_process.py)
     result = initialise(
-        InitOptions(path, storage_url=storage_url, client_cert_mode=client_cert, port=port)
+        InitOptions(
+            path,
+            key_file=path / "master.key",
+            storage_url=storage_url,
+            client_cert_mode=client_cert,
+            port=port,
+        )
     )
     return AgentDir(path, result.admin_token)
 

@@ -52,6 +52,7 @@ def _sqlite_engine(url: str, synchronous: str, immediate: bool, pool_size: int) 
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA secure_delete=ON")  # a deleted row's bytes are zeroed, not left free
         cur.execute("PRAGMA busy_timeout=10000")
         cur.close()
 
@@ -143,6 +144,25 @@ class Store:
         self._readers.shutdown(wait=True)
         self._write_engine.dispose()
         self._read_engine.dispose()
+
+    def scrub(self) -> None:
+        """Push every committed page into the database file and empty the WAL (blocking).
+
+        With ``secure_delete`` the pages of a destroyed secret are zeroed, but older copies of
+        those pages stay in the write-ahead log until a checkpoint: after a destroy the log is
+        checkpointed and truncated so no file of the store still holds the ciphertext.
+        PostgreSQL keeps dead tuples until VACUUM reuses them; that is the database's business.
+        """
+        path = sqlite_path(self.url)
+        if path is None:
+            return
+        conn = sqlite3.connect(path, timeout=10)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("could not checkpoint the store after a destroy: %s", exc)
+        finally:
+            conn.close()
 
     # ------------------------------------------------------------------ access
     async def read(self, fn: Callable[[Connection], T]) -> T:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -155,6 +156,14 @@ def rm_cmd(name: str, destroy: bool, undelete: bool, **conn: Any) -> None:
             click.echo(f"{name}: deleted (undo with: keyvault secrets rm --undelete {name})")
 
 
+OUR_PREFIXES = ("KEYVAULT_", "VAULT_")
+
+
+def child_environment(parent: Mapping[str, str]) -> dict[str, str]:
+    """The parent's environment without any of our own settings or credentials."""
+    return {k: v for k, v in parent.items() if not k.upper().startswith(OUR_PREFIXES)}
+
+
 @click.command("run", context_settings={"ignore_unknown_options": True})
 @click.option(
     "--secret",
@@ -167,10 +176,13 @@ def rm_cmd(name: str, destroy: bool, undelete: bool, **conn: Any) -> None:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @friendly_errors
 def run_cmd(mappings: tuple[str, ...], command: tuple[str, ...], **conn: Any) -> None:
-    """Run COMMAND with secrets in its environment: keyvault run --secret DB_PASS=db/pass -- app."""
-    env = dict(os.environ)
-    for var in ("KEYVAULT_TOKEN", "KEYVAULT_TOKEN_FILE"):
-        env.pop(var, None)  # the child gets its secrets, not our credentials
+    """Run COMMAND with secrets in its environment: keyvault run --secret DB_PASS=db/pass -- app.
+
+    The child gets the secrets it asked for and the rest of the environment minus every
+    ``KEYVAULT_*``/``VAULT_*`` variable: our token, client key, data folder and agent address
+    are ours, not the child's.
+    """
+    env = child_environment(os.environ)
     with make_client(client_config(**conn)) as kv:
         for mapping in mappings:
             var, sep, name = mapping.partition("=")

@@ -78,7 +78,6 @@ def home(tmp_path: Path) -> dict[str, str]:
     return _env(XDG_CONFIG_HOME=str(cfg), HOME=str(tmp_path / "home"))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 def test_init_requires_client_certificates_and_puts_the_master_key_outside(
     tmp_path: Path, home: dict[str, str]
 ) -> None:
@@ -103,7 +102,6 @@ def test_init_requires_client_certificates_and_puts_the_master_key_outside(
         running.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 def test_optional_client_certificates_are_an_explicit_logged_choice(
     tmp_path: Path, home: dict[str, str]
 ) -> None:
@@ -122,7 +120,6 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 def test_files_at_rest_are_0600_and_destroyed_data_is_gone(
     tmp_path: Path, home: dict[str, str]
 ) -> None:
@@ -169,7 +166,6 @@ def test_files_at_rest_are_0600_and_destroyed_data_is_gone(
         running.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 def test_token_file_is_created_exclusively_and_never_through_a_link(
     tmp_path: Path, home: dict[str, str]
 ) -> None:
@@ -189,14 +185,12 @@ def test_token_file_is_created_exclusively_and_never_through_a_link(
     assert not target.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 def test_core_dumps_are_off(agent_process: AgentProcess) -> None:
     limits = Path(f"/proc/{agent_process.proc.pid}/limits").read_text()
     line = next(ln for ln in limits.splitlines() if ln.startswith("Max core file size"))
     assert line.split()[4:6] == ["0", "0"], line
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 def test_a_busy_port_is_one_line_and_exit_78(tmp_path: Path, home: dict[str, str]) -> None:
     folder, _ = _init(tmp_path / "agent", env=home)
     with socket.socket() as taken:
@@ -210,7 +204,6 @@ def test_a_busy_port_is_one_line_and_exit_78(tmp_path: Path, home: dict[str, str
     assert "internal error" not in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 def test_keyvault_run_passes_only_what_the_child_asked_for(
     agent_process: AgentProcess, tmp_path: Path
 ) -> None:
@@ -273,7 +266,6 @@ def test_slow_headers_are_cut_off(agent_process: AgentProcess) -> None:
         assert time.monotonic() - started < 30
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 def test_client_of_ours_without_a_certificate_is_refused(
     tmp_path: Path, home: dict[str, str]
 ) -> None:
