@@ -22,10 +22,17 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
+from agent.rowauth import RowAuth
 from agent.store import schema as t
 from agent.store.db import Store
 from common.crypto import Clock, Random, utcnow
-from common.errors import AuthenticationError, NotFoundError, PermissionDeniedError, ValidationError
+from common.errors import (
+    AuthenticationError,
+    IntegrityError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
 
 CAPABILITIES = ("read", "list", "write", "rotate", "delete", "admin")
 TOKEN_PREFIX = "kvt_"  # noqa: S105 - a prefix, not a secret
@@ -125,6 +132,18 @@ class Policy:
         """Whether any rule grants ``capability`` on ``name``."""
         return any(rule.grants(capability, name) for rule in self.rules)
 
+    def patterns(self, capability: str) -> list[str]:
+        """The regular expressions of the names ``capability`` is granted on (for queries)."""
+        return [
+            rule.regex.pattern
+            for rule in self.rules
+            if capability in rule.capabilities or "admin" in rule.capabilities
+        ]
+
+    def sees(self, name: str) -> bool:
+        """Whether any rule grants anything at all on ``name`` (it may know the name exists)."""
+        return any(rule.regex.fullmatch(name) for rule in self.rules)
+
     def to_json(self) -> list[dict[str, Any]]:
         """The policy as stored and shown."""
         return [r.to_json() for r in self.rules]
@@ -166,7 +185,8 @@ def hash_token(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def _row_to_token(row: Any) -> Token:
+def _row_to_token(row: Any, rows: RowAuth) -> Token:
+    rows.check_token(row._mapping)
     return Token(
         id=row.id,
         name=row.name,
@@ -180,8 +200,11 @@ def _row_to_token(row: Any) -> Token:
 class TokenService:
     """Create, check, list and revoke bearer tokens."""
 
-    def __init__(self, store: Store, *, clock: Clock = utcnow, rng: Random = os.urandom) -> None:
+    def __init__(
+        self, store: Store, rows: RowAuth, *, clock: Clock = utcnow, rng: Random = os.urandom
+    ) -> None:
         self.store = store
+        self.rows = rows
         self._clock = clock
         self._rng = rng
         self._cache: dict[str, tuple[float, Token]] = {}
@@ -208,6 +231,7 @@ class TokenService:
             "created_at": token.created_at,
             "expires_at": token.expires_at,
         }
+        row["mac"] = self.rows.token_mac(row)
         return secret, row, token
 
     async def create(
@@ -239,7 +263,10 @@ class TokenService:
         if cached and now - cached[0] < CACHE_SECONDS:
             token = cached[1]
         else:
-            token = await self.store.read(_by_hash(digest))
+            try:
+                token = await self.store.read(_by_hash(digest, self.rows))
+            except IntegrityError:  # a row the agent did not write (reported by RowAuth)
+                raise AuthenticationError("unknown or revoked token") from None
             if token is None:
                 raise AuthenticationError("unknown or revoked token")
             if len(self._cache) > 10_000:
@@ -256,7 +283,13 @@ class TokenService:
 
         def q(conn: Connection) -> list[Token]:
             rows = conn.execute(select(t.tokens).order_by(t.tokens.c.created_at.desc())).all()
-            return [_row_to_token(r) for r in rows]
+            out = []
+            for row in rows:
+                try:
+                    out.append(_row_to_token(row, self.rows))
+                except IntegrityError:  # reported by RowAuth; never shown as a token
+                    continue
+            return out
 
         return await self.store.read(q)
 
@@ -268,20 +301,24 @@ class TokenService:
             row = conn.execute(select(t.tokens).where(t.tokens.c.id == token_id)).one_or_none()
             if row is None:
                 raise NotFoundError(f"no token with id {token_id!r}")
+            token = _row_to_token(row, self.rows)
             if not row.revoked_at:
+                revoked = {**row._mapping, "revoked_at": now}
                 conn.execute(
-                    update(t.tokens).where(t.tokens.c.id == token_id).values(revoked_at=now)
+                    update(t.tokens)
+                    .where(t.tokens.c.id == token_id)
+                    .values(revoked_at=now, mac=self.rows.token_mac(revoked))
                 )
-            return _row_to_token(row)
+            return token
 
         token = await self.store.write(txn)
         self._cache.clear()
         return token
 
 
-def _by_hash(digest: str) -> Any:
+def _by_hash(digest: str, rows: RowAuth) -> Any:
     def q(conn: Connection) -> Token | None:
         row = conn.execute(select(t.tokens).where(t.tokens.c.token_hash == digest)).one_or_none()
-        return _row_to_token(row) if row else None
+        return _row_to_token(row, rows) if row else None
 
     return q

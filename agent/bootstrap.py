@@ -117,8 +117,8 @@ def _initialise(opts: InitOptions) -> InitResult:
             # the same master key must open the existing keystore, or this replica is refused
             vault_id, token = KeyManager.unlock(store, source).vault_id, ""
         else:
-            KeyManager.initialise(store, vault_id, source, iterations=opts.iterations)
-            token, _ = TokenService(store).create_sync("initial admin", Policy.root())
+            keys = KeyManager.initialise(store, vault_id, source, iterations=opts.iterations)
+            token, _ = TokenService(store, keys.rows).create_sync("initial admin", Policy.root())
     finally:
         store.close()
     tls = _tls_files(opts, data)

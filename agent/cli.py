@@ -433,11 +433,20 @@ def rekey_cmd(
         )
     with make_client(client_config(**conn)) as kv:
         path = str(new_key_file.resolve()) if new_key_file else None
-        _follow_job(kv, kv.rekey(path, phrase, iterations), "re-wrapping key-encryption keys")
-    where = (
-        f"VAULT_MASTER_KEY_FILE={new_key_file.resolve()}" if new_key_file else "the new passphrase"
-    )
-    click.echo(f"master key changed. Before the agent's next start, configure {where}.")
+        job = _follow_job(kv, kv.rekey(path, phrase, iterations), "re-wrapping key-encryption keys")
+    tracked = bool((job.get("result") or {}).get("config_updated"))
+    if new_key_file:
+        where = f"names {new_key_file.resolve()}"
+        todo = f"set VAULT_MASTER_KEY_FILE={new_key_file.resolve()} where the agent starts"
+    else:
+        where = "names no key file (the passphrase is asked for at start)"
+        todo = "set KEYVAULT_MASTER_PASSPHRASE where the agent starts"
+    if tracked:
+        click.echo(f"master key changed; the agent's agent.yaml now {where}.")
+        if not new_key_file:
+            click.echo(f"Before its next start, {todo}.")
+    else:
+        click.echo(f"master key changed. Before the agent's next start, {todo}.")
 
 
 # ------------------------------------------------------------------ audit and backup

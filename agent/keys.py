@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
 from agent.errors import NotInitialisedError
+from agent.rowauth import RowAuth
 from agent.store import schema as t
 from agent.store.db import Store
 from common.crypto import (
@@ -36,6 +37,7 @@ from common.errors import ConflictError, IntegrityError
 
 HEADER_KEY = "keystore_header"
 AUDIT_KEY = "audit_key"
+ROWS_KEY = "rows_key"  # the row key of agent/rowauth.py, wrapped like the audit key
 Progress = Callable[[int, int], None]
 REWRAP_BATCH = 200
 
@@ -64,12 +66,19 @@ class KeyManager:
     """The unlocked envelope of one vault, and the operations on its keys."""
 
     def __init__(
-        self, store: Store, envelope: Envelope, active_kek: int, audit_key: bytes, clock: Clock
+        self,
+        store: Store,
+        envelope: Envelope,
+        active_kek: int,
+        audit_key: bytes,
+        clock: Clock,
+        row_key: bytes,
     ) -> None:
         self.store = store
         self.envelope = envelope
         self.active_kek = active_kek
         self._audit_key = audit_key
+        self.rows = RowAuth(row_key)
         self._clock = clock
         self.rotating = False
         self.rewrap_listeners: list[Callable[[list[tuple[str, int, SealedValue]]], None]] = []
@@ -105,6 +114,7 @@ class KeyManager:
         )
         envelope = Envelope(vault_id, master, rng=rng)
         audit_key = rng(32)
+        row_key = rng(32)
 
         def write(conn: Connection) -> None:
             if _meta_get(conn, HEADER_KEY) is not None:
@@ -112,6 +122,7 @@ class KeyManager:
             _meta_put(conn, HEADER_KEY, header.to_json())
             _meta_put(conn, "vault_id", vault_id)
             _meta_put(conn, AUDIT_KEY, envelope.wrap_aux("audit", audit_key).hex())
+            _meta_put(conn, ROWS_KEY, envelope.wrap_aux("rows", row_key).hex())
             conn.execute(
                 t.keks.insert().values(
                     version=1,
@@ -122,7 +133,7 @@ class KeyManager:
             )
 
         store.write_sync(write)
-        return cls(store, envelope, 1, audit_key, clock)
+        return cls(store, envelope, 1, audit_key, clock, row_key)
 
     @classmethod
     def unlock(
@@ -130,15 +141,16 @@ class KeyManager:
     ) -> KeyManager:
         """Read the header, derive the master key once, load every live KEK (blocking)."""
 
-        def load(conn: Connection) -> tuple[str | None, str | None, list[Any]]:
+        def load(conn: Connection) -> tuple[str | None, str | None, list[Any], str | None]:
             rows = conn.execute(
                 select(t.keks.c.version, t.keks.c.wrapped, t.keks.c.state).where(
                     t.keks.c.state != "destroyed"
                 )
             ).all()
-            return _meta_get(conn, HEADER_KEY), _meta_get(conn, AUDIT_KEY), list(rows)
+            meta = _meta_get(conn, HEADER_KEY), _meta_get(conn, AUDIT_KEY)
+            return *meta, list(rows), _meta_get(conn, ROWS_KEY)
 
-        header_json, audit_wrapped, rows = store.read_sync(load)
+        header_json, audit_wrapped, rows, rows_wrapped = store.read_sync(load)
         if header_json is None or audit_wrapped is None:
             raise NotInitialisedError(
                 "this store holds no vault yet; run `keyvault agent init` first"
@@ -154,7 +166,11 @@ class KeyManager:
         if not active:
             raise IntegrityError("the store has no active key-encryption key")
         audit_key = envelope.unwrap_aux("audit", bytes.fromhex(audit_wrapped))
-        return cls(store, envelope, active, audit_key, clock)
+        if rows_wrapped is None:  # a store from before row MACs: seal the rows it holds, once
+            row_key = store.write_sync(_adopt_rows(envelope, rng(32)))
+        else:
+            row_key = envelope.unwrap_aux("rows", bytes.fromhex(rows_wrapped))
+        return cls(store, envelope, active, audit_key, clock, row_key)
 
     # ------------------------------------------------------------------ values
     def seal(self, secret_id: str, version: int, plaintext: bytes) -> SealedValue:
@@ -249,6 +265,8 @@ class KeyManager:
                 )
             audit = bytes.fromhex(_meta_get(conn, AUDIT_KEY) or "")
             _meta_put(conn, AUDIT_KEY, self.envelope.rewrap_aux_for(master, "audit", audit).hex())
+            rows = bytes.fromhex(_meta_get(conn, ROWS_KEY) or "")
+            _meta_put(conn, ROWS_KEY, self.envelope.rewrap_aux_for(master, "rows", rows).hex())
             _meta_put(conn, HEADER_KEY, header.to_json())
 
         return txn
@@ -274,6 +292,25 @@ class KeyManager:
             ]
 
         return await self.store.read(q)
+
+
+def _adopt_rows(envelope: Envelope, row_key: bytes) -> Callable[[Connection], bytes]:
+    """Store a new row key and MAC every token row and name binding (upgrade from 0003)."""
+
+    def txn(conn: Connection) -> bytes:
+        if _meta_get(conn, ROWS_KEY) is not None:  # another replica adopted them first
+            return envelope.unwrap_aux("rows", bytes.fromhex(_meta_get(conn, ROWS_KEY) or ""))
+        auth = RowAuth(row_key)
+        for row in conn.execute(select(t.tokens)).mappings().all():
+            mac = auth.token_mac(dict(row))
+            conn.execute(update(t.tokens).where(t.tokens.c.id == row["id"]).values(mac=mac))
+        for sid, name in conn.execute(select(t.secrets.c.id, t.secrets.c.name)).all():
+            mac = auth.name_mac(sid, name)
+            conn.execute(update(t.secrets).where(t.secrets.c.id == sid).values(mac=mac))
+        _meta_put(conn, ROWS_KEY, envelope.wrap_aux("rows", row_key).hex())
+        return row_key
+
+    return txn
 
 
 def _count_not_on(version: int) -> Callable[[Connection], int]:

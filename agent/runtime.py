@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import socket
 import time
@@ -22,13 +23,14 @@ from agent.secrets import SecretService
 from agent.store.db import Store
 from agent.uplink.status import UplinkStatus
 from common.crypto import KeySource
-from common.errors import ConfigError
+from common.errors import ConfigError, IntegrityError
 from common.settings import AgentSettings
 
 if TYPE_CHECKING:
     from agent.rotation.engine import RotationEngine
 
 VERSION = "0.1.0"
+log = logging.getLogger("keyvault.agent")
 
 
 def key_source(settings: AgentSettings) -> KeySource:
@@ -103,7 +105,7 @@ class Agent:
         try:
             store.check()
             store.migrate()
-            keys = KeyManager.unlock(store, source or key_source(settings))
+            keys = _unlock(store, settings, source)
             audit = AuditLog(settings.data_dir, keys.audit_key, fsync=settings.audit_fsync)
             audit.open()
         except BaseException:
@@ -114,7 +116,8 @@ class Agent:
         )
         from agent.rotation.engine import RotationEngine  # only for a running agent
 
-        agent = cls(settings, store, keys, secrets, TokenService(store), audit)
+        agent = cls(settings, store, keys, secrets, TokenService(store, keys.rows), audit)
+        keys.rows.on_tamper = agent.report_tampering
         agent._enrolled_vault = _enrolled_vault_id(settings)
         agent.rotation = RotationEngine(
             secrets, settings.rotation, owner=rotation_owner(settings), audit=audit,
@@ -126,6 +129,11 @@ class Agent:
         """The vault id the control plane knows this agent by (None when not enrolled)."""
         return self.uplink.vault_id or self._enrolled_vault
 
+    def report_tampering(self, what: str) -> None:
+        """A row in the store the agent did not write: count it and say so (never silently)."""
+        self.metrics.integrity_failures += 1
+        log.error("integrity: %s was not written by this agent (store tampered with?)", what)
+
     def close(self) -> None:
         """Close the audit log and the store."""
         self.audit.close()
@@ -135,6 +143,24 @@ class Agent:
     def uptime(self) -> float:
         """Seconds since the agent opened."""
         return time.monotonic() - self.started
+
+
+def _unlock(store: Store, settings: AgentSettings, source: KeySource | None) -> KeyManager:
+    """Unlock with the configured key; after a rekey interrupted between its commit and its
+    config update, with the key the prepared config names (agent/rekey.py)."""
+    from agent import rekey
+
+    try:
+        keys = KeyManager.unlock(store, source or key_source(settings))
+    except IntegrityError:
+        leftover = rekey.recover(settings.data_dir) if source is None else None
+        if leftover is None:
+            raise
+        keys = KeyManager.unlock(store, KeySource.from_key_file(leftover))
+        rekey.promote(settings.data_dir)
+        return keys
+    rekey.discard(settings.data_dir)
+    return keys
 
 
 def rotation_owner(settings: AgentSettings) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.engine import Connection
 
 from agent.generate import GeneratorSpec
@@ -30,7 +30,7 @@ from agent.store import schema as t
 from agent.store.db import Store
 from agent.store.hot import SecretRow
 from common.crypto import Clock, Random, SealedValue, utcnow
-from common.errors import ConflictError, NotFoundError, ValidationError
+from common.errors import ConflictError, IntegrityError, NotFoundError, ValidationError
 
 ID_RE = re.compile(r"^sec_[a-z2-7]{26}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
@@ -130,19 +130,6 @@ def _meta(row: Any) -> SecretMeta:
     )
 
 
-def encode_cursor(name: str) -> str:
-    """An opaque keyset cursor for a listing."""
-    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> str:
-    """Read a cursor back; a bad one is a 400."""
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise ValidationError("'after' is not a cursor this agent issued") from None
-
-
 # ---------------------------------------------------------------- service
 
 
@@ -214,12 +201,24 @@ class SecretService:
         if old:
             self._by_name.pop(old.meta.name, None)
 
-    @staticmethod
-    def _row(conn: Connection, ref: str) -> SecretRow | None:
-        """The secrets row for an id or a name, or None."""
+    def _row(self, conn: Connection, ref: str) -> SecretRow | None:
+        """The secrets row for an id or a name, or None; a name the agent did not give that
+        id (a row renamed behind its back) is an integrity error, reported."""
         stmt = hot.SECRET_BY_ID if ID_RE.fullmatch(ref) else hot.SECRET_BY_NAME
         found = stmt.run(conn, (ref,)).fetchone()
-        return SecretRow(*found) if found else None
+        if not found:
+            return None
+        row = SecretRow(*found)
+        self.keys.rows.check_name(row.id, row.name, row.mac)
+        return row
+
+    def _bound(self, row: Any) -> bool:
+        """Whether a listed row's name is the one the agent bound to its id (else reported)."""
+        try:
+            self.keys.rows.check_name(row.id, row.name, row.mac)
+        except IntegrityError:
+            return False
+        return True
 
     def _changed(self, conn: Connection, secret_id: str, now: str) -> None:
         """Record an inventory change marker in the write's transaction (enrolled agents only)."""
@@ -283,14 +282,29 @@ class SecretService:
         return q
 
     async def list_page(
-        self, *, prefix: str = "", after: str | None = None, limit: int = 100, deleted: bool = False
+        self,
+        *,
+        prefix: str = "",
+        after: str | None = None,
+        limit: int = 100,
+        deleted: bool = False,
+        visible: list[str] | None = None,
+        context: str = "",
     ) -> tuple[list[SecretMeta], str | None]:
-        """A page of metadata ordered by name; returns (items, next cursor or None)."""
-        start = decode_cursor(after) if after else None
+        """A page of metadata ordered by name; returns (items, next cursor or None).
+
+        ``visible`` (regular expressions over names) filters in the query, so a page is full of
+        what the caller may see; cursors are sealed and bound to ``context`` (agent/rowauth.py).
+        """
+        start = self.keys.rows.open_cursor(after, context) if after else None
 
         def q(conn: Connection) -> list[Any]:
             c = t.secrets.c
             stmt = select(t.secrets).order_by(c.name).limit(limit + 1)
+            if visible is not None:
+                if not visible:
+                    return []
+                stmt = stmt.where(or_(*[c.name.regexp_match(p) for p in visible]))
             if prefix:
                 escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
                 stmt = stmt.where(c.name.like(escaped + "%", escape="\\"))
@@ -300,8 +314,9 @@ class SecretService:
             return list(conn.execute(stmt).all())
 
         rows = await self.store.read(q)
-        items = [_meta(r) for r in rows[:limit]]
-        nxt = encode_cursor(items[-1].name) if len(rows) > limit and items else None
+        page = rows[:limit]
+        items = [_meta(r) for r in page if self._bound(r)]
+        nxt = self.keys.rows.seal_cursor(page[-1].name, context) if len(rows) > limit else None
         return items, nxt
 
     async def versions(self, ref: str) -> list[dict[str, Any]]:
@@ -353,9 +368,10 @@ class SecretService:
         sealed = self.keys.seal(meta.id, 1, raw)
 
         def txn(conn: Connection) -> None:
+            mac = self.keys.rows.name_mac(meta.id, name)
             try:
                 hot.INSERT_SECRET.run(
-                    conn, (meta.id, name, 1, description, json.dumps(labels), now, now, None)
+                    conn, (meta.id, name, 1, description, json.dumps(labels), now, now, None, mac)
                 )
             except conn.dialect.loaded_dbapi.IntegrityError:
                 raise ConflictError(

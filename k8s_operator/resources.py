@@ -22,6 +22,7 @@ ENROLLMENT_DIR = "/etc/keyvault/enrollment"
 SCRIPTS_DIR = "/etc/keyvault/scripts"
 TMP_DIR = "/tmp"  # noqa: S108 - an in-memory emptyDir, private to the pod
 HEALTH_PATH = "/api/v1/health"
+HEALTH_COMMAND = ["python", "-m", "agent.container", "health"]  # GET HEALTH_PATH over mutual TLS
 USER_ID = 10001
 UPLINK_FILES = ("service-ca.pem", "client.key", "client.crt", "state.json")  # state.json last
 
@@ -250,7 +251,9 @@ def _init_container(owner: Mapping[str, Any], spec: AgentSpec) -> dict[str, Any]
 
 
 def _agent_container(owner: Mapping[str, Any], spec: AgentSpec) -> dict[str, Any]:
-    probe = {"httpGet": {"path": HEALTH_PATH, "port": "https", "scheme": "HTTPS"}}
+    # the agent requires client certificates, which a kubelet httpGet probe cannot show: the
+    # probe runs the agent's own health check, which presents the admin client certificate
+    probe = {"exec": {"command": HEALTH_COMMAND}, "timeoutSeconds": 5}
     return {
         "name": "agent",
         "image": spec.image,

@@ -9,7 +9,7 @@ from aiohttp import web
 from agent.api.body import json_object, query_bool, query_int, reject_unknown_query, typed
 from agent.api.context import AGENT, audit_target, token_of
 from agent.generate import GeneratorSpec
-from agent.secrets import ID_RE, SecretMeta, decode_cursor, validate_name
+from agent.secrets import ID_RE, SecretMeta, validate_name
 from common.errors import NotFoundError, ValidationError
 
 # No name, id, cursor or description holds NUL, and PostgreSQL text refuses it: looked up, it
@@ -33,7 +33,13 @@ def _description(doc: dict[str, object]) -> str | None:
 async def _meta_for(
     request: web.Request, capability: str, *, include_deleted: bool = False
 ) -> SecretMeta:
-    """Resolve ``{id}``, checking the policy on a name *before* looking it up (no existence leak)."""
+    """Resolve ``{id}`` with one answer for "not yours" and "not there".
+
+    By name the policy is checked *before* the lookup (403 whether or not it exists). By id the
+    secret must be looked up first; one the token has no right on at all is answered exactly as
+    a missing one (404, same message), and only then is its deleted state told. A token that
+    holds some right on the name already knows it exists, so it gets the honest 403.
+    """
     agent = request.app[AGENT]
     token = token_of(request)
     ref = request.match_info["id"]
@@ -41,8 +47,12 @@ async def _meta_for(
     if not ID_RE.fullmatch(ref):
         token.require(capability, ref)
     _no_such_secret_if_nul(ref)
-    meta = await agent.secrets.meta(ref, include_deleted=include_deleted)
+    meta = await agent.secrets.meta(ref, include_deleted=True)
+    if not token.policy.sees(meta.name):
+        raise NotFoundError(f"no secret {ref!r}")
     token.require(capability, meta.name)
+    if meta.deleted_at and not include_deleted:
+        raise NotFoundError(f"secret {ref!r} is deleted; undelete it first to use it")
     audit_target(request, meta.id)
     return meta
 
@@ -73,14 +83,14 @@ async def list_secrets(request: web.Request) -> web.Response:
     prefix = request.query.get("prefix", "")
     if len(prefix) > 200 or NUL in prefix:
         raise ValidationError("query parameter prefix must be at most 200 characters, no NUL")
-    after = request.query.get("after") or None
-    if after is not None and NUL in decode_cursor(after):
-        raise ValidationError("'after' is not a cursor this agent issued")
+    deleted = query_bool(request, "deleted")
     items, nxt = await agent.secrets.list_page(
         prefix=prefix,
-        after=after,
+        after=request.query.get("after") or None,
         limit=query_int(request, "limit", 100, 1, 1000),
-        deleted=query_bool(request, "deleted"),
+        deleted=deleted,
+        visible=token.policy.patterns("list"),
+        context=f"{token.id}|{prefix}|{deleted}",
     )
     visible = [m.to_json() for m in items if token.policy.allows("list", m.name)]
     return web.json_response({"secrets": visible, "next": nxt})
@@ -94,10 +104,10 @@ async def read_secret(request: web.Request) -> web.Response:
     if len(request.query) and set(request.query) - {"version"}:
         reject_unknown_query(request, {"version"})
     version = query_int(request, "version", 0, 1, 2**31 - 1) if "version" in request.query else None
-    audit_target(request, ref)
-    if not ID_RE.fullmatch(ref):
-        token.require("read", ref)
+    if ID_RE.fullmatch(ref) or not token.policy.allows("read", ref):
+        await _meta_for(request, "read")  # the one answer for "not yours" and "not there"
     _no_such_secret_if_nul(ref)
+    audit_target(request, ref)
     meta, served, value = await agent.secrets.reveal(ref, version)
     token.require("read", meta.name)
     audit_target(request, meta.id)
@@ -167,7 +177,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
 
 async def secret_versions(request: web.Request) -> web.Response:
     """GET /api/v1/secrets/{id}/versions — version history without values."""
-    meta = await _meta_for(request, "read", include_deleted=True)
+    meta = await _meta_for(request, "read")  # a soft-deleted secret is 404 here as on GET
     return web.json_response(
         {"id": meta.id, "versions": await request.app[AGENT].secrets.versions(meta.id)}
     )

@@ -12,9 +12,16 @@ from agent.api.body import json_object, typed
 from agent.api.context import AGENT, audit_target, token_of
 from agent.api.openapi import openapi_document
 from agent.auth import TOKEN_ID_RE, Policy
+from agent.grants import uncovered
 from agent.jobs import Progress
-from common.crypto import KDF_DEFAULT_ITERATIONS, KDF_MIN_ITERATIONS, KeySource
-from common.errors import ConfigError, ConflictError, NotFoundError, ValidationError
+from agent.rekey import PendingConfig, new_key_source
+from common.crypto import KDF_DEFAULT_ITERATIONS, KDF_MIN_ITERATIONS
+from common.errors import (
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -68,13 +75,18 @@ async def create_token(request: web.Request) -> web.Response:
     doc = await json_object(
         request, {"name", "policy", "ttl_seconds"}, frozenset({"name", "policy"})
     )
+    policy = Policy.parse(doc["policy"])
+    beyond = uncovered(policy, token_of(request).policy)
+    if beyond:
+        shown = ", ".join(f"{r.path}:{','.join(sorted(r.capabilities))}" for r in beyond[:3])
+        raise PermissionDeniedError(
+            f"a token can only mint tokens within its own rights; this one does not hold {shown}"
+        )
     ttl = typed(doc, "ttl_seconds", int, "a whole number of seconds")
     if ttl is not None and not 60 <= ttl <= 10 * 365 * 86400:
         raise ValidationError("ttl_seconds must be from 60 to 315360000 (ten years)")
     name = typed(doc, "name", str, "a string")
-    secret, token = await agent.tokens.create(
-        name, Policy.parse(doc["policy"]), timedelta(seconds=ttl) if ttl else None
-    )
+    secret, token = await agent.tokens.create(name, policy, timedelta(seconds=ttl) if ttl else None)
     audit_target(request, token.id)
     return web.json_response(
         {"token": secret, "info": token.to_json()},
@@ -140,25 +152,24 @@ async def rekey(request: web.Request) -> web.Response:
     path = typed(doc, "new_key_file", str, "a path on the agent's host")
     phrase = typed(doc, "new_passphrase", str, "a string")
     iterations = typed(doc, "iterations", int, "a whole number") or KDF_DEFAULT_ITERATIONS
-    if (path is None) == (phrase is None):
-        raise ValidationError("give exactly one of new_key_file or new_passphrase")
     if iterations < KDF_MIN_ITERATIONS or iterations > 10_000_000:
         raise ValidationError(f"iterations must be from {KDF_MIN_ITERATIONS:,} to 10,000,000")
-    try:
-        source = (
-            KeySource.from_key_file(Path(path))
-            if path is not None
-            else KeySource.from_passphrase(phrase or "")
-        )
-    except ConfigError as exc:  # the caller's file or passphrase, not the agent's config
-        raise ValidationError(exc.message) from None
+    source = new_key_source(path, phrase)
     _refuse_if_busy(request)
+    pending = PendingConfig(agent.settings.data_dir)
 
     async def work(progress: Progress) -> dict[str, Any]:
         progress(0, 1)
-        await agent.keys.rekey(source, iterations=iterations)
+        tracked = pending.prepare(Path(path) if path is not None else None)
+        try:
+            await agent.keys.rekey(source, iterations=iterations)
+        except BaseException:
+            pending.abandon()
+            raise
+        if tracked:
+            pending.commit()
         progress(1, 1)
-        return {"kdf": "pbkdf2-sha256" if phrase else "keyfile"}
+        return {"kdf": "pbkdf2-sha256" if phrase else "keyfile", "config_updated": tracked}
 
     job = agent.jobs.start("rekey", work)
     return web.json_response(job.to_json(), status=202)

@@ -25,6 +25,7 @@ class SecretRow(NamedTuple):
     created_at: str
     updated_at: str
     deleted_at: str | None
+    mac: str | None = None  # the name binding's MAC (agent/rowauth.py)
 
 
 SECRET_COLUMNS = SecretRow._fields

@@ -45,6 +45,7 @@ secrets = Table(
     Column("created_at", String(40), nullable=False),
     Column("updated_at", String(40), nullable=False),
     Column("deleted_at", String(40)),
+    Column("mac", String(64)),  # binds name to id (agent/rowauth.py); NULL only before 0004
 )
 
 versions = Table(
@@ -73,6 +74,7 @@ tokens = Table(
     Column("created_at", String(40), nullable=False),
     Column("expires_at", String(40)),
     Column("revoked_at", String(40)),
+    Column("mac", String(64)),  # the agent wrote this row as it is (agent/rowauth.py)
 )
 
 # The uplink's durable outbox: rows written in the same transaction as the change they describe,

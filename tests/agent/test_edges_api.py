@@ -52,7 +52,6 @@ def _scrub(body: Any, *refs: str) -> str:
     return text
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 async def test_not_yours_and_not_there_get_one_answer_by_id(api: Api) -> None:
     theirs = await _make(api, "other/x/db", "their-value")
     deleted = await _make(api, "other/x/gone", "gone-value")
@@ -89,7 +88,6 @@ def _cursor_bytes(cursor: str) -> bytes:
     return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 async def test_cursor_is_opaque_and_authenticated(api: Api) -> None:
     for name in ("prod/db/password", "public/a", "public/b", "public/c"):
         await _make(api, name)
@@ -118,7 +116,6 @@ async def test_cursor_is_opaque_and_authenticated(api: Api) -> None:
     assert seen == ["prod/db/password", "public/a", "public/b", "public/c"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 async def test_listing_is_filtered_by_policy_in_the_query(api: Api) -> None:
     for i in range(6):
         await _make(api, f"a/hidden/{i}")
@@ -134,7 +131,6 @@ async def test_listing_is_filtered_by_policy_in_the_query(api: Api) -> None:
         assert status == 200 and rest["secrets"] == [] and rest["next"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 async def test_a_token_mints_only_within_its_own_rights(api: Api) -> None:
     minter = await api.token(("sys/tokens", ["admin"]), ("app/**", ["read", "list"]))
     cases = [
@@ -178,7 +174,6 @@ def _exec(api: Api, sql: str, params: tuple[Any, ...] = ()) -> None:
         pg.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 async def test_an_inserted_token_row_is_refused_and_reported(api: Api) -> None:
     from agent.auth import hash_token
 
@@ -207,7 +202,6 @@ async def test_an_inserted_token_row_is_refused_and_reported(api: Api) -> None:
     assert (await api.call("GET", S, token=victim))[0] == 401
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 async def test_renaming_a_secret_in_the_store_is_refused(api: Api) -> None:
     await _make(api, "prod/db/password", "prod-value")
     token = await api.token(("public/**", ["read", "list"]))
@@ -222,7 +216,6 @@ async def test_renaming_a_secret_in_the_store_is_refused(api: Api) -> None:
     assert "public/stolen" not in [m["name"] for m in page.get("secrets", [])]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 async def test_rekey_refuses_control_characters_and_names_the_fix(api: Api, tmp_path: Path) -> None:
     for phrase in ("pass\x00word-long-enough", "pass\nword-long-enough", "pass\x1bword-long"):
         status, err = await api.call(

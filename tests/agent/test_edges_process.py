@@ -225,7 +225,6 @@ def test_keyvault_run_passes_only_what_the_child_asked_for(
     assert not [k for k in seen if k.startswith(("KEYVAULT_", "VAULT_"))], sorted(seen)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 def test_rekey_to_a_passphrase_then_restart_works(tmp_path: Path, home: dict[str, str]) -> None:
     folder, _ = _init(tmp_path / "agent", env=home)
     running = start_agent(folder, env=home)

@@ -1,3 +1,3 @@
 """Alembic migrations of the agent store."""
 
-HEAD_REVISION = "0003"  # the newest revision in versions/; a test checks it against Alembic
+HEAD_REVISION = "0004"  # the newest revision in versions/; a test checks it against Alembic

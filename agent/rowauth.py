@@ -1,0 +1,98 @@
+"""Rows the agent wrote, told apart from rows it did not: MACs on token rows and on the
+name → id binding, and opaque, authenticated listing cursors.
+
+Someone with write access to the store but not the master key could otherwise insert a token
+row, un-revoke a token, or rename a secret so that its value falls under another token's
+policy (the value's AAD binds its id, not its name). Every token row and every secret's
+``(id, name)`` pair carries an HMAC-SHA256 under a key only the unlocked agent has: the *row
+key*, random, wrapped by the master key like the audit key (so a rekey re-wraps it and every
+MAC stays valid). A row whose MAC does not verify is refused with one opaque integrity error
+and reported (metrics, log, the integrity alert of the uplink).
+
+Listing cursors are AES-GCM sealed under a subkey of the row key and bound to the token and
+the listing they belong to, so a cursor never shows a name and cannot be forged or reused
+elsewhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from common.errors import IntegrityError, ValidationError
+
+TOKEN_FIELDS = ("id", "name", "token_hash", "policy", "created_at", "expires_at", "revoked_at")
+BAD_CURSOR = "'after' is not a cursor this agent issued for this listing; start without it"
+
+
+def _derive(key: bytes, purpose: str) -> bytes:
+    return HKDF(SHA256(), 32, salt=None, info=f"keyvault/rows/{purpose}".encode()).derive(key)
+
+
+class RowAuth:
+    """MACs for token rows and name bindings, and sealed listing cursors, under one row key."""
+
+    def __init__(self, row_key: bytes, *, on_tamper: Callable[[str], None] | None = None) -> None:
+        self._token_key = _derive(row_key, "token")
+        self._name_key = _derive(row_key, "name")
+        self._cursor = AESGCM(_derive(row_key, "cursor"))
+        self.on_tamper = on_tamper
+
+    def __repr__(self) -> str:
+        return "RowAuth(**redacted**)"
+
+    # ------------------------------------------------------------------ token rows
+    def token_mac(self, row: Mapping[str, Any]) -> str:
+        """The MAC of a token row's every column but the MAC itself."""
+        fields = [row.get(k) for k in TOKEN_FIELDS]
+        data = json.dumps(fields, separators=(",", ":")).encode()
+        return hmac.new(self._token_key, data, hashlib.sha256).hexdigest()
+
+    def check_token(self, row: Mapping[str, Any]) -> None:
+        """Raise (and report) unless the agent wrote this token row as it is."""
+        mac = row.get("mac")
+        if not isinstance(mac, str) or not hmac.compare_digest(mac, self.token_mac(row)):
+            self._tampered(f"token row {str(row.get('id'))[:40]!r}")
+
+    # ------------------------------------------------------------------ name binding
+    def name_mac(self, secret_id: str, name: str) -> str:
+        """The MAC binding a secret's name to its id."""
+        data = json.dumps([secret_id, name], separators=(",", ":")).encode()
+        return hmac.new(self._name_key, data, hashlib.sha256).hexdigest()
+
+    def check_name(self, secret_id: str, name: str, mac: str | None) -> None:
+        """Raise (and report) unless ``name`` is the name the agent gave ``secret_id``."""
+        if not isinstance(mac, str) or not hmac.compare_digest(mac, self.name_mac(secret_id, name)):
+            self._tampered(f"the name binding of secret {secret_id[:40]!r}")
+
+    def _tampered(self, what: str) -> None:
+        if self.on_tamper is not None:
+            self.on_tamper(what)
+        raise IntegrityError()
+
+    # ------------------------------------------------------------------ cursors
+    def seal_cursor(self, name: str, context: str) -> str:
+        """An opaque cursor for resuming a listing after ``name``."""
+        nonce = os.urandom(12)
+        blob = nonce + self._cursor.encrypt(nonce, name.encode(), context.encode())
+        return base64.urlsafe_b64encode(blob).decode().rstrip("=")
+
+    def open_cursor(self, cursor: str, context: str) -> str:
+        """The name a cursor resumes after; a 400 for anything this agent did not issue."""
+        try:
+            blob = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            if len(blob) < 12 + 16 or len(cursor) > 1024:
+                raise ValueError("short")
+            return self._cursor.decrypt(blob[:12], blob[12:], context.encode()).decode()
+        except (ValueError, InvalidTag, UnicodeDecodeError):
+            raise ValidationError(BAD_CURSOR) from None
