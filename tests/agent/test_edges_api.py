@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import pytest
-
 from tests.agent.conftest import Api
 
 S = "/api/v1/secrets"
