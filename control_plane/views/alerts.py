@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from control_plane.views.body import query, query_int
+from control_plane.views.body import INT32_MAX, query, query_int
 from control_plane.views.context import cp_of, target, who
 
 
@@ -37,7 +37,7 @@ async def query_audit(request: web.Request) -> web.Response:
     q = query(request, {"after", "limit", "action", "source", "since", "until"})
     page = await cp_of(request).audit.query(
         who(request).org_id,
-        after=query_int(q, "after", 0, 0, 2**62),
+        after=query_int(q, "after", 0, 0, INT32_MAX),  # cp_audit.seq is an INTEGER
         limit=query_int(q, "limit", 100, 1, 1000),
         action=q.get("action"),
         source=q.get("source"),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 from aiohttp import web
 
+from common.errors import ValidationError
 from control_plane.runtime import ControlPlane
 from control_plane.services.principal import Principal
 
@@ -38,6 +40,9 @@ def who(request: web.Request) -> Principal:
 
 
 def target(request: web.Request, value: str) -> str:
-    """Record the object the request is about (for the audit entry) and return it."""
+    """Record the object the request is about (for the audit entry) and return it; an id with
+    NUL or control characters is a 400 before anything looks it up."""
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise ValidationError("the id in the path must not contain NUL or control characters")
     request[INFO].target = value[:200]
     return value
