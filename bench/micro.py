@@ -74,7 +74,7 @@ def read_path(folder: Path) -> None:
     from agent.bootstrap import InitOptions, initialise
     from bench.writes import open_agent
 
-    result = initialise(InitOptions(folder / "agent", port=0))
+    result = initialise(InitOptions(folder / "agent", key_file=folder / "master.key", port=0))
     agent = open_agent(folder / "agent", "FULL")
     try:
         header = "Bearer " + result.admin_token

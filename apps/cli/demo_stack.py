@@ -358,7 +358,9 @@ class DemoStack:
         folder = self.agent_dir(name)
         if not (folder / "agent.yaml").exists():
             folder.parent.mkdir(exist_ok=True)
-            result = initialise(InitOptions(folder, port=self.ports()[name]))
+            # the demo's master keys sit beside (not inside) each agent's data folder
+            key = folder.parent / "keys" / f"{name}.key"
+            result = initialise(InitOptions(folder, key_file=key, port=self.ports()[name]))
             write_private(folder / "admin.token", result.admin_token)
             write_private(folder / "metadata.key", self.key_file.read_text().strip())
         if not (folder / "uplink" / "state.json").exists():
