@@ -258,7 +258,7 @@ def test_rekey_to_a_passphrase_conforms_and_the_agent_keeps_serving(
             break
         time.sleep(0.05)
     assert job["state"] == "succeeded", job
-    assert job["result"] == {"kdf": "pbkdf2-sha256"}
+    assert job["result"] == {"kdf": "pbkdf2-sha256", "config_updated": True}
     health = session.get(f"{served.url}/api/v1/health", timeout=10)
     assert health.status_code == 200
     keys = session.get(f"{served.url}/api/v1/sys/keys", timeout=10)
