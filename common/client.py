@@ -218,9 +218,20 @@ class ClientConfig:
         return headers
 
 
+CERT_HINT = (
+    "; the agent probably requires a client certificate (mutual TLS): give --cert and --key "
+    "(KEYVAULT_CLIENT_CERT, KEYVAULT_CLIENT_KEY) or --data-dir of the agent's folder"
+)
+
+
 def _unreachable(cfg: ClientConfig, exc: Exception) -> e.UnavailableError:
     reason = str(exc) or type(exc).__name__
-    return e.UnavailableError(f"cannot reach the agent at {cfg.url}: {reason}")
+    no_cert = cfg.url.startswith("https") and cfg.cert_file is None
+    refused = "CERTIFICATE_REQUIRED" in reason.upper() or isinstance(
+        exc, httpx.ReadError | httpx.RemoteProtocolError
+    )
+    hint = CERT_HINT if no_cert and refused else ""
+    return e.UnavailableError(f"cannot reach the agent at {cfg.url}: {reason}{hint}")
 
 
 class AgentClient(_Api):

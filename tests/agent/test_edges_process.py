@@ -274,7 +274,7 @@ def test_client_of_ours_without_a_certificate_is_refused(
         with AgentClient(running.url, folder.token, ca_file=folder.tls / "ca.crt") as kv:
             from common.errors import UnavailableError
 
-            with pytest.raises(UnavailableError):
+            with pytest.raises(UnavailableError, match="requires a client certificate"):
                 kv.health()
     finally:
         running.stop()
