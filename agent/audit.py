@@ -49,7 +49,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
-from common.crypto import Clock, utcnow
+from agent.crypto import Clock, utcnow
 from common.errors import IntegrityError, UnavailableError
 
 LOG_NAME = "audit.log"

@@ -8,35 +8,18 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from agent import CONFIG_NAME
+from agent.crypto import KDF_DEFAULT_ITERATIONS
 from agent.service.commands import install_service_cmd, windows_service_group
+from agent.settings import load_agent_settings
 from common.cliutil import agent_options, client_config, friendly_errors, make_client
-from common.crypto import KDF_DEFAULT_ITERATIONS
 from common.errors import ConfigError, KeyVaultError, ValidationError
 
-if TYPE_CHECKING:
-    from common.settings import AgentSettings
-
 DATA_DIR_HELP = "The agent's data folder (default ./keyvault-data, or KEYVAULT_DATA_DIR)."
-
-
-def load_agent_settings(
-    config: Path | None, data_dir: Path | None, **overrides: Any
-) -> AgentSettings:
-    """Settings from --config, else <data-dir>/agent.yaml, then the environment and flags."""
-    from common.settings import AgentSettings, load_settings
-
-    if config is None:
-        folder = data_dir or Path(os.environ.get("KEYVAULT_DATA_DIR", "keyvault-data"))
-        candidate = folder / CONFIG_NAME
-        config = candidate if candidate.exists() else None
-        if data_dir is not None:
-            overrides.setdefault("data_dir", data_dir)
-    return load_settings(AgentSettings, config, overrides)
 
 
 @click.group("agent")

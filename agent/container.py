@@ -26,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import CONFIG_NAME
+from agent.settings import AgentSettings
 from common.errors import ConfigError, KeyVaultError
-from common.settings import AgentSettings, load_settings
+from common.settings import load_settings
 
 log = logging.getLogger("keyvault.agent.container")
 

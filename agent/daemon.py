@@ -12,11 +12,11 @@ from pathlib import Path
 from aiohttp import web
 
 from agent.api.app import build_app
+from agent.crypto import KeySource
 from agent.rotation.scheduler import Scheduler
 from agent.runtime import Agent, DataDirLock
+from agent.settings import AgentSettings
 from agent.uplink.service import Uplink
-from common.crypto import KeySource
-from common.settings import AgentSettings
 from common.tls import server_context
 
 log = logging.getLogger("keyvault.agent")

@@ -14,16 +14,16 @@ from typing import TYPE_CHECKING
 
 from agent.audit import AuditLog
 from agent.auth import TokenService
+from agent.crypto import KeySource
 from agent.errors import AlreadyRunningError
 from agent.jobs import JobRunner
 from agent.keys import KeyManager
 from agent.metrics import Metrics
 from agent.secrets import SecretService
+from agent.settings import AgentSettings
 from agent.store.db import Store
 from agent.uplink.status import UplinkStatus
-from common.crypto import KeySource
 from common.errors import ConfigError
-from common.settings import AgentSettings
 
 if TYPE_CHECKING:
     from agent.rotation.engine import RotationEngine

@@ -22,13 +22,13 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 
+from agent.crypto import Clock, Random, SealedValue, utcnow
 from agent.generate import GeneratorSpec
 from agent.keys import KeyManager
 from agent.store import hot
 from agent.store import schema as t
 from agent.store.db import Store
 from agent.store.hot import SecretRow
-from common.crypto import Clock, Random, SealedValue, utcnow
 from common.errors import ConflictError, NotFoundError, ValidationError
 
 ID_RE = re.compile(r"^sec_[a-z2-7]{26}$")

@@ -70,7 +70,7 @@ def read_path(folder: Path) -> None:
     """The steps of GET /secrets/{id} outside aiohttp, and the alternatives."""
     from aiohttp import web
 
-    import common.crypto as crypto
+    import agent.crypto as crypto
     from agent.bootstrap import InitOptions, initialise
     from bench.writes import open_agent
 

@@ -39,7 +39,8 @@ def open_agent(data_dir: Path, synchronous: str) -> Agent:
     """``Agent.open`` on the folder with the given SQLite synchronous level."""
     from agent.bootstrap import CONFIG_NAME
     from agent.runtime import Agent
-    from common.settings import AgentSettings, load_settings
+    from agent.settings import AgentSettings
+    from common.settings import load_settings
 
     settings = load_settings(
         AgentSettings,

@@ -25,7 +25,6 @@ FORBIDDEN = (
     [
         [
             "common",
-            "common.crypto",
             "common.tls",
             "common.settings",
             "common.client",

@@ -12,8 +12,8 @@ from agent.api.body import json_object, typed
 from agent.api.context import AGENT, audit_target, token_of
 from agent.api.openapi import openapi_document
 from agent.auth import TOKEN_ID_RE, Policy
+from agent.crypto import KDF_DEFAULT_ITERATIONS, KDF_MIN_ITERATIONS, KeySource
 from agent.jobs import Progress
-from common.crypto import KDF_DEFAULT_ITERATIONS, KDF_MIN_ITERATIONS, KeySource
 from common.errors import ConfigError, ConflictError, NotFoundError, ValidationError
 
 

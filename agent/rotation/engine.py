@@ -30,6 +30,7 @@ from sqlalchemy import and_, delete, false, or_, select, update
 from sqlalchemy.engine import Connection
 
 from agent.audit import AuditLog
+from agent.crypto import Clock, SealedValue, utcnow
 from agent.rotation import policy as pol
 from agent.rotation.rotators import (
     INTERNAL_ERROR,
@@ -40,10 +41,9 @@ from agent.rotation.rotators import (
     build_rotator,
 )
 from agent.secrets import SecretMeta, SecretService, _insert_version, _meta, _write_row
+from agent.settings import RotationSettings
 from agent.store import schema as t
-from common.crypto import Clock, SealedValue, utcnow
 from common.errors import ConflictError, KeyVaultError, NotFoundError, UnavailableError
-from common.settings import RotationSettings
 
 log = logging.getLogger("keyvault.agent.rotation")
 T = TypeVar("T")

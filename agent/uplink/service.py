@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from agent.background import Background
+from agent.crypto import Clock, utcnow
 from agent.runtime import Agent
 from agent.uplink import meta, outbox
 from agent.uplink.backoff import Backoff
@@ -37,7 +38,6 @@ from agent.uplink.state import (
 )
 from agent.uplink.status import STOPPED, UplinkStatus
 from agent.uplink.tlsctx import uplink_context
-from common.crypto import Clock, utcnow
 from common.errors import ConfigError, KeyVaultError
 from common.metadata_key import MetadataKey
 from common.uplink import MAX_FRAME, UPLINK_PATH

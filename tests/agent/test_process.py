@@ -35,9 +35,9 @@ import httpx
 import pytest
 
 from agent.audit import verify as verify_audit
-from agent.cli import load_agent_settings
 from agent.keys import KeyManager
 from agent.runtime import Agent, key_source
+from agent.settings import load_agent_settings
 from agent.store.db import Store
 from common.client import AgentClient
 from common.errors import (

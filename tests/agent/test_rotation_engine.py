@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from agent.cli import load_agent_settings
 from agent.rotation.engine import RotationEngine, RotationFailedError
 from agent.rotation.policy import Policy
 from agent.rotation.rotators import RotationError
 from agent.rotation.scheduler import Scheduler
 from agent.runtime import Agent
+from agent.settings import load_agent_settings
 from agent.store import schema as t
 from agent.uplink import meta as uplink_meta
 from agent.uplink import outbox

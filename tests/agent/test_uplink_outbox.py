@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from agent.cli import load_agent_settings
 from agent.runtime import Agent
+from agent.settings import load_agent_settings
 from agent.store import schema as t
 from agent.uplink import audit_stream, inventory, outbox
 from common.errors import ConflictError, NotFoundError

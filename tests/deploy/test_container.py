@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from agent.container import Layout
-from common.crypto import KeySource
-from common.settings import AgentSettings
+from agent.crypto import KeySource
+from agent.settings import AgentSettings
 from control_plane.settings import ControlPlaneSettings
 from tests.deploy.dockerfile import Dockerfile, parse
 from tests.deploy.test_config_reference import load_generator

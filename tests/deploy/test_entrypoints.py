@@ -23,8 +23,8 @@ import pytest
 from cryptography import x509
 
 from agent import container as agent_container
+from agent.crypto import generate_key_file
 from common.client import AgentClient
-from common.crypto import generate_key_file
 from common.errors import ConfigError
 from control_plane import container as cp_container
 from tests.conftest import fresh_pg_database
