@@ -117,7 +117,7 @@ async def bench_rotations(folder: Path, count: int) -> dict[str, float]:
 
     agent = await asyncio.to_thread(_open, folder)
     try:
-        agent.secrets.track_changes = True
+        agent.secrets.feed.track()
         await _set_policies(agent, [{"id": "pol_r", "name": "r", "version": 1,
                                       "body": {"selector": {"name_glob": "rot/*"},
                                                "interval_seconds": 86400, "notice_seconds": 0,

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from agent.api.context import AGENT, AUDIT, RequestAudit
+from agent.api.lifecycle import add_background_services
 from agent.api.routes import PUBLIC, add_routes
 from agent.runtime import Agent
 from common.errors import IntegrityError, KeyVaultError, UnavailableError
@@ -77,10 +78,16 @@ def _outcome(failure: KeyVaultError) -> str:
     return "denied" if failure.http_status in (401, 403) else "error"
 
 
-def build_app(agent: Agent) -> web.Application:
-    """The agent API for an opened :class:`Agent`."""
+def build_app(agent: Agent, *, background: bool = False) -> web.Application:
+    """The agent API for an opened :class:`Agent`.
+
+    With ``background`` the app also runs the agent's uplink and rotation scheduler for as
+    long as it runs (``agent.api.lifecycle``); tests of the API alone leave them off.
+    """
     app = web.Application(middlewares=[edge], client_max_size=agent.settings.max_body_bytes)
     app[AGENT] = agent
     app[MAX_BODY] = agent.settings.max_body_bytes
+    if background:
+        add_background_services(app, agent)
     add_routes(app)
     return app

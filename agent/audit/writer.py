@@ -8,6 +8,7 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Callable
 from datetime import UTC
 from json.encoder import encode_basestring_ascii as _quote
 from pathlib import Path
@@ -88,7 +89,13 @@ class AuditLog:
     """
 
     def __init__(
-        self, folder: Path, mac_key: bytes, *, fsync: bool = False, clock: Clock = utcnow
+        self,
+        folder: Path,
+        mac_key: bytes,
+        *,
+        fsync: bool = False,
+        clock: Clock = utcnow,
+        on_append: Callable[[], None] | None = None,
     ) -> None:
         if len(mac_key) < MIN_KEY_BYTES:
             raise ValueError(f"the audit MAC key must be at least {MIN_KEY_BYTES} bytes")
@@ -98,6 +105,7 @@ class AuditLog:
         self.fsync = fsync
         self._mac = _Mac(bytes(mac_key))
         self._clock = clock
+        self._on_append = on_append  # told after every acknowledged entry (the uplink's wake-up)
         self._second = -1  # the system clock's last whole second and its text, cached
         self._second_text = ""
         self._fd: int | None = None
@@ -333,6 +341,8 @@ class AuditLog:
                 "requests are refused until it can"
             ) from exc
         self._seq, self._last, self._size = seq, mac, self._size + len(data)
+        if self._on_append is not None:
+            self._on_append()
         return seq
 
     def _write(self, line: bytes, head: bytes) -> None:

@@ -52,7 +52,7 @@ def opened(folder: Path, **rotation: Any) -> Agent:
 async def agent(tmp_path: Path, storage_url: str | None) -> AsyncIterator[Agent]:
     folder = init_agent_dir(tmp_path / "agent", storage_url=storage_url)
     a = await asyncio.to_thread(opened, folder.path)
-    a.secrets.track_changes = True
+    a.secrets.feed.track()
     try:
         yield a
     finally:
