@@ -112,7 +112,7 @@ def init_cmd(
     join: bool,
 ) -> None:
     """Create a data folder: keystore, store, TLS certificates, config and a first admin token."""
-    from agent.bootstrap import InitOptions, initialise
+    from agent.provision import InitOptions, initialise
 
     if (data_dir / CONFIG_NAME).exists():
         raise ConfigError(
@@ -178,8 +178,8 @@ def init_cmd(
 @friendly_errors
 def run_cmd(data_dir: Path | None, config: Path | None, port: int | None, bind: str | None) -> None:
     """Serve the agent API until SIGTERM or Ctrl+C."""
-    from agent.daemon import serve
     from agent.logs import setup_logging
+    from agent.serve import serve
     from common.eventloop import run_event_loop
 
     settings = load_agent_settings(config, data_dir, port=port, bind=bind)
@@ -230,7 +230,7 @@ def enroll_cmd(
 
     A running agent picks the enrollment up within a few seconds.
     """
-    from agent.runtime import VERSION
+    from agent.assembly import VERSION
     from agent.uplink.enroll import enroll
 
     settings = load_agent_settings(config, data_dir)
@@ -429,9 +429,9 @@ def audit_group() -> None:
 @friendly_errors
 def audit_verify_cmd(data_dir: Path | None, config: Path | None) -> None:
     """Check every entry's MAC and link; finds edits, deletions, reordering and truncation."""
+    from agent.assembly import key_source
     from agent.audit import verify
     from agent.keys import KeyManager
-    from agent.runtime import key_source
     from agent.store.db import Store
 
     settings = load_agent_settings(config, data_dir)

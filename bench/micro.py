@@ -71,7 +71,7 @@ def read_path(folder: Path) -> None:
     from aiohttp import web
 
     import agent.crypto as crypto
-    from agent.bootstrap import InitOptions, initialise
+    from agent.provision import InitOptions, initialise
     from bench.writes import open_agent
 
     result = initialise(InitOptions(folder / "agent", port=0))

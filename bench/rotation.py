@@ -44,7 +44,7 @@ def _policies(count: int) -> list[dict[str, Any]]:
 
 
 def _open(folder: Path) -> Any:
-    from agent.runtime import Agent
+    from agent.assembly import Agent
     from agent.settings import load_agent_settings
 
     settings = load_agent_settings(None, folder, log_level="WARNING")

@@ -17,7 +17,7 @@ from aiohttp import web
 from agent.api.context import AGENT, AUDIT, RequestAudit
 from agent.api.lifecycle import add_background_services
 from agent.api.routes import PUBLIC, add_routes
-from agent.runtime import Agent
+from agent.assembly import Agent
 from common.errors import IntegrityError, KeyVaultError, UnavailableError
 from serverkit.body import MAX_BODY
 from serverkit.edge import error_response, respond

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from agent.assembly import Agent
 from agent.rotation.scheduler import Scheduler
-from agent.runtime import Agent
 from agent.uplink.service import Uplink
 
 STOP_BUDGET = 5.0  # seconds each service gets to stop before it is cancelled

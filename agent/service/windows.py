@@ -103,7 +103,7 @@ class StopBridge:
 
 def run_agent(data_dir: Path, bridge: StopBridge) -> None:
     """Serve the agent on this thread until the bridge asks it to stop (the service's body)."""
-    from agent.daemon import serve
+    from agent.serve import serve
     from agent.settings import load_agent_settings
     from common.eventloop import run_event_loop
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
+from agent.assembly import Agent
 from agent.changes import ChangeFeed
 from agent.crypto import Clock
-from agent.runtime import Agent
 from agent.settings import UplinkSettings
 from agent.uplink.state import Certificate, UplinkFiles
 from agent.uplink.status import UplinkStatus

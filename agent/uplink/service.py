@@ -20,9 +20,9 @@ from typing import Any
 
 import aiohttp
 
+from agent.assembly import Agent
 from agent.background import Background
 from agent.crypto import Clock, utcnow
-from agent.runtime import Agent
 from agent.uplink import meta, outbox
 from agent.uplink.backoff import Backoff
 from agent.uplink.commands import CommandRunner

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from agent.assembly import Agent
 from agent.rotation.engine import RotationEngine, RotationFailedError
 from agent.rotation.policy import Policy
 from agent.rotation.rotators import RotationError
 from agent.rotation.scheduler import Scheduler
-from agent.runtime import Agent
 from agent.settings import load_agent_settings
 from agent.store import schema as t
 from agent.uplink import meta as uplink_meta

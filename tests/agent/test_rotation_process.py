@@ -13,10 +13,10 @@ import pytest
 import yaml
 from sqlalchemy import func, select, update
 
+from agent.assembly import Agent, key_source
 from agent.keys import KeyManager
 from agent.rotation.engine import RotationEngine
 from agent.rotation.scheduler import Scheduler
-from agent.runtime import Agent, key_source
 from agent.secrets import SecretService
 from agent.settings import load_agent_settings
 from agent.store import schema as t

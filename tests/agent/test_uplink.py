@@ -15,8 +15,8 @@ from cryptography import x509
 from sqlalchemy import select
 
 from agent.api.app import build_app
+from agent.assembly import Agent
 from agent.audit import iter_entries
-from agent.runtime import Agent
 from agent.store import schema as t
 from agent.uplink import meta, outbox
 from agent.uplink.commands import INTERRUPTED

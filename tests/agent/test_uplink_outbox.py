@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from agent.runtime import Agent
+from agent.assembly import Agent
 from agent.settings import load_agent_settings
 from agent.store import schema as t
 from agent.uplink import audit_stream, inventory, outbox

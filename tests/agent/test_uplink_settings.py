@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.runtime import Agent
+from agent.assembly import Agent
 from agent.settings import AgentSettings, load_agent_settings
 from agent.uplink.service import Uplink
 from common.errors import ConfigError

@@ -12,8 +12,8 @@ from pathlib import Path
 from aiohttp import web
 
 from agent.api.app import build_app
+from agent.assembly import Agent, DataDirLock
 from agent.crypto import KeySource
-from agent.runtime import Agent, DataDirLock
 from agent.settings import AgentSettings
 from common.tls import server_context
 
