@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from pathlib import Path
 
+from agent.audit import AuditLog
 from agent.changes import ChangeFeed, Wakeup
 
 
@@ -49,3 +51,11 @@ async def test_untracked_commits_wake_nobody_tracked_ones_do() -> None:
     started = time.monotonic()
     await feed.wakeup.wait(5.0)
     assert feed.tracking and time.monotonic() - started < 1.0
+
+
+def test_the_audit_log_tells_its_listener_after_each_acknowledged_entry(tmp_path: Path) -> None:
+    told: list[int] = []
+    with AuditLog(tmp_path, b"k" * 32, on_append=lambda: told.append(1)) as log:
+        log.append(op="a", outcome="ok", status=200)
+        log.append(op="b", outcome="ok", status=200)
+    assert len(told) == 2
