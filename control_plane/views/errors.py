@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from common.errors import KeyVaultError
-from serverkit.edge import SECURITY_HEADERS, error_response
+from serverkit.edge import error_response
 from serverkit.edge import http_exception_error as _http_exception_error
 
-__all__ = ["SECURITY_HEADERS", "error_response", "http_exception_error"]
+__all__ = ["error_response", "http_exception_error"]
 
 
 def http_exception_error(exc: web.HTTPException) -> KeyVaultError:
