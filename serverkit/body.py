@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from common.errors import PayloadTooLargeError, ValidationError
-from common.jsonbody import check_fields, parse_object
+from serverkit.jsonbody import check_fields, parse_object
 
 MAX_BODY = web.AppKey("max_body", int)
 MAX_QUERY_VALUE = 200
