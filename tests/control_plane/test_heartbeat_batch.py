@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from common import uplink
 from common.tls import make_csr
 from control_plane import schema as t
-from control_plane.services.uplink import VaultRef
+from control_plane.services.presence import VaultRef
 from tests.control_plane.conftest import Api
 from tests.control_plane.test_vaults import enroll_token, register
 
@@ -33,7 +33,7 @@ async def _health(api: Api, vault_id: str) -> dict[str, object]:
 async def test_one_batch_tells_each_connection_whether_it_counted(api: Api) -> None:
     owner = await api.org("Acme", "owner@acme.test")
     a, b, c = [await _vault(api, owner, f"vault-{i}") for i in range(3)]
-    uplinks = api.cp.uplinks
+    uplinks = api.cp.presence
     old_a = await uplinks.connect(a, "0.1.0")
     new_a = await uplinks.connect(a, "0.1.0")  # replaces old_a
     gen_b = await uplinks.connect(b, "0.1.0")
@@ -76,16 +76,16 @@ async def test_one_batch_tells_each_connection_whether_it_counted(api: Api) -> N
 async def test_a_failed_batch_fails_its_heartbeats_and_the_next_one_works(api: Api) -> None:
     owner = await api.org("Acme", "owner@acme.test")
     a = await _vault(api, owner, "vault-a")
-    gen = await api.cp.uplinks.connect(a, "0.1.0")
-    batcher = api.cp.uplinks.heartbeats
+    gen = await api.cp.presence.connect(a, "0.1.0")
+    batcher = api.cp.presence.heartbeats
     write = batcher._write
 
     async def broken(batch: list) -> set:  # type: ignore[type-arg]
         raise OSError("database down")
 
     batcher._write = broken  # type: ignore[method-assign]
-    results = await asyncio.gather(api.cp.uplinks.heartbeat(a.id, gen, {}), return_exceptions=True)
+    results = await asyncio.gather(api.cp.presence.heartbeat(a.id, gen, {}), return_exceptions=True)
     assert isinstance(results[0], OSError)
     batcher._write = write  # type: ignore[method-assign]
-    assert await api.cp.uplinks.heartbeat(a.id, gen, {"ok": True})
+    assert await api.cp.presence.heartbeat(a.id, gen, {"ok": True})
     assert await _health(api, a.id) == {"ok": True}

@@ -28,10 +28,10 @@ from control_plane.db import iso
 from control_plane.errors import UplinkRefusedError
 from control_plane.gateway import frames
 from control_plane.services.policies import applies_to
-from control_plane.services.uplink import VaultRef
+from control_plane.services.presence import VaultRef
 
 if TYPE_CHECKING:
-    from control_plane.gateway.hub import UplinkHub
+    from control_plane.gateway.switchboard import AgentSwitchboard
     from control_plane.runtime import ControlPlane
 
 log = logging.getLogger("keyvault.control_plane.gateway")
@@ -44,7 +44,7 @@ class _Replaced(Exception):
     """A newer connection of this vault took over."""
 
 
-class UplinkSession:
+class AgentLink:
     """The protocol state of one uplink socket."""
 
     __slots__ = (
@@ -60,17 +60,21 @@ class UplinkSession:
         "fingerprint",
         "finished",
         "gen",
-        "hub",
         "ready",
+        "switchboard",
         "vault",
         "ws",
     )
 
     def __init__(
-        self, cp: ControlPlane, hub: UplinkHub, ws: web.WebSocketResponse, vault: VaultRef
+        self,
+        cp: ControlPlane,
+        switchboard: AgentSwitchboard,
+        ws: web.WebSocketResponse,
+        vault: VaultRef,
     ) -> None:
         self.cp = cp
-        self.hub = hub
+        self.switchboard = switchboard
         self.ws = ws
         self.vault = vault
         self.gen = 0
@@ -81,7 +85,7 @@ class UplinkSession:
         self._policies_stale = False
         self._heartbeats = 0
         self._last_heartbeat: datetime = cp.now()
-        # a close asked for by another task (hub): (code, reason, error frame)
+        # a close asked for by another task (switchboard): (code, reason, error frame)
         self._stop: tuple[int, str, tuple[str, str] | None] | None = None
         self._task: asyncio.Task[Any] | None = None  # the task serving the socket
         self._idle = False  # that task is waiting in receive() (and may be interrupted there)
@@ -127,13 +131,13 @@ class UplinkSession:
             raise UplinkRefusedError(
                 uplink.ERR_UNKNOWN_VAULT, "hello.vault_id is not the client certificate's name"
             )
-        registered = await self.cp.uplinks.fingerprint(self.vault.org_id)
+        registered = await self.cp.presence.fingerprint(self.vault.org_id)
         if hello.metadata_key_fingerprint != registered:
             raise UplinkRefusedError(uplink.ERR_METADATA_KEY, _mismatch(registered, hello))
         self.fingerprint = hello.metadata_key_fingerprint
-        self.gen = await self.cp.uplinks.connect(self.vault, hello.agent_version)
+        self.gen = await self.cp.presence.connect(self.vault, hello.agent_version)
         self._last_heartbeat = self.cp.now()
-        await self.hub.attach(self)
+        await self.switchboard.attach(self)
         interval = self.cp.settings.uplink_heartbeat_seconds
         await self._send(
             {
@@ -203,21 +207,21 @@ class UplinkSession:
                 raise ValidationError(f"{kind} may only be the first frame")
 
     async def _finish(self) -> None:
-        self.hub.detach(self)
+        self.switchboard.detach(self)
         if not self.gen:
             return
         try:
-            current = await self.cp.uplinks.disconnect(self.vault.id, self.gen)
+            current = await self.cp.presence.disconnect(self.vault.id, self.gen)
         except Exception:
             log.exception("recording the disconnect of %s failed", self.vault.id)
             return
-        if current and not self.hub.closing:
+        if current and not self.switchboard.closing:
             self.cp.spawn(self._offline_check(), f"offline-check-{self.vault.id}")
 
     async def _offline_check(self) -> None:
-        await asyncio.sleep(self.cp.uplinks.offline_deadline(self._last_heartbeat))
+        await asyncio.sleep(self.cp.presence.offline_deadline(self._last_heartbeat))
         try:
-            await self.cp.uplinks.check_offline(self.vault, self.gen)
+            await self.cp.presence.check_offline(self.vault, self.gen)
         except Exception:
             log.exception("offline check of %s failed; the sweep will catch it", self.vault.id)
 
@@ -237,8 +241,8 @@ class UplinkSession:
 
     async def _heartbeat(self, health: dict[str, Any]) -> None:
         started = time.perf_counter()
-        if not await self.cp.uplinks.heartbeat(self.vault.id, self.gen, health):
-            if await self.cp.uplinks.why_stale(self.vault.id) == uplink.ERR_REVOKED:
+        if not await self.cp.presence.heartbeat(self.vault.id, self.gen, health):
+            if await self.cp.presence.why_stale(self.vault.id) == uplink.ERR_REVOKED:
                 raise UplinkRefusedError(
                     uplink.ERR_REVOKED, f"vault {self.vault.id} has been revoked"
                 )
@@ -246,7 +250,7 @@ class UplinkSession:
         now = self.cp.now()
         limit = timedelta(seconds=self.cp.settings.offline_after_seconds)
         if now - self._last_heartbeat > limit:  # it was offline: say it is back
-            await self.cp.uplinks.came_back(self.vault)
+            await self.cp.presence.came_back(self.vault)
         elif self._heartbeats == 0:
             await self.cp.alerts.resolve_key(self.vault.org_id, f"vault_offline:{self.vault.id}")
         self._heartbeats += 1
@@ -255,7 +259,7 @@ class UplinkSession:
 
     async def _renew(self, csr: str) -> None:
         try:
-            cert, ca = await self.cp.uplinks.renew(self.vault, csr)
+            cert, ca = await self.cp.presence.renew(self.vault, csr)
         except ValidationError as exc:
             await self._send(uplink.error_frame(uplink.ERR_RENEWAL, exc.message))
             return
@@ -265,7 +269,7 @@ class UplinkSession:
         mine = [p for p in policies if applies_to(p, self.vault.id)]
         await self._send({"type": "policies", "policies": mine})
 
-    # ------------------------------------------------------------------ from the hub
+    # ------------------------------------------------------------------ from the switchboard
     async def push_policies(self, policies: list[dict[str, Any]]) -> None:
         """Send the organisation's changed policy list (or remember to, once ready)."""
         if not self.ready:
