@@ -10,11 +10,10 @@ after the commit and are idempotent by their keys, so a redelivered batch change
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from common.events import COMMAND_RESULT, INVENTORY_CHANGED, make
+from control_plane.services.agent_event import AgentEvent
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,17 +27,6 @@ if TYPE_CHECKING:
     from control_plane.services.inventory import Inventory
     from control_plane.services.presence import VaultRef
     from control_plane.services.rotation import Rotations
-
-
-@dataclass(frozen=True)
-class AgentEvent:
-    """One checked event of a batch (``data`` already normalised by the gateway)."""
-
-    id: str
-    seq: int
-    kind: str
-    at: datetime
-    data: dict[str, Any]
 
 
 class Ingest:

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from control_plane import schema as t
 from control_plane.db import aware, insert_for, iso
-from control_plane.services.ingest import AgentEvent
+from control_plane.services.agent_event import AgentEvent
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
