@@ -1,5 +1,5 @@
-"""The database side of agents' uplinks: identity, connect/disconnect, heartbeats, offline
-checks and certificate renewal. The protocol itself is ``control_plane/gateway/session.py``.
+"""Vault presence, the database side of agents' uplinks: identity, connect/disconnect,
+heartbeats, offline checks and certificate renewal. The protocol itself is ``control_plane/gateway/agent_link.py``.
 
 Every connect bumps the vault's ``conn_gen``; a heartbeat or disconnect only counts while its
 connection's generation is current, so a replaced connection (on any replica) finds out from
