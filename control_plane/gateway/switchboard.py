@@ -22,7 +22,9 @@ from control_plane.bus import Subscription
 from control_plane.services.presence import VaultRef
 
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
+    from control_plane.background import Spawn
+    from control_plane.bus import EventBus
+    from control_plane.services.policies import Policies
 
 log = logging.getLogger("keyvault.control_plane.gateway")
 
@@ -51,15 +53,20 @@ class Link(Protocol):
 class AgentSwitchboard:
     """The uplink sessions of one replica, by vault id."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(self, *, bus: EventBus, policies: Policies, spawn: Spawn) -> None:
+        self.bus = bus
+        self.policies = policies
+        self.spawn = spawn
         self.closing = False
         self._sessions: dict[str, Link] = {}
         self._orgs: dict[str, tuple[Subscription, set[str]]] = {}
         self._policy_dirty: set[str] = set()
         self._policy_workers: dict[str, asyncio.Task[None]] = {}
-        cp.bus.route_handler = self.on_route
-        cp.uplink_connections = lambda: len(self._sessions)
+        bus.route_handler = self.on_route
+
+    def __len__(self) -> int:
+        """How many agent sockets this replica holds."""
+        return len(self._sessions)
 
     def session(self, vault_id: str) -> Link | None:
         """The socket of ``vault_id`` held here, if any."""
@@ -85,11 +92,11 @@ class AgentSwitchboard:
             older.kick(uplink.CLOSE_REPLACED, "replaced")
         entry = self._orgs.get(vault.org_id)
         if entry is None:
-            sub = self.cp.bus.subscribe(vault.org_id)
+            sub = self.bus.subscribe(vault.org_id)
             sub.sink = lambda text, org=vault.org_id: self._on_org_event(org, text)
             entry = self._orgs[vault.org_id] = (sub, set())
         entry[1].add(vault.id)
-        await self.cp.bus.route({"vault_id": vault.id, "takeover": session.gen})
+        await self.bus.route({"vault_id": vault.id, "takeover": session.gen})
 
     def detach(self, session: Link) -> None:
         """Forget ``session`` (if it is still the one held for its vault)."""
@@ -139,7 +146,7 @@ class AgentSwitchboard:
     def _policies_changed(self, org_id: str) -> None:
         self._policy_dirty.add(org_id)
         if org_id not in self._policy_workers:
-            self._policy_workers[org_id] = self.cp.spawn(
+            self._policy_workers[org_id] = self.spawn(
                 self._push_policies(org_id), f"uplink-policies-{org_id}"
             )
 
@@ -147,7 +154,7 @@ class AgentSwitchboard:
         try:
             while org_id in self._policy_dirty:
                 self._policy_dirty.discard(org_id)
-                policies = await self.cp.policies.for_uplink(org_id)
+                policies = await self.policies.for_uplink(org_id)
                 for session in self.sessions_of(org_id):
                     await session.push_policies(policies)
         except Exception:

@@ -11,12 +11,13 @@ from cryptography import x509
 
 from common import uplink
 from control_plane.errors import UplinkRefusedError
-from control_plane.gateway.agent_link import AgentLink
+from control_plane.gateway.agent_link import AgentLink, LinkServices
 from control_plane.gateway.switchboard import AgentSwitchboard
 from control_plane.services.presence import VaultRef
 from control_plane.views.context import cp_of, target
 
 SWITCHBOARD = web.AppKey("agent_switchboard", AgentSwitchboard)
+LINK_SERVICES = web.AppKey("agent_link_services", LinkServices)
 
 
 async def bootstrap(request: web.Request) -> web.Response:
@@ -62,5 +63,5 @@ async def uplink_socket(request: web.Request) -> web.StreamResponse:
         heartbeat=cp.settings.gateway_ping_seconds, max_msg_size=uplink.MAX_FRAME, compress=False
     )
     await ws.prepare(request)
-    await AgentLink(cp, request.app[SWITCHBOARD], ws, vault).run()
+    await AgentLink(request.app[LINK_SERVICES], request.app[SWITCHBOARD], ws, vault).run()
     return ws
