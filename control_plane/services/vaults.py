@@ -91,7 +91,12 @@ class Vaults:
         self.alerts = alerts
         self.cas = cas
 
+    async def _emit(self, kind: events.EventKind, org_id: str, data: dict[str, Any]) -> None:
+        """Publish one operator event of ``kind`` to the sink, stamped with the clock."""
+        await self.sink.publish(events.make(kind, org_id, self.clock(), data))
+
     # ------------------------------------------------------------------ status
+
     def status_of(self, row: Any, now: datetime) -> str:
         """online / offline / pending (never heard from) / revoked."""
         if row.revoked_at is not None:
@@ -254,13 +259,8 @@ class Vaults:
         await self.audit.record(
             row.org_id, "vaults.register", actor=f"enrollment:{row.id}", target=vault["id"]
         )
-        await self.sink.publish(
-            events.make(
-                events.VAULT_REGISTERED,
-                row.org_id,
-                self.clock(),
-                {"vault_id": vault["id"], "name": name},
-            )
+        await self._emit(
+            events.VAULT_REGISTERED, row.org_id, {"vault_id": vault["id"], "name": name}
         )
         identity = {
             "vault_id": vault["id"],
@@ -351,13 +351,8 @@ class Vaults:
                 )
             await self.alerts.resolve_key(who.org_id, f"vault_offline:{vault_id}")
             await self.alerts.resolve_key(who.org_id, f"certificate_expiring:{vault_id}")
-            await self.sink.publish(
-                events.make(
-                    events.VAULT_STATUS,
-                    who.org_id,
-                    self.clock(),
-                    {"vault_id": vault_id, "status": "revoked"},
-                )
+            await self._emit(
+                events.VAULT_STATUS, who.org_id, {"vault_id": vault_id, "status": "revoked"}
             )
             await self.bus.route({"vault_id": vault_id, "close": uplink.ERR_REVOKED})
         return await self.get(who, vault_id)
@@ -395,13 +390,8 @@ class Vaults:
             )
         before = self.status_of(row, now)
         if before != "online":
-            await self.sink.publish(
-                events.make(
-                    events.VAULT_STATUS,
-                    row.org_id,
-                    self.clock(),
-                    {"vault_id": vault_id, "status": "online"},
-                )
+            await self._emit(
+                events.VAULT_STATUS, row.org_id, {"vault_id": vault_id, "status": "online"}
             )
         await self.alerts.resolve_key(row.org_id, f"vault_offline:{vault_id}")
         return "online"
@@ -417,13 +407,8 @@ class Vaults:
             vault_id=vault_id,
         )
         if new:
-            await self.sink.publish(
-                events.make(
-                    events.VAULT_STATUS,
-                    org_id,
-                    self.clock(),
-                    {"vault_id": vault_id, "status": "offline"},
-                )
+            await self._emit(
+                events.VAULT_STATUS, org_id, {"vault_id": vault_id, "status": "offline"}
             )
         return new
 
