@@ -12,8 +12,6 @@ from common.cpclient import AsyncControlPlaneClient
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
 
-_ALERT_KINDS = frozenset(k.name for k in events.KINDS.values() if k.family == "alert")
-
 
 @dataclass(frozen=True)
 class AlertRow:
@@ -120,7 +118,8 @@ class AlertsViewModel(ViewModel[AlertsState]):
 
     def apply_event(self, kind: str, data: dict[str, Any]) -> bool:
         """Apply ``alert.raised`` / ``alert.acknowledged`` / ``alert.resolved``; True if changed."""
-        if kind not in _ALERT_KINDS or not isinstance(data.get("id"), str):
+        known = events.KINDS.get(kind)
+        if known is None or known.family != "alert" or not isinstance(data.get("id"), str):
             return False
         row = AlertRow.from_json(data)
         if self._all.get(row.id) == row:
