@@ -43,7 +43,7 @@ class InventoryTableModel(RowTableModel[InventoryRow]):
     def foreground(self, row: InventoryRow, column: int) -> Any:
         """Muted when sealed or deleted; red when the rotation is overdue or failed."""
         if column == NAME and (row.sealed or row.deleted):
-            return theme.status_color("revoked")
+            return theme.status_color("muted")
         if column == ROTATION and row.rotation_state in ("failed", "overdue"):
             return theme.status_color("critical")
         if column == NEXT_DUE and row.next_due_at is not None and row.next_due_at < self.clock():

@@ -82,5 +82,5 @@ class SecretsTableModel(RowTableModel[SecretRow]):
     def foreground(self, row: SecretRow, column: int) -> Any:
         """Deleted in red, active in green."""
         if column == STATE:
-            return theme.status_color("offline" if row.deleted else "online")
+            return theme.status_color("critical" if row.deleted else "ok")
         return None

@@ -6,19 +6,21 @@ from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSortFilterProxyModel
 
-from apps.core.timefmt import CERT_WARN_HOURS, ago, time_left, urgency
+from apps.core.rules import (
+    cert_left_text,
+    cert_tone,
+    count_text,
+    last_seen_text,
+    shown_status,
+    text_or_dash,
+)
 from apps.core.viewmodels.vaults import VaultRow
 from apps.desktop import theme
-from apps.desktop.models import DASH, RowTableModel
+from apps.desktop.models import RowTableModel
 
 NAME, STATUS, LAST_SEEN, SECRETS, VERSION, CERT_EXPIRY, ID = range(7)
 #: the view model's sort key of each column
 SORT_KEYS = ("name", "status", "last_seen", "secret_count", "version", "cert_expiry", "id")
-
-
-def shown_status(row: VaultRow) -> str:
-    """The status word a person sees (revoked wins)."""
-    return "revoked" if row.revoked else row.status
 
 
 class VaultsTableModel(RowTableModel[VaultRow]):
@@ -53,14 +55,13 @@ class VaultsTableModel(RowTableModel[VaultRow]):
         if column == STATUS:
             return shown_status(row)
         if column == LAST_SEEN:
-            # heartbeats are not pushed to operators; "online" means one came in time
-            return "live" if shown_status(row) == "online" else ago(row.last_seen, self.clock())
+            return last_seen_text(shown_status(row), row.last_seen, self.clock())
         if column == SECRETS:
-            return DASH if row.secret_count is None else str(row.secret_count)
+            return count_text(row.secret_count)
         if column == VERSION:
-            return row.version or DASH
+            return text_or_dash(row.version)
         if column == CERT_EXPIRY:
-            return time_left(row.cert_expiry, self.clock())
+            return cert_left_text(row.cert_expiry, self.clock())
         return row.id
 
     def foreground(self, row: VaultRow, column: int) -> Any:
@@ -68,7 +69,7 @@ class VaultsTableModel(RowTableModel[VaultRow]):
         if column == STATUS:
             return theme.status_color(shown_status(row))
         if column == CERT_EXPIRY:
-            level = urgency(row.cert_expiry, self.clock(), CERT_WARN_HOURS * 3600)
+            level = cert_tone(row.cert_expiry, self.clock())
             return theme.status_color(level) if level else None
         return None
 

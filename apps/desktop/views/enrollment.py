@@ -47,7 +47,7 @@ class CreatedPanel(QFrame):
     def __init__(self) -> None:
         super().__init__()
         self.setObjectName("createdPanel")
-        colour = theme.status_color("online")
+        colour = theme.status_color("ok")
         border = colour.name() if colour else "#1a7f37"
         self.setStyleSheet(
             f"QFrame#createdPanel {{ border: 2px solid {border}; border-radius: 6px; }}"

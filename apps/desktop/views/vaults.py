@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QModelIndex, Qt, Signal
 from PySide6.QtWidgets import QLabel, QLineEdit, QMessageBox, QPushButton, QWidget
 
+from apps.core.rules import status_counts
 from apps.core.viewmodels.vaults import VaultRow, VaultsState
 from apps.desktop.models import ROW_ROLE
 from apps.desktop.models.vaults_model import (
     SORT_KEYS,
     VaultsProxy,
     VaultsTableModel,
-    shown_status,
 )
 from apps.desktop.tasks import run_task
 from apps.desktop.views import (
@@ -110,11 +110,7 @@ class VaultsView(QWidget):
         return changed
 
     def _summarize(self, state: VaultsState) -> None:
-        counts: dict[str, int] = {}
-        for row in state.visible:
-            status = shown_status(row)
-            counts[status] = counts.get(status, 0) + 1
-        parts = [f"{n} {s}" for s, n in sorted(counts.items())]
+        parts = [f"{n} {s}" for s, n in status_counts(state.visible)]
         text = f"{state.total} vaults" + (f" · {' · '.join(parts)}" if parts else "")
         if self.proxy.needle:
             text += f" · showing {self.proxy.rowCount()} matching “{self.filter.text().strip()}”"

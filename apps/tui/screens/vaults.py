@@ -13,9 +13,17 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import DuplicateKey, Row, RowKey
 
-from apps.core.timefmt import ago
+from apps.core.rules import (
+    LIVE,
+    STATUS_TONES,
+    count_text,
+    last_seen_text,
+    shown_status,
+    text_or_dash,
+)
 from apps.core.viewmodels.vaults import VaultRow, VaultsState, VaultsViewModel
 from apps.tui.screens.base import KeyVaultScreen, expires_text
+from apps.tui.widgets.tones import LIVE_STYLE, style_of
 
 #: (header, key in VaultRow / the view model's sort columns, width)
 COLUMNS: tuple[tuple[str, str, int], ...] = (
@@ -27,15 +35,9 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("Cert expires", "cert_expiry", 12),
     ("ID", "id", 30),
 )
-STATUS_STYLE = {
-    "online": "bold green",
-    "offline": "bold red",
-    "pending": "yellow",
-    "revoked": "dim strike",
-}
 #: one shared (never mutated) cell per status: 10,000 rows need not build 10,000 Text objects
-STATUS_CELLS = {status: Text(status, style=style) for status, style in STATUS_STYLE.items()}
-LIVE = Text("live", style="green")
+STATUS_CELLS = {status: Text(status, style=style_of(status)) for status in STATUS_TONES}
+LIVE_CELL = Text(LIVE, style=LIVE_STYLE)
 FIRST_ROWS = 150  # added at once on a rebuild: more than any terminal shows
 CHUNK = 500  # then this many per step between other events (a keystroke waits for one step)
 TICK_SECONDS = 15.0  # how often "12s ago" is recomputed for the rows on screen
@@ -103,15 +105,14 @@ def plain(value: str) -> Text:
 
 def vault_cells(row: VaultRow, now: Any) -> tuple[Any, ...]:
     """The table cells of one vault, in :data:`COLUMNS` order."""
-    status = "revoked" if row.revoked else row.status
+    status = shown_status(row)
+    seen = last_seen_text(status, row.last_seen, now)
     return (
         plain(row.name),
         STATUS_CELLS.get(status) or plain(status),
-        # heartbeats are not pushed to operators (thousands a minute); "online" already means
-        # one arrived within the offline limit, so its age is only worth showing once it stops
-        LIVE if status == "online" else plain(ago(row.last_seen, now)),
-        plain("—" if row.secret_count is None else str(row.secret_count)),
-        plain(row.version or "—"),
+        LIVE_CELL if seen == LIVE else plain(seen),
+        plain(count_text(row.secret_count)),
+        plain(text_or_dash(row.version)),
         expires_text(row.cert_expiry, now),
         plain(row.id),
     )
