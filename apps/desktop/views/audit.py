@@ -129,8 +129,7 @@ class AuditView(QWidget):
 
     def paint(self, state: Any) -> None:
         """Every loaded row (the text filter applies in the proxy); the status line."""
-        if self.model.rows() != list(state.rows):
-            self.model.set_rows(state.rows)
+        self.model.apply_rows(state.rows)
         self.more_button.setEnabled(state.has_more and not state.loading)
         self._status(state)
 

@@ -115,8 +115,7 @@ class VaultDetailView(QWidget):
             self.facts["Cert"].setText(
                 f"expires {time_left(vault.cert_expiry, now)} ({day(vault.cert_expiry)})"
             )
-        if self.model.rows() != list(state.items):
-            self.model.set_rows(state.items)
+        self.model.apply_rows(state.items)
         self.sealed_note.setVisible(not state.has_key and bool(state.items))
         self.commands.clear()
         for command in state.commands:

@@ -46,7 +46,6 @@ class VaultsView(QWidget):
         self.model = VaultsTableModel(parent=self)
         self.proxy = VaultsProxy(self)
         self.proxy.setSourceModel(self.model)
-        self._shown: tuple[VaultRow, ...] = ()
         self._build()
         follow(self, self.vm.subscribe, self.show_state)
         self.show_state(self.vm.state)
@@ -83,31 +82,12 @@ class VaultsView(QWidget):
     # ------------------------------------------------------------ state → widgets
     def show_state(self, state: VaultsState) -> None:
         """Repaint: single rows when only contents changed, else reset the model."""
-        changed = self._changed_rows(state.visible)
-        if changed is None or len(changed) > MANY:  # a reload: one reset beats 10,000 signals
-            self.model.set_rows(state.visible)
-        else:
-            for row in changed:
-                self.model.update_row(row.id, row)
-        self._shown = state.visible
+        self.model.apply_rows(state.visible, many=MANY)  # a reload: one reset, not 10,000 signals
         column = SORT_KEYS.index(state.sort) if state.sort in SORT_KEYS else 0
         order = Qt.SortOrder.DescendingOrder if state.descending else Qt.SortOrder.AscendingOrder
         self.table.horizontalHeader().setSortIndicator(column, order)
         show_error(self.error, state.error and f"Could not load the vaults: {state.error}")
         self._summarize(state)
-
-    def _changed_rows(self, new: tuple[VaultRow, ...]) -> list[VaultRow] | None:
-        """Rows to repaint in place, or None when the order or the set of rows changed."""
-        old = self._shown
-        if len(old) != len(new) or not old:
-            return None
-        changed = []
-        for before, after in zip(old, new, strict=True):
-            if before is not after:
-                if before.id != after.id:
-                    return None
-                changed.append(after)
-        return changed
 
     def _summarize(self, state: VaultsState) -> None:
         parts = [f"{n} {s}" for s, n in status_counts(state.visible)]

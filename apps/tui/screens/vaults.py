@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import DuplicateKey, Row, RowKey
 
+from apps.core.rowdiff import updates_in_place
 from apps.core.rules import (
     LIVE,
     STATUS_TONES,
@@ -169,7 +170,9 @@ class VaultsScreen(KeyVaultScreen):
     def show(self, state: VaultsState) -> None:
         """Repaint: single cells when only rows' contents changed, else rebuild the table."""
         table = self.query_one(FleetTable)
-        changed = self._changed_rows(state)
+        changed = updates_in_place(self._shown, state.visible)
+        if (state.sort, state.descending) != self._sorted_by:
+            changed = None  # the header's sort arrow moves: rebuild
         self._shown = state.visible
         if changed is None:
             self._rebuild(table, state)
@@ -179,19 +182,6 @@ class VaultsScreen(KeyVaultScreen):
                     for (_, key, _), cell in zip(COLUMNS, self._cells_of(row), strict=True):
                         table.update_cell(row.id, key, cell)
         self._summary(state)
-
-    def _changed_rows(self, state: VaultsState) -> list[tuple[int, VaultRow]] | None:
-        """(index, row) to repaint in place, or None when the order or the set of rows changed."""
-        old, new = self._shown, state.visible
-        if (state.sort, state.descending) != self._sorted_by or len(old) != len(new):
-            return None
-        changed: list[tuple[int, VaultRow]] = []
-        for index, (before, after) in enumerate(zip(old, new, strict=True)):
-            if before is not after:
-                if before.id != after.id:
-                    return None
-                changed.append((index, after))
-        return changed
 
     def _rebuild(self, table: FleetTable, state: VaultsState) -> None:
         """Replace every row (filter, sort or a new vault): a screenful now, the rest in chunks.
