@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from apps.core.forms import labels_text
 from apps.core.timefmt import day
 from apps.core.viewmodels.vault_detail import InventoryRow
 from apps.desktop import theme
 from apps.desktop.models import DASH, RowTableModel, stamp
 
 NAME, LABELS, VERSION, ROTATION, NEXT_DUE, UPDATED = range(6)
-
-
-def labels_text(labels: tuple[tuple[str, str], ...]) -> str:
-    """``k=v, k=v`` ("—" when none)."""
-    return ", ".join(f"{k}={v}" for k, v in labels) or DASH
 
 
 class InventoryTableModel(RowTableModel[InventoryRow]):
@@ -31,7 +27,7 @@ class InventoryTableModel(RowTableModel[InventoryRow]):
         if column == NAME:
             return row.name + (" (deleted)" if row.deleted else "")
         if column == LABELS:
-            return labels_text(row.labels)
+            return labels_text(row.labels) or DASH
         if column == VERSION:
             return str(row.version)
         if column == ROTATION:

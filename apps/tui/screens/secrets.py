@@ -13,8 +13,9 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static
 
+from apps.core.forms import labels_text
 from apps.tui.screens.base import KeyVaultScreen
-from apps.tui.screens.secret_form import SecretFormScreen, labels_text
+from apps.tui.screens.secret_form import SecretFormScreen
 from apps.tui.widgets.confirm import ConfirmScreen
 from apps.tui.widgets.tables import Cell, fill_table, selected_key, when
 
