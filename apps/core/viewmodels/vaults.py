@@ -109,9 +109,10 @@ class VaultsViewModel(ViewModel[VaultsState]):
 
         docs = await self._load(work)
         if docs is not None:
-            self._replace_all([VaultRow.from_json(d) for d in docs])
+            self.set_rows([VaultRow.from_json(d) for d in docs])
 
-    def _replace_all(self, rows: list[VaultRow]) -> None:
+    def set_rows(self, rows: list[VaultRow]) -> None:
+        """Replace every row (a reload's result), keeping the filter and the sort."""
         self._rows = {r.id: r for r in rows}
         self._hay = {r.id: r.haystack for r in rows}
         self._resort()

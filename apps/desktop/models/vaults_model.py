@@ -1,10 +1,8 @@
-"""The fleet table: one row per vault, and a proxy that filters 10,000 rows per keystroke."""
+"""The fleet table: one row per vault, in the view model's (filtered, sorted) order."""
 
 from __future__ import annotations
 
 from typing import Any
-
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QSortFilterProxyModel
 
 from apps.core.rules import (
     cert_left_text,
@@ -27,22 +25,6 @@ class VaultsTableModel(RowTableModel[VaultRow]):
     """Vaults in the view model's sort order; status coloured, cert expiry flagged."""
 
     HEADERS = ("Name", "Status", "Last seen", "Secrets", "Version", "Cert expires", "ID")
-
-    def __init__(self, clock: Any = None, parent: Any = None) -> None:
-        super().__init__(clock, parent)
-        self.haystacks: list[str] = []
-
-    def set_rows(self, rows: Any) -> None:
-        """Replace every row and the filter's haystacks."""
-        self.haystacks = [r.haystack for r in rows]
-        super().set_rows(rows)
-
-    def update_row(self, key: str, row: VaultRow) -> bool:
-        """Replace one vault (and its haystack); dataChanged for that row only."""
-        at = self.row_of(key)
-        if at is not None:
-            self.haystacks[at] = row.haystack
-        return super().update_row(key, row)
 
     def key(self, row: VaultRow) -> str:
         """The vault id."""
@@ -82,35 +64,3 @@ class VaultsTableModel(RowTableModel[VaultRow]):
     def sort_value(self, row: VaultRow, column: int) -> Any:
         """Raw values, so numbers and dates sort as such."""
         return getattr(row, SORT_KEYS[column]) if column != STATUS else shown_status(row)
-
-
-class VaultsProxy(QSortFilterProxyModel):
-    """Case-insensitive substring filter on name, id, status and version (precomputed)."""
-
-    def __init__(self, parent: Any = None) -> None:
-        super().__init__(parent)
-        self._needle = ""
-
-    @property
-    def needle(self) -> str:
-        """The current filter, lower-cased."""
-        return self._needle
-
-    def set_filter(self, text: str) -> None:
-        """Show only rows containing ``text``."""
-        needle = text.strip().lower()
-        if needle == self._needle:
-            return
-        self.beginFilterChange()
-        self._needle = needle
-        self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
-
-    def filterAcceptsRow(
-        self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex
-    ) -> bool:
-        """A row passes when its haystack contains the filter."""
-        if not self._needle:
-            return True
-        source = self.sourceModel()
-        assert isinstance(source, VaultsTableModel)
-        return self._needle in source.haystacks[source_row]

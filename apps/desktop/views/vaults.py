@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QModelIndex, Qt, Signal
+from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import QLabel, QLineEdit, QMessageBox, QPushButton, QWidget
 
 from apps.core.rules import status_counts
 from apps.core.viewmodels.vaults import VaultRow, VaultsState
 from apps.desktop.models import ROW_ROLE
-from apps.desktop.models.vaults_model import (
-    SORT_KEYS,
-    VaultsProxy,
-    VaultsTableModel,
-)
+from apps.desktop.models.vaults_model import SORT_KEYS, VaultsTableModel
 from apps.desktop.tasks import run_task
 from apps.desktop.views import (
     attach,
@@ -44,7 +40,7 @@ class VaultsView(QWidget):
         self.shell = shell
         self.vm = shell.vaults
         self.model = VaultsTableModel(parent=self)
-        self.proxy = VaultsProxy(self)
+        self.proxy = QSortFilterProxyModel(self)  # the view model filters and sorts
         self.proxy.setSourceModel(self.model)
         self._build()
         follow(self, self.vm.subscribe, self.show_state)
@@ -90,19 +86,18 @@ class VaultsView(QWidget):
         self._summarize(state)
 
     def _summarize(self, state: VaultsState) -> None:
-        parts = [f"{n} {s}" for s, n in status_counts(state.visible)]
+        parts = [f"{n} {s}" for s, n in status_counts(state.rows)]
         text = f"{state.total} vaults" + (f" · {' · '.join(parts)}" if parts else "")
-        if self.proxy.needle:
-            text += f" · showing {self.proxy.rowCount()} matching “{self.filter.text().strip()}”"
+        if state.filter.strip():
+            text += f" · showing {len(state.visible)} matching “{state.filter.strip()}”"
         if state.loading:
             text += " · loading…"
         self.summary.setText(text)
 
     # ------------------------------------------------------------ commands
     def set_filter(self, text: str) -> None:
-        """Filter the table (in the proxy: no model reset)."""
-        self.proxy.set_filter(text)
-        self._summarize(self.vm.state)
+        """Filter the table: the view model keeps the matching rows (as the TUI's does)."""
+        self.vm.set_filter(text)
 
     def _sort_by(self, column: int) -> None:
         self.vm.set_sort(SORT_KEYS[column])
