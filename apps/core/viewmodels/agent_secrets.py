@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from apps.core.agents import AgentProfile
+from apps.core.filtering import matching
 from apps.core.viewmodels.base import Listener, ViewModel, when
 from apps.core.viewmodels.policies import parse_pairs
 from common.client import AsyncAgentClient
@@ -124,8 +125,7 @@ class AgentSecretsState:
 
 
 def _matching(rows: tuple[SecretRow, ...], text: str) -> tuple[SecretRow, ...]:
-    needle = text.strip().lower()
-    return tuple(r for r in rows if needle in r.name.lower()) if needle else rows
+    return matching(rows, text, lambda r: r.name.lower())
 
 
 class AgentSecretsViewModel(ViewModel[AgentSecretsState]):

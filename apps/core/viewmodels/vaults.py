@@ -8,6 +8,7 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
+from apps.core.filtering import needle_of
 from apps.core.viewmodels.base import Listener, ViewModel, when
 from common.cpclient import AsyncControlPlaneClient
 from common.errors import ValidationError
@@ -124,7 +125,7 @@ class VaultsViewModel(ViewModel[VaultsState]):
         self._index = {r.id: i for i, r in enumerate(self._order)}
 
     def _publish(self, **changes: Any) -> None:
-        needle = changes.get("filter", self.state.filter).strip().lower()
+        needle = needle_of(changes.get("filter", self.state.filter))
         if needle:
             hay = self._hay
             visible = tuple(r for r in self._order if needle in hay[r.id])

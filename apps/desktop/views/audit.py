@@ -108,8 +108,7 @@ class AuditView(QWidget):
             run_task(self, self.vm.set_filter(source=source or ""))
 
     def _text_changed(self, text: str) -> None:
-        self.proxy.setFilterFixedString(text.strip())
-        self._status(self.vm.state)
+        self.vm.set_text(text)  # local, in the view model (as in the TUI): no reload
 
     def _fill_sources(self) -> None:
         """Any source, the control plane, and each vault (rebuilt when vaults come or go)."""
@@ -128,15 +127,15 @@ class AuditView(QWidget):
         self.source.blockSignals(False)
 
     def paint(self, state: Any) -> None:
-        """Every loaded row (the text filter applies in the proxy); the status line."""
-        self.model.apply_rows(state.rows)
+        """The loaded rows the text filter keeps (the view model's ``visible``); the status."""
+        self.model.apply_rows(state.visible)
         self.more_button.setEnabled(state.has_more and not state.loading)
         self._status(state)
 
     def _status(self, state: Any) -> None:
-        shown, loaded = self.proxy.rowCount(), len(state.rows)
+        shown, loaded = len(state.visible), len(state.rows)
         text = f"{loaded} entr{'y' if loaded == 1 else 'ies'}"
-        needle = self.text.text().strip()
+        needle = state.text.strip()
         if needle:
             text = f"{shown} of {loaded} loaded entries match {needle!r}"
         if state.has_more:

@@ -34,7 +34,7 @@ class PoliciesView(QWidget):
         self.dialog: PolicyDialog | None = None
         self.question: QMessageBox | None = None
         self.filter = QLineEdit(placeholderText="Filter policies…", clearButtonEnabled=True)
-        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+        self.filter.textChanged.connect(self.vm.set_filter)
         self.status = QLabel()
         self.status.setObjectName("summary")
         self.new_button = QPushButton("New policy…")
@@ -76,7 +76,7 @@ class PoliciesView(QWidget):
     def paint(self, state: Any) -> None:
         """Rows from the state (selection kept); the status line."""
         chosen = self.chosen()
-        self.model.set_rows(state.rows)
+        self.model.set_rows(state.visible)
         if chosen is not None:
             select_key(self.table, self.model, chosen.id)
         count = len(state.rows)

@@ -103,7 +103,7 @@ class SecretsView(QWidget):
             button.clicked.connect(slot)
             self.buttons[key] = button
             bar.addWidget(button)
-        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+        self.filter.textChanged.connect(self._filter)
         self.show_deleted.toggled.connect(self._toggle_deleted)
         self.table.doubleClicked.connect(lambda *_: self.edit())
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._selection())
@@ -142,8 +142,14 @@ class SecretsView(QWidget):
         return side
 
     # ------------------------------------------------------------ model
+    def _filter(self, text: str) -> None:
+        """The name filter lives in the view model (as in the TUI); the table shows its rows."""
+        if self.vm is not None:
+            self.vm.set_filter(text)
+
     def _ready(self, vm: AgentSecretsViewModel) -> None:
         self.vm = vm
+        vm.set_filter(self.filter.text())
         follow(self, vm.subscribe, self.paint)
         self.paint(vm.state)
         self.refresh()
@@ -159,8 +165,8 @@ class SecretsView(QWidget):
     def paint(self, state: Any) -> None:
         """Rows (masked unless revealed, selection kept), versions, the status line."""
         chosen = self.chosen()
-        if self.model.rows() != list(state.rows):
-            self.model.set_rows(state.rows)
+        if self.model.rows() != list(state.visible):
+            self.model.set_rows(state.visible)
             if chosen is not None:
                 select_key(self.table, self.model, secret_key(chosen))
         self.model.set_revealed(state.revealed)
