@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from apps.core.navigation import AREAS, shortcut
 from apps.core.viewmodels.alerts import AlertsState
 from apps.desktop import theme
 from apps.desktop.tasks import run_task, set_default_failed
@@ -38,16 +39,18 @@ from common.errors import KeyVaultError
 if TYPE_CHECKING:
     from apps.core.shell import Shell
 
-#: (key, title, module under apps.desktop.views, class)
-NAV: tuple[tuple[str, str, str, str], ...] = (
-    ("vaults", "Vaults", "vaults", "VaultsView"),
-    ("alerts", "Alerts", "alerts", "AlertsView"),
-    ("policies", "Policies", "policies", "PoliciesView"),
-    ("usage", "Usage", "usage", "UsageView"),
-    ("audit", "Audit log", "audit", "AuditView"),
-    ("enrollment", "Enrollment", "enrollment", "EnrollmentView"),
-    ("agents", "Secrets on an agent", "agents", "AgentsView"),
-)
+#: area key (``apps.core.navigation``) → (module under apps.desktop.views, view class)
+VIEWS: dict[str, tuple[str, str]] = {
+    "vaults": ("vaults", "VaultsView"),
+    "alerts": ("alerts", "AlertsView"),
+    "policies": ("policies", "PoliciesView"),
+    "usage": ("usage", "UsageView"),
+    "audit": ("audit", "AuditView"),
+    "enrollment": ("enrollment", "EnrollmentView"),
+    "secrets": ("agents", "AgentsView"),
+}
+#: (key, title, module, class) of every area, in the core's navigation order
+NAV: tuple[tuple[str, str, str, str], ...] = tuple((a.key, a.title, *VIEWS[a.key]) for a in AREAS)
 SETTINGS = ("KeyVault", "KeyVault Desktop")
 MESSAGE_MS = 10_000
 
@@ -192,8 +195,8 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Log out", self.logout)
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
         view_menu = bar.addMenu("&View")
-        for i, (key, title, _, _) in enumerate(NAV):
-            self._action(view_menu, title, lambda k=key: self.show_view(k), f"Ctrl+{i + 1}")
+        for key, title, _, _ in NAV:
+            self._action(view_menu, title, lambda k=key: self.show_view(k), shortcut(key))
         self._action(view_menu, "Refresh", self.refresh, QKeySequence.StandardKey.Refresh)
         theme_menu = view_menu.addMenu("Theme")
         group = QActionGroup(self)

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from apps.core.agents import AgentProfile
+from apps.core.navigation import area
 from apps.desktop.tasks import run_task
 from apps.desktop.views import title_row, view_layout
 from apps.desktop.views.ops_kit import FieldErrors, ask, show_status
@@ -81,7 +82,7 @@ class AgentsView(QWidget):
     def _build(self) -> None:
         page = QWidget()
         layout = view_layout(page)
-        row, _title = title_row("Secrets on an agent", self.open_button, self.remove_button)
+        row, _title = title_row(area("secrets").heading, self.open_button, self.remove_button)
         layout.addLayout(row)
         split = QHBoxLayout()
         left = QVBoxLayout()

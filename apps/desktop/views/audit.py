@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget
 
+from apps.core.navigation import area
 from apps.desktop.models.audit_model import SEQ, AuditTableModel
 from apps.desktop.tasks import run_task
 from apps.desktop.views import follow, title_row, view_layout
@@ -56,7 +57,7 @@ class AuditView(QWidget):
         self.action.textChanged.connect(self._action_cleared)
         self.source.currentIndexChanged.connect(self._source_changed)
         self.text.textChanged.connect(self._text_changed)
-        row, _title = title_row("Audit log", reload_button)
+        row, _title = title_row(area("audit").heading, reload_button)
         filters = QHBoxLayout()
         filters.addWidget(self.action, 2)
         filters.addWidget(self.source, 1)

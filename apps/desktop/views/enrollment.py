@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from apps.core.navigation import area
 from apps.desktop import clipboard, theme
 from apps.desktop.models import stamp
 from apps.desktop.models.tokens_model import TokensTableModel
@@ -120,7 +121,7 @@ class EnrollmentView(QWidget):
         self.revoke_button.clicked.connect(self.revoke)
         self.created.copy_button.clicked.connect(self.copy_command)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._selection())
-        row, _title = title_row("Enroll an agent", reload_button)
+        row, _title = title_row(area("enrollment").heading, reload_button)
         form = QGridLayout()
         form.addWidget(QLabel("Description"), 0, 0)
         form.addWidget(self.description, 0, 1)

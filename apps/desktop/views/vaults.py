@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import QLabel, QLineEdit, QMessageBox, QPushButton, QWidget
 
+from apps.core.navigation import area
 from apps.core.rules import status_counts
 from apps.core.viewmodels.vaults import VaultRow, VaultsState
 from apps.desktop.models import ROW_ROLE
@@ -51,7 +52,9 @@ class VaultsView(QWidget):
         self.refresh_button = QPushButton("Refresh")
         self.revoke_button = QPushButton("Revoke…")
         self.open_button = QPushButton("Open")
-        header, _ = title_row("Vaults", self.open_button, self.revoke_button, self.refresh_button)
+        header, _ = title_row(
+            area("vaults").heading, self.open_button, self.revoke_button, self.refresh_button
+        )
         layout.addLayout(header)
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter by name, id, status or version")

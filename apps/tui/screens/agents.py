@@ -16,6 +16,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, Input, Static
 
 from apps.core.agents import AgentProfile
+from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.widgets.confirm import ConfirmScreen
 from apps.tui.widgets.form import FORM_CSS, clear_errors, field_row, show_error
@@ -43,7 +44,7 @@ FIELDS = (
 class AgentsScreen(KeyVaultScreen):
     """Saved agents on the left, the connect form on the right."""
 
-    TITLE_TEXT = "Secrets on an agent"
+    TITLE_TEXT = area("secrets").heading
     DEFAULT_CSS = (
         FORM_CSS
         + """

@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from apps.core.navigation import area
 from apps.core.timefmt import ago
 from apps.core.viewmodels.alerts import AlertRow, AlertsState, AlertsViewModel
 from apps.tui.screens.base import KeyVaultScreen
@@ -40,7 +41,7 @@ def alert_cells(row: AlertRow, vault_name: str | None, now: Any) -> tuple[Any, .
 class AlertsScreen(KeyVaultScreen):
     """The organisation's alerts, newest first."""
 
-    TITLE_TEXT = "Alerts"
+    TITLE_TEXT = area("alerts").heading
     BINDINGS = [
         Binding("k", "acknowledge", "Acknowledge"),
         Binding("x", "resolve", "Resolve"),

@@ -13,6 +13,7 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import DuplicateKey, Row, RowKey
 
+from apps.core.navigation import area
 from apps.core.rowdiff import updates_in_place
 from apps.core.rules import (
     LIVE,
@@ -122,7 +123,7 @@ def vault_cells(row: VaultRow, now: Any) -> tuple[Any, ...]:
 class VaultsScreen(KeyVaultScreen):
     """All vaults: filter, sort, open one, revoke one; status changes repaint single rows."""
 
-    TITLE_TEXT = "Vaults"
+    TITLE_TEXT = area("vaults").heading
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter", key_display="/"),
         Binding("enter", "open", "Open vault", show=False),

@@ -9,18 +9,24 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-#: mode name → (module under apps.tui.screens, screen class, title, key); the app's modes
-FLEET_MODES: dict[str, tuple[str, str, str, str]] = {
-    "vaults": ("vaults", "VaultsScreen", "Vaults", "v"),
-    "alerts": ("alerts", "AlertsScreen", "Alerts", "a"),
-    "policies": ("policies", "PoliciesScreen", "Policies", "p"),
-    "usage": ("usage", "UsageScreen", "Usage", "u"),
-    "audit": ("audit", "AuditScreen", "Audit log", "l"),
-    "enrollment": ("enrollment", "EnrollmentScreen", "Enrollment", "e"),
-    "secrets": ("agents", "AgentsScreen", "Secrets", "s"),
+from apps.core.navigation import AREAS, area_of
+
+#: area key (``apps.core.navigation``) → (module under apps.tui.screens, screen class)
+SCREENS: dict[str, tuple[str, str]] = {
+    "vaults": ("vaults", "VaultsScreen"),
+    "alerts": ("alerts", "AlertsScreen"),
+    "policies": ("policies", "PoliciesScreen"),
+    "usage": ("usage", "UsageScreen"),
+    "audit": ("audit", "AuditScreen"),
+    "enrollment": ("enrollment", "EnrollmentScreen"),
+    "secrets": ("agents", "AgentsScreen"),
 }
-#: screens reached from a mode's screen, highlighted as that mode
-SUB_SCREENS = {"VaultDetailScreen": "vaults", "SecretsScreen": "secrets"}
+#: mode name → (module, screen class, title, key): the app's modes, in the core's order
+FLEET_MODES: dict[str, tuple[str, str, str, str]] = {
+    a.key: (*SCREENS[a.key], a.title, a.letter) for a in AREAS
+}
+#: screens reached from a mode's screen → the core's sub-area they are
+SUB_SCREENS = {"VaultDetailScreen": "vault_detail", "SecretsScreen": "agent_secrets"}
 
 
 def mode_of(screen_class: str) -> str | None:
@@ -28,7 +34,8 @@ def mode_of(screen_class: str) -> str | None:
     for mode, (_, name, _, _) in FLEET_MODES.items():
         if name == screen_class:
             return mode
-    return SUB_SCREENS.get(screen_class)
+    found = area_of(SUB_SCREENS.get(screen_class, ""))
+    return found.key if found else None
 
 
 def nav_text(current: str | None) -> Text:
