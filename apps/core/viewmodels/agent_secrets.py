@@ -220,6 +220,12 @@ class AgentSecretsViewModel(ViewModel[AgentSecretsState]):
         self._set(revealed={**self.state.revealed, name: value})
         return value
 
+    async def value_to_copy(self, name: str) -> str:
+        """Read the current value for the clipboard only: the state never holds it, so no
+        listener (no screen) sees it; a value revealed before stays revealed. Raises
+        KeyVaultError."""
+        return str((await self.client.get(name))["value"])
+
     def hide(self, name: str) -> None:
         """Forget a revealed value."""
         self._forget(name)

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from apps.core.clipboard import copied_message
 from apps.desktop import clipboard
 from apps.desktop.models import stamp
 from apps.desktop.models.secrets_model import NAME, SecretsTableModel, secret_key
@@ -232,19 +233,11 @@ class SecretsView(QWidget):
             return
         name = row.name
 
-        async def fetch() -> str:
-            shown = name in vm.state.revealed
-            value = await vm.reveal(name)
-            if not shown:
-                vm.hide(name)
-            return value
-
         def copied(value: str) -> None:
             self.guard.copy(value)
-            seconds = self.guard.clear_after_ms / 1000
-            show_status(self.status, f"copied the value of {name} (cleared in {seconds:g} s)")
+            show_status(self.status, copied_message(name, self.guard.clear_after_ms / 1000))
 
-        run_task(self, fetch(), done=copied)
+        run_task(self, vm.value_to_copy(name), done=copied)
 
     def hide_all(self) -> None:
         """Mask every revealed value."""
