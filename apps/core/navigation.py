@@ -1,8 +1,9 @@
 """The navigation table both operator UIs draw: the areas, their order, titles and keys.
 
 The TUI shows an area as a mode (switched with its letter key), the desktop as an entry of its
-navigation list (switched with Ctrl+<position>). Each UI maps an area's ``key`` to its own
-screen or view class; the titles, the order and the keys are decided here, once.
+navigation list (switched with Ctrl+<position>). The titles, the order and the keys are decided
+here, once; each UI finds an area's screen or view by one naming rule: module ``page`` under
+``apps.tui.screens`` / ``apps.desktop.views``, class ``<Stem>Screen`` / ``<Stem>View``.
 """
 
 from __future__ import annotations
@@ -21,16 +22,20 @@ class Area:
     heading: str
     #: the TUI's key for it
     letter: str
+    #: the module of its screen / view in each UI
+    page: str
+    #: the class name of its screen / view without the ``Screen`` / ``View`` suffix
+    stem: str
 
 
 AREAS: tuple[Area, ...] = (
-    Area("vaults", "Vaults", "Vaults", "v"),
-    Area("alerts", "Alerts", "Alerts", "a"),
-    Area("policies", "Policies", "Rotation policies", "p"),
-    Area("usage", "Usage", "Usage", "u"),
-    Area("audit", "Audit log", "Audit log", "l"),
-    Area("enrollment", "Enrollment", "Enroll an agent", "e"),
-    Area("secrets", "Secrets", "Secrets on an agent", "s"),
+    Area("vaults", "Vaults", "Vaults", "v", "vaults", "Vaults"),
+    Area("alerts", "Alerts", "Alerts", "a", "alerts", "Alerts"),
+    Area("policies", "Policies", "Rotation policies", "p", "policies", "Policies"),
+    Area("usage", "Usage", "Usage", "u", "usage", "Usage"),
+    Area("audit", "Audit log", "Audit log", "l", "audit", "Audit"),
+    Area("enrollment", "Enrollment", "Enroll an agent", "e", "enrollment", "Enrollment"),
+    Area("secrets", "Secrets", "Secrets on an agent", "s", "agents", "Agents"),
 )
 #: places reached from an area (a vault's detail, one agent's secrets), shown as that area
 SUB_AREAS: dict[str, str] = {"vault_detail": "vaults", "agent_secrets": "secrets"}

@@ -39,18 +39,10 @@ from common.errors import KeyVaultError
 if TYPE_CHECKING:
     from apps.core.shell import Shell
 
-#: area key (``apps.core.navigation``) → (module under apps.desktop.views, view class)
-VIEWS: dict[str, tuple[str, str]] = {
-    "vaults": ("vaults", "VaultsView"),
-    "alerts": ("alerts", "AlertsView"),
-    "policies": ("policies", "PoliciesView"),
-    "usage": ("usage", "UsageView"),
-    "audit": ("audit", "AuditView"),
-    "enrollment": ("enrollment", "EnrollmentView"),
-    "secrets": ("agents", "AgentsView"),
-}
-#: (key, title, module, class) of every area, in the core's navigation order
-NAV: tuple[tuple[str, str, str, str], ...] = tuple((a.key, a.title, *VIEWS[a.key]) for a in AREAS)
+#: (key, title, module under apps.desktop.views, class) of the core's areas, in order
+NAV: tuple[tuple[str, str, str, str], ...] = tuple(
+    (a.key, a.title, a.page, f"{a.stem}View") for a in AREAS
+)
 SETTINGS = ("KeyVault", "KeyVault Desktop")
 MESSAGE_MS = 10_000
 

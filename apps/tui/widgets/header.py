@@ -11,19 +11,9 @@ from textual.widgets import Static
 
 from apps.core.navigation import AREAS, area_of
 
-#: area key (``apps.core.navigation``) → (module under apps.tui.screens, screen class)
-SCREENS: dict[str, tuple[str, str]] = {
-    "vaults": ("vaults", "VaultsScreen"),
-    "alerts": ("alerts", "AlertsScreen"),
-    "policies": ("policies", "PoliciesScreen"),
-    "usage": ("usage", "UsageScreen"),
-    "audit": ("audit", "AuditScreen"),
-    "enrollment": ("enrollment", "EnrollmentScreen"),
-    "secrets": ("agents", "AgentsScreen"),
-}
-#: mode name → (module, screen class, title, key): the app's modes, in the core's order
+#: mode name → (module under apps.tui.screens, screen class, title, key): the core's areas
 FLEET_MODES: dict[str, tuple[str, str, str, str]] = {
-    a.key: (*SCREENS[a.key], a.title, a.letter) for a in AREAS
+    a.key: (a.page, f"{a.stem}Screen", a.title, a.letter) for a in AREAS
 }
 #: screens reached from a mode's screen → the core's sub-area they are
 SUB_SCREENS = {"VaultDetailScreen": "vault_detail", "SecretsScreen": "agent_secrets"}

@@ -26,3 +26,13 @@ def test_sub_areas_show_as_their_area() -> None:
 
 def test_desktop_shortcuts_follow_the_order() -> None:
     assert shortcut("vaults") == "Ctrl+1" and shortcut("secrets") == "Ctrl+7"
+
+
+def test_every_area_has_a_tui_screen_and_a_desktop_view_by_the_naming_rule() -> None:
+    import importlib
+
+    for a in AREAS:
+        screen = importlib.import_module(f"apps.tui.screens.{a.page}")
+        view = importlib.import_module(f"apps.desktop.views.{a.page}")
+        assert getattr(screen, f"{a.stem}Screen").TITLE_TEXT == a.heading
+        assert isinstance(getattr(view, f"{a.stem}View"), type)
