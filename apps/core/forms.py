@@ -117,6 +117,28 @@ SECRET_FORM = FormSpec(
 )
 
 
+AGENT_FORM = FormSpec(
+    new_title="Connect an agent",
+    edit_title="Connect an agent",
+    fields=(
+        FieldSpec("name", "Name", placeholder="billing-prod"),
+        FieldSpec("url", "Agent URL", placeholder="https://10.0.0.5:8443"),
+        FieldSpec(
+            "data_dir",
+            "Data folder",
+            placeholder="/var/lib/keyvault",
+            help="the agent's folder (uses its tls/ files) — or the 3 files below",
+        ),
+        FieldSpec("ca_file", "CA file", placeholder="tls/ca.crt"),
+        FieldSpec("cert_file", "Client cert", placeholder="tls/client.crt"),
+        FieldSpec("key_file", "Client key", placeholder="tls/client.key"),
+        FieldSpec(
+            "token", "API token", kind="secret", placeholder="kvt_… (kept in the OS keyring)"
+        ),
+    ),
+)
+
+
 def labels_text(labels: Any) -> str:
     """Labels (``(k, v)`` pairs, a dict, or text as typed) as ``k=v, k=v``."""
     if isinstance(labels, str):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from apps.core.forms import POLICY_FORM, SECRET_FORM, labels_text
@@ -63,3 +65,30 @@ def test_labels_text_from_pairs_dicts_and_text() -> None:
     assert labels_text({"env": "prod"}) == "env=prod"
     assert labels_text("as typed") == "as typed"
     assert labels_text(None) == "" and labels_text(()) == ""
+
+
+def test_agent_connect_form_matches_the_profile_parser(tmp_path: Path) -> None:
+    from apps.core.agents import AgentProfile
+    from apps.core.forms import AGENT_FORM
+
+    assert AGENT_FORM.names == (
+        "name",
+        "url",
+        "data_dir",
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "token",
+    )
+    assert AGENT_FORM.field("token").kind == "secret"  # a password box, kept in the keyring
+    files = {}
+    for key in ("ca_file", "cert_file", "key_file"):
+        (tmp_path / key).write_text("x")
+        files[key] = str(tmp_path / key)
+    values = {name: "" for name in AGENT_FORM.names if name != "token"}
+    values.update(name="billing", url="https://10.0.0.5:8443", **files)
+    profile = AgentProfile.from_form(values)
+    assert profile.name == "billing" and profile.ca_file == files["ca_file"]
+    with pytest.raises(ValidationError) as caught:
+        AgentProfile.from_form({**values, "ca_file": str(tmp_path / "missing")})
+    assert caught.value.details["field"] in AGENT_FORM.names
