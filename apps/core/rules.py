@@ -88,6 +88,17 @@ def cert_tone(
     return tone(level) if level else None
 
 
+def due_tone(moment: datetime | None, now: datetime, warn_days: float = 0) -> Tone | None:
+    """``critical`` once a due date (a rotation's) has passed, ``warning`` within
+    ``warn_days`` days, else None."""
+    if moment is None:
+        return None
+    left = (moment - now).total_seconds()
+    if left < 0:
+        return "critical"
+    return "warning" if left < warn_days * 86400 else None
+
+
 def status_counts(rows: Iterable[HasStatus]) -> list[tuple[str, int]]:
     """How many rows show each status word, sorted by the word."""
     counts: dict[str, int] = {}

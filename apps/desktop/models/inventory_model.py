@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from apps.core.forms import labels_text
+from apps.core.rules import due_tone
 from apps.core.timefmt import day
 from apps.core.viewmodels.vault_detail import InventoryRow
 from apps.desktop import theme
@@ -42,8 +43,9 @@ class InventoryTableModel(RowTableModel[InventoryRow]):
             return theme.status_color("muted")
         if column == ROTATION and row.rotation_state in ("failed", "overdue"):
             return theme.status_color("critical")
-        if column == NEXT_DUE and row.next_due_at is not None and row.next_due_at < self.clock():
-            return theme.status_color("critical")
+        if column == NEXT_DUE:
+            level = due_tone(row.next_due_at, self.clock())
+            return theme.status_color(level) if level else None
         return None
 
     def tooltip(self, row: InventoryRow, column: int) -> str | None:

@@ -19,7 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Static
 
-from apps.core.rules import cert_left_text, cert_tone
+from apps.core.rules import cert_left_text, cert_tone, due_tone
 from apps.core.timefmt import CERT_WARN_HOURS, day
 from apps.tui.widgets.tones import TONE_STYLE
 from common.errors import KeyVaultError
@@ -125,9 +125,8 @@ def due_text(moment: datetime | None, now: datetime, *, warn_days: int = 0) -> T
     """A date, red when past, yellow when within ``warn_days`` days."""
     if moment is None:
         return Text("—", style="dim")
-    left = (moment - now).total_seconds()
-    style = "bold red" if left < 0 else ("yellow" if left < warn_days * 86400 else "")
-    return Text(day(moment), style=style)
+    level = due_tone(moment, now, warn_days)
+    return Text(day(moment), style=TONE_STYLE[level] if level else "")
 
 
 def expires_text(

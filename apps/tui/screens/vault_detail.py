@@ -9,7 +9,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
-from apps.core.rules import shown_status, text_or_dash
+from apps.core.forms import labels_text
+from apps.core.rules import DASH, shown_status, text_or_dash
 from apps.core.timefmt import ago, day
 from apps.core.viewmodels.vault_detail import InventoryRow, VaultDetailState, VaultDetailViewModel
 from apps.tui.screens.base import KeyVaultScreen, due_text, expires_text
@@ -35,7 +36,7 @@ def inventory_cells(
     name = Text("🔒 sealed", style="dim italic") if row.sealed else Text(row.name)
     if row.deleted:
         name.stylize("strike dim")
-    labels = ", ".join(f"{k}={v}" for k, v in row.labels) or "—"
+    labels = labels_text(row.labels) or DASH
     return (
         name,
         Text(labels, style="dim") if row.sealed else labels,

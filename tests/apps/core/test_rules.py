@@ -67,3 +67,13 @@ def test_status_counts_count_the_shown_word() -> None:
     rows = [vault("online"), vault("online", revoked=True), vault("offline"), vault("online")]
     assert status_counts(rows) == [("offline", 1), ("online", 2), ("revoked", 1)]
     assert status_counts([]) == []
+
+
+def test_a_due_date_is_critical_once_past_and_a_warning_when_close() -> None:
+    from apps.core.rules import due_tone
+
+    assert due_tone(None, NOW) is None
+    assert due_tone(NOW - timedelta(seconds=1), NOW) == "critical"
+    assert due_tone(NOW + timedelta(days=1), NOW) is None
+    assert due_tone(NOW + timedelta(days=1), NOW, warn_days=2) == "warning"
+    assert due_tone(NOW + timedelta(days=3), NOW, warn_days=2) is None
