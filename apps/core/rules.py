@@ -99,6 +99,11 @@ def due_tone(moment: datetime | None, now: datetime, warn_days: float = 0) -> To
     return "warning" if left < warn_days * 86400 else None
 
 
+def unread_text(unread: int) -> str:
+    """The header's count of unread alerts: "1 unread alert", "3 unread alerts"."""
+    return f"{unread} unread alert{'' if unread == 1 else 's'}"
+
+
 def status_counts(rows: Iterable[HasStatus]) -> list[tuple[str, int]]:
     """How many rows show each status word, sorted by the word."""
     counts: dict[str, int] = {}

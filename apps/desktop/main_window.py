@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 )
 
 from apps.core.navigation import AREAS, shortcut
+from apps.core.rules import unread_text
 from apps.core.viewmodels.alerts import AlertsState
 from apps.desktop import theme
 from apps.desktop.tasks import run_task, set_default_failed
@@ -271,7 +272,7 @@ class MainWindow(QMainWindow):
         who = profile.email + (f" ({profile.role})" if profile.role else "")
         live = "● live" if self.shell.online else "○ offline"
         unread = self.shell.alerts.state.unread
-        alerts = f"{unread} unread alert{'s' if unread != 1 else ''}"
+        alerts = unread_text(unread)
         org = profile.org_name or profile.org_id or profile.control_plane_url
         self.header.setText(f"{org}  ·  {who}  ·  {live}  ·  {alerts}")
         self.banner.setVisible(not self.shell.online)

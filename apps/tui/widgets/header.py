@@ -10,6 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
 from apps.core.navigation import AREAS, area_of
+from apps.core.rules import unread_text
 
 #: mode name → (module under apps.tui.screens, screen class, title, key): the core's areas
 FLEET_MODES: dict[str, tuple[str, str, str, str]] = {
@@ -60,8 +61,7 @@ def status_text(app: Any) -> Text:
     else:
         text.append("  ● offline", style="bold red")
     unread = shell.alerts.state.unread
-    noun = "alert" if unread == 1 else "alerts"
-    text.append(f"  {unread} unread {noun}", style="bold red" if unread else "dim")
+    text.append(f"  {unread_text(unread)}", style="bold red" if unread else "dim")
     return text
 
 

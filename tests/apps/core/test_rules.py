@@ -77,3 +77,11 @@ def test_a_due_date_is_critical_once_past_and_a_warning_when_close() -> None:
     assert due_tone(NOW + timedelta(days=1), NOW) is None
     assert due_tone(NOW + timedelta(days=1), NOW, warn_days=2) == "warning"
     assert due_tone(NOW + timedelta(days=3), NOW, warn_days=2) is None
+
+
+def test_the_unread_count_reads_in_the_singular_and_plural() -> None:
+    from apps.core.rules import unread_text
+
+    assert unread_text(0) == "0 unread alerts"
+    assert unread_text(1) == "1 unread alert"
+    assert unread_text(12) == "12 unread alerts"
