@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from agent import CONFIG_NAME
-from common.crypto import KeySource
+from agent.crypto import KeySource
 from common.errors import ConfigError, ValidationError
 
 log = logging.getLogger("keyvault.agent")

@@ -22,7 +22,12 @@ ENROLLMENT_DIR = "/etc/keyvault/enrollment"
 SCRIPTS_DIR = "/etc/keyvault/scripts"
 TMP_DIR = "/tmp"  # noqa: S108 - an in-memory emptyDir, private to the pod
 HEALTH_PATH = "/api/v1/health"
-HEALTH_COMMAND = ["python", "-m", "agent.container", "health"]  # GET HEALTH_PATH over mutual TLS
+HEALTH_COMMAND = [
+    "python",
+    "-m",
+    "agent.docker_entrypoint",
+    "health",
+]  # GET HEALTH_PATH over mutual TLS
 USER_ID = 10001
 UPLINK_FILES = ("service-ca.pem", "client.key", "client.crt", "state.json")  # state.json last
 
@@ -202,7 +207,7 @@ def _container_security() -> dict[str, Any]:
 
 
 def _env(owner: Mapping[str, Any], spec: AgentSpec) -> list[dict[str, Any]]:
-    """The agent's settings as ``KEYVAULT_`` variables (see common/settings.py)."""
+    """The agent's settings as ``KEYVAULT_`` variables (see agent/settings.py)."""
     name = owner["metadata"]["name"]
     namespace = owner["metadata"]["namespace"]
     env: list[dict[str, Any]] = [

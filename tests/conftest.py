@@ -77,7 +77,7 @@ def init_agent_dir(
     path: Path, *, storage_url: str | None = None, client_cert: str = "optional", port: int = 0
 ) -> AgentDir:
     """Initialise an agent folder (key-file master key) and return it with its admin token."""
-    from agent.bootstrap import InitOptions, initialise
+    from agent.provision import InitOptions, initialise
 
     # the key file is named explicitly (tests read it beside the store); `init`'s own default
     # puts it outside the data folder (tests/agent/test_edges_process.py)

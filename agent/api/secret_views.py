@@ -6,16 +6,17 @@ import json
 
 from aiohttp import web
 
-from agent.api.body import json_object, query_bool, query_int, reject_unknown_query, typed
 from agent.api.context import AGENT, audit_target, token_of
 from agent.generate import GeneratorSpec
 from agent.secrets import ID_RE, SecretMeta, validate_name
 from common.errors import NotFoundError, ValidationError
+from serverkit.body import json_object, query_bool, query_int, reject_unknown_query, typed
 
 # No name, id, cursor or description holds NUL, and PostgreSQL text refuses it: looked up, it
 # would answer 503 "store unavailable" for what is the caller's mistake.
 NUL = "\x00"
 NO_STORE = {"Cache-Control": "no-store"}
+VALUE = frozenset({"value"})  # a secret's value may hold any text; every other field may not
 
 
 def _no_such_secret_if_nul(ref: str) -> None:
@@ -61,7 +62,10 @@ async def create_secret(request: web.Request) -> web.Response:
     """POST /api/v1/secrets — a new secret at version 1."""
     agent = request.app[AGENT]
     doc = await json_object(
-        request, {"name", "value", "description", "labels"}, frozenset({"name", "value"})
+        request,
+        {"name", "value", "description", "labels"},
+        frozenset({"name", "value"}),
+        free_text=VALUE,
     )
     name = validate_name(doc["name"])
     token_of(request).require("write", name)
@@ -83,11 +87,11 @@ async def list_secrets(request: web.Request) -> web.Response:
     prefix = request.query.get("prefix", "")
     if len(prefix) > 200 or NUL in prefix:
         raise ValidationError("query parameter prefix must be at most 200 characters, no NUL")
-    deleted = query_bool(request, "deleted")
+    deleted = query_bool(request.query, "deleted")
     items, nxt = await agent.secrets.list_page(
         prefix=prefix,
         after=request.query.get("after") or None,
-        limit=query_int(request, "limit", 100, 1, 1000),
+        limit=query_int(request.query, "limit", 100, 1, 1000),
         deleted=deleted,
         visible=token.policy.patterns("list"),
         context=f"{token.id}|{prefix}|{deleted}",
@@ -103,7 +107,9 @@ async def read_secret(request: web.Request) -> web.Response:
     ref = request.match_info["id"]
     if len(request.query) and set(request.query) - {"version"}:
         reject_unknown_query(request, {"version"})
-    version = query_int(request, "version", 0, 1, 2**31 - 1) if "version" in request.query else None
+    version = (
+        query_int(request.query, "version", 0, 1, 2**31 - 1) if "version" in request.query else None
+    )
     if ID_RE.fullmatch(ref) or not token.policy.allows("read", ref):
         await _meta_for(request, "read")  # the one answer for "not yours" and "not there"
     _no_such_secret_if_nul(ref)
@@ -124,7 +130,7 @@ async def read_secret(request: web.Request) -> web.Response:
 async def update_secret(request: web.Request) -> web.Response:
     """PUT /api/v1/secrets/{id} — a new version when ``value`` is given."""
     agent = request.app[AGENT]
-    doc = await json_object(request, {"value", "description", "labels"})
+    doc = await json_object(request, {"value", "description", "labels"}, free_text=VALUE)
     meta = await _meta_for(request, "write")
     new = await agent.secrets.update(
         meta.id,

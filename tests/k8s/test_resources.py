@@ -119,7 +119,12 @@ def test_pods_are_locked_down_and_probed_on_health() -> None:
         # mutual TLS is required: the probe is the agent's own health check, which shows the
         # client certificate (a kubelet httpGet probe cannot)
         assert "httpGet" not in agent[probe]
-        assert agent[probe]["exec"]["command"] == ["python", "-m", "agent.container", "health"]
+        assert agent[probe]["exec"]["command"] == [
+            "python",
+            "-m",
+            "agent.docker_entrypoint",
+            "health",
+        ]
     assert "KEYVAULT_STORAGE__URL" not in _env(agent)  # SQLite on the volume
     assert "storageClassName" in sts["spec"]["volumeClaimTemplates"][0]["spec"]
 
