@@ -19,6 +19,7 @@ from agent.hardening import harden_process, make_private
 from agent.settings import AgentSettings
 from common.errors import ConfigError
 from common.tls import server_context
+from serverkit.runner import EdgeRunner
 
 log = logging.getLogger("keyvault.agent")
 
@@ -57,7 +58,7 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
             client_ca_file=settings.client_ca_path if settings.tls.client_cert != "none" else None,
             require_client_cert=settings.tls.client_cert == "required",
         )
-    runner = web.AppRunner(
+    runner = EdgeRunner(
         build_app(agent, background=True),  # the uplink and scheduler start with the app
         access_log=None,
         handle_signals=False,

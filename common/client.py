@@ -34,6 +34,7 @@ _BY_STATUS: dict[int, type[e.KeyVaultError]] = {
     404: e.NotFoundError,
     409: e.ConflictError,
     413: e.PayloadTooLargeError,
+    415: e.ValidationError,
     503: e.UnavailableError,
 }
 

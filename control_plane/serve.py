@@ -24,6 +24,7 @@ from common.tls import write_pem
 from control_plane.app import build_app
 from control_plane.gateway.app import GATEWAY
 from control_plane.settings import ControlPlaneSettings
+from serverkit.runner import EdgeRunner
 
 
 def _http_url(host: str, port: int) -> str:
@@ -74,7 +75,7 @@ async def serve(
 ) -> None:
     """Run the replica until a termination signal, then shut down gracefully."""
     _pin_mmap_threshold()
-    runner = web.AppRunner(build_app(settings), shutdown_timeout=10)
+    runner = EdgeRunner(build_app(settings), shutdown_timeout=10)
     await runner.setup()  # opens the control plane and starts the gateway
     try:
         site = web.TCPSite(runner, settings.bind, settings.port)

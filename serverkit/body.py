@@ -9,6 +9,7 @@ the widest column type (BIGINT); views check narrower columns against their own 
 
 from __future__ import annotations
 
+import asyncio
 import unicodedata
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,8 @@ from serverkit.jsonbody import check_fields, parse_object
 
 MAX_BODY = web.AppKey("max_body", int)
 MAX_QUERY_VALUE = 200
+JSON = "application/json"
+BODY_TIMEOUT = 30.0  # seconds for a request body to arrive once its head has
 INT32_MAX = 2**31 - 1  # INTEGER columns (sequence numbers, versions, counts)
 INT64_MAX = 2**63 - 1  # BIGINT: nothing larger can be stored anywhere
 ALLOWED_CONTROLS = frozenset("\t\n\r")
@@ -59,6 +62,31 @@ def check_values(value: Any, where: str, free_text: frozenset[str] = frozenset()
             check_values(item, f"{where}[{i}]")
 
 
+class UnsupportedMediaTypeError(ValidationError):
+    """415: a body that is not ``application/json``."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class RequestTimeoutError(ValidationError):
+    """408: the body was not sent in time."""
+
+    code = "request_timeout"
+    http_status = 408
+
+
+def check_media_type(request: web.Request) -> None:
+    """A 415 unless the request says its body is JSON in UTF-8."""
+    charset = (request.charset or "utf-8").lower()
+    if request.content_type != JSON or charset not in ("utf-8", "utf8"):
+        sent = request.headers.get("Content-Type", "no Content-Type")[:80]
+        raise UnsupportedMediaTypeError(
+            f"request bodies must be sent as {JSON} (UTF-8), not {sent!r}; "
+            f"set 'Content-Type: {JSON}'"
+        )
+
+
 async def json_object(
     request: web.Request,
     allowed: set[str],
@@ -67,12 +95,23 @@ async def json_object(
     free_text: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """The body as a JSON object with only ``allowed`` keys and every ``required`` one, no
-    control characters in its text (but in ``free_text`` fields) and no integer beyond BIGINT."""
+    control characters in its text (but in ``free_text`` fields) and no integer beyond BIGINT.
+
+    Only ``application/json`` (UTF-8) is read: any other media type is a 415 before the body is
+    looked at, so a form or ``text/plain`` can never write anything. The body must arrive within
+    :data:`BODY_TIMEOUT` seconds (408 otherwise).
+    """
+    check_media_type(request)
     try:
-        raw = await request.read()
+        async with asyncio.timeout(BODY_TIMEOUT):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise PayloadTooLargeError(
             f"request body is larger than the limit of {request.app[MAX_BODY]} bytes"
+        ) from None
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"the request body did not arrive within {BODY_TIMEOUT:.0f} seconds"
         ) from None
     doc = parse_object(raw)
     check_fields(doc, allowed, required)

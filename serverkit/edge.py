@@ -58,7 +58,10 @@ async def respond(
         return error_response(exc), exc
     except web.HTTPException as exc:
         err = http_exception_error(exc, server)
-        return error_response(err), err
+        response = error_response(err)
+        if isinstance(exc, web.HTTPMethodNotAllowed):  # RFC 9110: a 405 names what is allowed
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response, err
     except Exception:
         route = request.match_info.route.name or "unknown"
         log.exception("unexpected error on %s %s", request.method, route)

@@ -14,17 +14,19 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from agent.api.authlimit import SUMMARY_OP, FailedAuthLimiter
 from agent.api.context import AGENT, AUDIT, RequestAudit
 from agent.api.lifecycle import add_background_services
 from agent.api.routes import PUBLIC, add_routes
 from agent.assembly import Agent
-from common.errors import IntegrityError, KeyVaultError, UnavailableError
+from common.errors import AuthenticationError, IntegrityError, KeyVaultError, UnavailableError
 from serverkit.body import MAX_BODY
 from serverkit.edge import error_response, respond
 
 log = logging.getLogger("keyvault.agent.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+AUTH_LIMIT = web.AppKey("auth_limit", FailedAuthLimiter)
 
 
 @web.middleware
@@ -57,20 +59,50 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
         log.error("integrity failure on %s %s", request.method, route)
     outcome = "ok" if failure is None else _outcome(failure)
     try:
-        agent.audit.append(
-            op=route,
-            outcome=outcome,
-            status=response.status,
-            actor=info.actor,
-            target=info.target,
-            remote=request.remote,
-        )
+        if _audited(request, failure):
+            agent.audit.append(
+                op=route,
+                outcome=outcome,
+                status=response.status,
+                actor=info.actor,
+                target=info.target,
+                remote=request.remote,
+            )
     except UnavailableError as exc:
         agent.metrics.audit_failures += 1
         log.error("audit log write failed; refusing request: %s", exc.message)
         response = error_response(exc)
     agent.metrics.observe(route, response.status, time.perf_counter() - started)
     return response
+
+
+def _audited(request: web.Request, failure: KeyVaultError | None) -> bool:
+    """Whether this request gets its own audit entry: all do, except failed authentications
+    beyond the per-source rate, which are counted and summarised (agent/api/authlimit.py)."""
+    if not isinstance(failure, AuthenticationError):
+        return True
+    limiter = request.app[AUTH_LIMIT]
+    write_summaries(request.app, limiter.due())
+    return limiter.admit(request.remote)
+
+
+def write_summaries(app: web.Application, due: list[tuple[str, int]]) -> None:
+    """One audit entry per source whose failed authentications were only counted."""
+    for source, count in due:
+        app[AGENT].audit.append(
+            op=SUMMARY_OP,
+            outcome="denied",
+            status=401,
+            remote=source,
+            extra={"suppressed": count, "window_seconds": app[AUTH_LIMIT].window},
+        )
+
+
+async def _flush_auth_summaries(app: web.Application) -> None:
+    try:
+        write_summaries(app, app[AUTH_LIMIT].due(everything=True))
+    except UnavailableError as exc:
+        log.error("could not write the failed-authentication summary: %s", exc.message)
 
 
 def _outcome(failure: KeyVaultError) -> str:
@@ -87,6 +119,8 @@ def build_app(agent: Agent, *, background: bool = False) -> web.Application:
     app = web.Application(middlewares=[edge], client_max_size=agent.settings.max_body_bytes)
     app[AGENT] = agent
     app[MAX_BODY] = agent.settings.max_body_bytes
+    app[AUTH_LIMIT] = FailedAuthLimiter()
+    app.on_shutdown.append(_flush_auth_summaries)
     if background:
         add_background_services(app, agent)
     add_routes(app)

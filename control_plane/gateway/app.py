@@ -30,6 +30,7 @@ from control_plane.views import system as y
 from control_plane.views import vaults as v
 from control_plane.views.context import CP, INFO, MAX_BODY, RequestInfo
 from control_plane.views.errors import error_response, http_exception_error
+from serverkit.runner import EdgeRunner
 
 log = logging.getLogger("keyvault.control_plane.gateway")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -139,7 +140,7 @@ class Gateway:
         """Listen on ``gateway_bind:gateway_port``; returns the gateway's URL."""
         settings = self.cp.settings
         ctx = await self._tls()
-        runner = web.AppRunner(
+        runner = EdgeRunner(
             build_gateway_app(self.cp, self.switchboard, self.link_services), shutdown_timeout=5
         )
         await runner.setup()

@@ -18,7 +18,6 @@ from common.tls import client_context
 from tests.conftest import AgentDir, AgentProcess, init_agent_dir, start_agent
 
 S = "/api/v1/secrets"
-XFAIL = pytest.mark.xfail(strict=True, reason="issue 15: after the refactor's serverkit")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +46,6 @@ def _json_error(resp: httpx.Response, status: int) -> dict[str, str]:
     return dict(body["error"])
 
 
-@XFAIL
 @pytest.mark.parametrize(
     "ctype",
     ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", None],
@@ -80,7 +78,6 @@ def _raw(agent: AgentProcess, request: bytes) -> bytes:
         return out
 
 
-@XFAIL
 @pytest.mark.parametrize("what", ["url", "header", "header-name", "garbage"])
 def test_what_the_http_parser_refuses_gets_our_json_error(running: AgentProcess, what: str) -> None:
     requests = {
@@ -101,7 +98,6 @@ def test_what_the_http_parser_refuses_gets_our_json_error(running: AgentProcess,
     assert b"bbbbbbbbbb" not in body and b"cccccccccc" not in body  # nothing echoed back
 
 
-@XFAIL
 def test_405_says_which_methods_are_allowed(running: AgentProcess) -> None:
     with _http(running) as http:
         resp = http.patch(S)
@@ -125,7 +121,6 @@ def test_a_soft_deleted_secret_is_404_on_every_read(running: AgentProcess) -> No
         assert http.get(f"{S}/{made['id']}/versions").status_code == 200
 
 
-@XFAIL
 def test_failed_authentication_is_audited_at_a_bounded_rate_with_a_summary(
     tmp_path: Path,
 ) -> None:

@@ -248,7 +248,6 @@ def test_rekey_to_a_passphrase_then_restart_works(tmp_path: Path, home: dict[str
         again.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: not fixed yet")
 def test_slow_headers_are_cut_off(agent_process: AgentProcess) -> None:
     host, port = agent_process.url.removeprefix("https://").rsplit(":", 1)
     tls = agent_process.dir.tls
