@@ -26,6 +26,7 @@ from agent.crypto import Clock, Random, utcnow
 from agent.rowauth import RowAuth
 from agent.store import schema as t
 from agent.store.db import Store
+from agent.text import is_safe_line
 from common.errors import (
     AuthenticationError,
     IntegrityError,
@@ -213,8 +214,10 @@ class TokenService:
         self, name: str, policy: Policy, ttl: timedelta | None = None
     ) -> tuple[str, dict[str, Any], Token]:
         """Mint a token: (secret shown once, row to insert, token)."""
-        if not isinstance(name, str) or not 1 <= len(name) <= 100 or not name.isprintable():
-            raise ValidationError("token name must be 1-100 printable characters")
+        if not isinstance(name, str) or not 1 <= len(name) <= 100 or not is_safe_line(name):
+            raise ValidationError(
+                "token name must be 1-100 characters without control or invisible format characters"
+            )
         if ttl is not None and ttl.total_seconds() <= 0:
             raise ValidationError("token ttl must be positive")
         secret = TOKEN_PREFIX + base64.urlsafe_b64encode(self._rng(32)).decode().rstrip("=")

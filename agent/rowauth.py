@@ -29,10 +29,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from common.errors import IntegrityError, ValidationError
+from common.errors import IntegrityError, NotFoundError
 
 TOKEN_FIELDS = ("id", "name", "token_hash", "policy", "created_at", "expires_at", "revoked_at")
-BAD_CURSOR = "'after' is not a cursor this agent issued for this listing; start without it"
+BAD_CURSOR = "no page at this 'after' cursor (not one this agent issued for this token and listing); start the listing again without it"
+CURSOR_PATTERN = "^[A-Za-z0-9_-]{39,1024}$"  # base64url of nonce + sealed name + tag
 
 
 def _derive(key: bytes, purpose: str) -> bytes:
@@ -88,11 +89,12 @@ class RowAuth:
         return base64.urlsafe_b64encode(blob).decode().rstrip("=")
 
     def open_cursor(self, cursor: str, context: str) -> str:
-        """The name a cursor resumes after; a 400 for anything this agent did not issue."""
+        """The name a cursor resumes after; a 404 (no such page) for anything this agent did not
+        issue for this listing: a well-formed string can be no cursor at all."""
         try:
             blob = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
             if len(blob) < 12 + 16 or len(cursor) > 1024:
                 raise ValueError("short")
             return self._cursor.decrypt(blob[:12], blob[12:], context.encode()).decode()
         except (ValueError, InvalidTag, UnicodeDecodeError):
-            raise ValidationError(BAD_CURSOR) from None
+            raise NotFoundError(BAD_CURSOR) from None

@@ -32,6 +32,7 @@ from agent.store import hot
 from agent.store import schema as t
 from agent.store.db import Store
 from agent.store.hot import SecretRow
+from agent.text import is_safe_line, is_safe_text
 from common.errors import ConflictError, IntegrityError, NotFoundError, ValidationError
 
 ID_RE = re.compile(r"^sec_[a-z2-7]{26}$")
@@ -101,9 +102,10 @@ def validate_labels(labels: Any) -> dict[str, str]:
             raise ValidationError(
                 f"label key {key[:70]!r} must be lowercase letters, digits, '_', '.', '-' (1-63)"
             )
-        if not isinstance(value, str) or len(value) > 256 or not value.isprintable():
+        if not isinstance(value, str) or len(value) > 256 or not is_safe_line(value):
             raise ValidationError(
-                f"label {key!r} must have a printable string value of ≤ 256 characters"
+                f"label {key!r} must have a string value of ≤ 256 characters without control "
+                "or invisible format characters"
             )
     return dict(labels)
 
@@ -114,8 +116,11 @@ def validate_description(text: Any) -> str:
         raise ValidationError(
             f"description must be a string of at most {MAX_DESCRIPTION} characters"
         )
-    if not all(c.isprintable() or c in "\n\t" for c in text):
-        raise ValidationError("description may hold printable text, newlines and tabs only")
+    if not is_safe_text(text):
+        raise ValidationError(
+            "description may hold text, newlines and tabs only (no control or invisible "
+            "format characters)"
+        )
     return text
 
 
@@ -303,7 +308,7 @@ class SecretService:
         ``visible`` (regular expressions over names) filters in the query, so a page is full of
         what the caller may see; cursors are sealed and bound to ``context`` (agent/rowauth.py).
         """
-        start = self.keys.rows.open_cursor(after, context) if after else None
+        start = self.keys.rows.open_cursor(after, context) if after is not None else None
 
         def q(conn: Connection) -> list[Any]:
             c = t.secrets.c

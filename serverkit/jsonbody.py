@@ -36,6 +36,14 @@ def too_deep(raw: bytes, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+def _number(text: str) -> float | int:
+    """A JSON number with a fraction part: ``3.0`` is the integer 3, as JSON Schema reads it."""
+    value = float(text)
+    if value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
 def parse_object(raw: bytes | str) -> dict[str, Any]:
     """A JSON object from raw bytes, or a ValidationError that says what is wrong."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
@@ -44,7 +52,7 @@ def parse_object(raw: bytes | str) -> dict[str, Any]:
     if too_deep(data):
         raise ValidationError(f"request body nests deeper than {MAX_DEPTH} levels")
     try:
-        doc = json.loads(data)
+        doc = json.loads(data, parse_float=_number)
     except (ValueError, RecursionError):
         raise ValidationError("request body is not valid JSON (UTF-8)") from None
     if not isinstance(doc, dict):

@@ -7,8 +7,11 @@ from typing import Any
 
 from agent.auth import CAPABILITIES
 from agent.generate import CLASSES
+from agent.rowauth import CURSOR_PATTERN
+from agent.text import SAFE_LINE, SAFE_TEXT
 from agent.uplink.status import STATES
 
+MAX_PER_CLASS = 2  # the rotate route's bound: 2 of each of 4 classes fit the minimum length 8
 J = dict[str, Any]
 
 
@@ -27,6 +30,7 @@ ERRORS = {
     "404": "no such object",
     "409": "conflicts with the current state",
     "413": "body too large",
+    "415": "the body is not sent as application/json (UTF-8)",
     "503": "the store or the audit log is unavailable (fails closed)",
 }
 
@@ -49,6 +53,7 @@ def _op(
     if params:
         doc["parameters"] = params
     if body is not None:
+        responses.setdefault("415", _json(_ref("Error"), ERRORS["415"]))
         doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     if not secure:
         doc["security"] = []
@@ -82,7 +87,7 @@ LABELS: J = {
     "type": "object",
     "maxProperties": 32,
     "propertyNames": {"pattern": "^[a-z0-9][a-z0-9_.-]{0,62}$"},
-    "additionalProperties": {"type": "string", "maxLength": 256},
+    "additionalProperties": {"type": "string", "maxLength": 256, "pattern": SAFE_LINE},
 }
 # agent.secrets.NAME_RE: segments of letters, digits, _ . - joined by single slashes
 NAME_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*$"
@@ -188,7 +193,7 @@ def _schemas() -> J:
                     "pattern": NAME_PATTERN,
                 },
                 "value": {"type": "string", "minLength": 1},
-                "description": {"type": "string", "maxLength": 1000},
+                "description": {"type": "string", "maxLength": 1000, "pattern": SAFE_TEXT},
                 "labels": LABELS,
             },
         },
@@ -198,7 +203,7 @@ def _schemas() -> J:
             "minProperties": 1,
             "properties": {
                 "value": {"type": "string", "minLength": 1},
-                "description": {"type": "string", "maxLength": 1000},
+                "description": {"type": "string", "maxLength": 1000, "pattern": SAFE_TEXT},
                 "labels": LABELS,
             },
         },
@@ -214,7 +219,13 @@ def _schemas() -> J:
                     "minItems": 1,
                     "uniqueItems": True,
                 },
-                "min_per_class": {"type": "integer", "minimum": 0},
+                "min_per_class": {
+                    "type": "integer",
+                    "minimum": 0,
+                    "maximum": MAX_PER_CLASS,
+                    "description": "At least this many of each class (0-2, so that any set of "
+                    "classes fits the shortest length).",
+                },
                 "exclude_lookalikes": {"type": "boolean"},
                 "encoding": {"enum": ["base64", "hex"]},
             },
@@ -266,14 +277,19 @@ def _paths() -> J:
                         "a page of metadata",
                     )
                 },
-                "400 401 403",
+                "400 401 403 404",
                 params=[
                     _query(
                         "prefix",
-                        {"type": "string", "maxLength": 200},
+                        {"type": "string", "maxLength": 200, "pattern": SAFE_LINE},
                         "only names starting with this",
                     ),
-                    _query("after", {"type": "string"}, "the 'next' cursor of the previous page"),
+                    _query(
+                        "after",
+                        {"type": "string", "pattern": CURSOR_PATTERN},
+                        "the opaque 'next' cursor of the previous page (bound to the token and "
+                        "the listing; one this agent did not issue for them is a 404)",
+                    ),
                     _query(
                         "limit",
                         {"type": "integer", "minimum": 1, "maximum": 1000},
@@ -438,7 +454,12 @@ def _paths() -> J:
                     "additionalProperties": False,
                     "required": ["name", "policy"],
                     "properties": {
-                        "name": {"type": "string", "minLength": 1, "maxLength": 100},
+                        "name": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 100,
+                            "pattern": SAFE_LINE,
+                        },
                         "policy": {
                             "type": "array",
                             "minItems": 1,

@@ -7,8 +7,10 @@ import json
 from aiohttp import web
 
 from agent.api.context import AGENT, audit_target, token_of
+from agent.api.openapi import MAX_PER_CLASS
 from agent.generate import GeneratorSpec
 from agent.secrets import ID_RE, SecretMeta, validate_name
+from agent.text import is_safe_line
 from common.errors import NotFoundError, ValidationError
 from serverkit.body import json_object, query_bool, query_int, reject_unknown_query, typed
 
@@ -85,12 +87,14 @@ async def list_secrets(request: web.Request) -> web.Response:
     token = token_of(request)
     reject_unknown_query(request, {"prefix", "after", "limit", "deleted"})
     prefix = request.query.get("prefix", "")
-    if len(prefix) > 200 or NUL in prefix:
-        raise ValidationError("query parameter prefix must be at most 200 characters, no NUL")
+    if len(prefix) > 200 or not is_safe_line(prefix):
+        raise ValidationError(
+            "query parameter prefix must be at most 200 characters, without control characters"
+        )
     deleted = query_bool(request.query, "deleted")
     items, nxt = await agent.secrets.list_page(
         prefix=prefix,
-        after=request.query.get("after") or None,
+        after=request.query.get("after"),
         limit=query_int(request.query, "limit", 100, 1, 1000),
         deleted=deleted,
         visible=token.policy.patterns("list"),
@@ -172,6 +176,9 @@ async def rotate_secret(request: web.Request) -> web.Response:
     if isinstance(classes, list) and not all(isinstance(c, str) for c in classes):
         # GeneratorSpec.parse hashes each item; a nested object or list would be a 500 there
         raise ValidationError("generator.classes must be a list of class names (strings)")
+    per_class = doc.get("min_per_class", 0)
+    if isinstance(per_class, int) and not isinstance(per_class, bool) and per_class > MAX_PER_CLASS:
+        raise ValidationError(f"generator.min_per_class must be from 0 to {MAX_PER_CLASS}")
     spec = GeneratorSpec.parse(doc)
     meta = await _meta_for(request, "rotate")
     engine = agent.rotation

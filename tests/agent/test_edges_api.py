@@ -97,13 +97,13 @@ async def test_cursor_is_opaque_and_authenticated(api: Api) -> None:
     # a forged cursor (the old format: base64 of a name) is refused, not followed
     forged = base64.urlsafe_b64encode(b"public/a").decode().rstrip("=")
     status, err = await api.call("GET", f"{S}?after={forged}")
-    assert status == 400 and "cursor" in err["error"]["message"]
+    assert status in (400, 404) and "cursor" in err["error"]["message"]
     # a cursor bit-flipped is refused
     raw = bytearray(_cursor_bytes(page["next"]))
     raw[-1] ^= 1
     flipped = base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
     status, err = await api.call("GET", f"{S}?after={flipped}")
-    assert status == 400
+    assert status == 404 and "cursor" in err["error"]["message"]
     # the genuine cursor still pages through everything
     seen, after = [page["secrets"][0]["name"]], page["next"]
     while after:
