@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import yaml
 
 from agent import CONFIG_NAME
 from agent.crypto import KeySource
+from agent.text import is_safe_line
 from common.errors import ConfigError, ValidationError
 
 log = logging.getLogger("keyvault.agent")
@@ -33,7 +33,7 @@ def new_key_source(key_file: str | None, passphrase: str | None) -> KeySource:
     if (key_file is None) == (passphrase is None):
         raise ValidationError("give exactly one of new_key_file or new_passphrase")
     if passphrase is not None:
-        if any(unicodedata.category(c) in ("Cc", "Cf", "Cs") for c in passphrase):
+        if not is_safe_line(passphrase):
             raise ValidationError(
                 "new_passphrase must not contain control characters (NUL, newline, escape, "
                 "…): they cannot be typed back reliably at the next start; use printable text"

@@ -552,9 +552,22 @@ def _paths() -> J:
                 body={
                     "type": "object",
                     "additionalProperties": False,
+                    "description": "Exactly one of new_key_file or new_passphrase.",
+                    "oneOf": [{"required": ["new_key_file"]}, {"required": ["new_passphrase"]}],
                     "properties": {
-                        "new_key_file": {"type": "string"},
-                        "new_passphrase": {"type": "string", "minLength": 12},
+                        "new_key_file": {
+                            "type": "string",
+                            "minLength": 2,
+                            "description": "Absolute path of an existing 32-byte key file on "
+                            "the agent's host (raw, hex or base64); agent.yaml is updated to it.",
+                        },
+                        "new_passphrase": {
+                            "type": "string",
+                            "minLength": 12,
+                            "pattern": SAFE_LINE,
+                            "description": "Printable text (no control or invisible format "
+                            "characters); the next start needs KEYVAULT_MASTER_PASSPHRASE.",
+                        },
                         "iterations": {"type": "integer", "minimum": 100000, "maximum": 10000000},
                     },
                 },
