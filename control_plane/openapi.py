@@ -17,6 +17,7 @@ ERRORS = {
     "404": "no such object in your organisation",
     "409": "conflicts with the current state",
     "413": "body too large",
+    "415": "the body is not sent as application/json (UTF-8)",
     "429": "too many failed attempts; see Retry-After",
     "503": "a dependency is unavailable",
 }
@@ -64,6 +65,7 @@ def _op(
     if params:
         doc["parameters"] = params
     if body is not None:
+        responses["415"] = _json(_ref("Error"), ERRORS["415"])
         doc["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     doc["security"] = [{"session": []}] if secure else []
     return doc
@@ -75,6 +77,68 @@ def _path(name: str) -> J:
 
 def _q(name: str, schema: J) -> J:
     return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+# Every text the server accepts refuses control characters (serverkit.body): body and query
+# text may hold tab, newline and return; a path id none at all. Integers fit BIGINT.
+TEXT = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"
+PATH_ID = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+INT32_MAX = 2**31 - 1
+AUDIT_TOKEN: J = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,80}$"}
+_NOT_IN_EMAIL = "@\\s\\u0000-\\u001f\\u007f-\\u009f"
+EMAIL: J = {
+    "type": "string",
+    "minLength": 3,
+    "maxLength": 320,
+    "pattern": f"^[ \\t\\n\\r]*[^{_NOT_IN_EMAIL}]+@[^{_NOT_IN_EMAIL}]+[ \\t\\n\\r]*$",
+    "description": "one '@' between a non-empty local part and domain, no spaces inside",
+}
+INT64 = {"minimum": -(2**63), "maximum": 2**63 - 1}
+_NESTED = ("items", "additionalProperties", "propertyNames", "contains", "not")
+_LISTS = ("oneOf", "anyOf", "allOf", "prefixItems")
+
+
+def strict(schema: Any, components: J, pattern: str = TEXT) -> Any:
+    """A copy of a request schema stating the server's text and integer rules ($refs inlined)."""
+    if not isinstance(schema, dict):
+        return schema
+    if "$ref" in schema:
+        return strict(components[schema["$ref"].rsplit("/", 1)[1]], components, pattern)
+    out = dict(schema)
+    kinds = out.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "string" in kinds and not {"pattern", "enum", "const", "format"} & set(out):
+        out["pattern"] = pattern
+    if "integer" in kinds:
+        out = {**INT64, **out}
+    if isinstance(out.get("properties"), dict):
+        out["properties"] = {
+            k: strict(v, components, pattern) for k, v in out["properties"].items()
+        }
+    for key in _NESTED:
+        if isinstance(out.get(key), dict):
+            out[key] = strict(out[key], components, pattern)
+    for key in _LISTS:
+        if isinstance(out.get(key), list):
+            out[key] = [strict(v, components, pattern) for v in out[key]]
+    return out
+
+
+def strict_requests(paths: J, components: J) -> None:
+    """State the text and integer rules on every parameter and request body, in place."""
+    for item in paths.values():
+        ops = [op for op in item.values() if isinstance(op, dict)]
+        for op in [item, *ops]:
+            for param in op.get("parameters", []):
+                rule = PATH_ID if param["in"] == "path" else TEXT
+                schema = strict(param["schema"], components, rule)
+                if schema.get("type") == "string":  # an empty value is refused: leave it out
+                    schema = {"minLength": 1, **schema}
+                param["schema"] = schema
+            body = op.get("requestBody")
+            if body:
+                media = body["content"]["application/json"]
+                media["schema"] = strict(media["schema"], components)
 
 
 def _schemas() -> J:
@@ -219,10 +283,10 @@ def _schemas() -> J:
 
 
 def _accounts() -> J:
-    creds = _obj({"email": STR, "password": STR}, ["email", "password"])
+    creds = _obj({"email": EMAIL, "password": STR}, ["email", "password"])
     session = _obj({"token": STR, "expires_at": STR, "user": _ref("User")}, ["token", "expires_at"])
     invite = _obj(
-        {"email": STR, "role": {"enum": ["viewer", "operator", "admin", "owner"]}},
+        {"email": EMAIL, "role": {"enum": ["viewer", "operator", "admin", "owner"]}},
         ["email", "role"],
     )
     return {
@@ -288,8 +352,14 @@ def _accounts() -> J:
 
 
 def _vaults() -> J:
+    # the formats Vaults.register checks (control_plane/services/vaults.py)
     reg = _obj(
-        {"token": STR, "csr": STR, "name": STR, "agent_version": STR},
+        {
+            "token": {**STR, "pattern": "^kve_[A-Za-z0-9_-]{20,64}\\.[0-9a-f]{64}$"},
+            "csr": {**STR, "minLength": 1, "maxLength": 8192, "description": "a PEM CSR"},
+            "name": {**STR, "pattern": "^[A-Za-z0-9][A-Za-z0-9_.\\-]{0,99}$"},
+            "agent_version": {**STR, "pattern": "^[A-Za-z0-9.+_-]{1,64}$"},
+        },
         ["token", "csr", "name", "agent_version"],
     )
     created = _obj(
@@ -311,7 +381,17 @@ def _vaults() -> J:
                 "createEnrollmentToken",
                 "A single-use enrollment token with the CA pin",
                 {"201": _json(created, "the token (shown once)")},
-                body=_obj({"description": STR, "ttl_seconds": INT}),
+                body=_obj(
+                    {
+                        "description": {**STR, "maxLength": 200},
+                        "ttl_seconds": {
+                            "type": ["integer", "null"],
+                            "minimum": 10,
+                            "maximum": 604800,
+                            "description": "lifetime in seconds (null: the server's default)",
+                        },
+                    }
+                ),
             ),
             "get": _op(
                 "listEnrollmentTokens",
@@ -388,9 +468,25 @@ def _vaults() -> J:
 
 def _commands() -> J:
     paging = [_q("limit", {"type": "integer", "minimum": 1, "maximum": 500}), _q("cursor", STR)]
+    opaque = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,80}$"}
     create = _obj(
         {"command": {"enum": ["rotate", "resync"]}, "args": {"type": "object"}}, ["command"]
     )
+    create["oneOf"] = [
+        {
+            "properties": {
+                "command": {"const": "rotate"},
+                "args": _obj({"secret_id": opaque}, ["secret_id"]),
+            },
+            "required": ["command", "args"],
+        },
+        {
+            "properties": {
+                "command": {"const": "resync"},
+                "args": {"type": "object", "maxProperties": 0},
+            },
+        },
+    ]
     return {
         "/vaults/{vault_id}/inventory": {
             "parameters": [_path("vault_id")],
@@ -490,12 +586,12 @@ def _policies_alerts() -> J:
 
 def _data_system() -> J:
     audit_params = [
-        _q("after", {"type": "integer", "minimum": 0}),
+        _q("after", {"type": "integer", "minimum": 0, "maximum": INT32_MAX}),
         _q("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
-        _q("action", STR),
-        _q("source", STR),
-        _q("since", STR),
-        _q("until", STR),
+        _q("action", AUDIT_TOKEN),
+        _q("source", AUDIT_TOKEN),
+        _q("since", {**STR, "format": "date-time"}),
+        _q("until", {**STR, "format": "date-time"}),
     ]
     usage_row = _obj({"day": STR, "vault_id": STR, "operation": STR, "count": INT})
     usage = _obj(
@@ -571,6 +667,7 @@ def _data_system() -> J:
 def openapi_document() -> J:
     """The whole document (built once)."""
     paths = {**_accounts(), **_vaults(), **_commands(), **_policies_alerts(), **_data_system()}
+    strict_requests(paths, _schemas())
     return {
         "openapi": "3.1.0",
         "info": {"title": "KeyVault control plane", "version": "1"},

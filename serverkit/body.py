@@ -153,6 +153,8 @@ def query(request: web.Request, allowed: set[str]) -> dict[str, str]:
     reject_unknown_query(request, allowed)
     values = {k: request.query[k] for k in allowed if k in request.query}
     for key, value in values.items():
+        if not value:
+            raise ValidationError(f"query parameter {key} is empty; leave it out instead")
         if len(value) > MAX_QUERY_VALUE:
             raise ValidationError(f"query parameter {key} is longer than {MAX_QUERY_VALUE}")
         check_text(value, f"query parameter {key}")

@@ -8,6 +8,8 @@ from common.errors import ValidationError
 from control_plane.views.context import cp_of, target, who
 from serverkit.body import json_object, query, query_int, string
 
+MIN_TTL, MAX_TTL = 10, 7 * 86400  # an enrollment token's lifetime (seconds)
+
 
 async def create_token(request: web.Request) -> web.Response:
     """POST /enrollment-tokens {description?, ttl_seconds?} → the token (shown once)."""
@@ -15,6 +17,8 @@ async def create_token(request: web.Request) -> web.Response:
     ttl = doc.get("ttl_seconds")
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int)):
         raise ValidationError("ttl_seconds must be a whole number")
+    if ttl is not None and not MIN_TTL <= ttl <= MAX_TTL:
+        raise ValidationError(f"ttl_seconds must be from {MIN_TTL} to {MAX_TTL}")
     description = string(doc, "description", low=0) or ""
     result = await cp_of(request).vaults.create_token(who(request), description, ttl)
     target(request, result["id"])

@@ -22,12 +22,8 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from hypothesis.configuration import set_hypothesis_home_dir
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from schemathesis.checks import CHECKS as CHECK_REGISTRY
+from schemathesis.checks import load_all_checks
 
 from control_plane.openapi import openapi_document
 
@@ -35,12 +31,20 @@ if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
     set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "keyvault-hypothesis")
 
 MAX_EXAMPLES = 25
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-]
+load_all_checks()
+CHECKS = CHECK_REGISTRY.get_all()  # every check schemathesis has
+# What the document cannot state, by operation, and the checks that therefore cannot hold there.
+# Each is a rule across fields or routes that JSON Schema has no words for; nothing else is left
+# out. The policy body is being replaced by sealed intents (issue 14), so its rules are stated
+# when that lands.
+NOT_STATABLE = {
+    "POST /api/v1/policies": ("positive_data_acceptance", "negative_data_rejection"),
+    "PUT /api/v1/policies/{policy_id}": ("positive_data_acceptance", "negative_data_rejection"),
+    # from <= to and at most 366 days apart (to defaults to today)
+    "GET /api/v1/analytics/usage": ("positive_data_acceptance",),
+    # GET /vaults/register is GET /vaults/{vault_id} with the id "register": Allow says so
+    "POST /api/v1/vaults/register": ("allow_header_conformance",),
+}
 CLI = "from control_plane.cli import control_plane_group; control_plane_group()"
 EMAIL, PASSWORD = "fuzz-owner@acme.test", "a long fuzzing password"
 
@@ -121,5 +125,16 @@ def test_served_document_is_the_fuzzed_one(served: str, session: requests.Sessio
     suppress_health_check=list(HealthCheck),
 )
 def test_api_conforms(case: schemathesis.Case, served: str, session: requests.Session) -> None:
-    response = case.call(base_url=served, session=session, timeout=30)
-    case.validate_response(response, checks=CHECKS)
+    # the token travels in the case's own headers, so ignored_auth can take it away
+    auth = {"Authorization": session.headers["Authorization"]}
+    bare = requests.Session()
+    bare.trust_env = False
+    with bare:
+        response = case.call(base_url=served, session=bare, timeout=30, headers=auth)
+        skipped = NOT_STATABLE.get(case.operation.label, ())
+        case.validate_response(
+            response,
+            checks=[c for c in CHECKS if c.__name__ not in skipped],
+            headers=auth,
+            transport_kwargs={"session": bare, "timeout": 30},
+        )
