@@ -133,7 +133,12 @@ async def test_gateway_routes_and_error_shapes(api: Api, tmp_path: Path) -> None
     async with aiohttp.ClientSession() as session:
         resp = await session.get(base + "/api/v1/nope", ssl=ctx)
         assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"
-        resp = await session.post(base + uplink.REGISTER_PATH, data=b"{not json", ssl=ctx)
+        resp = await session.post(
+            base + uplink.REGISTER_PATH,
+            data=b"{not json",
+            headers={"Content-Type": "application/json"},
+            ssl=ctx,
+        )
         assert resp.status == 400 and set(await resp.json()) == {"error"}
         resp = await session.post(
             base + uplink.REGISTER_PATH,
