@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -60,6 +61,10 @@ def install_service_cmd(
         click.echo(
             f"warning: {data} is not owned by {user}; run: chown -R {user}: {data}", err=True
         )
+    key = settings.master_key_file
+    if key is not None and key.is_file() and os.geteuid() == 0:
+        # init keeps the master key outside the data folder: the service account must read it
+        os.chown(key, account.pw_uid, account.pw_gid, follow_symlinks=False)
     path = sd.write_unit(text, unit_dir, name)
     click.echo(f"wrote {path} (runs as {user}, may write only {data})")
     if enable:
