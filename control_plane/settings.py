@@ -83,6 +83,19 @@ class ControlPlaneSettings(BaseSettings):
     cert_valid_hours: int = Field(
         24, ge=1, le=24 * 90, description="Lifetime of a vault's client certificate."
     )
+    cert_overlap_seconds: float = Field(
+        600.0,
+        ge=0,
+        le=86400,
+        description="After a renewal, how long the certificate it replaced may still connect "
+        "(an agent that lost the answer can come back and renew again); then it is refused.",
+    )
+    cert_renewal_interval_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="Least time between two certificate renewals of one vault.",
+    )
     cert_expiry_alert_hours: float = Field(
         6.0,
         gt=0,

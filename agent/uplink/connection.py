@@ -31,6 +31,7 @@ from common.uplink import (
     ERR_NO_CERTIFICATE,
     ERR_RENEWAL,
     ERR_REVOKED,
+    ERR_SUPERSEDED,
     ERR_UNKNOWN_VAULT,
     PROTOCOL,
     SERVER_TYPES,
@@ -70,7 +71,7 @@ def refusal(code: str | None, said: str = "") -> Outcome | None:
             "organisation's, or only one side has a key); install the organisation's key as "
             "metadata_key_file (default <data_dir>/metadata.key) and restart the agent",
         )
-    if code in (ERR_UNKNOWN_VAULT, ERR_NO_CERTIFICATE):
+    if code in (ERR_UNKNOWN_VAULT, ERR_NO_CERTIFICATE, ERR_SUPERSEDED):
         return Outcome(
             "must_reenroll",
             f"the control plane does not accept this agent's certificate ({code}"
