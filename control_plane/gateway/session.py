@@ -48,6 +48,7 @@ class UplinkSession:
     """The protocol state of one uplink socket."""
 
     __slots__ = (
+        "_audit_floor",
         "_backlog",
         "_heartbeats",
         "_idle",
@@ -80,6 +81,7 @@ class UplinkSession:
         self._sent: set[str] = set()
         self._policies_stale = False
         self._heartbeats = 0
+        self._audit_floor = (1, 0)  # the vault's audit head as known here: (epoch, seq)
         self._last_heartbeat: datetime = cp.now()
         # a close asked for by another task (hub): (code, reason, error frame)
         self._stop: tuple[int, str, tuple[str, str] | None] | None = None
@@ -132,6 +134,7 @@ class UplinkSession:
             raise UplinkRefusedError(uplink.ERR_METADATA_KEY, _mismatch(registered, hello))
         self.fingerprint = hello.metadata_key_fingerprint
         self.gen = await self.cp.uplinks.connect(self.vault, hello.agent_version)
+        self._audit_floor = await self.cp.ingest.heads.head(self.vault.id)
         self._last_heartbeat = self.cp.now()
         await self.hub.attach(self)
         interval = self.cp.settings.uplink_heartbeat_seconds
@@ -195,7 +198,8 @@ class UplinkSession:
                 await self._heartbeat(frames.parse_heartbeat(frame))
             elif kind == "events":
                 stream, events = frames.parse_events(frame)
-                await self.cp.ingest.batch(self.vault, events)
+                done = await self.cp.ingest.batch(self.vault, events)
+                self._audit_floor = max(self._audit_floor, done.get("head", self._audit_floor))
                 await self._send({"type": "ack", "stream": stream, "upto": events[-1].seq})
             elif kind == "renew":
                 await self._renew(frames.parse_renew(frame))
@@ -251,7 +255,23 @@ class UplinkSession:
             await self.cp.alerts.resolve_key(self.vault.org_id, f"vault_offline:{self.vault.id}")
         self._heartbeats += 1
         self._last_heartbeat = now
+        if health.get("audit_head"):
+            await self._check_audit_head(health["audit_head"])
         self.cp.metrics.observe_heartbeat(time.perf_counter() - started)
+
+    async def _check_audit_head(self, head: dict[str, Any]) -> None:
+        """Alert when the reported audit head is behind what this vault already reported."""
+        heads = self.cp.ingest.heads
+        finding = heads.check_heartbeat(self.vault, self._audit_floor, head)
+        if finding is not None:
+            await heads.raise_all(self.vault, [finding])
+            return
+        reported = (int(head.get("epoch") or 1), int(head["seq"]))
+        if reported[0] > self._audit_floor[0]:  # a new chain, even before its first entry
+            await heads.raise_all(
+                self.vault, [heads.restarted(self.vault, self._audit_floor, reported[0])]
+            )
+        self._audit_floor = max(self._audit_floor, reported)
 
     async def _renew(self, csr: str) -> None:
         try:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from control_plane.services.audit_head import AuditHeads, Finding
+
 if TYPE_CHECKING:
     from control_plane.runtime import ControlPlane
     from control_plane.services.uplink import VaultRef
@@ -35,6 +37,7 @@ class Ingest:
 
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
+        self.heads = AuditHeads(cp)
 
     def _audit_row(self, vault: VaultRef, event: AgentEvent) -> dict[str, Any]:
         data = event.data
@@ -49,18 +52,25 @@ class Ingest:
             "target": data.get("secret_id"),
             "outcome": data["outcome"],
             "details": json.dumps(details),
+            "chain_mac": data.get("mac"),
         }
 
-    async def batch(self, vault: VaultRef, events: list[AgentEvent]) -> dict[str, int]:
-        """Commit one batch; returns ``{"accepted", "duplicates"}`` (duplicates: known audit ids)."""
+    async def batch(self, vault: VaultRef, events: list[AgentEvent]) -> dict[str, Any]:
+        """Commit one batch; returns ``{"accepted", "duplicates"}`` (duplicates: known audit
+        ids) and, for audit events, ``head``: the vault's audit head ``(epoch, seq)`` after it."""
         cp = self.cp
         now = cp.now()
-        audit_rows = [self._audit_row(vault, e) for e in events if e.kind == "audit"]
+        audits = [e for e in events if e.kind == "audit"]
+        audit_rows = [self._audit_row(vault, e) for e in audits]
         inventory = [(e.kind, e.data) for e in events if e.kind.startswith("inventory")]
         results = [e.data for e in events if e.kind == "command_result"]
         alerts = [e.data for e in events if e.kind == "alert"]
         destroyed = [d["secret_id"] for k, d in inventory if k == "inventory" and d["destroyed"]]
+        head: tuple[int, int] | None = None
+        findings: list[Finding] = []
         async with cp.engine.begin() as conn:
+            if audits:
+                head, findings = await self.heads.check_events(conn, vault, audits)
             new_audit = await cp.audit.store_events(conn, audit_rows)
             await cp.inventory.apply(conn, vault.id, inventory, now)
             live = await cp.inventory.live_count(conn, vault.id) if inventory else None
@@ -88,7 +98,11 @@ class Ingest:
                 severity="critical",
                 vault_id=vault.id,
             )
+        await self.heads.raise_all(vault, findings)
         duplicates = len(audit_rows) - new_audit
         cp.metrics.uplink_events_accepted += len(events) - duplicates
         cp.metrics.uplink_events_duplicate += duplicates
-        return {"accepted": len(events) - duplicates, "duplicates": duplicates}
+        result: dict[str, Any] = {"accepted": len(events) - duplicates, "duplicates": duplicates}
+        if head is not None:
+            result["head"] = head
+        return result
