@@ -25,9 +25,11 @@ import sqlalchemy as sa
 from control_plane import schema as t
 
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
-    from control_plane.services.ingest import AgentEvent
-    from control_plane.services.uplink import VaultRef
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from control_plane.services.agent_event import AgentEvent
+    from control_plane.services.alerts import Alerts
+    from control_plane.services.presence import VaultRef
 
 Head = tuple[int, int]  # (epoch, seq)
 
@@ -43,14 +45,15 @@ class Finding:
 class AuditHeads:
     """Checks and moves vaults' audit heads; raises the alerts."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(self, *, engine: AsyncEngine, alerts: Alerts) -> None:
+        self.engine = engine
+        self.alerts = alerts
 
     async def head(self, vault_id: str) -> Head:
         """The highest ``(epoch, seq)`` the vault has sent."""
         v = t.vaults
         q = sa.select(v.c.audit_epoch, v.c.audit_seq).where(v.c.id == vault_id)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             row = (await conn.execute(q)).first()
         return (int(row.audit_epoch), int(row.audit_seq)) if row is not None else (1, 0)
 
@@ -130,7 +133,7 @@ class AuditHeads:
     async def raise_all(self, vault: VaultRef, findings: list[Finding]) -> None:
         """Raise each finding as a (deduplicated) critical ``audit_failure`` alert."""
         for finding in findings:
-            await self.cp.alerts.raise_alert(
+            await self.alerts.raise_alert(
                 vault.org_id,
                 "audit_failure",
                 f"{finding.key}:{vault.id}",
