@@ -332,7 +332,8 @@ class Connection:
                 continue
             ids = await store.read(partial(audit_stream.resolve, entries=entries))
             upto = await self._deliver(
-                self.streams["audit"], [audit_stream.event(e, ids) for e in entries]
+                self.streams["audit"],
+                [audit_stream.event(e, ids, self.agent.audit_guard.state.epoch) for e in entries],
             )
             doc = {"vault_id": self.vault_id, "seq": upto}
             await store.write(partial(meta.put, key=meta.AUDIT_CURSOR, value=doc))

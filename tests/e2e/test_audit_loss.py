@@ -15,13 +15,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.e2e.conftest import ControlPlane, FleetAgent, wait_for
-
-pytestmark = pytest.mark.xfail(
-    strict=True, reason="agent side lands after the refactor (issue 13) is merged"
-)
 
 LOG, HEAD = "audit.log", "audit.head"
 
