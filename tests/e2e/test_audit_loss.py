@@ -115,3 +115,28 @@ def test_a_rolled_back_audit_log_is_detected_and_alerted(
     for name in (LOG, HEAD):  # both files, consistent with each other, just older
         shutil.copy2(copy / name, agent.dir.path / name)
     _detected(control_plane, agent, before, "rolled back")
+
+
+def test_a_whole_host_restored_from_a_backup_is_caught_by_the_control_plane(
+    control_plane: ControlPlane, make_agent: Callable[..., FleetAgent], tmp_path: Path
+) -> None:
+    """Store, keystore checkpoint and audit log restored together agree with each other, so
+    the agent cannot tell; the control plane, which saw the head further along, can."""
+    cp = control_plane
+    agent = make_agent(cp, "restored")
+    _run_and_stop(cp, agent, "h/one")
+    backup = tmp_path / "backup"
+    shutil.copytree(agent.dir.path, backup)
+    _run_and_stop(cp, agent, "h/two", "h/three", "h/four")
+    shutil.rmtree(agent.dir.path)
+    shutil.copytree(backup, agent.dir.path)
+    agent.start()
+    assert agent.health()["audit"]["status"] == "ok"  # locally consistent
+    messages = wait_for(
+        lambda: [m for m in _alerts(cp, agent.vault_id) if "backwards" in m],
+        30,
+        "the control plane's head check",
+    )
+    assert agent.vault_id in messages[0]
+    _write(agent, "h/after")  # new entries reuse numbers the control plane already holds
+    wait_for(lambda: any("rewritten" in m for m in _alerts(cp, agent.vault_id)), 30, "rewritten")
