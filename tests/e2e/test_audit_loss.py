@@ -68,6 +68,12 @@ def _detected(
     assert bool(kept) is evidence, "what is left of the damaged chain is kept aside"
     messages = wait_for(lambda: _alerts(cp, agent.vault_id), 30, "the audit alert upstream")
     assert any(word in m for m in messages), messages
+    with cp.api() as c:  # the vault's health upstream says so too
+        wait_for(
+            lambda: c.get(f"/vaults/{agent.vault_id}").json()["health"].get("status") == "degraded",
+            30,
+            "a degraded heartbeat",
+        )
     _write(agent, "after/the-loss")
     # the new chain's entries are stored, not dropped as duplicates of the old chain's ids
     wait_for(lambda: _audit_count(cp, agent.vault_id) > before, 30, "the new chain upstream")
