@@ -44,6 +44,7 @@ from agent.audit.reader import iter_entries
 from agent.audit.writer import AuditLog
 from agent.background import Background
 from agent.store import schema as t
+from agent.store.db import Store
 from agent.uplink import meta, outbox
 from common.errors import IntegrityError, UnavailableError
 
@@ -219,7 +220,7 @@ class AuditGuard:
             return None
         return Checkpoint(self.state.epoch, seq, mac)
 
-    async def save(self, audit: AuditLog, store: Any) -> None:
+    async def save(self, audit: AuditLog, store: Store) -> None:
         """Write the checkpoint if the log moved."""
         current = self.due(audit)
         if current is not None:
@@ -227,7 +228,7 @@ class AuditGuard:
             await store.write(lambda conn: write_checkpoint(conn, self.key.row, value))
             self.saved = current
 
-    def save_sync(self, audit: AuditLog, store: Any) -> None:
+    def save_sync(self, audit: AuditLog, store: Store) -> None:
         """Write the checkpoint if the log moved (blocking: at a clean shutdown)."""
         current = self.due(audit)
         if current is not None:
@@ -235,7 +236,7 @@ class AuditGuard:
             store.write_sync(lambda conn: write_checkpoint(conn, self.key.row, value))
             self.saved = current
 
-    async def watch(self, audit: AuditLog, store: Any) -> None:
+    async def watch(self, audit: AuditLog, store: Store) -> None:
         """Checkpoint, and report (once) a log file that is gone, replaced or cut under us."""
         await self.save(audit, store)
         if not audit.intact() and "removed" not in self.state.reported:
@@ -246,48 +247,29 @@ class AuditGuard:
 
 
 def open_audit(
-    make_log: Callable[[], AuditLog], key: CheckpointKey, store: Any
+    make_log: Callable[[], AuditLog], key: CheckpointKey, store: Store
 ) -> tuple[AuditLog, AuditGuard]:
     """Open the audit log (``make_log()``) against the keystore's checkpoint (blocking).
 
     A problem sets the damaged files aside, starts the next epoch with a new log, forgets the
     uplink's audit cursor and queues an ``audit_failure`` alert — all before the agent serves.
     """
-    state, checkpoint = AuditState(), None
-    raw = store.read_sync(lambda conn: read_checkpoint(conn, key.row))
-    if raw is not None:
-        try:
-            checkpoint = key.decode(raw)
-        except IntegrityError:
-            state.note("checkpoint")
+    state = AuditState()
+    checkpoint = _load(store, key, state)
     audit = make_log()
-    try:
-        audit.open()
-    except (UnavailableError, IntegrityError) as exc:
-        log.error("audit log refused at start: %s", exc.message)
-        state.note(classify_refusal(audit.folder, checkpoint))
-    else:
-        problem = compare(audit, checkpoint)
-        if problem:
-            audit.close()
-            state.note(problem)
-        if problem == "missing":  # open made these files for a new chain: nothing to keep
-            for path in _files(audit.folder):
-                path.unlink()
     epoch = checkpoint.epoch if checkpoint else 1
-    if state.problem:
+    if not _usable(audit, checkpoint, state):  # keep what is left, start the next epoch
         aside = set_aside(audit.folder, epoch)
         epoch += 1
         log.error(
-            "audit: %s; the old files are kept in %s; now on audit chain epoch %d",
-            PROBLEMS[state.problem],
-            aside,
+            "audit: %s (what was left: %s); now on audit chain epoch %d",
+            PROBLEMS[state.problem or "damaged"],
+            aside or "nothing",
             epoch,
         )
         audit = make_log().open()
     state.epoch = epoch
-    seq, mac = audit.head
-    current = Checkpoint(epoch, seq, mac)
+    current = Checkpoint(epoch, *audit.head)
     broken = state.problem
 
     def save(conn: Connection) -> None:
@@ -302,6 +284,44 @@ def open_audit(
         audit.close()
         raise
     return audit, AuditGuard(key, state, current)
+
+
+def _load(store: Store, key: CheckpointKey, state: AuditState) -> Checkpoint | None:
+    """The stored checkpoint; None (and the problem noted) when it fails its check."""
+    raw = store.read_sync(lambda conn: read_checkpoint(conn, key.row))
+    if raw is None:
+        return None
+    try:
+        return key.decode(raw)
+    except IntegrityError:
+        state.note("checkpoint")
+        return None
+
+
+def _usable(audit: AuditLog, checkpoint: Checkpoint | None, state: AuditState) -> bool:
+    """Open ``audit``; True if it is where the checkpoint says, else closed (problem noted)."""
+    try:
+        audit.open()
+    except (UnavailableError, IntegrityError) as exc:
+        log.error("audit log refused at start: %s", exc.message)
+        state.note(classify_refusal(audit.folder, checkpoint))
+        return False
+    problem = compare(audit, checkpoint)
+    if problem is None and checkpoint is None and audit.head[0] > 0:
+        log.warning(
+            "no audit checkpoint in the keystore yet; starting one at entry %d (the first "
+            "start of this version, or the checkpoint was removed: the control plane's head "
+            "check still sees a log that went back)",
+            audit.head[0],
+        )
+    if problem is None and state.problem is None:
+        return True
+    audit.close()
+    if problem == "missing":  # open made these files for a new chain: nothing to keep
+        for path in _files(audit.folder):
+            path.unlink()
+    state.note(problem or "checkpoint")
+    return False
 
 
 def _queue_alert(conn: Connection, message: str) -> None:
@@ -321,7 +341,7 @@ class Checkpointer(Background):
 
     task_name = "audit-checkpoint"
 
-    def __init__(self, guard: AuditGuard, audit: AuditLog, store: Any) -> None:
+    def __init__(self, guard: AuditGuard, audit: AuditLog, store: Store) -> None:
         super().__init__()
         self.guard, self.audit, self.store = guard, audit, store
 

@@ -207,3 +207,16 @@ async def test_a_log_cut_while_running_is_reported(tmp_path: Path, store: Store)
         assert guard.state.problem == "removed"
     finally:
         audit.close()
+
+
+def test_a_log_from_before_checkpoints_is_adopted(tmp_path: Path, store: Store) -> None:
+    folder = tmp_path / "audit"
+    with AuditLog(folder, KEY) as log:  # an agent version without checkpoints wrote it
+        for _ in range(4):
+            log.append(op="secrets.read", outcome="ok", status=200)
+        head = log.head
+    audit, guard = _open(folder, store)
+    audit.close()
+    assert guard.state.problem is None and guard.state.epoch == 1
+    assert CheckpointKey(KEY, VAULT).decode(_stored(store)) == Checkpoint(1, *head)
+    assert _alerts(store) == []
