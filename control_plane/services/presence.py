@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from common import events, uplink
 from common.errors import ValidationError
-from common.tls import TLSError
+from common.tls import CertificateAuthority, TLSError
 from control_plane import schema as t
 from control_plane.db import aware, is_postgres, iso
 from control_plane.errors import UplinkRefusedError
@@ -346,15 +346,7 @@ class VaultPresence:
         """
         row = await self._renewable(vault)
         ca = await self.vaults.cas.get(vault.org_id)
-        try:
-            cert_pem = ca.sign_csr(
-                csr_pem.encode(),
-                common_name=vault.id,
-                valid_for=timedelta(hours=self.settings.cert_valid_hours),
-                clock=self.clock,
-            )
-        except TLSError as exc:
-            raise ValidationError(exc.message) from None
+        cert_pem = self._sign(ca, vault, csr_pem)
         cert = x509.load_pem_x509_certificate(cert_pem)
         now, v = self.clock(), t.vaults
         async with self.engine.begin() as conn:
@@ -383,6 +375,19 @@ class VaultPresence:
         )
         await self.alerts.resolve_key(vault.org_id, f"certificate_expiring:{vault.id}")
         return cert_pem.decode(), ca.cert_pem().decode()
+
+    def _sign(self, ca: CertificateAuthority, vault: VaultRef, csr_pem: str) -> bytes:
+        """The organisation CA's signature on a renewal CSR (CN = vault id); ValidationError
+        for a CSR it cannot sign."""
+        try:
+            return ca.sign_csr(
+                csr_pem.encode(),
+                common_name=vault.id,
+                valid_for=timedelta(hours=self.settings.cert_valid_hours),
+                clock=self.clock,
+            )
+        except TLSError as exc:
+            raise ValidationError(exc.message) from None
 
     async def _renewable(self, vault: VaultRef) -> Any:
         """The vault's row if it may renew now; UplinkRefusedError if revoked or superseded,
