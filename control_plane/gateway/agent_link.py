@@ -308,6 +308,14 @@ class AgentLink:
             await self._send(uplink.error_frame(uplink.ERR_RENEWAL, exc.message))
             return
         await self._send({"type": "certificate", "certificate": cert, "ca_certificate": ca})
+        overlap = self.services.settings.cert_overlap_seconds
+        self.services.spawn(self._retire(overlap), f"uplink-retire-{self.vault.id}")
+
+    async def _retire(self, after: float) -> None:
+        """End this socket when the certificate it was opened with stops being accepted (the
+        overlap after its renewal): the agent reconnects with the new one."""
+        await asyncio.sleep(after)
+        self.kick(uplink.CLOSE_REPLACED, "certificate renewed")
 
     async def _send_policies(self, policies: list[dict[str, Any]]) -> None:
         mine = [p for p in policies if applies_to(p, self.vault.id)]

@@ -25,7 +25,7 @@ from control_plane.views.context import CP
 from tests.control_plane.conftest import Api, Clock
 from tests.control_plane.mock_agent import Enrolled, Uplink, enroll
 
-OVERLAP = 1.5  # seconds a replaced certificate may still connect (configurable, short here)
+OVERLAP = 3.0  # seconds a replaced certificate may still connect (configurable, short here)
 INTERVAL = 1.0  # seconds between two renewals of one vault
 
 
@@ -171,3 +171,19 @@ async def test_revoke_closes_the_live_socket_and_refuses_every_certificate(
     crl = x509.load_pem_x509_crl(await api.cp.vaults.crl(org))
     revoked = {format(r.serial_number, "x") for r in crl}
     assert {_serial(first), _serial(second)} <= revoked
+
+
+async def test_a_socket_on_a_replaced_certificate_ends_with_the_overlap(
+    api: Api, tmp_path: Path
+) -> None:
+    owner = await api.org("Acme", "owner@acme.test")
+    agent = await enroll(api, owner, tmp_path / "agent")
+    link = await agent.online()
+    renewed = await _renew(link, tmp_path / "renewed")
+    await link.heartbeat()  # still served inside the overlap
+    code, _ = await link.closed(timeout=OVERLAP + 5)
+    await link.close()
+    assert code == uplink.CLOSE_REPLACED  # the agent reconnects, with its new certificate
+    link = await renewed.online()
+    await link.heartbeat()
+    await link.close()
