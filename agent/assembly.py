@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.audit import AuditLog
+from agent.audit.checkpoint import CHECKPOINT_KEY, AuditGuard, CheckpointKey, open_audit
 from agent.auth import TokenService
 from agent.changes import Wakeup
 from agent.crypto import KeySource
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from agent.rotation.engine import RotationEngine
 
 VERSION = "0.1.0"
+log = logging.getLogger("keyvault.agent")
+
 log = logging.getLogger("keyvault.agent")
 
 
@@ -87,6 +90,7 @@ class Agent:
     secrets: SecretService
     tokens: TokenService
     audit: AuditLog
+    audit_guard: AuditGuard  # the chain's epoch and checkpoint, what the start found
     metrics: Metrics = field(default_factory=Metrics)
     jobs: JobRunner = field(default_factory=JobRunner)
     uplink: UplinkStatus = field(default_factory=UplinkStatus)
@@ -109,13 +113,16 @@ class Agent:
             store.check()
             store.migrate()
             keys = _unlock(store, settings, source)
-            audit = AuditLog(
-                settings.data_dir,
-                keys.audit_key,
-                fsync=settings.audit_fsync,
-                on_append=appended.notify,
+            audit, guard = open_audit(
+                lambda: AuditLog(
+                    settings.data_dir,
+                    keys.audit_key,
+                    fsync=settings.audit_fsync,
+                    on_append=appended.notify,
+                ),
+                CheckpointKey(keys.audit_key, keys.vault_id, _checkpoint_row(settings, store)),
+                store,
             )
-            audit.open()
         except BaseException:
             store.close()
             raise
@@ -124,7 +131,7 @@ class Agent:
         )
         from agent.rotation.engine import RotationEngine  # only for a running agent
 
-        agent = cls(settings, store, keys, secrets, TokenService(store, keys.rows), audit)
+        agent = cls(settings, store, keys, secrets, TokenService(store, keys.rows), audit, guard)
         keys.rows.on_tamper = agent.report_tampering
         agent.audit_appended = appended
         agent._enrolled_vault = _enrolled_vault_id(settings)
@@ -144,7 +151,11 @@ class Agent:
         log.error("integrity: %s was not written by this agent (store tampered with?)", what)
 
     def close(self) -> None:
-        """Close the audit log and the store."""
+        """Checkpoint and close the audit log, close the store."""
+        try:
+            self.audit_guard.save_sync(self.audit, self.store)
+        except Exception:  # the log itself is intact; the next start compares with an older one
+            log.exception("writing the last audit checkpoint failed")
         self.audit.close()
         self.store.close()
 
@@ -170,6 +181,14 @@ def _unlock(store: Store, settings: AgentSettings, source: KeySource | None) -> 
         return keys
     rekey.discard(settings.data_dir)
     return keys
+
+
+def _checkpoint_row(settings: AgentSettings, store: Store) -> str:
+    """The audit checkpoint's ``kv_meta`` key: one per audit log (replicas on one PostgreSQL
+    store each have their own log)."""
+    if store.backend == "sqlite":
+        return CHECKPOINT_KEY
+    return f"{CHECKPOINT_KEY}:{rotation_owner(settings)}"
 
 
 def rotation_owner(settings: AgentSettings) -> str:
