@@ -16,18 +16,20 @@ part of a ``repr`` or an error message.
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from common import errors as e
 from common.client import error_from_response
+from common.pinning import pinned_context
 
 COMMANDS = ("rotate", "resync")
 COMMAND_DONE = ("succeeded", "failed")
@@ -105,17 +107,55 @@ def tls_context(ca_file: Path | str | None = None) -> ssl.SSLContext:
     return ctx
 
 
-def _verify(url: str, ca_file: Path | str | None, ssl_context: ssl.SSLContext | None) -> Any:
+def _verify(
+    url: str,
+    ca_file: Path | str | None,
+    ssl_context: ssl.SSLContext | None,
+    pin: str | None = None,
+) -> Any:
     if not url.startswith("https://"):
-        return False  # plain http: nothing to verify
-    return ssl_context if ssl_context is not None else tls_context(ca_file)
+        return False  # plain http, which check_url allows only to loopback
+    if ssl_context is not None:
+        return ssl_context
+    if pin:
+        if ca_file is not None:
+            raise e.ValidationError("give the control plane's CA file or its pin, not both")
+        return pinned_context(pin)
+    return tls_context(ca_file)
 
 
-def _check_url(url: str) -> str:
+def client_tls(
+    url: str, ca_file: Path | str | None = None, pin: str | None = None
+) -> ssl.SSLContext | None:
+    """The TLS context for a control-plane URL (None for loopback ``http://``), for other
+    transports than the API client (the operator stream): the same rules as the client."""
+    verify = _verify(check_url(url), ca_file, None, pin)
+    return verify if isinstance(verify, ssl.SSLContext) else None
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1): this machine only."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str) -> str:
+    """A control-plane URL, cleaned; plain ``http://`` only to this machine (one-line error)."""
     url = url.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
+    parts = urlsplit(url) if url.startswith(("http://", "https://")) else None
+    if parts is None or not parts.hostname:
         raise e.ValidationError(
-            f"control-plane URL {url!r} must start with https:// (or http:// for development)"
+            f"control-plane URL {url!r} must start with https:// (http:// only to localhost)"
+        )
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise e.ValidationError(
+            f"refusing {url}: plain http:// would send your password and session token in "
+            "clear across the network; use https:// (plain http:// only to localhost)"
         )
     return url
 
@@ -306,12 +346,13 @@ class _Base:
         token: str | None,
         ca_file: Path | str | None,
         ssl_context: ssl.SSLContext | None,
+        pin: str | None = None,
     ) -> dict[str, Any]:
-        self.url = _check_url(url)
+        self.url = check_url(url)
         self._token = None
         return {
             "base_url": self.url,
-            "verify": _verify(self.url, ca_file, ssl_context),
+            "verify": _verify(self.url, ca_file, ssl_context, pin),
             "headers": {"User-Agent": USER_AGENT},
         }
 
@@ -373,8 +414,9 @@ class ControlPlaneClient(_Base, _Api):
         ca_file: Path | str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 15.0,
+        pin: str | None = None,
     ) -> None:
-        kw = self._init(url, token, ca_file, ssl_context)
+        kw = self._init(url, token, ca_file, ssl_context, pin)
         self._http = httpx.Client(timeout=timeout, **kw)
         self._headers = self._http.headers
         self.token = token
@@ -420,8 +462,9 @@ class AsyncControlPlaneClient(_Base, _Api):
         ca_file: Path | str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 15.0,
+        pin: str | None = None,
     ) -> None:
-        kw = self._init(url, token, ca_file, ssl_context)
+        kw = self._init(url, token, ca_file, ssl_context, pin)
         self._http = httpx.AsyncClient(timeout=timeout, **kw)
         self._headers = self._http.headers
         self.token = token

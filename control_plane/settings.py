@@ -37,6 +37,18 @@ class ControlPlaneSettings(BaseSettings):
     )
     bind: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(8443, ge=0, le=65535, description="TCP port of the API.")
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate (chain) of the operator API; with tls_key_file the API "
+        "serves TLS 1.3 only. `control-plane init --tls-dir DIR` makes one from the service CA.",
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_proxy: bool = Field(
+        False,
+        description="The API sits behind a TLS-terminating proxy: serve plain HTTP on a "
+        "non-loopback bind (refused otherwise) and take the client's address from the "
+        "proxy's X-Forwarded-For.",
+    )
     gateway_enabled: bool = Field(
         True, description="Serve the agent gateway (enrollment and uplinks) on this replica."
     )
@@ -128,6 +140,8 @@ class ControlPlaneSettings(BaseSettings):
             ("https://", "http://")
         ):
             raise ValueError("webhook_url must be an http:// or https:// URL")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set tls_cert_file and tls_key_file together")
         if self.ca_key_passphrase is not None and self.ca_key_file is not None:
             raise ValueError("set ca_key_passphrase or ca_key_file, not both")
         # defaults follow the settings they must stay below; explicit values must be coherent

@@ -60,6 +60,7 @@ class Shell:
             session.profile.control_plane_url,
             session.token,
             ca_file=session.profile.ca_file,
+            pin=session.profile.ca_pin,
             on_event=self.route_event,
             on_status=self._on_stream_status,
         )
