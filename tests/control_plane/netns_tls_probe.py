@@ -128,6 +128,47 @@ def python_clients(url: str, http_url: str, ca_file: Path, pin: str) -> dict[str
     return out
 
 
+def container(data: Path) -> dict[str, Any]:
+    """The image's entrypoint bound off loopback: it issues the API a certificate on its first
+    start, serves TLS, and its health check passes."""
+    app = data / "app"
+    app.mkdir()
+    ready = app / "ready.json"
+    cenv = env(
+        data,
+        KEYVAULT_APP_DIR=str(app),
+        KEYVAULT_CP_DATABASE_URL=f"sqlite+aiosqlite:///{app / 'cp.db'}",
+        KEYVAULT_CP_BIND=ADDRESS,
+        KEYVAULT_CP_GATEWAY_BIND=ADDRESS,
+        KEYVAULT_CP_PORT="0",
+        KEYVAULT_CP_GATEWAY_PORT="0",
+        KEYVAULT_CP_READY_FILE=str(ready),
+        KEYVAULT_CP_API_NAMES=ADDRESS,
+    )
+    entry = [sys.executable, "-m", "control_plane.container"]
+    with (app / "cp.log").open("w") as out:
+        proc = subprocess.Popen(entry, env=cenv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and not ready.exists():
+            time.sleep(0.05)
+        doc = json.loads(ready.read_text()) if ready.exists() else {}
+        health = subprocess.run(
+            [*entry, "health"], env=cenv, capture_output=True, text=True, timeout=60
+        )
+        url = str(doc.get("api_url"))
+        version = tls_version(url, app / "tls" / "ca.crt") if url.startswith("https") else None
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    return {
+        "container_url": url,
+        "container_tls": version,
+        "container_health": [health.returncode, health.stdout + health.stderr],
+        "container_key_mode": oct((app / "tls" / "api.key").stat().st_mode & 0o777),
+    }
+
+
 def main(data: Path) -> dict[str, Any]:
     """Every observation, as one dictionary."""
     out: dict[str, Any] = {}
@@ -174,6 +215,7 @@ def main(data: Path) -> dict[str, Any]:
         out.update(python_clients(url, http_url, ca, pin))
     finally:
         stop(server)
+    out.update(container(data))
     return out
 
 

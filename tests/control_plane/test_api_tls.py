@@ -158,3 +158,10 @@ async def test_live_stream_refuses_plain_ws_off_loopback() -> None:
     await stream.run()  # returns at once: it never dials
     assert stream.connections == 0 and statuses == [False]
     assert str(stream.last_error).startswith("refusing http://10.99.0.1:8443")
+
+
+def test_netns_container_issues_its_certificate_and_serves_tls(netns: dict[str, Any]) -> None:
+    assert str(netns["container_url"]).startswith("https://10.99.0.1:")
+    assert netns["container_tls"] == "TLSv1.3"
+    assert netns["container_health"][0] == 0, netns["container_health"]
+    assert netns["container_key_mode"] == "0o600"
