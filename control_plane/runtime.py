@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -28,12 +28,14 @@ from control_plane.coordination import (
     MemoryLock,
     RedisLimiter,
     SweepLock,
+    ThrottlePolicy,
 )
 from control_plane.metrics import Metrics
 from control_plane.settings import ControlPlaneSettings
 
 log = logging.getLogger("keyvault.control_plane")
 Clock = Callable[[], datetime]
+REDIS_CONNECTIONS = 200
 
 
 class ControlPlane:
@@ -118,9 +120,21 @@ class ControlPlane:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.bus.close()
+        self.accounts.passwords.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
+
+
+def throttle_policy(settings: ControlPlaneSettings) -> ThrottlePolicy:
+    """The login throttling settings as one policy."""
+    return ThrottlePolicy(
+        free_failures=settings.login_max_failures,
+        base_delay=settings.login_delay_seconds,
+        max_delay=settings.login_lockout_seconds,
+        source_failures=settings.login_source_max_failures,
+        source_window=settings.login_source_window_seconds,
+    )
 
 
 async def open_control_plane(
@@ -136,16 +150,19 @@ async def open_control_plane(
     lock: SweepLock
     if settings.redis_url is None:
         bus = InProcessBus()
-        limiter = MemoryLimiter(settings.login_max_failures, settings.login_lockout_seconds)
+        limiter = MemoryLimiter(throttle_policy(settings))
     else:
-        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        bus = RedisBus(redis, settings.redis_prefix)
-        limiter = RedisLimiter(
-            redis,
-            settings.redis_prefix,
-            settings.login_max_failures,
-            settings.login_lockout_seconds,
+        # callers wait for a free connection (up to 5 s) instead of failing in a burst
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=5,
+            socket_timeout=5,
+            socket_connect_timeout=5,
         )
+        redis = Redis(connection_pool=pool)
+        bus = RedisBus(redis, settings.redis_prefix)
+        limiter = RedisLimiter(redis, settings.redis_prefix, throttle_policy(settings))
     lock = AdvisoryLock(engine) if db.is_postgres(engine) else MemoryLock()
     await bus.start()
     return ControlPlane(settings, engine, bus, limiter, lock, redis, clock)
