@@ -269,7 +269,7 @@ def _accounts() -> J:
                 "acceptInvitation",
                 "Accept an invitation with a password",
                 {"201": _json(_ref("User"), "the new user")},
-                "404 409",
+                "404 409 429",
                 body=_obj({"token": STR, "password": STR}, ["token", "password"]),
                 secure=False,
             )
@@ -596,7 +596,16 @@ def _stream_op() -> J:
 @cache
 def openapi_document() -> J:
     """The whole document (built once)."""
-    paths = {**_accounts(), **_vaults(), **_commands(), **_policies_alerts(), **_data_system()}
+    from control_plane.openapi_users import users_paths  # it builds on this module's helpers
+
+    paths = {
+        **_accounts(),
+        **users_paths(),
+        **_vaults(),
+        **_commands(),
+        **_policies_alerts(),
+        **_data_system(),
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "KeyVault control plane", "version": "1"},

@@ -60,6 +60,7 @@ class ControlPlane:
         from control_plane.services.policies import Policies
         from control_plane.services.rotation import Rotations
         from control_plane.services.uplink import Uplinks
+        from control_plane.services.users import Users
         from control_plane.services.vaults import Vaults
 
         self.settings = settings
@@ -74,6 +75,7 @@ class ControlPlane:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.audit = Audit(self)
         self.accounts = Accounts(self)
+        self.users = Users(self)
         self.alerts = Alerts(self)
         self.vaults = Vaults(self)
         self.policies = Policies(self)

@@ -62,6 +62,19 @@ invitations = sa.Table(
     sa.Column("accepted_at", TS),
 )
 
+password_resets = sa.Table(
+    "cp_password_resets",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("user_id", sa.String(40), sa.ForeignKey("cp_users.id"), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_by", sa.String(40), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("expires_at", TS, nullable=False),
+    sa.Column("used_at", TS),
+)
+
 service_ca = sa.Table(
     "cp_service_ca",
     metadata,

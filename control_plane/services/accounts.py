@@ -112,7 +112,7 @@ class Accounts:
             raise ValidationError("email and password must be strings")
         key = email.strip().lower()
         with self.passwords.attempt(source):
-            row = await self._check_password(key, password, source)
+            row = await self.check_password_of(key, password, source)
         await self.cp.limiter.succeeded(key, source)
         await self.cp.audit.record(row.org_id, "auth.login", actor=row.id)
         token = SESSION_PREFIX + secrets.token_urlsafe(32)
@@ -131,8 +131,11 @@ class Accounts:
             )
         return {"token": token, "expires_at": iso(expires), "user": user_json(row)}
 
-    async def _check_password(self, key: str, password: str, source: str) -> Any:
-        """The user row when ``password`` is theirs; else AuthenticationError (or a 429)."""
+    async def check_password_of(self, key: str, password: str, source: str) -> Any:
+        """The user row when ``password`` is theirs; else AuthenticationError (or a 429).
+
+        Call it inside ``self.passwords.attempt(source)``.
+        """
         trusted = await self.cp.limiter.admit(key, source)
         async with self.cp.engine.connect() as conn:
             row = (await conn.execute(sa.select(t.users).where(t.users.c.email == key))).first()
@@ -196,6 +199,12 @@ class Accounts:
             raise
         self._checked[key] = (now, principal)
         return principal
+
+    def forget_sessions(self, user_id: str) -> None:
+        """Drop cached session checks of a user (their role or sessions just changed)."""
+        for key, (_, principal) in list(self._checked.items()):
+            if principal.user_id == user_id:
+                del self._checked[key]
 
     async def logout(self, who: Principal) -> None:
         """Revoke the caller's session."""
