@@ -54,7 +54,7 @@ async def make_user(api: Api, org: dict[str, Any]) -> str:
     n = len(org["made"])
     email = f"made{n}@{org['id'].lower()}.test"
     await api.member(org["owner"], email, "viewer")
-    status, users = await api.call("GET", "/users", org["owner"])
+    _, users = await api.call("GET", "/users", org["owner"])
     return str(next(u["id"] for u in users["items"] if u["email"] == email))
 
 
