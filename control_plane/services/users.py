@@ -10,8 +10,8 @@ Rules, checked here for every caller (the route's least role is checked before):
 * a removed user's, a reset user's and a password-changing user's other sessions end at once.
 
 Every change is audited (by the API's middleware, or here for the unauthenticated reset) and
-pushed on the organisation's operator stream (``user.changed``, ``user.removed``,
-``user.sessions_ended``) with ids and roles only.
+pushed on the organisation's operator stream (``events.USER_CHANGED``, ``USER_REMOVED``,
+``USER_SESSIONS_ENDED``) with ids and roles only.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from common import events
 from common.errors import ConflictError, NotFoundError, PermissionDeniedError, ValidationError
 from control_plane import schema as t
 from control_plane.db import iso, new_id
@@ -35,12 +36,17 @@ from control_plane.services.accounts import (
 from control_plane.services.principal import RANK, ROLES, Principal
 
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from common.events import EventSink
+    from control_plane.background import Clock
+    from control_plane.coordination import LoginLimiter
+    from control_plane.services.accounts import Accounts
+    from control_plane.services.audit import Audit
 
 RESET_PREFIX = "kvr_"
 RESET_TTL = timedelta(hours=24)
 LOCKED_HASH = "!"  # no argon2 hash: never verifies (a reset, not yet completed account)
-EVENT_CHANGED, EVENT_REMOVED, EVENT_SESSIONS = "user.changed", "user.removed", "user.sessions_ended"
 RESET_SUBJECT = "password-reset"  # the throttle's account name for reset attempts
 
 
@@ -58,8 +64,25 @@ def session_json(row: Any, current: str | None) -> dict[str, Any]:
 class Users:
     """Changes to an organisation's users and their sessions."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        limiter: LoginLimiter,
+        sink: EventSink,
+        audit: Audit,
+        accounts: Accounts,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.limiter = limiter
+        self.sink = sink
+        self.audit = audit
+        self.accounts = accounts
+
+    async def _publish(self, kind: events.EventKind, org_id: str, data: dict[str, Any]) -> None:
+        await self.sink.publish(events.make(kind, org_id, self.clock(), data))
 
     # ------------------------------------------------------------ helpers
     async def _target(self, conn: AsyncConnection, who: Principal, user_id: str) -> Any:
@@ -111,13 +134,14 @@ class Users:
             query = query.where(t.sessions.c.id != keep)
         if only is not None:
             query = query.where(t.sessions.c.id == only)
-        ended = await conn.execute(query.values(revoked_at=self.cp.now()))
-        self.cp.accounts.forget_sessions(user_id)
+        ended = await conn.execute(query.values(revoked_at=self.clock()))
+        self.accounts.forget_sessions(user_id)
         return int(ended.rowcount or 0)
 
     async def _ended(self, org_id: str, user_id: str, count: int) -> None:
         if count:
-            await self.cp.publish(org_id, EVENT_SESSIONS, {"user_id": user_id, "count": count})
+            data = {"user_id": user_id, "count": count}
+            await self._publish(events.USER_SESSIONS_ENDED, org_id, data)
 
     # ------------------------------------------------------------ roles and removal
     async def set_role(self, who: Principal, user_id: str, role: Any) -> dict[str, Any]:
@@ -126,7 +150,7 @@ class Users:
             raise ValidationError(f"role must be one of {', '.join(ROLES)}")
         if RANK[role] > RANK[who.role]:
             raise PermissionDeniedError(f"you cannot grant a role above your own ({who.role})")
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             target = await self._target(conn, who, user_id)
             self._outranks(who, target)
             query = t.users.update().where(t.users.c.id == user_id)
@@ -136,14 +160,13 @@ class Users:
             if not (await conn.execute(query.values(role=role))).rowcount:
                 raise ConflictError("the organisation's last owner cannot be demoted")
             row = await self._target(conn, who, user_id)
-        self.cp.accounts.forget_sessions(user_id)
-        data = {"user_id": user_id, "email": row.email, "role": role}
-        await self.cp.publish(who.org_id, EVENT_CHANGED, data)
+        self.accounts.forget_sessions(user_id)
+        await self._publish(events.USER_CHANGED, who.org_id, {"user_id": user_id, "role": role})
         return user_json(row)
 
     async def remove(self, who: Principal, user_id: str) -> None:
         """Remove a user and end their sessions (the last owner cannot be removed)."""
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             target = await self._target(conn, who, user_id)
             self._outranks(who, target)
             await self._lock_owners(conn, who.org_id)
@@ -159,16 +182,16 @@ class Users:
                 t.password_resets.delete().where(t.password_resets.c.user_id == user_id)
             )
             await conn.execute(t.users.delete().where(t.users.c.id == user_id))
-        self.cp.accounts.forget_sessions(user_id)
-        await self.cp.publish(who.org_id, EVENT_REMOVED, {"user_id": user_id})
+        self.accounts.forget_sessions(user_id)
+        await self._publish(events.USER_REMOVED, who.org_id, {"user_id": user_id})
 
     # ------------------------------------------------------------ passwords
     async def reset_password(self, who: Principal, user_id: str) -> dict[str, Any]:
         """Lock the user's password, end their sessions, and return a single-use reset token
         (shown once) with which they choose a new one."""
         token = RESET_PREFIX + secrets.token_urlsafe(32)
-        now = self.cp.now()
-        async with self.cp.engine.begin() as conn:
+        now = self.clock()
+        async with self.engine.begin() as conn:
             target = await self._target(conn, who, user_id)
             self._outranks(who, target)
             await conn.execute(
@@ -195,22 +218,22 @@ class Users:
         if not isinstance(token, str) or not token.startswith(RESET_PREFIX) or len(token) > 200:
             raise unknown
         password = check_password(password)
-        accounts = self.cp.accounts
+        accounts = self.accounts
         with accounts.passwords.attempt(source):
-            await self.cp.limiter.admit(RESET_SUBJECT, source)
-            now = self.cp.now()
+            await self.limiter.admit(RESET_SUBJECT, source)
+            now = self.clock()
             live = sa.select(t.password_resets).where(
                 t.password_resets.c.token_hash == token_hash(token),
                 t.password_resets.c.used_at.is_(None),
                 t.password_resets.c.expires_at > now,
             )
-            async with self.cp.engine.connect() as conn:
+            async with self.engine.connect() as conn:
                 reset = (await conn.execute(live)).first()
             if reset is None:
-                await self.cp.limiter.failed(RESET_SUBJECT, source)
+                await self.limiter.failed(RESET_SUBJECT, source)
                 raise unknown
             hashed = await accounts.passwords.hash(password)
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             claim = await conn.execute(
                 t.password_resets.update()
                 .where(t.password_resets.c.id == reset.id, t.password_resets.c.used_at.is_(None))
@@ -221,8 +244,8 @@ class Users:
             await conn.execute(
                 t.users.update().where(t.users.c.id == reset.user_id).values(password_hash=hashed)
             )
-        await self.cp.limiter.succeeded(RESET_SUBJECT, source)
-        await self.cp.audit.record(
+        await self.limiter.succeeded(RESET_SUBJECT, source)
+        await self.audit.record(
             reset.org_id, "users.password_reset.complete", actor=reset.user_id, target=reset.user_id
         )
 
@@ -234,11 +257,11 @@ class Users:
         if not isinstance(current, str):
             raise ValidationError("current_password must be a string")
         new = check_password(new)
-        accounts = self.cp.accounts
+        accounts = self.accounts
         with accounts.passwords.attempt(source):
             await accounts.check_password_of(who.email, current, source)
             hashed = await accounts.passwords.hash(new)
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             await conn.execute(
                 t.users.update().where(t.users.c.id == who.user_id).values(password_hash=hashed)
             )
@@ -254,11 +277,11 @@ class Users:
             .where(
                 t.sessions.c.user_id == user_id,
                 t.sessions.c.revoked_at.is_(None),
-                t.sessions.c.expires_at > self.cp.now(),
+                t.sessions.c.expires_at > self.clock(),
             )
             .order_by(t.sessions.c.created_at)
         )
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             await self._target(conn, who, user_id)
             return [session_json(r, who.session_id) for r in await conn.execute(query)]
 
@@ -266,7 +289,7 @@ class Users:
         self, who: Principal, user_id: str, session_id: str | None = None
     ) -> dict[str, int]:
         """End one session of a user (``session_id``) or all of them."""
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             target = await self._target(conn, who, user_id)
             if target.id != who.user_id:
                 self._outranks(who, target)

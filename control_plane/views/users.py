@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from control_plane.views.body import json_object
 from control_plane.views.context import cp_of, target, who
 from control_plane.views.source import client_source
+from serverkit.body import json_object
 
 
 def _user(request: web.Request) -> str:
