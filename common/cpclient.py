@@ -198,6 +198,57 @@ class _Api(ABC):
         body = {"fingerprint": fingerprint}
         return self._run(_Call("PUT", "/api/v1/org/metadata-key", json=body))
 
+    # ------------------------------------------------------------ users
+    def list_users(self) -> Any:
+        """The organisation's users (the list of ``{id, email, role, created_at}``; admin)."""
+        return self._run(_Call("GET", "/api/v1/users", unwrap="items"))
+
+    def invite(self, email: str, role: str) -> Any:
+        """An invitation ``{id, email, role, token, expires_at}`` (the token is shown once)."""
+        body = {"email": email, "role": role}
+        return self._run(_Call("POST", "/api/v1/invitations", json=body))
+
+    def accept_invitation(self, token: str, password: str) -> Any:
+        """Join with an invitation token and a new password (no session needed)."""
+        body = {"token": token, "password": password}
+        return self._run(_Call("POST", "/api/v1/invitations/accept", json=body))
+
+    def set_role(self, user_id: str, role: str) -> Any:
+        """Change a user's role; the user as the API shows it."""
+        path = f"/api/v1/users/{_ref(user_id)}/role"
+        return self._run(_Call("PUT", path, json={"role": role}))
+
+    def remove_user(self, user_id: str) -> Any:
+        """Remove a user (their sessions end)."""
+        return self._run(_Call("DELETE", f"/api/v1/users/{_ref(user_id)}"))
+
+    def reset_password(self, user_id: str) -> Any:
+        """Lock a user's password and get a single-use reset token ``{token, expires_at}``."""
+        return self._run(_Call("POST", f"/api/v1/users/{_ref(user_id)}/password-reset"))
+
+    def complete_reset(self, token: str, password: str) -> Any:
+        """Choose a new password with a reset token (no session needed)."""
+        body = {"token": token, "password": password}
+        return self._run(_Call("POST", "/api/v1/password-resets/complete", json=body))
+
+    def change_password(self, current: str, new: str) -> Any:
+        """Change your own password; ``{sessions_ended}`` (your other sessions)."""
+        body = {"current_password": current, "new_password": new}
+        return self._run(_Call("PUT", "/api/v1/me/password", json=body))
+
+    def list_sessions(self, user_id: str | None = None) -> Any:
+        """Live sessions (the list of ``{id, user_id, created_at, expires_at, current}``) of a
+        user (admin) or, without ``user_id``, your own."""
+        path = f"/api/v1/users/{_ref(user_id)}/sessions" if user_id else "/api/v1/me/sessions"
+        return self._run(_Call("GET", path, unwrap="items"))
+
+    def end_sessions(self, user_id: str | None = None, session_id: str | None = None) -> Any:
+        """End one session (``session_id``) or all of a user's (admin) or your own; ``{ended}``."""
+        path = f"/api/v1/users/{_ref(user_id)}/sessions" if user_id else "/api/v1/me/sessions"
+        if session_id:
+            path += f"/{_ref(session_id)}"
+        return self._run(_Call("DELETE", path))
+
     # ------------------------------------------------------------ enrollment tokens
     def create_enrollment_token(self, description: str = "", ttl_seconds: int | None = None) -> Any:
         """A single-use enrollment token ``{id, token, ca_pin, description, expires_at}``."""
