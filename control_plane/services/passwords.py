@@ -7,7 +7,8 @@ and delaying everyone. One source may have at most ``per_source`` attempts under
 (:meth:`PasswordPool.attempt`, entered before any lookup), so a single address cannot fill the
 pool, the database or Redis in front of other people's logins, and an account logging
 in from an address it used before waits ahead of strangers (it may even take the newest
-stranger's place), so a flood from many addresses delays it by at most the hashes running.
+stranger's place) and has a worker strangers may not use (with two or more workers), so a
+flood from many addresses delays it by at most the one hash running in that worker.
 
 Unknown accounts are verified against a dummy hash made with the same parameters, so a
 wrong e-mail costs (and takes) as long as a wrong password.
@@ -54,6 +55,7 @@ class PasswordPool:
     ) -> None:
         self.hasher = hasher
         self.workers = workers
+        self.reserved = 1 if workers >= 2 else 0  # kept for known (account, address) pairs
         self.queue = queue
         self.per_source = per_source
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
@@ -86,38 +88,54 @@ class PasswordPool:
             if self._by_source[source] <= 0:
                 del self._by_source[source]
 
+    def _limit(self, priority: int) -> int:
+        """Workers a caller of this priority may use: strangers leave one to known pairs."""
+        return self.workers if priority == 0 else self.workers - self.reserved
+
+    def _may_start(self, priority: int) -> bool:
+        ahead = any(p <= priority for p, _, t in self._waiting if not t.done())
+        return self._running < self._limit(priority) and not ahead
+
     async def _acquire(self, trusted: bool) -> None:
         """Take a worker, or wait in line (trusted callers first); refuse when full."""
-        if self._running < self.workers:
+        priority = 0 if trusted else 1
+        if self._may_start(priority):
             self._running += 1
-        else:
-            if len(self._waiting) >= self.queue:
-                newest = max(self._waiting, default=None)
-                if not trusted or newest is None or newest[0] == 0:
-                    raise self._refuse_full()
-                self._waiting.remove(newest)  # a trusted caller bumps the newest stranger
+            return
+        if len(self._waiting) >= self.queue:
+            newest = max(self._waiting, default=None)
+            if not trusted or newest is None or newest[0] == 0:
+                raise self._refuse_full()
+            self._waiting.remove(newest)  # a trusted caller bumps the newest stranger
+            heapq.heapify(self._waiting)
+            newest[2].set_exception(self._refuse_full())
+        ticket = asyncio.get_running_loop().create_future()
+        entry = (priority, next(self._order), ticket)
+        heapq.heappush(self._waiting, entry)
+        try:
+            await ticket  # resolved by _release_worker, which counts us as running
+        except BaseException:
+            if entry in self._waiting:
+                self._waiting.remove(entry)
                 heapq.heapify(self._waiting)
-                newest[2].set_exception(self._refuse_full())
-            ticket = asyncio.get_running_loop().create_future()
-            entry = (0 if trusted else 1, next(self._order), ticket)
-            heapq.heappush(self._waiting, entry)
-            try:
-                await ticket  # resolved by _release_worker with the worker handed over
-            except BaseException:
-                if entry in self._waiting:
-                    self._waiting.remove(entry)
-                    heapq.heapify(self._waiting)
-                elif ticket.done() and not ticket.cancelled() and ticket.exception() is None:
-                    self._release_worker()  # handed over just as we gave up: pass it on
-                raise
+            elif ticket.done() and not ticket.cancelled() and ticket.exception() is None:
+                self._release_worker()  # handed over just as we gave up: pass it on
+            raise
 
     def _release_worker(self) -> None:
-        while self._waiting:
-            _, _, ticket = heapq.heappop(self._waiting)
-            if not ticket.done():
-                ticket.set_result(None)  # the worker passes straight to the next in line
-                return
+        """A worker is free: start the best waiter that may use it."""
         self._running -= 1
+        while self._waiting:
+            priority, _, ticket = self._waiting[0]
+            if ticket.done():
+                heapq.heappop(self._waiting)
+                continue
+            if self._running >= self._limit(priority):
+                return
+            heapq.heappop(self._waiting)
+            self._running += 1
+            ticket.set_result(None)
+            return
 
     async def _run(self, fn: Callable[[], T], trusted: bool = False) -> T:
         await self._acquire(trusted)

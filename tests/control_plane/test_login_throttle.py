@@ -219,3 +219,33 @@ async def test_password_pool_is_bounded_fair_and_serves_trusted_callers_first() 
         with pool.attempt("192.0.2.1"):
             pass
     pool.close()
+
+
+async def test_strangers_leave_one_worker_to_known_pairs() -> None:
+    import threading
+
+    from argon2 import PasswordHasher
+
+    from control_plane.services.passwords import PasswordPool
+
+    pool = PasswordPool(PasswordHasher(time_cost=1, memory_cost=64), workers=2, queue=4)
+    gate = threading.Event()
+    started: list[str] = []
+
+    async def run(name: str, trusted: bool = False) -> None:
+        def work() -> None:
+            started.append(name)
+            gate.wait(5)
+
+        await pool._run(work, trusted)
+
+    strangers = [asyncio.ensure_future(run(f"s{i}")) for i in range(3)]
+    await asyncio.sleep(0.1)
+    assert started == ["s0"]  # one worker for strangers, however many wait
+    known = asyncio.ensure_future(run("known", trusted=True))
+    await asyncio.sleep(0.1)
+    assert started == ["s0", "known"]  # the kept worker starts a known pair at once
+    gate.set()
+    await asyncio.gather(known, *strangers)
+    assert sorted(started) == ["known", "s0", "s1", "s2"]
+    pool.close()
