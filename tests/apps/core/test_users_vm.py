@@ -31,9 +31,7 @@ async def test_admin_manages_users_and_tokens_are_shown_once(live_cp: LiveContro
         await vm.show_sessions(None)
         assert [s.current for s in vm.state.sessions] == [True]
         with pytest.raises(ConflictError, match="last owner"):
-            await vm.set_role(
-                vm.state.users[-1].id if vm.state.users[-1].you else vm.state.users[0].id, "viewer"
-            )
+            await vm.set_role(next(u.id for u in vm.state.users if u.you), "viewer")
         with pytest.raises(ValidationError):
             await vm.invite("not an address", "viewer")
         await vm.remove(new.id)
