@@ -198,6 +198,20 @@ class _Api(ABC):
         body = {"fingerprint": fingerprint}
         return self._run(_Call("PUT", "/api/v1/org/metadata-key", json=body))
 
+    # ------------------------------------------------------------ single sign-on
+    def sso_config(self, org_id: str) -> Any:
+        """``{issuer, client_id}`` of the organisation's OpenID provider (no session needed)."""
+        return self._run(_Call("GET", f"/api/v1/auth/sso/{_ref(org_id)}"))
+
+    def sso_login(self, org_id: str, id_token: str) -> Any:
+        """Log in with an ID token of that provider; the client keeps the session token."""
+        body = {"org_id": org_id, "id_token": id_token}
+        return self._run(_Call("POST", "/api/v1/auth/sso", json=body, keeps_token=True))
+
+    def set_sso(self, doc: dict[str, Any]) -> Any:
+        """Trust a provider: ``{issuer, client_id, role_map, groups_claim?, require_sso?}``."""
+        return self._run(_Call("PUT", "/api/v1/org/sso", json=dict(doc)))
+
     # ------------------------------------------------------------ users
     def list_users(self) -> Any:
         """The organisation's users (the list of ``{id, email, role, created_at}``; admin)."""

@@ -21,9 +21,62 @@ USER_ID = [_path("user_id")]
 SESSION_ID = [_path("user_id"), _path("session_id")]
 
 
-def users_paths() -> J:
-    """Paths (without the /api/v1 prefix) of user management."""
+SSO_CONFIG: J = _obj(
+    {
+        "issuer": STR,
+        "client_id": STR,
+        "groups_claim": STR,
+        "role_map": {"type": "object", "additionalProperties": ROLE},
+        "require_sso": {"type": "boolean"},
+    },
+    ["issuer", "client_id", "role_map"],
+)
+
+
+def sso_paths() -> J:
+    """Paths of single sign-on."""
     return {
+        "/auth/sso/{org_id}": {
+            "get": _op(
+                "ssoConfig",
+                "The organisation's OpenID provider and client id (to start a login)",
+                {"200": _json(_obj({"issuer": STR, "client_id": STR}), "provider")},
+                "404",
+                params=[_path("org_id")],
+                secure=False,
+            )
+        },
+        "/auth/sso": {
+            "post": _op(
+                "ssoLogin",
+                "Log in with an ID token of the organisation's provider",
+                {"200": _json({"type": "object"}, "a new session")},
+                "401 404 429",
+                body=_obj({"org_id": STR, "id_token": STR}, ["org_id", "id_token"]),
+                secure=False,
+            )
+        },
+        "/org/sso": {
+            "put": _op(
+                "setSso",
+                "Trust an OpenID provider, map its groups to roles, require it or not",
+                {"200": _json(SSO_CONFIG, "the configuration")},
+                body=SSO_CONFIG,
+            ),
+            "get": _op(
+                "getSso",
+                "The single sign-on configuration",
+                {"200": _json(SSO_CONFIG, "it")},
+                "404",
+            ),
+        },
+    }
+
+
+def users_paths() -> J:
+    """Paths (without the /api/v1 prefix) of user management and single sign-on."""
+    return {
+        **sso_paths(),
         "/users/{user_id}/role": {
             "put": _op(
                 "setUserRole",

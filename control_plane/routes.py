@@ -13,6 +13,7 @@ from control_plane.views import accounts as a
 from control_plane.views import alerts as al
 from control_plane.views import commands as c
 from control_plane.views import policies as p
+from control_plane.views import sso as so
 from control_plane.views import stream as st
 from control_plane.views import system as y
 from control_plane.views import users as u
@@ -28,6 +29,10 @@ ROUTES: list[tuple[str, str, View, str, str | None]] = [
     ("GET", "/users", a.list_users, "users.list", "admin"),
     ("POST", "/invitations", a.create_invitation, "invitations.create", "admin"),
     ("POST", "/invitations/accept", a.accept_invitation, "invitations.accept", None),
+    ("GET", "/auth/sso/{org_id}", so.sso_public, "auth.sso_config", None),
+    ("POST", "/auth/sso", so.sso_login, "auth.sso", None),
+    ("PUT", "/org/sso", so.put_sso, "org.sso_set", "owner"),
+    ("GET", "/org/sso", so.get_sso, "org.sso", "admin"),
     ("PUT", "/users/{user_id}/role", u.set_role, "users.role", "admin"),
     ("DELETE", "/users/{user_id}", u.remove_user, "users.remove", "admin"),
     ("POST", "/users/{user_id}/password-reset", u.reset_password, "users.reset", "admin"),

@@ -43,6 +43,7 @@ from control_plane.services.inventory import Inventory
 from control_plane.services.policies import Policies
 from control_plane.services.presence import VaultPresence
 from control_plane.services.rotation import Rotations
+from control_plane.services.sso import SingleSignOn
 from control_plane.services.users import Users
 from control_plane.services.vaults import Vaults
 from control_plane.settings import ControlPlaneSettings
@@ -80,6 +81,7 @@ class Services:
     rotations: Rotations
     presence: VaultPresence
     users: Users
+    sso: SingleSignOn
 
 
 def build_services(r: Resources) -> Services:
@@ -148,6 +150,14 @@ def build_services(r: Resources) -> Services:
         audit=audit,
         accounts=accounts,
     )
+    sso = SingleSignOn(
+        engine=r.engine,
+        clock=r.clock,
+        limiter=r.limiter,
+        audit=audit,
+        accounts=accounts,
+        users=users,
+    )
     return Services(
         audit,
         accounts,
@@ -160,6 +170,7 @@ def build_services(r: Resources) -> Services:
         rotations,
         presence,
         users,
+        sso,
     )
 
 
@@ -189,6 +200,7 @@ class ControlPlane:
         self.rotations = services.rotations
         self.presence = services.presence
         self.users = services.users
+        self.sso = services.sso
         self.uplink_connections: Callable[[], int] = lambda: 0  # set by the gateway's hub
 
     def now(self) -> datetime:

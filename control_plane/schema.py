@@ -75,6 +75,18 @@ password_resets = sa.Table(
     sa.Column("used_at", TS),
 )
 
+sso = sa.Table(
+    "cp_sso",
+    metadata,
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("cp_orgs.id"), primary_key=True),
+    sa.Column("issuer", sa.String(500), nullable=False),
+    sa.Column("client_id", sa.String(200), nullable=False),
+    sa.Column("groups_claim", sa.String(100), nullable=False),
+    sa.Column("role_map", sa.Text, nullable=False),
+    sa.Column("require_sso", sa.Boolean, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
 service_ca = sa.Table(
     "cp_service_ca",
     metadata,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -163,8 +164,37 @@ class Session:
         profile = Profile(url, email.strip(), ca_file=ca_file, ca_pin=ca_pin)
         with _client(profile, None) as cp:
             result = cp.login(profile.email, password)
-            me = cp.me()
-        token = str(result["token"])
+            return cls._keep(profile, store, cp, str(result["token"]))
+
+    @classmethod
+    def login_sso(
+        cls,
+        control_plane_url: str,
+        org_id: str,
+        open_browser: Callable[[str], Any],
+        *,
+        ca_file: str | None = None,
+        store: CredentialStore | None = None,
+        ca_pin: str | None = None,
+    ) -> Session:
+        """Sign in through the organisation's OpenID provider (browser, loopback redirect),
+        then keep the token and the profile as :meth:`login` does."""
+        from apps.core.sso import sso_login
+        from common.cpclient import check_url
+
+        url = check_url(control_plane_url)
+        store = store or CredentialStore()
+        profile = Profile(url, "", ca_file=ca_file, ca_pin=ca_pin)
+        with _client(profile, None) as cp:
+            result = sso_login(cp, org_id, open_browser)
+            return cls._keep(profile, store, cp, str(result["token"]))
+
+    @classmethod
+    def _keep(
+        cls, profile: Profile, store: CredentialStore, cp: ControlPlaneClient, token: str
+    ) -> Session:
+        """Fill the profile from ``/me``, keep the token in the keyring, save the profile."""
+        me = cp.me()
         profile.email = str(me["user"]["email"])
         profile.role = str(me["user"]["role"])
         profile.org_id = str(me["org"]["id"])

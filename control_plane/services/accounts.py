@@ -137,7 +137,21 @@ class Accounts:
         with self.passwords.attempt(source):
             row = await self.check_password_of(key, password, source)
         await self.limiter.succeeded(key, source)
+        if await self.requires_sso(row.org_id):
+            raise AuthenticationError(
+                "your organisation signs in with single sign-on: run `keyvault login --sso`"
+            )
         await self.audit.record(row.org_id, "auth.login", actor=row.id)
+        return await self.new_session(row)
+
+    async def requires_sso(self, org_id: str) -> bool:
+        """Whether the organisation refuses password logins."""
+        query = sa.select(t.sso.c.require_sso).where(t.sso.c.org_id == org_id)
+        async with self.engine.connect() as conn:
+            return bool((await conn.execute(query)).scalar())
+
+    async def new_session(self, row: Any) -> dict[str, Any]:
+        """A new session for the user ``row`` (password or single sign-on checked before)."""
         token = SESSION_PREFIX + secrets.token_urlsafe(32)
         now = self.clock()
         expires = now + timedelta(seconds=self.settings.session_ttl_seconds)

@@ -104,6 +104,13 @@ CASES: dict[str, tuple[str, Maker | None, Any, int]] = {
     "users.sessions_end": ("/users/{id}/sessions", make_user, None, 200),
     "users.session_end": ("/users/{id}", make_user_session, None, 200),
     "me.sessions": ("/me/sessions", None, None, 200),
+    "org.sso_set": (
+        "/org/sso",
+        None,
+        {"issuer": "http://127.0.0.1:9", "client_id": "kv", "role_map": {"ops": "operator"}},
+        200,
+    ),
+    "org.sso": ("/org/sso", None, None, 200),
     "analytics.usage": ("/analytics/usage", None, None, 200),
 }
 

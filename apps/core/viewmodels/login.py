@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from apps.core.keyring_store import CredentialStore
 from apps.core.session import Session, previous_profile
@@ -120,6 +122,39 @@ class LoginViewModel(ViewModel[LoginState]):
             exc.message, exc.args = message, (message,)
             raise exc from None
         self._set(busy=False, error=None)
+        return session
+
+    async def login_sso(
+        self,
+        url: str,
+        org_id: str,
+        open_browser: Callable[[str], Any],
+        ca_file: str | None = None,
+        store: CredentialStore | None = None,
+    ) -> Session:
+        """Sign in through the organisation's identity provider (browser + loopback redirect,
+        in a thread); raises a one-line error."""
+        url = url.strip().rstrip("/")
+        try:
+            url = check_url(url)
+        except ValidationError as exc:
+            raise _invalid("url", exc.message) from None
+        ca_path, pin = split_trust(ca_file)
+        self._set(url=url, ca_file=(ca_file or "").strip() or None, busy=True, error=None)
+        try:
+            session = await asyncio.to_thread(
+                Session.login_sso,
+                url,
+                org_id,
+                open_browser,
+                ca_file=ca_path,
+                store=store,
+                ca_pin=pin,
+            )
+        except KeyVaultError as exc:
+            self._set(busy=False, error=exc.message)
+            raise
+        self._set(busy=False, error=None, email=session.profile.email)
         return session
 
     def resume(self, store: CredentialStore | None = None) -> Session | None:
