@@ -25,6 +25,7 @@ SSO_CONFIG: J = _obj(
     {
         "issuer": STR,
         "client_id": STR,
+        "native_client_secret": {"type": ["string", "null"]},
         "groups_claim": STR,
         "role_map": {"type": "object", "additionalProperties": ROLE},
         "require_sso": {"type": "boolean"},
@@ -40,7 +41,12 @@ def sso_paths() -> J:
             "get": _op(
                 "ssoConfig",
                 "The organisation's OpenID provider and client id (to start a login)",
-                {"200": _json(_obj({"issuer": STR, "client_id": STR}), "provider")},
+                {
+                    "200": _json(
+                        _obj({"issuer": STR, "client_id": STR, "client_secret": STR}),
+                        "provider",
+                    )
+                },
                 "404",
                 params=[_path("org_id")],
                 secure=False,

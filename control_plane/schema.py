@@ -81,6 +81,7 @@ sso = sa.Table(
     sa.Column("org_id", sa.String(40), sa.ForeignKey("cp_orgs.id"), primary_key=True),
     sa.Column("issuer", sa.String(500), nullable=False),
     sa.Column("client_id", sa.String(200), nullable=False),
+    sa.Column("native_client_secret", sa.String(200)),
     sa.Column("groups_claim", sa.String(100), nullable=False),
     sa.Column("role_map", sa.Text, nullable=False),
     sa.Column("require_sso", sa.Boolean, nullable=False),

@@ -75,7 +75,11 @@ def _discover(issuer: str) -> dict[str, Any]:
 
 
 def id_token_from_provider(
-    issuer: str, client_id: str, open_browser: Opener, timeout: float = TIMEOUT
+    issuer: str,
+    client_id: str,
+    open_browser: Opener,
+    timeout: float = TIMEOUT,
+    client_secret: str | None = None,
 ) -> str:
     """Run the code + PKCE flow with a loopback redirect; the ID token the provider issued."""
     meta = _discover(issuer)
@@ -109,18 +113,16 @@ def id_token_from_provider(
     if "code" not in params:
         why = params.get("error_description") or params.get("error") or "no code"
         raise AuthenticationError(f"the identity provider refused: {why}")
-    exchanged = httpx.post(
-        str(meta["token_endpoint"]),
-        data={
-            "grant_type": "authorization_code",
-            "code": params["code"],
-            "redirect_uri": redirect,
-            "client_id": client_id,
-            "code_verifier": verifier,
-        },
-        auth=(client_id, ""),
-        timeout=15,
-    )
+    form = {
+        "grant_type": "authorization_code",
+        "code": params["code"],
+        "redirect_uri": redirect,
+        "client_id": client_id,
+        "code_verifier": verifier,
+    }
+    if client_secret:  # a native-app "secret" some providers insist on (RFC 8252 §8.5)
+        form["client_secret"] = client_secret
+    exchanged = httpx.post(str(meta["token_endpoint"]), data=form, timeout=15)
     if exchanged.status_code != 200 or "id_token" not in exchanged.text:
         raise AuthenticationError(
             f"the identity provider did not issue an ID token (HTTP {exchanged.status_code})"
@@ -137,6 +139,10 @@ def sso_login(
         raise ValidationError("give the organisation's id (org_…) for single sign-on")
     provider = cp.sso_config(org_id.strip())
     id_token = id_token_from_provider(
-        str(provider["issuer"]), str(provider["client_id"]), open_browser, timeout
+        str(provider["issuer"]),
+        str(provider["client_id"]),
+        open_browser,
+        timeout,
+        provider.get("client_secret"),
     )
     return dict(cp.sso_login(org_id.strip(), id_token))

@@ -6,7 +6,9 @@ token must be signed by a key of the provider's JWKS, name the configured issuer
 audience, the configured client id, and be unexpired. Its groups claim maps to our roles (the
 highest mapped role wins); no mapped group means no access, and the user's sessions end. An
 unknown e-mail in that organisation becomes an account on first login (it has no password).
-With ``require_sso`` the organisation's password logins are refused.
+With ``require_sso`` the organisation's password logins are refused. A provider that insists
+on a client secret even from native apps gets the one it issued for them
+(``native_client_secret``, public by nature: RFC 8252 §8.5).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ def _check_config(doc: dict[str, Any]) -> dict[str, Any]:
     client_id = doc.get("client_id")
     if not isinstance(client_id, str) or not 1 <= len(client_id) <= 200:
         raise ValidationError("client_id must be 1 to 200 characters")
+    native = doc.get("native_client_secret")
+    if native is not None and (not isinstance(native, str) or not 1 <= len(native) <= 200):
+        raise ValidationError("native_client_secret must be 1 to 200 characters")
     claim = doc.get("groups_claim", "groups")
     if not isinstance(claim, str) or not 1 <= len(claim) <= 100:
         raise ValidationError("groups_claim must be 1 to 100 characters")
@@ -69,6 +74,7 @@ def _check_config(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "issuer": issuer.rstrip("/"),
         "client_id": client_id,
+        "native_client_secret": native,
         "groups_claim": claim,
         "role_map": role_map,
         "require_sso": require,
@@ -79,6 +85,7 @@ def _config_json(row: Any) -> dict[str, Any]:
     return {
         "issuer": row.issuer,
         "client_id": row.client_id,
+        "native_client_secret": row.native_client_secret,
         "groups_claim": row.groups_claim,
         "role_map": json.loads(row.role_map),
         "require_sso": bool(row.require_sso),
@@ -131,9 +138,14 @@ class SingleSignOn:
         return _config_json(row)
 
     async def public(self, org_id: str) -> dict[str, Any]:
-        """What an operator's app needs to start the flow: issuer and client id."""
+        """What an operator's app needs to start the flow: issuer, client id and, for
+        providers that want one from native apps, the client secret they gave for them (not a
+        secret in an app anyone can install, RFC 8252 §8.5; never a confidential client's)."""
         doc = await self.config(org_id)
-        return {"issuer": doc["issuer"], "client_id": doc["client_id"]}
+        public = {"issuer": doc["issuer"], "client_id": doc["client_id"]}
+        if doc["native_client_secret"]:
+            public["client_secret"] = doc["native_client_secret"]
+        return public
 
     async def _jwks(self, issuer: str) -> jwt.PyJWKSet:
         """The provider's signing keys (discovery + JWKS, cached a few minutes)."""
@@ -212,15 +224,13 @@ class SingleSignOn:
             if row is not None and row.org_id != org_id:
                 raise _refused(f"{email} belongs to another organisation")
             if role is None:
-                if row is not None:
+                if row is not None:  # removed from every mapped group: their sessions end
                     await conn.execute(
                         t.sessions.update()
                         .where(t.sessions.c.user_id == row.id, t.sessions.c.revoked_at.is_(None))
                         .values(revoked_at=self.clock())
                     )
-                    self.accounts.forget_sessions(row.id)
-                raise _refused("none of your groups at the provider grants a role here")
-            if row is None:
+            elif row is None:
                 values = {
                     "id": new_id("usr"),
                     "org_id": org_id,
@@ -232,4 +242,9 @@ class SingleSignOn:
                 await conn.execute(t.users.insert().values(**values))
             elif row.role != role:
                 await conn.execute(t.users.update().where(t.users.c.id == row.id).values(role=role))
-            return (await conn.execute(sa.select(t.users).where(t.users.c.email == email))).one()
+            found = (await conn.execute(sa.select(t.users).where(t.users.c.email == email))).first()
+        if role is None:
+            if row is not None:
+                self.accounts.forget_sessions(row.id)
+            raise _refused("none of your groups at the provider grants a role here")
+        return found

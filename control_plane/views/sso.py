@@ -8,7 +8,9 @@ from control_plane.views.context import cp_of, target, who
 from control_plane.views.source import client_source
 from serverkit.body import json_object
 
-FIELDS = frozenset({"issuer", "client_id", "groups_claim", "role_map", "require_sso"})
+FIELDS = frozenset(
+    {"issuer", "client_id", "native_client_secret", "groups_claim", "role_map", "require_sso"}
+)
 
 
 async def put_sso(request: web.Request) -> web.Response:
