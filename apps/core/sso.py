@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.server
+import json
 import secrets
 import threading
 from collections.abc import Callable
@@ -127,7 +128,20 @@ def id_token_from_provider(
         raise AuthenticationError(
             f"the identity provider did not issue an ID token (HTTP {exchanged.status_code})"
         )
-    return str(exchanged.json()["id_token"])
+    id_token = str(exchanged.json()["id_token"])
+    if _unverified_claims(id_token).get("nonce") != nonce:
+        raise AuthenticationError("single sign-on refused: the ID token is not for this sign-in")
+    return id_token
+
+
+def _unverified_claims(id_token: str) -> dict[str, Any]:
+    """The token's payload, read only to compare the nonce: the control plane verifies it."""
+    try:
+        payload = id_token.split(".")[1]
+        doc = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def sso_login(
