@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005_i16"
+down_revision = "0004_i14b"
 branch_labels = None
 depends_on = None
 

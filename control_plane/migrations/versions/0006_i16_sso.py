@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006_i16"
+down_revision = "0005_i16"
 branch_labels = None
 depends_on = None
 
