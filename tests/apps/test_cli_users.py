@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from click.testing import CliRunner, Result
 
 from apps.cli.main import cli
@@ -89,3 +90,32 @@ def test_users_lifecycle_from_the_cli(
     assert "removed new@example.com" in ok(run("users", "remove", "new@example.com", "--yes"))
     assert "new@example.com" not in ok(run("users", "list"))
     one_error(run("users", "remove", "ghost@example.com", "--yes"), 66, "no user ghost@")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "users",
+        "users list",
+        "users invite",
+        "users accept",
+        "users role",
+        "users remove",
+        "users reset-password",
+        "users set-password",
+        "users change-password",
+        "users sessions",
+        "users end-sessions",
+    ],
+)
+def test_every_users_command_has_help(command: str) -> None:
+    result = run(*command.split(), "--help")
+    assert result.exit_code == 0 and "Usage:" in result.stdout and result.stdout.count("\n") > 3
+
+
+def test_users_accept_refuses_plain_http_off_loopback_in_one_line() -> None:
+    result = run(
+        *("users", "accept", "--control-plane", "http://10.99.0.1:8443", "--token", "kvi_x"),
+        env={"KEYVAULT_NEW_PASSWORD": "a long enough password"},
+    )
+    one_error(result, 64, "refusing http://10.99.0.1:8443")
