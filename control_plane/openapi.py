@@ -333,7 +333,7 @@ def _accounts() -> J:
                 "acceptInvitation",
                 "Accept an invitation with a password",
                 {"201": _json(_ref("User"), "the new user")},
-                "404 409",
+                "404 409 429",
                 body=_obj({"token": STR, "password": STR}, ["token", "password"]),
                 secure=False,
             )
@@ -629,15 +629,7 @@ def _data_system() -> J:
                 ],
             )
         },
-        "/stream": {
-            "get": _op(
-                "stream",
-                "WebSocket of the organisation's events",
-                {"101": {"description": "switching to WebSocket"}},
-                "401",
-                secure=False,
-            )
-        },
+        "/stream": {"get": _stream_op()},
         "/health": {
             "get": _op(
                 "health", "Liveness", {"200": _json({"type": "object"}, "alive")}, secure=False
@@ -663,10 +655,53 @@ def _data_system() -> J:
     }
 
 
+STREAM_AUTH = (
+    "WebSocket of the caller's organisation's events (any role). Authenticate with "
+    "`Authorization: Bearer kvs_…` on the upgrade request; a client that cannot set headers "
+    'may instead send `{"type": "auth", "token": "kvs_…"}` as its first message '
+    "within 10 s. A refused token is HTTP 401 on the upgrade, or close code 4401 after it; "
+    "the session is re-checked about every 15 s and the socket closed with 4401 once it ended "
+    '(expired, revoked, user removed). The server then sends `{"type": "hello"}` and '
+    'events `{"type", "org_id", "at", "data"}`; 4408 closes a client too slow to read.'
+)
+
+
+def _stream_op() -> J:
+    """The operator stream: a WebSocket upgrade authenticated by the session token."""
+    op = _op(
+        "stream",
+        "WebSocket of the organisation's events",
+        {"101": {"description": "switching to WebSocket"}},
+        "401",
+        secure=False,
+    )
+    op["description"] = STREAM_AUTH
+    # the bearer header, or (for clients without headers) the first message: both optional
+    # at the HTTP layer, so the document lists both ways
+    op["security"] = [{"session": []}, {}]
+    op["responses"]["401"] = _json(
+        _ref("Error"), "no valid session token on the upgrade (Bearer kvs_…)"
+    )
+    op["x-websocket-close-codes"] = {
+        "4401": "the session ended or the first-message token was refused",
+        "4408": "the client read too slowly; reconnect",
+    }
+    return op
+
+
 @cache
 def openapi_document() -> J:
     """The whole document (built once)."""
-    paths = {**_accounts(), **_vaults(), **_commands(), **_policies_alerts(), **_data_system()}
+    from control_plane.openapi_users import users_paths  # it builds on this module's helpers
+
+    paths = {
+        **_accounts(),
+        **users_paths(),
+        **_vaults(),
+        **_commands(),
+        **_policies_alerts(),
+        **_data_system(),
+    }
     strict_requests(paths, _schemas())
     return {
         "openapi": "3.1.0",

@@ -62,6 +62,32 @@ invitations = sa.Table(
     sa.Column("accepted_at", TS),
 )
 
+password_resets = sa.Table(
+    "cp_password_resets",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("user_id", sa.String(40), sa.ForeignKey("cp_users.id"), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_by", sa.String(40), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("expires_at", TS, nullable=False),
+    sa.Column("used_at", TS),
+)
+
+sso = sa.Table(
+    "cp_sso",
+    metadata,
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("cp_orgs.id"), primary_key=True),
+    sa.Column("issuer", sa.String(500), nullable=False),
+    sa.Column("client_id", sa.String(200), nullable=False),
+    sa.Column("native_client_secret", sa.String(200)),
+    sa.Column("groups_claim", sa.String(100), nullable=False),
+    sa.Column("role_map", sa.Text, nullable=False),
+    sa.Column("require_sso", sa.Boolean, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
 service_ca = sa.Table(
     "cp_service_ca",
     metadata,

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from apps.core.viewmodels.enrollment import EnrollmentViewModel
     from apps.core.viewmodels.policies import PoliciesViewModel
     from apps.core.viewmodels.usage import UsageViewModel
+    from apps.core.viewmodels.users import UsersViewModel
     from common.cpclient import AsyncControlPlaneClient
 
 StatusListener = Callable[[bool], None]
@@ -44,6 +45,7 @@ class Shell:
         from apps.core.viewmodels.enrollment import EnrollmentViewModel
         from apps.core.viewmodels.policies import PoliciesViewModel
         from apps.core.viewmodels.usage import UsageViewModel
+        from apps.core.viewmodels.users import UsersViewModel
 
         self.session = session
         self.client = client
@@ -55,12 +57,16 @@ class Shell:
         self.enrollment: EnrollmentViewModel = EnrollmentViewModel(
             client, session.profile.gateway_url
         )
+        self.users: UsersViewModel = UsersViewModel(
+            client, my_email=session.profile.email, my_role=session.profile.role
+        )
         self.agents: AgentDirectory = AgentDirectory(session.store)
         self.online = False
         self.stream = LiveStream(
             session.profile.control_plane_url,
             session.token,
             ca_file=session.profile.ca_file,
+            pin=session.profile.ca_pin,
             on_event=self.route_event,
             on_status=self._on_stream_status,
         )
@@ -129,6 +135,8 @@ class Shell:
             self.alerts.apply_event(kind, data)
         elif known.family == "policy":
             self.policies.apply_event(kind, data)
+        elif known.family == "user":
+            self._spawn(self.users.refresh())  # ids only: reload the list
         if known.family == "vault" or known is events.COMMAND_RESULT:
             for detail in list(self._details):
                 detail.apply_event(kind, data)

@@ -98,6 +98,7 @@ def cp_settings(tmp_path: Path, **extra: Any) -> Any:
             "background_tasks": False,
             "login_max_failures": 3,
             "login_lockout_seconds": 60,
+            "login_delay_seconds": 60,  # the first wait after 3 failures: the whole 60 s
             "gateway_port": 0,  # the agent gateway on any free port (tests run in parallel)
             **extra,
         }

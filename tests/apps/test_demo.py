@@ -155,7 +155,9 @@ def check_control_plane(demo: Demo, folder: Path) -> str:
     from apps.core.labels import open_label
     from common.metadata_key import MetadataKey
 
-    with ControlPlaneClient(demo.value("control plane API")) as cp:
+    ca_file = demo.value("control plane CA")
+    assert demo.value("control plane API").startswith("https://127.0.0.1:")
+    with ControlPlaneClient(demo.value("control plane API"), ca_file=ca_file) as cp:
         cp.token = cp.login(EMAIL, demo.value("operator password"))["token"]
         online = wait_online(cp, {"payments-prod", "web-staging"})
         assert online == vault_ids(folder)

@@ -8,7 +8,16 @@ from apps.core.navigation import AREAS, KEYS, SUB_AREAS, area, area_of, shortcut
 
 
 def test_areas_in_order_with_unique_keys_and_letters() -> None:
-    assert KEYS == ("vaults", "alerts", "policies", "usage", "audit", "enrollment", "secrets")
+    assert KEYS == (
+        "vaults",
+        "alerts",
+        "policies",
+        "usage",
+        "audit",
+        "enrollment",
+        "secrets",
+        "users",
+    )
     assert len({a.letter for a in AREAS}) == len(AREAS)
     assert all(len(a.letter) == 1 and a.title and a.heading for a in AREAS)
     assert area("policies").heading == "Rotation policies" and area("policies").title == "Policies"

@@ -29,7 +29,7 @@ def test_navigation_has_every_view(qtbot: Any, fake_shell: Shell) -> None:
     window = open_window(qtbot, fake_shell)
     titles = [window.nav.item(i).text() for i in range(window.nav.count())]
     assert titles[0] == "Vaults" and titles[2:] == [t for _, t, _, _ in NAV[2:]]
-    assert len(titles) == 7
+    assert len(titles) == len(NAV) == 8
     assert isinstance(window.current_view(), VaultsView)
     assert isinstance(window.show_view("alerts"), AlertsView)
     assert window.current_view() is window.views["alerts"]
