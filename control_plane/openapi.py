@@ -334,7 +334,10 @@ def _accounts() -> J:
                 "Accept an invitation with a password",
                 {"201": _json(_ref("User"), "the new user")},
                 "404 409 429",
-                body=_obj({"token": STR, "password": STR}, ["token", "password"]),
+                body=_obj(
+                    {"token": STR, "password": {**STR, "minLength": 12, "maxLength": 1024}},
+                    ["token", "password"],
+                ),
                 secure=False,
             )
         },
