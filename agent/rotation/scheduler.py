@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,7 @@ from agent.rotation import policy as pol
 from agent.rotation.engine import PENDING, POLICIES_KEY, RotationEngine, RotationFailedError
 from agent.store import hot
 from agent.store import schema as t
+from agent.uplink import outbox
 from common.errors import KeyVaultError
 
 log = logging.getLogger("keyvault.agent.rotation")
@@ -67,6 +69,7 @@ class Scheduler(Background):
         self.rotated = 0
         self.failed = 0
         self._running: asyncio.Task[Any] | None = None
+        self.alerted_budget = False
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -80,6 +83,9 @@ class Scheduler(Background):
         while not self._stopping.is_set():
             try:
                 await self.run_pass()
+            except pol.BudgetExceededError as exc:
+                log.warning("rotation pass skipped: %s", exc.message)
+                await self._alert(exc.message)
             except KeyVaultError as exc:
                 log.warning("rotation pass skipped: %s", exc.message)
             except Exception:
@@ -95,6 +101,15 @@ class Scheduler(Background):
                     await asyncio.wait_for(
                         self._stopping.wait(), min(POLL, max(0.0, deadline - loop.time()))
                     )
+
+    async def _alert(self, message: str) -> None:
+        """An ``intent_refused`` alert upstream (the policies cost more than the budget)."""
+        if self.alerted_budget:
+            return
+        self.alerted_budget = True
+        alert = {"kind": "intent_refused", "message": message}
+        now = self.engine.clock().isoformat()
+        await self.store.write(lambda c: outbox.enqueue(c, outbox.ALERT, alert, now))
 
     # ------------------------------------------------------------------ a pass
     async def run_pass(self) -> Plan:
@@ -130,7 +145,11 @@ class Scheduler(Background):
         now_dt = self.engine.clock()
         now = now_dt.isoformat()
         ids = [s[0] for s in secrets]
-        assigned = pol.assign(policies, [s[1] for s in secrets], [s[2] for s in secrets])
+        deadline = time.monotonic() + self.settings.evaluation_budget_seconds
+        assigned = await asyncio.to_thread(  # off the event loop: the local API keeps serving
+            pol.assign, policies, [s[1] for s in secrets], [s[2] for s in secrets],
+            protected=self.settings.protected_names, deadline=deadline,
+        )  # fmt: skip
         plan = Plan()
         inserts: list[dict[str, Any]] = []
         changes: list[dict[str, Any]] = []

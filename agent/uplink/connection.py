@@ -219,7 +219,7 @@ class Connection:
             if stream is not None:
                 stream.ack(frame.get("upto"))
         elif kind == "command":
-            self.link.commands_queue.put_nowait(frame)
+            await self.link.queue_command(frame)
         elif kind == "policies":
             await self.link.store_policies(frame.get("policies"))
         elif kind == "certificate":
