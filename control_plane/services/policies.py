@@ -1,4 +1,10 @@
-"""Rotation policies: metadata only (selectors are evaluated by agents, names being sealed)."""
+"""Rotation policies: sealed intents relayed as they are, checked only in what is clear.
+
+An operator app seals a policy (``common/intents.py``); the control plane checks the clear header
+(interval, notice, target vaults — all covered by the intent's tag), stores it and sends it to
+agents, which alone can open and verify it. Plaintext policies (from before, or the legacy API
+body) are still stored and listed, but agents refuse them until an app re-saves them sealed.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from common import intents
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
 from control_plane.db import iso, new_id
@@ -18,7 +25,9 @@ if TYPE_CHECKING:
     from control_plane.runtime import ControlPlane
 
 ROTATORS = ("random", "postgres", "command")
-FIELDS = {"name", "selector", "interval_seconds", "notice_seconds", "rotator", "scope"}
+FIELDS = {"name", "selector", "interval_seconds", "notice_seconds", "rotator", "scope", "intent"}
+CLEAR = ("interval_seconds", "notice_seconds", "scope")  # what a sealed policy shows in clear
+MAX_POLICIES = 200  # per organisation, deleted (tombstones) included: one uplink frame holds all
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,64}$")
 _SETTING_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 # setting names that could carry secret material are refused outright; a postgres rotator's
@@ -99,8 +108,36 @@ def _check_scope(value: Any) -> dict[str, Any]:
     raise ValidationError('scope must be "all" or {"vault_ids": ["vlt_…", …]}')
 
 
+def _collect(checks: dict[str, Any], doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Run every check on the fields given; (clean fields, {field: message}) — all errors."""
+    out: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    for key, check in checks.items():
+        if key in doc:
+            try:
+                out[key] = check(doc[key])
+            except ValidationError as exc:
+                errors[key] = exc.message
+    return out, errors
+
+
+def fail(errors: dict[str, str]) -> ValidationError:
+    """One ValidationError carrying every field's message (``details.fields``)."""
+    first = next(iter(errors))
+    text = "; ".join(f"{field}: {message}" for field, message in errors.items())
+    return ValidationError(text, details={"field": first, "fields": errors})
+
+
+def cross_check(fields: dict[str, Any], errors: dict[str, str]) -> None:
+    """Rules between fields: notice shorter than the interval."""
+    interval, notice = fields.get("interval_seconds"), fields.get("notice_seconds")
+    if interval is not None and notice is not None and notice >= interval:
+        errors.setdefault("notice_seconds", "notice_seconds must be shorter than interval_seconds")
+
+
 def validate(doc: dict[str, Any], partial: bool) -> dict[str, Any]:
-    """The policy fields of a create (all required) or update (any subset) body."""
+    """The policy fields of a plaintext create (all required) or update (any subset) body;
+    every error at once."""
     checks = {
         "name": _check_name,
         "selector": _check_selector,
@@ -109,39 +146,73 @@ def validate(doc: dict[str, Any], partial: bool) -> dict[str, Any]:
         "rotator": _check_rotator,
         "scope": _check_scope,
     }
+    out, errors = _collect(checks, doc)
     if not partial:
-        missing = sorted({"name", "selector", "interval_seconds", "rotator"} - set(doc))
-        if missing:
-            raise ValidationError(f"missing required field(s): {', '.join(missing)}")
-    out = {key: checks[key](doc[key]) for key in FIELDS if key in doc}
-    if not partial:
+        for key in sorted({"name", "selector", "interval_seconds", "rotator"} - set(doc)):
+            errors[key] = f"{key} is required"
         out.setdefault("notice_seconds", 0)
         out.setdefault("scope", {"all": True})
+    cross_check(out, errors)
+    if errors:
+        raise fail(errors)
     return out
 
 
+def check_intent(doc: Any, kinds: tuple[str, ...]) -> intents.Header:
+    """The clear header of a sealed policy intent, every rule the control plane can see checked
+    (the rest is checked by the operator's app before sealing and by the agent after opening)."""
+    try:
+        intents.check_size(doc)
+        header = intents.parse_header(doc)
+    except ValidationError as exc:
+        raise fail({"intent": exc.message}) from None
+    if header.kind not in kinds:
+        raise fail({"intent": f"this call takes a {' or '.join(kinds)} intent"})
+    errors: dict[str, str] = {}
+    cross_check(vars(header), errors)
+    if errors:
+        raise fail(errors)
+    return header
+
+
 def policy_json(row: Any) -> dict[str, Any]:
-    """A policy as the API and the stream show it."""
+    """A policy as the API and the stream show it: a sealed one shows its clear header fields and
+    the intent (apps open name, selector and rotator locally); a plaintext one, as it was."""
     body = json.loads(row.body)
-    return {
+    doc = {
         "id": row.id,
-        "name": row.name,
         "version": row.version,
-        **body,
+        "sealed": row.intent is not None,
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
     }
+    if row.intent is None:
+        return {**doc, "name": row.name, **body}
+    return {**doc, **{k: body.get(k) for k in CLEAR}, "intent": json.loads(row.intent)}
 
 
 def uplink_policy(row: Any) -> dict[str, Any]:
-    """A policy as the uplink's ``policies`` frame carries it."""
+    """A policy as the uplink's ``policies`` frame carries it: the sealed intent as it is (a
+    plaintext row in its old shape, which agents refuse)."""
+    if row.intent is not None:
+        return dict(json.loads(row.intent))
     return {"id": row.id, "name": row.name, "version": row.version, "body": json.loads(row.body)}
 
 
 def applies_to(policy: dict[str, Any], vault_id: str) -> bool:
-    """True when the policy's scope includes the vault."""
+    """True when a policy goes to the vault's agent: every sealed intent does (the agent checks
+    the authenticated scope itself, so a re-scoped policy is seen to leave); a plaintext one only
+    when its scope includes the vault."""
+    if "mac" in policy:
+        return True
     scope = policy["body"].get("scope") or {"all": True}
     return bool(scope.get("all")) or vault_id in scope.get("vault_ids", ())
+
+
+def _clear(header: intents.Header) -> str:
+    scope = {"all": True} if header.vault_ids is None else {"vault_ids": list(header.vault_ids)}
+    return json.dumps({"interval_seconds": header.interval_seconds,
+                       "notice_seconds": header.notice_seconds, "scope": scope})  # fmt: skip
 
 
 class Policies:
@@ -150,22 +221,51 @@ class Policies:
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
 
-    async def _row(self, conn: Any, org_id: str, policy_id: str) -> Any:
+    async def _row(self, conn: Any, org_id: str, policy_id: str, *, deleted: bool = False) -> Any:
         p = t.policies
-        row = (
-            await conn.execute(sa.select(p).where(p.c.id == policy_id, p.c.org_id == org_id))
-        ).first()
+        q = sa.select(p).where(p.c.id == policy_id, p.c.org_id == org_id)
+        if not deleted:
+            q = q.where(p.c.deleted_at.is_(None))
+        row = (await conn.execute(q)).first()
         if row is None:
             raise NotFoundError(f"no policy {policy_id}")
         return row
 
+    async def _check_vaults(self, conn: Any, org_id: str, ids: Any) -> None:
+        """Every vault id a scope names must be one of the organisation's vaults."""
+        if not ids:
+            return
+        v = t.vaults
+        q = sa.select(v.c.id).where(v.c.org_id == org_id, v.c.id.in_(list(ids)))
+        found = {r.id for r in await conn.execute(q)}
+        missing = sorted(set(ids) - found)
+        if missing:
+            raise fail(
+                {
+                    "scope": f"no vault {missing[0]} in this organisation"
+                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                }
+            )
+
+    async def _check_room(self, conn: Any, org_id: str) -> None:
+        p = t.policies
+        count = (
+            await conn.execute(sa.select(sa.func.count()).where(p.c.org_id == org_id))
+        ).scalar_one()
+        if count >= MAX_POLICIES:
+            raise ConflictError(f"an organisation holds at most {MAX_POLICIES} policies")
+
     async def create(self, who: Principal, doc: dict[str, Any]) -> dict[str, Any]:
-        """A new policy."""
+        """A new policy: a sealed intent (``{"intent": …}``), or plaintext fields (legacy)."""
+        if "intent" in doc:
+            return await self._create_sealed(who, doc)
         fields = validate(doc, partial=False)
         name = fields.pop("name")
         now, policy_id = self.cp.now(), new_id("pol")
         try:
             async with self.cp.engine.begin() as conn:
+                await self._check_vaults(conn, who.org_id, fields["scope"].get("vault_ids"))
+                await self._check_room(conn, who.org_id)
                 await conn.execute(
                     t.policies.insert().values(
                         id=policy_id,
@@ -183,17 +283,54 @@ class Policies:
         await self.cp.publish(who.org_id, "policy.created", policy)
         return policy
 
+    async def _create_sealed(self, who: Principal, doc: dict[str, Any]) -> dict[str, Any]:
+        if set(doc) != {"intent"}:
+            raise fail({"intent": 'a sealed policy is sent as {"intent": …} alone'})
+        header = check_intent(doc["intent"], ("policy",))
+        if header.revision != 1:
+            raise fail({"intent": "a new policy's first revision is 1"})
+        now = self.cp.now()
+        try:
+            async with self.cp.engine.begin() as conn:
+                await self._check_vaults(conn, who.org_id, header.vault_ids)
+                await self._check_room(conn, who.org_id)
+                await conn.execute(
+                    t.policies.insert().values(
+                        id=header.id,
+                        org_id=who.org_id,
+                        name=header.id,
+                        body=_clear(header),
+                        version=1,
+                        intent=json.dumps(doc["intent"]),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                policy = policy_json(await self._row(conn, who.org_id, header.id))
+        except sa.exc.IntegrityError:
+            raise ConflictError(f"a policy {header.id} already exists") from None
+        await self.cp.publish(who.org_id, "policy.created", policy)
+        return policy
+
     async def list(self, who: Principal) -> list[dict[str, Any]]:
-        """Every policy of the organisation."""
+        """Every policy of the organisation (not the deleted ones)."""
         p = t.policies
-        q = sa.select(p).where(p.c.org_id == who.org_id).order_by(p.c.name)
+        q = (
+            sa.select(p)
+            .where(p.c.org_id == who.org_id, p.c.deleted_at.is_(None))
+            .order_by(p.c.name)
+        )
         async with self.cp.engine.connect() as conn:
             return [policy_json(r) for r in await conn.execute(q)]
 
     async def for_uplink(self, org_id: str) -> builtins.list[dict[str, Any]]:
-        """Every policy of the organisation in the uplink's shape, by name."""
+        """Every policy of the organisation in the uplink's shape (sealed deletions included)."""
         p = t.policies
-        q = sa.select(p).where(p.c.org_id == org_id).order_by(p.c.name)
+        q = (
+            sa.select(p)
+            .where(p.c.org_id == org_id, sa.or_(p.c.deleted_at.is_(None), p.c.intent.is_not(None)))
+            .order_by(p.c.id)
+        )
         async with self.cp.engine.connect() as conn:
             return [uplink_policy(r) for r in await conn.execute(q)]
 
@@ -203,14 +340,25 @@ class Policies:
             return policy_json(await self._row(conn, who.org_id, policy_id))
 
     async def update(self, who: Principal, policy_id: str, doc: dict[str, Any]) -> dict[str, Any]:
-        """Change some fields; the version goes up by one."""
+        """Replace a policy by a newer sealed revision, or change plaintext fields (legacy, the
+        version going up by one)."""
+        if "intent" in doc:
+            return await self._update_sealed(who, policy_id, doc)
         fields = validate(doc, partial=True)
         if not fields:
             raise ValidationError("nothing to update")
         try:
             async with self.cp.engine.begin() as conn:
                 row = await self._row(conn, who.org_id, policy_id)
+                if row.intent is not None:
+                    raise fail({"intent": "a sealed policy changes only by a newer sealed "
+                                "revision (keyvault policies edit, or an operator app)"})  # fmt: skip
                 body = {**json.loads(row.body), **{k: v for k, v in fields.items() if k != "name"}}
+                errors: dict[str, str] = {}
+                cross_check(body, errors)
+                if errors:
+                    raise fail(errors)
+                await self._check_vaults(conn, who.org_id, body["scope"].get("vault_ids"))
                 await conn.execute(
                     t.policies.update()
                     .where(t.policies.c.id == policy_id)
@@ -227,9 +375,53 @@ class Policies:
         await self.cp.publish(who.org_id, "policy.updated", policy)
         return policy
 
-    async def delete(self, who: Principal, policy_id: str) -> None:
-        """Remove a policy."""
+    async def _replace(
+        self, conn: Any, who: Principal, policy_id: str, doc: dict[str, Any], kinds: tuple[str, ...]
+    ) -> intents.Header:
+        """Check a newer sealed revision of a policy and store it in the caller's transaction."""
+        if set(doc) != {"intent"}:
+            raise fail({"intent": 'a sealed change is sent as {"intent": …} alone'})
+        header = check_intent(doc["intent"], kinds)
+        if header.id != policy_id:
+            raise fail({"intent": f"the intent is for {header.id}, not {policy_id}"})
+        row = await self._row(conn, who.org_id, policy_id)
+        if header.revision <= row.version:
+            raise ConflictError(
+                f"policy {policy_id} is at revision {row.version}; send revision "
+                f"{row.version + 1} (reload it and edit again)"
+            )
+        await self._check_vaults(conn, who.org_id, header.vault_ids)
+        now = self.cp.now()
+        values: dict[str, Any] = {"version": header.revision, "intent": json.dumps(doc["intent"]),
+                                  "updated_at": now}  # fmt: skip
+        if header.kind == "policy_delete":
+            values["deleted_at"] = now
+        else:
+            values["body"] = _clear(header)
+        await conn.execute(t.policies.update().where(t.policies.c.id == policy_id).values(**values))
+        return header
+
+    async def _update_sealed(
+        self, who: Principal, policy_id: str, doc: dict[str, Any]
+    ) -> dict[str, Any]:
         async with self.cp.engine.begin() as conn:
-            await self._row(conn, who.org_id, policy_id)
-            await conn.execute(t.policies.delete().where(t.policies.c.id == policy_id))
+            await self._replace(conn, who, policy_id, doc, ("policy",))
+            policy = policy_json(await self._row(conn, who.org_id, policy_id))
+        await self.cp.publish(who.org_id, "policy.updated", policy)
+        return policy
+
+    async def delete(
+        self, who: Principal, policy_id: str, doc: dict[str, Any] | None = None
+    ) -> None:
+        """Remove a policy: a sealed one by a sealed deletion (``{"intent": …}``, kept as a
+        tombstone the agents receive), a plaintext one outright."""
+        async with self.cp.engine.begin() as conn:
+            row = await self._row(conn, who.org_id, policy_id)
+            if row.intent is None and not doc:
+                await conn.execute(t.policies.delete().where(t.policies.c.id == policy_id))
+            elif doc:
+                await self._replace(conn, who, policy_id, doc, ("policy_delete",))
+            else:
+                raise fail({"intent": "a sealed policy is deleted by a sealed deletion "
+                            "(keyvault policies delete, or an operator app)"})  # fmt: skip
         await self.cp.publish(who.org_id, "policy.deleted", {"id": policy_id})
