@@ -1,21 +1,28 @@
-"""Rotation policies: the list, a form draft checked like the control plane checks it, CRUD.
+"""Rotation policies: the list, a form draft checked in full, and CRUD through sealed intents.
 
-The control plane stays the authority (``control_plane/services/policies.py``): the draft's
-checks only let a form put a message next to the right field before anything is sent, and a
-``ValidationError`` from the server is raised as it is.
+A policy is made here and sealed with the organisation's metadata key (:mod:`apps.core.intents`):
+the control plane sees only its interval, notice and target vaults, and agents run only what
+verifies. So this is where every rule is checked before sealing — each field, the rules between
+fields (notice shorter than the interval, target vaults that exist, settings the rotator knows)
+— and every error is reported at once, each tagged with its field (``details["fields"]``). The
+control plane checks again what it can see, and its ``ValidationError`` is raised as it is.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from apps.core.intents import IntentMaker, KeySource
 from apps.core.viewmodels.base import Listener, ViewModel, when
-from common.errors import ValidationError
+from common import globs
+from common.errors import ConflictError, ValidationError
 
 DAY = 86400
+SEALED_NAME = "(sealed policy)"
 ROTATORS = ("random", "postgres", "command")
 _GENERATOR = {"length", "classes", "min_per_class", "exclude_lookalikes", "encoding", "bytes"}
 # the settings each rotator understands (docs/rotation.md) and the ones it needs
@@ -78,6 +85,8 @@ def _setting_value(text: str) -> str | int | bool:
 
 
 def _settings(rotator: str, text: str) -> dict[str, Any]:
+    if rotator not in ROTATOR_SETTINGS:
+        return {}  # the rotator field carries the error
     raw = parse_pairs(text, "settings")
     if len(raw) > 20:
         raise _fail("at most 20 settings", "settings")
@@ -105,8 +114,9 @@ def _selector(name_glob: str, labels_text: str) -> dict[str, Any]:
     selector: dict[str, Any] = {}
     glob = name_glob.strip()
     if glob:
-        if len(glob) > 200:
-            raise _fail("the name glob must be at most 200 characters", "name_glob")
+        found = globs.problem(glob)
+        if found is not None:
+            raise _fail(found, "name_glob")
         selector["name_glob"] = glob
     labels = parse_pairs(labels_text, "labels")
     if labels:
@@ -136,6 +146,13 @@ def _scope(text: str) -> dict[str, Any]:
     return {"vault_ids": ids}
 
 
+def _scope_ids(text: str) -> list[str]:
+    value = text.strip()
+    if not value or value.lower() == "all":
+        return []
+    return sorted({part.strip() for part in value.split(",") if part.strip()})
+
+
 @dataclass(frozen=True)
 class PolicyDraft:
     """A policy form's fields, as typed (strings)."""
@@ -150,21 +167,52 @@ class PolicyDraft:
     scope: str = "all"
 
     def validate(self) -> dict[str, Any]:
-        """The API body; ValidationError with ``details["field"]`` naming the bad field."""
-        name = self.name.strip()
-        if not 1 <= len(name) <= 200:
-            raise _fail("name must be 1 to 200 characters", "name")
+        """The policy's fields; one ValidationError with every problem, ``details["fields"]``
+        mapping each bad field to its message (``details["field"]``: the first of them)."""
         rotator = self.rotator.strip()
-        if rotator not in ROTATORS:
-            raise _fail(f"rotator must be one of {', '.join(ROTATORS)}", "rotator")
-        return {
-            "name": name,
-            "selector": _selector(self.name_glob, self.labels),
-            "interval_seconds": _days(self.interval_days, "interval_days", 60, 10 * 365 * DAY),
-            "notice_seconds": _days(self.notice_days, "notice_days", 0, 365 * DAY, default=0),
-            "rotator": {"type": rotator, "settings": _settings(rotator, self.settings)},
-            "scope": _scope(self.scope),
-        }
+        checks: dict[str, Callable[[], Any]] = {
+            "name": lambda: _name(self.name),
+            "selector": lambda: _selector(self.name_glob, self.labels),
+            "interval_seconds": lambda: _days(self.interval_days, "interval_days", 60,
+                                              10 * 365 * DAY),
+            "notice_seconds": lambda: _days(self.notice_days, "notice_days", 0, 365 * DAY,
+                                            default=0),
+            "rotator": lambda: {"type": _rotator(rotator),
+                                "settings": _settings(rotator, self.settings)},
+            "scope": lambda: _scope(self.scope),
+        }  # fmt: skip
+        out: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for key, check in checks.items():
+            try:
+                out[key] = check()
+            except ValidationError as exc:
+                errors.setdefault(str(exc.details.get("field", key)), exc.message)
+        interval, notice = out.get("interval_seconds"), out.get("notice_seconds")
+        if interval is not None and notice is not None and notice >= interval:
+            errors.setdefault("notice_days", "notice must be shorter than the interval")
+        if errors:
+            raise fields_error(errors)
+        return out
+
+
+def fields_error(errors: dict[str, str]) -> ValidationError:
+    """One ValidationError for several fields: a one-line message naming each, and the map."""
+    text = "; ".join(f"{field.replace('_', ' ')}: {message}" for field, message in errors.items())
+    return ValidationError(text, details={"field": next(iter(errors)), "fields": dict(errors)})
+
+
+def _name(text: str) -> str:
+    name = text.strip()
+    if not 1 <= len(name) <= 200:
+        raise _fail("name must be 1 to 200 characters", "name")
+    return name
+
+
+def _rotator(rotator: str) -> str:
+    if rotator not in ROTATORS:
+        raise _fail(f"rotator must be one of {', '.join(ROTATORS)}", "rotator")
+    return rotator
 
 
 def _pairs_text(values: Any) -> str:
@@ -197,13 +245,18 @@ class PolicyRow:
     doc: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> PolicyRow:
-        """A row from a policy of the API or the stream."""
+    def from_json(cls, doc: dict[str, Any], opened: dict[str, Any] | None = None) -> PolicyRow:
+        """A row from a policy of the API or the stream; a sealed one shows ``opened`` (its
+        intent's body, opened locally) or, without it, that it is sealed."""
+        if doc.get("sealed"):
+            doc = {**doc, **(opened or {"name": SEALED_NAME, "selector": {}, "rotator": {}})}
         selector = doc.get("selector") or {}
         parts = [f"name ~ {selector['name_glob']}"] if selector.get("name_glob") else []
         if selector.get("labels"):
             parts.append(_pairs_text(selector["labels"]))
         rotator = doc.get("rotator") or {}
+        if doc.get("sealed") and opened is None:
+            parts = ["sealed: import the metadata key to read it"]
         return cls(
             id=str(doc["id"]),
             name=str(doc.get("name", "")),
@@ -250,20 +303,58 @@ def _by_name(rows: list[PolicyRow]) -> tuple[PolicyRow, ...]:
 
 
 class PoliciesViewModel(ViewModel[PoliciesState]):
-    """List, create, change and delete rotation policies."""
+    """List, create, change and delete rotation policies (sealed with the metadata key)."""
 
-    def __init__(self, client: Any, on_change: Listener | None = None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        on_change: Listener | None = None,
+        *,
+        key_source: KeySource = lambda: None,
+    ) -> None:
         super().__init__(PoliciesState(), on_change)
         self.client = client
+        self.intents = IntentMaker(key_source)
+
+    def _row(self, doc: dict[str, Any]) -> PolicyRow:
+        opened = self.intents.open(doc.get("intent")) if doc.get("sealed") else None
+        return PolicyRow.from_json(doc, opened)
 
     async def refresh(self) -> None:
         """Load every policy (errors go to ``state.error``)."""
 
         async def work() -> None:
             docs = await self.client.list_policies()
-            self._set(rows=_by_name([PolicyRow.from_json(d) for d in docs]))
+            self._set(rows=_by_name([self._row(d) for d in docs]))
 
         await self._load(work)
+
+    async def _check_name(self, name: str, policy_id: str | None) -> None:
+        """Names are unique in an organisation; only apps can tell, the control plane sees none."""
+        for doc in await self.client.list_policies():
+            row = self._row(doc)
+            if row.id != policy_id and row.name == name:
+                raise ConflictError(f"a policy named {name!r} already exists")
+
+    async def checked(self, draft: PolicyDraft, policy_id: str | None = None) -> dict[str, Any]:
+        """The draft's fields, every rule checked, including that each target vault exists and
+        the name is free; one ValidationError with every problem otherwise."""
+        try:
+            fields = draft.validate()
+        except ValidationError as exc:
+            errors = dict(exc.details.get("fields") or {})
+        else:
+            errors = {}
+        ids = _scope_ids(draft.scope)
+        if ids and "scope" not in errors:
+            known = {v["id"] async for v in self.client.iter_vaults()}
+            missing = [i for i in ids if i not in known]
+            if missing:
+                errors["scope"] = f"no vault {missing[0]} in this organisation"
+        if errors:
+            raise fields_error(errors)
+        await self._check_name(fields["name"], policy_id)
+        return fields
 
     def row(self, policy_id: str) -> PolicyRow | None:
         """The loaded row of a policy, or None."""
@@ -275,20 +366,33 @@ class PoliciesViewModel(ViewModel[PoliciesState]):
         return row.draft() if row is not None else PolicyDraft()
 
     async def create(self, draft: PolicyDraft) -> PolicyRow:
-        """Check the draft, create the policy and show it; raises KeyVaultError."""
-        row = PolicyRow.from_json(await self.client.create_policy(draft.validate()))
+        """Check the draft, seal it, create the policy and show it; raises KeyVaultError."""
+        body = self.intents.policy(await self.checked(draft))
+        row = self._row(await self.client.create_policy(body))
         self._upsert(row)
         return row
 
+    async def _revision(self, policy_id: str) -> int:
+        """The policy's current revision, from the server (an edit seals the next one)."""
+        return int((await self.client.get_policy(policy_id))["version"])
+
     async def update(self, policy_id: str, draft: PolicyDraft) -> PolicyRow:
-        """Check the draft and replace the policy's fields; raises KeyVaultError."""
-        row = PolicyRow.from_json(await self.client.update_policy(policy_id, draft.validate()))
+        """Check the draft and seal it as the policy's next revision; raises KeyVaultError."""
+        revision = await self._revision(policy_id) + 1
+        fields = await self.checked(draft, policy_id)
+        body = self.intents.policy(fields, policy_id=policy_id, revision=revision)
+        row = self._row(await self.client.update_policy(policy_id, body))
         self._upsert(row)
         return row
 
     async def delete(self, policy_id: str) -> None:
-        """Delete a policy; raises KeyVaultError."""
-        await self.client.delete_policy(policy_id)
+        """Delete a policy (a sealed deletion, its next revision); raises KeyVaultError."""
+        doc = await self.client.get_policy(policy_id)
+        if doc.get("sealed"):
+            body = self.intents.delete_policy(policy_id, int(doc["version"]) + 1)
+            await self.client.delete_policy(policy_id, body)
+        else:
+            await self.client.delete_policy(policy_id)
         self._set(rows=tuple(r for r in self.state.rows if r.id != policy_id))
 
     def apply_event(self, kind: str, data: dict[str, Any]) -> bool:
@@ -297,7 +401,7 @@ class PoliciesViewModel(ViewModel[PoliciesState]):
             known = self.row(str(data["id"]))
             if known is not None and known.doc.get("version", 0) > data.get("version", 0):
                 return False  # an older change arriving after a newer one
-            self._upsert(PolicyRow.from_json(data))
+            self._upsert(self._row(data))
             return True
         if kind == "policy.deleted" and self.row(str(data.get("id"))) is not None:
             self._set(rows=tuple(r for r in self.state.rows if r.id != data["id"]))
