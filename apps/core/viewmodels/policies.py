@@ -10,6 +10,7 @@ control plane checks again what it can see, and its ``ValidationError`` is raise
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -101,7 +102,13 @@ def _settings(rotator: str, text: str) -> dict[str, Any]:
                 "settings",
             )
         if key not in known:
-            raise _fail(f"the {rotator} rotator has no setting {key!r}", "settings")
+            near = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = (
+                f" (did you mean {near[0]!r}?)"
+                if near
+                else f"; it knows {', '.join(sorted(known))}"
+            )
+            raise _fail(f"the {rotator} rotator has no setting {key!r}{hint}", "settings")
         if len(value) > 200:
             raise _fail(f"setting {key!r} must be at most 200 characters", "settings")
     missing = [key for key in required if not raw.get(key)]
