@@ -17,7 +17,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-from common import uplink
+from common import intents, uplink
+from common.errors import ValidationError
 from control_plane.bus import Subscription
 
 if TYPE_CHECKING:
@@ -25,6 +26,21 @@ if TYPE_CHECKING:
     from control_plane.runtime import ControlPlane
 
 log = logging.getLogger("keyvault.control_plane.gateway")
+
+
+def routable(frame: dict[str, Any]) -> bool:
+    """Whether a frame from the bus is a command this gateway may relay: ``{type, id, intent}``
+    (or a plaintext command in the old shape), within the intent size limit. Agents verify the
+    intent themselves; this only keeps other frame types and oversized ones off the route."""
+    if frame.get("type") != "command" or not isinstance(frame.get("id"), str):
+        return False
+    if set(frame) == {"type", "id", "intent"}:
+        try:
+            intents.check_size(frame["intent"])
+        except ValidationError:
+            return False
+        return True
+    return set(frame) == {"type", "id", "command", "args"}
 
 
 class UplinkHub:
@@ -89,6 +105,9 @@ class UplinkHub:
         if session is None:
             return
         if "frame" in message and isinstance(message["frame"], dict):
+            if not routable(message["frame"]):
+                log.warning("dropped a routed frame for %s that is not a command", session.vault.id)
+                return
             session.deliver_command(message["frame"])
         elif "takeover" in message:
             gen = message["takeover"]
