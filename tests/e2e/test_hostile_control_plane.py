@@ -31,6 +31,7 @@ from tests.e2e.test_rotation import (
     _create,
     _create_policy,
     _governed,
+    _item,
     _keyed_agent,
     _served,
 )
@@ -219,4 +220,4 @@ def test_a_hostile_control_plane_cannot_make_the_agent_act(
     assert {sid: _served(agent, sid) for sid in served} == served
     assert not ran.exists()
     assert agent.health()["status"] in ("ok", "healthy", "degraded")
-    assert "policy" in " ".join(_alerts_sent(trace))
+    assert _item(cp, vault_id, a)["policy_id"] == legit  # the operators' policy still governs
