@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from common.errors import KeyVaultError
 log = logging.getLogger("keyvault.agent.rotation")
 POLL = 0.5  # seconds between checks for a new policy list (memory only)
 CHUNK = 500
+SWITCH_INTERVAL = 0.001  # seconds a worker thread may hold the GIL before the loop gets it
 
 
 @dataclass
@@ -74,6 +76,9 @@ class Scheduler(Background):
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
         """Recover, then a pass every scan interval or on a new policy list (never raises)."""
+        # evaluation runs in worker threads: hand the GIL back to the event loop often, so the
+        # local API answers within a few milliseconds while a pass runs
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         try:
             if await self.engine.recover():
                 log.warning("reported rotations interrupted by the last stop as failed")
@@ -135,21 +140,33 @@ class Scheduler(Background):
         return plan
 
     async def plan(self) -> Plan:
-        """Evaluate policies, persist due dates that changed, list what is due now."""
+        """Evaluate policies, persist due dates that changed, list what is due now.
+
+        The evaluation (every policy against every name) runs in a worker thread under
+        ``rotation.evaluation_budget_seconds``: the event loop only awaits it.
+        """
         raw, any_scheduled = await self.store.read(_policies_and_any)
         policies = self.engine.policies_from(raw)
         if not policies and not any_scheduled:
             return Plan()  # an agent without policies reads no secrets
-        raw, secrets, schedule = await self.store.read(_snapshot)
-        policies = self.engine.policies_from(raw)
-        now_dt = self.engine.clock()
-        now = now_dt.isoformat()
-        ids = [s[0] for s in secrets]
+        snapshot = await self.store.read(_snapshot)
         deadline = time.monotonic() + self.settings.evaluation_budget_seconds
-        assigned = await asyncio.to_thread(  # off the event loop: the local API keeps serving
-            pol.assign, policies, [s[1] for s in secrets], [s[2] for s in secrets],
-            protected=self.settings.protected_names, deadline=deadline,
-        )  # fmt: skip
+        plan, inserts, changes, dropped, now = await asyncio.to_thread(
+            self._evaluate, *snapshot, deadline
+        )
+        if inserts or changes or dropped:
+            await self.store.write(self._persist(inserts, changes, dropped, now))
+        return plan
+
+    def _evaluate(
+        self, raw: str | None, secrets: list[Any], schedule: dict[str, Any], deadline: float
+    ) -> tuple[Plan, list[dict[str, Any]], list[dict[str, Any]], list[str], str]:
+        """(plan, inserts, changes, dropped, now) for one snapshot (in a worker thread)."""
+        policies = self.engine.policies_from(raw)
+        now = self.engine.clock().isoformat()
+        ids = [s[0] for s in secrets]
+        assigned = pol.assign(policies, [s[1] for s in secrets], [s[2] for s in secrets],
+                              protected=self.settings.protected_names, deadline=deadline)  # fmt: skip
         plan = Plan()
         inserts: list[dict[str, Any]] = []
         changes: list[dict[str, Any]] = []
@@ -180,11 +197,9 @@ class Scheduler(Background):
                 due.append((next_due, sid))
         dropped = [sid for sid, row in schedule.items() if row[1] != PENDING]
         plan.added, plan.changed, plan.dropped = len(inserts), len(changes), len(dropped)
-        if inserts or changes or dropped:
-            await self.store.write(self._persist(inserts, changes, dropped, now))
         due.sort()
         plan.due = [sid for _, sid in due]
-        return plan
+        return plan, inserts, changes, dropped, now
 
     def _persist(
         self,
