@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from agent.background import Background
 from agent.rotation import policy as pol
 from agent.rotation.engine import PENDING, POLICIES_KEY, RotationEngine, RotationFailedError
+from agent.rotation.evaluate import Evaluator
 from agent.store import hot
 from agent.store import schema as t
 from agent.uplink import outbox
@@ -72,18 +73,26 @@ class Scheduler(Background):
         self.failed = 0
         self._running: asyncio.Task[Any] | None = None
         self.alerted_budget = False
+        self.evaluator = Evaluator()
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
         """Recover, then a pass every scan interval or on a new policy list (never raises)."""
-        # evaluation runs in worker threads: hand the GIL back to the event loop often, so the
-        # local API answers within a few milliseconds while a pass runs
+        # the plan's bookkeeping runs in worker threads: hand the GIL back to the event loop
+        # often, so the local API answers within a few milliseconds while a pass runs
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         try:
             if await self.engine.recover():
                 log.warning("reported rotations interrupted by the last stop as failed")
         except Exception:
             log.exception("rotation recovery failed; it is tried again at the next start")
+        try:
+            await self._passes()
+        finally:
+            await asyncio.to_thread(self.evaluator.close)
+
+    async def _passes(self) -> None:
+        """A pass every scan interval, or at once when a new policy list arrives."""
         seen = self.policies_version()
         while not self._stopping.is_set():
             try:
@@ -149,24 +158,28 @@ class Scheduler(Background):
         policies = self.engine.policies_from(raw)
         if not policies and not any_scheduled:
             return Plan()  # an agent without policies reads no secrets
-        snapshot = await self.store.read(_snapshot)
-        deadline = time.monotonic() + self.settings.evaluation_budget_seconds
+        started = time.monotonic()
+        raw, secrets, schedule = await self.store.read(_snapshot)
+        policies = self.engine.policies_from(raw)
+        assigned = await self.evaluator.assign(
+            policies, [s[1] for s in secrets], [s[2] for s in secrets],
+            self.settings.protected_names, self.settings.evaluation_budget_seconds,
+        )  # fmt: skip
         plan, inserts, changes, dropped, now = await asyncio.to_thread(
-            self._evaluate, *snapshot, deadline
+            self._evaluate, assigned, secrets, schedule
         )
+        log.debug("rotation pass evaluated %d policies against %d secrets in %.3f s",
+                  len(policies), len(secrets), time.monotonic() - started)  # fmt: skip
         if inserts or changes or dropped:
             await self.store.write(self._persist(inserts, changes, dropped, now))
         return plan
 
     def _evaluate(
-        self, raw: str | None, secrets: list[Any], schedule: dict[str, Any], deadline: float
+        self, assigned: list[pol.Policy | None], secrets: list[Any], schedule: dict[str, Any]
     ) -> tuple[Plan, list[dict[str, Any]], list[dict[str, Any]], list[str], str]:
-        """(plan, inserts, changes, dropped, now) for one snapshot (in a worker thread)."""
-        policies = self.engine.policies_from(raw)
+        """(plan, inserts, changes, dropped, now) from the assignment (in a worker thread)."""
         now = self.engine.clock().isoformat()
         ids = [s[0] for s in secrets]
-        assigned = pol.assign(policies, [s[1] for s in secrets], [s[2] for s in secrets],
-                              protected=self.settings.protected_names, deadline=deadline)  # fmt: skip
         plan = Plan()
         inserts: list[dict[str, Any]] = []
         changes: list[dict[str, Any]] = []

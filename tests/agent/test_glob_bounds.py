@@ -18,7 +18,8 @@ import pytest
 from agent.globmatch import Glob, GlobSet
 from agent.rotation import policy as pol
 from common import globs
-from tests.conftest import AgentDir, init_agent_dir, start_agent
+from tests.conftest import AgentDir, AgentProcess, init_agent_dir, start_agent
+from tests.e2e.conftest import wait_for
 
 # within the limits (200 characters, 16 wildcards), each as bad as such a glob gets for a
 # backtracking engine against the names below
@@ -70,10 +71,22 @@ def test_the_evaluation_stops_at_its_budget() -> None:
 
 
 def _fill(folder: AgentDir, count: int) -> None:
-    """``count`` secrets straight into the store, and the adversarial policies as held."""
+    """``count`` secrets straight into the store."""
     now = "2026-01-01T00:00:00+00:00"
-    rows = [(f"sec_{i:026d}", f"app{i % 12}/{('db', 'web', 'jobs')[i % 3]}/s{i:06d}", now)
+    rows = [(f"sec_{i:026d}", f"app{i % 12}/{('db', 'web', 'jobs')[i % 3]}/s{i:06d}", now, now)
             for i in range(count)]  # fmt: skip
+    db = sqlite3.connect(folder.path / "store.db")
+    with db:
+        db.executemany(
+            "INSERT INTO kv_secrets (id, name, current_version, description, labels, created_at,"
+            " updated_at) VALUES (?, ?, 1, '', '{}', ?, ?)",
+            rows,
+        )
+    db.close()
+
+
+def _hold_adversarial_policies(folder: AgentDir) -> None:
+    """The adversarial globs as policies the agent holds (as if verified from the uplink)."""
     policies = [
         {"id": f"pol_{i:02d}", "name": f"p{i}", "version": 1,
          "body": {"selector": {"name_glob": glob}, "interval_seconds": 10 * 365 * 86400,
@@ -81,16 +94,34 @@ def _fill(folder: AgentDir, count: int) -> None:
                   "scope": {"all": True}}}
         for i, glob in enumerate(ADVERSARIAL * 3)
     ]  # fmt: skip
-    db = sqlite3.connect(folder.path / "store.db")
+    db = sqlite3.connect(folder.path / "store.db", timeout=30)
     with db:
-        db.executemany(
-            "INSERT INTO kv_secrets (id, name, current_version, description, labels, created_at,"
-            " updated_at) VALUES (?, ?, 1, '', '{}', ?, ?)",
-            [(i, n, t, t) for i, n, t in rows],
-        )
         doc = json.dumps({"version": "adversarial", "policies": policies})
         db.execute("INSERT INTO kv_meta (key, value) VALUES ('uplink.policies', ?)", (doc,))
     db.close()
+
+
+def _scheduled(folder: AgentDir) -> int:
+    db = sqlite3.connect(f"file:{folder.path / 'store.db'}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT count(*) FROM kv_rotation").fetchone()[0])
+    except sqlite3.OperationalError:  # busy: try again
+        return 0
+    finally:
+        db.close()
+
+
+def _health_p99(proc: AgentProcess, seconds: float) -> tuple[float, int]:
+    """(p99 seconds, requests) of /health requests one after another for ``seconds``."""
+    with proc.client() as client:
+        latencies: list[float] = []
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            client.health()
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.01)
+    return statistics.quantiles(latencies, n=100)[98], len(latencies)
 
 
 @pytest.mark.slow
@@ -100,24 +131,28 @@ def test_health_stays_fast_while_adversarial_globs_meet_100000_names(tmp_path: P
     (folder.path / "agent.yaml").write_text(
         (folder.path / "agent.yaml").read_text()
         + "rotation:\n  scan_interval_seconds: 0.2\n  jitter_fraction: 0\n"
+        + "log_level: DEBUG\n"
     )
     proc = start_agent(folder)
     try:
-        with proc.client() as client:
-            latencies: list[float] = []
-            deadline = time.monotonic() + 8
-            while time.monotonic() < deadline:
-                started = time.perf_counter()
-                client.health()
-                latencies.append(time.perf_counter() - started)
-                time.sleep(0.01)
-        db = sqlite3.connect(f"file:{folder.path / 'store.db'}?mode=ro", uri=True)
-        scheduled = db.execute("SELECT count(*) FROM kv_rotation").fetchone()[0]
-        db.close()
+        idle, _ = _health_p99(proc, 4)  # this machine's noise, measured in the same run
+        _hold_adversarial_policies(folder)
+        # the first pass also writes 100,000 due dates (once); measure the passes after it,
+        # which evaluate every glob against every name again and again
+        wait_for(lambda: _scheduled(folder) > 1000, 60, "the first pass")
+        busy, requests = _health_p99(proc, 8)
     finally:
         proc.stop()
-    p99 = statistics.quantiles(latencies, n=100)[98]
-    assert scheduled > 1000, "the passes did evaluate the globs against the names"
-    assert p99 < 0.050, f"/health p99 {p99 * 1000:.1f} ms over {len(latencies)} requests"
     log = (folder.path / "agent.log").read_text()
+    passes = log.count("rotation pass evaluated")
+    assert passes >= 3, f"only {passes} passes ran while /health was measured"
     assert "rotation pass failed" not in log and "Traceback" not in log
+    # 50 ms on a quiet machine; on a loaded shared one, no worse than twice its own idle p99
+    limit = max(0.050, 2 * idle)
+    print(
+        f"/health p99 idle {idle * 1000:.1f} ms, evaluating {busy * 1000:.1f} ms ({passes} passes)"
+    )
+    assert busy < limit, (
+        f"/health p99 {busy * 1000:.1f} ms over {requests} requests while evaluating "
+        f"(idle p99 {idle * 1000:.1f} ms)"
+    )
