@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.globmatch import GlobSet
-from common.settings import PostgresConnection, RotationSettings
+from agent.settings import PostgresConnection, RotationSettings
 
 ROTATORS = ("random", "postgres", "command")
 

@@ -28,9 +28,9 @@ from typing import Any
 
 from sqlalchemy.engine import Connection
 
+from agent.assembly import Agent
 from agent.rotation import limits
 from agent.rotation.policy import Policy
-from agent.runtime import Agent
 from agent.uplink import meta, outbox
 from agent.uplink.health import policies_version
 from common import intents

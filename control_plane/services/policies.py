@@ -15,14 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from common import intents
+from common import events, intents
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
 from control_plane.db import iso, new_id
 from control_plane.services.principal import Principal
 
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from common.events import EventSink
+    from control_plane.background import Clock
 
 ROTATORS = ("random", "postgres", "command")
 FIELDS = {"name", "selector", "interval_seconds", "notice_seconds", "rotator", "scope", "intent"}
@@ -218,8 +221,19 @@ def _clear(header: intents.Header) -> str:
 class Policies:
     """CRUD of rotation policies, publishing every change to the organisation's streams."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        sink: EventSink,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.sink = sink
+
+    async def _publish(self, kind: events.EventKind, org_id: str, data: dict[str, Any]) -> None:
+        await self.sink.publish(events.make(kind, org_id, self.clock(), data))
 
     async def _row(self, conn: Any, org_id: str, policy_id: str, *, deleted: bool = False) -> Any:
         p = t.policies
@@ -261,9 +275,9 @@ class Policies:
             return await self._create_sealed(who, doc)
         fields = validate(doc, partial=False)
         name = fields.pop("name")
-        now, policy_id = self.cp.now(), new_id("pol")
+        now, policy_id = self.clock(), new_id("pol")
         try:
-            async with self.cp.engine.begin() as conn:
+            async with self.engine.begin() as conn:
                 await self._check_vaults(conn, who.org_id, fields["scope"].get("vault_ids"))
                 await self._check_room(conn, who.org_id)
                 await conn.execute(
@@ -280,7 +294,7 @@ class Policies:
                 policy = policy_json(await self._row(conn, who.org_id, policy_id))
         except sa.exc.IntegrityError:
             raise ConflictError(f"a policy named {name!r} already exists") from None
-        await self.cp.publish(who.org_id, "policy.created", policy)
+        await self._publish(events.POLICY_CREATED, who.org_id, policy)
         return policy
 
     async def _create_sealed(self, who: Principal, doc: dict[str, Any]) -> dict[str, Any]:
@@ -289,9 +303,9 @@ class Policies:
         header = check_intent(doc["intent"], ("policy",))
         if header.revision != 1:
             raise fail({"intent": "a new policy's first revision is 1"})
-        now = self.cp.now()
+        now = self.clock()
         try:
-            async with self.cp.engine.begin() as conn:
+            async with self.engine.begin() as conn:
                 await self._check_vaults(conn, who.org_id, header.vault_ids)
                 await self._check_room(conn, who.org_id)
                 await conn.execute(
@@ -309,7 +323,7 @@ class Policies:
                 policy = policy_json(await self._row(conn, who.org_id, header.id))
         except sa.exc.IntegrityError:
             raise ConflictError(f"a policy {header.id} already exists") from None
-        await self.cp.publish(who.org_id, "policy.created", policy)
+        await self._publish(events.POLICY_CREATED, who.org_id, policy)
         return policy
 
     async def list(self, who: Principal) -> list[dict[str, Any]]:
@@ -320,7 +334,7 @@ class Policies:
             .where(p.c.org_id == who.org_id, p.c.deleted_at.is_(None))
             .order_by(p.c.name)
         )
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             return [policy_json(r) for r in await conn.execute(q)]
 
     async def for_uplink(self, org_id: str) -> builtins.list[dict[str, Any]]:
@@ -331,12 +345,12 @@ class Policies:
             .where(p.c.org_id == org_id, sa.or_(p.c.deleted_at.is_(None), p.c.intent.is_not(None)))
             .order_by(p.c.id)
         )
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             return [uplink_policy(r) for r in await conn.execute(q)]
 
     async def get(self, who: Principal, policy_id: str) -> dict[str, Any]:
         """One policy."""
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             return policy_json(await self._row(conn, who.org_id, policy_id))
 
     async def update(self, who: Principal, policy_id: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -348,7 +362,7 @@ class Policies:
         if not fields:
             raise ValidationError("nothing to update")
         try:
-            async with self.cp.engine.begin() as conn:
+            async with self.engine.begin() as conn:
                 row = await self._row(conn, who.org_id, policy_id)
                 if row.intent is not None:
                     raise fail({"intent": "a sealed policy changes only by a newer sealed "
@@ -366,13 +380,13 @@ class Policies:
                         name=fields.get("name", row.name),
                         body=json.dumps(body),
                         version=row.version + 1,
-                        updated_at=self.cp.now(),
+                        updated_at=self.clock(),
                     )
                 )
                 policy = policy_json(await self._row(conn, who.org_id, policy_id))
         except sa.exc.IntegrityError:
             raise ConflictError(f"a policy named {fields.get('name')!r} already exists") from None
-        await self.cp.publish(who.org_id, "policy.updated", policy)
+        await self._publish(events.POLICY_UPDATED, who.org_id, policy)
         return policy
 
     async def _replace(
@@ -391,7 +405,7 @@ class Policies:
                 f"{row.version + 1} (reload it and edit again)"
             )
         await self._check_vaults(conn, who.org_id, header.vault_ids)
-        now = self.cp.now()
+        now = self.clock()
         values: dict[str, Any] = {"version": header.revision, "intent": json.dumps(doc["intent"]),
                                   "updated_at": now}  # fmt: skip
         if header.kind == "policy_delete":
@@ -404,10 +418,10 @@ class Policies:
     async def _update_sealed(
         self, who: Principal, policy_id: str, doc: dict[str, Any]
     ) -> dict[str, Any]:
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             await self._replace(conn, who, policy_id, doc, ("policy",))
             policy = policy_json(await self._row(conn, who.org_id, policy_id))
-        await self.cp.publish(who.org_id, "policy.updated", policy)
+        await self._publish(events.POLICY_UPDATED, who.org_id, policy)
         return policy
 
     async def delete(
@@ -415,7 +429,7 @@ class Policies:
     ) -> None:
         """Remove a policy: a sealed one by a sealed deletion (``{"intent": …}``, kept as a
         tombstone the agents receive), a plaintext one outright."""
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             row = await self._row(conn, who.org_id, policy_id)
             if row.intent is None and not doc:
                 await conn.execute(t.policies.delete().where(t.policies.c.id == policy_id))
@@ -424,4 +438,4 @@ class Policies:
             else:
                 raise fail({"intent": "a sealed policy is deleted by a sealed deletion "
                             "(keyvault policies delete, or an operator app)"})  # fmt: skip
-        await self.cp.publish(who.org_id, "policy.deleted", {"id": policy_id})
+        await self._publish(events.POLICY_DELETED, who.org_id, {"id": policy_id})

@@ -338,9 +338,9 @@ async def test_bad_frames_close_4400_and_never_crash(api: Api, tmp_path: Path) -
 
 
 async def test_hello_timeout(api: Api, tmp_path: Path, monkeypatch: Any) -> None:
-    from control_plane.gateway import session
+    from control_plane.gateway import agent_link
 
-    monkeypatch.setattr(session, "HELLO_TIMEOUT", 0.3)
+    monkeypatch.setattr(agent_link, "HELLO_TIMEOUT", 0.3)
     _, agent = await _setup(api, tmp_path)
     link = await agent.connect()
     code, frames = await link.closed()

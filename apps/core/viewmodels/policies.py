@@ -15,11 +15,13 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
+from apps.core.filtering import matching
 from apps.core.intents import IntentMaker, KeySource
 from apps.core.viewmodels.base import Listener, ViewModel, when
-from common import globs
+from common import events, globs
 from common.errors import ConflictError, ValidationError
 
 DAY = 86400
@@ -251,6 +253,11 @@ class PolicyRow:
     updated_at: datetime | None
     doc: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    @property
+    def haystack(self) -> str:
+        """What the filter searches: name, selector, rotator and vaults, lower-cased."""
+        return f"{self.name}\n{self.selector_text}\n{self.rotator}\n{self.scope_text}".lower()
+
     @classmethod
     def from_json(cls, doc: dict[str, Any], opened: dict[str, Any] | None = None) -> PolicyRow:
         """A row from a policy of the API or the stream; a sealed one shows ``opened`` (its
@@ -301,6 +308,9 @@ class PoliciesState:
     """The organisation's policies, by name."""
 
     rows: tuple[PolicyRow, ...] = ()
+    #: the rows matching ``filter`` (all of them when it is empty), in the same order
+    visible: tuple[PolicyRow, ...] = ()
+    filter: str = ""
     loading: bool = False
     error: str | None = None
 
@@ -335,6 +345,18 @@ class PoliciesViewModel(ViewModel[PoliciesState]):
             self._set(rows=_by_name([self._row(d) for d in docs]))
 
         await self._load(work)
+
+    def _set(self, **changes: Any) -> PoliciesState:
+        """Every change of the rows or the filter keeps ``visible`` in step."""
+        if "rows" in changes or "filter" in changes:
+            rows = changes.get("rows", self.state.rows)
+            text = changes.get("filter", self.state.filter)
+            changes["visible"] = matching(rows, text, attrgetter("haystack"))
+        return super()._set(**changes)
+
+    def set_filter(self, text: str) -> None:
+        """Show only policies whose name, selector, rotator or vaults contain ``text``."""
+        self._set(filter=text)
 
     async def _check_name(self, name: str, policy_id: str | None) -> None:
         """Names are unique in an organisation; only apps can tell, the control plane sees none."""
@@ -404,13 +426,13 @@ class PoliciesViewModel(ViewModel[PoliciesState]):
 
     def apply_event(self, kind: str, data: dict[str, Any]) -> bool:
         """``policy.created`` / ``policy.updated`` / ``policy.deleted`` from the live stream."""
-        if kind in ("policy.created", "policy.updated") and "id" in data:
+        if kind in (events.POLICY_CREATED.name, events.POLICY_UPDATED.name) and "id" in data:
             known = self.row(str(data["id"]))
             if known is not None and known.doc.get("version", 0) > data.get("version", 0):
                 return False  # an older change arriving after a newer one
             self._upsert(self._row(data))
             return True
-        if kind == "policy.deleted" and self.row(str(data.get("id"))) is not None:
+        if kind == events.POLICY_DELETED.name and self.row(str(data.get("id"))) is not None:
             self._set(rows=tuple(r for r in self.state.rows if r.id != data["id"]))
             return True
         return False

@@ -8,7 +8,9 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
+from apps.core.filtering import needle_of
 from apps.core.viewmodels.base import Listener, ViewModel, when
+from common import events
 from common.cpclient import AsyncControlPlaneClient
 from common.errors import ValidationError
 
@@ -109,9 +111,10 @@ class VaultsViewModel(ViewModel[VaultsState]):
 
         docs = await self._load(work)
         if docs is not None:
-            self._replace_all([VaultRow.from_json(d) for d in docs])
+            self.set_rows([VaultRow.from_json(d) for d in docs])
 
-    def _replace_all(self, rows: list[VaultRow]) -> None:
+    def set_rows(self, rows: list[VaultRow]) -> None:
+        """Replace every row (a reload's result), keeping the filter and the sort."""
         self._rows = {r.id: r for r in rows}
         self._hay = {r.id: r.haystack for r in rows}
         self._resort()
@@ -123,7 +126,7 @@ class VaultsViewModel(ViewModel[VaultsState]):
         self._index = {r.id: i for i, r in enumerate(self._order)}
 
     def _publish(self, **changes: Any) -> None:
-        needle = changes.get("filter", self.state.filter).strip().lower()
+        needle = needle_of(changes.get("filter", self.state.filter))
         if needle:
             hay = self._hay
             visible = tuple(r for r in self._order if needle in hay[r.id])
@@ -162,19 +165,19 @@ class VaultsViewModel(ViewModel[VaultsState]):
         if not isinstance(vault_id, str):
             return False
         old = self._rows.get(vault_id)
-        if kind == "vault.status" and old is not None:
+        if kind == events.VAULT_STATUS.name and old is not None:
             status = str(data.get("status") or old.status)
             if status == old.status:
                 return False
             self._put(replace(old, status=status, revoked=old.revoked or status == "revoked"))
             return True
-        if kind == "inventory.changed" and old is not None:
+        if kind == events.INVENTORY_CHANGED.name and old is not None:
             count = data.get("secrets")
             if not isinstance(count, int) or count == old.secret_count:
                 return False
             self._put(replace(old, secret_count=count))
             return True
-        if kind == "vault.registered" and old is None:
+        if kind == events.VAULT_REGISTERED.name and old is None:
             name = str(data.get("name") or vault_id)
             self._put(VaultRow(vault_id, name, "pending", None, None, None, None, False))
             return True
