@@ -58,6 +58,7 @@ _ID = {"policy": re.compile(r"^pol_[a-z2-7]{26}$"), "command": re.compile(r"^cmd
 _VAULT_ID = re.compile(r"^vlt_[A-Za-z0-9]{1,36}$")
 _ALPHABET = "234567abcdefghijklmnopqrstuvwxyz"  # in ASCII order: time-prefixed ids sort by time
 _MAC_PREFIX = b"keyvault-intent-v1\x00"
+_last_ms = 0
 
 
 def _b64e(raw: bytes) -> str:
@@ -76,7 +77,10 @@ def canonical(doc: dict[str, Any]) -> bytes:
 def new_id(prefix: str, moment: datetime | None = None) -> str:
     """A fresh ``pol_…``/``cmd_…`` id: 10 symbols of the time in ms (ids sort by time), then 16
     random ones (80 bits)."""
+    global _last_ms
     ms = max(0, int((moment or datetime.now(UTC)).timestamp() * 1000))
+    if moment is None:  # ids made here one after another sort in that order
+        ms = _last_ms = max(ms, _last_ms + 1)
     head = "".join(_ALPHABET[(ms >> (5 * i)) & 31] for i in reversed(range(10)))
     return f"{prefix}_{head}" + "".join(secrets.choice(_ALPHABET) for _ in range(16))
 
@@ -277,5 +281,5 @@ def command_header(
     if not timedelta(seconds=60) <= ttl <= MAX_COMMAND_TTL:
         raise ValidationError("a command lives from 60 seconds to 7 days")
     moment = now or datetime.now(UTC)
-    return Header("command", new_id("cmd", moment), 1, moment, moment + ttl, (vault_id,),
+    return Header("command", new_id("cmd", now), 1, moment, moment + ttl, (vault_id,),
                   None, None)  # fmt: skip

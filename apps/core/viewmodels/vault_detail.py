@@ -115,9 +115,13 @@ class VaultDetailViewModel(ViewModel[VaultDetailState]):
         self.opener = opener
         self.intents = IntentMaker(lambda: opener.key)
 
+    def _opened(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """A command with its sealed intent opened locally (as it is when it cannot be)."""
+        body = self.intents.open(doc["intent"]) if "intent" in doc else None
+        return {**doc, "command": body.get("command"), "args": body.get("args")} if body else doc
+
     def _command_row(self, doc: dict[str, Any]) -> CommandRow:
-        opened = self.intents.open(doc["intent"]) if "intent" in doc else None
-        return CommandRow.from_json(doc, opened)
+        return CommandRow.from_json(self._opened(doc))
 
     async def refresh(self) -> None:
         """Load the vault, its whole inventory and its latest commands."""
@@ -151,14 +155,14 @@ class VaultDetailViewModel(ViewModel[VaultDetailState]):
         """Ask the agent to rotate one secret now (a sealed command); returns the command
         (raises on failure, e.g. without the metadata key)."""
         body = self.intents.command(self.vault_id, "rotate", {"secret_id": secret_id})
-        command: dict[str, Any] = await self.client.send_command(self.vault_id, body)
+        command = self._opened(await self.client.send_command(self.vault_id, body))
         self._command(command)
         return command
 
     async def resync(self) -> dict[str, Any]:
         """Ask the agent to send its whole inventory again (a sealed command)."""
         body = self.intents.command(self.vault_id, "resync", {})
-        command: dict[str, Any] = await self.client.send_command(self.vault_id, body)
+        command = self._opened(await self.client.send_command(self.vault_id, body))
         self._command(command)
         return command
 
