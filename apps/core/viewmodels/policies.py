@@ -22,7 +22,7 @@ from apps.core.filtering import matching
 from apps.core.intents import IntentMaker, KeySource
 from apps.core.viewmodels.base import Listener, ViewModel, when
 from common import events, globs
-from common.errors import ConflictError, ValidationError
+from common.errors import ConflictError, KeyVaultError, ValidationError
 
 DAY = 86400
 SEALED_NAME = "(sealed policy)"
@@ -203,6 +203,26 @@ class PolicyDraft:
         if errors:
             raise fields_error(errors)
         return out
+
+
+# the control plane's names for what the form calls otherwise
+_FORM_FIELD = {"interval_seconds": "interval_days", "notice_seconds": "notice_days",
+               "selector": "name_glob", "rotator": "rotator"}  # fmt: skip
+
+
+def form_errors(exc: KeyVaultError) -> dict[str, str]:
+    """Every problem of a failed save keyed by the form field it goes next to (``""``: the
+    form as a whole), whether apps/core or the control plane found it."""
+    fields = exc.details.get("fields") if exc.details else None
+    if not isinstance(fields, dict):
+        one = exc.details.get("field") if exc.details else None
+        fields = {str(one): exc.message} if isinstance(one, str) else {"": exc.message}
+    out: dict[str, str] = {}
+    for key, message in fields.items():
+        name = _FORM_FIELD.get(str(key), str(key))
+        name = name if name in PolicyDraft.__dataclass_fields__ else ""
+        out[name] = f"{out[name]}; {message}" if name in out else str(message)
+    return out
 
 
 def fields_error(errors: dict[str, str]) -> ValidationError:
