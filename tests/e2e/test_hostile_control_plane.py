@@ -31,6 +31,7 @@ from tests.e2e.test_rotation import (
     _create,
     _create_policy,
     _governed,
+    _inventory,
     _item,
     _keyed_agent,
     _served,
@@ -221,3 +222,62 @@ def test_a_hostile_control_plane_cannot_make_the_agent_act(
     assert not ran.exists()
     assert agent.health()["status"] in ("ok", "healthy", "degraded")
     assert _item(cp, vault_id, a)["policy_id"] == legit  # the operators' policy still governs
+
+
+def test_probe_policies_recover_no_name(
+    control_plane: ControlPlane,
+    make_agent: Any,
+    tmp_path: Path,
+    cp_db: psycopg.Connection[Any],
+) -> None:
+    """Issue 14's name-recovery attack: the control plane creates probe policies (name_glob
+    prefixes, label values) and watches which secrets a policy governs in the inventory. Against
+    a vault of 50 secrets it recovers 0 names: no probe it can make is ever applied."""
+    cp, db = control_plane, cp_db
+    agent: FleetAgent = _keyed_agent(cp, make_agent, tmp_path, "probed")
+    _configure(agent)
+    vault_id = agent.vault_id
+    row = db.execute("SELECT org_id FROM cp_vaults WHERE id = %s", (vault_id,)).fetchone()
+    assert row is not None
+    org_id = row[0]
+    trace = tmp_path / "trace.jsonl"
+    agent.start(env={"KEYVAULT_UPLINK__TRACE_FILE": str(trace)})
+    assert agent.proc is not None
+    names = [f"{team}/{kind}/secret-{i:02d}" for i, (team, kind) in enumerate(
+        (t, k) for t in ("pay", "web", "ops", "data", "core") for k in
+        ("db", "api", "tls", "ssh", "app", "jwt", "s3", "mq", "ldap", "smtp"))]  # fmt: skip
+    with agent.proc.client() as local:
+        ids = [local.create(n, value=f"v-{n}", labels={"team": n.split("/")[0]})["id"]
+               for n in names]  # fmt: skip
+    assert len(ids) == 50
+    wait_for(lambda: len(_inventory(cp, vault_id)) == 50, 30, "the inventory")
+
+    # the probes: one prefix per first letter and per team, one per label value, plaintext and
+    # sealed with a key the control plane made itself (it has no other)
+    own = intents.IntentKeys(MetadataKey.generate())
+    probes: dict[str, str] = {}
+    selectors = [{"name_glob": f"{c}**"} for c in "abcdefghijklmnopqrstuvwxyz"] + [
+        {"labels": {"team": t}} for t in ("pay", "web", "ops", "data", "core")
+    ]
+    for n, selector in enumerate(selectors):
+        body = {"name": f"probe {n}", "selector": selector,
+                "rotator": {"type": "random", "settings": {}}}  # fmt: skip
+        pid = intents.new_id("pol")
+        if n % 2:
+            header = intents.policy_header(pid, 1, interval_seconds=10 * 365 * 86400,
+                                           notice_seconds=0, vault_ids=None)  # fmt: skip
+            _insert_policy(db, org_id, own.seal(header, body), pid)
+        else:
+            _insert_policy(db, org_id, None, pid)
+            db.execute("UPDATE cp_policies SET body = %s WHERE id = %s",
+                       (json.dumps({**body, "interval_seconds": 3650 * 86400,
+                                    "notice_seconds": 0, "scope": {"all": True}}), pid))  # fmt: skip
+        probes[pid] = str(selector)
+    _push(cp)
+    _refused(trace, "a policy did not verify")
+    time.sleep(2.0)  # scheduler passes and inventory updates had their chance
+    governed = {i["secret_id"]: i["policy_id"] for i in _inventory(cp, vault_id).values()}
+    recovered = {sid for sid, pid in governed.items() if pid in probes}
+    assert len(governed) == 50 and recovered == set(), recovered  # 0 names recovered
+    dump = json.dumps(db.execute("SELECT * FROM cp_inventory").fetchall(), default=str)
+    assert not any(n in dump for n in names)
