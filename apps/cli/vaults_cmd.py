@@ -310,7 +310,7 @@ def command_cmd(command_id: str, as_json: bool) -> None:
     """One command's state and result."""
     session = current_session()
     with operator_api(session) as cp:
-        cmd = cp.get_command(command_id)
+        cmd = _opened(cp.get_command(command_id), IntentMaker(session.metadata_key))
     if as_json:
         echo_json(cmd)
         return

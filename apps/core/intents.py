@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from common import intents
+from common import intents, uplink
 from common.errors import ConfigError, IntegrityError, ValidationError
 from common.metadata_key import MetadataKey
 
@@ -64,6 +64,12 @@ class IntentMaker:
         """The ``{"intent": …}`` body of a ``rotate``/``resync`` command to one vault."""
         if command not in ("rotate", "resync"):
             raise ValidationError("command must be rotate or resync")
+        if command == "rotate":
+            if set(args) != {"secret_id"}:
+                raise ValidationError('rotate takes args {"secret_id": "sec_…"} and nothing else')
+            uplink.opaque_id(args["secret_id"], "args.secret_id")
+        elif args:
+            raise ValidationError("resync takes no args")
         header = intents.command_header(vault_id)
         return {"intent": self._keys().seal(header, {"command": command, "args": dict(args)})}
 
