@@ -21,12 +21,19 @@ from agent.store import schema as t
 from agent.uplink import meta, outbox
 from agent.uplink.commands import INTERRUPTED
 from agent.uplink.enroll import enroll
-from agent.uplink.health import ALERT_TEXTS
+from agent.uplink.health import ALERT_TEXTS, policies_version
 from agent.uplink.service import Uplink
 from agent.uplink.state import same_key
+from common import intents
 from common.metadata_key import MetadataKey
 from common.uplink import REGISTER_PATH, UPLINK_PATH
-from tests.agent.conftest import enroll_dir, running_uplink, sealed_command, sealed_policy
+from tests.agent.conftest import (
+    INTENT_KEY,
+    enroll_dir,
+    running_uplink,
+    sealed_command,
+    sealed_policy,
+)
 from tests.agent.fake_gateway import FakeGateway, await_for
 from tests.conftest import AgentDir, init_agent_dir
 
@@ -487,3 +494,31 @@ def test_uplink_repr_and_health_when_not_enrolled(tmp_path: Path) -> None:
         }  # fmt: skip
     finally:
         agent.close()
+
+
+async def test_a_sealed_deletion_removes_a_policy_and_a_replay_cannot_bring_it_back(
+    keyed: AgentDir, gateway: FakeGateway
+) -> None:
+    body = {"name": "weekly", "selector": {"name_glob": "db/*"},
+            "rotator": {"type": "random", "settings": {}}}  # fmt: skip
+    first = sealed_policy(body, interval_seconds=7 * 86400)
+    gone = intents.IntentKeys(INTENT_KEY).seal(intents.delete_header(first["id"], 2), {})
+    gateway.policies = [first]
+    async with running_uplink(keyed) as (agent, link):
+
+        async def held() -> list[Any]:
+            doc = await agent.store.read(lambda c: meta.get(c, meta.POLICIES))
+            return list((doc or {}).get("policies") or [])
+
+        await await_for(lambda: link.policies_version != policies_version([]), what="held")
+        assert [p["id"] for p in await held()] == [first["id"]]
+        gateway.send({"type": "policies", "policies": [gone]})
+        await await_for(lambda: link.policies_version == policies_version([]), what="deleted")
+        gateway.send({"type": "policies", "policies": [first]})  # revision 1 again: a replay
+        await asyncio.sleep(0.5)
+        assert await held() == []
+        await await_for(
+            lambda: any("replay" in e["data"]["message"] for e in gateway.accepted["outbox"]
+                        if e["kind"] == "alert"),
+            what="the replay alert",
+        )  # fmt: skip
