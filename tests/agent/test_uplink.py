@@ -20,6 +20,7 @@ from agent.audit import iter_entries
 from agent.store import schema as t
 from agent.uplink import meta, outbox
 from agent.uplink.commands import INTERRUPTED
+from agent.uplink.connection import FRAME_BURST
 from agent.uplink.enroll import enroll
 from agent.uplink.health import ALERT_TEXTS, policies_version
 from agent.uplink.service import Uplink
@@ -522,3 +523,26 @@ async def test_a_sealed_deletion_removes_a_policy_and_a_replay_cannot_bring_it_b
                         if e["kind"] == "alert"),
             what="the replay alert",
         )  # fmt: skip
+
+
+async def test_a_flood_of_frames_ends_the_connection_and_is_alerted(
+    enrolled: AgentDir, gateway: FakeGateway
+) -> None:
+    async with running_uplink(enrolled) as (agent, _):
+        await await_for(lambda: agent.uplink.state == "connected", what="connected")
+        before = gateway.connections
+        flood = [{"type": "ack", "stream": "outbox", "upto": 0}] * (FRAME_BURST + 200)
+
+        async def go() -> None:
+            for s in list(gateway.sessions):
+                for frame in flood:
+                    await gateway._send(s, frame)
+
+        await asyncio.to_thread(gateway.call, go())
+        await await_for(lambda: gateway.connections > before, what="a new connection")
+        await await_for(
+            lambda: any("frames a second" in e["data"]["message"]
+                        for e in gateway.accepted["outbox"] if e["kind"] == "alert"),
+            what="the flood alert",
+        )  # fmt: skip
+        assert agent.uplink.state in ("connected", "backing_off", "connecting")
