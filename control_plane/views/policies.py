@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from control_plane.services.policies import FIELDS
+from control_plane.services.policy_rules import FIELDS
 from control_plane.views.context import cp_of, target, who
 from serverkit.body import json_object
 

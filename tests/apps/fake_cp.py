@@ -504,7 +504,7 @@ class FakeControlPlane:
 
     # ------------------------------------------------------------ policies
     def _store_policy(self, fields: dict[str, Any], policy_id: str | None = None) -> dict[str, Any]:
-        from control_plane.services.policies import validate
+        from control_plane.services.policy_rules import validate
 
         partial = policy_id is not None
         checked = validate(fields, partial=partial)
