@@ -108,6 +108,14 @@ vaults = sa.Table(
     sa.Column("cert_pem", sa.Text, nullable=False),
     sa.Column("cert_serial", sa.String(64), nullable=False),
     sa.Column("cert_not_after", TS, nullable=False),
+    # revocation: the serial a renewal replaced stays valid until prev_cert_valid_until only;
+    # cert_renewed_at rate-limits renewals
+    sa.Column("prev_cert_serial", sa.String(64)),
+    sa.Column("prev_cert_valid_until", TS),
+    sa.Column("cert_renewed_at", TS),
+    # the audit head only moves forward: the chain epoch and highest seq the vault reported
+    sa.Column("audit_epoch", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("audit_seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("enrollment_token_id", sa.String(40), nullable=False, unique=True),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("last_heartbeat_at", TS),
@@ -171,6 +179,8 @@ audit = sa.Table(
     sa.Column("target", sa.String(200)),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("details", sa.Text, nullable=False, server_default="{}"),
+    # an agent entry's chain MAC: a redelivered entry must carry the same one
+    sa.Column("chain_mac", sa.String(64)),
     sa.Index("ix_cp_audit_org_seq", "org_id", "seq"),
 )
 

@@ -83,6 +83,21 @@ class ControlPlaneSettings(BaseSettings):
     cert_valid_hours: int = Field(
         24, ge=1, le=24 * 90, description="Lifetime of a vault's client certificate."
     )
+    cert_overlap_seconds: float = Field(
+        1800.0,
+        ge=0,
+        le=86400,
+        description="After a renewal, how long the certificate it replaced may still connect "
+        "(an agent that lost the answer comes back and renews again: keep it longer than "
+        "cert_renewal_interval_seconds plus the agent's 10-minute renewal retry); then it is "
+        "refused.",
+    )
+    cert_renewal_interval_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="Least time between two certificate renewals of one vault.",
+    )
     cert_expiry_alert_hours: float = Field(
         6.0,
         gt=0,

@@ -33,6 +33,7 @@ from common.uplink import (
     ERR_NO_CERTIFICATE,
     ERR_RENEWAL,
     ERR_REVOKED,
+    ERR_SUPERSEDED,
     ERR_UNKNOWN_VAULT,
     PROTOCOL,
     SERVER_TYPES,
@@ -71,7 +72,7 @@ def refusal(code: str | None, said: str = "") -> Outcome | None:
             "organisation's, or only one side has a key); install the organisation's key as "
             "metadata_key_file (default <data_dir>/metadata.key) and restart the agent",
         )
-    if code in (ERR_UNKNOWN_VAULT, ERR_NO_CERTIFICATE):
+    if code in (ERR_UNKNOWN_VAULT, ERR_NO_CERTIFICATE, ERR_SUPERSEDED):
         return Outcome(
             "must_reenroll",
             f"the control plane does not accept this agent's certificate ({code}"
@@ -360,7 +361,8 @@ class Connection:
                 continue
             ids = await store.read(partial(audit_stream.resolve, entries=entries))
             upto = await self._deliver(
-                self.streams["audit"], [audit_stream.event(e, ids) for e in entries]
+                self.streams["audit"],
+                [audit_stream.event(e, ids, self.agent.audit_guard.state.epoch) for e in entries],
             )
             doc = {"vault_id": self.vault_id, "seq": upto}
             await store.write(partial(meta.put, key=meta.AUDIT_CURSOR, value=doc))

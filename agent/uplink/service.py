@@ -277,11 +277,13 @@ class Uplink(Background):
         log.warning("uplink: %s", message)
 
     def health_status(self) -> str:
-        """The heartbeat's ``status``."""
+        """The heartbeat's ``status`` (degraded after a recent failure, or while this process
+        runs on an audit chain it had to start over)."""
         cert = self.certificate
         if cert is not None and self.clock() >= cert.not_after:
             return "must_reenroll"
-        return "degraded" if self._watch.degraded else "healthy"
+        broken = self.agent.audit_guard.state.problem is not None
+        return "degraded" if self._watch.degraded or broken else "healthy"
 
     async def store_policies(self, policies: Any) -> None:
         """Merge the verified intents of a ``policies`` frame into the policies the rotation
