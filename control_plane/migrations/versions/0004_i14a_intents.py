@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_i14a"
-down_revision = "0003"
+down_revision = "0004_i14b"  # after the certificate and audit-head columns (i14b)
 branch_labels = None
 depends_on = None
 
