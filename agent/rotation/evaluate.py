@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from multiprocessing.pool import Pool
 
 from agent.rotation import policy as pol
+from agent.rotation.planning import Planned, plan_from_store
 
 
 def _lower_priority() -> None:
@@ -72,6 +73,29 @@ class Evaluator:
                 "rotation.evaluation_budget_seconds; the pass was stopped"
             ) from None
         return [None if i < 0 else chosen[i] for i in found]
+
+    async def plan(
+        self,
+        url: str,
+        vault_id: str | None,
+        protected: Sequence[str],
+        now: str,
+        jitter: float,
+        budget: float,
+    ) -> Planned:
+        """A whole pass's plan, read and computed in the worker
+        (:func:`agent.rotation.planning.plan_from_store`); BudgetExceededError past ``budget``."""
+        args = (url, vault_id, list(protected), now, jitter)
+        job = self._worker().apply_async(plan_from_store, args)
+        try:
+            found: Planned = await asyncio.to_thread(job.get, budget)
+        except multiprocessing.TimeoutError:
+            self.close()
+            raise pol.BudgetExceededError(
+                "evaluating the rotation policies took longer than "
+                "rotation.evaluation_budget_seconds; the pass was stopped"
+            ) from None
+        return found
 
     def close(self) -> None:
         """End the worker process (a new one starts on the next use)."""

@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, update
@@ -29,7 +28,6 @@ from agent.background import Background
 from agent.rotation import policy as pol
 from agent.rotation.engine import PENDING, POLICIES_KEY, RotationEngine, RotationFailedError
 from agent.rotation.evaluate import Evaluator
-from agent.store import hot
 from agent.store import schema as t
 from agent.uplink import outbox
 from common.errors import KeyVaultError
@@ -50,6 +48,7 @@ class Plan:
     changed: int = 0
     dropped: int = 0
     stale_pending: int = 0
+    governed_count: int = 0
 
 
 class Scheduler(Background):
@@ -151,68 +150,33 @@ class Scheduler(Background):
     async def plan(self) -> Plan:
         """Evaluate policies, persist due dates that changed, list what is due now.
 
-        The evaluation (every policy against every name) runs in a worker thread under
-        ``rotation.evaluation_budget_seconds``: the event loop only awaits it.
+        The reading and matching (every policy against every name) run in the evaluation
+        worker process under ``rotation.evaluation_budget_seconds``
+        (:mod:`agent.rotation.planning`); the event loop only awaits the small result.
         """
         raw, any_scheduled = await self.store.read(_policies_and_any)
         policies = self.engine.policies_from(raw)
         if not policies and not any_scheduled:
             return Plan()  # an agent without policies reads no secrets
         started = time.monotonic()
-        raw, secrets, schedule = await self.store.read(_snapshot)
-        policies = self.engine.policies_from(raw)
-        assigned = await self.evaluator.assign(
-            policies, [s[1] for s in secrets], [s[2] for s in secrets],
-            self.settings.protected_names, self.settings.evaluation_budget_seconds,
-        )  # fmt: skip
-        plan, inserts, changes, dropped, now = await asyncio.to_thread(
-            self._evaluate, assigned, secrets, schedule
-        )
-        log.debug("rotation pass evaluated %d policies against %d secrets in %.3f s",
-                  len(policies), len(secrets), time.monotonic() - started)  # fmt: skip
-        if inserts or changes or dropped:
-            await self.store.write(self._persist(inserts, changes, dropped, now))
-        return plan
-
-    def _evaluate(
-        self, assigned: list[pol.Policy | None], secrets: list[Any], schedule: dict[str, Any]
-    ) -> tuple[Plan, list[dict[str, Any]], list[dict[str, Any]], list[str], str]:
-        """(plan, inserts, changes, dropped, now) from the assignment (in a worker thread)."""
         now = self.engine.clock().isoformat()
-        ids = [s[0] for s in secrets]
-        plan = Plan()
-        inserts: list[dict[str, Any]] = []
-        changes: list[dict[str, Any]] = []
-        due: list[tuple[str, str]] = []
-        for i, policy in enumerate(assigned):
-            if policy is None:
-                continue
-            sid = ids[i]
-            plan.governed[sid] = policy
-            row = schedule.pop(sid, None)
-            if row is None:
-                created = datetime.fromisoformat(secrets[i][3])
-                next_due = self.engine.next_due(created, policy.interval_seconds).isoformat()
-                inserts.append({"secret_id": sid, "policy_id": policy.id,
-                                "next_due_at": next_due, "state": "scheduled",
-                                "attempts": 0})  # fmt: skip
-            else:
-                next_due, state, lease_until, policy_id, last = row
-                if state == PENDING:
-                    if lease_until is None or lease_until < now:
-                        plan.stale_pending += 1
-                    continue
-                if policy_id != policy.id:
-                    base = datetime.fromisoformat(last or secrets[i][3])
-                    next_due = self.engine.next_due(base, policy.interval_seconds).isoformat()
-                    changes.append({"sid": sid, "pid": policy.id, "due": next_due})
-            if next_due <= now:
-                due.append((next_due, sid))
-        dropped = [sid for sid, row in schedule.items() if row[1] != PENDING]
-        plan.added, plan.changed, plan.dropped = len(inserts), len(changes), len(dropped)
-        due.sort()
-        plan.due = [sid for _, sid in due]
-        return plan, inserts, changes, dropped, now
+        planned = await self.evaluator.plan(
+            self.store.url, self.engine.vault_id(), self.settings.protected_names, now,
+            self.settings.jitter_fraction, self.settings.evaluation_budget_seconds,
+        )  # fmt: skip
+        log.debug("rotation pass evaluated %d policies, %d secrets governed, in %.3f s",
+                  len(policies), planned.governed, time.monotonic() - started)  # fmt: skip
+        if planned.inserts or planned.changes or planned.dropped:
+            await self.store.write(
+                self._persist(planned.inserts, planned.changes, planned.dropped, now)
+            )
+        by_id = {p.id: p for p in self.engine.policies_from(raw)}
+        plan = Plan(added=len(planned.inserts), changed=len(planned.changes),
+                    dropped=len(planned.dropped), stale_pending=planned.stale_pending)  # fmt: skip
+        plan.due = [sid for sid, pid in planned.due if pid in by_id]
+        plan.governed = {sid: by_id[pid] for sid, pid in planned.due if pid in by_id}
+        plan.governed_count = planned.governed
+        return plan
 
     def _persist(
         self,
@@ -254,30 +218,9 @@ class Scheduler(Background):
         return txn
 
 
-_SECRETS = hot.Statement(
-    "SELECT id, name, labels, created_at FROM kv_secrets WHERE deleted_at IS NULL"
-)
-_SCHEDULE = hot.Statement(
-    "SELECT secret_id, next_due_at, state, lease_until, policy_id, last_rotated_at FROM kv_rotation"
-)
-
-
 def _policies_and_any(conn: Connection) -> tuple[str | None, bool]:
     raw = conn.execute(
         select(t.meta.c.value).where(t.meta.c.key == POLICIES_KEY)
     ).scalar_one_or_none()
     some = conn.execute(select(t.rotation.c.secret_id).limit(1)).first()
     return raw, some is not None
-
-
-def _snapshot(conn: Connection) -> tuple[str | None, list[Any], dict[str, tuple[Any, ...]]]:
-    """The stored policy list, live secrets (id, name, labels, created_at) and the schedule.
-
-    Plain DB-API cursors: SQLAlchemy's row objects would cost more than the evaluation itself.
-    """
-    raw = conn.execute(
-        select(t.meta.c.value).where(t.meta.c.key == POLICIES_KEY)
-    ).scalar_one_or_none()
-    secrets = _SECRETS.run(conn, ()).fetchall()
-    schedule = {row[0]: row[1:] for row in _SCHEDULE.run(conn, ()).fetchall()}
-    return raw, secrets, schedule
