@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from agent.crypto import Clock, Random, utcnow
+from agent.globmatch import Glob
 from agent.rowauth import RowAuth
 from agent.store import schema as t
 from agent.store.db import Store
@@ -42,33 +43,10 @@ CACHE_SECONDS = 5.0
 TOKEN_ID_RE = re.compile(r"tok_[a-z2-7]{16}")
 
 
-def glob_body(glob: str, *, one_line: bool = False) -> str:
-    """A name glob (``*`` one segment, ``**`` any depth, ``?`` one character) as a regex body.
-
-    ``one_line`` keeps every wildcard off newlines, for matching names joined by newlines.
-    """
-    nl = "\n" if one_line else ""
-    out = []
-    i = 0
-    while i < len(glob):
-        if glob.startswith("**", i):
-            out.append(f"[^{nl}]*" if one_line else ".*")
-            i += 2
-        elif glob[i] == "*":
-            out.append(f"[^/{nl}]*")
-            i += 1
-        elif glob[i] == "?":
-            out.append(f"[^/{nl}]")
-            i += 1
-        else:
-            out.append(re.escape(glob[i]))
-            i += 1
-    return "".join(out)
-
-
-def glob_to_regex(glob: str) -> re.Pattern[str]:
-    """Compile a name glob (``*`` one segment, ``**`` any depth, ``?`` one character)."""
-    return re.compile("^" + glob_body(glob) + "$", re.DOTALL)
+def glob_to_regex(glob: str) -> Glob:
+    """Compile a name glob (``*`` one segment, ``**`` any depth, ``?`` one character) for
+    linear-time matching (RE2: a glob of many wildcards cannot make a check backtrack)."""
+    return Glob(glob)
 
 
 @dataclass(frozen=True)
@@ -77,7 +55,7 @@ class Rule:
 
     path: str
     capabilities: frozenset[str]
-    regex: re.Pattern[str] = field(compare=False, repr=False)
+    regex: Glob = field(compare=False, repr=False)
 
     @classmethod
     def parse(cls, doc: Any, where: str) -> Rule:
@@ -111,6 +89,17 @@ class Rule:
         return {"path": self.path, "capabilities": sorted(self.capabilities)}
 
 
+_GLOB_PARTS = re.compile(r"\*\*|\*|\?|[^*?]+")
+_SQL_WILDCARDS = {"**": ".*", "*": "[^/]*", "?": "[^/]"}
+
+
+def sql_regex(glob: str) -> str:
+    """A glob as an anchored regex without inline flags (PostgreSQL has no ``(?s:…)``); names
+    hold no newline, so ``.`` needs none."""
+    body = "".join(_SQL_WILDCARDS.get(p) or re.escape(p) for p in _GLOB_PARTS.findall(glob))
+    return f"^{body}$"
+
+
 @dataclass(frozen=True)
 class Policy:
     """A token's rules."""
@@ -134,16 +123,17 @@ class Policy:
         return any(rule.grants(capability, name) for rule in self.rules)
 
     def patterns(self, capability: str) -> list[str]:
-        """The regular expressions of the names ``capability`` is granted on (for queries)."""
+        """The regular expressions of the names ``capability`` is granted on, in the dialect
+        both SQL backends read (PostgreSQL ``~`` and Python's ``re`` behind SQLite's REGEXP)."""
         return [
-            rule.regex.pattern
+            sql_regex(rule.path)
             for rule in self.rules
             if capability in rule.capabilities or "admin" in rule.capabilities
         ]
 
     def sees(self, name: str) -> bool:
         """Whether any rule grants anything at all on ``name`` (it may know the name exists)."""
-        return any(rule.regex.fullmatch(name) for rule in self.rules)
+        return any(rule.regex.fullmatch(name) for rule in self.rules)  # any capability
 
     def to_json(self) -> list[dict[str, Any]]:
         """The policy as stored and shown."""

@@ -312,6 +312,10 @@ class _Api(ABC):
         body = {"command": command, "args": dict(args or {})}
         return self._run(_Call("POST", f"/api/v1/vaults/{_ref(vault_id)}/commands", json=body))
 
+    def send_command(self, vault_id: str, body: dict[str, Any]) -> Any:
+        """Queue a sealed command (``{"intent": …}``, made by ``apps.core.intents``)."""
+        return self._run(_Call("POST", f"/api/v1/vaults/{_ref(vault_id)}/commands", json=body))
+
     def rotate_secret(self, vault_id: str, secret_id: str) -> Any:
         """Ask a vault to rotate one secret (by its opaque id)."""
         return self.create_command(vault_id, "rotate", {"secret_id": secret_id})
@@ -365,9 +369,10 @@ class _Api(ABC):
         path = f"/api/v1/policies/{_ref(policy_id)}"
         return self._run(_Call("PUT", path, json=dict(doc)))
 
-    def delete_policy(self, policy_id: str) -> Any:
-        """Delete a policy (None)."""
-        return self._run(_Call("DELETE", f"/api/v1/policies/{_ref(policy_id)}"))
+    def delete_policy(self, policy_id: str, body: dict[str, Any] | None = None) -> Any:
+        """Delete a policy (None); a sealed one with its sealed deletion (``{"intent": …}``)."""
+        path = f"/api/v1/policies/{_ref(policy_id)}"
+        return self._run(_Call("DELETE", path, json=dict(body) if body else None))
 
     # ------------------------------------------------------------ audit and usage
     def query_audit(

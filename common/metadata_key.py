@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from common.errors import ConfigError, IntegrityError, ValidationError
 
@@ -126,6 +128,14 @@ class MetadataKey:
     def fingerprint(self) -> str:
         """``sha256:<hex>`` — what the control plane stores instead of the key."""
         return "sha256:" + hashlib.sha256(b"keyvault-metadata-key\x00" + self._key).hexdigest()
+
+    def subkey(self, purpose: bytes) -> bytes:
+        """32 bytes derived for one ``purpose`` (HKDF-SHA256), never the key itself.
+
+        Used by :mod:`common.intents` for its sealing and authentication keys.
+        """
+        info = b"keyvault-metadata-key-subkey\x00" + purpose
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(self._key)
 
     def seal(self, vault_id: str, secret_id: str, fields: dict[str, Any]) -> str:
         """Seal ``fields`` (name, description, labels) for one secret of one vault, padded to

@@ -71,6 +71,7 @@ ROTATION_REASONS = frozenset(
         "interrupted",
         "invalid_settings",
         "internal_error",
+        "not_allowed",
     }
 )
 

@@ -136,11 +136,14 @@ def _schemas() -> J:
         "notice_seconds": INT,
         "rotator": rotator,
         "scope": scope,
+        # a sealed policy (docs/intents.md): sent alone, relayed as it is, opened by agents
+        "intent": {"type": "object", "description": "A sealed operator intent (docs/intents.md)."},
     }
     policy = _obj(
-        {**policy_fields, "id": STR, "version": INT, "created_at": STR, "updated_at": STR},
-        ["id", "name", "version"],
-    )
+        {**policy_fields, "id": STR, "version": INT, "sealed": {"type": "boolean"},
+         "created_at": STR, "updated_at": STR},
+        ["id", "version"],
+    )  # fmt: skip
     user = _obj(
         {"id": STR, "org_id": STR, "email": STR, "role": STR, "created_at": STR},
         ["id", "email", "role"],
@@ -193,8 +196,9 @@ def _schemas() -> J:
             {
                 "id": STR,
                 "vault_id": STR,
-                "command": {"enum": ["rotate", "resync"]},
+                "command": {"enum": ["rotate", "resync", "sealed"]},
                 "args": {"type": "object"},
+                "intent": {"type": "object"},
                 "state": {"enum": ["pending", "sent", "succeeded", "failed"]},
                 "result": NSTR,
                 "created_by": STR,
@@ -413,25 +417,10 @@ def _vaults() -> J:
 
 def _commands() -> J:
     paging = [_q("limit", {"type": "integer", "minimum": 1, "maximum": 500}), _q("cursor", STR)]
-    opaque = {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,80}$"}
-    create = _obj(
-        {"command": {"enum": ["rotate", "resync"]}, "args": {"type": "object"}}, ["command"]
-    )
-    create["oneOf"] = [
-        {
-            "properties": {
-                "command": {"const": "rotate"},
-                "args": _obj({"secret_id": opaque}, ["secret_id"]),
-            },
-            "required": ["command", "args"],
-        },
-        {
-            "properties": {
-                "command": {"const": "resync"},
-                "args": {"type": "object", "maxProperties": 0},
-            },
-        },
-    ]
+    create = _obj(  # a sealed command is {"intent": …} alone (docs/intents.md)
+        {"command": {"enum": ["rotate", "resync"]}, "args": {"type": "object"},
+         "intent": {"type": "object"}}
+    )  # fmt: skip
     return {
         "/vaults/{vault_id}/inventory": {
             "parameters": [_path("vault_id")],
@@ -500,7 +489,10 @@ def _policies_alerts() -> J:
                 body=_ref("PolicyFields"),
             ),
             "delete": _op(
-                "deletePolicy", "Delete a policy", {"204": {"description": "gone"}}, "404"
+                "deletePolicy",
+                "Delete a policy (a sealed one with a sealed deletion as the body)",
+                {"204": {"description": "gone"}},
+                "404 409",
             ),
         },
         "/alerts": {

@@ -164,6 +164,8 @@ policies = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    sa.Column("intent", sa.Text),  # the sealed intent (common/intents.py); NULL: plaintext
+    sa.Column("deleted_at", TS),  # deleted by a sealed deletion (kept so agents learn of it)
     sa.UniqueConstraint("org_id", "name", name="uq_cp_policies_org_name"),
 )
 
@@ -248,5 +250,6 @@ commands = sa.Table(
     sa.Column("created_by", sa.String(40), nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    sa.Column("intent", sa.Text),  # the sealed intent (common/intents.py); NULL: plaintext
     sa.Index("ix_cp_commands_vault", "vault_id", "id"),
 )

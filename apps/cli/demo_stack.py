@@ -56,7 +56,7 @@ POLICY = {
     "interval_seconds": 30 * 86400,
     "notice_seconds": 7 * 86400,
     "rotator": {"type": "random", "settings": {}},
-    "scope": "all",
+    "scope": {"all": True},
 }
 
 
@@ -455,8 +455,11 @@ class DemoStack:
                     for _ in range(2):
                         kv.get(secret)
         if not self.state.get("seeded"):
+            from apps.core.intents import IntentMaker
+
+            sealed = IntentMaker(self.session.metadata_key).policy(POLICY)  # agents run only this
             with self.session.client() as cp:
-                cp.create_policy(POLICY)
+                cp.create_policy(sealed)
             self.state["seeded"] = True
             self._save_state()
 

@@ -16,6 +16,7 @@ from apps.cli.operator import (
     table,
     wait_for,
 )
+from apps.core.intents import IntentMaker
 from common.cliutil import friendly_errors
 
 GATEWAY_PLACEHOLDER = "https://<control-plane-host>:8444"
@@ -199,6 +200,12 @@ def inventory_cmd(vault_id: str, as_json: bool) -> None:
         click.echo(f"* shown by opaque id: {'; '.join(notes)}{hint}", err=True)
 
 
+def _opened(cmd: dict[str, Any], maker: IntentMaker | None) -> dict[str, Any]:
+    """A listed command with its sealed intent opened locally (as it was, when it cannot be)."""
+    body = maker.open(cmd.get("intent")) if maker is not None and "intent" in cmd else None
+    return {**cmd, **body} if body else cmd
+
+
 def _describe(cmd: dict[str, Any]) -> str:
     args = cmd.get("args") or {}
     target = f" {args['secret_id']}" if args.get("secret_id") else ""
@@ -207,8 +214,9 @@ def _describe(cmd: dict[str, Any]) -> str:
 
 def _send(vault_id: str, command: str, args: dict[str, Any], wait: bool, timeout: float) -> None:
     session = current_session()
+    maker = IntentMaker(session.metadata_key)
     with operator_api(session) as cp:
-        cmd = cp.create_command(vault_id, command, args)
+        cmd = _opened(cp.send_command(vault_id, maker.command(vault_id, command, args)), maker)
         click.echo(f"command {cmd['id']} ({_describe(cmd)}) is {cmd['state']}")
         if not wait:
             return
@@ -220,7 +228,7 @@ def _send(vault_id: str, command: str, args: dict[str, Any], wait: bool, timeout
             what=f"command {cmd['id']}",
             timeout=timeout,
         )
-    _report(final)
+    _report(_opened(final, maker))
 
 
 def _result_message(cmd: dict[str, Any]) -> str:
@@ -281,8 +289,9 @@ def resync_cmd(vault_id: str, wait: bool, timeout: float) -> None:
 def commands_cmd(vault_id: str, as_json: bool) -> None:
     """The commands sent to a vault and their states."""
     session = current_session()
+    maker = IntentMaker(session.metadata_key)
     with operator_api(session) as cp:
-        items = list(cp.iter_commands(vault_id))
+        items = [_opened(c, maker) for c in cp.iter_commands(vault_id)]
     if as_json:
         echo_json(items)
         return
@@ -301,7 +310,7 @@ def command_cmd(command_id: str, as_json: bool) -> None:
     """One command's state and result."""
     session = current_session()
     with operator_api(session) as cp:
-        cmd = cp.get_command(command_id)
+        cmd = _opened(cp.get_command(command_id), IntentMaker(session.metadata_key))
     if as_json:
         echo_json(cmd)
         return

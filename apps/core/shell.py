@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from apps.core.viewmodels.usage import UsageViewModel
     from apps.core.viewmodels.users import UsersViewModel
     from common.cpclient import AsyncControlPlaneClient
+    from common.metadata_key import MetadataKey
 
 StatusListener = Callable[[bool], None]
 
@@ -51,7 +52,7 @@ class Shell:
         self.client = client
         self.vaults = VaultsViewModel(client)
         self.alerts = AlertsViewModel(client)
-        self.policies: PoliciesViewModel = PoliciesViewModel(client)
+        self.policies: PoliciesViewModel = PoliciesViewModel(client, key_source=self._metadata_key)
         self.usage: UsageViewModel = UsageViewModel(client)
         self.audit: AuditViewModel = AuditViewModel(client)
         self.enrollment: EnrollmentViewModel = EnrollmentViewModel(
@@ -81,6 +82,13 @@ class Shell:
     def from_session(cls, session: Session) -> Shell:
         """A shell over a logged-in session, with one asyncio client for the whole app."""
         return cls(session, session.async_client())
+
+    def _metadata_key(self) -> MetadataKey | None:
+        """The organisation's metadata key from the keyring (None without a usable one)."""
+        try:
+            return self.session.metadata_key()
+        except KeyVaultError:
+            return None
 
     def __repr__(self) -> str:
         return f"Shell(url={self.session.profile.control_plane_url!r}, online={self.online})"

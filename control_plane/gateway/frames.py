@@ -36,7 +36,7 @@ STREAM_KINDS = {
     "audit": frozenset({"audit"}),
     "outbox": uplink.EVENT_KINDS - {"audit"},
 }
-ALERT_KINDS = frozenset({"integrity_failure", "audit_failure"})
+ALERT_KINDS = frozenset({"integrity_failure", "audit_failure", "intent_refused"})
 RESULT_OUTCOMES = frozenset({"ok", "failed"})
 
 

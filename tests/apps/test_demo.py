@@ -153,6 +153,7 @@ def vault_ids(folder: Path) -> dict[str, str]:
 def check_control_plane(demo: Demo, folder: Path) -> str:
     """Log in with the printed password; both vaults online, sealed inventory, the policy."""
     from apps.core.labels import open_label
+    from common import intents
     from common.metadata_key import MetadataKey
 
     ca_file = demo.value("control plane CA")
@@ -174,7 +175,10 @@ def check_control_plane(demo: Demo, folder: Path) -> str:
         assert {"payments/api-key", "payments/db-password"} <= set(opened)
         policies = cp.list_policies()
         items_or_list = policies["items"] if isinstance(policies, dict) else policies
-        assert [p["selector"]["name_glob"] for p in items_or_list] == ["*/api-key"]
+        # sealed: the control plane holds no selector; the operator's key opens it
+        opened = [intents.IntentKeys(key).open(p["intent"]).body for p in items_or_list]
+        assert [p["selector"]["name_glob"] for p in opened] == ["*/api-key"]
+        assert all("selector" not in p for p in items_or_list)
         return vault
 
 

@@ -91,7 +91,7 @@ CASES: dict[str, tuple[str, Maker | None, Any, int]] = {
     "policies.create": ("/policies", None, "policy", 201),
     "policies.list": ("/policies", None, None, 200),
     "policies.get": ("/policies/{id}", make_policy, None, 200),
-    "policies.update": ("/policies/{id}", make_policy, {"interval_seconds": 3600}, 200),
+    "policies.update": ("/policies/{id}", make_policy, {"interval_seconds": 7200}, 200),
     "policies.delete": ("/policies/{id}", make_policy, None, 204),
     "alerts.list": ("/alerts", None, None, 200),
     "alerts.ack": ("/alerts/{id}/acknowledge", make_alert, None, 200),
