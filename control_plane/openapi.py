@@ -5,8 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from control_plane.openapi_parts import (  # noqa: F401 - re-exported
-    ERRORS,
+from control_plane.openapi_kit import (
     INT,
     NSTR,
     STR,

@@ -1,5 +1,4 @@
-"""The building blocks of the control plane's OpenAPI document: JSON-Schema shorthands, the error
-responses and one operation's shape (``control_plane.openapi`` and ``openapi_users`` use them)."""
+"""Building blocks of the control plane's OpenAPI document, shared by its parts (`openapi`, `openapi_users`)."""
 
 from __future__ import annotations
 
