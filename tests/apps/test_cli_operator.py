@@ -292,8 +292,11 @@ def test_vaults_and_enrollment(keyring_env: dict[str, str], live_cp: LiveControl
 
     kept = run("vaults", "revoke", vault_id, input="n\n")
     assert kept.exit_code == 1
+    # irreversible: a "y" is not enough, the vault's name must be typed
+    kept = run("vaults", "revoke", vault_id, input="y\n")
+    assert kept.exit_code == 1 and "Type 'web-1' to confirm" in kept.stdout
     assert json.loads(run("vaults", "show", vault_id, "--json").stdout)["revoked_at"] is None
-    revoked = run("vaults", "revoke", vault_id, "--yes")
+    revoked = run("vaults", "revoke", "web-1", input="web-1\n")
     assert revoked.exit_code == 0 and f"vault {vault_id} (web-1) revoked" in revoked.stdout
     assert json.loads(run("vaults", "show", vault_id, "--json").stdout)["status"] == "revoked"
 
