@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shlex
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -15,8 +14,6 @@ from common.errors import NotFoundError
 
 if TYPE_CHECKING:
     from common.cpclient import ControlPlaneClient
-
-GATEWAY_PLACEHOLDER = "https://<control-plane-host>:8444"
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 vault_argument = click.argument("vault", metavar="VAULT")
@@ -148,6 +145,7 @@ def revoke_cmd(vault: str, yes: bool) -> None:
     type=click.IntRange(10, 7 * 86400),
     help="Lifetime in seconds (default: the control plane's, usually 1 hour).",
 )
+@click.option("--name", help="The new vault's name (default: the agent host's name).")
 @click.option("--description", default="", help="What the token is for (shown in listings).")
 @click.option(
     "--gateway-url",
@@ -155,28 +153,30 @@ def revoke_cmd(vault: str, yes: bool) -> None:
     help="The control plane's agent gateway, e.g. https://cp.example.com:8444 (remembered).",
 )
 @friendly_errors
-def enroll_token_cmd(ttl: int | None, description: str, gateway_url: str | None) -> None:
-    """Make a single-use enrollment token and print the command to run on the agent host.
+def enroll_token_cmd(
+    ttl: int | None, name: str | None, description: str, gateway_url: str | None
+) -> None:
+    """Make a single-use enrollment token and print the one command to run on the agent host.
 
-    The token is shown once; it is not stored anywhere here.
+    The command alone goes to standard output (`> enroll.sh` keeps it); what it is and until
+    when it works go to standard error. The token is shown once and stored nowhere here.
     """
+    from apps.core.viewmodels.enrollment import enroll_command
+
     session = current_session()
     with operator_api(session) as cp:
-        created = cp.create_enrollment_token(description, ttl)
+        created = cp.create_enrollment_token(description or (name or ""), ttl)
     if gateway_url:
         gateway_url = gateway_url.strip().rstrip("/")
         if gateway_url != session.profile.gateway_url:
             session.remember(gateway_url=gateway_url)
-    gateway = gateway_url or session.profile.gateway_url
-    target = shlex.quote(gateway) if gateway else GATEWAY_PLACEHOLDER
-    token = created["token"]
+    gateway = gateway_url or created.get("gateway_url") or session.profile.gateway_url
     click.echo(
-        f"enrollment token {created['id']} (single use, expires {created.get('expires_at')}):"
+        f"enrollment token {created['id']} (single use, expires {created.get('expires_at')}); "
+        "run this on the agent host:",
+        err=True,
     )
-    click.echo(f"  {token}")
-    click.echo("")
-    click.echo("Run this on the agent host:")
-    click.echo(f"  keyvault agent enroll --control-plane {target} --token {shlex.quote(token)}")
+    click.echo(enroll_command(gateway, created["token"], name))
     if not gateway:
         click.echo(
             "(replace the placeholder with the control plane's gateway URL, or pass --gateway-url)",

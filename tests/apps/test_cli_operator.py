@@ -402,13 +402,15 @@ def test_the_printed_enroll_line_enrolls_a_real_agent(
 
     login(live_cp)
     gateway = live_cp.server.app[GATEWAY].url
-    made = run("vaults", "enroll-token", "--gateway-url", gateway)
+    made = run("vaults", "enroll-token", "--gateway-url", gateway, "--name", "db-1")
     assert made.exit_code == 0, made.output
-    line = next(x.strip() for x in made.stdout.splitlines() if "agent enroll" in x)
+    # standard output is the one command and nothing else (`> enroll.sh` keeps it)
+    (line,) = made.stdout.splitlines()
     argv = shlex.split(line)
     assert argv[:5] == ["keyvault", "agent", "enroll", "--control-plane", gateway]
+    assert argv[-2:] == ["--name", "db-1"] and "single use" in made.stderr
     agent = init_agent_dir(tmp_path / "agent")
-    enrolled = run(*argv[1:], "--data-dir", str(agent.path), "--name", "db-1")
+    enrolled = run(*argv[1:], "--data-dir", str(agent.path))
     assert enrolled.exit_code == 0, enrolled.output
     listed = run("vaults", "list", "--json")
     assert [v["name"] for v in json.loads(listed.stdout)] == ["db-1"]

@@ -19,10 +19,11 @@ GATEWAY_PLACEHOLDER = "https://<control-plane-host>:8444"
 MAX_TTL_HOURS = 7 * 24
 
 
-def enroll_command(gateway_url: str | None, token: str) -> str:
-    """The exact line to run on the agent host."""
+def enroll_command(gateway_url: str | None, token: str, name: str | None = None) -> str:
+    """The exact line to run on the agent host (with the vault's name when one is given)."""
     target = shlex.quote(gateway_url.strip().rstrip("/")) if gateway_url else GATEWAY_PLACEHOLDER
-    return f"keyvault agent enroll --control-plane {target} --token {shlex.quote(token)}"
+    line = f"keyvault agent enroll --control-plane {target} --token {shlex.quote(token)}"
+    return line + (f" --name {shlex.quote(name.strip())}" if name and name.strip() else "")
 
 
 @dataclass(frozen=True)
