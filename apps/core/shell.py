@@ -10,18 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from apps.core.labels import LabelOpener
+from apps.core.names import NameBook
 from apps.core.stream import LiveStream
 from apps.core.viewmodels.alerts import AlertsViewModel
+from apps.core.viewmodels.home import HomeViewModel
 from apps.core.viewmodels.vault_detail import VaultDetailViewModel
 from apps.core.viewmodels.vaults import VaultsViewModel
 from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from apps.core.agents import AgentDirectory, AgentProfile
     from apps.core.session import Session
     from apps.core.viewmodels.agent_secrets import AgentSecretsViewModel
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
     from apps.core.viewmodels.policies import PoliciesViewModel
     from apps.core.viewmodels.usage import UsageViewModel
     from common.cpclient import AsyncControlPlaneClient
+    from common.metadata_key import MetadataKey
 
 StatusListener = Callable[[bool], None]
 
@@ -48,6 +54,8 @@ class Shell:
         self.client = client
         self.vaults = VaultsViewModel(client)
         self.alerts = AlertsViewModel(client)
+        self.names = NameBook(self._vault_name)
+        self.home = HomeViewModel(self.vaults, self.alerts, self.names)
         self.policies: PoliciesViewModel = PoliciesViewModel(client)
         self.usage: UsageViewModel = UsageViewModel(client)
         self.audit: AuditViewModel = AuditViewModel(client)
@@ -78,16 +86,68 @@ class Shell:
     def __repr__(self) -> str:
         return f"Shell(url={self.session.profile.control_plane_url!r}, online={self.online})"
 
+    def _vault_name(self, vault_id: str) -> str | None:
+        row = self.vaults.row(vault_id)
+        return row.name if row is not None and row.name else None
+
     # ------------------------------------------------------------ view models made on demand
+    def metadata_key(self) -> MetadataKey | None:
+        """The organisation's metadata key from the session's store (None: names stay sealed)."""
+        try:
+            return self.session.metadata_key()
+        except KeyVaultError:
+            return None  # no usable keyring
+
     def vault_detail(self, vault_id: str) -> VaultDetailViewModel:
         """A view model for one vault, fed by the stream for as long as it is referenced."""
-        try:
-            key = self.session.metadata_key()
-        except KeyVaultError:
-            key = None  # no usable keyring: names stay sealed
-        model = VaultDetailViewModel(self.client, vault_id, LabelOpener(key, vault_id))
+        opener = LabelOpener(self.metadata_key(), vault_id)
+        model = VaultDetailViewModel(self.client, vault_id, opener)
+        model.subscribe(functools.partial(self._learn_names, model))
         self._details.add(model)
         return model
+
+    def _learn_names(self, model: VaultDetailViewModel, _state: Any = None) -> None:
+        for row in model.state.items:
+            if not row.sealed:
+                self.names.learn_inventory(
+                    model.vault_id, [{"secret_id": row.secret_id}], _Named(row.name)
+                )
+
+    async def learn_secret_names(self, vault_id: str) -> None:
+        """Open one vault's inventory labels so its secret ids show as names (errors ignored)."""
+        opener = LabelOpener(self.metadata_key(), vault_id)
+        if not opener.has_key:
+            return
+        try:
+            items = [d async for d in self.client.iter_inventory(vault_id)]
+        except KeyVaultError:
+            return
+        self.names.learn_inventory(vault_id, items, opener)
+
+    # ------------------------------------------------------------ the metadata key
+    async def import_metadata_key(self, path: Path) -> MetadataKey:
+        """Import the organisation's key file; names appear at once in every open view."""
+        from apps.core.metadata_keys import import_key
+
+        key = await import_key(self.session, self.client, path)
+        await self._key_installed(key)
+        return key
+
+    async def create_metadata_key(self, out: Path, *, replace: bool = False) -> MetadataKey:
+        """Create the organisation's key (owner), write the agents' key file ``out``."""
+        from apps.core.metadata_keys import create_key
+
+        key = await create_key(self.session, self.client, out, replace=replace)
+        await self._key_installed(key)
+        return key
+
+    async def _key_installed(self, key: MetadataKey) -> None:
+        self.names.forget_secrets()
+        details = list(self._details)
+        for detail in details:
+            detail.opener = LabelOpener(key, detail.vault_id)
+        await asyncio.gather(*(d.refresh() for d in details))
+        self.home.rebuild()
 
     def agent_secrets(self, agent: AgentProfile) -> AgentSecretsViewModel:
         """A view model for the secrets on one agent (its token from the keyring)."""
@@ -125,6 +185,8 @@ class Shell:
             self.alerts.apply_event(kind, data)
         elif kind.startswith("policy."):
             self.policies.apply_event(kind, data)
+        if kind == "vault.status" and isinstance(data.get("vault_id"), str):
+            self._status_changed(data["vault_id"], str(data.get("status") or ""))
         if kind.startswith("vault.") or kind == "command.result":
             for detail in list(self._details):
                 detail.apply_event(kind, data)
@@ -134,6 +196,15 @@ class Shell:
             for detail in list(self._details):
                 if detail.vault_id == data.get("vault_id"):
                     self._spawn(detail.refresh())
+
+    def _status_changed(self, vault_id: str, status: str) -> None:
+        """Online: the control plane resolved the vault's offline alert, so reload the alerts
+        (a missed ``alert.resolved`` cannot leave it open here). Offline: reload the vault for
+        its true last heartbeat (the event does not carry it)."""
+        if status == "online":
+            self._spawn(self.alerts.refresh())
+        elif status == "offline":
+            self._spawn(self.vaults.reload_one(vault_id))
 
     # ------------------------------------------------------------ lifecycle
     def _spawn(self, coro: Any) -> None:
@@ -174,3 +245,16 @@ class Shell:
         revoked = await asyncio.to_thread(self.session.logout)
         await self.close()
         return revoked
+
+
+class _Named:
+    """An opener for a name already opened by a view model (no key needed again)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def open(self, item: dict[str, Any]) -> Any:
+        """The already-open label of ``item``."""
+        from apps.core.labels import OpenedLabel
+
+        return OpenedLabel(str(item["secret_id"]), "open", name=self.name)

@@ -281,8 +281,20 @@ class FakeControlPlane:
         self._call("me")
         return {
             "user": {"id": USER_ID, "email": EMAIL, "role": "owner"},
-            "org": {"id": ORG_ID, "name": "Acme", "metadata_key_fingerprint": self.key.fingerprint},
+            "org": {
+                "id": ORG_ID,
+                "name": "Acme",
+                "metadata_key_fingerprint": getattr(
+                    self, "registered_fingerprint", self.key.fingerprint
+                ),
+            },
         }
+
+    async def put_metadata_key(self, fingerprint: str) -> dict[str, Any]:
+        """Register a new metadata key's fingerprint (the fake then reports it)."""
+        self._call("put_metadata_key", fingerprint)
+        self.registered_fingerprint = fingerprint
+        return {"metadata_key_fingerprint": fingerprint}
 
     async def health(self) -> dict[str, Any]:
         """Liveness."""

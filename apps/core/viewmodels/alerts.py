@@ -1,4 +1,9 @@
-"""Alerts: list, acknowledge, resolve, and count the ones raised since the operator last looked."""
+"""Alerts: list, acknowledge, resolve, and count the open ones the operator has not looked at.
+
+``unread`` is always derived from the alerts themselves (open, and not among those the operator
+had on screen when they last marked them read), so a reload after a reconnect or a new login
+gives a count that agrees with the list: never "0 unread" next to open alerts nobody has seen.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +47,7 @@ class AlertRow:
 
 @dataclass(frozen=True)
 class AlertsState:
-    """The alerts shown (newest first), how many are unread, whether resolved ones show."""
+    """The alerts shown (newest first), how many open ones are unread, whether resolved show."""
 
     rows: tuple[AlertRow, ...] = ()
     unread: int = 0
@@ -64,6 +69,7 @@ class AlertsViewModel(ViewModel[AlertsState]):
         super().__init__(AlertsState(), on_change)
         self.client = client
         self._all: dict[str, AlertRow] = {}
+        self._seen: set[str] = set()  # ids the operator had in front of them at mark_read
 
     async def refresh(self) -> None:
         """Load every alert (all pages); an error goes to ``state.error``."""
@@ -86,7 +92,15 @@ class AlertsViewModel(ViewModel[AlertsState]):
     def _publish(self, **changes: Any) -> None:
         show = changes.get("show_resolved", self.state.show_resolved)
         rows = [r for r in self._all.values() if show or r.state != "resolved"]
-        self._set(rows=_newest_first(rows), **changes)
+        self._set(rows=_newest_first(rows), unread=self._unread(), **changes)
+
+    def _unread(self) -> int:
+        return sum(1 for r in self._all.values() if r.state == "open" and r.id not in self._seen)
+
+    @property
+    def open_rows(self) -> tuple[AlertRow, ...]:
+        """Alerts not yet resolved (open or acknowledged), newest first."""
+        return _newest_first([r for r in self._all.values() if r.state != "resolved"])
 
     def row(self, alert_id: str) -> AlertRow | None:
         """One alert (shown or not), or None."""
@@ -112,6 +126,7 @@ class AlertsViewModel(ViewModel[AlertsState]):
 
     def mark_read(self) -> None:
         """The operator has seen the alerts: the unread count goes back to zero."""
+        self._seen.update(r.id for r in self._all.values() if r.state == "open")
         if self.state.unread:
             self._set(unread=0)
 
@@ -122,10 +137,6 @@ class AlertsViewModel(ViewModel[AlertsState]):
         row = AlertRow.from_json(data)
         if self._all.get(row.id) == row:
             return False
-        is_new = kind == "alert.raised" and row.id not in self._all
         self._all[row.id] = row
-        if is_new:
-            self._publish(unread=self.state.unread + 1)
-        else:
-            self._publish()
+        self._publish()
         return True

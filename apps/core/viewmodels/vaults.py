@@ -10,7 +10,7 @@ from typing import Any
 
 from apps.core.viewmodels.base import Listener, ViewModel, when
 from common.cpclient import AsyncControlPlaneClient
-from common.errors import ValidationError
+from common.errors import KeyVaultError, ValidationError
 
 COLUMNS = ("name", "id", "status", "last_seen", "secret_count", "version", "cert_expiry")
 
@@ -191,6 +191,15 @@ class VaultsViewModel(ViewModel[VaultsState]):
         else:
             self._resort()
         self._publish()
+
+    async def reload_one(self, vault_id: str) -> None:
+        """Reload one vault (e.g. its true last heartbeat once it went offline); an error
+        leaves the row as it is."""
+        try:
+            doc = await self.client.get_vault(vault_id)
+        except KeyVaultError:
+            return
+        self._put(VaultRow.from_json(doc))
 
     async def revoke(self, vault_id: str) -> VaultRow:
         """Revoke a vault (raises the KeyVaultError); the row shows it at once."""
