@@ -204,7 +204,7 @@ class Shell:
         if status == "online":
             self._spawn(self.alerts.refresh())
         elif status == "offline":
-            self._spawn(self.vaults.reload_one(vault_id))
+            self._spawn(self.vaults.reload_last_seen(vault_id))
 
     # ------------------------------------------------------------ lifecycle
     def _spawn(self, coro: Any) -> None:

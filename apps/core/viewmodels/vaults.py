@@ -192,14 +192,17 @@ class VaultsViewModel(ViewModel[VaultsState]):
             self._resort()
         self._publish()
 
-    async def reload_one(self, vault_id: str) -> None:
-        """Reload one vault (e.g. its true last heartbeat once it went offline); an error
-        leaves the row as it is."""
+    async def reload_last_seen(self, vault_id: str) -> None:
+        """Fetch one vault's true last heartbeat (a status event does not carry it); the
+        status stays as the events say. An error leaves the row as it is."""
         try:
             doc = await self.client.get_vault(vault_id)
         except KeyVaultError:
             return
-        self._put(VaultRow.from_json(doc))
+        row = self._rows.get(vault_id)
+        seen = VaultRow.from_json(doc).last_seen
+        if row is not None and seen != row.last_seen:
+            self._put(replace(row, last_seen=seen))
 
     async def revoke(self, vault_id: str) -> VaultRow:
         """Revoke a vault (raises the KeyVaultError); the row shows it at once."""
