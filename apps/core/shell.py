@@ -185,6 +185,8 @@ class Shell:
             self.alerts.apply_event(kind, data)
         elif kind.startswith("policy."):
             self.policies.apply_event(kind, data)
+        if self.enrollment.needs(kind, data):
+            self._spawn(self.enrollment.on_event(kind, data))
         if kind == "vault.status" and isinstance(data.get("vault_id"), str):
             self._status_changed(data["vault_id"], str(data.get("status") or ""))
         if kind.startswith("vault.") or kind == "command.result":
