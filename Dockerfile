@@ -68,6 +68,6 @@ VOLUME ["/app/config", "/app/data"]
 USER 10001:10001
 EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["python", "-m", "agent.container", "health"]
-ENTRYPOINT ["python", "-m", "agent.container"]
+  CMD ["python", "-m", "agent.docker_entrypoint", "health"]
+ENTRYPOINT ["python", "-m", "agent.docker_entrypoint"]
 CMD ["run"]

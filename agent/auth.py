@@ -22,9 +22,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
+from agent.crypto import Clock, Random, utcnow
 from agent.store import schema as t
 from agent.store.db import Store
-from common.crypto import Clock, Random, utcnow
 from common.errors import AuthenticationError, NotFoundError, PermissionDeniedError, ValidationError
 
 CAPABILITIES = ("read", "list", "write", "rotate", "delete", "admin")

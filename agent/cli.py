@@ -8,35 +8,18 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from agent import CONFIG_NAME
+from agent.crypto import KDF_DEFAULT_ITERATIONS
 from agent.service.commands import install_service_cmd, windows_service_group
+from agent.settings import load_agent_settings
 from common.cliutil import agent_options, client_config, friendly_errors, make_client
-from common.crypto import KDF_DEFAULT_ITERATIONS
 from common.errors import ConfigError, KeyVaultError, ValidationError
 
-if TYPE_CHECKING:
-    from common.settings import AgentSettings
-
 DATA_DIR_HELP = "The agent's data folder (default ./keyvault-data, or KEYVAULT_DATA_DIR)."
-
-
-def load_agent_settings(
-    config: Path | None, data_dir: Path | None, **overrides: Any
-) -> AgentSettings:
-    """Settings from --config, else <data-dir>/agent.yaml, then the environment and flags."""
-    from common.settings import AgentSettings, load_settings
-
-    if config is None:
-        folder = data_dir or Path(os.environ.get("KEYVAULT_DATA_DIR", "keyvault-data"))
-        candidate = folder / CONFIG_NAME
-        config = candidate if candidate.exists() else None
-        if data_dir is not None:
-            overrides.setdefault("data_dir", data_dir)
-    return load_settings(AgentSettings, config, overrides)
 
 
 @click.group("agent")
@@ -129,7 +112,7 @@ def init_cmd(
     join: bool,
 ) -> None:
     """Create a data folder: keystore, store, TLS certificates, config and a first admin token."""
-    from agent.bootstrap import InitOptions, initialise
+    from agent.provision import InitOptions, initialise
 
     if (data_dir / CONFIG_NAME).exists():
         raise ConfigError(
@@ -195,8 +178,8 @@ def init_cmd(
 @friendly_errors
 def run_cmd(data_dir: Path | None, config: Path | None, port: int | None, bind: str | None) -> None:
     """Serve the agent API until SIGTERM or Ctrl+C."""
-    from agent.daemon import serve
     from agent.logs import setup_logging
+    from agent.serve import serve
     from common.eventloop import run_event_loop
 
     settings = load_agent_settings(config, data_dir, port=port, bind=bind)
@@ -247,7 +230,7 @@ def enroll_cmd(
 
     A running agent picks the enrollment up within a few seconds.
     """
-    from agent.runtime import VERSION
+    from agent.assembly import VERSION
     from agent.uplink.enroll import enroll
 
     settings = load_agent_settings(config, data_dir)
@@ -446,9 +429,9 @@ def audit_group() -> None:
 @friendly_errors
 def audit_verify_cmd(data_dir: Path | None, config: Path | None) -> None:
     """Check every entry's MAC and link; finds edits, deletions, reordering and truncation."""
+    from agent.assembly import key_source
     from agent.audit import verify
     from agent.keys import KeyManager
-    from agent.runtime import key_source
     from agent.store.db import Store
 
     settings = load_agent_settings(config, data_dir)

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.crypto import Clock, utcnow
+from agent.crypto import Clock, utcnow
 from common.errors import KeyVaultError, NotFoundError
 
 log = logging.getLogger("keyvault.agent.jobs")

@@ -16,10 +16,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
-from agent.errors import NotInitialisedError
-from agent.store import schema as t
-from agent.store.db import Store
-from common.crypto import (
+from agent.crypto import (
     KDF_DEFAULT_ITERATIONS,
     Clock,
     Envelope,
@@ -32,6 +29,9 @@ from common.crypto import (
     unlock_keystore,
     utcnow,
 )
+from agent.errors import NotInitialisedError
+from agent.store import schema as t
+from agent.store.db import Store
 from common.errors import ConflictError, IntegrityError
 
 HEADER_KEY = "keystore_header"

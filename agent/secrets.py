@@ -4,9 +4,10 @@ Values are sealed before they reach the store and opened only when a caller asks
 current version of each secret is cached in memory *sealed* (never as plaintext) when the agent
 owns its store alone, so a read is one AES-GCM unwrap and one decrypt with no database trip.
 
-Once the agent is enrolled with a control plane, :attr:`SecretService.track_changes` is on and
-every write also inserts an inventory change marker (the secret's id, never its name) into the
-uplink's outbox, in the same transaction as the change itself.
+Once the agent is enrolled with a control plane, the :class:`~agent.changes.ChangeFeed` the
+service is given tracks changes: every write also inserts an inventory change marker (the
+secret's id, never its name) into the uplink's outbox, in the same transaction as the change
+itself, and wakes the uplink's sender once it commits.
 """
 
 from __future__ import annotations
@@ -22,13 +23,14 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 
+from agent.changes import ChangeFeed
+from agent.crypto import Clock, Random, SealedValue, utcnow
 from agent.generate import GeneratorSpec
 from agent.keys import KeyManager
 from agent.store import hot
 from agent.store import schema as t
 from agent.store.db import Store
 from agent.store.hot import SecretRow
-from common.crypto import Clock, Random, SealedValue, utcnow
 from common.errors import ConflictError, NotFoundError, ValidationError
 
 ID_RE = re.compile(r"^sec_[a-z2-7]{26}$")
@@ -157,10 +159,10 @@ class SecretService:
         cache: bool = True,
         clock: Clock = utcnow,
         rng: Random = os.urandom,
+        feed: ChangeFeed | None = None,
     ) -> None:
         self.store = store
-        self.track_changes = False  # set by the uplink once the agent is enrolled
-        self.changes = 0  # tracked writes committed (the uplink polls it instead of the store)
+        self.feed = feed or ChangeFeed()  # the uplink's sink for tracked writes
         self.keys = keys
         self.max_value_bytes = max_value_bytes
         self._clock = clock
@@ -220,15 +222,20 @@ class SecretService:
         found = stmt.run(conn, (ref,)).fetchone()
         return SecretRow(*found) if found else None
 
+    @property
+    def track_changes(self) -> bool:
+        """Whether writes record inventory change markers (the agent is enrolled)."""
+        return self.feed.tracking
+
     def _changed(self, conn: Connection, secret_id: str, now: str) -> None:
         """Record an inventory change marker in the write's transaction (enrolled agents only)."""
-        if self.track_changes:
+        if self.feed.tracking:
             body = f'{{"secret_id":"{secret_id}"}}'  # ids are [a-z0-9_] only: no escaping needed
             hot.INSERT_OUTBOX.run(conn, ("inventory", body, now))
 
     def _committed(self) -> None:
-        if self.track_changes:
-            self.changes += 1
+        """A write has committed: the feed wakes the uplink if it recorded a change."""
+        self.feed.committed()
 
     def cached_id(self, ref: str) -> str | None:
         """The id a reference resolves to, if it is in the cache."""

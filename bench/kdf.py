@@ -4,7 +4,7 @@ Two agents are made with ``keyvault agent init --passphrase --iterations N`` (60
 100,000; the passphrase comes from ``KEYVAULT_MASTER_PASSPHRASE``) and started with the same
 variable. Both serve the 1 KB read of benchmark 1 in interleaved rounds (600k, 100k, 600k, …);
 the figure is the median of the per-round req/s ratios 600k / 100k. The one-time unlock cost is
-timed directly (``common.crypto.derive_master_key``, the function the agent unlocks with), and
+timed directly (``agent.crypto.derive_master_key``, the function the agent unlocks with), and
 each agent's start-to-serving time is shown alongside.
 """
 
@@ -24,7 +24,7 @@ TARGET = 0.95
 
 def pbkdf2_ms(iterations: int, repeats: int) -> float:
     """Median milliseconds of one passphrase unlock derivation at ``iterations``."""
-    from common.crypto import KeySource, derive_master_key
+    from agent.crypto import KeySource, derive_master_key
 
     source = KeySource.from_passphrase("correct horse battery staple")
     times = []

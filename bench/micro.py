@@ -70,8 +70,8 @@ def read_path(folder: Path) -> None:
     """The steps of GET /secrets/{id} outside aiohttp, and the alternatives."""
     from aiohttp import web
 
-    import common.crypto as crypto
-    from agent.bootstrap import InitOptions, initialise
+    import agent.crypto as crypto
+    from agent.provision import InitOptions, initialise
     from bench.writes import open_agent
 
     result = initialise(InitOptions(folder / "agent", port=0))

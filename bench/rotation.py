@@ -44,8 +44,8 @@ def _policies(count: int) -> list[dict[str, Any]]:
 
 
 def _open(folder: Path) -> Any:
-    from agent.cli import load_agent_settings
-    from agent.runtime import Agent
+    from agent.assembly import Agent
+    from agent.settings import load_agent_settings
 
     settings = load_agent_settings(None, folder, log_level="WARNING")
     return Agent.open(settings)
@@ -117,7 +117,7 @@ async def bench_rotations(folder: Path, count: int) -> dict[str, float]:
 
     agent = await asyncio.to_thread(_open, folder)
     try:
-        agent.secrets.track_changes = True
+        agent.secrets.feed.track()
         await _set_policies(agent, [{"id": "pol_r", "name": "r", "version": 1,
                                       "body": {"selector": {"name_glob": "rot/*"},
                                                "interval_seconds": 86400, "notice_seconds": 0,

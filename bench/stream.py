@@ -33,11 +33,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from common.events import POLICY_CREATED, encode, make
 
 CLI = "from control_plane.cli import control_plane_group; control_plane_group()"
 PASSWORD = "benchmark operator password"
@@ -315,7 +318,9 @@ def _bare_app() -> web.Application:
         return ws
 
     async def publish(request: web.Request) -> web.Response:
-        text = json.dumps({"type": "policy.created", "data": await request.json()})
+        body = await request.json()
+        data = {"id": f"pol_{body['name']}", **body}
+        text = encode(make(POLICY_CREATED, "org_bench", datetime.now(UTC), data))
         for ws in list(sockets):
             with contextlib.suppress(ConnectionError):
                 await ws.send_str(text)

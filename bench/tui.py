@@ -35,6 +35,7 @@ from textual.widgets import DataTable
 
 from apps.tui.app import KeyVaultApp
 from apps.tui.screens.vaults import COLUMNS, FleetTable, VaultsScreen, vault_cells
+from common.events import VAULT_STATUS
 from tests.apps.fake_cp import NOW, FakeControlPlane
 from tests.apps.fake_shell import FakeStream, build_fake_shell
 
@@ -152,7 +153,7 @@ async def _app_interactive(
             data = {"vault_id": target.id, "status": status}
 
             async def event(d: dict[str, Any] = data) -> None:
-                stream.emit("vault.status", d)
+                stream.emit(VAULT_STATUS.name, d)
 
             out["live event"].append(await _timed(clock, event))
         table = app.screen.query_one(FleetTable)

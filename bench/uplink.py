@@ -40,6 +40,7 @@ import aiohttp
 
 from bench.stream import PASSWORD, Fleet, _database, _rss_kib, _wait_http
 from bench.uplink_sim import Identity, load_identities, worker
+from common.events import ALERT_RAISED
 from common.tls import CertificateAuthority, client_context, make_csr, spki_pin, write_pem
 from common.uplink import BOOTSTRAP_PATH, REGISTER_PATH
 
@@ -264,7 +265,7 @@ async def _offline_latency(
                         continue
                     doc = json.loads(msg.data)
                     data = doc.get("data") or {}
-                    if doc.get("type") == "alert.raised" and data.get("kind") == "vault_offline":
+                    if doc.get("type") == ALERT_RAISED.name and data.get("kind") == "vault_offline":
                         if data.get("vault_id") in wanted:
                             arrivals.setdefault(data["vault_id"], time.monotonic() - killed)
             await ws.close()

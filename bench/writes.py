@@ -1,7 +1,7 @@
 """Benchmark 2: durable creates and updates through the agent's store layer vs raw sqlite3.
 
 **Agent**: an agent folder made by ``keyvault agent init`` is opened in this process exactly as
-the daemon does (:meth:`agent.runtime.Agent.open`, with ``storage.sqlite_synchronous`` set to
+the daemon does (:meth:`agent.assembly.Agent.open`, with ``storage.sqlite_synchronous`` set to
 FULL or NORMAL), and 32 asyncio tasks call :meth:`SecretService.create` then
 :meth:`SecretService.update` (a new 1 KB version) until the run's count or time is reached. Each
 call returns only after its group commit, so every counted write is as durable as the
@@ -28,7 +28,7 @@ from bench.harness import CONCURRENCY, Plan, Report, fmt_ratio, log, median, sec
 from bench.servers import init_agent
 
 if TYPE_CHECKING:
-    from agent.runtime import Agent
+    from agent.assembly import Agent
 
 MODES = ("FULL", "NORMAL")
 TARGET = 0.5
@@ -37,9 +37,10 @@ META_BYTES = 160  # the secrets row besides the value: id, name, times, labels, 
 
 def open_agent(data_dir: Path, synchronous: str) -> Agent:
     """``Agent.open`` on the folder with the given SQLite synchronous level."""
-    from agent.bootstrap import CONFIG_NAME
-    from agent.runtime import Agent
-    from common.settings import AgentSettings, load_settings
+    from agent.assembly import Agent
+    from agent.provision import CONFIG_NAME
+    from agent.settings import AgentSettings
+    from common.settings import load_settings
 
     settings = load_settings(
         AgentSettings,

@@ -15,14 +15,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from common.errors import KeyVaultError
 from control_plane.db import utcnow
 from control_plane.gateway.app import GATEWAY, Gateway
 from control_plane.routes import LEAST_ROLE, add_routes
 from control_plane.runtime import Clock, ControlPlane, open_control_plane
 from control_plane.settings import ControlPlaneSettings
 from control_plane.views.context import CP, INFO, MAX_BODY, RequestInfo
-from control_plane.views.errors import error_response, http_exception_error
+from serverkit.edge import respond
 
 log = logging.getLogger("keyvault.control_plane.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -56,19 +55,17 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route.name or "unknown"
     info = RequestInfo(route)
     request[INFO] = info
-    try:
+
+    async def call() -> web.StreamResponse:
         role = LEAST_ROLE.get(route)
         if role is not None:
             info.principal = await cp.accounts.authenticate(request.headers.get("Authorization"))
             info.principal.require(role)
-        response = await handler(request)
-    except KeyVaultError as exc:
-        response = error_response(exc)
-    except web.HTTPException as exc:
-        response = error_response(http_exception_error(exc))
-    except Exception:
-        log.exception("unexpected error on %s %s", request.method, route)
-        response = error_response(KeyVaultError("internal error; see the control-plane log"))
+        return await handler(request)
+
+    response, _ = await respond(
+        request, call, server="the control plane", log=log, log_name="control-plane"
+    )
     await _audit(cp, request, info, response.status)
     cp.metrics.observe(route, response.status, time.perf_counter() - started)
     return response

@@ -1,18 +1,19 @@
-"""The running control plane: its resources (engine, Redis, bus, limiter, lock) and services.
+"""The running control plane, assembled bottom-up: resources first, then services.
 
-:func:`open_control_plane` builds one from settings and :meth:`ControlPlane.close` releases it;
-the aiohttp app does both from its ``cleanup_ctx``. Tests reach the services through it.
+:func:`open_control_plane` connects the resources (engine, Redis, bus, limiter, lock) and
+:func:`build_services` builds every service in dependency order, handing each exactly the
+collaborators it uses (no service sees this module). :class:`ControlPlane` only holds the result
+for the views and tests, and :meth:`ControlPlane.close` releases it; the aiohttp app does both
+from its ``cleanup_ctx``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -20,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from common.errors import UnavailableError
 from control_plane import db
-from control_plane.bus import EventBus, InProcessBus, RedisBus
+from control_plane.background import Background, Clock, Spawn
+from control_plane.bus import BusSink, EventBus, InProcessBus, RedisBus
 from control_plane.coordination import (
     AdvisoryLock,
     LoginLimiter,
@@ -30,74 +32,150 @@ from control_plane.coordination import (
     SweepLock,
 )
 from control_plane.metrics import Metrics
+from control_plane.services.accounts import Accounts
+from control_plane.services.alerts import Alerts
+from control_plane.services.audit import Audit
+from control_plane.services.ca import CAStore
+from control_plane.services.commands import Commands
+from control_plane.services.ingest import Ingest
+from control_plane.services.inventory import Inventory
+from control_plane.services.policies import Policies
+from control_plane.services.presence import VaultPresence
+from control_plane.services.rotation import Rotations
+from control_plane.services.vaults import Vaults
 from control_plane.settings import ControlPlaneSettings
 
 log = logging.getLogger("keyvault.control_plane")
-Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the services are built on: connections, coordination, clock, counters."""
+
+    settings: ControlPlaneSettings
+    engine: AsyncEngine
+    bus: EventBus
+    limiter: LoginLimiter
+    lock: SweepLock
+    clock: Clock
+    metrics: Metrics
+    background: Background
+
+
+@dataclass(frozen=True)
+class Services:
+    """Every control-plane service, each built with only what it uses."""
+
+    audit: Audit
+    accounts: Accounts
+    alerts: Alerts
+    vaults: Vaults
+    policies: Policies
+    commands: Commands
+    inventory: Inventory
+    ingest: Ingest
+    rotations: Rotations
+    presence: VaultPresence
+
+
+def build_services(r: Resources) -> Services:
+    """Build the services bottom-up: each after the ones it depends on."""
+    sink = BusSink(r.bus, r.metrics)
+    spawn = r.background.spawn
+    audit = Audit(engine=r.engine, clock=r.clock)
+    alerts = Alerts(
+        engine=r.engine,
+        clock=r.clock,
+        settings=r.settings,
+        metrics=r.metrics,
+        sink=sink,
+        spawn=spawn,
+    )
+    accounts = Accounts(
+        engine=r.engine,
+        clock=r.clock,
+        settings=r.settings,
+        limiter=r.limiter,
+        sink=sink,
+        audit=audit,
+    )
+    vaults = Vaults(
+        engine=r.engine,
+        clock=r.clock,
+        settings=r.settings,
+        bus=r.bus,
+        lock=r.lock,
+        metrics=r.metrics,
+        sink=sink,
+        audit=audit,
+        alerts=alerts,
+        cas=CAStore(engine=r.engine, clock=r.clock, settings=r.settings),
+    )
+    policies = Policies(engine=r.engine, clock=r.clock, sink=sink)
+    commands = Commands(engine=r.engine, clock=r.clock, bus=r.bus, vaults=vaults)
+    inventory = Inventory(engine=r.engine, vaults=vaults)
+    rotations = Rotations(engine=r.engine, clock=r.clock, lock=r.lock, alerts=alerts)
+    ingest = Ingest(
+        engine=r.engine,
+        clock=r.clock,
+        metrics=r.metrics,
+        sink=sink,
+        audit=audit,
+        inventory=inventory,
+        rotations=rotations,
+        commands=commands,
+        alerts=alerts,
+    )
+    presence = VaultPresence(
+        engine=r.engine,
+        clock=r.clock,
+        settings=r.settings,
+        sink=sink,
+        spawn=spawn,
+        audit=audit,
+        alerts=alerts,
+        vaults=vaults,
+    )
+    return Services(
+        audit, accounts, alerts, vaults, policies, commands, inventory, ingest, rotations, presence
+    )
 
 
 class ControlPlane:
-    """Everything a request or a background task needs, passed explicitly."""
+    """The assembled control plane: its resources and services, for views, tasks and tests."""
 
-    def __init__(
-        self,
-        settings: ControlPlaneSettings,
-        engine: AsyncEngine,
-        bus: EventBus,
-        limiter: LoginLimiter,
-        lock: SweepLock,
-        redis: Redis | None,
-        clock: Clock,
-    ) -> None:
-        from control_plane.services.accounts import Accounts
-        from control_plane.services.alerts import Alerts
-        from control_plane.services.audit import Audit
-        from control_plane.services.commands import Commands
-        from control_plane.services.ingest import Ingest
-        from control_plane.services.inventory import Inventory
-        from control_plane.services.policies import Policies
-        from control_plane.services.rotation import Rotations
-        from control_plane.services.uplink import Uplinks
-        from control_plane.services.vaults import Vaults
-
-        self.settings = settings
-        self.engine = engine
-        self.bus = bus
-        self.limiter = limiter
-        self.lock = lock
+    def __init__(self, resources: Resources, services: Services, redis: Redis | None) -> None:
+        self.resources = resources
+        self.settings = resources.settings
+        self.engine = resources.engine
+        self.bus = resources.bus
+        self.limiter = resources.limiter
+        self.lock = resources.lock
+        self.clock = resources.clock
+        self.metrics = resources.metrics
         self.redis = redis
-        self.clock = clock
-        self.metrics = Metrics()
         self.started = time.monotonic()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.audit = Audit(self)
-        self.accounts = Accounts(self)
-        self.alerts = Alerts(self)
-        self.vaults = Vaults(self)
-        self.policies = Policies(self)
-        self.commands = Commands(self)
-        self.inventory = Inventory(self)
-        self.ingest = Ingest(self)
-        self.rotations = Rotations(self)
-        self.uplinks = Uplinks(self)
+        self._background = resources.background
+        self.audit = services.audit
+        self.accounts = services.accounts
+        self.alerts = services.alerts
+        self.vaults = services.vaults
+        self.policies = services.policies
+        self.commands = services.commands
+        self.inventory = services.inventory
+        self.ingest = services.ingest
+        self.rotations = services.rotations
+        self.presence = services.presence
         self.uplink_connections: Callable[[], int] = lambda: 0  # set by the gateway's hub
 
     def now(self) -> datetime:
         """The current time from the injectable clock."""
         return self.clock()
 
-    async def publish(self, org_id: str, kind: str, data: dict[str, Any]) -> None:
-        """Send an event to the organisation's operator streams on every replica."""
-        event = {"type": kind, "org_id": org_id, "at": db.iso(self.now()), "data": data}
-        self.metrics.events_published += 1
-        await self.bus.publish(event)
-
-    def spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+    @property
+    def spawn(self) -> Spawn:
         """Run a fire-and-forget coroutine that is cancelled at close."""
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._background.spawn
 
     async def ready(self) -> dict[str, str]:
         """Check the database and (in production) Redis; raise UnavailableError if one is down."""
@@ -112,11 +190,7 @@ class ControlPlane:
 
     async def close(self) -> None:
         """Cancel background work and release every resource."""
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._background.close()
         await self.bus.close()
         if self.redis is not None:
             await self.redis.aclose()
@@ -148,4 +222,5 @@ async def open_control_plane(
         )
     lock = AdvisoryLock(engine) if db.is_postgres(engine) else MemoryLock()
     await bus.start()
-    return ControlPlane(settings, engine, bus, limiter, lock, redis, clock)
+    resources = Resources(settings, engine, bus, limiter, lock, clock, Metrics(), Background())
+    return ControlPlane(resources, build_services(resources), redis)

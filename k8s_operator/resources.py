@@ -201,7 +201,7 @@ def _container_security() -> dict[str, Any]:
 
 
 def _env(owner: Mapping[str, Any], spec: AgentSpec) -> list[dict[str, Any]]:
-    """The agent's settings as ``KEYVAULT_`` variables (see common/settings.py)."""
+    """The agent's settings as ``KEYVAULT_`` variables (see agent/settings.py)."""
     name = owner["metadata"]["name"]
     namespace = owner["metadata"]["namespace"]
     env: list[dict[str, Any]] = [

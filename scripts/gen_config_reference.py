@@ -194,8 +194,8 @@ class Program:
 
 def programs() -> list[Program]:
     """The agent and the control plane, with the variables of their container entrypoints."""
-    from agent import container as agent_container
-    from common.settings import AgentSettings
+    from agent import docker_entrypoint as agent_container
+    from agent.settings import AgentSettings
     from control_plane import container as cp_container
     from control_plane.settings import ControlPlaneSettings
 

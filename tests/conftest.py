@@ -77,7 +77,7 @@ def init_agent_dir(
     path: Path, *, storage_url: str | None = None, client_cert: str = "optional", port: int = 0
 ) -> AgentDir:
     """Initialise an agent folder (key-file master key) and return it with its admin token."""
-    from agent.bootstrap import InitOptions, initialise
+    from agent.provision import InitOptions, initialise
 
     result = initialise(
         InitOptions(path, storage_url=storage_url, client_cert_mode=client_cert, port=port)

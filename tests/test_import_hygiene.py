@@ -25,7 +25,6 @@ FORBIDDEN = (
     [
         [
             "common",
-            "common.crypto",
             "common.tls",
             "common.settings",
             "common.client",
@@ -51,7 +50,7 @@ def test_agent_start_path_stays_lean() -> None:
     """`keyvault agent run` must not load the HTTP client or Alembic (idle memory)."""
     code = (
         "import json, sys\n"
-        "import apps.cli.main, agent.daemon, agent.api.app, agent.runtime\n"
+        "import apps.cli.main, agent.serve, agent.api.app, agent.assembly\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -14,43 +14,17 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from agent.api.body import MAX_BODY
 from agent.api.context import AGENT, AUDIT, RequestAudit
+from agent.api.lifecycle import add_background_services
 from agent.api.routes import PUBLIC, add_routes
-from agent.runtime import Agent
-from common.errors import (
-    IntegrityError,
-    KeyVaultError,
-    NotFoundError,
-    PayloadTooLargeError,
-    UnavailableError,
-    ValidationError,
-)
+from agent.assembly import Agent
+from common.errors import IntegrityError, KeyVaultError, UnavailableError
+from serverkit.body import MAX_BODY
+from serverkit.edge import error_response, respond
 
 log = logging.getLogger("keyvault.agent.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
-SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
-
-
-def error_response(exc: KeyVaultError) -> web.Response:
-    """The one JSON error shape: ``{"error": {"code", "message"}}``."""
-    return web.json_response(exc.to_json(), status=exc.http_status, headers=SECURITY_HEADERS)
-
-
-def _http_exception(exc: web.HTTPException) -> KeyVaultError:
-    if exc.status == 404:
-        return NotFoundError("no such endpoint; see /api/v1/openapi.json")
-    if exc.status == 405:
-        err = ValidationError("method not allowed on this endpoint; see /api/v1/openapi.json")
-        err.http_status = 405
-        err.code = "method_not_allowed"
-        return err
-    if exc.status == 413:
-        return PayloadTooLargeError("request body is larger than this agent accepts")
-    err = ValidationError(exc.reason or "bad request")
-    err.http_status = exc.status
-    return err
 
 
 @web.middleware
@@ -61,8 +35,8 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = request.match_info.route.name or "unknown"
     info = RequestAudit(op=route)
     request[AUDIT] = info
-    outcome = "ok"
-    try:
+
+    async def call() -> web.StreamResponse:
         if route not in PUBLIC and route != "unknown":
             info.token = await agent.tokens.authenticate(request.headers.get("Authorization"))
             info.actor = info.token.id
@@ -75,20 +49,13 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
                 target=request.match_info.get("id"),
                 remote=request.remote,
             )
-        response = await handler(request)
-    except KeyVaultError as exc:
-        response = error_response(exc)
-        outcome = "denied" if exc.http_status in (401, 403) else "error"
-        if isinstance(exc, IntegrityError):
-            agent.metrics.integrity_failures += 1
-            log.error("integrity failure on %s %s", request.method, route)
-    except web.HTTPException as exc:
-        response = error_response(_http_exception(exc))
-        outcome = "error"
-    except Exception:
-        log.exception("unexpected error on %s %s", request.method, route)
-        response = error_response(KeyVaultError("internal error; see the agent log"))
-        outcome = "error"
+        return await handler(request)
+
+    response, failure = await respond(request, call, server="this agent", log=log, log_name="agent")
+    if isinstance(failure, IntegrityError):
+        agent.metrics.integrity_failures += 1
+        log.error("integrity failure on %s %s", request.method, route)
+    outcome = "ok" if failure is None else _outcome(failure)
     try:
         agent.audit.append(
             op=route,
@@ -106,10 +73,21 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def build_app(agent: Agent) -> web.Application:
-    """The agent API for an opened :class:`Agent`."""
+def _outcome(failure: KeyVaultError) -> str:
+    """The audit outcome of a failed request: denied (401/403) or error."""
+    return "denied" if failure.http_status in (401, 403) else "error"
+
+
+def build_app(agent: Agent, *, background: bool = False) -> web.Application:
+    """The agent API for an opened :class:`Agent`.
+
+    With ``background`` the app also runs the agent's uplink and rotation scheduler for as
+    long as it runs (``agent.api.lifecycle``); tests of the API alone leave them off.
+    """
     app = web.Application(middlewares=[edge], client_max_size=agent.settings.max_body_bytes)
     app[AGENT] = agent
     app[MAX_BODY] = agent.settings.max_body_bytes
+    if background:
+        add_background_services(app, agent)
     add_routes(app)
     return app

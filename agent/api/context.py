@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from agent.assembly import Agent
 from agent.auth import Token
-from agent.runtime import Agent
 
 AGENT = web.AppKey("agent", Agent)
 

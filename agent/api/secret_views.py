@@ -6,11 +6,11 @@ import json
 
 from aiohttp import web
 
-from agent.api.body import json_object, query_bool, query_int, reject_unknown_query, typed
 from agent.api.context import AGENT, audit_target, token_of
 from agent.generate import GeneratorSpec
 from agent.secrets import ID_RE, SecretMeta, decode_cursor, validate_name
 from common.errors import NotFoundError, ValidationError
+from serverkit.body import json_object, query_bool, query_int, reject_unknown_query, typed
 
 # No name, id, cursor or description holds NUL, and PostgreSQL text refuses it: looked up, it
 # would answer 503 "store unavailable" for what is the caller's mistake.
@@ -79,8 +79,8 @@ async def list_secrets(request: web.Request) -> web.Response:
     items, nxt = await agent.secrets.list_page(
         prefix=prefix,
         after=after,
-        limit=query_int(request, "limit", 100, 1, 1000),
-        deleted=query_bool(request, "deleted"),
+        limit=query_int(request.query, "limit", 100, 1, 1000),
+        deleted=query_bool(request.query, "deleted"),
     )
     visible = [m.to_json() for m in items if token.policy.allows("list", m.name)]
     return web.json_response({"secrets": visible, "next": nxt})
@@ -93,7 +93,9 @@ async def read_secret(request: web.Request) -> web.Response:
     ref = request.match_info["id"]
     if len(request.query) and set(request.query) - {"version"}:
         reject_unknown_query(request, {"version"})
-    version = query_int(request, "version", 0, 1, 2**31 - 1) if "version" in request.query else None
+    version = (
+        query_int(request.query, "version", 0, 1, 2**31 - 1) if "version" in request.query else None
+    )
     audit_target(request, ref)
     if not ID_RE.fullmatch(ref):
         token.require("read", ref)

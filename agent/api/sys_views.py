@@ -8,13 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.api.body import json_object, typed
 from agent.api.context import AGENT, audit_target, token_of
 from agent.api.openapi import openapi_document
 from agent.auth import TOKEN_ID_RE, Policy
+from agent.crypto import KDF_DEFAULT_ITERATIONS, KDF_MIN_ITERATIONS, KeySource
 from agent.jobs import Progress
-from common.crypto import KDF_DEFAULT_ITERATIONS, KDF_MIN_ITERATIONS, KeySource
 from common.errors import ConfigError, ConflictError, NotFoundError, ValidationError
+from serverkit.body import json_object, typed
 
 
 async def health(request: web.Request) -> web.Response:

@@ -23,7 +23,7 @@ from agent.rotation._base import (
     SecretRef,
 )
 from agent.rotation._random import GENERATOR_KEYS, Generator, reject_unknown
-from common.settings import CommandHook
+from agent.settings import CommandHook
 
 log = logging.getLogger("keyvault.agent.rotation")
 KEYS = GENERATOR_KEYS | {"command"}

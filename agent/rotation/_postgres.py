@@ -27,7 +27,7 @@ from agent.rotation._base import (
     RotationError,
 )
 from agent.rotation._random import Generator, reject_unknown
-from common.settings import PostgresConnection
+from agent.settings import PostgresConnection
 
 KEYS = frozenset({"connection", "role", "alternate_role", "length"})
 CONNECT_TIMEOUT = 10

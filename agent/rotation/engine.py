@@ -30,6 +30,7 @@ from sqlalchemy import and_, delete, false, or_, select, update
 from sqlalchemy.engine import Connection
 
 from agent.audit import AuditLog
+from agent.crypto import Clock, SealedValue, utcnow
 from agent.rotation import policy as pol
 from agent.rotation.rotators import (
     INTERNAL_ERROR,
@@ -40,10 +41,9 @@ from agent.rotation.rotators import (
     build_rotator,
 )
 from agent.secrets import SecretMeta, SecretService, _insert_version, _meta, _write_row
+from agent.settings import RotationSettings
 from agent.store import schema as t
-from common.crypto import Clock, SealedValue, utcnow
 from common.errors import ConflictError, KeyVaultError, NotFoundError, UnavailableError
-from common.settings import RotationSettings
 
 log = logging.getLogger("keyvault.agent.rotation")
 T = TypeVar("T")
@@ -160,7 +160,6 @@ class RotationEngine:
         self.clock = clock
         self.uniform = uniform
         self.builder = builder
-        self.outcomes = 0  # committed outcome events (the uplink may poll it)
         self._policies_raw: Any = None
         self._policies: list[pol.Policy] = []
         self._policies_for: tuple[str | None, str | None] = (None, None)
@@ -258,7 +257,6 @@ class RotationEngine:
                 log.error("rotation of %s failed unexpectedly: %s", meta.id, type(exc).__name__)
             raise RotationFailedError(reason) from None
         promoted = await self.store.write(self._promote(meta, policy, version, also))
-        self.outcomes += 1
         self.secrets._committed()
         self.secrets._remember(promoted, sealed)
         self._audit(actor, meta.id, "ok", 200, None)
@@ -400,7 +398,6 @@ class RotationEngine:
             self.secrets._changed(conn, meta.id, now)
 
         await self.store.write(txn)
-        self.outcomes += 1
         self.secrets._committed()
 
     def _record_failure(
@@ -491,7 +488,6 @@ class RotationEngine:
                 return True
 
             if await self.store.write(txn):
-                self.outcomes += 1
                 self.secrets._committed()
                 log.warning("rotation of %s was interrupted by the last stop; discarded it",
                             row.secret_id)  # fmt: skip

@@ -27,7 +27,7 @@ from agent.rotation._base import (
 )
 from agent.rotation._command import CommandRotator
 from agent.rotation._random import Generator, RandomRotator
-from common.settings import RotationSettings
+from agent.settings import RotationSettings
 
 __all__ = [
     "AUTHENTICATION_FAILED",

@@ -38,9 +38,9 @@ def install_service_cmd(
 ) -> None:
     """Write a hardened systemd unit that runs this agent (a dedicated user, read-only system)."""
     from agent import CONFIG_NAME
-    from agent.cli import load_agent_settings
     from agent.service import agent_command
     from agent.service import systemd as sd
+    from agent.settings import load_agent_settings
 
     data = data_dir.resolve()
     initialised = (data / CONFIG_NAME).is_file()

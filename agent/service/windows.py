@@ -103,8 +103,8 @@ class StopBridge:
 
 def run_agent(data_dir: Path, bridge: StopBridge) -> None:
     """Serve the agent on this thread until the bridge asks it to stop (the service's body)."""
-    from agent.cli import load_agent_settings
-    from agent.daemon import serve
+    from agent.serve import serve
+    from agent.settings import load_agent_settings
     from common.eventloop import run_event_loop
 
     config = config_path(data_dir)
@@ -120,8 +120,8 @@ def run_agent(data_dir: Path, bridge: StopBridge) -> None:
 
 def stop_wait_hint_ms(data_dir: Path) -> int:
     """How long the service manager should wait for a stop: the agent's shutdown budget."""
-    from agent.cli import load_agent_settings
     from agent.service.systemd import stop_timeout
+    from agent.settings import load_agent_settings
 
     settings = load_agent_settings(None, data_dir)
     return stop_timeout(settings.shutdown_timeout) * 1000

@@ -16,13 +16,13 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
+from agent.assembly import Agent
+from agent.crypto import Clock, utcnow
 from agent.generate import GeneratorSpec
 from agent.rotation.engine import RotationFailedError
-from agent.runtime import Agent
 from agent.secrets import ID_RE, SecretMeta
 from agent.store import schema as t
 from agent.uplink import outbox
-from common.crypto import Clock, utcnow
 from common.errors import (
     ConflictError,
     KeyVaultError,

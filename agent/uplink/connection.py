@@ -15,11 +15,12 @@ import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
 from agent.uplink import audit_stream, health, inventory, meta, outbox
+from agent.uplink.link import Link
 from agent.uplink.renewal import Renewal
 from agent.uplink.state import Enrollment
 from agent.uplink.trace import FrameTrace
@@ -38,12 +39,9 @@ from common.uplink import (
     encode,
 )
 
-if TYPE_CHECKING:
-    from agent.uplink.service import Uplink
-
 log = logging.getLogger("keyvault.agent.uplink")
 WELCOME_TIMEOUT = 15.0
-AUDIT_POLL = 0.05  # seconds between looks at the audit head (in memory) when idle
+AUDIT_FALLBACK = 5.0  # seconds after which the audit head is looked at anyway
 AUDIT_RETRY = 60.0  # seconds before reading an unreadable audit log again
 
 
@@ -111,7 +109,7 @@ class Connection:
     """The life of one WebSocket."""
 
     def __init__(
-        self, link: Uplink, ws: aiohttp.ClientWebSocketResponse, enrollment: Enrollment
+        self, link: Link, ws: aiohttp.ClientWebSocketResponse, enrollment: Enrollment
     ) -> None:
         self.link = link
         self.agent = link.agent
@@ -294,12 +292,12 @@ class Connection:
         store, size = self.agent.store, self.settings.batch_size
         key = self.link.metadata_key
         while True:
-            seen = self.agent.secrets.changes
+            self.link.changes.wakeup.clear()  # a write from now on wakes wait_for_work
             events = await store.read(
                 lambda c: inventory.events(c, outbox.oldest(c, size), self.vault_id, key)
             )
             if not events:
-                await self.link.wait_for_work(seen)
+                await self.link.wait_for_work()
                 continue
             upto = await self._deliver(self.streams["outbox"], events)
             await store.write(partial(outbox.delete_upto, seq=upto))
@@ -314,9 +312,11 @@ class Connection:
             )
             cursor = 0
         self.link.status.audit_cursor = cursor
+        appended = self.agent.audit_appended
         while True:
+            appended.clear()  # an append from now on wakes the wait below
             if self.agent.audit.head[0] <= cursor:
-                await asyncio.sleep(AUDIT_POLL)
+                await appended.wait(AUDIT_FALLBACK)
                 continue
             try:
                 entries = await asyncio.to_thread(
@@ -327,7 +327,7 @@ class Connection:
                 await asyncio.sleep(AUDIT_RETRY)
                 continue
             if not entries:
-                await asyncio.sleep(AUDIT_POLL)
+                await appended.wait(AUDIT_FALLBACK)
                 continue
             ids = await store.read(partial(audit_stream.resolve, entries=entries))
             upto = await self._deliver(

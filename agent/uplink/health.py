@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
 
-from agent.runtime import Agent
+from agent.assembly import Agent
 from agent.store import schema as t
 from agent.store.db import sqlite_path
 from agent.uplink import outbox

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from agent.crypto import utcnow
 from agent.store import schema as t
 from agent.uplink import outbox
-from common.crypto import utcnow
 from common.metadata_key import MetadataKey
 from common.uplink import MAX_FRAME
 

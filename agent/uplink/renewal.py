@@ -17,8 +17,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from agent.crypto import Clock, utcnow
 from agent.uplink.state import Certificate, UplinkFiles, describe, same_key
-from common.crypto import Clock, utcnow
 from common.errors import ValidationError
 from common.tls import make_csr
 

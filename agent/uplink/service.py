@@ -20,8 +20,9 @@ from typing import Any
 
 import aiohttp
 
+from agent.assembly import Agent
 from agent.background import Background
-from agent.runtime import Agent
+from agent.crypto import Clock, utcnow
 from agent.uplink import meta, outbox
 from agent.uplink.backoff import Backoff
 from agent.uplink.commands import CommandRunner
@@ -37,7 +38,6 @@ from agent.uplink.state import (
 )
 from agent.uplink.status import STOPPED, UplinkStatus
 from agent.uplink.tlsctx import uplink_context
-from common.crypto import Clock, utcnow
 from common.errors import ConfigError, KeyVaultError
 from common.metadata_key import MetadataKey
 from common.uplink import MAX_FRAME, UPLINK_PATH
@@ -45,7 +45,6 @@ from common.uplink import MAX_FRAME, UPLINK_PATH
 log = logging.getLogger("keyvault.agent.uplink")
 DIAL_TIMEOUT = 30.0
 HOUSEKEEPING_EVERY = 2.0
-WORK_POLL = 0.05  # seconds between looks for new outbox work (in memory)
 OUTBOX_FALLBACK = 5.0  # seconds after which the outbox is read anyway (other writers)
 
 
@@ -77,7 +76,7 @@ class Uplink(Background):
         self.certificate: Certificate | None = None
         self.policies_version = policies_version([])
         self._watch = FailureWatch(agent)
-        self._kick = asyncio.Event()
+        self.changes = agent.secrets.feed  # tracked writes wake the outbox sender
         self._recovered = False
 
     def __repr__(self) -> str:
@@ -91,7 +90,7 @@ class Uplink(Background):
         self.metadata_key = MetadataKey.load(path) if path is not None else None
         with contextlib.suppress(ConfigError):  # a broken state.json is reported by run()
             if self.files.load_state() is not None:
-                self.agent.secrets.track_changes = True
+                self.changes.track()
 
     async def run(self) -> None:
         """The supervisor loop (returns once stopped; never raises)."""
@@ -170,7 +169,7 @@ class Uplink(Background):
             return
         self.status.vault_id = enrollment.vault_id
         self.status.control_plane_url = enrollment.control_plane_url
-        self.agent.secrets.track_changes = True
+        self.changes.track()
         store = self.agent.store
         synced = await store.read(lambda c: meta.get(c, meta.SYNCED_VAULT))
         if synced != enrollment.vault_id:
@@ -295,17 +294,12 @@ class Uplink(Background):
 
     def kick(self) -> None:
         """Wake the outbox sender (rows were added outside the secret write path)."""
-        self._kick.set()
+        self.changes.wakeup.notify()
 
-    async def wait_for_work(self, seen: int) -> None:
-        """Until a tracked write commits (``secrets.changes`` moves past ``seen``), a kick, or
-        :data:`OUTBOX_FALLBACK` seconds; polls memory only, never the store."""
-        deadline = asyncio.get_running_loop().time() + OUTBOX_FALLBACK
-        while asyncio.get_running_loop().time() < deadline:
-            if self._kick.is_set() or self.agent.secrets.changes != seen:
-                break
-            await asyncio.sleep(WORK_POLL)
-        self._kick.clear()
+    async def wait_for_work(self) -> None:
+        """Until a tracked write commits, a kick, or :data:`OUTBOX_FALLBACK` seconds pass
+        (call ``changes.wakeup.clear()`` before looking at the outbox)."""
+        await self.changes.wakeup.wait(OUTBOX_FALLBACK)
 
     # ------------------------------------------------------------------ background helpers
     async def _housekeeping(self) -> None:

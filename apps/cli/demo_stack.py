@@ -372,8 +372,8 @@ class DemoStack:
 
     # ------------------------------------------------------------ agents
     def _init_agent(self, name: str, cp: ControlPlaneClient) -> None:
-        from agent.bootstrap import InitOptions, initialise
-        from agent.runtime import VERSION
+        from agent.assembly import VERSION
+        from agent.provision import InitOptions, initialise
         from agent.uplink.enroll import enroll
 
         folder = self.agent_dir(name)

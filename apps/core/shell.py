@@ -22,6 +22,7 @@ from apps.core.viewmodels.alerts import AlertsViewModel
 from apps.core.viewmodels.home import HomeViewModel
 from apps.core.viewmodels.vault_detail import VaultDetailViewModel
 from apps.core.viewmodels.vaults import VaultsViewModel
+from common import events
 from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
@@ -179,20 +180,23 @@ class Shell:
 
     def route_event(self, kind: str, data: dict[str, Any]) -> None:
         """Hand one stream event to the view models it concerns."""
-        if kind.startswith("vault."):
+        known = events.KINDS.get(kind)
+        if known is None:
+            return
+        if known.family == "vault":
             self.vaults.apply_event(kind, data)
-        elif kind.startswith("alert."):
+        elif known.family == "alert":
             self.alerts.apply_event(kind, data)
-        elif kind.startswith("policy."):
+        elif known.family == "policy":
             self.policies.apply_event(kind, data)
         if self.enrollment.needs(kind, data):
             self._spawn(self.enrollment.on_event(kind, data))
-        if kind == "vault.status" and isinstance(data.get("vault_id"), str):
+        if known is events.VAULT_STATUS and isinstance(data.get("vault_id"), str):
             self._status_changed(data["vault_id"], str(data.get("status") or ""))
-        if kind.startswith("vault.") or kind == "command.result":
+        if known.family == "vault" or known is events.COMMAND_RESULT:
             for detail in list(self._details):
                 detail.apply_event(kind, data)
-        elif kind == "inventory.changed":
+        elif known is events.INVENTORY_CHANGED:
             self.vaults.apply_event(kind, data)
             # the event says only which vault changed; open detail views reload its inventory
             for detail in list(self._details):

@@ -1,9 +1,10 @@
 """The live stream: the control plane's operator WebSocket, reconnected for as long as it runs.
 
 It authenticates with ``Authorization: Bearer kvs_…`` on the upgrade request, waits for the
-server's ``hello`` and hands every event (``{"type": "<kind>", "org_id", "at", "data"}`` as
-published by ``control_plane.runtime.ControlPlane.publish``; ``{"type": "event", "kind", "data"}``
-is accepted too) to ``on_event(kind, data)``. When the socket drops it reconnects with
+server's ``hello`` and hands every event to ``on_event(kind, data)``. Events have exactly one
+shape, the operator-stream contract's (:mod:`common.events`); a message that does not match it
+(unknown kind, missing field, not JSON) is logged, counted in ``refused`` and skipped, and the
+stream carries on. When the socket drops it reconnects with
 full-jitter exponential backoff (0.5 s doubling to 30 s, reset after a healthy connection). A
 refused session (HTTP 401 on the upgrade, or close code 4401) stops it: the token will not get
 better by retrying. The token is never logged.
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections.abc import Callable, Iterator
@@ -22,7 +22,9 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
+from common import events
 from common.cpclient import tls_context
+from common.errors import ValidationError
 
 log = logging.getLogger("keyvault.apps.stream")
 
@@ -80,6 +82,7 @@ class LiveStream:
         self.online = False
         self.last_error: str | None = None
         self.connections = 0  # how many times the server said hello
+        self.refused = 0  # messages that did not match the contract
         self._reported: bool | None = None
         self._stopping = False
         self._task: asyncio.Task[Any] | None = None
@@ -152,30 +155,26 @@ class LiveStream:
         healthy = False
         async for raw in ws:
             try:
-                doc = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(doc, dict):
-                continue
-            kind = doc.get("type")
-            if kind == "hello":
-                healthy = True
-                self.connections += 1
-                self.last_error = None
-                self._status(True)
-            elif kind == "event":
-                self._deliver(doc.get("kind"), doc.get("data"))
-            elif kind not in ("pong", "ping"):
-                self._deliver(kind, doc.get("data"))
+                kind, doc = events.message_type(raw)
+                if kind == events.HELLO:
+                    healthy = True
+                    self.connections += 1
+                    self.last_error = None
+                    self._status(True)
+                elif kind not in events.CONTROL_TYPES:
+                    self._deliver(events.decode(doc))
+            except ValidationError as exc:
+                self.refused += 1
+                log.warning("ignored a live-stream message: %s", exc.message)
         return healthy
 
-    def _deliver(self, kind: Any, data: Any) -> None:
-        if not isinstance(kind, str) or self.on_event is None:
+    def _deliver(self, event: events.Event) -> None:
+        if self.on_event is None:
             return
         try:
-            self.on_event(kind, data if isinstance(data, dict) else {})
+            self.on_event(event.kind.name, event.data)
         except Exception:
-            log.exception("a live-stream listener failed on a %s event", kind)
+            log.exception("a live-stream listener failed on a %s event", event.kind)
 
     async def stop(self) -> None:
         """Close the socket and end :meth:`run` (waits for it when run in another task)."""

@@ -23,7 +23,8 @@ from common.errors import KeyVaultError, NotFoundError
 from common.tls import server_context, write_pem
 from common.uplink import BOOTSTRAP_PATH, REGISTER_PATH, UPLINK_PATH
 from control_plane.gateway import views as g
-from control_plane.gateway.hub import UplinkHub
+from control_plane.gateway.agent_link import LinkServices
+from control_plane.gateway.switchboard import AgentSwitchboard
 from control_plane.runtime import ControlPlane
 from control_plane.views import system as y
 from control_plane.views import vaults as v
@@ -65,12 +66,15 @@ async def gateway_edge(request: web.Request, handler: Handler) -> web.StreamResp
     return response
 
 
-def build_gateway_app(cp: ControlPlane, hub: UplinkHub) -> web.Application:
+def build_gateway_app(
+    cp: ControlPlane, switchboard: AgentSwitchboard, link_services: LinkServices
+) -> web.Application:
     """The gateway's routes over the replica's running control plane."""
     app = web.Application(middlewares=[gateway_edge], client_max_size=cp.settings.max_body_bytes)
     app[CP] = cp
     app[MAX_BODY] = cp.settings.max_body_bytes
-    app[g.HUB] = hub
+    app[g.SWITCHBOARD] = switchboard
+    app[g.LINK_SERVICES] = link_services
     for method, path, view, name in ROUTES:
         app.router.add_route(method, path, view, name=name)
     return app
@@ -83,11 +87,23 @@ def _url(host: str, port: int, names: list[str]) -> str:
 
 
 class Gateway:
-    """The agent gateway listener of one replica: TLS site, server certificate, uplink hub."""
+    """The agent gateway listener of one replica: TLS site, server certificate, uplink switchboard."""
 
     def __init__(self, cp: ControlPlane) -> None:
         self.cp = cp
-        self.hub = UplinkHub(cp)
+        self.switchboard = AgentSwitchboard(bus=cp.bus, policies=cp.policies, spawn=cp.spawn)
+        cp.uplink_connections = lambda: len(self.switchboard)
+        self.link_services = LinkServices(
+            settings=cp.settings,
+            clock=cp.clock,
+            spawn=cp.spawn,
+            metrics=cp.metrics,
+            presence=cp.presence,
+            policies=cp.policies,
+            commands=cp.commands,
+            ingest=cp.ingest,
+            alerts=cp.alerts,
+        )
         self.url = ""
         self.port = 0
         self._runner: web.AppRunner | None = None
@@ -123,7 +139,9 @@ class Gateway:
         """Listen on ``gateway_bind:gateway_port``; returns the gateway's URL."""
         settings = self.cp.settings
         ctx = await self._tls()
-        runner = web.AppRunner(build_gateway_app(self.cp, self.hub), shutdown_timeout=5)
+        runner = web.AppRunner(
+            build_gateway_app(self.cp, self.switchboard, self.link_services), shutdown_timeout=5
+        )
         await runner.setup()
         self._runner = runner
         site = web.TCPSite(runner, settings.gateway_bind, settings.gateway_port, ssl_context=ctx)
@@ -135,7 +153,7 @@ class Gateway:
 
     async def stop(self) -> None:
         """Close every uplink (1001), stop listening, remove any file left behind."""
-        await self.hub.close_all()
+        await self.switchboard.close_all()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

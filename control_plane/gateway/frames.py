@@ -16,7 +16,7 @@ from common import uplink
 from common.errors import ValidationError
 from common.metadata_key import LABEL_PREFIX, MAX_LABEL_CHARS
 from control_plane.db import aware, iso
-from control_plane.services.ingest import AgentEvent
+from control_plane.services.agent_event import AgentEvent
 
 _VERSION = re.compile(r"^[A-Za-z0-9.+_\-]{1,64}$")
 _FINGERPRINT = re.compile(r"^sha256:[0-9a-f]{64}$")

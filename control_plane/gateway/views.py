@@ -11,12 +11,13 @@ from cryptography import x509
 
 from common import uplink
 from control_plane.errors import UplinkRefusedError
-from control_plane.gateway.hub import UplinkHub
-from control_plane.gateway.session import UplinkSession
-from control_plane.services.uplink import VaultRef
+from control_plane.gateway.agent_link import AgentLink, LinkServices
+from control_plane.gateway.switchboard import AgentSwitchboard
+from control_plane.services.presence import VaultRef
 from control_plane.views.context import cp_of, target
 
-HUB = web.AppKey("uplink_hub", UplinkHub)
+SWITCHBOARD = web.AppKey("agent_switchboard", AgentSwitchboard)
+LINK_SERVICES = web.AppKey("agent_link_services", LinkServices)
 
 
 async def bootstrap(request: web.Request) -> web.Response:
@@ -50,7 +51,7 @@ async def _vault_of(request: web.Request) -> VaultRef:
             "the uplink needs the client certificate from enrollment",
             http_status=401,
         )
-    return await cp_of(request).uplinks.identify(cert)
+    return await cp_of(request).presence.identify(cert)
 
 
 async def uplink_socket(request: web.Request) -> web.StreamResponse:
@@ -62,5 +63,5 @@ async def uplink_socket(request: web.Request) -> web.StreamResponse:
         heartbeat=cp.settings.gateway_ping_seconds, max_msg_size=uplink.MAX_FRAME, compress=False
     )
     await ws.prepare(request)
-    await UplinkSession(cp, request.app[HUB], ws, vault).run()
+    await AgentLink(request.app[LINK_SERVICES], request.app[SWITCHBOARD], ws, vault).run()
     return ws

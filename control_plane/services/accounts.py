@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import secrets
 import time
 from datetime import timedelta
@@ -13,16 +14,24 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from common import events
 from common.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
 from control_plane.db import aware, iso, new_id
 from control_plane.services.principal import RANK, ROLES, Principal
 
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from common.events import EventSink
+    from control_plane.background import Clock
+    from control_plane.coordination import LoginLimiter
+    from control_plane.services.audit import Audit
+    from control_plane.settings import ControlPlaneSettings
 
 MIN_PASSWORD = 12
 SESSION_PREFIX = "kvs_"
+FINGERPRINT_RE = r"^sha256:[0-9a-f]{64}$"
 INVITE_PREFIX = "kvi_"
 
 
@@ -62,9 +71,23 @@ def user_json(row: Any) -> dict[str, Any]:
 class Accounts:
     """Organisations, users (argon2id), sessions and invitations."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
-        s = cp.settings
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        settings: ControlPlaneSettings,
+        limiter: LoginLimiter,
+        sink: EventSink,
+        audit: Audit,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.settings = settings
+        self.limiter = limiter
+        self.sink = sink
+        self.audit = audit
+        s = settings
         self.hasher = PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib)
         self._dummy = self.hasher.hash(secrets.token_hex(16))
         # token hash -> (checked at, principal): lets many streams of one session share a check
@@ -84,10 +107,10 @@ class Accounts:
         if not isinstance(name, str) or not 1 <= len(name.strip()) <= 200:
             raise ValidationError("organisation name must be 1 to 200 characters")
         email, password = check_email(email), check_password(password)
-        org_id, user_id, now = new_id("org"), new_id("usr"), self.cp.now()
+        org_id, user_id, now = new_id("org"), new_id("usr"), self.clock()
         hashed = await self._hash(password)
         try:
-            async with self.cp.engine.begin() as conn:
+            async with self.engine.begin() as conn:
                 await conn.execute(
                     t.orgs.insert().values(id=org_id, name=name.strip(), created_at=now)
                 )
@@ -110,21 +133,21 @@ class Accounts:
         if not isinstance(email, str) or not isinstance(password, str):
             raise ValidationError("email and password must be strings")
         key = email.strip().lower()
-        await self.cp.limiter.check(key)
-        async with self.cp.engine.connect() as conn:
+        await self.limiter.check(key)
+        async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(t.users).where(t.users.c.email == key))).first()
         ok = await self._verify(row.password_hash if row else self._dummy, password)
         if row is None or not ok:
             if row is not None:
-                await self.cp.audit.record(row.org_id, "auth.login", actor=row.id, outcome="denied")
-            await self.cp.limiter.failed(key)
+                await self.audit.record(row.org_id, "auth.login", actor=row.id, outcome="denied")
+            await self.limiter.failed(key)
             raise AuthenticationError("wrong e-mail address or password")
-        await self.cp.limiter.succeeded(key)
-        await self.cp.audit.record(row.org_id, "auth.login", actor=row.id)
+        await self.limiter.succeeded(key)
+        await self.audit.record(row.org_id, "auth.login", actor=row.id)
         token = SESSION_PREFIX + secrets.token_urlsafe(32)
-        now = self.cp.now()
-        expires = now + timedelta(seconds=self.cp.settings.session_ttl_seconds)
-        async with self.cp.engine.begin() as conn:
+        now = self.clock()
+        expires = now + timedelta(seconds=self.settings.session_ttl_seconds)
+        async with self.engine.begin() as conn:
             await conn.execute(
                 t.sessions.insert().values(
                     id=new_id("ses"),
@@ -161,12 +184,12 @@ class Accounts:
             .join(t.users, t.users.c.id == t.sessions.c.user_id)
             .where(t.sessions.c.token_hash == token_hash(token))
         )
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             row = (await conn.execute(query)).first()
         if row is None or row.revoked_at is not None:
             raise bad
         expires = aware(row.expires_at)
-        if expires is None or expires <= self.cp.now():
+        if expires is None or expires <= self.clock():
             raise bad
         return Principal(row.user_id, row.org_id, row.email, row.role, row.session_id)
 
@@ -195,16 +218,16 @@ class Accounts:
         for key, (_, principal) in list(self._checked.items()):
             if principal.session_id == who.session_id:
                 del self._checked[key]
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             await conn.execute(
                 t.sessions.update()
                 .where(t.sessions.c.id == who.session_id)
-                .values(revoked_at=self.cp.now())
+                .values(revoked_at=self.clock())
             )
 
     async def me(self, who: Principal) -> dict[str, Any]:
         """The caller and their organisation."""
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             org = (await conn.execute(sa.select(t.orgs).where(t.orgs.c.id == who.org_id))).one()
         return {
             "user": {"id": who.user_id, "email": who.email, "role": who.role},
@@ -223,10 +246,10 @@ class Accounts:
         if RANK[role] > RANK[who.role]:
             raise ValidationError(f"you cannot invite a role above your own ({who.role})")
         token = INVITE_PREFIX + secrets.token_urlsafe(32)
-        now = self.cp.now()
-        expires = now + timedelta(seconds=self.cp.settings.invitation_ttl_seconds)
+        now = self.clock()
+        expires = now + timedelta(seconds=self.settings.invitation_ttl_seconds)
         invitation_id = new_id("inv")
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             taken = await conn.execute(sa.select(t.users.c.id).where(t.users.c.email == email))
             if taken.first() is not None:
                 raise ConflictError(f"a user with e-mail {email} already exists")
@@ -256,8 +279,8 @@ class Accounts:
             raise NotFoundError("the invitation is unknown, used or expired")
         password = check_password(password)
         hashed = await self._hash(password)
-        now = self.cp.now()
-        async with self.cp.engine.begin() as conn:
+        now = self.clock()
+        async with self.engine.begin() as conn:
             claim = await conn.execute(
                 t.invitations.update()
                 .where(
@@ -285,30 +308,26 @@ class Accounts:
                 )
             except sa.exc.IntegrityError:
                 raise ConflictError(f"a user with e-mail {inv.email} already exists") from None
-        await self.cp.audit.record(inv.org_id, "invitations.accept", actor=user_id, target=user_id)
+        await self.audit.record(inv.org_id, "invitations.accept", actor=user_id, target=user_id)
         return {"id": user_id, "org_id": inv.org_id, "email": inv.email, "role": inv.role}
 
     async def list_users(self, who: Principal) -> list[dict[str, Any]]:
         """The users of the caller's organisation."""
         query = sa.select(t.users).where(t.users.c.org_id == who.org_id).order_by(t.users.c.email)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             return [user_json(r) for r in await conn.execute(query)]
 
-
-FINGERPRINT_RE = r"^sha256:[0-9a-f]{64}$"
-
-
-async def set_metadata_key(cp: ControlPlane, who: Principal, fingerprint: Any) -> dict[str, Any]:
-    """Register the fingerprint of the organisation's metadata key (the key stays customer-side)."""
-    import re
-
-    if not isinstance(fingerprint, str) or not re.match(FINGERPRINT_RE, fingerprint):
-        raise ValidationError("fingerprint must be sha256:<64 lowercase hex digits>")
-    async with cp.engine.begin() as conn:
-        await conn.execute(
-            t.orgs.update()
-            .where(t.orgs.c.id == who.org_id)
-            .values(metadata_key_fingerprint=fingerprint)
-        )
-    await cp.publish(who.org_id, "org.metadata_key", {"fingerprint": fingerprint})
-    return {"org_id": who.org_id, "fingerprint": fingerprint}
+    async def set_metadata_key(self, who: Principal, fingerprint: Any) -> dict[str, Any]:
+        """Register the fingerprint of the organisation's metadata key (it stays customer-side)."""
+        if not isinstance(fingerprint, str) or not re.match(FINGERPRINT_RE, fingerprint):
+            raise ValidationError("fingerprint must be sha256:<64 lowercase hex digits>")
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                t.orgs.update()
+                .where(t.orgs.c.id == who.org_id)
+                .values(metadata_key_fingerprint=fingerprint)
+            )
+        data = {"fingerprint": fingerprint}
+        at = self.clock()
+        await self.sink.publish(events.make(events.METADATA_KEY_CHANGED, who.org_id, at, data))
+        return {"org_id": who.org_id, "fingerprint": fingerprint}

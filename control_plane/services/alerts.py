@@ -16,13 +16,19 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import sqlalchemy as sa
 
+from common import events
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
 from control_plane.db import iso, new_id
 from control_plane.services.principal import Principal
 
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from common.events import EventSink
+    from control_plane.background import Clock, Spawn
+    from control_plane.metrics import Metrics
+    from control_plane.settings import ControlPlaneSettings
 
 log = logging.getLogger("keyvault.control_plane.alerts")
 KINDS = (
@@ -65,8 +71,22 @@ def sign_body(secret: bytes, body: bytes) -> str:
 class Alerts:
     """Raises, lists and moves alerts through open → acknowledged → resolved."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        settings: ControlPlaneSettings,
+        metrics: Metrics,
+        sink: EventSink,
+        spawn: Spawn,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.settings = settings
+        self.metrics = metrics
+        self.sink = sink
+        self.spawn = spawn
 
     async def _get(self, conn: Any, org_id: str, alert_id: str) -> Any:
         q = sa.select(t.alerts).where(t.alerts.c.id == alert_id, t.alerts.c.org_id == org_id)
@@ -88,10 +108,10 @@ class Alerts:
         """Open an alert for ``key`` unless one is live; returns (alert, newly raised)."""
         if kind not in KINDS or severity not in SEVERITIES:
             raise ValidationError(f"unknown alert kind {kind!r} or severity {severity!r}")
-        now = self.cp.now()
+        now = self.clock()
         alert_id = new_id("alr")
         try:
-            async with self.cp.engine.begin() as conn:
+            async with self.engine.begin() as conn:
                 await conn.execute(
                     t.alerts.insert().values(
                         id=alert_id,
@@ -108,7 +128,7 @@ class Alerts:
                     )
                 )
         except sa.exc.IntegrityError:
-            async with self.cp.engine.connect() as conn:
+            async with self.engine.connect() as conn:
                 q = sa.select(t.alerts).where(
                     t.alerts.c.org_id == org_id, t.alerts.c.open_key == key
                 )
@@ -118,17 +138,17 @@ class Alerts:
                     org_id, kind, key, message, severity=severity, vault_id=vault_id
                 )
             return alert_json(row), False
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             alert = alert_json(await self._get(conn, org_id, alert_id))
-        self.cp.metrics.alerts_raised += 1
-        await self.cp.publish(org_id, "alert.raised", alert)
-        if self.cp.settings.webhook_url:
-            self.cp.spawn(self._webhook(alert), f"webhook-{alert_id}")
+        self.metrics.alerts_raised += 1
+        await self.sink.publish(events.make(events.ALERT_RAISED, org_id, self.clock(), alert))
+        if self.settings.webhook_url:
+            self.spawn(self._webhook(alert), f"webhook-{alert_id}")
         return alert, True
 
     async def resolve_key(self, org_id: str, key: str, by: str = "system") -> dict[str, Any] | None:
         """Resolve the live alert for ``key`` if there is one (e.g. the vault came back)."""
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             q = sa.select(t.alerts.c.id).where(
                 t.alerts.c.org_id == org_id, t.alerts.c.open_key == key
             )
@@ -149,14 +169,14 @@ class Alerts:
         return await self._move(who.org_id, alert_id, "resolved", who.user_id)
 
     async def _move(self, org_id: str, alert_id: str, state: str, by: str) -> dict[str, Any]:
-        now = self.cp.now()
+        now = self.clock()
         allowed_from = ["open"] if state == "acknowledged" else ["open", "acknowledged"]
         values: dict[str, Any] = {"state": state, "updated_at": now}
         if state == "acknowledged":
             values.update(acknowledged_at=now, acknowledged_by=by)
         else:
             values.update(resolved_at=now, resolved_by=by, open_key=None)
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             current = await self._get(conn, org_id, alert_id)
             result = await conn.execute(
                 t.alerts.update()
@@ -168,7 +188,7 @@ class Alerts:
                     f"alert {alert_id} is {current.state}; it cannot become {state}"
                 )
             alert = alert_json(await self._get(conn, org_id, alert_id))
-        await self.cp.publish(org_id, f"alert.{state}", alert)
+        await self.sink.publish(events.make(events.ALERT_MOVED[state], org_id, self.clock(), alert))
         return alert
 
     async def list(
@@ -183,7 +203,7 @@ class Alerts:
         if after:
             q = q.where(t.alerts.c.id > after)
         q = q.order_by(t.alerts.c.id).limit(limit + 1)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             rows = list(await conn.execute(q))
         page = rows[:limit]
         return {
@@ -193,7 +213,7 @@ class Alerts:
 
     async def _webhook(self, alert: dict[str, Any]) -> None:
         """POST a Slack-compatible message, its body signed with HMAC-SHA256."""
-        url = self.cp.settings.webhook_url
+        url = self.settings.webhook_url
         assert url is not None
         body = json.dumps(
             {
@@ -202,7 +222,7 @@ class Alerts:
             }
         ).encode()
         headers = {"Content-Type": "application/json"}
-        secret = self.cp.settings.webhook_secret
+        secret = self.settings.webhook_secret
         if secret is not None:
             headers[SIGNATURE_HEADER] = sign_body(secret.get_secret_value().encode(), body)
         try:

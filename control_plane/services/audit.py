@@ -15,7 +15,9 @@ from control_plane import schema as t
 from control_plane.db import aware, insert_for, iso
 
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from control_plane.background import Clock
 
 _TOKEN = re.compile(r"^[A-Za-z0-9_.:\-]{1,80}$")
 OUTCOMES = ("ok", "denied", "error", "attempt")
@@ -59,8 +61,14 @@ def audit_json(row: Any) -> dict[str, Any]:
 class Audit:
     """Writes and queries the metadata audit log; counts usage per day, vault and operation."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
 
     async def record(
         self,
@@ -74,11 +82,11 @@ class Audit:
         source: str = "control_plane",
     ) -> None:
         """Append one control-plane action (metadata only)."""
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             await conn.execute(
                 t.audit.insert().values(
                     org_id=org_id,
-                    at=self.cp.now(),
+                    at=self.clock(),
                     source=source,
                     actor=actor,
                     action=action,
@@ -94,14 +102,14 @@ class Audit:
         Each event: ``{event_id, op, outcome, at, actor?, secret_id?}``. A repeated event id is
         skipped, so usage is never counted twice.
         """
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             vault = (
                 await conn.execute(sa.select(t.vaults.c.org_id).where(t.vaults.c.id == vault_id))
             ).first()
         if vault is None:
             raise NotFoundError(f"no vault {vault_id}")
         rows = [self._event_row(vault.org_id, vault_id, e) for e in events]
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             accepted = await self.store_events(conn, rows)
         return {"accepted": accepted, "duplicates": len(rows) - accepted}
 
@@ -118,7 +126,7 @@ class Audit:
         if not unique:
             return 0
         stmt = (
-            insert_for(self.cp.engine, t.audit)
+            insert_for(self.engine, t.audit)
             .values(unique)
             .on_conflict_do_nothing(index_elements=["event_id"])
             .returning(t.audit.c.org_id, t.audit.c.source, t.audit.c.at, t.audit.c.action)
@@ -126,7 +134,7 @@ class Audit:
         new = list(await conn.execute(stmt))
         counts = Counter((r.org_id, r.source, _day_of(r.at), r.action) for r in new)
         if counts:
-            ins = insert_for(self.cp.engine, t.usage).values(
+            ins = insert_for(self.engine, t.usage).values(
                 [
                     {"org_id": o, "vault_id": v, "day": d, "operation": op, "count": n}
                     for (o, v, d, op), n in sorted(counts.items())
@@ -181,7 +189,7 @@ class Audit:
         if until:
             q = q.where(t.audit.c.at < _when(until, "until"))
         q = q.order_by(t.audit.c.seq).limit(limit + 1)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             rows = list(await conn.execute(q))
         page = rows[:limit]
         nxt = page[-1].seq if len(rows) > limit else None
@@ -191,7 +199,7 @@ class Audit:
         self, org_id: str, *, start: str | None, end: str | None, vault_id: str | None
     ) -> dict[str, Any]:
         """Counts per day, vault and operation; ``start``/``end`` are inclusive dates."""
-        today = self.cp.now().date()
+        today = self.clock().date()
         end_day = _day(end, "to") if end else today
         start_day = _day(start, "from") if start else end_day - timedelta(days=29)
         if start_day > end_day:
@@ -204,7 +212,7 @@ class Audit:
         if vault_id:
             q = q.where(t.usage.c.vault_id == _short(vault_id, "vault_id"))
         q = q.order_by(t.usage.c.day, t.usage.c.vault_id, t.usage.c.operation)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             rows = list(await conn.execute(q))
         return {
             "from": start_day.isoformat(),

@@ -16,7 +16,10 @@ from common.tls import CertificateAuthority
 from control_plane import schema as t
 
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from control_plane.background import Clock
+    from control_plane.settings import ControlPlaneSettings
 
 SERVICE_CA_NAME = "KeyVault service CA"
 SERVICE_CA_ROW = 1
@@ -25,13 +28,21 @@ SERVICE_CA_ROW = 1
 class CAStore:
     """Creates, loads (and caches) the service CA and organisations' CAs."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        settings: ControlPlaneSettings,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.settings = settings
         self._cache: dict[str, CertificateAuthority] = {}
         self._service: CertificateAuthority | None = None
 
     def _passphrase(self) -> bytes:
-        secret = self.cp.settings.ca_passphrase()
+        secret = self.settings.ca_passphrase()
         if secret is None:
             raise ConfigError(
                 "no CA key passphrase: set KEYVAULT_CP_CA_KEY_PASSPHRASE or ca_key_file"
@@ -44,19 +55,19 @@ class CAStore:
             return self._service
         password = self._passphrase()
         q = sa.select(t.service_ca).where(t.service_ca.c.id == SERVICE_CA_ROW)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             row = (await conn.execute(q)).first()
         if row is None:
-            ca = CertificateAuthority.create(SERVICE_CA_NAME, clock=self.cp.clock)
+            ca = CertificateAuthority.create(SERVICE_CA_NAME, clock=self.clock)
             try:
-                async with self.cp.engine.begin() as conn:
+                async with self.engine.begin() as conn:
                     await conn.execute(
                         t.service_ca.insert().values(
                             id=SERVICE_CA_ROW,
                             cert_pem=ca.cert_pem().decode(),
                             key_pem_encrypted=ca.key_pem(password).decode(),
                             pin=ca.pin(),
-                            created_at=self.cp.now(),
+                            created_at=self.clock(),
                         )
                     )
             except sa.exc.IntegrityError:  # another replica created it first
@@ -73,22 +84,22 @@ class CAStore:
         if org_id in self._cache:
             return self._cache[org_id]
         password = self._passphrase()
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(t.cas).where(t.cas.c.org_id == org_id))).first()
         if row is None:
             parent = await self.service()
             ca = CertificateAuthority.create(
-                f"KeyVault organisation {org_id}", parent=parent, clock=self.cp.clock
+                f"KeyVault organisation {org_id}", parent=parent, clock=self.clock
             )
             try:
-                async with self.cp.engine.begin() as conn:
+                async with self.engine.begin() as conn:
                     await conn.execute(
                         t.cas.insert().values(
                             org_id=org_id,
                             cert_pem=ca.cert_pem().decode(),
                             key_pem_encrypted=ca.key_pem(password).decode(),
                             pin=ca.pin(),
-                            created_at=self.cp.now(),
+                            created_at=self.clock(),
                         )
                     )
             except sa.exc.IntegrityError:  # another replica created it first

@@ -23,7 +23,11 @@ from control_plane.db import iso, new_sorted_id
 from control_plane.services.principal import Principal
 
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from control_plane.background import Clock
+    from control_plane.bus import EventBus
+    from control_plane.services.vaults import Vaults
 
 STATES = ("pending", "sent", "succeeded", "failed")
 UNFINISHED = ("pending", "sent")
@@ -72,16 +76,26 @@ def check_command(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 class Commands:
     """Creates, lists and finishes commands."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        bus: EventBus,
+        vaults: Vaults,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.bus = bus
+        self.vaults = vaults
 
     async def create(self, who: Principal, vault_id: str, doc: dict[str, Any]) -> dict[str, Any]:
         """Store a command for one of the organisation's vaults and route it to its uplink."""
         command, args = check_command(doc)
-        vault = await self.cp.vaults.get_row(who.org_id, vault_id)
+        vault = await self.vaults.get_row(who.org_id, vault_id)
         if vault.revoked_at is not None:
             raise ConflictError(f"vault {vault_id} is revoked; it takes no commands")
-        now = self.cp.now()
+        now = self.clock()
         row = {
             "id": new_sorted_id("cmd", now),
             "org_id": who.org_id,
@@ -94,10 +108,10 @@ class Commands:
             "created_at": now,
             "updated_at": now,
         }
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             await conn.execute(t.commands.insert().values(**row))
             stored = (await conn.execute(self._select(str(row["id"])))).one()
-        await self.cp.bus.route({"vault_id": vault_id, "frame": command_frame(stored)})
+        await self.bus.route({"vault_id": vault_id, "frame": command_frame(stored)})
         return command_json(stored)
 
     def _select(self, command_id: str) -> Any:
@@ -106,7 +120,7 @@ class Commands:
     async def get(self, who: Principal, command_id: str) -> dict[str, Any]:
         """One command of the caller's organisation."""
         q = self._select(command_id).where(t.commands.c.org_id == who.org_id)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             row = (await conn.execute(q)).first()
         if row is None:
             raise NotFoundError(f"no command {command_id}")
@@ -116,13 +130,13 @@ class Commands:
         self, who: Principal, vault_id: str, *, after: str | None, limit: int
     ) -> dict[str, Any]:
         """A vault's commands, oldest first, keyset-paginated by id (ids sort by time)."""
-        await self.cp.vaults.get_row(who.org_id, vault_id)
+        await self.vaults.get_row(who.org_id, vault_id)
         c = t.commands
         q = sa.select(c).where(c.c.vault_id == vault_id, c.c.org_id == who.org_id)
         if after:
             q = q.where(c.c.id > after)
         q = q.order_by(c.c.id).limit(limit + 1)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             rows = list(await conn.execute(q))
         page = rows[:limit]
         return {
@@ -139,7 +153,7 @@ class Commands:
             .order_by(c.c.id)
             .limit(1000)
         )
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             return [command_frame(r) for r in await conn.execute(q)]
 
     async def mark_sent(self, command_ids: builtins.list[str]) -> None:
@@ -147,11 +161,11 @@ class Commands:
         if not command_ids:
             return
         c = t.commands
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             await conn.execute(
                 c.update()
                 .where(c.c.id.in_(command_ids), c.c.state == "pending")
-                .values(state="sent", updated_at=self.cp.now())
+                .values(state="sent", updated_at=self.clock())
             )
 
     async def finish(

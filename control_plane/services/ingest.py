@@ -10,31 +10,50 @@ after the commit and are idempotent by their keys, so a redelivered batch change
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from common.events import COMMAND_RESULT, INVENTORY_CHANGED, make
+from control_plane.services.agent_event import AgentEvent
+
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
-    from control_plane.services.uplink import VaultRef
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
-
-@dataclass(frozen=True)
-class AgentEvent:
-    """One checked event of a batch (``data`` already normalised by the gateway)."""
-
-    id: str
-    seq: int
-    kind: str
-    at: datetime
-    data: dict[str, Any]
+    from common.events import EventSink
+    from control_plane.background import Clock
+    from control_plane.metrics import Metrics
+    from control_plane.services.alerts import Alerts
+    from control_plane.services.audit import Audit
+    from control_plane.services.commands import Commands
+    from control_plane.services.inventory import Inventory
+    from control_plane.services.presence import VaultRef
+    from control_plane.services.rotation import Rotations
 
 
 class Ingest:
     """Commits agents' event batches."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        metrics: Metrics,
+        sink: EventSink,
+        audit: Audit,
+        inventory: Inventory,
+        rotations: Rotations,
+        commands: Commands,
+        alerts: Alerts,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.metrics = metrics
+        self.sink = sink
+        self.audit = audit
+        self.inventory = inventory
+        self.rotations = rotations
+        self.commands = commands
+        self.alerts = alerts
 
     def _audit_row(self, vault: VaultRef, event: AgentEvent) -> dict[str, Any]:
         data = event.data
@@ -53,34 +72,33 @@ class Ingest:
 
     async def batch(self, vault: VaultRef, events: list[AgentEvent]) -> dict[str, int]:
         """Commit one batch; returns ``{"accepted", "duplicates"}`` (duplicates: known audit ids)."""
-        cp = self.cp
-        now = cp.now()
+        now = self.clock()
         audit_rows = [self._audit_row(vault, e) for e in events if e.kind == "audit"]
         inventory = [(e.kind, e.data) for e in events if e.kind.startswith("inventory")]
         results = [e.data for e in events if e.kind == "command_result"]
         alerts = [e.data for e in events if e.kind == "alert"]
         destroyed = [d["secret_id"] for k, d in inventory if k == "inventory" and d["destroyed"]]
-        async with cp.engine.begin() as conn:
-            new_audit = await cp.audit.store_events(conn, audit_rows)
-            await cp.inventory.apply(conn, vault.id, inventory, now)
-            live = await cp.inventory.live_count(conn, vault.id) if inventory else None
-            rotations = await cp.rotations.apply(conn, vault.id, events, now)
-            finished = [await cp.commands.finish(conn, vault.id, r, now) for r in results]
+        async with self.engine.begin() as conn:
+            new_audit = await self.audit.store_events(conn, audit_rows)
+            await self.inventory.apply(conn, vault.id, inventory, now)
+            live = await self.inventory.live_count(conn, vault.id) if inventory else None
+            rotations = await self.rotations.apply(conn, vault.id, events, now)
+            finished = [await self.commands.finish(conn, vault.id, r, now) for r in results]
         if destroyed:
-            await cp.rotations.forget(vault, destroyed)
-        await cp.rotations.effects(vault, rotations)
+            await self.rotations.forget(vault, destroyed)
+        await self.rotations.effects(vault, rotations)
         if inventory or any(e.kind == "rotation" for e in events):
             # metadata only (which vault, how many secrets): open operator views reload it
             changed: dict[str, Any] = {"vault_id": vault.id, "items": len(inventory)}
             if live is not None:
                 changed["secrets"] = live
-            await cp.publish(vault.org_id, "inventory.changed", changed)
+            await self.sink.publish(make(INVENTORY_CHANGED, vault.org_id, self.clock(), changed))
         for command in finished:
             if command is not None:
-                await cp.publish(vault.org_id, "command.result", command)
+                await self.sink.publish(make(COMMAND_RESULT, vault.org_id, self.clock(), command))
         for alert in alerts:
             kind = alert["kind"]
-            await cp.alerts.raise_alert(
+            await self.alerts.raise_alert(
                 vault.org_id,
                 kind,
                 f"{kind}:{vault.id}",
@@ -89,6 +107,6 @@ class Ingest:
                 vault_id=vault.id,
             )
         duplicates = len(audit_rows) - new_audit
-        cp.metrics.uplink_events_accepted += len(events) - duplicates
-        cp.metrics.uplink_events_duplicate += duplicates
+        self.metrics.uplink_events_accepted += len(events) - duplicates
+        self.metrics.uplink_events_duplicate += duplicates
         return {"accepted": len(events) - duplicates, "duplicates": duplicates}

@@ -14,7 +14,9 @@ from control_plane.db import insert_for, iso
 from control_plane.services.principal import Principal
 
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from control_plane.services.vaults import Vaults
 
 CHUNK = 500
 _UPDATED = (
@@ -47,8 +49,14 @@ def inventory_json(row: Any) -> dict[str, Any]:
 class Inventory:
     """Applies inventory events and lists a vault's inventory."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        vaults: Vaults,
+    ) -> None:
+        self.engine = engine
+        self.vaults = vaults
 
     async def live_count(self, conn: Any, vault_id: str) -> int:
         """How many of a vault's secrets are not deleted (in the caller's transaction)."""
@@ -100,7 +108,7 @@ class Inventory:
             await self._delete(conn, vault_id, sorted(deletes))
         rows = list(upserts.values())
         for start in range(0, len(rows), CHUNK):
-            ins = insert_for(self.cp.engine, inv).values(rows[start : start + CHUNK])
+            ins = insert_for(self.engine, inv).values(rows[start : start + CHUNK])
             await conn.execute(
                 ins.on_conflict_do_update(
                     index_elements=["vault_id", "secret_id"],
@@ -128,13 +136,13 @@ class Inventory:
         self, who: Principal, vault_id: str, *, after: str | None, limit: int
     ) -> dict[str, Any]:
         """A vault's inventory, keyset-paginated by secret id (404 for another org's vault)."""
-        await self.cp.vaults.get_row(who.org_id, vault_id)
+        await self.vaults.get_row(who.org_id, vault_id)
         inv = t.inventory
         q = sa.select(inv).where(inv.c.vault_id == vault_id)
         if after:
             q = q.where(inv.c.secret_id > after)
         q = q.order_by(inv.c.secret_id).limit(limit + 1)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             rows = list(await conn.execute(q))
         page = rows[:limit]
         return {

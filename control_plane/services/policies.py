@@ -9,13 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from common import events
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
 from control_plane.db import iso, new_id
 from control_plane.services.principal import Principal
 
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from common.events import EventSink
+    from control_plane.background import Clock
 
 ROTATORS = ("random", "postgres", "command")
 FIELDS = {"name", "selector", "interval_seconds", "notice_seconds", "rotator", "scope"}
@@ -147,8 +151,16 @@ def applies_to(policy: dict[str, Any], vault_id: str) -> bool:
 class Policies:
     """CRUD of rotation policies, publishing every change to the organisation's streams."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        sink: EventSink,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.sink = sink
 
     async def _row(self, conn: Any, org_id: str, policy_id: str) -> Any:
         p = t.policies
@@ -163,9 +175,9 @@ class Policies:
         """A new policy."""
         fields = validate(doc, partial=False)
         name = fields.pop("name")
-        now, policy_id = self.cp.now(), new_id("pol")
+        now, policy_id = self.clock(), new_id("pol")
         try:
-            async with self.cp.engine.begin() as conn:
+            async with self.engine.begin() as conn:
                 await conn.execute(
                     t.policies.insert().values(
                         id=policy_id,
@@ -180,26 +192,28 @@ class Policies:
                 policy = policy_json(await self._row(conn, who.org_id, policy_id))
         except sa.exc.IntegrityError:
             raise ConflictError(f"a policy named {name!r} already exists") from None
-        await self.cp.publish(who.org_id, "policy.created", policy)
+        await self.sink.publish(
+            events.make(events.POLICY_CREATED, who.org_id, self.clock(), policy)
+        )
         return policy
 
     async def list(self, who: Principal) -> list[dict[str, Any]]:
         """Every policy of the organisation."""
         p = t.policies
         q = sa.select(p).where(p.c.org_id == who.org_id).order_by(p.c.name)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             return [policy_json(r) for r in await conn.execute(q)]
 
     async def for_uplink(self, org_id: str) -> builtins.list[dict[str, Any]]:
         """Every policy of the organisation in the uplink's shape, by name."""
         p = t.policies
         q = sa.select(p).where(p.c.org_id == org_id).order_by(p.c.name)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             return [uplink_policy(r) for r in await conn.execute(q)]
 
     async def get(self, who: Principal, policy_id: str) -> dict[str, Any]:
         """One policy."""
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             return policy_json(await self._row(conn, who.org_id, policy_id))
 
     async def update(self, who: Principal, policy_id: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +222,7 @@ class Policies:
         if not fields:
             raise ValidationError("nothing to update")
         try:
-            async with self.cp.engine.begin() as conn:
+            async with self.engine.begin() as conn:
                 row = await self._row(conn, who.org_id, policy_id)
                 body = {**json.loads(row.body), **{k: v for k, v in fields.items() if k != "name"}}
                 await conn.execute(
@@ -218,18 +232,22 @@ class Policies:
                         name=fields.get("name", row.name),
                         body=json.dumps(body),
                         version=row.version + 1,
-                        updated_at=self.cp.now(),
+                        updated_at=self.clock(),
                     )
                 )
                 policy = policy_json(await self._row(conn, who.org_id, policy_id))
         except sa.exc.IntegrityError:
             raise ConflictError(f"a policy named {fields.get('name')!r} already exists") from None
-        await self.cp.publish(who.org_id, "policy.updated", policy)
+        await self.sink.publish(
+            events.make(events.POLICY_UPDATED, who.org_id, self.clock(), policy)
+        )
         return policy
 
     async def delete(self, who: Principal, policy_id: str) -> None:
         """Remove a policy."""
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             await self._row(conn, who.org_id, policy_id)
             await conn.execute(t.policies.delete().where(t.policies.c.id == policy_id))
-        await self.cp.publish(who.org_id, "policy.deleted", {"id": policy_id})
+        await self.sink.publish(
+            events.make(events.POLICY_DELETED, who.org_id, self.clock(), {"id": policy_id})
+        )

@@ -27,11 +27,15 @@ import sqlalchemy as sa
 
 from control_plane import schema as t
 from control_plane.db import aware, insert_for, iso
-from control_plane.services.ingest import AgentEvent
+from control_plane.services.agent_event import AgentEvent
 
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
-    from control_plane.services.uplink import VaultRef
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from control_plane.background import Clock
+    from control_plane.coordination import SweepLock
+    from control_plane.services.alerts import Alerts
+    from control_plane.services.presence import VaultRef
 
 log = logging.getLogger("keyvault.control_plane.rotation")
 CHUNK = 500
@@ -80,8 +84,18 @@ def due_at(
 class Rotations:
     """Applies ``rotation`` events and sweeps for overdue rotations."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        lock: SweepLock,
+        alerts: Alerts,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.lock = lock
+        self.alerts = alerts
 
     # ------------------------------------------------------------------ events
     async def apply(
@@ -138,7 +152,7 @@ class Rotations:
             )
         applied: set[str] = set()
         for start in range(0, len(rows), CHUNK):
-            ins = insert_for(self.cp.engine, inv).values(rows[start : start + CHUNK])
+            ins = insert_for(self.engine, inv).values(rows[start : start + CHUNK])
             stmt = ins.on_conflict_do_update(
                 index_elements=["vault_id", "secret_id"],
                 set_={
@@ -174,7 +188,7 @@ class Rotations:
         for data in results:
             secret_id = data["secret_id"]
             if data["outcome"] == "failed":
-                await self.cp.alerts.raise_alert(
+                await self.alerts.raise_alert(
                     vault.org_id,
                     FAILED,
                     failed_key(vault.id, secret_id),
@@ -195,7 +209,7 @@ class Rotations:
     async def resolve_keys(self, org_id: str, keys: list[str]) -> int:
         """Resolve the live alerts among ``keys`` (one query to find them); returns how many."""
         a, found = t.alerts, []
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             for start in range(0, len(keys), CHUNK):
                 q = sa.select(a.c.open_key).where(
                     a.c.org_id == org_id, a.c.open_key.in_(keys[start : start + CHUNK])
@@ -203,19 +217,19 @@ class Rotations:
                 found += [r.open_key for r in await conn.execute(q)]
         resolved = 0
         for key in found:
-            resolved += await self.cp.alerts.resolve_key(org_id, key) is not None
+            resolved += await self.alerts.resolve_key(org_id, key) is not None
         return resolved
 
     # ------------------------------------------------------------------ overdue sweep
     async def sweep_overdue(self) -> int:
         """Raise ``rotation_overdue`` for overdue secrets and resolve those no longer overdue
         (one replica at a time); returns the number of new alerts."""
-        async with self.cp.lock.hold("keyvault.sweep.rotation") as mine:
+        async with self.lock.hold("keyvault.sweep.rotation") as mine:
             if not mine:
                 return 0
-            now = self.cp.now()
+            now = self.clock()
             inv, v, p, a = t.inventory, t.vaults, t.policies, t.alerts
-            async with self.cp.engine.connect() as conn:
+            async with self.engine.connect() as conn:
                 policies = {
                     r.id: (r.org_id, json.loads(r.body))
                     for r in await conn.execute(sa.select(p.c.id, p.c.org_id, p.c.body))
@@ -265,7 +279,7 @@ class Rotations:
             for (org_id, key), (vault_id, secret_id, policy_id, due) in overdue.items():
                 if (org_id, key) in live:
                     continue
-                _, new = await self.cp.alerts.raise_alert(
+                _, new = await self.alerts.raise_alert(
                     org_id,
                     OVERDUE,
                     key,
@@ -276,5 +290,5 @@ class Rotations:
                 )
                 raised += new
             for org_id, key in sorted(live - set(overdue)):
-                await self.cp.alerts.resolve_key(org_id, key)
+                await self.alerts.resolve_key(org_id, key)
             return raised

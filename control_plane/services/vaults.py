@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from cryptography import x509
 
-from common import uplink
+from common import events, uplink
 from common.errors import NotFoundError, ValidationError
 from control_plane import schema as t
 from control_plane.db import aware, iso, new_id
@@ -22,7 +22,17 @@ from control_plane.services.ca import CAStore
 from control_plane.services.principal import Principal
 
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from common.events import EventSink
+    from control_plane.background import Clock
+    from control_plane.bus import EventBus
+    from control_plane.coordination import SweepLock
+    from control_plane.metrics import Metrics
+    from control_plane.services.alerts import Alerts
+    from control_plane.services.audit import Audit
+    from control_plane.services.ca import CAStore
+    from control_plane.settings import ControlPlaneSettings
 
 TOKEN_PREFIX = "kve_"  # noqa: S105 - a prefix, not a secret
 _TOKEN_RE = re.compile(r"^kve_[A-Za-z0-9_-]{20,64}\.[0-9a-f]{64}$")
@@ -56,11 +66,37 @@ def _check_registration(token: str, csr_pem: str, name: str, agent_version: str)
 class Vaults:
     """The vault registry of every organisation."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
-        self.cas = CAStore(cp)
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        settings: ControlPlaneSettings,
+        bus: EventBus,
+        lock: SweepLock,
+        metrics: Metrics,
+        sink: EventSink,
+        audit: Audit,
+        alerts: Alerts,
+        cas: CAStore,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.settings = settings
+        self.bus = bus
+        self.lock = lock
+        self.metrics = metrics
+        self.sink = sink
+        self.audit = audit
+        self.alerts = alerts
+        self.cas = cas
+
+    async def _emit(self, kind: events.EventKind, org_id: str, data: dict[str, Any]) -> None:
+        """Publish one operator event of ``kind`` to the sink, stamped with the clock."""
+        await self.sink.publish(events.make(kind, org_id, self.clock(), data))
 
     # ------------------------------------------------------------------ status
+
     def status_of(self, row: Any, now: datetime) -> str:
         """online / offline / pending (never heard from) / revoked."""
         if row.revoked_at is not None:
@@ -68,7 +104,7 @@ class Vaults:
         last = aware(row.last_heartbeat_at)
         if last is None:
             return "pending"
-        limit = timedelta(seconds=self.cp.settings.offline_after_seconds)
+        limit = timedelta(seconds=self.settings.offline_after_seconds)
         return "online" if now - last <= limit else "offline"
 
     def vault_json(self, row: Any, now: datetime) -> dict[str, Any]:
@@ -91,15 +127,15 @@ class Vaults:
         self, who: Principal, description: str, ttl_seconds: int | None
     ) -> dict[str, Any]:
         """A single-use enrollment token carrying the service CA's pin (the gateway's root)."""
-        ttl = ttl_seconds or self.cp.settings.enrollment_ttl_seconds
+        ttl = ttl_seconds or self.settings.enrollment_ttl_seconds
         if not 10 <= ttl <= 7 * 86400:
             raise ValidationError("ttl_seconds must be from 10 to 604800")
         await self.cas.get(who.org_id)  # the organisation's CA exists before its first agent
         ca = await self.cas.service()
         token = f"{TOKEN_PREFIX}{secrets.token_urlsafe(32)}.{ca.pin().removeprefix('sha256:')}"
-        now, token_id = self.cp.now(), new_id("enr")
+        now, token_id = self.clock(), new_id("enr")
         expires = now + timedelta(seconds=ttl)
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             await conn.execute(
                 t.enrollment_tokens.insert().values(
                     id=token_id,
@@ -151,14 +187,14 @@ class Vaults:
             .order_by(t.enrollment_tokens.c.created_at.desc())
             .limit(500)
         )
-        now = self.cp.now()
-        async with self.cp.engine.connect() as conn:
+        now = self.clock()
+        async with self.engine.connect() as conn:
             return [self._token_json(r, now) for r in await conn.execute(q)]
 
     async def revoke_token(self, who: Principal, token_id: str) -> dict[str, Any]:
         """Revoke an unused enrollment token."""
         et = t.enrollment_tokens
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             row = (
                 await conn.execute(
                     sa.select(et).where(et.c.id == token_id, et.c.org_id == who.org_id)
@@ -168,10 +204,10 @@ class Vaults:
                 raise NotFoundError(f"no enrollment token {token_id}")
             if row.revoked_at is None:
                 await conn.execute(
-                    et.update().where(et.c.id == token_id).values(revoked_at=self.cp.now())
+                    et.update().where(et.c.id == token_id).values(revoked_at=self.clock())
                 )
             row = (await conn.execute(sa.select(et).where(et.c.id == token_id))).one()
-        return self._token_json(row, self.cp.now())
+        return self._token_json(row, self.clock())
 
     # ------------------------------------------------------------------ registration
     async def register(
@@ -184,8 +220,8 @@ class Vaults:
         same identity.
         """
         _check_registration(token, csr_pem, name, agent_version)
-        et, now, csr_sha = t.enrollment_tokens, self.cp.now(), _sha(csr_pem.strip())
-        async with self.cp.engine.connect() as conn:
+        et, now, csr_sha = t.enrollment_tokens, self.clock(), _sha(csr_pem.strip())
+        async with self.engine.connect() as conn:
             row = (await conn.execute(sa.select(et).where(et.c.token_hash == _sha(token)))).first()
         if row is None or row.revoked_at is not None:
             raise EnrollmentError()
@@ -207,8 +243,8 @@ class Vaults:
         cert_pem = ca.sign_csr(
             csr_pem.encode(),
             common_name=vault["id"],
-            valid_for=timedelta(hours=self.cp.settings.cert_valid_hours),
-            clock=self.cp.clock,
+            valid_for=timedelta(hours=self.settings.cert_valid_hours),
+            clock=self.clock,
         )
         cert = x509.load_pem_x509_certificate(cert_pem)
         vault.update(
@@ -217,14 +253,14 @@ class Vaults:
             cert_not_after=cert.not_valid_after_utc,
         )
         if not await self._claim(row.id, vault, now):
-            async with self.cp.engine.connect() as conn:
+            async with self.engine.connect() as conn:
                 fresh = (await conn.execute(sa.select(et).where(et.c.id == row.id))).one()
             return await self._retry(fresh, csr_sha, now), False
-        await self.cp.audit.record(
+        await self.audit.record(
             row.org_id, "vaults.register", actor=f"enrollment:{row.id}", target=vault["id"]
         )
-        await self.cp.publish(
-            row.org_id, "vault.registered", {"vault_id": vault["id"], "name": name}
+        await self._emit(
+            events.VAULT_REGISTERED, row.org_id, {"vault_id": vault["id"], "name": name}
         )
         identity = {
             "vault_id": vault["id"],
@@ -237,7 +273,7 @@ class Vaults:
     async def _claim(self, token_id: str, vault: dict[str, Any], now: datetime) -> bool:
         """Use the token and insert the vault in one transaction; False if another won."""
         et = t.enrollment_tokens
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             claimed = await conn.execute(
                 et.update()
                 .where(
@@ -255,10 +291,10 @@ class Vaults:
 
     async def _retry(self, token_row: Any, csr_sha: str, now: datetime) -> dict[str, Any]:
         used = aware(token_row.used_at)
-        grace = timedelta(seconds=self.cp.settings.enrollment_grace_seconds)
+        grace = timedelta(seconds=self.settings.enrollment_grace_seconds)
         if token_row.revoked_at is not None or used is None or now - used > grace:
             raise EnrollmentError()
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             vault = (
                 await conn.execute(
                     sa.select(t.vaults).where(t.vaults.c.enrollment_token_id == token_row.id)
@@ -281,8 +317,8 @@ class Vaults:
         if after:
             q = q.where(t.vaults.c.id > after)
         q = q.order_by(t.vaults.c.id).limit(limit + 1)
-        now = self.cp.now()
-        async with self.cp.engine.connect() as conn:
+        now = self.clock()
+        async with self.engine.connect() as conn:
             rows = list(await conn.execute(q))
         page = rows[:limit]
         return {
@@ -293,7 +329,7 @@ class Vaults:
     async def get_row(self, org_id: str, vault_id: str) -> Any:
         """The vault's row if it belongs to ``org_id``, else NotFoundError."""
         q = sa.select(t.vaults).where(t.vaults.c.id == vault_id, t.vaults.c.org_id == org_id)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             row = (await conn.execute(q)).first()
         if row is None:
             raise NotFoundError(f"no vault {vault_id}")
@@ -301,24 +337,24 @@ class Vaults:
 
     async def get(self, who: Principal, vault_id: str) -> dict[str, Any]:
         """One vault of the caller's organisation."""
-        return self.vault_json(await self.get_row(who.org_id, vault_id), self.cp.now())
+        return self.vault_json(await self.get_row(who.org_id, vault_id), self.clock())
 
     async def revoke(self, who: Principal, vault_id: str) -> dict[str, Any]:
         """Revoke a vault: its certificate goes on the CRL and it cannot reconnect."""
         row = await self.get_row(who.org_id, vault_id)
         if row.revoked_at is None:
-            async with self.cp.engine.begin() as conn:
+            async with self.engine.begin() as conn:
                 await conn.execute(
                     t.vaults.update()
                     .where(t.vaults.c.id == vault_id, t.vaults.c.revoked_at.is_(None))
-                    .values(revoked_at=self.cp.now())
+                    .values(revoked_at=self.clock())
                 )
-            await self.cp.alerts.resolve_key(who.org_id, f"vault_offline:{vault_id}")
-            await self.cp.alerts.resolve_key(who.org_id, f"certificate_expiring:{vault_id}")
-            await self.cp.publish(
-                who.org_id, "vault.status", {"vault_id": vault_id, "status": "revoked"}
+            await self.alerts.resolve_key(who.org_id, f"vault_offline:{vault_id}")
+            await self.alerts.resolve_key(who.org_id, f"certificate_expiring:{vault_id}")
+            await self._emit(
+                events.VAULT_STATUS, who.org_id, {"vault_id": vault_id, "status": "revoked"}
             )
-            await self.cp.bus.route({"vault_id": vault_id, "close": uplink.ERR_REVOKED})
+            await self.bus.route({"vault_id": vault_id, "close": uplink.ERR_REVOKED})
         return await self.get(who, vault_id)
 
     async def crl(self, org_id: str) -> bytes:
@@ -326,10 +362,10 @@ class Vaults:
         q = sa.select(t.vaults.c.cert_serial, t.vaults.c.revoked_at).where(
             t.vaults.c.org_id == org_id, t.vaults.c.revoked_at.is_not(None)
         )
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             revoked = [(int(r.cert_serial, 16), aware(r.revoked_at)) for r in await conn.execute(q)]
         ca = await self.cas.get(org_id)
-        return ca.build_crl([(s, w) for s, w in revoked if w is not None], clock=self.cp.clock)
+        return ca.build_crl([(s, w) for s, w in revoked if w is not None], clock=self.clock)
 
     async def ca_info(self, org_id: str) -> dict[str, Any]:
         """The organisation's CA certificate and pin."""
@@ -339,9 +375,9 @@ class Vaults:
     # ------------------------------------------------------------------ heartbeats
     async def heartbeat(self, vault_id: str, health: dict[str, Any] | None = None) -> str:
         """Record a heartbeat outside any uplink connection (tools and tests); returns the
-        vault's status. The uplink's fast path is ``Uplinks.heartbeat``."""
-        now = self.cp.now()
-        async with self.cp.engine.begin() as conn:
+        vault's status. The uplink's fast path is ``VaultPresence.heartbeat``."""
+        now = self.clock()
+        async with self.engine.begin() as conn:
             row = (await conn.execute(sa.select(t.vaults).where(t.vaults.c.id == vault_id))).first()
             if row is None:
                 raise NotFoundError(f"no vault {vault_id}")
@@ -354,15 +390,15 @@ class Vaults:
             )
         before = self.status_of(row, now)
         if before != "online":
-            await self.cp.publish(
-                row.org_id, "vault.status", {"vault_id": vault_id, "status": "online"}
+            await self._emit(
+                events.VAULT_STATUS, row.org_id, {"vault_id": vault_id, "status": "online"}
             )
-        await self.cp.alerts.resolve_key(row.org_id, f"vault_offline:{vault_id}")
+        await self.alerts.resolve_key(row.org_id, f"vault_offline:{vault_id}")
         return "online"
 
     async def raise_offline(self, org_id: str, vault_id: str, message: str) -> bool:
         """Raise "vault offline" (deduped) and, if new, publish ``vault.status`` offline."""
-        _, new = await self.cp.alerts.raise_alert(
+        _, new = await self.alerts.raise_alert(
             org_id,
             "vault_offline",
             f"vault_offline:{vault_id}",
@@ -371,8 +407,8 @@ class Vaults:
             vault_id=vault_id,
         )
         if new:
-            await self.cp.publish(
-                org_id, "vault.status", {"vault_id": vault_id, "status": "offline"}
+            await self._emit(
+                events.VAULT_STATUS, org_id, {"vault_id": vault_id, "status": "offline"}
             )
         return new
 
@@ -381,19 +417,19 @@ class Vaults:
 
         The backstop: a replica that holds an uplink raises it itself when the socket closes.
         """
-        async with self.cp.lock.hold("keyvault.sweep.offline") as mine:
+        async with self.lock.hold("keyvault.sweep.offline") as mine:
             if not mine:
                 return 0
-            self.cp.metrics.sweeps += 1
-            now = self.cp.now()
-            cutoff = now - timedelta(seconds=self.cp.settings.offline_after_seconds)
+            self.metrics.sweeps += 1
+            now = self.clock()
+            cutoff = now - timedelta(seconds=self.settings.offline_after_seconds)
             v = t.vaults
             q = sa.select(v.c.id, v.c.org_id, v.c.name).where(
                 v.c.revoked_at.is_(None),
                 v.c.last_heartbeat_at.is_not(None),
                 v.c.last_heartbeat_at < cutoff,
             )
-            async with self.cp.engine.connect() as conn:
+            async with self.engine.connect() as conn:
                 silent = list(await conn.execute(q))
             raised = 0
             for row in silent:
@@ -407,22 +443,22 @@ class Vaults:
     async def sweep_certificates(self) -> int:
         """Raise "certificate expiring" for vaults whose client certificate ends within
         ``cert_expiry_alert_hours`` (one replica at a time); returns new alerts."""
-        async with self.cp.lock.hold("keyvault.sweep.certificates") as mine:
+        async with self.lock.hold("keyvault.sweep.certificates") as mine:
             if not mine:
                 return 0
-            now = self.cp.now()
-            horizon = now + timedelta(hours=self.cp.settings.cert_expiry_alert_hours)
+            now = self.clock()
+            horizon = now + timedelta(hours=self.settings.cert_expiry_alert_hours)
             v = t.vaults
             q = sa.select(v.c.id, v.c.org_id, v.c.name, v.c.cert_not_after).where(
                 v.c.revoked_at.is_(None), v.c.cert_not_after < horizon
             )
-            async with self.cp.engine.connect() as conn:
+            async with self.engine.connect() as conn:
                 expiring = list(await conn.execute(q))
             raised = 0
             for row in expiring:
                 ends = aware(row.cert_not_after)
                 verb = "expired" if ends is not None and ends <= now else "expires"
-                _, new = await self.cp.alerts.raise_alert(
+                _, new = await self.alerts.raise_alert(
                     row.org_id,
                     "certificate_expiring",
                     f"certificate_expiring:{row.id}",

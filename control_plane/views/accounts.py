@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from control_plane.services.accounts import set_metadata_key
-from control_plane.views.body import json_object
 from control_plane.views.context import cp_of, target, who
+from serverkit.body import json_object
 
 
 async def login(request: web.Request) -> web.Response:
@@ -50,5 +49,5 @@ async def put_metadata_key(request: web.Request) -> web.Response:
     """PUT /org/metadata-key {fingerprint}."""
     doc = await json_object(request, {"fingerprint"}, frozenset({"fingerprint"}))
     return web.json_response(
-        await set_metadata_key(cp_of(request), who(request), doc["fingerprint"])
+        await cp_of(request).accounts.set_metadata_key(who(request), doc["fingerprint"])
     )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from control_plane.views.body import query, query_int
 from control_plane.views.context import cp_of, target, who
+from serverkit.body import query, query_int
 
 
 async def list_alerts(request: web.Request) -> web.Response:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from control_plane.services.commands import FIELDS
-from control_plane.views.body import json_object, query, query_int
 from control_plane.views.context import cp_of, target, who
+from serverkit.body import json_object, query, query_int
 
 
 async def create_command(request: web.Request) -> web.Response:

@@ -8,9 +8,10 @@ from aiohttp import web
 
 from control_plane.runtime import ControlPlane
 from control_plane.services.principal import Principal
+from serverkit.body import MAX_BODY
 
 CP = web.AppKey("control_plane", ControlPlane)
-MAX_BODY = web.AppKey("max_body", int)
+__all__ = ["CP", "INFO", "MAX_BODY", "RequestInfo", "cp_of", "target", "who"]
 
 
 @dataclass

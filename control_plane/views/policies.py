@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from control_plane.services.policies import FIELDS
-from control_plane.views.body import json_object
 from control_plane.views.context import cp_of, target, who
+from serverkit.body import json_object
 
 
 async def create_policy(request: web.Request) -> web.Response:

@@ -2,8 +2,9 @@
 
 Authenticate with ``Authorization: Bearer kvs_…`` on the upgrade request, or, when a client
 cannot set headers, with a first message ``{"type": "auth", "token": "kvs_…"}`` within 10 s.
-The server then sends ``{"type": "hello", …}`` followed by events; ``{"type": "ping"}`` is
-answered with ``{"type": "pong"}``.
+The server then sends ``{"type": "hello", …}`` followed by events, each in the one shape of the
+operator-stream contract (:mod:`common.events`); ``{"type": "ping"}`` is answered with
+``{"type": "pong"}``.
 
 Fan-out: an event is serialised once per replica and framed once (:func:`_frame`); the bus
 writes that same frame straight to every socket whose write buffer has room. A socket that is
@@ -26,6 +27,7 @@ import time
 
 from aiohttp import WSMsgType, web
 
+from common import events
 from common.errors import AuthenticationError, KeyVaultError
 from control_plane.bus import Subscription
 from control_plane.services.principal import Principal
@@ -107,7 +109,7 @@ async def _first_message_auth(
         raise AuthenticationError("the first message must be JSON") from None
     if (
         not isinstance(doc, dict)
-        or doc.get("type") != "auth"
+        or doc.get("type") != events.AUTH
         or not isinstance(doc.get("token"), str)
     ):
         raise AuthenticationError("the first message must be {type: auth, token}")
@@ -135,7 +137,7 @@ def _is_ping(data: str) -> bool:
         doc = json.loads(data)
     except ValueError:
         return False
-    return isinstance(doc, dict) and doc.get("type") == "ping"
+    return isinstance(doc, dict) and doc.get("type") == events.PING
 
 
 def _next_recheck() -> float:
@@ -161,7 +163,7 @@ async def _serve(
         if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
             return
         if msg.type == WSMsgType.TEXT and _is_ping(msg.data):
-            await ws.send_json({"type": "pong"})
+            await ws.send_json({"type": events.PONG})
 
 
 async def stream(request: web.Request) -> web.WebSocketResponse:
@@ -186,7 +188,7 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
         return ws
     with cp.bus.subscribe(principal.org_id) as sub:
         await ws.send_json(
-            {"type": "hello", "org_id": principal.org_id, "user_id": principal.user_id}
+            {"type": events.HELLO, "org_id": principal.org_id, "user_id": principal.user_id}
         )
         outbox = _Outbox(ws, transport)
         forwarder = asyncio.create_task(outbox.forward(sub))

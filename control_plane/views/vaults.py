@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from common.errors import ValidationError
-from control_plane.views.body import json_object, query, query_int, string
 from control_plane.views.context import cp_of, target, who
+from serverkit.body import json_object, query, query_int, string
 
 
 async def create_token(request: web.Request) -> web.Response:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from agent.api.app import build_app
-from agent.cli import load_agent_settings
-from agent.runtime import Agent
+from agent.assembly import Agent
+from agent.settings import load_agent_settings
 from tests.agent.fake_gateway import FakeGateway
 from tests.conftest import AgentDir, init_agent_dir
 

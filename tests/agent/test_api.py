@@ -219,7 +219,7 @@ def test_openapi_matches_every_route_exactly() -> None:
 
 
 async def test_kek_rotation_and_rekey_keep_every_value(api: Api, tmp_path) -> None:
-    from common.crypto import generate_key_file
+    from agent.crypto import generate_key_file
 
     values = {f"k/{i}": f"value-{i}" for i in range(30)}
     for name, value in values.items():
@@ -250,8 +250,8 @@ async def test_kek_rotation_and_rekey_keep_every_value(api: Api, tmp_path) -> No
     assert (await _wait_job(api, job["id"]))["state"] == "succeeded"
     assert (await api.call("GET", ref("k/5")))[1]["value"] == "value-5"
     # The store now opens with the new key only.
+    from agent.crypto import KeySource
     from agent.keys import KeyManager
-    from common.crypto import KeySource
     from common.errors import IntegrityError
 
     KeyManager.unlock(api.agent.store, KeySource.from_key_file(new_key))

@@ -23,11 +23,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from agent.crypto import KeySource
 from agent.keys import KeyManager
 from agent.secrets import SecretService
 from agent.store.db import Store
 from apps.cli.main import cli
-from common.crypto import KeySource
 from common.errors import IntegrityError
 from tests.conftest import AgentDir, AgentProcess, init_agent_dir, start_agent
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from agent import CONFIG_NAME
-from agent.bootstrap import InitOptions, initialise
-from common.crypto import generate_key_file
+from agent.crypto import generate_key_file
+from agent.provision import InitOptions, initialise
 from common.errors import ConfigError, IntegrityError
 from tests.conftest import AgentDir, start_agent
 

@@ -34,10 +34,10 @@ from urllib.parse import quote, urlsplit
 import httpx
 import pytest
 
+from agent.assembly import Agent, key_source
 from agent.audit import verify as verify_audit
-from agent.cli import load_agent_settings
 from agent.keys import KeyManager
-from agent.runtime import Agent, key_source
+from agent.settings import load_agent_settings
 from agent.store.db import Store
 from common.client import AgentClient
 from common.errors import (
@@ -529,7 +529,7 @@ _ZYGOTE = r"""
 import os, signal, sys
 signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # killed agents are reaped by the kernel
 import apps.cli.main
-import agent.daemon, agent.logs, agent.api.app, agent.runtime
+import agent.serve, agent.logs, agent.api.app, agent.assembly
 print("ready", flush=True)
 for line in sys.stdin:
     data_dir, log_path = line.rstrip("\n").split("\t")

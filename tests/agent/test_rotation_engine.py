@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from agent.cli import load_agent_settings
+from agent.assembly import Agent
 from agent.rotation.engine import RotationEngine, RotationFailedError
 from agent.rotation.policy import Policy
 from agent.rotation.rotators import RotationError
 from agent.rotation.scheduler import Scheduler
-from agent.runtime import Agent
+from agent.settings import load_agent_settings
 from agent.store import schema as t
 from agent.uplink import meta as uplink_meta
 from agent.uplink import outbox
@@ -52,7 +52,7 @@ def opened(folder: Path, **rotation: Any) -> Agent:
 async def agent(tmp_path: Path, storage_url: str | None) -> AsyncIterator[Agent]:
     folder = init_agent_dir(tmp_path / "agent", storage_url=storage_url)
     a = await asyncio.to_thread(opened, folder.path)
-    a.secrets.track_changes = True
+    a.secrets.feed.track()
     try:
         yield a
     finally:

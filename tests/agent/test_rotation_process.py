@@ -13,12 +13,12 @@ import pytest
 import yaml
 from sqlalchemy import func, select, update
 
-from agent.cli import load_agent_settings
+from agent.assembly import Agent, key_source
 from agent.keys import KeyManager
 from agent.rotation.engine import RotationEngine
 from agent.rotation.scheduler import Scheduler
-from agent.runtime import Agent, key_source
 from agent.secrets import SecretService
+from agent.settings import load_agent_settings
 from agent.store import schema as t
 from agent.store.db import Store
 from agent.uplink import meta as uplink_meta

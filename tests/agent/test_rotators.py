@@ -27,7 +27,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from agent.rotation import RotationError, SecretRef, build_rotator
 from agent.rotation.rotators import REASONS
-from common.settings import AgentSettings, RotationSettings, load_settings
+from agent.settings import AgentSettings, RotationSettings
+from common.settings import load_settings
 from tests.conftest import PG_ADMIN_URL, need_service
 from tests.pgscram import PgServer, free_port, private_server, scram_matches
 

@@ -15,8 +15,8 @@ from cryptography import x509
 from sqlalchemy import select
 
 from agent.api.app import build_app
+from agent.assembly import Agent
 from agent.audit import iter_entries
-from agent.runtime import Agent
 from agent.store import schema as t
 from agent.uplink import meta, outbox
 from agent.uplink.commands import INTERRUPTED
@@ -258,7 +258,7 @@ async def test_a_command_cut_off_by_a_crash_is_reported_failed_not_rerun(
 ) -> None:
     async with running_uplink(enrolled) as (agent, _):
         await await_for(lambda: agent.uplink.state == "connected", what="connected")
-    from agent.cli import load_agent_settings
+    from agent.settings import load_agent_settings
 
     agent = Agent.open(load_agent_settings(None, enrolled.path))
     agent.store.write_sync(
@@ -465,7 +465,7 @@ async def test_the_trace_file_records_both_directions(
 
 
 def test_uplink_repr_and_health_when_not_enrolled(tmp_path: Path) -> None:
-    from agent.cli import load_agent_settings
+    from agent.settings import load_agent_settings
 
     folder = init_agent_dir(tmp_path / "agent")
     agent = Agent.open(load_agent_settings(None, folder.path))

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from agent.cli import load_agent_settings
-from agent.runtime import Agent
+from agent.assembly import Agent
+from agent.settings import load_agent_settings
 from agent.store import schema as t
 from agent.uplink import audit_stream, inventory, outbox
 from common.errors import ConflictError, NotFoundError
@@ -50,7 +50,7 @@ async def test_an_unenrolled_agent_writes_no_outbox_rows(agent: Agent) -> None:
 
 
 async def test_every_kind_of_write_marks_its_secret_in_the_same_transaction(agent: Agent) -> None:
-    agent.secrets.track_changes = True
+    agent.secrets.feed.track()
     a = await agent.secrets.create("app/a", "1")
     await agent.secrets.update(a.id, value="2")
     await agent.secrets.update(a.id, description="metadata only")
@@ -65,7 +65,7 @@ async def test_every_kind_of_write_marks_its_secret_in_the_same_transaction(agen
 
 
 async def test_a_failed_write_leaves_no_marker(agent: Agent) -> None:
-    agent.secrets.track_changes = True
+    agent.secrets.feed.track()
     a = await agent.secrets.create("app/a", "1")
     with pytest.raises(ConflictError):
         await agent.secrets.create("app/a", "again")
@@ -97,7 +97,7 @@ async def test_resync_lists_every_secret_then_one_sync_event(agent: Agent) -> No
 
 
 async def test_sequence_numbers_are_never_reused_after_the_outbox_empties(agent: Agent) -> None:
-    agent.secrets.track_changes = True
+    agent.secrets.feed.track()
     await agent.secrets.create("x/1", "v")
     first = (await _rows(agent))[-1].seq
     await agent.store.write(lambda c: outbox.delete_upto(c, first))
@@ -107,7 +107,7 @@ async def test_sequence_numbers_are_never_reused_after_the_outbox_empties(agent:
 
 async def test_inventory_events_are_current_sealed_and_collapse_repeats(agent: Agent) -> None:
     key = MetadataKey.generate()
-    agent.secrets.track_changes = True
+    agent.secrets.feed.track()
     a = await agent.secrets.create("db/prod/password", "v", description="the prod db",
                                    labels={"team": "core"})  # fmt: skip
     await agent.secrets.update(a.id, value="v2")
@@ -152,7 +152,7 @@ async def test_audit_targets_become_opaque_ids_or_null(agent: Agent) -> None:
 
 
 async def test_outbox_depth_counts_rows(agent: Agent) -> None:
-    agent.secrets.track_changes = True
+    agent.secrets.feed.track()
     for i in range(3):
         await agent.secrets.create(f"d/{i}", "v")
     assert await agent.store.read(outbox.depth) == 3

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import load_agent_settings
-from agent.runtime import Agent
+from agent.assembly import Agent
+from agent.settings import AgentSettings, load_agent_settings
 from agent.uplink.service import Uplink
 from common.errors import ConfigError
 from common.metadata_key import MetadataKey
-from common.settings import AgentSettings, load_settings
+from common.settings import load_settings
 from tests.conftest import init_agent_dir
 
 

@@ -29,7 +29,7 @@ _seq = itertools.count(1)
 def agent_sends(live: LiveControlPlane, vault_id: str, *events: tuple[str, dict[str, Any]]) -> None:
     """Deliver one ``events`` frame from a vault, as the gateway would after reading it."""
     from control_plane.gateway.frames import parse_events
-    from control_plane.services.uplink import VaultRef
+    from control_plane.services.presence import VaultRef
 
     now = datetime.now(UTC).isoformat()
     batch = []

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.settings import AgentSettings
 from common.errors import ConfigError
-from common.settings import AgentSettings, load_settings
+from common.settings import load_settings
 
 
 @pytest.fixture(autouse=True)

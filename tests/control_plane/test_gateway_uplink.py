@@ -109,6 +109,10 @@ async def test_policy_change_is_pushed(api: Api, tmp_path: Path) -> None:
 
 async def test_metadata_key_fingerprint_checks(api: Api, tmp_path: Path) -> None:
     owner, agent = await _setup(api, tmp_path)
+    stream = await api.client.ws_connect(
+        "/api/v1/stream", headers={"Authorization": f"Bearer {owner}"}
+    )
+    await next_event(stream, "hello")
     # the agent has a key, the organisation none
     link = await agent.connect()
     await link.send(
@@ -123,6 +127,14 @@ async def test_metadata_key_fingerprint_checks(api: Api, tmp_path: Path) -> None
     code, frames = await link.closed()
     assert code == uplink.CLOSE_REFUSED and frames[-1]["code"] == uplink.ERR_METADATA_KEY
     await link.close()
+    # the operators are told why, so an enrollment screen need not show "pending" forever
+    refused = (await next_event(stream, "vault.refused"))["data"]
+    assert refused == {
+        "vault_id": agent.vault_id,
+        "code": uplink.ERR_METADATA_KEY,
+        "message": frames[-1]["message"],
+    }
+    await stream.close()
     assert (await api.call("PUT", "/org/metadata-key", owner, json={"fingerprint": FP}))[0] == 200
     for wrong in (None, "sha256:" + "cd" * 32):
         link = await agent.connect()
@@ -338,9 +350,9 @@ async def test_bad_frames_close_4400_and_never_crash(api: Api, tmp_path: Path) -
 
 
 async def test_hello_timeout(api: Api, tmp_path: Path, monkeypatch: Any) -> None:
-    from control_plane.gateway import session
+    from control_plane.gateway import agent_link
 
-    monkeypatch.setattr(session, "HELLO_TIMEOUT", 0.3)
+    monkeypatch.setattr(agent_link, "HELLO_TIMEOUT", 0.3)
     _, agent = await _setup(api, tmp_path)
     link = await agent.connect()
     code, frames = await link.closed()

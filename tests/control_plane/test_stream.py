@@ -128,3 +128,46 @@ async def test_stream_closes_when_the_session_ends(
     msg = await ws.receive(timeout=5)
     assert msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert ws.close_code == 4401
+
+
+async def test_every_event_on_the_wire_matches_the_contract(api: Api) -> None:
+    """Real services publish; every message the operator socket carries decodes by the contract."""
+    from common import events
+
+    owner = await api.org("Acme", "owner@acme.test")
+    ws = await api.client.ws_connect("/api/v1/stream", headers={"Authorization": f"Bearer {owner}"})
+    await next_event(ws, "hello")
+    _status, pol = await api.call("POST", "/policies", owner, json=POLICY)
+    changed = {"interval_seconds": 7200}
+    assert (await api.call("PUT", f"/policies/{pol['id']}", owner, json=changed))[0] == 200
+    assert (await api.call("DELETE", f"/policies/{pol['id']}", owner))[0] == 204
+    key = {"fingerprint": "sha256:" + "a" * 64}
+    assert (await api.call("PUT", "/org/metadata-key", owner, json=key))[0] == 200
+    vid = await new_vault(api, owner)
+    await api.cp.vaults.heartbeat(vid)
+    api.clock.advance(120)
+    await api.cp.vaults.sweep_offline()
+    _status, alerts = await api.call("GET", "/alerts", owner)
+    alert_id = alerts["items"][0]["id"]
+    assert (await api.call("POST", f"/alerts/{alert_id}/acknowledge", owner))[0] == 200
+    assert (await api.call("POST", f"/alerts/{alert_id}/resolve", owner))[0] == 200
+    expected = {
+        events.POLICY_CREATED,
+        events.POLICY_UPDATED,
+        events.POLICY_DELETED,
+        events.METADATA_KEY_CHANGED,
+        events.VAULT_REGISTERED,
+        events.VAULT_STATUS,
+        events.ALERT_RAISED,
+        events.ALERT_ACKNOWLEDGED,
+        events.ALERT_RESOLVED,
+    }
+    seen: set[events.EventKind] = set()
+    async with asyncio.timeout(10):
+        while not expected <= seen:
+            msg = await ws.receive()
+            assert msg.type == aiohttp.WSMsgType.TEXT, msg
+            event = events.decode(msg.data)  # raises if the message breaks the contract
+            assert event.org_id and event.at.endswith("Z")
+            seen.add(event.kind)
+    await ws.close()

@@ -11,7 +11,7 @@ from types import ModuleType
 
 from pydantic import BaseModel
 
-from common.settings import AgentSettings
+from agent.settings import AgentSettings
 from control_plane.settings import ControlPlaneSettings
 
 ROOT = Path(__file__).resolve().parents[2]

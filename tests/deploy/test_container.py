@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 import yaml
 
-from agent.container import Layout
-from common.crypto import KeySource
-from common.settings import AgentSettings
+from agent.crypto import KeySource
+from agent.docker_entrypoint import Layout
+from agent.settings import AgentSettings
 from control_plane.settings import ControlPlaneSettings
 from tests.deploy.dockerfile import Dockerfile, parse
 from tests.deploy.test_config_reference import load_generator
 
 ROOT = Path(__file__).resolve().parents[2]
-FINAL = {"agent": "agent.container", "control-plane": "control_plane.container"}
+FINAL = {"agent": "agent.docker_entrypoint", "control-plane": "control_plane.container"}
 STANDARD_ENV = {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR"}
 STANDARD_ENV |= {"PIP_DISABLE_PIP_VERSION_CHECK"}
 

@@ -22,9 +22,9 @@ import httpx
 import pytest
 from cryptography import x509
 
-from agent import container as agent_container
+from agent import docker_entrypoint as agent_container
+from agent.crypto import generate_key_file
 from common.client import AgentClient
-from common.crypto import generate_key_file
 from common.errors import ConfigError
 from control_plane import container as cp_container
 from tests.conftest import fresh_pg_database
@@ -106,7 +106,7 @@ def agent_client(data: Path, token: str | None = None) -> AgentClient:
 
 def test_agent_initialises_serves_restarts_and_stops_on_sigterm(app: Path) -> None:
     data, env, log = app / "data", agent_env(app), app / "agent.log"
-    proc = start("agent.container", env, data / "agent.url", log)
+    proc = start("agent.docker_entrypoint", env, data / "agent.url", log)
     try:
         token_file = data / "admin.token"
         assert token_file.stat().st_mode & 0o777 == 0o600
@@ -118,25 +118,27 @@ def test_agent_initialises_serves_restarts_and_stops_on_sigterm(app: Path) -> No
         cert = x509.load_pem_x509_certificate((data / "tls" / "server.crt").read_bytes())
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         assert "agent" in sans.get_values_for_type(x509.DNSName)
-        check = run("agent.container", "health", env=env)
+        check = run("agent.docker_entrypoint", "health", env=env)
         assert (check.returncode, check.stdout.strip()) == (0, "healthy"), check.stderr
     finally:
         assert stop(proc) == 0
     assert not (data / "agent.url").exists()
     assert token not in log.read_text()
-    proc = start("agent.container", env, data / "agent.url", log)  # second start: no new vault
+    proc = start(
+        "agent.docker_entrypoint", env, data / "agent.url", log
+    )  # second start: no new vault
     try:
         with agent_client(data) as kv:
             assert kv.health()["vault_id"] == first["vault_id"]
         assert token_file.read_text().strip() == token
     finally:
         assert stop(proc) == 0
-    assert run("agent.container", "health", env=env).returncode != 0
+    assert run("agent.docker_entrypoint", "health", env=env).returncode != 0
 
 
 def test_agent_without_its_key_file_stops_with_one_line(app: Path) -> None:
     (app / "config" / "master.key").unlink()
-    done = run("agent.container", env=agent_env(app))
+    done = run("agent.docker_entrypoint", env=agent_env(app))
     assert done.returncode == 78, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: master key file ")
@@ -239,7 +241,9 @@ def test_control_plane_migrates_serves_and_an_agent_enrolls(
             CONTROL_PLANE_URL=urls["gateway_url"],
             KEYVAULT_ENROLLMENT_TOKEN_FILE=str(app / "config" / "enrollment.token"),
         )
-        agent = start("agent.container", env, app / "data" / "agent.url", tmp_path / "agent.log")
+        agent = start(
+            "agent.docker_entrypoint", env, app / "data" / "agent.url", tmp_path / "agent.log"
+        )
         try:
             with agent_client(app / "data") as kv:
                 wait_for(lambda: kv.health()["uplink"]["state"] == "connected", what="uplink")

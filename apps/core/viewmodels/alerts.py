@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from apps.core.viewmodels.base import Listener, ViewModel, when
+from common import events
 from common.cpclient import AsyncControlPlaneClient
 
 SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
@@ -132,7 +133,8 @@ class AlertsViewModel(ViewModel[AlertsState]):
 
     def apply_event(self, kind: str, data: dict[str, Any]) -> bool:
         """Apply ``alert.raised`` / ``alert.acknowledged`` / ``alert.resolved``; True if changed."""
-        if not kind.startswith("alert.") or not isinstance(data.get("id"), str):
+        known = events.KINDS.get(kind)
+        if known is None or known.family != "alert" or not isinstance(data.get("id"), str):
             return False
         row = AlertRow.from_json(data)
         if self._all.get(row.id) == row:

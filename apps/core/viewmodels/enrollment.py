@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from apps.core.viewmodels.base import Listener, ViewModel, when
+from common import events
 from common.errors import ValidationError
 
 GATEWAY_PLACEHOLDER = "https://<control-plane-host>:8444"
@@ -180,7 +181,7 @@ class EnrollmentViewModel(ViewModel[EnrollmentState]):
         if follow is None or follow.stage in ("ready",):
             return False
         if follow.vault_id is None:
-            return kind == "vault.registered"
+            return kind == events.VAULT_REGISTERED.name
         return data.get("vault_id") == follow.vault_id
 
     async def on_event(self, kind: str, data: dict[str, Any]) -> None:
@@ -189,17 +190,17 @@ class EnrollmentViewModel(ViewModel[EnrollmentState]):
         follow = self.state.follow
         if follow is None or not self.needs(kind, data):
             return
-        if kind == "vault.registered":
+        if kind == events.VAULT_REGISTERED.name:
             await self.refresh()  # the token now names the vault it enrolled
             mine = next((t for t in self.state.tokens if t.id == follow.token_id), None)
             if mine is not None and mine.vault_id:
                 self._follow(stage="enrolled", vault_id=mine.vault_id)
-        elif kind == "vault.status" and data.get("status") == "online":
+        elif kind == events.VAULT_STATUS.name and data.get("status") == "online":
             if follow.stage in ("waiting", "enrolled", "refused"):
                 self._follow(stage="connected", reason=None)
-        elif kind == "vault.refused":
+        elif kind == events.VAULT_REFUSED.name:
             self._follow(stage="refused", reason=str(data.get("message") or data.get("code")))
-        elif kind == "inventory.changed":
+        elif kind == events.INVENTORY_CHANGED.name:
             count = data.get("secrets")
             self._follow(stage="ready", secrets=count if isinstance(count, int) else None)
 

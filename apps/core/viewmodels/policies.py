@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from apps.core.viewmodels.base import Listener, ViewModel, when
+from common import events
 from common.errors import ValidationError
 
 DAY = 86400
@@ -293,13 +294,13 @@ class PoliciesViewModel(ViewModel[PoliciesState]):
 
     def apply_event(self, kind: str, data: dict[str, Any]) -> bool:
         """``policy.created`` / ``policy.updated`` / ``policy.deleted`` from the live stream."""
-        if kind in ("policy.created", "policy.updated") and "id" in data:
+        if kind in (events.POLICY_CREATED.name, events.POLICY_UPDATED.name) and "id" in data:
             known = self.row(str(data["id"]))
             if known is not None and known.doc.get("version", 0) > data.get("version", 0):
                 return False  # an older change arriving after a newer one
             self._upsert(PolicyRow.from_json(data))
             return True
-        if kind == "policy.deleted" and self.row(str(data.get("id"))) is not None:
+        if kind == events.POLICY_DELETED.name and self.row(str(data.get("id"))) is not None:
             self._set(rows=tuple(r for r in self.state.rows if r.id != data["id"]))
             return True
         return False

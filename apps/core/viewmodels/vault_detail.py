@@ -10,6 +10,7 @@ from typing import Any
 from apps.core.labels import LabelOpener
 from apps.core.viewmodels.base import Listener, ViewModel, when
 from apps.core.viewmodels.vaults import VaultRow
+from common import events
 from common.cpclient import AsyncControlPlaneClient
 
 SEALED_NAME = "(sealed)"
@@ -161,10 +162,14 @@ class VaultDetailViewModel(ViewModel[VaultDetailState]):
         """Apply ``command.result`` and ``vault.status`` for this vault; True if changed."""
         if data.get("vault_id") != self.vault_id:
             return False
-        if kind == "command.result" and isinstance(data.get("id"), str):
+        if kind == events.COMMAND_RESULT.name and isinstance(data.get("id"), str):
             return self._command(data)
         vault = self.state.vault
-        if kind == "vault.status" and vault is not None and data.get("status") != vault.status:
+        if (
+            kind == events.VAULT_STATUS.name
+            and vault is not None
+            and data.get("status") != vault.status
+        ):
             status = str(data.get("status"))
             revoked = vault.revoked or status == "revoked"
             self._set(vault=replace(vault, status=status, revoked=revoked))

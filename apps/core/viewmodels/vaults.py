@@ -9,6 +9,7 @@ from operator import attrgetter
 from typing import Any
 
 from apps.core.viewmodels.base import Listener, ViewModel, when
+from common import events
 from common.cpclient import AsyncControlPlaneClient
 from common.errors import KeyVaultError, ValidationError
 
@@ -162,19 +163,19 @@ class VaultsViewModel(ViewModel[VaultsState]):
         if not isinstance(vault_id, str):
             return False
         old = self._rows.get(vault_id)
-        if kind == "vault.status" and old is not None:
+        if kind == events.VAULT_STATUS.name and old is not None:
             status = str(data.get("status") or old.status)
             if status == old.status:
                 return False
             self._put(replace(old, status=status, revoked=old.revoked or status == "revoked"))
             return True
-        if kind == "inventory.changed" and old is not None:
+        if kind == events.INVENTORY_CHANGED.name and old is not None:
             count = data.get("secrets")
             if not isinstance(count, int) or count == old.secret_count:
                 return False
             self._put(replace(old, secret_count=count))
             return True
-        if kind == "vault.registered" and old is None:
+        if kind == events.VAULT_REGISTERED.name and old is None:
             name = str(data.get("name") or vault_id)
             self._put(VaultRow(vault_id, name, "pending", None, None, None, None, False))
             return True

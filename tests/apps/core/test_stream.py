@@ -101,7 +101,9 @@ async def test_reconnects_after_the_server_drops_it() -> None:
         await ws.send(json.dumps({"type": "hello", "org_id": "org_1", "user_id": "usr_1"}))
         data = {"vault_id": "vlt_1", "status": "online"}
         await ws.send(json.dumps({"type": "vault.status", "org_id": "org_1", "data": data}))
-        await ws.send(json.dumps({"type": "event", "kind": "alert.raised", "data": {"id": "a"}}))
+        await ws.send(json.dumps({"type": "alert.raised", "org_id": "org_1", "data": {"id": "a"}}))
+        # the retired second shape is refused (one shape only: common.events), not delivered
+        await ws.send(json.dumps({"type": "event", "kind": "alert.raised", "data": {"id": "b"}}))
         await ws.send("not json")
         await ws.send(json.dumps({"type": "pong"}))
         if len(seen_auth) == 1:
@@ -124,6 +126,7 @@ async def test_reconnects_after_the_server_drops_it() -> None:
         ("alert.raised", {"id": "a"}),
     ]
     assert stream.connections == 2 and rec.status == [True, False, True, False]
+    assert stream.refused == 4  # per connection: the retired shape and the non-JSON message
 
 
 async def test_close_4401_stops_retrying() -> None:

@@ -10,7 +10,7 @@ from apps.desktop.models import ROW_ROLE
 from apps.desktop.models.vaults_model import NAME, SECRETS, STATUS
 from apps.desktop.views.vault_detail import VaultDetailView
 from apps.desktop.views.vaults import VaultsView
-from control_plane.services.uplink import VaultRef
+from control_plane.services.presence import VaultRef
 from tests.apps.conftest import LiveControlPlane
 from tests.apps.desktop.conftest import drive
 
@@ -101,9 +101,9 @@ def test_vaults_go_online_and_offline_live(
     qtbot.waitUntil(lambda: live_shell.online, timeout=10_000)
     assert status_of(view, vault_id) == "pending"
     ref = VaultRef(vault_id, live_cp.org_id, "web-1")
-    gen = live_cp.server.run(live_cp.cp.uplinks.connect(ref, "0.1.0"))  # the agent connects
+    gen = live_cp.server.run(live_cp.cp.presence.connect(ref, "0.1.0"))  # the agent connects
     qtbot.waitUntil(lambda: status_of(view, vault_id) == "online", timeout=10_000)
-    live_cp.server.run(live_cp.cp.uplinks.disconnect(vault_id, gen))
+    live_cp.server.run(live_cp.cp.presence.disconnect(vault_id, gen))
     live_cp.server.run(live_cp.cp.vaults.raise_offline(live_cp.org_id, vault_id, "web-1 gone"))
     qtbot.waitUntil(lambda: status_of(view, vault_id) == "offline", timeout=10_000)
     assert live_shell.alerts.state.unread == 1  # and the offline alert arrived with it

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +29,17 @@ from control_plane.db import iso
 from control_plane.errors import UplinkRefusedError
 from control_plane.gateway import frames
 from control_plane.services.policies import applies_to
-from control_plane.services.uplink import VaultRef
+from control_plane.services.presence import VaultPresence, VaultRef
 
 if TYPE_CHECKING:
-    from control_plane.gateway.hub import UplinkHub
-    from control_plane.runtime import ControlPlane
+    from control_plane.background import Clock, Spawn
+    from control_plane.gateway.switchboard import AgentSwitchboard
+    from control_plane.metrics import Metrics
+    from control_plane.services.alerts import Alerts
+    from control_plane.services.commands import Commands
+    from control_plane.services.ingest import Ingest
+    from control_plane.services.policies import Policies
+    from control_plane.settings import ControlPlaneSettings
 
 log = logging.getLogger("keyvault.control_plane.gateway")
 HELLO_TIMEOUT = 10.0
@@ -40,11 +47,26 @@ CLOSE_INTERNAL = 1011
 _GONE = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 
 
+@dataclass(frozen=True)
+class LinkServices:
+    """What every agent link uses, built once per gateway."""
+
+    settings: ControlPlaneSettings
+    clock: Clock
+    spawn: Spawn
+    metrics: Metrics
+    presence: VaultPresence
+    policies: Policies
+    commands: Commands
+    ingest: Ingest
+    alerts: Alerts
+
+
 class _Replaced(Exception):
     """A newer connection of this vault took over."""
 
 
-class UplinkSession:
+class AgentLink:
     """The protocol state of one uplink socket."""
 
     __slots__ = (
@@ -56,21 +78,25 @@ class UplinkSession:
         "_sent",
         "_stop",
         "_task",
-        "cp",
         "fingerprint",
         "finished",
         "gen",
-        "hub",
         "ready",
+        "services",
+        "switchboard",
         "vault",
         "ws",
     )
 
     def __init__(
-        self, cp: ControlPlane, hub: UplinkHub, ws: web.WebSocketResponse, vault: VaultRef
+        self,
+        services: LinkServices,
+        switchboard: AgentSwitchboard,
+        ws: web.WebSocketResponse,
+        vault: VaultRef,
     ) -> None:
-        self.cp = cp
-        self.hub = hub
+        self.services = services
+        self.switchboard = switchboard
         self.ws = ws
         self.vault = vault
         self.gen = 0
@@ -80,8 +106,8 @@ class UplinkSession:
         self._sent: set[str] = set()
         self._policies_stale = False
         self._heartbeats = 0
-        self._last_heartbeat: datetime = cp.now()
-        # a close asked for by another task (hub): (code, reason, error frame)
+        self._last_heartbeat: datetime = services.clock()
+        # a close asked for by another task (switchboard): (code, reason, error frame)
         self._stop: tuple[int, str, tuple[str, str] | None] | None = None
         self._task: asyncio.Task[Any] | None = None  # the task serving the socket
         self._idle = False  # that task is waiting in receive() (and may be interrupted there)
@@ -96,8 +122,10 @@ class UplinkSession:
             await self._serve()
         except UplinkRefusedError as exc:
             await self.close(uplink.CLOSE_REFUSED, exc.code, error=(exc.code, exc.message))
+            with contextlib.suppress(Exception):  # the refusal stands even if this fails
+                await self.services.presence.refused(self.vault, exc.code, exc.message)
         except ValidationError as exc:
-            self.cp.metrics.uplink_frames_refused += 1
+            self.services.metrics.uplink_frames_refused += 1
             await self.close(
                 uplink.CLOSE_PROTOCOL, uplink.ERR_PROTOCOL, error=(uplink.ERR_PROTOCOL, exc.message)
             )
@@ -127,32 +155,32 @@ class UplinkSession:
             raise UplinkRefusedError(
                 uplink.ERR_UNKNOWN_VAULT, "hello.vault_id is not the client certificate's name"
             )
-        registered = await self.cp.uplinks.fingerprint(self.vault.org_id)
+        registered = await self.services.presence.fingerprint(self.vault.org_id)
         if hello.metadata_key_fingerprint != registered:
             raise UplinkRefusedError(uplink.ERR_METADATA_KEY, _mismatch(registered, hello))
         self.fingerprint = hello.metadata_key_fingerprint
-        self.gen = await self.cp.uplinks.connect(self.vault, hello.agent_version)
-        self._last_heartbeat = self.cp.now()
-        await self.hub.attach(self)
-        interval = self.cp.settings.uplink_heartbeat_seconds
+        self.gen = await self.services.presence.connect(self.vault, hello.agent_version)
+        self._last_heartbeat = self.services.clock()
+        await self.switchboard.attach(self)
+        interval = self.services.settings.uplink_heartbeat_seconds
         await self._send(
             {
                 "type": "welcome",
                 "protocol": uplink.PROTOCOL,
                 "vault_id": self.vault.id,
-                "server_time": iso(self.cp.now()),
+                "server_time": iso(self.services.clock()),
                 "heartbeat_interval_seconds": int(interval) if interval.is_integer() else interval,
             }
         )
-        await self._send_policies(await self.cp.policies.for_uplink(self.vault.org_id))
-        pending = await self.cp.commands.unfinished_frames(self.vault.id)
+        await self._send_policies(await self.services.policies.for_uplink(self.vault.org_id))
+        pending = await self.services.commands.unfinished_frames(self.vault.id)
         for frame in pending:
             self._sent.add(frame["id"])
             await self._send(frame)
-        await self.cp.commands.mark_sent([f["id"] for f in pending])
+        await self.services.commands.mark_sent([f["id"] for f in pending])
         self.ready = True
         if self._policies_stale:
-            await self._send_policies(await self.cp.policies.for_uplink(self.vault.org_id))
+            await self._send_policies(await self.services.policies.for_uplink(self.vault.org_id))
         backlog, self._backlog = self._backlog, []
         for frame in backlog:
             await self._send_command(frame)
@@ -195,7 +223,7 @@ class UplinkSession:
                 await self._heartbeat(frames.parse_heartbeat(frame))
             elif kind == "events":
                 stream, events = frames.parse_events(frame)
-                await self.cp.ingest.batch(self.vault, events)
+                await self.services.ingest.batch(self.vault, events)
                 await self._send({"type": "ack", "stream": stream, "upto": events[-1].seq})
             elif kind == "renew":
                 await self._renew(frames.parse_renew(frame))
@@ -203,21 +231,21 @@ class UplinkSession:
                 raise ValidationError(f"{kind} may only be the first frame")
 
     async def _finish(self) -> None:
-        self.hub.detach(self)
+        self.switchboard.detach(self)
         if not self.gen:
             return
         try:
-            current = await self.cp.uplinks.disconnect(self.vault.id, self.gen)
+            current = await self.services.presence.disconnect(self.vault.id, self.gen)
         except Exception:
             log.exception("recording the disconnect of %s failed", self.vault.id)
             return
-        if current and not self.hub.closing:
-            self.cp.spawn(self._offline_check(), f"offline-check-{self.vault.id}")
+        if current and not self.switchboard.closing:
+            self.services.spawn(self._offline_check(), f"offline-check-{self.vault.id}")
 
     async def _offline_check(self) -> None:
-        await asyncio.sleep(self.cp.uplinks.offline_deadline(self._last_heartbeat))
+        await asyncio.sleep(self.services.presence.offline_deadline(self._last_heartbeat))
         try:
-            await self.cp.uplinks.check_offline(self.vault, self.gen)
+            await self.services.presence.check_offline(self.vault, self.gen)
         except Exception:
             log.exception("offline check of %s failed; the sweep will catch it", self.vault.id)
 
@@ -237,25 +265,27 @@ class UplinkSession:
 
     async def _heartbeat(self, health: dict[str, Any]) -> None:
         started = time.perf_counter()
-        if not await self.cp.uplinks.heartbeat(self.vault.id, self.gen, health):
-            if await self.cp.uplinks.why_stale(self.vault.id) == uplink.ERR_REVOKED:
+        if not await self.services.presence.heartbeat(self.vault.id, self.gen, health):
+            if await self.services.presence.why_stale(self.vault.id) == uplink.ERR_REVOKED:
                 raise UplinkRefusedError(
                     uplink.ERR_REVOKED, f"vault {self.vault.id} has been revoked"
                 )
             raise _Replaced
-        now = self.cp.now()
-        limit = timedelta(seconds=self.cp.settings.offline_after_seconds)
+        now = self.services.clock()
+        limit = timedelta(seconds=self.services.settings.offline_after_seconds)
         if now - self._last_heartbeat > limit:  # it was offline: say it is back
-            await self.cp.uplinks.came_back(self.vault)
+            await self.services.presence.came_back(self.vault)
         elif self._heartbeats == 0:
-            await self.cp.alerts.resolve_key(self.vault.org_id, f"vault_offline:{self.vault.id}")
+            await self.services.alerts.resolve_key(
+                self.vault.org_id, f"vault_offline:{self.vault.id}"
+            )
         self._heartbeats += 1
         self._last_heartbeat = now
-        self.cp.metrics.observe_heartbeat(time.perf_counter() - started)
+        self.services.metrics.observe_heartbeat(time.perf_counter() - started)
 
     async def _renew(self, csr: str) -> None:
         try:
-            cert, ca = await self.cp.uplinks.renew(self.vault, csr)
+            cert, ca = await self.services.presence.renew(self.vault, csr)
         except ValidationError as exc:
             await self._send(uplink.error_frame(uplink.ERR_RENEWAL, exc.message))
             return
@@ -265,7 +295,7 @@ class UplinkSession:
         mine = [p for p in policies if applies_to(p, self.vault.id)]
         await self._send({"type": "policies", "policies": mine})
 
-    # ------------------------------------------------------------------ from the hub
+    # ------------------------------------------------------------------ from the switchboard
     async def push_policies(self, policies: list[dict[str, Any]]) -> None:
         """Send the organisation's changed policy list (or remember to, once ready)."""
         if not self.ready:
@@ -279,7 +309,7 @@ class UplinkSession:
         if not self.ready:
             self._backlog.append(frame)
             return
-        self.cp.spawn(self._send_command(frame), f"uplink-command-{self.vault.id}")
+        self.services.spawn(self._send_command(frame), f"uplink-command-{self.vault.id}")
 
     async def _send_command(self, frame: dict[str, Any]) -> None:
         command_id = str(frame.get("id"))
@@ -290,7 +320,7 @@ class UplinkSession:
             await self._send(frame)
         except (ConnectionError, RuntimeError):
             return  # still pending: it goes out on the next connect
-        await self.cp.commands.mark_sent([command_id])
+        await self.services.commands.mark_sent([command_id])
 
     def kick(self, code: int, reason: str, error: tuple[str, str] | None = None) -> None:
         """Ask the session to close with ``code`` (after an ``error`` frame, if given)."""

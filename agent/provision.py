@@ -14,9 +14,9 @@ import yaml
 
 from agent import CONFIG_NAME
 from agent.auth import Policy, TokenService
+from agent.crypto import KDF_DEFAULT_ITERATIONS, KeySource, generate_key_file
 from agent.keys import KeyManager
 from agent.store.db import Store
-from common.crypto import KDF_DEFAULT_ITERATIONS, KeySource, generate_key_file
 from common.errors import ConfigError
 from common.tls import CertificateAuthority, write_pem
 

@@ -12,11 +12,9 @@ from pathlib import Path
 from aiohttp import web
 
 from agent.api.app import build_app
-from agent.rotation.scheduler import Scheduler
-from agent.runtime import Agent, DataDirLock
-from agent.uplink.service import Uplink
-from common.crypto import KeySource
-from common.settings import AgentSettings
+from agent.assembly import Agent, DataDirLock
+from agent.crypto import KeySource
+from agent.settings import AgentSettings
 from common.tls import server_context
 
 log = logging.getLogger("keyvault.agent")
@@ -52,15 +50,17 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
             client_ca_file=settings.client_ca_path if settings.tls.client_cert != "none" else None,
             require_client_cert=settings.tls.client_cert == "required",
         )
-    uplink = Uplink(agent)
-    uplink.prepare()  # before serving: no write may escape the uplink's change tracking
     runner = web.AppRunner(
-        build_app(agent),
+        build_app(agent, background=True),  # the uplink and scheduler start with the app
         access_log=None,
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout,
     )
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        await runner.cleanup()
+        raise
     site = web.TCPSite(runner, settings.bind, settings.port, ssl_context=ssl_ctx, backlog=1024)
     await site.start()
     port = _bound_port(site, settings.port)
@@ -85,11 +85,6 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
         url,
         agent.store.backend,
     )
-    uplink.start()
-    scheduler = None
-    if agent.rotation is not None:
-        scheduler = Scheduler(agent.rotation, policies_version=lambda: uplink.policies_version)
-        scheduler.start()
     if on_ready:
         on_ready(url)
     try:
@@ -102,10 +97,7 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
             with contextlib.suppress(NotImplementedError, ValueError, RuntimeError):
                 loop.remove_signal_handler(sig)
         deadline = loop.time() + settings.shutdown_timeout
-        parts = [runner.cleanup(), uplink.stop(min(5.0, settings.shutdown_timeout))]
-        if scheduler is not None:
-            parts.append(scheduler.stop(min(5.0, settings.shutdown_timeout)))
-        await asyncio.gather(*parts)
+        await runner.cleanup()  # requests drain while the uplink and scheduler stop
         await agent.jobs.drain(max(0.1, deadline - loop.time()))
         (settings.data_dir / "agent.url").unlink(missing_ok=True)
         log.info("agent stopped")

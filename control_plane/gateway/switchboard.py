@@ -3,7 +3,7 @@
 * **Routes** from the bus (``EventBus.route``, Redis channel ``<prefix>:uplink``): a command
   frame for a vault, an order to close its socket (revoked), or a takeover notice (the vault
   connected again, possibly on another replica). Each replica acts only on sockets it holds.
-* **Organisation events**: while a vault of an organisation is connected here, the hub listens
+* **Organisation events**: while a vault of an organisation is connected here, the switchboard listens
   to that organisation's bus events; a ``policy.*`` event re-sends the full policy list to its
   sockets (one query per organisation, serialised so an older list never overtakes a newer
   one), and ``org.metadata_key`` closes sockets whose key no longer matches.
@@ -15,43 +15,71 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from common import uplink
+from common import events, uplink
 from control_plane.bus import Subscription
+from control_plane.services.presence import VaultRef
 
 if TYPE_CHECKING:
-    from control_plane.gateway.session import UplinkSession
-    from control_plane.runtime import ControlPlane
+    from control_plane.background import Spawn
+    from control_plane.bus import EventBus
+    from control_plane.services.policies import Policies
 
 log = logging.getLogger("keyvault.control_plane.gateway")
 
 
-class UplinkHub:
+class Link(Protocol):
+    """What the switchboard needs of one agent's socket (an :class:`AgentLink`)."""
+
+    vault: VaultRef
+    gen: int
+    fingerprint: str | None
+    finished: asyncio.Event
+
+    def kick(self, code: int, reason: str, error: tuple[str, str] | None = None) -> None:
+        """Close the socket soon with ``code`` (from another task)."""
+
+    def refuse(self, code: str, message: str) -> None:
+        """Send an ``error`` frame and close with 4403."""
+
+    def deliver_command(self, frame: dict[str, Any]) -> None:
+        """Send a command frame to the agent."""
+
+    async def push_policies(self, policies: list[dict[str, Any]]) -> None:
+        """Send the organisation's policy list again."""
+
+
+class AgentSwitchboard:
     """The uplink sessions of one replica, by vault id."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(self, *, bus: EventBus, policies: Policies, spawn: Spawn) -> None:
+        self.bus = bus
+        self.policies = policies
+        self.spawn = spawn
         self.closing = False
-        self._sessions: dict[str, UplinkSession] = {}
+        self._sessions: dict[str, Link] = {}
         self._orgs: dict[str, tuple[Subscription, set[str]]] = {}
         self._policy_dirty: set[str] = set()
         self._policy_workers: dict[str, asyncio.Task[None]] = {}
-        cp.bus.route_handler = self.on_route
-        cp.uplink_connections = lambda: len(self._sessions)
+        bus.route_handler = self.on_route
 
-    def session(self, vault_id: str) -> UplinkSession | None:
+    def __len__(self) -> int:
+        """How many agent sockets this replica holds."""
+        return len(self._sessions)
+
+    def session(self, vault_id: str) -> Link | None:
         """The socket of ``vault_id`` held here, if any."""
         return self._sessions.get(vault_id)
 
-    def sessions_of(self, org_id: str) -> list[UplinkSession]:
+    def sessions_of(self, org_id: str) -> list[Link]:
         """The sockets held here of one organisation's vaults."""
         entry = self._orgs.get(org_id)
         if entry is None:
             return []
         return [s for v in entry[1] if (s := self._sessions.get(v)) is not None]
 
-    async def attach(self, session: UplinkSession) -> None:
+    async def attach(self, session: Link) -> None:
         """Hold ``session``: an older socket of its vault is closed with 4409, here and (via
         the bus) on every other replica."""
         vault = session.vault
@@ -64,13 +92,13 @@ class UplinkHub:
             older.kick(uplink.CLOSE_REPLACED, "replaced")
         entry = self._orgs.get(vault.org_id)
         if entry is None:
-            sub = self.cp.bus.subscribe(vault.org_id)
+            sub = self.bus.subscribe(vault.org_id)
             sub.sink = lambda text, org=vault.org_id: self._on_org_event(org, text)
             entry = self._orgs[vault.org_id] = (sub, set())
         entry[1].add(vault.id)
-        await self.cp.bus.route({"vault_id": vault.id, "takeover": session.gen})
+        await self.bus.route({"vault_id": vault.id, "takeover": session.gen})
 
-    def detach(self, session: UplinkSession) -> None:
+    def detach(self, session: Link) -> None:
         """Forget ``session`` (if it is still the one held for its vault)."""
         vault = session.vault
         if self._sessions.get(vault.id) is not session:
@@ -102,10 +130,10 @@ class UplinkHub:
             event = json.loads(text)
         except ValueError:
             return True
-        kind = str(event.get("type", ""))
-        if kind.startswith("policy."):
+        kind = events.KINDS.get(str(event.get("type", "")))
+        if kind is not None and kind.family == "policy":
             self._policies_changed(org_id)
-        elif kind == "org.metadata_key":
+        elif kind is events.METADATA_KEY_CHANGED:
             fingerprint = (event.get("data") or {}).get("fingerprint")
             for session in self.sessions_of(org_id):
                 if session.fingerprint != fingerprint:
@@ -118,7 +146,7 @@ class UplinkHub:
     def _policies_changed(self, org_id: str) -> None:
         self._policy_dirty.add(org_id)
         if org_id not in self._policy_workers:
-            self._policy_workers[org_id] = self.cp.spawn(
+            self._policy_workers[org_id] = self.spawn(
                 self._push_policies(org_id), f"uplink-policies-{org_id}"
             )
 
@@ -126,7 +154,7 @@ class UplinkHub:
         try:
             while org_id in self._policy_dirty:
                 self._policy_dirty.discard(org_id)
-                policies = await self.cp.policies.for_uplink(org_id)
+                policies = await self.policies.for_uplink(org_id)
                 for session in self.sessions_of(org_id):
                     await session.push_policies(policies)
         except Exception:

@@ -1,7 +1,7 @@
 """Strict JSON request bodies for both servers: clear 400s, never a parser crash.
 
 Pure functions over bytes (no server framework), so the agent and the control plane share one
-definition of "a valid body"; each server wraps them around its own request object.
+definition of "a valid body"; `serverkit.body` wraps them around the aiohttp request.
 """
 
 from __future__ import annotations

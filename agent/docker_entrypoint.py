@@ -1,6 +1,6 @@
 """The agent's container entrypoint: initialise ``/app/data`` once, enroll once, then serve.
 
-``python -m agent.container`` (the image's ENTRYPOINT) does, in order:
+``python -m agent.docker_entrypoint`` (the image's ENTRYPOINT) does, in order:
 
 1. read the settings as ``keyvault agent run`` does (YAML < ``KEYVAULT_…`` environment), with the
    seed's ``VAULT_MASTER_KEY_FILE`` and ``CONTROL_PLANE_URL``; the data folder is
@@ -13,7 +13,7 @@
 4. when an enrollment token is given and the folder is not enrolled yet, enroll;
 5. serve until SIGTERM, then exit 0.
 
-``python -m agent.container health`` is the image's HEALTHCHECK: ``GET /api/v1/health``.
+``python -m agent.docker_entrypoint health`` is the image's HEALTHCHECK: ``GET /api/v1/health``.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import CONFIG_NAME
+from agent.settings import AgentSettings
 from common.errors import ConfigError, KeyVaultError
-from common.settings import AgentSettings, load_settings
+from common.settings import load_settings
 
-log = logging.getLogger("keyvault.agent.container")
+log = logging.getLogger("keyvault.agent.docker_entrypoint")
 
 APP_DIR_ENV = "KEYVAULT_APP_DIR"
 DEFAULT_APP_DIR = Path("/app")
@@ -96,7 +97,7 @@ def check_master_key(settings: AgentSettings) -> None:
 
 def first_start(settings: AgentSettings, env: Mapping[str, str]) -> None:
     """Initialise the data folder like ``keyvault agent init``; the admin token goes to a file."""
-    from agent.bootstrap import InitOptions, initialise
+    from agent.provision import InitOptions, initialise
 
     hostnames = tuple(h.strip() for h in env.get("KEYVAULT_TLS_HOSTNAMES", "").split(",") if h)
     passphrase = settings.master_passphrase
@@ -136,7 +137,7 @@ def enrollment_token(env: Mapping[str, str]) -> str | None:
 
 def enroll_once(settings: AgentSettings, env: Mapping[str, str]) -> None:
     """Enroll with the control plane when a token is given and the folder is not enrolled."""
-    from agent.runtime import VERSION
+    from agent.assembly import VERSION
     from agent.uplink.enroll import enroll
     from agent.uplink.state import UplinkFiles
 
@@ -175,7 +176,7 @@ def prepare(env: Mapping[str, str]) -> AgentSettings:
 
 def run(env: Mapping[str, str]) -> None:
     """Prepare, then serve until SIGTERM/SIGINT."""
-    from agent.daemon import serve
+    from agent.serve import serve
     from common.eventloop import run_event_loop
 
     settings = prepare(env)
@@ -200,12 +201,12 @@ def health(env: Mapping[str, str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m agent.container [run|health]``; one line and an exit code on error."""
+    """``python -m agent.docker_entrypoint [run|health]``; one line and an exit code on error."""
     args = list(sys.argv[1:] if argv is None else argv)
     command = args[0] if args else "run"
     actions = {"run": run, "health": health}
     if command not in actions or len(args) > 1:
-        print("usage: python -m agent.container [run|health]", file=sys.stderr)
+        print("usage: python -m agent.docker_entrypoint [run|health]", file=sys.stderr)
         return 64
     try:
         actions[command](os.environ)

@@ -14,16 +14,17 @@ from typing import TYPE_CHECKING
 
 from agent.audit import AuditLog
 from agent.auth import TokenService
+from agent.changes import Wakeup
+from agent.crypto import KeySource
 from agent.errors import AlreadyRunningError
 from agent.jobs import JobRunner
 from agent.keys import KeyManager
 from agent.metrics import Metrics
 from agent.secrets import SecretService
+from agent.settings import AgentSettings
 from agent.store.db import Store
 from agent.uplink.status import UplinkStatus
-from common.crypto import KeySource
 from common.errors import ConfigError
-from common.settings import AgentSettings
 
 if TYPE_CHECKING:
     from agent.rotation.engine import RotationEngine
@@ -87,6 +88,7 @@ class Agent:
     metrics: Metrics = field(default_factory=Metrics)
     jobs: JobRunner = field(default_factory=JobRunner)
     uplink: UplinkStatus = field(default_factory=UplinkStatus)
+    audit_appended: Wakeup = field(default_factory=Wakeup)  # the uplink's audit sender awaits it
     started: float = field(default_factory=time.monotonic)
     version: str = VERSION
     rotation: RotationEngine | None = None  # policy-driven rotation (docs/rotation.md)
@@ -100,11 +102,17 @@ class Agent:
                 f"data folder {settings.data_dir} does not exist; run `keyvault agent init` first"
             )
         store = Store(settings.storage_url, sqlite_synchronous=settings.storage.sqlite_synchronous)
+        appended = Wakeup()
         try:
             store.check()
             store.migrate()
             keys = KeyManager.unlock(store, source or key_source(settings))
-            audit = AuditLog(settings.data_dir, keys.audit_key, fsync=settings.audit_fsync)
+            audit = AuditLog(
+                settings.data_dir,
+                keys.audit_key,
+                fsync=settings.audit_fsync,
+                on_append=appended.notify,
+            )
             audit.open()
         except BaseException:
             store.close()
@@ -115,6 +123,7 @@ class Agent:
         from agent.rotation.engine import RotationEngine  # only for a running agent
 
         agent = cls(settings, store, keys, secrets, TokenService(store), audit)
+        agent.audit_appended = appended
         agent._enrolled_vault = _enrolled_vault_id(settings)
         agent.rotation = RotationEngine(
             secrets, settings.rotation, owner=rotation_owner(settings), audit=audit,

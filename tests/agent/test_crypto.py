@@ -1,7 +1,7 @@
-"""Tests for common.crypto: the AES-256-GCM primitive, our envelope format, and its failure modes.
+"""Tests for agent.crypto: the AES-256-GCM primitive, our envelope format, and its failure modes.
 
-Fixed vectors live in ``tests/common/vectors/envelope.json``. They were written once by running
-this module by hand (``.venv/bin/python -m tests.common.test_crypto --write-vectors``) and are
+Fixed vectors live in ``tests/agent/vectors/envelope.json``. They were written once by running
+this module by hand (``.venv/bin/python -m tests.agent.test_crypto --write-vectors``) and are
 only ever rewritten on purpose, when the stored format changes (which breaks every vault on
 disk). The tests recompute them with the same deterministic random source and compare byte for
 byte, and open the stored blobs without recomputing anything.
@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from common.crypto import (
+from agent.crypto import (
     KDF_DEFAULT_ITERATIONS,
     KDF_MAX_ITERATIONS,
     KDF_MIN_ITERATIONS,
@@ -204,7 +204,7 @@ def build_vectors() -> dict[str, Any]:
     """The whole vector file."""
     return {
         "about": (
-            "Fixed vectors of KeyVault's envelope format (common/crypto.py). Random bytes come "
+            "Fixed vectors of KeyVault's envelope format (agent/crypto.py). Random bytes come "
             "from a deterministic stream: block i = SHA-256(rng_seed || i as 8-byte big-endian), "
             "each request taking the next n bytes. Draw order: create_keystore (salt 16), then "
             "new_kek(1), new_kek(2) (key 32, nonce 12 each), then seal() per value (DEK 32, "
@@ -813,5 +813,5 @@ def _write_vectors() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write-vectors"]:
-        sys.exit("usage: python -m tests.common.test_crypto --write-vectors  (format changes only)")
+        sys.exit("usage: python -m tests.agent.test_crypto --write-vectors  (format changes only)")
     _write_vectors()

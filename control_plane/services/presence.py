@@ -1,5 +1,5 @@
-"""The database side of agents' uplinks: identity, connect/disconnect, heartbeats, offline
-checks and certificate renewal. The protocol itself is ``control_plane/gateway/session.py``.
+"""Vault presence, the database side of agents' uplinks: identity, connect/disconnect,
+heartbeats, offline checks and certificate renewal. The protocol itself is ``control_plane/gateway/agent_link.py``.
 
 Every connect bumps the vault's ``conn_gen``; a heartbeat or disconnect only counts while its
 connection's generation is current, so a replaced connection (on any replica) finds out from
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from common import uplink
+from common import events, uplink
 from common.errors import ValidationError
 from common.tls import TLSError
 from control_plane import schema as t
@@ -26,7 +26,14 @@ from control_plane.db import aware, is_postgres, iso
 from control_plane.errors import UplinkRefusedError
 
 if TYPE_CHECKING:
-    from control_plane.runtime import ControlPlane
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from common.events import EventSink
+    from control_plane.background import Clock, Spawn
+    from control_plane.services.alerts import Alerts
+    from control_plane.services.audit import Audit
+    from control_plane.services.vaults import Vaults
+    from control_plane.settings import ControlPlaneSettings
 
 
 @dataclass(frozen=True)
@@ -76,8 +83,10 @@ class HeartbeatBatcher:
     small transactions (and their short-lived, partly cyclic SQLAlchemy garbage) into a few.
     """
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
+    def __init__(self, engine: AsyncEngine, clock: Clock, spawn: Spawn) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.spawn = spawn
         self._queue: list[_Beat] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -85,9 +94,9 @@ class HeartbeatBatcher:
         """Queue one heartbeat and wait until its batch is committed; False if the
         connection is no longer current (replaced, or the vault was revoked)."""
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append((vault_id, gen, self.cp.now(), json.dumps(health), done))
+        self._queue.append((vault_id, gen, self.clock(), json.dumps(health), done))
         if self._writer is None:
-            self._writer = self.cp.spawn(self._drain(), "uplink-heartbeats")
+            self._writer = self.spawn(self._drain(), "uplink-heartbeats")
         return await done
 
     async def _drain(self) -> None:
@@ -115,11 +124,11 @@ class HeartbeatBatcher:
     async def _write(self, batch: list[_Beat]) -> set[tuple[str, int]]:
         """Record ``batch`` in one transaction; the (vault id, generation) pairs that counted."""
         latest = {(b[0], b[1]): b for b in batch}  # a connection's newest heartbeat wins
-        if not is_postgres(self.cp.engine):
+        if not is_postgres(self.engine):
             return await self._write_each(list(latest.values()))
         beats = list(latest.values())
         params = ([b[0] for b in beats], [b[1] for b in beats], [b[2] for b in beats])
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             # the driver's connection, for this one fixed statement: SQLAlchemy's per-call
             # machinery would cost more than the statement itself at this rate
             raw: Any = (await conn.get_raw_connection()).driver_connection
@@ -138,7 +147,7 @@ class HeartbeatBatcher:
     async def _write_each(self, beats: list[_Beat]) -> set[tuple[str, int]]:
         """SQLite: one UPDATE per heartbeat, all in one transaction."""
         v, current = t.vaults, set()
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             for vault_id, gen, at, health, _ in beats:
                 done = await conn.execute(
                     v.update()
@@ -150,12 +159,30 @@ class HeartbeatBatcher:
         return current
 
 
-class Uplinks:
+class VaultPresence:
     """What the gateway records about agents' connections."""
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
-        self.heartbeats = HeartbeatBatcher(cp)
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        clock: Clock,
+        settings: ControlPlaneSettings,
+        sink: EventSink,
+        spawn: Spawn,
+        audit: Audit,
+        alerts: Alerts,
+        vaults: Vaults,
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.settings = settings
+        self.sink = sink
+        self.spawn = spawn
+        self.audit = audit
+        self.alerts = alerts
+        self.vaults = vaults
+        self.heartbeats = HeartbeatBatcher(engine, clock, spawn)
 
     async def identify(self, cert: x509.Certificate) -> VaultRef:
         """The vault a verified client certificate names (CN), or UplinkRefusedError (403).
@@ -172,13 +199,13 @@ class Uplinks:
             raise unknown from None
         v = t.vaults
         q = sa.select(v.c.id, v.c.org_id, v.c.name, v.c.revoked_at).where(v.c.id == vault_id)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             row = (await conn.execute(q)).first()
         if row is None:
             raise unknown
         if row.revoked_at is not None:
             raise UplinkRefusedError(uplink.ERR_REVOKED, f"vault {row.id} has been revoked")
-        org_ca = await self.cp.vaults.cas.get(row.org_id)
+        org_ca = await self.vaults.cas.get(row.org_id)
         if _key_id(cert, x509.AuthorityKeyIdentifier) != _key_id(
             org_ca.cert, x509.SubjectKeyIdentifier
         ):
@@ -188,14 +215,14 @@ class Uplinks:
     async def fingerprint(self, org_id: str) -> str | None:
         """The organisation's registered metadata-key fingerprint."""
         q = sa.select(t.orgs.c.metadata_key_fingerprint).where(t.orgs.c.id == org_id)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             return (await conn.execute(q)).scalar()
 
     async def connect(self, vault: VaultRef, agent_version: str) -> int:
         """Record a new connection; returns its generation. Publishes ``vault.status`` online
         and resolves a live offline alert."""
-        now, v = self.cp.now(), t.vaults
-        async with self.cp.engine.begin() as conn:
+        now, v = self.clock(), t.vaults
+        async with self.engine.begin() as conn:
             gen = (
                 await conn.execute(
                     v.update()
@@ -217,10 +244,27 @@ class Uplinks:
 
     async def came_back(self, vault: VaultRef) -> None:
         """Publish ``vault.status`` online and resolve a live offline alert."""
-        await self.cp.publish(
-            vault.org_id, "vault.status", {"vault_id": vault.id, "status": "online"}
+        await self.sink.publish(
+            events.make(
+                events.VAULT_STATUS,
+                vault.org_id,
+                self.clock(),
+                {"vault_id": vault.id, "status": "online"},
+            )
         )
-        await self.cp.alerts.resolve_key(vault.org_id, f"vault_offline:{vault.id}")
+        await self.alerts.resolve_key(vault.org_id, f"vault_offline:{vault.id}")
+
+    async def refused(self, vault: VaultRef, code: str, message: str) -> None:
+        """Tell the vault's operators why its agent's connection was refused (``vault.refused``:
+        an enrollment screen shows the reason instead of a vault stuck "pending")."""
+        await self.sink.publish(
+            events.make(
+                events.VAULT_REFUSED,
+                vault.org_id,
+                self.clock(),
+                {"vault_id": vault.id, "code": code, "message": message},
+            )
+        )
 
     async def heartbeat(self, vault_id: str, gen: int, health: dict[str, Any]) -> bool:
         """Record a heartbeat (batched with the replica's others); False if the connection is
@@ -230,18 +274,18 @@ class Uplinks:
     async def why_stale(self, vault_id: str) -> str:
         """Why a connection's write did not count: ``vault_revoked`` or ``replaced``."""
         q = sa.select(t.vaults.c.revoked_at).where(t.vaults.c.id == vault_id)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             row = (await conn.execute(q)).first()
         return uplink.ERR_REVOKED if row is None or row.revoked_at is not None else "replaced"
 
     async def disconnect(self, vault_id: str, gen: int) -> bool:
         """Record the end of a connection; False if a newer one already took over."""
         v = t.vaults
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             done = await conn.execute(
                 v.update()
                 .where(v.c.id == vault_id, v.c.conn_gen == gen)
-                .values(disconnected_at=self.cp.now())
+                .values(disconnected_at=self.clock())
             )
         return bool(done.rowcount == 1)
 
@@ -250,17 +294,17 @@ class Uplinks:
         or is revoked, or its last heartbeat is still recent. True when an alert was raised."""
         v = t.vaults
         q = sa.select(v.c.conn_gen, v.c.revoked_at, v.c.last_heartbeat_at).where(v.c.id == vault.id)
-        async with self.cp.engine.connect() as conn:
+        async with self.engine.connect() as conn:
             row = (await conn.execute(q)).first()
         if row is None or row.conn_gen != gen or row.revoked_at is not None:
             return False
-        now = self.cp.now()
+        now = self.clock()
         last = aware(row.last_heartbeat_at)
-        limit = timedelta(seconds=self.cp.settings.offline_after_seconds)
+        limit = timedelta(seconds=self.settings.offline_after_seconds)
         if last is not None and now - last < limit - timedelta(seconds=0.5):
             return False
         message = f"vault {vault.name} ({vault.id}) disconnected; last heartbeat {iso(last)}"
-        return await self.cp.vaults.raise_offline(vault.org_id, vault.id, message)
+        return await self.vaults.raise_offline(vault.org_id, vault.id, message)
 
     async def renew(self, vault: VaultRef, csr_pem: str) -> tuple[str, str]:
         """Sign a renewal CSR with the organisation's CA (CN = vault id); (leaf, CA) PEMs.
@@ -268,19 +312,19 @@ class Uplinks:
         The vault's certificate columns are updated and a ``certificate_expiring`` alert is
         resolved. ValidationError/TLSError/UplinkRefusedError when it cannot be done.
         """
-        ca = await self.cp.vaults.cas.get(vault.org_id)
+        ca = await self.vaults.cas.get(vault.org_id)
         try:
             cert_pem = ca.sign_csr(
                 csr_pem.encode(),
                 common_name=vault.id,
-                valid_for=timedelta(hours=self.cp.settings.cert_valid_hours),
-                clock=self.cp.clock,
+                valid_for=timedelta(hours=self.settings.cert_valid_hours),
+                clock=self.clock,
             )
         except TLSError as exc:
             raise ValidationError(exc.message) from None
         cert = x509.load_pem_x509_certificate(cert_pem)
         v = t.vaults
-        async with self.cp.engine.begin() as conn:
+        async with self.engine.begin() as conn:
             done = await conn.execute(
                 v.update()
                 .where(v.c.id == vault.id, v.c.revoked_at.is_(None))
@@ -292,13 +336,13 @@ class Uplinks:
             )
         if done.rowcount != 1:
             raise UplinkRefusedError(uplink.ERR_REVOKED, f"vault {vault.id} has been revoked")
-        await self.cp.audit.record(
+        await self.audit.record(
             vault.org_id, "vaults.renew", actor=f"vault:{vault.id}", target=vault.id
         )
-        await self.cp.alerts.resolve_key(vault.org_id, f"certificate_expiring:{vault.id}")
+        await self.alerts.resolve_key(vault.org_id, f"certificate_expiring:{vault.id}")
         return cert_pem.decode(), ca.cert_pem().decode()
 
     def offline_deadline(self, last_heartbeat: datetime) -> float:
         """Seconds from now until a vault silent since ``last_heartbeat`` counts as offline."""
-        limit = timedelta(seconds=self.cp.settings.offline_after_seconds)
-        return max(0.0, (last_heartbeat + limit - self.cp.now()).total_seconds())
+        limit = timedelta(seconds=self.settings.offline_after_seconds)
+        return max(0.0, (last_heartbeat + limit - self.clock()).total_seconds())
