@@ -1,11 +1,17 @@
-"""Copy to the clipboard, and clear it after 30 s if it still holds what we put there."""
+"""Copy to the clipboard, and clear it after 30 s if it still holds what we put there.
+
+The policy is the core's (``apps.core.clipboard``); this module only drives Qt's clipboard and
+timer with it.
+"""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QClipboard, QGuiApplication
 
-CLEAR_AFTER_MS = 30_000
+from apps.core.clipboard import CLEAR_AFTER_SECONDS, CopyGuard
+
+CLEAR_AFTER_MS = round(CLEAR_AFTER_SECONDS * 1000)
 
 
 class ClipboardGuard:
@@ -13,13 +19,13 @@ class ClipboardGuard:
 
     def __init__(self, clear_after_ms: int = CLEAR_AFTER_MS) -> None:
         self.clear_after_ms = clear_after_ms
-        self._placed: str | None = None
+        self._guard = CopyGuard(clear_after_ms / 1000)
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self.clear_if_unchanged)
 
     def __repr__(self) -> str:
-        return f"ClipboardGuard(pending={self._placed is not None})"  # never the text
+        return f"ClipboardGuard(pending={self.pending})"  # never the text
 
     @staticmethod
     def _board() -> QClipboard:
@@ -28,14 +34,13 @@ class ClipboardGuard:
     def copy(self, text: str) -> None:
         """Put ``text`` on the clipboard and start the clear timer."""
         self._board().setText(text)
-        self._placed = text
+        self._guard.placed(text)
         self._timer.start(self.clear_after_ms)
 
     def clear_if_unchanged(self) -> bool:
         """Clear the clipboard if it still holds our text; True if it was cleared."""
-        placed, self._placed = self._placed, None
         self._timer.stop()
-        if placed is None or self._board().text() != placed:
+        if not self._guard.should_clear(self._board().text()):
             return False
         self._board().clear()
         return True
@@ -43,7 +48,7 @@ class ClipboardGuard:
     @property
     def pending(self) -> bool:
         """A copied text is waiting to be cleared."""
-        return self._placed is not None
+        return self._guard.pending
 
 
 _guard: ClipboardGuard | None = None

@@ -30,6 +30,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from apps.core.navigation import AREAS, shortcut
+from apps.core.rules import unread_text
 from apps.core.viewmodels.alerts import AlertsState
 from apps.desktop import theme
 from apps.desktop.tasks import run_task, set_default_failed
@@ -38,15 +40,9 @@ from common.errors import KeyVaultError
 if TYPE_CHECKING:
     from apps.core.shell import Shell
 
-#: (key, title, module under apps.desktop.views, class)
-NAV: tuple[tuple[str, str, str, str], ...] = (
-    ("vaults", "Vaults", "vaults", "VaultsView"),
-    ("alerts", "Alerts", "alerts", "AlertsView"),
-    ("policies", "Policies", "policies", "PoliciesView"),
-    ("usage", "Usage", "usage", "UsageView"),
-    ("audit", "Audit log", "audit", "AuditView"),
-    ("enrollment", "Enrollment", "enrollment", "EnrollmentView"),
-    ("agents", "Secrets on an agent", "agents", "AgentsView"),
+#: (key, title, module under apps.desktop.views, class) of the core's areas, in order
+NAV: tuple[tuple[str, str, str, str], ...] = tuple(
+    (a.key, a.title, a.page, f"{a.stem}View") for a in AREAS
 )
 SETTINGS = ("KeyVault", "KeyVault Desktop")
 MESSAGE_MS = 10_000
@@ -192,8 +188,8 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Log out", self.logout)
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
         view_menu = bar.addMenu("&View")
-        for i, (key, title, _, _) in enumerate(NAV):
-            self._action(view_menu, title, lambda k=key: self.show_view(k), f"Ctrl+{i + 1}")
+        for key, title, _, _ in NAV:
+            self._action(view_menu, title, lambda k=key: self.show_view(k), shortcut(key))
         self._action(view_menu, "Refresh", self.refresh, QKeySequence.StandardKey.Refresh)
         theme_menu = view_menu.addMenu("Theme")
         group = QActionGroup(self)
@@ -276,7 +272,7 @@ class MainWindow(QMainWindow):
         who = profile.email + (f" ({profile.role})" if profile.role else "")
         live = "● live" if self.shell.online else "○ offline"
         unread = self.shell.alerts.state.unread
-        alerts = f"{unread} unread alert{'s' if unread != 1 else ''}"
+        alerts = unread_text(unread)
         org = profile.org_name or profile.org_id or profile.control_plane_url
         self.header.setText(f"{org}  ·  {who}  ·  {live}  ·  {alerts}")
         self.banner.setVisible(not self.shell.online)

@@ -6,26 +6,24 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import QApplication
 
+from apps.core.rules import Tone, tone
+
 THEMES = ("system", "light", "dark")
 
-#: status / severity colours that read well on both backgrounds
-STATUS_COLORS = {
+#: the colour of each semantic tone (``apps.core.rules``), readable on both backgrounds
+TONE_COLORS: dict[str, dict[Tone, str]] = {
     "light": {
-        "online": "#1a7f37",
-        "offline": "#cf222e",
-        "pending": "#9a6700",
-        "revoked": "#6e7781",
+        "ok": "#1a7f37",
         "critical": "#cf222e",
         "warning": "#9a6700",
+        "muted": "#6e7781",
         "info": "#0969da",
     },
     "dark": {
-        "online": "#3fb950",
-        "offline": "#f85149",
-        "pending": "#d29922",
-        "revoked": "#8b949e",
+        "ok": "#3fb950",
         "critical": "#f85149",
         "warning": "#d29922",
+        "muted": "#8b949e",
         "info": "#58a6ff",
     },
 }
@@ -108,7 +106,7 @@ QLabel#banner {{ background: {c["banner"]}; color: {c["banner_text"]}; padding: 
 QLabel#header {{ color: {c["muted"]}; padding: 2px 4px; }}
 QLabel#title {{ font-size: 14pt; font-weight: 600; }}
 QLabel#muted, QLabel#summary {{ color: {c["muted"]}; }}
-QLabel.field-error, QLabel#fieldError {{ color: {STATUS_COLORS[name]["critical"]}; }}
+QLabel.field-error, QLabel#fieldError {{ color: {TONE_COLORS[name]["critical"]}; }}
 QTableView {{ gridline-color: {c["border"]}; border: 1px solid {c["border"]};
     selection-background-color: {c["highlight"]}; }}
 QHeaderView::section {{ background: {c["button"]}; color: {c["text"]}; padding: 4px 6px;
@@ -139,7 +137,7 @@ def current() -> str:
     return value if value in ("light", "dark") else "light"
 
 
-def status_color(status: str) -> QColor | None:
-    """The colour of a status or severity word in the current theme, or None."""
-    color = STATUS_COLORS[current()].get(status)
-    return QColor(color) if color else None
+def status_color(word: str) -> QColor | None:
+    """The colour of a status word, severity or tone in the current theme, or None."""
+    found = tone(word)
+    return QColor(TONE_COLORS[current()][found]) if found else None

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from tests.apps.fake_cp import FakeControlPlane
 from tests.apps.secret_service import MissingTool, secret_service
 from tests.conftest import need_service
 
@@ -144,6 +145,27 @@ class LiveControlPlane:
         assert acc.status_code == 201, acc.text
         return email
 
+    def policies(self) -> list[dict[str, object]]:
+        """The policies as the real server has them (its API, the owner's session)."""
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        resp = httpx.get(self.url + "/api/v1/policies", headers=headers)
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        return list(body["items"] if isinstance(body, dict) else body)
+
+    def raise_offline_alert(self, vault_id: str) -> Any:
+        """Raise a critical "db-1 is offline" alert for a vault, as the monitor does."""
+        return self.server.run(
+            self.cp.alerts.raise_alert(
+                self.org_id,
+                "vault_offline",
+                f"offline:{vault_id}",
+                "db-1 is offline",
+                severity="critical",
+                vault_id=vault_id,
+            )
+        )
+
     def enroll_vault(self, name: str = "web-1") -> str:
         """Register a vault the way an agent does (CSR + enrollment token); returns its id."""
         from common.tls import make_csr
@@ -183,3 +205,10 @@ def live_cp(tmp_path: Path) -> Iterator[LiveControlPlane]:
         yield running
     finally:
         running.server.stop()
+
+
+@pytest.fixture
+def fake_cp() -> FakeControlPlane:
+    """A small deterministic organisation."""
+    fake = FakeControlPlane()
+    return fake.seed(vaults=12, secrets=6, alerts=3, policies=2, audit=5, usage_days=7)

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from apps.core.agents import AgentProfile
+from apps.core.filtering import matching
 from apps.core.viewmodels.base import Listener, ViewModel, when
 from apps.core.viewmodels.policies import parse_pairs
 from common.client import AsyncAgentClient
@@ -124,8 +125,7 @@ class AgentSecretsState:
 
 
 def _matching(rows: tuple[SecretRow, ...], text: str) -> tuple[SecretRow, ...]:
-    needle = text.strip().lower()
-    return tuple(r for r in rows if needle in r.name.lower()) if needle else rows
+    return matching(rows, text, lambda r: r.name.lower())
 
 
 class AgentSecretsViewModel(ViewModel[AgentSecretsState]):
@@ -219,6 +219,12 @@ class AgentSecretsViewModel(ViewModel[AgentSecretsState]):
         value = str((await self.client.get(name))["value"])
         self._set(revealed={**self.state.revealed, name: value})
         return value
+
+    async def value_to_copy(self, name: str) -> str:
+        """Read the current value for the clipboard only: the state never holds it, so no
+        listener (no screen) sees it; a value revealed before stays revealed. Raises
+        KeyVaultError."""
+        return str((await self.client.get(name))["value"])
 
     def hide(self, name: str) -> None:
         """Forget a revealed value."""

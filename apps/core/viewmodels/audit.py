@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
+from apps.core.filtering import matching
 from apps.core.viewmodels.base import Listener, ViewModel, when
 
 PAGE = 100
@@ -58,8 +60,7 @@ class AuditState:
 
 
 def _matching(rows: tuple[AuditRow, ...], text: str) -> tuple[AuditRow, ...]:
-    needle = text.strip().lower()
-    return tuple(r for r in rows if needle in r.haystack) if needle else rows
+    return matching(rows, text, attrgetter("haystack"))
 
 
 class AuditViewModel(ViewModel[AuditState]):
@@ -109,6 +110,10 @@ class AuditViewModel(ViewModel[AuditState]):
 
         await self._load(work)
 
+    def set_text(self, text: str) -> None:
+        """The local text filter over what is loaded (no reload): ``visible`` follows at once."""
+        self._set(text=text, visible=_matching(self.state.rows, text))
+
     async def set_filter(
         self, action: str | None = None, source: str | None = None, text: str | None = None
     ) -> None:
@@ -123,7 +128,7 @@ class AuditViewModel(ViewModel[AuditState]):
         }
         changed = any(getattr(self.state, k) != v for k, v in server.items())
         if text is not None:
-            self._set(text=text, visible=_matching(self.state.rows, text))
+            self.set_text(text)
         if changed:
             self._set(**server)
             await self.refresh()

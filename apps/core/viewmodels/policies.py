@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
+from apps.core.filtering import matching
 from apps.core.viewmodels.base import Listener, ViewModel, when
 from common import events
 from common.errors import ValidationError
@@ -197,6 +199,11 @@ class PolicyRow:
     updated_at: datetime | None
     doc: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    @property
+    def haystack(self) -> str:
+        """What the filter searches: name, selector, rotator and vaults, lower-cased."""
+        return f"{self.name}\n{self.selector_text}\n{self.rotator}\n{self.scope_text}".lower()
+
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> PolicyRow:
         """A row from a policy of the API or the stream."""
@@ -242,6 +249,9 @@ class PoliciesState:
     """The organisation's policies, by name."""
 
     rows: tuple[PolicyRow, ...] = ()
+    #: the rows matching ``filter`` (all of them when it is empty), in the same order
+    visible: tuple[PolicyRow, ...] = ()
+    filter: str = ""
     loading: bool = False
     error: str | None = None
 
@@ -265,6 +275,18 @@ class PoliciesViewModel(ViewModel[PoliciesState]):
             self._set(rows=_by_name([PolicyRow.from_json(d) for d in docs]))
 
         await self._load(work)
+
+    def _set(self, **changes: Any) -> PoliciesState:
+        """Every change of the rows or the filter keeps ``visible`` in step."""
+        if "rows" in changes or "filter" in changes:
+            rows = changes.get("rows", self.state.rows)
+            text = changes.get("filter", self.state.filter)
+            changes["visible"] = matching(rows, text, attrgetter("haystack"))
+        return super()._set(**changes)
+
+    def set_filter(self, text: str) -> None:
+        """Show only policies whose name, selector, rotator or vaults contain ``text``."""
+        self._set(filter=text)
 
     def row(self, policy_id: str) -> PolicyRow | None:
         """The loaded row of a policy, or None."""

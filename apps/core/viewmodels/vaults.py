@@ -8,6 +8,7 @@ from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
+from apps.core.filtering import needle_of
 from apps.core.viewmodels.base import Listener, ViewModel, when
 from common import events
 from common.cpclient import AsyncControlPlaneClient
@@ -110,9 +111,10 @@ class VaultsViewModel(ViewModel[VaultsState]):
 
         docs = await self._load(work)
         if docs is not None:
-            self._replace_all([VaultRow.from_json(d) for d in docs])
+            self.set_rows([VaultRow.from_json(d) for d in docs])
 
-    def _replace_all(self, rows: list[VaultRow]) -> None:
+    def set_rows(self, rows: list[VaultRow]) -> None:
+        """Replace every row (a reload's result), keeping the filter and the sort."""
         self._rows = {r.id: r for r in rows}
         self._hay = {r.id: r.haystack for r in rows}
         self._resort()
@@ -124,7 +126,7 @@ class VaultsViewModel(ViewModel[VaultsState]):
         self._index = {r.id: i for i, r in enumerate(self._order)}
 
     def _publish(self, **changes: Any) -> None:
-        needle = changes.get("filter", self.state.filter).strip().lower()
+        needle = needle_of(changes.get("filter", self.state.filter))
         if needle:
             hay = self._hay
             visible = tuple(r for r in self._order if needle in hay[r.id])

@@ -13,6 +13,8 @@ from PySide6.QtCore import (
     Qt,
 )
 
+from apps.core.rowdiff import updates_in_place
+
 R = TypeVar("R")
 Index = QModelIndex | QPersistentModelIndex
 Clock = Callable[[], datetime]
@@ -78,6 +80,18 @@ class RowTableModel(QAbstractTableModel, Generic[R]):
         self._rows = list(rows)
         self._index = {self.key(r): i for i, r in enumerate(self._rows)}
         self.endResetModel()
+
+    def apply_rows(self, rows: Sequence[R], many: int = 200) -> None:
+        """Show ``rows``: nothing when they are the rows shown, ``dataChanged`` for rows changed
+        in place (same keys, same order), else one reset (also past ``many`` changed rows)."""
+        if not self._rows and not rows:
+            return
+        changed = updates_in_place(self._rows, rows, self.key) if self._rows else None
+        if changed is None or len(changed) > many:
+            self.set_rows(rows)
+            return
+        for _, row in changed:
+            self.update_row(self.key(row), row)
 
     def update_row(self, key: str, row: R) -> bool:
         """Replace the row with ``key``; dataChanged for that row only. False if not present."""

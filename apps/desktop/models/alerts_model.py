@@ -51,7 +51,7 @@ class AlertsTableModel(RowTableModel[AlertRow]):
         if column == SEVERITY:
             return theme.status_color(row.severity)
         if row.state == "resolved":
-            return theme.status_color("revoked")
+            return theme.status_color("muted")
         return None
 
     def font_of(self, row: AlertRow) -> QFont | None:

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from apps.core.forms import labels_text
+from apps.core.rules import due_tone
 from apps.core.timefmt import day
 from apps.core.viewmodels.vault_detail import InventoryRow
 from apps.desktop import theme
 from apps.desktop.models import DASH, RowTableModel, stamp
 
 NAME, LABELS, VERSION, ROTATION, NEXT_DUE, UPDATED = range(6)
-
-
-def labels_text(labels: tuple[tuple[str, str], ...]) -> str:
-    """``k=v, k=v`` ("—" when none)."""
-    return ", ".join(f"{k}={v}" for k, v in labels) or DASH
 
 
 class InventoryTableModel(RowTableModel[InventoryRow]):
@@ -31,7 +28,7 @@ class InventoryTableModel(RowTableModel[InventoryRow]):
         if column == NAME:
             return row.name + (" (deleted)" if row.deleted else "")
         if column == LABELS:
-            return labels_text(row.labels)
+            return labels_text(row.labels) or DASH
         if column == VERSION:
             return str(row.version)
         if column == ROTATION:
@@ -43,11 +40,12 @@ class InventoryTableModel(RowTableModel[InventoryRow]):
     def foreground(self, row: InventoryRow, column: int) -> Any:
         """Muted when sealed or deleted; red when the rotation is overdue or failed."""
         if column == NAME and (row.sealed or row.deleted):
-            return theme.status_color("revoked")
+            return theme.status_color("muted")
         if column == ROTATION and row.rotation_state in ("failed", "overdue"):
             return theme.status_color("critical")
-        if column == NEXT_DUE and row.next_due_at is not None and row.next_due_at < self.clock():
-            return theme.status_color("critical")
+        if column == NEXT_DUE:
+            level = due_tone(row.next_due_at, self.clock())
+            return theme.status_color(level) if level else None
         return None
 
     def tooltip(self, row: InventoryRow, column: int) -> str | None:

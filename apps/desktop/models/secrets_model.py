@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from apps.core.forms import labels_text
 from apps.core.viewmodels.agent_secrets import SecretRow
 from apps.desktop import theme
 from apps.desktop.models import DASH, RowTableModel, stamp
@@ -16,11 +17,6 @@ MASK = "••••••••"
 def secret_key(row: SecretRow) -> str:
     """A row's key: a name can be listed twice (live and deleted)."""
     return f"{row.name}\t{'deleted' if row.deleted else 'live'}"
-
-
-def labels_text(labels: Iterable[tuple[str, str]]) -> str:
-    """Labels as ``k=v, k=v``."""
-    return ", ".join(f"{k}={v}" for k, v in labels)
 
 
 class SecretsTableModel(RowTableModel[SecretRow]):
@@ -82,5 +78,5 @@ class SecretsTableModel(RowTableModel[SecretRow]):
     def foreground(self, row: SecretRow, column: int) -> Any:
         """Deleted in red, active in green."""
         if column == STATE:
-            return theme.status_color("offline" if row.deleted else "online")
+            return theme.status_color("critical" if row.deleted else "ok")
         return None

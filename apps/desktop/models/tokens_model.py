@@ -10,7 +10,7 @@ from apps.desktop.models import DASH, RowTableModel, stamp
 
 DESCRIPTION, STATE, CREATED, EXPIRES, USED, VAULT = range(6)
 #: a token state → the theme's status colour it is drawn in
-STATE_COLOURS = {"active": "online", "expired": "warning", "revoked": "offline", "used": "revoked"}
+STATE_COLOURS = {"active": "ok", "expired": "warning", "revoked": "critical", "used": "muted"}
 
 
 class TokensTableModel(RowTableModel[TokenRow]):

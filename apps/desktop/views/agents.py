@@ -29,6 +29,8 @@ from PySide6.QtWidgets import (
 )
 
 from apps.core.agents import AgentProfile
+from apps.core.forms import AGENT_FORM
+from apps.core.navigation import area
 from apps.desktop.tasks import run_task
 from apps.desktop.views import title_row, view_layout
 from apps.desktop.views.ops_kit import FieldErrors, ask, show_status
@@ -37,17 +39,6 @@ from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
     from apps.core.shell import Shell
-
-#: (field, label, placeholder) of the connect form, in order
-FIELDS = (
-    ("name", "Name", "billing-prod"),
-    ("url", "Agent URL", "https://10.0.0.5:8443"),
-    ("data_dir", "Data folder", "/var/lib/keyvault — uses its tls/ files"),
-    ("ca_file", "CA file", "or the three files: tls/ca.crt"),
-    ("cert_file", "Client cert", "tls/client.crt"),
-    ("key_file", "Client key", "tls/client.key"),
-    ("token", "API token", "kvt_… (kept in the OS keyring)"),
-)
 
 
 def tls_text(agent: AgentProfile) -> str:
@@ -68,8 +59,8 @@ class AgentsView(QWidget):
         self.question: QMessageBox | None = None
         self.stack = QStackedWidget()
         self.list = QTableWidget(0, 3)
-        self.inputs = {field: QLineEdit() for field, *_ in FIELDS}
-        self.errors = FieldErrors([f for f, *_ in FIELDS])
+        self.inputs = {field: QLineEdit() for field in AGENT_FORM.names}
+        self.errors = FieldErrors(list(AGENT_FORM.names))
         self.status = QLabel()
         self.status.setObjectName("summary")
         self.open_button = QPushButton("Open secrets")
@@ -81,7 +72,7 @@ class AgentsView(QWidget):
     def _build(self) -> None:
         page = QWidget()
         layout = view_layout(page)
-        row, _title = title_row("Secrets on an agent", self.open_button, self.remove_button)
+        row, _title = title_row(area("secrets").heading, self.open_button, self.remove_button)
         layout.addLayout(row)
         split = QHBoxLayout()
         left = QVBoxLayout()
@@ -121,11 +112,14 @@ class AgentsView(QWidget):
         self._selection()
 
     def _form(self) -> QGroupBox:
-        box = QGroupBox("Connect an agent")
+        box = QGroupBox(AGENT_FORM.title(False))
         form = QFormLayout(box)
-        for field, label, placeholder in FIELDS:
+        for spec in AGENT_FORM.fields:
+            field = spec.name
             entry = self.inputs[field]
-            entry.setPlaceholderText(placeholder)
+            entry.setPlaceholderText(spec.placeholder)
+            if spec.kind == "secret":
+                entry.setEchoMode(QLineEdit.EchoMode.Password)
             entry.returnPressed.connect(self.save)
             column = QVBoxLayout()
             column.setSpacing(2)
@@ -138,9 +132,12 @@ class AgentsView(QWidget):
                 column.addLayout(line)
             else:
                 column.addWidget(entry)
+            if spec.help:
+                note = QLabel(spec.help)
+                note.setObjectName("muted")
+                column.addWidget(note)
             column.addWidget(self.errors.labels[field])
-            form.addRow(label, column)
-        self.inputs["token"].setEchoMode(QLineEdit.EchoMode.Password)
+            form.addRow(spec.label, column)
         form.addRow(self.errors.form)
         self.save_button.clicked.connect(self.save)
         form.addRow("", self.save_button)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import QCheckBox, QLabel, QPushButton, QWidget
 
+from apps.core.navigation import area
 from apps.core.viewmodels.alerts import AlertRow, AlertsState
 from apps.desktop.models import ROW_ROLE
 from apps.desktop.models.alerts_model import AlertsTableModel
@@ -48,7 +49,9 @@ class AlertsView(QWidget):
         self.ack_button = QPushButton("Acknowledge")
         self.resolve_button = QPushButton("Resolve")
         self.show_resolved = QCheckBox("Show resolved")
-        header, _ = title_row("Alerts", self.show_resolved, self.ack_button, self.resolve_button)
+        header, _ = title_row(
+            area("alerts").heading, self.show_resolved, self.ack_button, self.resolve_button
+        )
         layout.addLayout(header)
         self.summary = QLabel()
         self.summary.setObjectName("summary")

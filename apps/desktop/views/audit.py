@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget
 
+from apps.core.navigation import area
 from apps.desktop.models.audit_model import SEQ, AuditTableModel
 from apps.desktop.tasks import run_task
 from apps.desktop.views import follow, title_row, view_layout
@@ -56,7 +57,7 @@ class AuditView(QWidget):
         self.action.textChanged.connect(self._action_cleared)
         self.source.currentIndexChanged.connect(self._source_changed)
         self.text.textChanged.connect(self._text_changed)
-        row, _title = title_row("Audit log", reload_button)
+        row, _title = title_row(area("audit").heading, reload_button)
         filters = QHBoxLayout()
         filters.addWidget(self.action, 2)
         filters.addWidget(self.source, 1)
@@ -108,8 +109,7 @@ class AuditView(QWidget):
             run_task(self, self.vm.set_filter(source=source or ""))
 
     def _text_changed(self, text: str) -> None:
-        self.proxy.setFilterFixedString(text.strip())
-        self._status(self.vm.state)
+        self.vm.set_text(text)  # local, in the view model (as in the TUI): no reload
 
     def _fill_sources(self) -> None:
         """Any source, the control plane, and each vault (rebuilt when vaults come or go)."""
@@ -128,16 +128,15 @@ class AuditView(QWidget):
         self.source.blockSignals(False)
 
     def paint(self, state: Any) -> None:
-        """Every loaded row (the text filter applies in the proxy); the status line."""
-        if self.model.rows() != list(state.rows):
-            self.model.set_rows(state.rows)
+        """The loaded rows the text filter keeps (the view model's ``visible``); the status."""
+        self.model.apply_rows(state.visible)
         self.more_button.setEnabled(state.has_more and not state.loading)
         self._status(state)
 
     def _status(self, state: Any) -> None:
-        shown, loaded = self.proxy.rowCount(), len(state.rows)
+        shown, loaded = len(state.visible), len(state.rows)
         text = f"{loaded} entr{'y' if loaded == 1 else 'ies'}"
-        needle = self.text.text().strip()
+        needle = state.text.strip()
         if needle:
             text = f"{shown} of {loaded} loaded entries match {needle!r}"
         if state.has_more:

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from apps.core.navigation import area
 from apps.desktop import clipboard, theme
 from apps.desktop.models import stamp
 from apps.desktop.models.tokens_model import TokensTableModel
@@ -47,7 +48,7 @@ class CreatedPanel(QFrame):
     def __init__(self) -> None:
         super().__init__()
         self.setObjectName("createdPanel")
-        colour = theme.status_color("online")
+        colour = theme.status_color("ok")
         border = colour.name() if colour else "#1a7f37"
         self.setStyleSheet(
             f"QFrame#createdPanel {{ border: 2px solid {border}; border-radius: 6px; }}"
@@ -120,7 +121,7 @@ class EnrollmentView(QWidget):
         self.revoke_button.clicked.connect(self.revoke)
         self.created.copy_button.clicked.connect(self.copy_command)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._selection())
-        row, _title = title_row("Enroll an agent", reload_button)
+        row, _title = title_row(area("enrollment").heading, reload_button)
         form = QGridLayout()
         form.addWidget(QLabel("Description"), 0, 0)
         form.addWidget(self.description, 0, 1)

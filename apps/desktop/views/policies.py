@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtWidgets import QLabel, QLineEdit, QMessageBox, QPushButton, QWidget
 
+from apps.core.navigation import area
 from apps.desktop.models.policies_model import PoliciesTableModel
 from apps.desktop.tasks import run_task
 from apps.desktop.views import follow, title_row, view_layout
@@ -34,7 +35,7 @@ class PoliciesView(QWidget):
         self.dialog: PolicyDialog | None = None
         self.question: QMessageBox | None = None
         self.filter = QLineEdit(placeholderText="Filter policies…", clearButtonEnabled=True)
-        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+        self.filter.textChanged.connect(self.vm.set_filter)
         self.status = QLabel()
         self.status.setObjectName("summary")
         self.new_button = QPushButton("New policy…")
@@ -48,7 +49,7 @@ class PoliciesView(QWidget):
 
     def _build(self) -> None:
         buttons = (self.new_button, self.edit_button, self.delete_button, self.reload_button)
-        row, _title = title_row("Rotation policies", self.filter, *buttons)
+        row, _title = title_row(area("policies").heading, self.filter, *buttons)
         self.filter.setMinimumWidth(240)
         self.new_button.setDefault(True)
         self.new_button.clicked.connect(self.new)
@@ -76,7 +77,7 @@ class PoliciesView(QWidget):
     def paint(self, state: Any) -> None:
         """Rows from the state (selection kept); the status line."""
         chosen = self.chosen()
-        self.model.set_rows(state.rows)
+        self.model.set_rows(state.visible)
         if chosen is not None:
             select_key(self.table, self.model, chosen.id)
         count = len(state.rows)

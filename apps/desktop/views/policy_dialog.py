@@ -16,27 +16,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from apps.core.viewmodels.policies import ROTATORS, PolicyDraft
+from apps.core.forms import POLICY_FORM, FieldSpec
+from apps.core.viewmodels.policies import PolicyDraft
 from apps.desktop.tasks import run_task
 from apps.desktop.views.ops_kit import FieldErrors
 from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
     from apps.core.viewmodels.policies import PoliciesViewModel, PolicyRow
-
-#: (field, label, placeholder, hint) of every text field, in form order (rotator after notice)
-TEXT_FIELDS = (
-    ("name", "Name", "e.g. rotate database passwords", ""),
-    ("name_glob", "Secret names", "db/*", "a glob on secret names"),
-    ("labels", "Labels", "env=prod, team=db", "k=v, k=v — every label must match"),
-    ("interval_days", "Every (days)", "30", "how often to rotate"),
-    ("notice_days", "Notice (days)", "7", "warn this many days before rotation is due"),
-)
-TAIL_FIELDS = (
-    ("settings", "Settings", "length=32", "rotator settings k=v, … (never secrets)"),
-    ("scope", "Vaults", "all", '"all", or vault ids: vlt_a, vlt_b'),
-)
-FIELDS = [f for f, *_ in TEXT_FIELDS] + ["rotator"] + [f for f, *_ in TAIL_FIELDS]
 
 
 class PolicyDialog(QDialog):
@@ -54,19 +41,19 @@ class PolicyDialog(QDialog):
         super().__init__(parent)
         self.model = model
         self.policy_id = policy_id
-        self.setWindowTitle("Edit policy" if policy_id else "New rotation policy")
+        self.setWindowTitle(POLICY_FORM.title(bool(policy_id)))
         self.setMinimumWidth(520)
-        self.errors = FieldErrors(FIELDS)
+        self.errors = FieldErrors(list(POLICY_FORM.names))
         self.inputs: dict[str, QLineEdit] = {}
         self.rotator = QComboBox()
-        self.rotator.addItems(list(ROTATORS))
         form = QFormLayout()
         form.setVerticalSpacing(4)
-        for field, label, placeholder, hint in TEXT_FIELDS:
-            self._add(form, field, label, placeholder, hint)
-        self._row(form, "rotator", "Rotator", self.rotator, "how a new value is made")
-        for field, label, placeholder, hint in TAIL_FIELDS:
-            self._add(form, field, label, placeholder, hint)
+        for spec in POLICY_FORM.fields:
+            if spec.kind == "choice":
+                self.rotator.addItems(list(spec.choices))
+                self._row(form, spec.name, spec.label, self.rotator, spec.help)
+            else:
+                self._add(form, spec)
         self.buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
         )
@@ -81,13 +68,13 @@ class PolicyDialog(QDialog):
         layout.addWidget(self.buttons)
         self.fill(draft or PolicyDraft())
 
-    def _add(self, form: QFormLayout, field: str, label: str, placeholder: str, hint: str) -> None:
+    def _add(self, form: QFormLayout, spec: FieldSpec) -> None:
         box = QLineEdit()
-        box.setObjectName(field)
-        box.setPlaceholderText(placeholder)
+        box.setObjectName(spec.name)
+        box.setPlaceholderText(spec.placeholder)
         box.returnPressed.connect(self.save)
-        self.inputs[field] = box
-        self._row(form, field, label, box, hint)
+        self.inputs[spec.name] = box
+        self._row(form, spec.name, spec.label, box, spec.help)
 
     def _row(self, form: QFormLayout, field: str, label: str, box: QWidget, hint: str) -> None:
         """A field with its hint under it and its error label under that."""
@@ -105,7 +92,10 @@ class PolicyDialog(QDialog):
         """Put a draft's values into the fields."""
         for field, box in self.inputs.items():
             box.setText(str(getattr(draft, field)))
-        self.rotator.setCurrentText(draft.rotator if draft.rotator in ROTATORS else "random")
+        rotator = POLICY_FORM.field("rotator")
+        self.rotator.setCurrentText(
+            draft.rotator if draft.rotator in rotator.choices else rotator.default
+        )
 
     def set_values(self, **values: str) -> None:
         """Type values into fields by name (``rotator`` picks the rotator)."""

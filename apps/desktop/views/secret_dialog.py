@@ -16,15 +16,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from apps.desktop.models.secrets_model import labels_text
+from apps.core.forms import SECRET_FORM, labels_text
 from apps.desktop.tasks import run_task
 from apps.desktop.views.ops_kit import FieldErrors
 from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
     from apps.core.viewmodels.agent_secrets import AgentSecretsViewModel, SecretRow
-
-FIELDS = ("name", "value", "labels", "description")
 
 
 class SecretDialog(QDialog):
@@ -41,18 +39,18 @@ class SecretDialog(QDialog):
         super().__init__(parent)
         self.model = model
         self.row = row
-        self.setWindowTitle(f"Edit {row.name}" if row else "New secret")
+        editing = row is not None
+        self.setWindowTitle(SECRET_FORM.title(editing, name=row.name if row else ""))
         self.setMinimumWidth(500)
-        self.errors = FieldErrors(list(FIELDS))
-        self.inputs = {f: QLineEdit() for f in FIELDS}
-        for field, box in self.inputs.items():
-            box.setObjectName(field)
+        self.errors = FieldErrors(list(SECRET_FORM.names))
+        self.inputs = {f: QLineEdit() for f in SECRET_FORM.names}
+        for spec in SECRET_FORM.fields:
+            box = self.inputs[spec.name]
+            box.setObjectName(spec.name)
             box.returnPressed.connect(self.save)
-        self.inputs["name"].setPlaceholderText("db/password")
-        self.inputs["value"].setPlaceholderText("the secret value")
-        self.inputs["value"].setEchoMode(QLineEdit.EchoMode.Password)
-        self.inputs["labels"].setPlaceholderText("env=prod, team=db")
-        self.inputs["description"].setPlaceholderText("optional")
+            box.setPlaceholderText(spec.placeholder)
+            if spec.kind == "secret":
+                box.setEchoMode(QLineEdit.EchoMode.Password)
         self.show_value = QCheckBox("Show the value")
         self.show_value.toggled.connect(self._show_value)
         if row is not None:
@@ -69,25 +67,21 @@ class SecretDialog(QDialog):
         self.inputs["value" if row else "name"].setFocus()
 
     def _layout(self) -> None:
-        hints = {
-            "value": "a new value makes a new version; empty keeps the current one"
-            if self.row
-            else "",
-            "labels": "k=v, k=v",
-        }
+        editing = self.row is not None
         form = QFormLayout()
-        for field, label in zip(FIELDS, ("Name", "Value", "Labels", "Description"), strict=True):
+        for spec in SECRET_FORM.fields:
             column = QVBoxLayout()
             column.setSpacing(2)
-            column.addWidget(self.inputs[field])
-            if field == "value":
+            column.addWidget(self.inputs[spec.name])
+            if spec.kind == "secret":
                 column.addWidget(self.show_value)
-            if hints.get(field):
-                note = QLabel(hints[field])
+            hint = spec.help_for(editing)
+            if hint:
+                note = QLabel(hint)
                 note.setObjectName("muted")
                 column.addWidget(note)
-            column.addWidget(self.errors.labels[field])
-            form.addRow(label, column)
+            column.addWidget(self.errors.labels[spec.name])
+            form.addRow(spec.label, column)
         layout = QVBoxLayout(self)
         title = QLabel(self.windowTitle())
         title.setObjectName("title")

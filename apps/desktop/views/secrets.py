@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from apps.core.clipboard import copied_message
 from apps.desktop import clipboard
 from apps.desktop.models import stamp
 from apps.desktop.models.secrets_model import NAME, SecretsTableModel, secret_key
@@ -103,7 +104,7 @@ class SecretsView(QWidget):
             button.clicked.connect(slot)
             self.buttons[key] = button
             bar.addWidget(button)
-        self.filter.textChanged.connect(self.proxy.setFilterFixedString)
+        self.filter.textChanged.connect(self._filter)
         self.show_deleted.toggled.connect(self._toggle_deleted)
         self.table.doubleClicked.connect(lambda *_: self.edit())
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._selection())
@@ -142,8 +143,14 @@ class SecretsView(QWidget):
         return side
 
     # ------------------------------------------------------------ model
+    def _filter(self, text: str) -> None:
+        """The name filter lives in the view model (as in the TUI); the table shows its rows."""
+        if self.vm is not None:
+            self.vm.set_filter(text)
+
     def _ready(self, vm: AgentSecretsViewModel) -> None:
         self.vm = vm
+        vm.set_filter(self.filter.text())
         follow(self, vm.subscribe, self.paint)
         self.paint(vm.state)
         self.refresh()
@@ -159,8 +166,8 @@ class SecretsView(QWidget):
     def paint(self, state: Any) -> None:
         """Rows (masked unless revealed, selection kept), versions, the status line."""
         chosen = self.chosen()
-        if self.model.rows() != list(state.rows):
-            self.model.set_rows(state.rows)
+        if self.model.rows() != list(state.visible):
+            self.model.set_rows(state.visible)
             if chosen is not None:
                 select_key(self.table, self.model, secret_key(chosen))
         self.model.set_revealed(state.revealed)
@@ -226,19 +233,11 @@ class SecretsView(QWidget):
             return
         name = row.name
 
-        async def fetch() -> str:
-            shown = name in vm.state.revealed
-            value = await vm.reveal(name)
-            if not shown:
-                vm.hide(name)
-            return value
-
         def copied(value: str) -> None:
             self.guard.copy(value)
-            seconds = self.guard.clear_after_ms / 1000
-            show_status(self.status, f"copied the value of {name} (cleared in {seconds:g} s)")
+            show_status(self.status, copied_message(name, self.guard.clear_after_ms / 1000))
 
-        run_task(self, fetch(), done=copied)
+        run_task(self, vm.value_to_copy(name), done=copied)
 
     def hide_all(self) -> None:
         """Mask every revealed value."""

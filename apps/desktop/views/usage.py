@@ -10,6 +10,7 @@ from PySide6.QtCore import QDateTime, Qt
 from PySide6.QtGui import QPainter
 from PySide6.QtWidgets import QButtonGroup, QComboBox, QLabel, QPushButton, QWidget
 
+from apps.core.navigation import area
 from apps.desktop import theme
 from apps.desktop.tasks import run_task
 from apps.desktop.views import follow, title_row, view_layout
@@ -134,7 +135,7 @@ class UsageView(QWidget):
         reload_button = QPushButton("Reload")
         reload_button.clicked.connect(self.refresh)
         self.vault.currentIndexChanged.connect(self._vault_picked)
-        row, _title = title_row("Usage", *buttons, self.vault, reload_button)
+        row, _title = title_row(area("usage").heading, *buttons, self.vault, reload_button)
         layout = view_layout(self)
         layout.addLayout(row)
         layout.addWidget(self.totals)

@@ -15,12 +15,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from apps.core.rules import shown_status
 from apps.core.timefmt import ago, day, time_left
 from apps.core.viewmodels.vault_detail import VaultDetailState
 from apps.desktop import theme
 from apps.desktop.models import ROW_ROLE, stamp, utcnow
 from apps.desktop.models.inventory_model import InventoryTableModel
-from apps.desktop.models.vaults_model import shown_status
 from apps.desktop.tasks import run_task
 from apps.desktop.views import (
     attach,
@@ -115,8 +115,7 @@ class VaultDetailView(QWidget):
             self.facts["Cert"].setText(
                 f"expires {time_left(vault.cert_expiry, now)} ({day(vault.cert_expiry)})"
             )
-        if self.model.rows() != list(state.items):
-            self.model.set_rows(state.items)
+        self.model.apply_rows(state.items)
         self.sealed_note.setVisible(not state.has_key and bool(state.items))
         self.commands.clear()
         for command in state.commands:

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QModelIndex, Qt, Signal
+from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt, Signal
 from PySide6.QtWidgets import QLabel, QLineEdit, QMessageBox, QPushButton, QWidget
 
+from apps.core.navigation import area
+from apps.core.rules import status_counts
 from apps.core.viewmodels.vaults import VaultRow, VaultsState
 from apps.desktop.models import ROW_ROLE
-from apps.desktop.models.vaults_model import (
-    SORT_KEYS,
-    VaultsProxy,
-    VaultsTableModel,
-    shown_status,
-)
+from apps.desktop.models.vaults_model import SORT_KEYS, VaultsTableModel
 from apps.desktop.tasks import run_task
 from apps.desktop.views import (
     attach,
@@ -44,9 +41,8 @@ class VaultsView(QWidget):
         self.shell = shell
         self.vm = shell.vaults
         self.model = VaultsTableModel(parent=self)
-        self.proxy = VaultsProxy(self)
+        self.proxy = QSortFilterProxyModel(self)  # the view model filters and sorts
         self.proxy.setSourceModel(self.model)
-        self._shown: tuple[VaultRow, ...] = ()
         self._build()
         follow(self, self.vm.subscribe, self.show_state)
         self.show_state(self.vm.state)
@@ -56,7 +52,9 @@ class VaultsView(QWidget):
         self.refresh_button = QPushButton("Refresh")
         self.revoke_button = QPushButton("Revoke…")
         self.open_button = QPushButton("Open")
-        header, _ = title_row("Vaults", self.open_button, self.revoke_button, self.refresh_button)
+        header, _ = title_row(
+            area("vaults").heading, self.open_button, self.revoke_button, self.refresh_button
+        )
         layout.addLayout(header)
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter by name, id, status or version")
@@ -83,50 +81,26 @@ class VaultsView(QWidget):
     # ------------------------------------------------------------ state → widgets
     def show_state(self, state: VaultsState) -> None:
         """Repaint: single rows when only contents changed, else reset the model."""
-        changed = self._changed_rows(state.visible)
-        if changed is None or len(changed) > MANY:  # a reload: one reset beats 10,000 signals
-            self.model.set_rows(state.visible)
-        else:
-            for row in changed:
-                self.model.update_row(row.id, row)
-        self._shown = state.visible
+        self.model.apply_rows(state.visible, many=MANY)  # a reload: one reset, not 10,000 signals
         column = SORT_KEYS.index(state.sort) if state.sort in SORT_KEYS else 0
         order = Qt.SortOrder.DescendingOrder if state.descending else Qt.SortOrder.AscendingOrder
         self.table.horizontalHeader().setSortIndicator(column, order)
         show_error(self.error, state.error and f"Could not load the vaults: {state.error}")
         self._summarize(state)
 
-    def _changed_rows(self, new: tuple[VaultRow, ...]) -> list[VaultRow] | None:
-        """Rows to repaint in place, or None when the order or the set of rows changed."""
-        old = self._shown
-        if len(old) != len(new) or not old:
-            return None
-        changed = []
-        for before, after in zip(old, new, strict=True):
-            if before is not after:
-                if before.id != after.id:
-                    return None
-                changed.append(after)
-        return changed
-
     def _summarize(self, state: VaultsState) -> None:
-        counts: dict[str, int] = {}
-        for row in state.visible:
-            status = shown_status(row)
-            counts[status] = counts.get(status, 0) + 1
-        parts = [f"{n} {s}" for s, n in sorted(counts.items())]
+        parts = [f"{n} {s}" for s, n in status_counts(state.rows)]
         text = f"{state.total} vaults" + (f" · {' · '.join(parts)}" if parts else "")
-        if self.proxy.needle:
-            text += f" · showing {self.proxy.rowCount()} matching “{self.filter.text().strip()}”"
+        if state.filter.strip():
+            text += f" · showing {len(state.visible)} matching “{state.filter.strip()}”"
         if state.loading:
             text += " · loading…"
         self.summary.setText(text)
 
     # ------------------------------------------------------------ commands
     def set_filter(self, text: str) -> None:
-        """Filter the table (in the proxy: no model reset)."""
-        self.proxy.set_filter(text)
-        self._summarize(self.vm.state)
+        """Filter the table: the view model keeps the matching rows (as the TUI's does)."""
+        self.vm.set_filter(text)
 
     def _sort_by(self, column: int) -> None:
         self.vm.set_sort(SORT_KEYS[column])

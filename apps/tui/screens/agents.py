@@ -16,6 +16,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Button, DataTable, Input, Static
 
 from apps.core.agents import AgentProfile
+from apps.core.forms import AGENT_FORM
+from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.widgets.confirm import ConfirmScreen
 from apps.tui.widgets.form import FORM_CSS, clear_errors, field_row, show_error
@@ -25,25 +27,15 @@ from common.errors import KeyVaultError
 if TYPE_CHECKING:
     from apps.core.viewmodels.agent_secrets import AgentSecretsViewModel
 
-FIELDS = (
-    ("name", "Name", "", "billing-prod"),
-    ("url", "Agent URL", "", "https://10.0.0.5:8443"),
-    (
-        "data_dir",
-        "Data folder",
-        "the agent's folder (uses its tls/ files) — or the 3 files below",
-        "/var/lib/keyvault",
-    ),
-    ("ca_file", "CA file", "", "tls/ca.crt"),
-    ("cert_file", "Client cert", "", "tls/client.crt"),
-    ("key_file", "Client key", "", "tls/client.key"),
-)
+#: the connect form's fields but the token (a password box kept apart from the profile)
+FIELDS = tuple(f for f in AGENT_FORM.fields if f.kind != "secret")
+TOKEN = AGENT_FORM.field("token")
 
 
 class AgentsScreen(KeyVaultScreen):
     """Saved agents on the left, the connect form on the right."""
 
-    TITLE_TEXT = "Secrets on an agent"
+    TITLE_TEXT = area("secrets").heading
     DEFAULT_CSS = (
         FORM_CSS
         + """
@@ -76,14 +68,11 @@ class AgentsScreen(KeyVaultScreen):
                 )
             with VerticalScroll(id="connect"):
                 yield Static("Connect an agent", classes="form-title")
-                for field, label, hint, placeholder in FIELDS:
-                    yield from field_row(
-                        label, field, Input(placeholder=placeholder, id=field), hint
-                    )
-                token = Input(
-                    placeholder="kvt_… (kept in the OS keyring)", password=True, id="token"
-                )
-                yield from field_row("API token", "token", token)
+                for spec in FIELDS:
+                    box = Input(placeholder=spec.placeholder, id=spec.name)
+                    yield from field_row(spec.label, spec.name, box, spec.help)
+                token = Input(placeholder=TOKEN.placeholder, password=True, id=TOKEN.name)
+                yield from field_row(TOKEN.label, TOKEN.name, token, TOKEN.help)
                 yield Static("", id="form-error", classes="form-error")
                 with Horizontal(classes="form-buttons"):
                     yield Button("Save", id="save", variant="primary")
@@ -146,7 +135,7 @@ class AgentsScreen(KeyVaultScreen):
     @on(Input.Submitted)
     def action_save(self) -> None:
         """Check the form and save the connection (token to the keyring)."""
-        values = {f: self.query_one(f"#{f}", Input).value for f, *_ in FIELDS}
+        values = {f.name: self.query_one(f"#{f.name}", Input).value for f in FIELDS}
         token = self.query_one("#token", Input).value
         self.run_worker(self._save(values, token), group="agents-save", exclusive=True)
 
@@ -162,8 +151,8 @@ class AgentsScreen(KeyVaultScreen):
                 self.query_one(f"#{field}").focus()
             return
         clear_errors(self)
-        for field, *_ in FIELDS:
-            self.query_one(f"#{field}", Input).value = ""
+        for spec in FIELDS:
+            self.query_one(f"#{spec.name}", Input).value = ""
         self.query_one("#token", Input).value = ""
         self.notify(f"saved agent {profile.name!r}")
         self.reload()

@@ -9,9 +9,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from apps.core.navigation import area
 from apps.core.timefmt import ago
 from apps.core.viewmodels.alerts import AlertRow, AlertsState, AlertsViewModel
 from apps.tui.screens.base import KeyVaultScreen
+from apps.tui.widgets.tones import style_of
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("Severity", "severity", 9),
@@ -20,14 +22,13 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("Message", "message", 60),
     ("Raised", "raised", 9),
 )
-SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "blue"}
 STATE_STYLE = {"open": "bold", "acknowledged": "", "resolved": "dim"}
 
 
 def alert_cells(row: AlertRow, vault_name: str | None, now: Any) -> tuple[Any, ...]:
     """The table cells of one alert, in :data:`COLUMNS` order."""
     dim = row.state == "resolved"
-    severity = Text(row.severity, style="dim" if dim else SEVERITY_STYLE.get(row.severity, ""))
+    severity = Text(row.severity, style="dim" if dim else style_of(row.severity))
     return (
         severity,
         Text(row.state, style=STATE_STYLE.get(row.state, "")),
@@ -40,7 +41,7 @@ def alert_cells(row: AlertRow, vault_name: str | None, now: Any) -> tuple[Any, .
 class AlertsScreen(KeyVaultScreen):
     """The organisation's alerts, newest first."""
 
-    TITLE_TEXT = "Alerts"
+    TITLE_TEXT = area("alerts").heading
     BINDINGS = [
         Binding("k", "acknowledge", "Acknowledge"),
         Binding("x", "resolve", "Resolve"),

@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Input, Select, Static
 
+from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.widgets.tables import Cell, fill_table, when
 
@@ -21,7 +22,7 @@ CONTROL_PLANE = "control_plane"
 class AuditScreen(KeyVaultScreen):
     """Who did what, when, from where — metadata only, newest first."""
 
-    TITLE_TEXT = "Audit log"
+    TITLE_TEXT = area("audit").heading
     DEFAULT_CSS = """
     AuditScreen #audit-filters { height: 3; padding: 0 1; }
     AuditScreen #audit-filters Input { width: 1fr; }

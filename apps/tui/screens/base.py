@@ -19,7 +19,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Static
 
-from apps.core.timefmt import CERT_WARN_HOURS, day, time_left, urgency
+from apps.core.rules import cert_left_text, cert_tone, due_tone
+from apps.core.timefmt import CERT_WARN_HOURS, day
+from apps.tui.widgets.tones import TONE_STYLE
 from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
@@ -123,9 +125,8 @@ def due_text(moment: datetime | None, now: datetime, *, warn_days: int = 0) -> T
     """A date, red when past, yellow when within ``warn_days`` days."""
     if moment is None:
         return Text("—", style="dim")
-    left = (moment - now).total_seconds()
-    style = "bold red" if left < 0 else ("yellow" if left < warn_days * 86400 else "")
-    return Text(day(moment), style=style)
+    level = due_tone(moment, now, warn_days)
+    return Text(day(moment), style=TONE_STYLE[level] if level else "")
 
 
 def expires_text(
@@ -136,10 +137,9 @@ def expires_text(
     Vault certificates live a day by default and renew at two thirds of their life, so a
     date would always look close; the time left (and the colour) is what an operator needs.
     """
-    style = {"critical": "bold red", "warning": "yellow"}.get(
-        urgency(moment, now, warn_hours * 3600) or "", "dim" if moment is None else ""
-    )
-    return Text(time_left(moment, now), style=style)
+    level = cert_tone(moment, now, warn_hours)
+    style = TONE_STYLE[level] if level else ("dim" if moment is None else "")
+    return Text(cert_left_text(moment, now), style=style)
 
 
 class ConfirmScreen(ModalScreen[bool]):

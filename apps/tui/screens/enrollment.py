@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Label, Static
 
+from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.widgets.confirm import ConfirmScreen
 from apps.tui.widgets.form import FORM_CSS, clear_errors, show_error
@@ -24,7 +25,7 @@ STATE_STYLE = {"active": "green", "used": "dim", "expired": "yellow", "revoked":
 class EnrollmentScreen(KeyVaultScreen):
     """Enroll a new agent: a single-use token and the exact command to run on its host."""
 
-    TITLE_TEXT = "Enroll an agent"
+    TITLE_TEXT = area("enrollment").heading
     DEFAULT_CSS = (
         FORM_CSS
         + """

@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.screens.policy_form import PolicyFormScreen
 from apps.tui.widgets.confirm import ConfirmScreen
@@ -19,7 +20,7 @@ COLUMNS = ("Name", "Selects", "Every", "Notice", "Rotator", "Vaults", "Updated")
 class PoliciesScreen(KeyVaultScreen):
     """The organisation's rotation policies."""
 
-    TITLE_TEXT = "Rotation policies"
+    TITLE_TEXT = area("policies").heading
     DEFAULT_CSS = """
     PoliciesScreen #policies { height: 1fr; }
     PoliciesScreen #policies-status { height: 1; padding: 0 1; color: $text-muted; }

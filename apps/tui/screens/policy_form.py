@@ -11,25 +11,13 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static
 
+from apps.core.forms import POLICY_FORM, FieldSpec
 from apps.core.viewmodels.policies import PolicyDraft
 from apps.tui.widgets.form import FORM_CSS, clear_errors, field_row, show_error
 from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
     from apps.core.viewmodels.policies import PoliciesViewModel
-
-ROTATORS = ("random", "postgres", "command")
-TEXT_FIELDS = (
-    ("name", "Name", "", "e.g. rotate database passwords"),
-    ("name_glob", "Secret names", "glob on secret names, e.g. db/*", "db/*"),
-    ("labels", "Labels", "k=v, k=v — every label must match", "env=prod"),
-    ("interval_days", "Every (days)", "", "30"),
-    ("notice_days", "Notice (days)", "warn this many days before rotation is due", "7"),
-)
-TAIL_FIELDS = (
-    ("settings", "Settings", "rotator settings k=v, … (never secrets)", "length=32"),
-    ("scope", "Vaults", '"all" or vault ids: vlt_a, vlt_b', "all"),
-)
 
 
 class PolicyFormScreen(ModalScreen[bool]):
@@ -63,22 +51,11 @@ class PolicyFormScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         """Title, the fields, the rotator select, errors, buttons."""
-        title = "Edit policy" if self.policy_id else "New rotation policy"
+        editing = bool(self.policy_id)
         with VerticalScroll(classes="form-box"):
-            yield Static(title, classes="form-title")
-            for field, label, hint, placeholder in TEXT_FIELDS:
-                box = Input(self._value(field), placeholder=placeholder, id=field)
-                yield from field_row(label, field, box, hint)
-            rotator = self._value("rotator") or "random"
-            options = [(name, name) for name in ROTATORS]
-            yield from field_row(
-                "Rotator",
-                "rotator",
-                Select(options, value=rotator, allow_blank=False, id="rotator"),
-            )
-            for field, label, hint, placeholder in TAIL_FIELDS:
-                box = Input(self._value(field), placeholder=placeholder, id=field)
-                yield from field_row(label, field, box, hint)
+            yield Static(POLICY_FORM.title(editing), classes="form-title")
+            for spec in POLICY_FORM.fields:
+                yield from field_row(spec.label, spec.name, self._box(spec), spec.help_for(editing))
             yield Static("", id="form-error", classes="form-error")
             with Horizontal(classes="form-buttons"):
                 yield Button("Cancel", id="cancel")
@@ -88,11 +65,23 @@ class PolicyFormScreen(ModalScreen[bool]):
         """Start in the first field."""
         self.query_one("#name", Input).focus()
 
+    def _box(self, spec: FieldSpec) -> Input | Select[str]:
+        """The widget of one field: a choice list or a text box, filled from the draft."""
+        value = self._value(spec.name)
+        if spec.kind == "choice":
+            options = [(name, name) for name in spec.choices]
+            chosen = value if value in spec.choices else spec.default
+            return Select(options, value=chosen, allow_blank=False, id=spec.name)
+        return Input(value, placeholder=spec.placeholder, id=spec.name)
+
     def read_draft(self) -> PolicyDraft:
         """The form's current values as a draft (strings, as typed)."""
-        values = {f: self.query_one(f"#{f}", Input).value for f, *_ in TEXT_FIELDS + TAIL_FIELDS}
-        rotator = self.query_one("#rotator", Select).value
-        return PolicyDraft(rotator=str(rotator), **values)
+        values: dict[str, str] = {}
+        for spec in POLICY_FORM.fields:
+            widget = self.query_one(f"#{spec.name}")
+            value = widget.value if isinstance(widget, Input | Select) else ""
+            values[spec.name] = str(value)
+        return PolicyDraft(**values)
 
     @on(Button.Pressed, "#save")
     @on(Input.Submitted)

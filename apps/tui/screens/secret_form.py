@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from textual import on
 from textual.app import ComposeResult
@@ -11,19 +11,12 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static, Switch
 
+from apps.core.forms import SECRET_FORM, labels_text
 from apps.tui.widgets.form import FORM_CSS, clear_errors, field_row, show_error
 from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
     from apps.core.viewmodels.agent_secrets import AgentSecretsViewModel, SecretRow
-
-
-def labels_text(labels: Any) -> str:
-    """Labels (pairs, a dict or text) as ``k=v, k=v``."""
-    if isinstance(labels, str):
-        return labels
-    items = labels.items() if isinstance(labels, dict) else (labels or ())
-    return ", ".join(f"{k}={v}" for k, v in items)
 
 
 class SecretFormScreen(ModalScreen[bool]):
@@ -52,37 +45,37 @@ class SecretFormScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         """Name, value (+ show toggle), labels, description, errors, buttons."""
         row = self.row
+        editing = row is not None
         with VerticalScroll(classes="form-box"):
-            yield Static(f"Edit {row.name}" if row else "New secret", classes="form-title")
-            name = Input(row.name if row else "", placeholder="db/password", id="name")
-            name.disabled = row is not None
-            yield from field_row("Name", "name", name)
-            value_hint = (
-                "a new value makes a new version; empty keeps the current one" if row else ""
-            )
-            value = Input(placeholder="the secret value", password=True, id="value")
-            yield from field_row("Value", "value", value, value_hint)
-            with Horizontal(id="show-row", classes="form-row"):
-                yield Static("", classes="switch-gap")
-                yield Switch(False, id="show-value")
-                yield Static("show the value (ctrl+t)")
-            labels = labels_text(row.labels) if row else ""
-            yield from field_row(
-                "Labels", "labels", Input(labels, placeholder="env=prod, team=db", id="labels")
-            )
-            yield from field_row(
-                "Description",
-                "description",
-                Input(
-                    row.description if row else "",
-                    placeholder="optional",
-                    id="description",
-                ),
-            )
+            title = SECRET_FORM.title(editing, name=row.name if row else "")
+            yield Static(title, classes="form-title")
+            for spec in SECRET_FORM.fields:
+                box = Input(
+                    self._initial(spec.name),
+                    placeholder=spec.placeholder,
+                    password=spec.kind == "secret",
+                    id=spec.name,
+                )
+                box.disabled = editing and spec.fixed_on_edit
+                yield from field_row(spec.label, spec.name, box, spec.help_for(editing))
+                if spec.kind == "secret":
+                    with Horizontal(id="show-row", classes="form-row"):
+                        yield Static("", classes="switch-gap")
+                        yield Switch(False, id="show-value")
+                        yield Static("show the value (ctrl+t)")
             yield Static("", id="form-error", classes="form-error")
             with Horizontal(classes="form-buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Save", id="save", variant="primary")
+
+    def _initial(self, field: str) -> str:
+        """A field's value when the form opens: the row's (never its secret value), or ""."""
+        row = self.row
+        if row is None or field == "value":
+            return ""
+        if field == "labels":
+            return labels_text(row.labels)
+        return str(getattr(row, field, "") or "")
 
     def on_mount(self) -> None:
         """Start in the first editable field."""
@@ -101,8 +94,7 @@ class SecretFormScreen(ModalScreen[bool]):
     @on(Input.Submitted)
     def action_save(self) -> None:
         """Send the form; field-tagged errors appear next to their field."""
-        values = {f: self.query_one(f"#{f}", Input).value for f in ("name", "value", "labels")}
-        values["description"] = self.query_one("#description", Input).value
+        values = {f: self.query_one(f"#{f}", Input).value for f in SECRET_FORM.names}
         clear_errors(self)
         self.run_worker(self._save(values), group="save", exclusive=True)
 

@@ -13,8 +13,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Input, Static
 
+from apps.core.clipboard import copied_message
+from apps.core.forms import labels_text
 from apps.tui.screens.base import KeyVaultScreen
-from apps.tui.screens.secret_form import SecretFormScreen, labels_text
+from apps.tui.screens.secret_form import SecretFormScreen
+from apps.tui.widgets.clipboard import terminal_clipboard
 from apps.tui.widgets.confirm import ConfirmScreen
 from apps.tui.widgets.tables import Cell, fill_table, selected_key, when
 
@@ -191,13 +194,11 @@ class SecretsScreen(KeyVaultScreen):
         model = self.model
 
         async def work() -> None:
-            shown = name in model.state.revealed
-            value = await model.reveal(name)
-            if not shown:
-                model.hide(name)
-            self.app.copy_to_clipboard(value)
+            clipboard = terminal_clipboard(self.app)
+            clipboard.copy(await model.value_to_copy(name))
+            self.notify(copied_message(name, clipboard.guard.clear_after))
 
-        self.act(work, done=lambda _: self.notify(f"copied the value of {name}"))
+        self.act(work)
 
     def action_new(self) -> None:
         """Open the create form."""

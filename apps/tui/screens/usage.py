@@ -13,6 +13,7 @@ from textual.containers import Horizontal
 from textual.widgets import Select, Static
 from textual_plotext import PlotextPlot
 
+from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
 
 RANGES = (7, 30, 90)
@@ -21,7 +22,7 @@ RANGES = (7, 30, 90)
 class UsageScreen(KeyVaultScreen):
     """Secret operations per day, by operation and by vault."""
 
-    TITLE_TEXT = "Usage"
+    TITLE_TEXT = area("usage").heading
     DEFAULT_CSS = """
     UsageScreen #usage-bar { height: 3; padding: 0 1; }
     UsageScreen #usage-range { width: auto; padding: 1 2 0 0; }

@@ -9,10 +9,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Static
 
+from apps.core.forms import labels_text
+from apps.core.rules import DASH, shown_status, text_or_dash
 from apps.core.timefmt import ago, day
 from apps.core.viewmodels.vault_detail import InventoryRow, VaultDetailState, VaultDetailViewModel
 from apps.tui.screens.base import KeyVaultScreen, due_text, expires_text
-from apps.tui.screens.vaults import STATUS_STYLE
+from apps.tui.widgets.tones import style_of
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("Name", "name", 28),
@@ -34,7 +36,7 @@ def inventory_cells(
     name = Text("🔒 sealed", style="dim italic") if row.sealed else Text(row.name)
     if row.deleted:
         name.stylize("strike dim")
-    labels = ", ".join(f"{k}={v}" for k, v in row.labels) or "—"
+    labels = labels_text(row.labels) or DASH
     return (
         name,
         Text(labels, style="dim") if row.sealed else labels,
@@ -52,12 +54,12 @@ def vault_facts(state: VaultDetailState, now: Any) -> Text:
     vault = state.vault
     if vault is None:
         return Text("Loading vault…" if state.loading else "Vault not loaded.", style="dim")
-    status = "revoked" if vault.revoked else vault.status
+    status = shown_status(vault)
     text = Text()
     text.append(vault.name, style="bold")
     text.append(f"  {vault.id}  ", style="dim")
-    text.append(status, style=STATUS_STYLE.get(status, ""))
-    text.append(f"   last seen {ago(vault.last_seen, now)}   agent {vault.version or '—'}")
+    text.append(status, style=style_of(status))
+    text.append(f"   last seen {ago(vault.last_seen, now)}   agent {text_or_dash(vault.version)}")
     text.append("   certificate expires ")
     text.append_text(expires_text(vault.cert_expiry, now))
     text.append(f"   {len(state.items)} secrets")

@@ -13,9 +13,19 @@ from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import DuplicateKey, Row, RowKey
 
-from apps.core.timefmt import ago
+from apps.core.navigation import area
+from apps.core.rowdiff import updates_in_place
+from apps.core.rules import (
+    LIVE,
+    STATUS_TONES,
+    count_text,
+    last_seen_text,
+    shown_status,
+    text_or_dash,
+)
 from apps.core.viewmodels.vaults import VaultRow, VaultsState, VaultsViewModel
 from apps.tui.screens.base import KeyVaultScreen, expires_text
+from apps.tui.widgets.tones import LIVE_STYLE, style_of
 
 #: (header, key in VaultRow / the view model's sort columns, width)
 COLUMNS: tuple[tuple[str, str, int], ...] = (
@@ -27,15 +37,9 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("Cert expires", "cert_expiry", 12),
     ("ID", "id", 30),
 )
-STATUS_STYLE = {
-    "online": "bold green",
-    "offline": "bold red",
-    "pending": "yellow",
-    "revoked": "dim strike",
-}
 #: one shared (never mutated) cell per status: 10,000 rows need not build 10,000 Text objects
-STATUS_CELLS = {status: Text(status, style=style) for status, style in STATUS_STYLE.items()}
-LIVE = Text("live", style="green")
+STATUS_CELLS = {status: Text(status, style=style_of(status)) for status in STATUS_TONES}
+LIVE_CELL = Text(LIVE, style=LIVE_STYLE)
 FIRST_ROWS = 150  # added at once on a rebuild: more than any terminal shows
 CHUNK = 500  # then this many per step between other events (a keystroke waits for one step)
 TICK_SECONDS = 15.0  # how often "12s ago" is recomputed for the rows on screen
@@ -103,15 +107,14 @@ def plain(value: str) -> Text:
 
 def vault_cells(row: VaultRow, now: Any) -> tuple[Any, ...]:
     """The table cells of one vault, in :data:`COLUMNS` order."""
-    status = "revoked" if row.revoked else row.status
+    status = shown_status(row)
+    seen = last_seen_text(status, row.last_seen, now)
     return (
         plain(row.name),
         STATUS_CELLS.get(status) or plain(status),
-        # heartbeats are not pushed to operators (thousands a minute); "online" already means
-        # one arrived within the offline limit, so its age is only worth showing once it stops
-        LIVE if status == "online" else plain(ago(row.last_seen, now)),
-        plain("—" if row.secret_count is None else str(row.secret_count)),
-        plain(row.version or "—"),
+        LIVE_CELL if seen == LIVE else plain(seen),
+        plain(count_text(row.secret_count)),
+        plain(text_or_dash(row.version)),
         expires_text(row.cert_expiry, now),
         plain(row.id),
     )
@@ -120,7 +123,7 @@ def vault_cells(row: VaultRow, now: Any) -> tuple[Any, ...]:
 class VaultsScreen(KeyVaultScreen):
     """All vaults: filter, sort, open one, revoke one; status changes repaint single rows."""
 
-    TITLE_TEXT = "Vaults"
+    TITLE_TEXT = area("vaults").heading
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter", key_display="/"),
         Binding("enter", "open", "Open vault", show=False),
@@ -168,7 +171,9 @@ class VaultsScreen(KeyVaultScreen):
     def show(self, state: VaultsState) -> None:
         """Repaint: single cells when only rows' contents changed, else rebuild the table."""
         table = self.query_one(FleetTable)
-        changed = self._changed_rows(state)
+        changed = updates_in_place(self._shown, state.visible)
+        if (state.sort, state.descending) != self._sorted_by:
+            changed = None  # the header's sort arrow moves: rebuild
         self._shown = state.visible
         if changed is None:
             self._rebuild(table, state)
@@ -178,19 +183,6 @@ class VaultsScreen(KeyVaultScreen):
                     for (_, key, _), cell in zip(COLUMNS, self._cells_of(row), strict=True):
                         table.update_cell(row.id, key, cell)
         self._summary(state)
-
-    def _changed_rows(self, state: VaultsState) -> list[tuple[int, VaultRow]] | None:
-        """(index, row) to repaint in place, or None when the order or the set of rows changed."""
-        old, new = self._shown, state.visible
-        if (state.sort, state.descending) != self._sorted_by or len(old) != len(new):
-            return None
-        changed: list[tuple[int, VaultRow]] = []
-        for index, (before, after) in enumerate(zip(old, new, strict=True)):
-            if before is not after:
-                if before.id != after.id:
-                    return None
-                changed.append((index, after))
-        return changed
 
     def _rebuild(self, table: FleetTable, state: VaultsState) -> None:
         """Replace every row (filter, sort or a new vault): a screenful now, the rest in chunks.

@@ -9,18 +9,15 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-#: mode name → (module under apps.tui.screens, screen class, title, key); the app's modes
+from apps.core.navigation import AREAS, area_of
+from apps.core.rules import unread_text
+
+#: mode name → (module under apps.tui.screens, screen class, title, key): the core's areas
 FLEET_MODES: dict[str, tuple[str, str, str, str]] = {
-    "vaults": ("vaults", "VaultsScreen", "Vaults", "v"),
-    "alerts": ("alerts", "AlertsScreen", "Alerts", "a"),
-    "policies": ("policies", "PoliciesScreen", "Policies", "p"),
-    "usage": ("usage", "UsageScreen", "Usage", "u"),
-    "audit": ("audit", "AuditScreen", "Audit log", "l"),
-    "enrollment": ("enrollment", "EnrollmentScreen", "Enrollment", "e"),
-    "secrets": ("agents", "AgentsScreen", "Secrets", "s"),
+    a.key: (a.page, f"{a.stem}Screen", a.title, a.letter) for a in AREAS
 }
-#: screens reached from a mode's screen, highlighted as that mode
-SUB_SCREENS = {"VaultDetailScreen": "vaults", "SecretsScreen": "secrets"}
+#: screens reached from a mode's screen → the core's sub-area they are
+SUB_SCREENS = {"VaultDetailScreen": "vault_detail", "SecretsScreen": "agent_secrets"}
 
 
 def mode_of(screen_class: str) -> str | None:
@@ -28,7 +25,8 @@ def mode_of(screen_class: str) -> str | None:
     for mode, (_, name, _, _) in FLEET_MODES.items():
         if name == screen_class:
             return mode
-    return SUB_SCREENS.get(screen_class)
+    found = area_of(SUB_SCREENS.get(screen_class, ""))
+    return found.key if found else None
 
 
 def nav_text(current: str | None) -> Text:
@@ -63,8 +61,7 @@ def status_text(app: Any) -> Text:
     else:
         text.append("  ● offline", style="bold red")
     unread = shell.alerts.state.unread
-    noun = "alert" if unread == 1 else "alerts"
-    text.append(f"  {unread} unread {noun}", style="bold red" if unread else "dim")
+    text.append(f"  {unread_text(unread)}", style="bold red" if unread else "dim")
     return text
 
 

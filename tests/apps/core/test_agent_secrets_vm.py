@@ -173,3 +173,19 @@ async def test_a_wrong_token_or_missing_tls_file(agent_process: AgentProcess) ->
     model = AgentSecretsViewModel(broken, agent_process.dir.token)
     await model.refresh()
     assert model.state.error is not None and "/nonexistent/ca.crt" in model.state.error
+
+
+async def test_a_copied_value_never_enters_the_state(vm: AgentSecretsViewModel) -> None:
+    """Copy-without-reveal: no listener (no screen) ever sees the value; a reveal stays as it was."""
+    await vm.refresh()
+    await vm.create("db/copy", VALUE)
+    states: list[object] = []
+    vm.subscribe(states.append)
+    assert await vm.value_to_copy("db/copy") == VALUE
+    assert "db/copy" not in vm.state.revealed
+    assert all(VALUE not in repr(s) and "db/copy" not in s.revealed for s in states)  # type: ignore[attr-defined]
+    await vm.reveal("db/copy")
+    assert await vm.value_to_copy("db/copy") == VALUE
+    assert vm.state.revealed == {"db/copy": VALUE}  # revealed before: still revealed
+    with pytest.raises(e.NotFoundError):
+        await vm.value_to_copy("no/such")

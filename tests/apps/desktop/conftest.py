@@ -95,13 +95,6 @@ def desktop_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def fake_cp() -> FakeControlPlane:
-    """A small deterministic organisation."""
-    fake = FakeControlPlane()
-    return fake.seed(vaults=12, secrets=6, alerts=3, policies=2, audit=5, usage_days=7)
-
-
-@pytest.fixture
 def fake_shell(
     fake_cp: FakeControlPlane,
     qloop: asyncio.AbstractEventLoop,

@@ -46,16 +46,7 @@ def test_acknowledge_a_real_alert(qtbot: Any, live_cp: LiveControlPlane, live_sh
     window.show()
     qtbot.waitUntil(lambda: window.ready and live_shell.online, timeout=10_000)
     with qtbot.waitSignal(window.critical_alert, timeout=10_000) as blocker:
-        live_cp.server.run(
-            live_cp.cp.alerts.raise_alert(
-                live_cp.org_id,
-                "vault_offline",
-                f"offline:{vault_id}",
-                "db-1 is offline",
-                severity="critical",
-                vault_id=vault_id,
-            )
-        )
+        live_cp.raise_offline_alert(vault_id)
     assert blocker.args == ["db-1 is offline"]
     assert "1 unread alert" in window.header.text()
     view = window.show_view("alerts")

@@ -1,4 +1,4 @@
-"""Table models without a window: rows, roles, one-row dataChanged, proxy filtering."""
+"""Table models without a window: rows, roles, one-row dataChanged, view-model filtering."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSortFilterProxyModel, Qt
 from PySide6.QtWidgets import QApplication
 
 from apps.core.viewmodels.alerts import AlertRow
 from apps.core.viewmodels.vault_detail import InventoryRow
-from apps.core.viewmodels.vaults import VaultRow
+from apps.core.viewmodels.vaults import VaultRow, VaultsViewModel
 from apps.desktop.models import ROW_ROLE, SORT_ROLE
 from apps.desktop.models.alerts_model import RAISED, SEVERITY, VAULT, AlertsTableModel
 from apps.desktop.models.inventory_model import LABELS, ROTATION, InventoryTableModel
@@ -21,7 +21,6 @@ from apps.desktop.models.vaults_model import (
     NAME,
     SECRETS,
     STATUS,
-    VaultsProxy,
     VaultsTableModel,
 )
 from tests.apps.fake_cp import NOW
@@ -93,25 +92,32 @@ def test_update_row_emits_data_changed_for_that_row_only(qapp: QApplication) -> 
     assert len(seen) == 1
 
 
-def test_proxy_filters_case_insensitively_and_follows_updates(qapp: QApplication) -> None:
-    model = vaults_model(30)
-    proxy = VaultsProxy()
-    proxy.setSourceModel(model)
-    proxy.set_filter("  DB-  ")
-    names = [proxy.data(proxy.index(r, NAME)) for r in range(proxy.rowCount())]
+def filtered(n: int) -> tuple[VaultsViewModel, VaultsTableModel]:
+    """A fleet view model of ``n`` rows and a table model following its visible rows."""
+    model = VaultsTableModel(clock=lambda: NOW)
+    vm = VaultsViewModel(None, lambda state: model.apply_rows(state.visible))  # type: ignore[arg-type]
+    vm.set_rows([vault(i) for i in range(n)])
+    return vm, model
+
+
+def test_view_model_filters_case_insensitively_and_follows_updates(qapp: QApplication) -> None:
+    # the filter lives in the view model (as the TUI's does); the table shows what it keeps
+    vm, model = filtered(30)
+    vm.set_filter("  DB-  ")
+    names = [model.data(model.index(r, NAME)) for r in range(model.rowCount())]
     assert len(names) == 10 and all(n.startswith("db-") for n in names)
-    proxy.set_filter("offline")
-    assert proxy.rowCount() == 0
-    model.update_row("vlt_000004", vault(4, "offline"))  # a live status change enters the filter
-    assert proxy.rowCount() == 1
-    assert proxy.data(proxy.index(0, NAME), ROW_ROLE).id == "vlt_000004"
-    proxy.set_filter("")
-    assert proxy.rowCount() == 30
+    vm.set_filter("offline")
+    assert model.rowCount() == 0
+    vm.apply_event("vault.status", {"vault_id": "vlt_000004", "status": "offline"})
+    assert model.rowCount() == 1  # a live status change enters the filter
+    assert model.data(model.index(0, NAME), ROW_ROLE).id == "vlt_000004"
+    vm.set_filter("")
+    assert model.rowCount() == 30
 
 
 def test_proxy_sorts_by_the_sort_role(qapp: QApplication) -> None:
     model = vaults_model(10)
-    proxy = VaultsProxy()
+    proxy = QSortFilterProxyModel()
     proxy.setSourceModel(model)
     proxy.setSortRole(SORT_ROLE)
     proxy.sort(SECRETS, Qt.SortOrder.DescendingOrder)
@@ -121,14 +127,12 @@ def test_proxy_sorts_by_the_sort_role(qapp: QApplication) -> None:
 
 def test_filter_on_10000_rows_narrows_and_widens(qapp: QApplication) -> None:
     # how fast is measured by `python -m bench.desktop`, not here
-    model = vaults_model(10_000)
-    proxy = VaultsProxy()
-    proxy.setSourceModel(model)
+    vm, model = filtered(10_000)
     for text, rows in (("w", 3334), ("web", 3334), ("0.2", 3333), ("", 10_000)):
-        proxy.set_filter(text)
-        assert proxy.rowCount() == rows, text
-    proxy.set_filter("web-0000")
-    assert proxy.rowCount() == 4  # web-00000, -00003, -00006, -00009
+        vm.set_filter(text)
+        assert model.rowCount() == rows, text
+    vm.set_filter("web-0000")
+    assert model.rowCount() == 4  # web-00000, -00003, -00006, -00009
 
 
 def alert(i: int, severity: str = "critical", state: str = "open") -> AlertRow:

@@ -18,11 +18,7 @@ WAIT = 15_000
 
 def server_policies(live_cp: LiveControlPlane) -> list[dict[str, object]]:
     """The policies as the real server has them."""
-    headers = {"Authorization": f"Bearer {live_cp.token()}"}
-    resp = httpx.get(live_cp.url + "/api/v1/policies", headers=headers)
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    return list(body["items"] if isinstance(body, dict) else body)
+    return live_cp.policies()
 
 
 def click_yes(qtbot: QtBot, box: QMessageBox | None, text: str) -> None:

@@ -45,13 +45,6 @@ def stable_config(monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 @pytest.fixture
-def fake_cp() -> FakeControlPlane:
-    """A small deterministic organisation."""
-    fake = FakeControlPlane()
-    return fake.seed(vaults=12, secrets=6, alerts=3, policies=2, audit=5, usage_days=7)
-
-
-@pytest.fixture
 def fake_shell(fake_cp: FakeControlPlane, stable_config: str) -> Shell:
     """A Shell over ``fake_cp`` (started by the app)."""
     return build_fake_shell(fake_cp)

@@ -108,17 +108,7 @@ async def test_live_alert_from_the_real_control_plane(
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await wait_for(pilot, lambda: live_shell.online)
-        alert, _ = await asyncio.to_thread(
-            live_cp.server.run,
-            live_cp.cp.alerts.raise_alert(
-                live_cp.org_id,
-                "vault_offline",
-                f"offline:{vault_id}",
-                "db-1 is offline",
-                severity="critical",
-                vault_id=vault_id,
-            ),
-        )
+        alert, _ = await asyncio.to_thread(live_cp.raise_offline_alert, vault_id)
         await wait_for(pilot, lambda: "1 unread alert" in header_text(app))
         await pilot.press("a")
         await wait_for(pilot, lambda: len(rows(app)) == 1)
