@@ -23,7 +23,10 @@ from tests.apps.fake_shell import FakeStream
 from tests.apps.tui.conftest import SIZE, header_text, settle, texts
 
 
-async def test_header_shows_org_user_role_live_and_memory_store(fake_app: KeyVaultApp) -> None:
+async def test_header_shows_org_user_role_live_and_memory_store(
+    fake_app: KeyVaultApp, fake_cp: FakeControlPlane
+) -> None:
+    open_alerts = sum(1 for a in fake_cp.alerts.values() if a["state"] == "open")
     async with fake_app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert isinstance(fake_app.screen, VaultsScreen)
@@ -33,7 +36,7 @@ async def test_header_shows_org_user_role_live_and_memory_store(fake_app: KeyVau
             "owner@example.com",
             "(owner)",
             "● live",
-            "0 unread alerts",
+            f"{open_alerts} unread alert",
             "credentials in memory only",
         ):
             assert part in header, header
