@@ -43,6 +43,10 @@ def test_header_banner_and_unread_count(
     qtbot: Any, fake_shell: Shell, fake_cp: FakeControlPlane
 ) -> None:
     window = open_window(qtbot, fake_shell)
+    seeded = sum(1 for a in fake_cp.alerts.values() if a["state"] == "open")
+    assert f"{seeded} unread alert" in window.header.text()
+    window.show_view("alerts")  # the seeded open alerts are unread until looked at
+    window.show_view("vaults")
     text = window.header.text()
     assert text.startswith(f"Acme  ·  {EMAIL} (owner)")
     assert "● live" in text and "0 unread alerts" in text
