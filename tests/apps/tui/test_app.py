@@ -222,3 +222,21 @@ async def test_a_server_refusal_is_a_notification(
         messages = [n.message for n in app._notifications]
         assert any("revoked" in m for m in messages), messages
         assert app.is_running
+
+
+async def test_logout_by_key_after_every_screen_never_crashes(fake_cp: FakeControlPlane) -> None:
+    """Issue 19: logging out after the Enrollment screen was open crashed with
+    "'NoneType' object has no attribute 'enrollment'"; logout also has a key now (ctrl+o, also while typing)."""
+    from apps.tui.screens.login import LoginScreen
+    from tests.apps.fake_shell import build_fake_shell
+
+    for letter in ("e", "v", "a", "p", "u", "l", "s"):
+        app = KeyVaultApp(build_fake_shell(fake_cp))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press(letter)
+            await settle(pilot)
+            await pilot.press("ctrl+o")
+            await settle(pilot)
+            assert isinstance(app.screen, LoginScreen), (letter, app.screen)
+            assert app.shell is None and app.return_code is None
