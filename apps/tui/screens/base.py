@@ -47,7 +47,7 @@ class KeyVaultScreen(Screen[Any]):
         more) still reaches its own view models instead of None."""
         if self._own_shell is None:
             self._own_shell = self.app.shell  # type: ignore[attr-defined]
-        return self._own_shell  # type: ignore[return-value]
+        return self._own_shell
 
     def now(self) -> datetime:
         """The app's clock (injectable for stable snapshots)."""
