@@ -233,8 +233,10 @@ class MainWindow(QMainWindow):
         except (ImportError, AttributeError):
             view = QLabel(f"The {title} view is not available in this build.")
             view.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        if key == "vaults":
+        if key in ("vaults", "home"):
             view.open_vault.connect(self.open_vault)  # type: ignore[attr-defined]
+        if key == "home":
+            view.open_alerts.connect(lambda: self.show_view("alerts"))  # type: ignore[attr-defined]
         self.views[key] = view
         self.stack.addWidget(view)
         return view
@@ -329,7 +331,7 @@ class MainWindow(QMainWindow):
         geometry = saved.value("geometry")
         if geometry is None or not self.restoreGeometry(geometry):
             self.resize(1180, 720)
-        self.show_view(str(saved.value("last_view", "vaults")))
+        self.show_view(str(saved.value("last_view", "home")))
 
     def logout(self) -> None:
         """Revoke the session, forget its token, and end with ``finished("logout")``."""

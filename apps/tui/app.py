@@ -125,7 +125,7 @@ class KeyVaultApp(App[None]):
         await shell.start()
         self._started = True
         self.status_signal.publish(None)
-        await self.switch_mode("vaults")
+        await self.switch_mode("home")
         await self._fresh_login()
 
     async def _fresh_login(self) -> None:
