@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from apps.core.navigation import AREAS, shortcut
+from apps.core.navigation import AREAS, KEYS, shortcut
 from apps.core.rules import unread_text
 from apps.core.viewmodels.alerts import AlertsState
 from apps.desktop import theme
@@ -280,7 +280,7 @@ class MainWindow(QMainWindow):
         self.banner.setVisible(not self.shell.online)
         self.tray.setIcon(tray_icon(unread))
         self.tray.setToolTip(f"KeyVault — {alerts}")
-        title = self.nav.item(1)
+        title = self.nav.item(KEYS.index("alerts"))
         if title is not None:
             title.setText(f"Alerts ({unread})" if unread else "Alerts")
 
@@ -331,7 +331,9 @@ class MainWindow(QMainWindow):
         geometry = saved.value("geometry")
         if geometry is None or not self.restoreGeometry(geometry):
             self.resize(1180, 720)
-        self.show_view(str(saved.value("last_view", "home")))
+        last = str(saved.value("last_view", "home"))
+        self.show_view("vaults")  # the fleet is always built first (its rows feed every view)
+        self.show_view(last)
 
     def logout(self) -> None:
         """Revoke the session, forget its token, and end with ``finished("logout")``."""

@@ -6,10 +6,12 @@ from typing import Any
 
 from PySide6.QtWidgets import QLabel
 
+from apps.core.navigation import KEYS
 from apps.core.shell import Shell
 from apps.desktop.main_window import NAV, MainWindow, settings
 from apps.desktop.tasks import run_task
 from apps.desktop.views.alerts import AlertsView
+from apps.desktop.views.home import HomeView
 from apps.desktop.views.vaults import VaultsView
 from common.errors import KeyVaultError
 from tests.apps.fake_cp import EMAIL, FakeControlPlane
@@ -28,9 +30,10 @@ def open_window(qtbot: Any, shell: Shell) -> MainWindow:
 def test_navigation_has_every_view(qtbot: Any, fake_shell: Shell) -> None:
     window = open_window(qtbot, fake_shell)
     titles = [window.nav.item(i).text() for i in range(window.nav.count())]
-    assert titles[0] == "Vaults" and titles[2:] == [t for _, t, _, _ in NAV[2:]]
-    assert len(titles) == 7
-    assert isinstance(window.current_view(), VaultsView)
+    assert titles[:2] == ["Home", "Vaults"] and titles[3:] == [t for _, t, _, _ in NAV[3:]]
+    assert len(titles) == 8
+    assert isinstance(window.current_view(), HomeView)  # the window opens on what needs you
+    assert isinstance(window.views["vaults"], VaultsView)
     assert isinstance(window.show_view("alerts"), AlertsView)
     assert window.current_view() is window.views["alerts"]
     for key, *_ in NAV:  # every view (or a clear placeholder) builds without error
@@ -62,7 +65,7 @@ def test_header_banner_and_unread_count(
     assert blocker.args == ["db-7 went away"]
     assert "1 unread alert" in window.header.text()
     assert window.tray.toolTip() == "KeyVault — 1 unread alert"
-    assert window.nav.item(1).text() == "Alerts (1)"
+    assert window.nav.item(KEYS.index("alerts")).text() == "Alerts (1)"
     # a warning does not notify
     fake_shell.stream.emit(  # type: ignore[attr-defined]
         "alert.raised", fake_cp.add_alert("rotation_failed", "meh", "warning")
