@@ -62,8 +62,10 @@ class KeyVaultApp(App[None]):
         store: CredentialStore | None = None,
         memory_keyring: bool = False,
         clock: Callable[[], datetime] | None = None,
+        start: str = "home",
     ) -> None:
         super().__init__()
+        self.start = start  # the mode shown after login: what needs the operator now
         self.shell: Shell | None = shell
         self.store = store
         self.memory_keyring = memory_keyring
@@ -125,7 +127,7 @@ class KeyVaultApp(App[None]):
         await shell.start()
         self._started = True
         self.status_signal.publish(None)
-        await self.switch_mode("home")
+        await self.switch_mode(self.start)
         await self._fresh_login()
 
     async def _fresh_login(self) -> None:

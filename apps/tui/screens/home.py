@@ -12,15 +12,15 @@ from textual.widgets import DataTable, Static
 
 from apps.core.navigation import area
 from apps.core.timefmt import ago
-from apps.core.viewmodels.home import CATEGORIES, HomeState, HomeViewModel, NeedItem
+from apps.core.viewmodels.home import NOUNS, HomeState, HomeViewModel, NeedItem
 from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.widgets.tones import style_of
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
-    ("Severity", "severity", 9),
-    ("What", "category", 22),
-    ("Problem", "title", 48),
-    ("Since", "since", 9),
+    ("Severity", "severity", 8),
+    ("Since", "since", 8),
+    ("What", "category", 20),
+    ("Problem", "title", None),  # last, so a narrow terminal cuts only its end
 )
 
 
@@ -28,9 +28,9 @@ def need_cells(item: NeedItem, now: Any) -> tuple[Any, ...]:
     """The table cells of one item, in :data:`COLUMNS` order."""
     return (
         Text(item.severity, style=style_of(item.severity)),
-        CATEGORIES[item.category],
-        Text(item.title),
         ago(item.since, now),
+        NOUNS[item.category].capitalize(),
+        Text(item.title),
     )
 
 

@@ -212,7 +212,7 @@ async def test_a_server_refusal_is_a_notification(
         httpx.post, f"{live_cp.url}/api/v1/vaults/{vault_id}/revoke", headers=headers
     )
     assert resp.status_code == 200, resp.text
-    app = KeyVaultApp(live_shell)
+    app = KeyVaultApp(live_shell, start="vaults")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("enter")  # the only vault

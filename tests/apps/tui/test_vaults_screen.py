@@ -135,7 +135,7 @@ async def test_ten_thousand_rows_fill_in_chunks(stable_config: str, clock: Any) 
 
     fake = FakeControlPlane().seed(vaults=10_000)
     shell = build_fake_shell(fake)
-    app = KeyVaultApp(shell, clock=clock)
+    app = KeyVaultApp(shell, clock=clock, start="vaults")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         while table_of(app).row_count < 10_000:
