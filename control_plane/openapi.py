@@ -300,6 +300,7 @@ def _vaults() -> J:
             "description": STR,
             "created_at": STR,
             "expires_at": STR,
+            "gateway_url": NSTR,
         },
         ["id", "token", "ca_pin"],
     )

@@ -170,7 +170,7 @@ def enroll_token_cmd(
         gateway_url = gateway_url.strip().rstrip("/")
         if gateway_url != session.profile.gateway_url:
             session.remember(gateway_url=gateway_url)
-    gateway = gateway_url or created.get("gateway_url") or session.profile.gateway_url
+    gateway = gateway_url or session.profile.gateway_url or created.get("gateway_url")
     click.echo(
         f"enrollment token {created['id']} (single use, expires {created.get('expires_at')}); "
         "run this on the agent host:",

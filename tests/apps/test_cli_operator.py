@@ -262,11 +262,12 @@ def test_vaults_and_enrollment(keyring_env: dict[str, str], live_cp: LiveControl
     made = run("vaults", "enroll-token", "--description", "web tier", "--ttl", "600")
     assert made.exit_code == 0, made.output
     token = next(w for w in made.stdout.split() if w.startswith("kve_"))
-    assert (
-        f"keyvault agent enroll --control-plane https://<control-plane-host>:8444 --token {token}"
-        in made.stdout
-    )
-    assert "placeholder" in made.stderr
+    # the control plane says where its gateway is: a command that works as shown, no placeholder
+    from control_plane.gateway.app import GATEWAY
+
+    real = live_cp.server.app[GATEWAY].url
+    assert f"keyvault agent enroll --control-plane {real} --token {token}" in made.stdout
+    assert "placeholder" not in made.stderr and "<control-plane-host>" not in made.stdout
 
     gateway = "https://cp.example.com:8444"
     made = run("vaults", "enroll-token", "--gateway-url", gateway)

@@ -163,7 +163,7 @@ class EnrollmentViewModel(ViewModel[EnrollmentState]):
         ttl = _ttl_seconds(ttl_hours)
         doc = await self.client.create_enrollment_token(text or (vault_name or ""), ttl)
         token = str(doc["token"])
-        gateway = doc.get("gateway_url") or self.gateway_url
+        gateway = self.gateway_url or doc.get("gateway_url")  # yours first, else the real one
         created = CreatedToken(
             token=token,
             expires_at=when(doc.get("expires_at")),
