@@ -146,6 +146,11 @@ def revoke_cmd(vault: str, yes: bool) -> None:
     help="Lifetime in seconds (default: the control plane's, usually 1 hour).",
 )
 @click.option("--name", help="The new vault's name (default: the agent host's name).")
+@click.option(
+    "--metadata-key-file",
+    help="The key file's name on the agent host (default keyvault-metadata.key when this "
+    "keyring holds the organisation's key).",
+)
 @click.option("--description", default="", help="What the token is for (shown in listings).")
 @click.option(
     "--gateway-url",
@@ -154,13 +159,18 @@ def revoke_cmd(vault: str, yes: bool) -> None:
 )
 @friendly_errors
 def enroll_token_cmd(
-    ttl: int | None, name: str | None, description: str, gateway_url: str | None
+    ttl: int | None,
+    name: str | None,
+    metadata_key_file: str | None,
+    description: str,
+    gateway_url: str | None,
 ) -> None:
     """Make a single-use enrollment token and print the one command to run on the agent host.
 
     The command alone goes to standard output (`> enroll.sh` keeps it); what it is and until
     when it works go to standard error. The token is shown once and stored nowhere here.
     """
+    from apps.core.metadata_keys import DEFAULT_KEY_FILE
     from apps.core.viewmodels.enrollment import enroll_command
 
     session = current_session()
@@ -176,7 +186,10 @@ def enroll_token_cmd(
         "run this on the agent host:",
         err=True,
     )
-    click.echo(enroll_command(gateway, created["token"], name))
+    key_file = metadata_key_file or (DEFAULT_KEY_FILE if session.metadata_key() else None)
+    click.echo(enroll_command(gateway, created["token"], name, key_file))
+    if key_file:
+        click.echo(f"(copy {key_file} next to it on the agent host)", err=True)
     if not gateway:
         click.echo(
             "(replace the placeholder with the control plane's gateway URL, or pass --gateway-url)",

@@ -18,6 +18,9 @@ from common.metadata_key import MetadataKey
 if TYPE_CHECKING:
     from apps.core.session import Session
 
+#: the key file's name wherever one is written or named (CLI, apps, the enroll command)
+DEFAULT_KEY_FILE = "keyvault-metadata.key"
+
 
 def _load(path: Path) -> MetadataKey:
     return MetadataKey.load(path.expanduser())

@@ -143,6 +143,9 @@ class Shell:
         return key
 
     async def _key_installed(self, key: MetadataKey) -> None:
+        from apps.core.metadata_keys import DEFAULT_KEY_FILE
+
+        self.enrollment.key_file = DEFAULT_KEY_FILE
         self.names.forget_secrets()
         details = list(self._details)
         for detail in details:
@@ -223,6 +226,10 @@ class Shell:
 
     async def start(self) -> None:
         """Start the live stream and load the vaults and alerts."""
+        from apps.core.metadata_keys import DEFAULT_KEY_FILE
+
+        if await asyncio.to_thread(self.metadata_key) is not None:
+            self.enrollment.key_file = DEFAULT_KEY_FILE  # the enroll command installs it
         if self._stream_task is None:
             self._stream_task = asyncio.get_running_loop().create_task(
                 self.stream.run(), name="keyvault-live-stream"

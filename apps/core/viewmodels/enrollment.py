@@ -23,11 +23,18 @@ MAX_TTL_HOURS = 7 * 24
 VAULT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # as the control plane checks it
 
 
-def enroll_command(gateway_url: str | None, token: str, name: str | None = None) -> str:
-    """The exact line to run on the agent host (with the vault's name when one is given)."""
+def enroll_command(
+    gateway_url: str | None, token: str, name: str | None = None, key_file: str | None = None
+) -> str:
+    """The exact line to run on the agent host: the gateway, the token, the vault's name and
+    the metadata-key step (``--metadata-key-file``, the file copied next to it) when given."""
     target = shlex.quote(gateway_url.strip().rstrip("/")) if gateway_url else GATEWAY_PLACEHOLDER
     line = f"keyvault agent enroll --control-plane {target} --token {shlex.quote(token)}"
-    return line + (f" --name {shlex.quote(name.strip())}" if name and name.strip() else "")
+    if name and name.strip():
+        line += f" --name {shlex.quote(name.strip())}"
+    if key_file:
+        line += f" --metadata-key-file {shlex.quote(key_file)}"
+    return line
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,8 @@ class EnrollmentViewModel(ViewModel[EnrollmentState]):
         super().__init__(EnrollmentState(), on_change)
         self.client = client
         self.gateway_url = gateway_url
+        #: the key file the command names (None: the organisation has no metadata key yet)
+        self.key_file: str | None = None
 
     async def refresh(self) -> None:
         """Load the tokens (errors go to ``state.error``)."""
@@ -167,7 +176,7 @@ class EnrollmentViewModel(ViewModel[EnrollmentState]):
         created = CreatedToken(
             token=token,
             expires_at=when(doc.get("expires_at")),
-            command=enroll_command(gateway, token, vault_name),
+            command=enroll_command(gateway, token, vault_name, self.key_file),
             id=str(doc.get("id") or ""),
         )
         row = TokenRow.from_json({**doc, "state": "active", "created_at": doc.get("created_at")})

@@ -123,7 +123,10 @@ async def test_the_new_agent_is_followed_from_token_to_first_inventory() -> None
     try:
         vm = shell.enrollment
         created = await vm.create("", 1, name="payments-prod")
-        assert created.command.endswith(" --name payments-prod")
+        # the one command: gateway, token, the vault's name and the metadata-key step
+        assert created.command.endswith(
+            " --name payments-prod --metadata-key-file keyvault-metadata.key"
+        )
         assert vm.state.follow is not None and vm.state.follow.stage == "waiting"
         assert vm.state.follow.text == "waiting for the agent to enroll with the token"
 
