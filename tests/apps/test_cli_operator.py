@@ -393,15 +393,21 @@ def test_no_keyring_for_vault_commands(no_keyring: None, tmp_path: Path) -> None
 
 
 def test_the_printed_enroll_line_enrolls_a_real_agent(
-    keyring_env: dict[str, str], live_cp: LiveControlPlane, tmp_path: Path
+    keyring_env: dict[str, str],
+    live_cp: LiveControlPlane,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """End to end: the line `vaults enroll-token` prints, run on an agent's folder, enrolls it."""
+    """End to end: the one line `vaults enroll-token` prints, run as it is next to the key
+    file, enrolls an agent under its name and installs the organisation's metadata key."""
     import shlex
 
     from control_plane.gateway.app import GATEWAY
     from tests.conftest import init_agent_dir
 
+    monkeypatch.chdir(tmp_path)
     login(live_cp)
+    assert run("org", "metadata-key", "create").exit_code == 0  # keyvault-metadata.key here
     gateway = live_cp.server.app[GATEWAY].url
     made = run("vaults", "enroll-token", "--gateway-url", gateway, "--name", "db-1")
     assert made.exit_code == 0, made.output
@@ -409,10 +415,16 @@ def test_the_printed_enroll_line_enrolls_a_real_agent(
     (line,) = made.stdout.splitlines()
     argv = shlex.split(line)
     assert argv[:5] == ["keyvault", "agent", "enroll", "--control-plane", gateway]
-    assert argv[-2:] == ["--name", "db-1"] and "single use" in made.stderr
+    assert argv[-4:] == ["--name", "db-1", "--metadata-key-file", "keyvault-metadata.key"]
+    assert "single use" in made.stderr
     agent = init_agent_dir(tmp_path / "agent")
     enrolled = run(*argv[1:], "--data-dir", str(agent.path))
     assert enrolled.exit_code == 0, enrolled.output
+    installed = agent.path / "metadata.key"
+    assert MetadataKey.load(installed).fingerprint == MetadataKey.load(
+        tmp_path / "keyvault-metadata.key"
+    ).fingerprint
+    assert installed.stat().st_mode & 0o777 == 0o600
     listed = run("vaults", "list", "--json")
     assert [v["name"] for v in json.loads(listed.stdout)] == ["db-1"]
 
