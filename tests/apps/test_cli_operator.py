@@ -421,9 +421,10 @@ def test_the_printed_enroll_line_enrolls_a_real_agent(
     enrolled = run(*argv[1:], "--data-dir", str(agent.path))
     assert enrolled.exit_code == 0, enrolled.output
     installed = agent.path / "metadata.key"
-    assert MetadataKey.load(installed).fingerprint == MetadataKey.load(
-        tmp_path / "keyvault-metadata.key"
-    ).fingerprint
+    assert (
+        MetadataKey.load(installed).fingerprint
+        == MetadataKey.load(tmp_path / "keyvault-metadata.key").fingerprint
+    )
     assert installed.stat().st_mode & 0o777 == 0o600
     listed = run("vaults", "list", "--json")
     assert [v["name"] for v in json.loads(listed.stdout)] == ["db-1"]
