@@ -327,12 +327,18 @@ class VaultsScreen(KeyVaultScreen):
             self.notify("Select a vault that is not revoked yet.", severity="warning")
             return
 
-        def revoke() -> None:
-            self.act(lambda: self.model.revoke(row.id), done=f"Vault {row.name} revoked.")
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.act(lambda: self.model.revoke(row.id), done=f"Vault {row.name} revoked.")
 
-        self.confirm(
-            f"Revoke vault {row.name} ({row.id})?\n\nIts agent can no longer reach the control "
-            "plane; this cannot be undone.",
-            revoke,
-            yes="Revoke",
+        from apps.tui.widgets.typed_confirm import TypedConfirmScreen
+
+        self.app.push_screen(
+            TypedConfirmScreen(
+                f"Revoke vault {row.name} ({row.id})? Its agent can no longer reach the "
+                "control plane.",
+                row.name or row.id,
+                action="Revoke",
+            ),
+            answered,
         )
