@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
@@ -30,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from apps.core.metadata_keys import DEFAULT_KEY_FILE
 from apps.core.navigation import AREAS, KEYS, shortcut
 from apps.core.rules import unread_text
 from apps.core.viewmodels.alerts import AlertsState
@@ -185,6 +187,8 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
+        self._action(file_menu, "Import metadata key…", self.import_metadata_key)
+        self._action(file_menu, "Create metadata key…", self.create_metadata_key)
         self._action(file_menu, "Log out", self.logout)
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
         view_menu = bar.addMenu("&View")
@@ -334,6 +338,37 @@ class MainWindow(QMainWindow):
         last = str(saved.value("last_view", "home"))
         self.show_view("vaults")  # the fleet is always built first (its rows feed every view)
         self.show_view(last)
+
+    def import_metadata_key(self, path: str | None = None) -> None:
+        """Import the organisation's key file (asked for when not given); names appear at once
+        in every open view. Kept in the OS keyring, or in memory under --memory-keyring."""
+        from PySide6.QtWidgets import QFileDialog
+
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Import the metadata key file")
+        if path:
+            run_task(
+                self,
+                self.shell.import_metadata_key(Path(path)),
+                done=lambda key: self.show_info(f"Metadata key {key.fingerprint[:19]}… in use."),
+            )
+
+    def create_metadata_key(self, path: str | None = None) -> None:
+        """Create the organisation's key (owner) and write the agents' key file."""
+        from PySide6.QtWidgets import QFileDialog
+
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Write the new metadata key file", DEFAULT_KEY_FILE
+            )
+        if path:
+            run_task(
+                self,
+                self.shell.create_metadata_key(Path(path)),
+                done=lambda key: self.show_info(
+                    f"Metadata key {key.fingerprint[:19]}… created; copy {path} to the agents."
+                ),
+            )
 
     def logout(self) -> None:
         """Revoke the session, forget its token, and end with ``finished("logout")``."""

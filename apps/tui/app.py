@@ -51,6 +51,7 @@ class KeyVaultApp(App[None]):
         ),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("ctrl+o", "logout", "Log out", key_display="ctrl+o", priority=True),
+        Binding("ctrl+k", "metadata_key", "Metadata key", key_display="ctrl+k", priority=True),
         Binding("ctrl+p", "command_palette", "Palette", show=False),
         Binding("q", "quit", "Quit"),
     ]
@@ -163,7 +164,7 @@ class KeyVaultApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Fleet modes need a logged-in shell."""
-        if action in ("mode", "logout") and self.shell is None:
+        if action in ("mode", "logout", "metadata_key") and self.shell is None:
             return False
         return True
 
@@ -213,6 +214,19 @@ class KeyVaultApp(App[None]):
         for mode, (module, name, _, _) in FLEET_MODES.items():
             await self.remove_mode(mode)
             self.add_mode(mode, _factory(module, name))
+
+    def action_metadata_key(self) -> None:
+        """Import or create the organisation's metadata key (names appear at once)."""
+        from apps.tui.screens.metadata_key import MetadataKeyScreen
+
+        if self.shell is None or isinstance(self.screen, MetadataKeyScreen):
+            return
+
+        def done(fingerprint: str | None) -> None:
+            if fingerprint:
+                self.notify(f"Metadata key {fingerprint[:19]}… in use: names are shown.")
+
+        self.push_screen(MetadataKeyScreen(), done)
 
     def action_toggle_dark(self) -> None:
         """Switch between the dark and the light theme."""

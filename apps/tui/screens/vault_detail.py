@@ -124,7 +124,7 @@ class VaultDetailScreen(KeyVaultScreen):
         hint.display = not state.has_key and bool(state.items)
         hint.update(
             "Names and labels are sealed: import the organisation's metadata key on this "
-            "machine (keyvault org metadata-key import FILE) to read them."
+            "machine (ctrl+k, or keyvault org metadata-key import FILE) to read them."
         )
         error = self.query_one("#error", Static)
         error.display = bool(state.error)

@@ -128,3 +128,29 @@ def test_logout_revokes_and_finishes(
         window.logout()
     assert blocker.args == ["logout"]
     assert not window.isVisible()
+
+
+def test_importing_the_metadata_key_shows_names_at_once(
+    qtbot: Any, qloop: Any, tmp_path: Any
+) -> None:
+    """File → Import metadata key… under a memory keyring: the open vault shows its names."""
+    from apps.desktop.views.vault_detail import VaultDetailView
+    from tests.apps.core.test_shell_names import blind_shell
+
+    fake = FakeControlPlane()
+    fake.seed(vaults=12)
+    web = next(iter(fake.vaults))
+    for n in range(3):
+        fake.add_secret(web, f"app/named-{n}")
+    shell = blind_shell(fake)
+    window = open_window(qtbot, shell)
+    detail = window.open_vault(web)
+    assert isinstance(detail, VaultDetailView)
+    qtbot.waitUntil(lambda: detail.model.rowCount() >= 3)
+    assert detail.sealed_note.isVisible()
+    key_file = tmp_path / "keyvault-metadata.key"
+    fake.key.save(key_file)
+    window.import_metadata_key(str(key_file))
+    names = lambda: {detail.model.index(r, 0).data() for r in range(detail.model.rowCount())}  # noqa: E731
+    qtbot.waitUntil(lambda: {f"app/named-{n}" for n in range(3)} <= names())
+    assert not detail.sealed_note.isVisible()
