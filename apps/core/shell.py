@@ -75,6 +75,8 @@ class Shell:
         self._details: weakref.WeakSet[VaultDetailViewModel] = weakref.WeakSet()
         self._agent_models: weakref.WeakSet[AgentSecretsViewModel] = weakref.WeakSet()
         self._status_listeners: list[StatusListener] = []
+        self._named_vaults: set[str] = set()  # vaults whose secret names were learned
+        self.audit.subscribe(self._audit_names)
         self._stream_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._was_online = False
@@ -113,6 +115,23 @@ class Shell:
                 self.names.learn_inventory(
                     model.vault_id, [{"secret_id": row.secret_id}], _Named(row.name)
                 )
+
+    async def _learn_me(self) -> None:
+        """The operator's own user id reads as their e-mail (audit actor, commands)."""
+        try:
+            me = await self.client.me()
+        except KeyVaultError:
+            return
+        user = me.get("user") or {}
+        if isinstance(user.get("id"), str):
+            self.names.learn(user["id"], str(user.get("email") or ""))
+
+    def _audit_names(self, state: Any) -> None:
+        """Audit rows name secrets by id: open each reporting vault's labels once."""
+        for row in state.rows:
+            if row.vault_id and row.vault_id not in self._named_vaults:
+                self._named_vaults.add(row.vault_id)
+                self._spawn(self.learn_secret_names(row.vault_id))
 
     async def learn_secret_names(self, vault_id: str) -> None:
         """Open one vault's inventory labels so its secret ids show as names (errors ignored)."""
@@ -230,6 +249,7 @@ class Shell:
 
         if await asyncio.to_thread(self.metadata_key) is not None:
             self.enrollment.key_file = DEFAULT_KEY_FILE  # the enroll command installs it
+        self._spawn(self._learn_me())
         if self._stream_task is None:
             self._stream_task = asyncio.get_running_loop().create_task(
                 self.stream.run(), name="keyvault-live-stream"

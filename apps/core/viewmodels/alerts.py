@@ -71,6 +71,7 @@ class AlertsViewModel(ViewModel[AlertsState]):
         self.client = client
         self._all: dict[str, AlertRow] = {}
         self._seen: set[str] = set()  # ids the operator had in front of them at mark_read
+        self._during: dict[str, AlertRow] | None = None  # events that arrive while reloading
 
     async def refresh(self) -> None:
         """Load every alert (all pages); an error goes to ``state.error``."""
@@ -85,9 +86,16 @@ class AlertsViewModel(ViewModel[AlertsState]):
                 if not cursor:
                     return docs
 
-        docs = await self._load(work)
+        during: dict[str, AlertRow] = {}
+        self._during = during
+        try:
+            docs = await self._load(work)
+        finally:
+            if self._during is during:
+                self._during = None
         if docs is not None:
             self._all = {str(d["id"]): AlertRow.from_json(d) for d in docs}
+            self._all.update(during)  # an event newer than the page must not be lost
             self._publish()
 
     def _publish(self, **changes: Any) -> None:
@@ -140,5 +148,7 @@ class AlertsViewModel(ViewModel[AlertsState]):
         if self._all.get(row.id) == row:
             return False
         self._all[row.id] = row
+        if self._during is not None:
+            self._during[row.id] = row
         self._publish()
         return True

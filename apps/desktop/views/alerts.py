@@ -35,7 +35,7 @@ class AlertsView(QWidget):
         super().__init__(parent)
         self.shell = shell
         self.vm = shell.alerts
-        self.model = AlertsTableModel(self._vault_name, parent=self)
+        self.model = AlertsTableModel(self._vault_name, parent=self, humanize=shell.names.humanize)
         self._build()
         follow(self, self.vm.subscribe, self.show_state)
         self.show_state(self.vm.state)

@@ -29,7 +29,7 @@ class AuditView(QWidget):
         super().__init__(parent)
         self.shell = shell
         self.vm = shell.audit
-        self.model = AuditTableModel(parent=self)
+        self.model = AuditTableModel(parent=self, names=shell.names)
         self.proxy = proxy_for(self.model, parent=self)
         self.table = table_for(self.proxy, WIDTHS, stretch=4)
         self.table.sortByColumn(SEQ, Qt.SortOrder.DescendingOrder)

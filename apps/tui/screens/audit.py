@@ -72,6 +72,7 @@ class AuditScreen(KeyVaultScreen):
                 return vault.name
             return "control plane" if vault_id == CONTROL_PLANE else vault_id
 
+        names = self.shell.names
         fill_table(
             self.query_one("#audit", DataTable),
             (
@@ -80,9 +81,9 @@ class AuditScreen(KeyVaultScreen):
                     (
                         str(r.seq),
                         when(r.at),
-                        r.actor or "—",
+                        names.label(r.actor) or "—",
                         r.action,
-                        r.target or "—",
+                        names.label(r.target, r.vault_id) or "—",
                         source(r.source),
                         r.outcome,
                     ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from apps.core.viewmodels.alerts import AlertRow, AlertsViewModel
@@ -104,3 +106,28 @@ async def test_unread_always_agrees_with_the_open_alerts_after_reloads() -> None
     again = AlertsViewModel(fake)  # type: ignore[arg-type]
     await again.refresh()  # logging in again: every open alert is unread until looked at
     assert again.state.unread == len(again.open_rows) == 3
+
+
+async def test_an_event_during_a_reload_is_not_lost() -> None:
+    """A reload (after a reconnect, or a vault coming online) that started before an alert was
+    raised must not drop that alert when its older page arrives."""
+    import asyncio
+
+    fake, vm = await loaded(1)
+    started, release = asyncio.Event(), asyncio.Event()
+    original = fake.list_alerts
+
+    async def slow(*args: Any, **kw: Any) -> Any:
+        page = await original(*args, **kw)  # the page as it was when the reload began
+        started.set()
+        await release.wait()
+        return page
+
+    fake.list_alerts = slow  # type: ignore[method-assign]
+    reload = asyncio.create_task(vm.refresh())
+    await started.wait()
+    new = fake.add_alert("vault_offline", "web-1 gone", "critical", "vlt_000001")
+    assert vm.apply_event("alert.raised", new)
+    release.set()
+    await reload
+    assert new["id"] in {r.id for r in vm.state.rows} and vm.state.unread == 2
