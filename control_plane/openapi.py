@@ -497,6 +497,7 @@ def _data_system() -> J:
         _q("source", STR),
         _q("since", STR),
         _q("until", STR),
+        _q("before", {"type": "integer", "minimum": 0}),  # newest first; 0: from the newest
     ]
     usage_row = _obj({"day": STR, "vault_id": STR, "operation": STR, "count": INT})
     usage = _obj(
@@ -507,6 +508,7 @@ def _data_system() -> J:
         {
             "items": {"type": "array", "items": _ref("AuditEntry")},
             "next_after": {"type": ["integer", "null"]},
+            "next_before": {"type": ["integer", "null"]},
         },
         ["items"],
     )

@@ -76,6 +76,7 @@ class Shell:
         self._agent_models: weakref.WeakSet[AgentSecretsViewModel] = weakref.WeakSet()
         self._status_listeners: list[StatusListener] = []
         self._named_vaults: set[str] = set()  # vaults whose secret names were learned
+        self._audit_checking = False
         self.audit.subscribe(self._audit_names)
         self._stream_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -115,6 +116,12 @@ class Shell:
                 self.names.learn_inventory(
                     model.vault_id, [{"secret_id": row.secret_id}], _Named(row.name)
                 )
+
+    async def _check_audit(self) -> None:
+        try:
+            await self.audit.check_newer()
+        finally:
+            self._audit_checking = False
 
     async def _learn_me(self) -> None:
         """The operator's own user id reads as their e-mail (audit actor, commands)."""
@@ -205,6 +212,9 @@ class Shell:
         known = events.KINDS.get(kind)
         if known is None:
             return
+        if self.audit.live and not self._audit_checking:  # activity: the log has grown
+            self._audit_checking = True
+            self._spawn(self._check_audit())
         if known.family == "vault":
             self.vaults.apply_event(kind, data)
         elif known.family == "alert":

@@ -567,20 +567,26 @@ class FakeControlPlane:
         source: str | None = None,
         since: str | None = None,
         until: str | None = None,
+        before: int | None = None,
     ) -> dict[str, Any]:
-        """One page ``{items, next_after}`` of audit entries after ``seq``, oldest first."""
+        """One page of audit entries: after ``seq`` oldest first, or (``before``, 0 = the
+        newest) newest first, as the server pages them."""
         self._call("query_audit", after=after, limit=limit, action=action, source=source)
         rows = [
             r
             for r in self.audit
             if r["seq"] > after
+            and (not before or r["seq"] < before)
             and (not action or r["action"] == action)
             and (not source or r["source"] == source)
             and (not since or r["at"] >= since)
             and (not until or r["at"] < until)
         ]
+        if before is not None:
+            rows.reverse()
         page = rows[:limit]
-        return {"items": page, "next_after": page[-1]["seq"] if len(rows) > limit else None}
+        nxt = page[-1]["seq"] if len(rows) > limit else None
+        return {"items": page, ("next_before" if before is not None else "next_after"): nxt}
 
     async def usage(
         self, start: str | None = None, end: str | None = None, vault_id: str | None = None
