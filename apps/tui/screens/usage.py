@@ -14,6 +14,7 @@ from textual.widgets import Select, Static
 from textual_plotext import PlotextPlot
 
 from apps.core.navigation import area
+from apps.core.rules import series_colour
 from apps.tui.screens.base import KeyVaultScreen
 
 RANGES = (7, 30, 90)
@@ -91,8 +92,14 @@ class UsageScreen(KeyVaultScreen):
         xs: list[float] = [float(i) for i in range(1, len(days) + 1)]
         if not xs or not series:
             plt.title(f"{title} — no usage in this range")
-        for name, counts in sorted(series.items()):
-            plt.plot(xs, list(counts), label=name, marker="braille")
+        if xs and series:  # daily counts are bars, one distinct colour per series
+            names = sorted(series)
+            # plotext takes one label and colour per set (its stub says otherwise)
+            options: dict[str, Any] = {
+                "labels": names,
+                "color": [_rgb(series_colour(i)) for i in range(len(names))],
+            }
+            plt.multiple_bar(xs, [list(series[n])[: len(xs)] for n in names], **options)
         if xs:
             step = max(1, len(xs) // 6)
             ticks = xs[::step]
@@ -118,3 +125,9 @@ class UsageScreen(KeyVaultScreen):
         vault_id = event.value if isinstance(event.value, str) else None
         if vault_id != self.shell.usage.state.vault_id:
             self._run(self.shell.usage.set_vault(vault_id))
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    """``#rrggbb`` as plotext's (r, g, b)."""
+    value = hex_colour.lstrip("#")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from pytestqt.qtbot import QtBot
 
@@ -54,3 +55,26 @@ def test_usage_charts(qtbot: QtBot, live_shell: Shell, live_cp: LiveControlPlane
     assert live_shell.usage.state.vault_id == idle
     assert view.by_operation.series_names() == []
     assert "no usage in this range" in view.by_operation.chart().title()
+
+
+def test_daily_counts_are_bars_in_distinct_colours_and_follow_the_dark_theme(qapp: Any) -> None:
+    from PySide6.QtCharts import QBarSeries
+
+    from apps.desktop import theme
+    from apps.desktop.views.usage import UsageChart
+
+    chart = UsageChart("Operations per day")
+    days = ("2026-01-01", "2026-01-02", "2026-01-03")
+    chart.show_series(days, {"read": (1, 2, 3), "write": (0, 1, 0), "list": (4, 0, 2)})
+    assert all(isinstance(s, QBarSeries) for s in chart.plot.series())
+    assert chart.counts("list") == [4, 0, 2]
+    assert len(set(chart.colours())) == 3
+    try:
+        theme.apply(qapp, "dark")
+        chart.show_series(days, {"read": (1, 2, 3)})
+        assert chart.plot.backgroundBrush().color().lightness() < 100  # not white in dark
+        theme.apply(qapp, "light")
+        chart.show_series(days, {"read": (1, 2, 3)})
+        assert chart.plot.backgroundBrush().color().lightness() > 150
+    finally:
+        theme.apply(qapp, "light")
