@@ -97,13 +97,14 @@ class UsageScreen(KeyVaultScreen):
             # plotext takes one label and colour per set (its stub says otherwise)
             options: dict[str, Any] = {
                 "labels": names,
+                "width": 0.6,  # gaps between the days
                 "color": [_rgb(series_colour(i)) for i in range(len(names))],
             }
-            plt.multiple_bar(xs, [list(series[n])[: len(xs)] for n in names], **options)
-        if xs:
-            step = max(1, len(xs) // 6)
-            ticks = xs[::step]
-            plt.xticks(ticks, [days[int(i) - 1][5:] for i in ticks])
+            labels = [day[5:] for day in days]  # one group of bars per day, labelled
+            plt.multiple_bar(labels, [list(series[n])[: len(xs)] for n in names], **options)
+            if len(days) > 10:  # 30 or 90 days: a label every few groups stays readable
+                step = max(1, len(days) // 8)
+                plt.xticks(xs[::step], labels[::step])
         if series:
             plt.ylim(0, None)
         chart.refresh()
