@@ -20,8 +20,10 @@ from apps.core.viewmodels.alerts import AlertRow, AlertsViewModel
 from apps.core.viewmodels.base import Listener, ViewModel
 from apps.core.viewmodels.vaults import VaultRow, VaultsViewModel
 
-CERT_WARNING = timedelta(days=14)
-CERT_CRITICAL = timedelta(days=3)
+# agent certificates are short-lived and renewed while online (the control plane alerts from
+# min(6 h, a quarter of their life) left); near expiry here means renewal is not happening
+CERT_WARNING = timedelta(hours=6)
+CERT_CRITICAL = timedelta(hours=1)
 SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 # categories in the order the screen groups them, with their headings
 CATEGORIES: dict[str, str] = {
@@ -141,7 +143,14 @@ def _cert_item(vault: VaultRow, name: str, now: datetime) -> NeedItem | None:
         return None
     left = vault.cert_expiry - now
     severity = "critical" if left <= CERT_CRITICAL else "warning"
-    when = "expired" if left.total_seconds() <= 0 else f"expires in {max(left.days, 0)} d"
+    hours = left.total_seconds() / 3600
+    when = (
+        "expired"
+        if hours <= 0
+        else f"expires in {hours:.0f} h"
+        if hours >= 1
+        else "expires within the hour"
+    )
     return NeedItem(
         f"certificate:{vault.id}", "certificate", severity, f"{name}: certificate {when}",
         "renewed automatically while the agent is online", vault.cert_expiry, vault.id,

@@ -29,10 +29,12 @@ class EnrollmentScreen(KeyVaultScreen):
     DEFAULT_CSS = (
         FORM_CSS
         + """
-    EnrollmentScreen #enroll-form { height: auto; padding: 0 1; }
-    EnrollmentScreen #enroll-form Label { padding: 1 1 0 0; width: auto; color: $text-muted; }
+    EnrollmentScreen #enroll-form, EnrollmentScreen #enroll-form-2 { height: auto; padding: 0 1; }
+    EnrollmentScreen #enroll-form Label, EnrollmentScreen #enroll-form-2 Label {
+        padding: 1 1 0 0; width: auto; color: $text-muted;
+    }
     EnrollmentScreen #description { width: 1fr; }
-    EnrollmentScreen #name { width: 20; }
+    EnrollmentScreen #name { width: 1fr; }
     EnrollmentScreen #created-follow { text-style: bold; }
     EnrollmentScreen #ttl_hours { width: 12; }
     EnrollmentScreen #create { margin-left: 1; }
@@ -58,14 +60,15 @@ class EnrollmentScreen(KeyVaultScreen):
 
     def compose_body(self) -> ComposeResult:
         """The create form, the shown-once panel, the list."""
-        with Horizontal(id="enroll-form"):
+        with Horizontal(id="enroll-form"):  # two short rows: usable at 80 columns
             yield Label("Vault name")
             yield Input(placeholder="e.g. billing-prod", id="name")
-            yield Label("Description")
-            yield Input(placeholder="e.g. billing-prod host 2", id="description")
             yield Label("Valid (hours)")
             yield Input("24", id="ttl_hours")
             yield Button("Create token", id="create", variant="primary")
+        with Horizontal(id="enroll-form-2"):
+            yield Label("Description")
+            yield Input(placeholder="e.g. billing-prod host 2", id="description")
         with Vertical(id="enroll-errors"):
             yield Static("", id="name-error", classes="field-error")
             yield Static("", id="description-error", classes="field-error")

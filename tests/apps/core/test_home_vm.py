@@ -33,7 +33,7 @@ async def test_one_item_per_problem_most_severe_first_with_names() -> None:
     web = fake.add_vault("web-1")
     db = fake.add_vault("db-1", status="offline")
     cache = fake.add_vault("cache-1")
-    fake.vaults[cache]["certificate_not_after"] = iso(NOW + timedelta(days=2))
+    fake.vaults[cache]["certificate_not_after"] = iso(NOW + timedelta(minutes=40))
     fake.add_vault("gone-1", status="revoked")
     fake.add_alert("vault_offline", f"vault {db} is offline", "critical", db)
     failed = fake.add_alert("rotation_failed", f"rotation failed on {web}", "critical", web)
@@ -50,7 +50,8 @@ async def test_one_item_per_problem_most_severe_first_with_names() -> None:
     assert [i.severity for i in items] == ["critical", "critical", "critical", "warning"]
     assert items[0].title == "rotation failed on web-1" and items[0].alert_id == failed["id"]
     assert items[1].title == "vault db-1 is offline"  # the alert and the status: one item
-    assert items[2].title == "cache-1: certificate expires in 2 d" and items[2].goto == "vault"
+    assert items[2].title == "cache-1: certificate expires within the hour"
+    assert items[2].goto == "vault"
     _check_counts(home)
     assert home.state.summary() == (
         "4 things need you: 1 failed rotation, 1 overdue rotation, 1 offline agent, 1 expiring certificate"
