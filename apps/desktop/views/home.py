@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 
 from apps.core.navigation import area
 from apps.core.timefmt import ago
-from apps.core.viewmodels.home import CATEGORIES, HomeState, NeedItem
+from apps.core.viewmodels.home import NOUNS, HomeState, NeedItem
 from apps.desktop import theme
 from apps.desktop.views import error_label, follow, show_error, title_row, view_layout
 
@@ -81,7 +81,8 @@ class HomeView(QWidget):
         now = self.shell.home.clock()
         self.table.setRowCount(len(state.items))
         for at, item in enumerate(state.items):
-            cells = (item.severity, CATEGORIES[item.category], item.title, ago(item.since, now))
+            what = NOUNS[item.category].capitalize()
+            cells = (item.severity, what, item.title, ago(item.since, now))
             for col, text in enumerate(cells):
                 cell = QTableWidgetItem(text)
                 cell.setToolTip(item.detail if col == 2 else text)

@@ -14,12 +14,11 @@ from PySide6.QtCharts import (
     QValueAxis,
 )
 from PySide6.QtCore import QEvent, Qt
-from PySide6.QtGui import QColor, QPainter
-from PySide6.QtWidgets import QButtonGroup, QComboBox, QLabel, QPushButton, QWidget
+from PySide6.QtGui import QColor, QPainter, QPalette
+from PySide6.QtWidgets import QApplication, QButtonGroup, QComboBox, QLabel, QPushButton, QWidget
 
 from apps.core.navigation import area
 from apps.core.rules import series_colour
-from apps.desktop import theme
 from apps.desktop.tasks import run_task
 from apps.desktop.views import follow, title_row, view_layout
 from apps.desktop.views.ops_kit import show_status
@@ -49,6 +48,13 @@ def totals_text(state: Any) -> str:
     return " · ".join(parts)
 
 
+def day_labels(days: tuple[str, ...], most: int = 10) -> list[str]:
+    """'MM-DD' under at most ``most`` days, evenly spread; the other categories stay blank
+    (distinct zero-width strings, as categories must differ) instead of elided to '…'."""
+    step = max(1, -(-len(days) // most))
+    return [day[5:] if i % step == 0 else "\u200b" * (i + 1) for i, day in enumerate(days)]
+
+
 class UsageChart(QChartView):
     """Daily counts as bars, one distinctly coloured set per series, in the app's theme."""
 
@@ -70,23 +76,28 @@ class UsageChart(QChartView):
     def changeEvent(self, event: QEvent) -> None:
         """A theme switch repaints the chart in the new theme."""
         super().changeEvent(event)
-        if event.type() == QEvent.Type.PaletteChange:
+        if event.type() in (
+            QEvent.Type.PaletteChange,
+            QEvent.Type.ApplicationPaletteChange,
+            QEvent.Type.StyleChange,
+        ):
             self.show_series(*self._shown)
 
     def show_series(self, days: tuple[str, ...], series: dict[str, tuple[int, ...]]) -> None:
         """Draw these series over ``days`` (titled as empty when there are none)."""
         self._shown = (days, series)
         chart = self.plot
-        dark = theme.current() == "dark"
+        colours = QApplication.palette()  # the theme in force (also mid-switch)
+        dark = colours.color(QPalette.ColorRole.Window).lightness() < 128
         chart.setTheme(
             QChart.ChartTheme.ChartThemeDark if dark else QChart.ChartTheme.ChartThemeLight
         )
-        chart.setBackgroundBrush(theme.palette(theme.current()).base())
+        chart.setBackgroundBrush(colours.base())
         chart.removeAllSeries()
         chart.setTitle(self.title if series else f"{self.title} — no usage in this range")
         chart.legend().setVisible(bool(series))
         self.x_axis.clear()
-        self.x_axis.append([day[5:] for day in days])
+        self.x_axis.append(day_labels(days))
         bars = QBarSeries()
         top = 0
         for at, (name, counts) in enumerate(sorted(series.items())):
