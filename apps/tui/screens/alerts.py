@@ -13,6 +13,7 @@ from apps.core.navigation import area
 from apps.core.timefmt import ago
 from apps.core.viewmodels.alerts import AlertRow, AlertsState, AlertsViewModel
 from apps.tui.screens.base import KeyVaultScreen
+from apps.tui.widgets.tables import add_cut_row
 from apps.tui.widgets.tones import style_of
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
@@ -88,7 +89,7 @@ class AlertsScreen(KeyVaultScreen):
             vault = self.shell.vaults.row(row.vault_id) if row.vault_id else None
             message = self.shell.names.humanize(row.message, row.vault_id)
             cells = alert_cells(row, vault.name if vault else None, now, message)
-            table.add_row(*cells, key=row.id)
+            add_cut_row(table, cells, row.id)
         if selected is not None and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected), animate=False)
         live = sum(1 for r in state.rows if r.state != "resolved")

@@ -14,6 +14,7 @@ from apps.core.navigation import area
 from apps.core.timefmt import ago
 from apps.core.viewmodels.home import NOUNS, HomeState, HomeViewModel, NeedItem
 from apps.tui.screens.base import KeyVaultScreen
+from apps.tui.widgets.tables import add_cut_row
 from apps.tui.widgets.tones import style_of
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
@@ -71,7 +72,7 @@ class HomeScreen(KeyVaultScreen):
         table.clear()
         now = self.now()
         for item in state.items:
-            table.add_row(*need_cells(item, now), key=item.key)
+            add_cut_row(table, need_cells(item, now), item.key)
         if selected is not None and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected), animate=False)
         summary = state.summary()

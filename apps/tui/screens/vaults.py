@@ -102,7 +102,7 @@ class FleetTable(DataTable[Any]):
 def plain(value: str) -> Text:
     """A cell shown exactly as given: names come from agents, so never parsed as markup (a
     string cell would be), and a ready Text skips the table's per-cell markup parsing."""
-    return Text(value, no_wrap=True, end="")
+    return Text(value, no_wrap=True, overflow="ellipsis", end="")
 
 
 def vault_cells(row: VaultRow, now: Any) -> tuple[Any, ...]:

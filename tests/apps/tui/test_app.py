@@ -125,15 +125,16 @@ async def test_a_failing_action_is_a_notification_not_a_traceback(
 ) -> None:
     async with fake_app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        name = fake_app.shell.vaults.state.visible[0].name  # type: ignore[union-attr]
         fake_cp.fail_next(
             PermissionDeniedError("only owners and admins can revoke vaults"), "revoke_vault"
         )
-        await pilot.press("x", "y")
+        await pilot.press("x", *name, "enter")  # revoking: the name typed in full
         await settle(pilot)
         messages = [n.message for n in fake_app._notifications]
         assert "only owners and admins can revoke vaults" in messages
         fake_cp.fail_next(RuntimeError("a bug"), "revoke_vault")  # type: ignore[arg-type]
-        await pilot.press("x", "y")
+        await pilot.press("x", *name, "enter")
         await settle(pilot)
         messages = [n.message for n in fake_app._notifications]
         assert any("Unexpected error (RuntimeError)" in m for m in messages), messages
