@@ -98,6 +98,7 @@ class UsageChart(QChartView):
         chart.legend().setVisible(bool(series))
         self.x_axis.clear()
         self.x_axis.append(day_labels(days))
+        self.x_axis.setLabelsAngle(-60 if len(days) > 10 else 0)  # narrow slots: turn the dates
         bars = QBarSeries()
         top = 0
         for at, (name, counts) in enumerate(sorted(series.items())):
