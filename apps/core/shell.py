@@ -78,6 +78,7 @@ class Shell:
         self._named_vaults: set[str] = set()  # vaults whose secret names were learned
         self._audit_checking = False
         self.audit.subscribe(self._audit_names)
+        self.policies.subscribe(self._policy_names)
         self._stream_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._was_online = False
@@ -132,6 +133,11 @@ class Shell:
         user = me.get("user") or {}
         if isinstance(user.get("id"), str):
             self.names.learn(user["id"], str(user.get("email") or ""))
+
+    def _policy_names(self, state: Any) -> None:
+        """Policy ids (audit targets, inventory, scopes) read as the policies' names."""
+        for row in getattr(state, "rows", ()):
+            self.names.learn(str(row.id), str(getattr(row, "name", "") or ""))
 
     def _audit_names(self, state: Any) -> None:
         """Audit rows name secrets by id: open each reporting vault's labels once."""
