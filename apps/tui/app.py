@@ -34,6 +34,8 @@ def _factory(module: str, name: str) -> Callable[[], Screen[Any]]:
     return build
 
 
+#: keys Textual itself binds on every screen (focus cycling, copy, its own quit): not listed
+FRAMEWORK_KEYS = frozenset({"tab", "shift+tab", "ctrl+c", "super+c", "ctrl+q"})
 FULL_COLLECTION_EVERY = 20.0  # seconds between full garbage-collection passes (when idle)
 IDLE_BEFORE_COLLECTING = 3.0  # seconds without a key press that count as idle
 
@@ -234,13 +236,15 @@ class KeyVaultApp(App[None]):
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """Every described key of the screen, the modes, logout, theme, then Textual's own."""
-        seen: set[str] = set()
+        seen: set[str] = {"logout"}  # offered below, with its explanation
         for active in screen.active_bindings.values():
             binding = active.binding
             if not binding.description or binding.action in seen or not active.enabled:
                 continue
             if binding.action.startswith("mode(") or binding.action == "command_palette":
                 continue
+            if not isinstance(active.node, (Screen, App)) or binding.key in FRAMEWORK_KEYS:
+                continue  # a table's cursor keys, focus cycling: not commands worth listing
             seen.add(binding.action)
             key = binding.key_display or binding.key
             yield SystemCommand(

@@ -241,3 +241,12 @@ async def test_logout_by_key_after_every_screen_never_crashes(fake_cp: FakeContr
             await settle(pilot)
             assert isinstance(app.screen, LoginScreen), (letter, app.screen)
             assert app.shell is None and app.return_code is None
+
+
+async def test_the_palette_lists_commands_not_table_cursor_keys(fake_app: KeyVaultApp) -> None:
+    async with fake_app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        titles = [c.title for c in fake_app.get_system_commands(fake_app.screen)]
+        for noise in ("Cursor up", "Page down", "Focus Next", "Copy selected text", "Bottom"):
+            assert noise not in titles, titles
+        assert titles.count("Log out") == 1 and "Revoke vault" in titles
