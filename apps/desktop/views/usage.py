@@ -98,7 +98,10 @@ class UsageChart(QChartView):
         chart.legend().setVisible(bool(series))
         self.x_axis.clear()
         self.x_axis.append(day_labels(days))
-        self.x_axis.setLabelsAngle(-60 if len(days) > 10 else 0)  # narrow slots: turn the dates
+        # 30 or 90 narrow slots elide any date: the range is named under the title instead
+        self.x_axis.setLabelsVisible(len(days) <= 10)
+        if len(days) > 10 and series:
+            chart.setTitle(f"{self.title} · {days[0]} → {days[-1]}")
         bars = QBarSeries()
         top = 0
         for at, (name, counts) in enumerate(sorted(series.items())):
