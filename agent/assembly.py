@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import socket
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.audit import AuditLog
+from agent.audit.checkpoint import CHECKPOINT_KEY, AuditGuard, CheckpointKey, open_audit
 from agent.auth import TokenService
 from agent.changes import Wakeup
 from agent.crypto import KeySource
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from agent.rotation.engine import RotationEngine
 
 VERSION = "0.1.0"
+
+log = logging.getLogger("keyvault.agent")
 
 
 def key_source(settings: AgentSettings) -> KeySource:
@@ -85,6 +89,7 @@ class Agent:
     secrets: SecretService
     tokens: TokenService
     audit: AuditLog
+    audit_guard: AuditGuard  # the chain's epoch and checkpoint, what the start found
     metrics: Metrics = field(default_factory=Metrics)
     jobs: JobRunner = field(default_factory=JobRunner)
     uplink: UplinkStatus = field(default_factory=UplinkStatus)
@@ -107,13 +112,16 @@ class Agent:
             store.check()
             store.migrate()
             keys = KeyManager.unlock(store, source or key_source(settings))
-            audit = AuditLog(
-                settings.data_dir,
-                keys.audit_key,
-                fsync=settings.audit_fsync,
-                on_append=appended.notify,
+            audit, guard = open_audit(
+                lambda: AuditLog(
+                    settings.data_dir,
+                    keys.audit_key,
+                    fsync=settings.audit_fsync,
+                    on_append=appended.notify,
+                ),
+                CheckpointKey(keys.audit_key, keys.vault_id, _checkpoint_row(settings, store)),
+                store,
             )
-            audit.open()
         except BaseException:
             store.close()
             raise
@@ -122,7 +130,7 @@ class Agent:
         )
         from agent.rotation.engine import RotationEngine  # only for a running agent
 
-        agent = cls(settings, store, keys, secrets, TokenService(store), audit)
+        agent = cls(settings, store, keys, secrets, TokenService(store), audit, guard)
         agent.audit_appended = appended
         agent._enrolled_vault = _enrolled_vault_id(settings)
         agent.rotation = RotationEngine(
@@ -136,7 +144,11 @@ class Agent:
         return self.uplink.vault_id or self._enrolled_vault
 
     def close(self) -> None:
-        """Close the audit log and the store."""
+        """Checkpoint and close the audit log, close the store."""
+        try:
+            self.audit_guard.save_sync(self.audit, self.store)
+        except Exception:  # the log itself is intact; the next start compares with an older one
+            log.exception("writing the last audit checkpoint failed")
         self.audit.close()
         self.store.close()
 
@@ -144,6 +156,14 @@ class Agent:
     def uptime(self) -> float:
         """Seconds since the agent opened."""
         return time.monotonic() - self.started
+
+
+def _checkpoint_row(settings: AgentSettings, store: Store) -> str:
+    """The audit checkpoint's ``kv_meta`` key: one per audit log (replicas on one PostgreSQL
+    store each have their own log)."""
+    if store.backend == "sqlite":
+        return CHECKPOINT_KEY
+    return f"{CHECKPOINT_KEY}:{rotation_owner(settings)}"
 
 
 def rotation_owner(settings: AgentSettings) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.engine import Connection
 
 from agent.crypto import Clock, Random, utcnow
+from agent.globmatch import Glob
 from agent.store import schema as t
 from agent.store.db import Store
 from common.errors import AuthenticationError, NotFoundError, PermissionDeniedError, ValidationError
@@ -34,33 +35,10 @@ CACHE_SECONDS = 5.0
 TOKEN_ID_RE = re.compile(r"tok_[a-z2-7]{16}")
 
 
-def glob_body(glob: str, *, one_line: bool = False) -> str:
-    """A name glob (``*`` one segment, ``**`` any depth, ``?`` one character) as a regex body.
-
-    ``one_line`` keeps every wildcard off newlines, for matching names joined by newlines.
-    """
-    nl = "\n" if one_line else ""
-    out = []
-    i = 0
-    while i < len(glob):
-        if glob.startswith("**", i):
-            out.append(f"[^{nl}]*" if one_line else ".*")
-            i += 2
-        elif glob[i] == "*":
-            out.append(f"[^/{nl}]*")
-            i += 1
-        elif glob[i] == "?":
-            out.append(f"[^/{nl}]")
-            i += 1
-        else:
-            out.append(re.escape(glob[i]))
-            i += 1
-    return "".join(out)
-
-
-def glob_to_regex(glob: str) -> re.Pattern[str]:
-    """Compile a name glob (``*`` one segment, ``**`` any depth, ``?`` one character)."""
-    return re.compile("^" + glob_body(glob) + "$", re.DOTALL)
+def glob_to_regex(glob: str) -> Glob:
+    """Compile a name glob (``*`` one segment, ``**`` any depth, ``?`` one character) for
+    linear-time matching (RE2: a glob of many wildcards cannot make a check backtrack)."""
+    return Glob(glob)
 
 
 @dataclass(frozen=True)
@@ -69,7 +47,7 @@ class Rule:
 
     path: str
     capabilities: frozenset[str]
-    regex: re.Pattern[str] = field(compare=False, repr=False)
+    regex: Glob = field(compare=False, repr=False)
 
     @classmethod
     def parse(cls, doc: Any, where: str) -> Rule:

@@ -17,6 +17,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, mode
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent import CONFIG_NAME
+from common import globs
 from common.settings import ENV_PREFIX, load_settings
 
 
@@ -127,6 +128,12 @@ class PostgresConnection(_Section):
     dbname: str | None = Field(
         None, description="Database for the verification login. Default: the DSN's."
     )
+    roles: list[str] = Field(
+        default_factory=list,
+        description="The only roles a policy may rotate through this connection (role and "
+        "alternate_role). A policy naming any other role is refused and alerted; the control "
+        "plane cannot widen this list. Empty: no role may be rotated.",
+    )
 
 
 class CommandHook(_Section):
@@ -165,11 +172,28 @@ class RotationSettings(_Section):
     )
     commands: dict[str, CommandHook] = Field(
         default_factory=dict,
-        description="Rotation commands by name (a policy's rotator.settings.command).",
+        description="Rotation commands by name (a policy's rotator.settings.command); the only "
+        "hooks a policy may run: a policy naming another is refused and alerted.",
+    )
+    protected_names: list[str] = Field(
+        default_factory=list,
+        description="Name globs of secrets no remote policy or command may touch (rotate); the "
+        "local API still can. Example: ['prod/root/**'].",
+    )
+    evaluation_budget_seconds: float = Field(
+        10,
+        gt=0,
+        le=600,
+        description="Most seconds one pass may spend matching policies to "
+        "secrets; a longer pass is stopped, skipped and alerted.",
     )
 
     @model_validator(mode="after")
     def _check(self) -> RotationSettings:
+        for glob in self.protected_names:
+            found = globs.problem(glob)
+            if found is not None:
+                raise ValueError(f"rotation.protected_names {glob!r}: {found}")
         for kind, names in (("postgres", self.postgres), ("commands", self.commands)):
             for name in names:
                 if not _ROTATION_NAME_RE.match(name):

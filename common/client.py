@@ -59,6 +59,8 @@ def error_from_response(status: int, body: Any, fallback: str) -> e.KeyVaultErro
     exc = cls(message or fallback)
     if isinstance(err, dict) and isinstance(err.get("code"), str):
         exc.code = err["code"]
+    if isinstance(err, dict) and isinstance(err.get("details"), dict):
+        exc.details = err["details"]  # e.g. a form's errors by field
     exc.http_status = status
     return exc
 

@@ -16,18 +16,20 @@ part of a ``repr`` or an error message.
 
 from __future__ import annotations
 
+import ipaddress
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
 from common import errors as e
 from common.client import error_from_response
+from common.pinning import pinned_context
 
 COMMANDS = ("rotate", "resync")
 COMMAND_DONE = ("succeeded", "failed")
@@ -105,17 +107,55 @@ def tls_context(ca_file: Path | str | None = None) -> ssl.SSLContext:
     return ctx
 
 
-def _verify(url: str, ca_file: Path | str | None, ssl_context: ssl.SSLContext | None) -> Any:
+def _verify(
+    url: str,
+    ca_file: Path | str | None,
+    ssl_context: ssl.SSLContext | None,
+    pin: str | None = None,
+) -> Any:
     if not url.startswith("https://"):
-        return False  # plain http: nothing to verify
-    return ssl_context if ssl_context is not None else tls_context(ca_file)
+        return False  # plain http, which check_url allows only to loopback
+    if ssl_context is not None:
+        return ssl_context
+    if pin:
+        if ca_file is not None:
+            raise e.ValidationError("give the control plane's CA file or its pin, not both")
+        return pinned_context(pin)
+    return tls_context(ca_file)
 
 
-def _check_url(url: str) -> str:
+def client_tls(
+    url: str, ca_file: Path | str | None = None, pin: str | None = None
+) -> ssl.SSLContext | None:
+    """The TLS context for a control-plane URL (None for loopback ``http://``), for other
+    transports than the API client (the operator stream): the same rules as the client."""
+    verify = _verify(check_url(url), ca_file, None, pin)
+    return verify if isinstance(verify, ssl.SSLContext) else None
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1): this machine only."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url(url: str) -> str:
+    """A control-plane URL, cleaned; plain ``http://`` only to this machine (one-line error)."""
     url = url.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")) or len(url) <= len("https://"):
+    parts = urlsplit(url) if url.startswith(("http://", "https://")) else None
+    if parts is None or not parts.hostname:
         raise e.ValidationError(
-            f"control-plane URL {url!r} must start with https:// (or http:// for development)"
+            f"control-plane URL {url!r} must start with https:// (http:// only to localhost)"
+        )
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise e.ValidationError(
+            f"refusing {url}: plain http:// would send your password and session token in "
+            "clear across the network; use https:// (plain http:// only to localhost)"
         )
     return url
 
@@ -157,6 +197,71 @@ class _Api(ABC):
         """Register the fingerprint of the organisation's metadata key (owner only)."""
         body = {"fingerprint": fingerprint}
         return self._run(_Call("PUT", "/api/v1/org/metadata-key", json=body))
+
+    # ------------------------------------------------------------ single sign-on
+    def sso_config(self, org_id: str) -> Any:
+        """``{issuer, client_id}`` of the organisation's OpenID provider (no session needed)."""
+        return self._run(_Call("GET", f"/api/v1/auth/sso/{_ref(org_id)}"))
+
+    def sso_login(self, org_id: str, id_token: str) -> Any:
+        """Log in with an ID token of that provider; the client keeps the session token."""
+        body = {"org_id": org_id, "id_token": id_token}
+        return self._run(_Call("POST", "/api/v1/auth/sso", json=body, keeps_token=True))
+
+    def set_sso(self, doc: dict[str, Any]) -> Any:
+        """Trust a provider: ``{issuer, client_id, role_map, groups_claim?, require_sso?}``."""
+        return self._run(_Call("PUT", "/api/v1/org/sso", json=dict(doc)))
+
+    # ------------------------------------------------------------ users
+    def list_users(self) -> Any:
+        """The organisation's users (the list of ``{id, email, role, created_at}``; admin)."""
+        return self._run(_Call("GET", "/api/v1/users", unwrap="items"))
+
+    def invite(self, email: str, role: str) -> Any:
+        """An invitation ``{id, email, role, token, expires_at}`` (the token is shown once)."""
+        body = {"email": email, "role": role}
+        return self._run(_Call("POST", "/api/v1/invitations", json=body))
+
+    def accept_invitation(self, token: str, password: str) -> Any:
+        """Join with an invitation token and a new password (no session needed)."""
+        body = {"token": token, "password": password}
+        return self._run(_Call("POST", "/api/v1/invitations/accept", json=body))
+
+    def set_role(self, user_id: str, role: str) -> Any:
+        """Change a user's role; the user as the API shows it."""
+        path = f"/api/v1/users/{_ref(user_id)}/role"
+        return self._run(_Call("PUT", path, json={"role": role}))
+
+    def remove_user(self, user_id: str) -> Any:
+        """Remove a user (their sessions end)."""
+        return self._run(_Call("DELETE", f"/api/v1/users/{_ref(user_id)}"))
+
+    def reset_password(self, user_id: str) -> Any:
+        """Lock a user's password and get a single-use reset token ``{token, expires_at}``."""
+        return self._run(_Call("POST", f"/api/v1/users/{_ref(user_id)}/password-reset"))
+
+    def complete_reset(self, token: str, password: str) -> Any:
+        """Choose a new password with a reset token (no session needed)."""
+        body = {"token": token, "password": password}
+        return self._run(_Call("POST", "/api/v1/password-resets/complete", json=body))
+
+    def change_password(self, current: str, new: str) -> Any:
+        """Change your own password; ``{sessions_ended}`` (your other sessions)."""
+        body = {"current_password": current, "new_password": new}
+        return self._run(_Call("PUT", "/api/v1/me/password", json=body))
+
+    def list_sessions(self, user_id: str | None = None) -> Any:
+        """Live sessions (the list of ``{id, user_id, created_at, expires_at, current}``) of a
+        user (admin) or, without ``user_id``, your own."""
+        path = f"/api/v1/users/{_ref(user_id)}/sessions" if user_id else "/api/v1/me/sessions"
+        return self._run(_Call("GET", path, unwrap="items"))
+
+    def end_sessions(self, user_id: str | None = None, session_id: str | None = None) -> Any:
+        """End one session (``session_id``) or all of a user's (admin) or your own; ``{ended}``."""
+        path = f"/api/v1/users/{_ref(user_id)}/sessions" if user_id else "/api/v1/me/sessions"
+        if session_id:
+            path += f"/{_ref(session_id)}"
+        return self._run(_Call("DELETE", path))
 
     # ------------------------------------------------------------ enrollment tokens
     def create_enrollment_token(self, description: str = "", ttl_seconds: int | None = None) -> Any:
@@ -205,6 +310,10 @@ class _Api(ABC):
         if command not in COMMANDS:
             raise e.ValidationError(f"command must be one of {', '.join(COMMANDS)}")
         body = {"command": command, "args": dict(args or {})}
+        return self._run(_Call("POST", f"/api/v1/vaults/{_ref(vault_id)}/commands", json=body))
+
+    def send_command(self, vault_id: str, body: dict[str, Any]) -> Any:
+        """Queue a sealed command (``{"intent": …}``, made by ``apps.core.intents``)."""
         return self._run(_Call("POST", f"/api/v1/vaults/{_ref(vault_id)}/commands", json=body))
 
     def rotate_secret(self, vault_id: str, secret_id: str) -> Any:
@@ -260,9 +369,10 @@ class _Api(ABC):
         path = f"/api/v1/policies/{_ref(policy_id)}"
         return self._run(_Call("PUT", path, json=dict(doc)))
 
-    def delete_policy(self, policy_id: str) -> Any:
-        """Delete a policy (None)."""
-        return self._run(_Call("DELETE", f"/api/v1/policies/{_ref(policy_id)}"))
+    def delete_policy(self, policy_id: str, body: dict[str, Any] | None = None) -> Any:
+        """Delete a policy (None); a sealed one with its sealed deletion (``{"intent": …}``)."""
+        path = f"/api/v1/policies/{_ref(policy_id)}"
+        return self._run(_Call("DELETE", path, json=dict(body) if body else None))
 
     # ------------------------------------------------------------ audit and usage
     def query_audit(
@@ -314,12 +424,13 @@ class _Base:
         token: str | None,
         ca_file: Path | str | None,
         ssl_context: ssl.SSLContext | None,
+        pin: str | None = None,
     ) -> dict[str, Any]:
-        self.url = _check_url(url)
+        self.url = check_url(url)
         self._token = None
         return {
             "base_url": self.url,
-            "verify": _verify(self.url, ca_file, ssl_context),
+            "verify": _verify(self.url, ca_file, ssl_context, pin),
             "headers": {"User-Agent": USER_AGENT},
         }
 
@@ -381,8 +492,9 @@ class ControlPlaneClient(_Base, _Api):
         ca_file: Path | str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 15.0,
+        pin: str | None = None,
     ) -> None:
-        kw = self._init(url, token, ca_file, ssl_context)
+        kw = self._init(url, token, ca_file, ssl_context, pin)
         self._http = httpx.Client(timeout=timeout, **kw)
         self._headers = self._http.headers
         self.token = token
@@ -428,8 +540,9 @@ class AsyncControlPlaneClient(_Base, _Api):
         ca_file: Path | str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 15.0,
+        pin: str | None = None,
     ) -> None:
-        kw = self._init(url, token, ca_file, ssl_context)
+        kw = self._init(url, token, ca_file, ssl_context, pin)
         self._http = httpx.AsyncClient(timeout=timeout, **kw)
         self._headers = self._http.headers
         self.token = token

@@ -120,6 +120,18 @@ METADATA_KEY_CHANGED = EventKind(
     summary="the organisation registered a new metadata-key fingerprint",
 )
 
+USER_CHANGED = EventKind(
+    "user.changed",
+    ("user_id", "role"),
+    summary="a user's role changed (ids and roles only: e-mail addresses stay behind GET /users)",
+)
+USER_REMOVED = EventKind("user.removed", ("user_id",), summary="a user was removed")
+USER_SESSIONS_ENDED = EventKind(
+    "user.sessions_ended",
+    ("user_id", "count"),
+    summary="sessions of a user were ended (by an admin, a password reset or change)",
+)
+
 KINDS: dict[str, EventKind] = {
     k.name: k
     for k in (
@@ -135,6 +147,9 @@ KINDS: dict[str, EventKind] = {
         POLICY_UPDATED,
         POLICY_DELETED,
         METADATA_KEY_CHANGED,
+        USER_CHANGED,
+        USER_REMOVED,
+        USER_SESSIONS_ENDED,
     )
 }
 ALERT_MOVED = {"acknowledged": ALERT_ACKNOWLEDGED, "resolved": ALERT_RESOLVED}

@@ -7,7 +7,10 @@ fingerprint, and sees names only as *sealed labels*::
     label = "kvl1." + base64url(nonce(12) || AES-256-GCM(key, nonce, json, aad))
     aad   = "keyvault-label\\x00" + vault_id + "\\x00" + secret_id
 
-so a label copied to another secret or vault does not open. The key file is one line,
+so a label copied to another secret or vault does not open. ``json`` is padded with spaces
+(which JSON allows after a value) to a size bucket — 32, 64, 128, … 4096 bytes, then the most
+a label holds — so a label shows its bucket, not the length of the name inside; labels sealed before
+padding (no spaces) open the same way. The key file is one line,
 ``kvmk1:<base64url of 32 bytes>``, mode 0600.
 """
 
@@ -23,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from common.errors import ConfigError, IntegrityError, ValidationError
 
@@ -31,6 +36,10 @@ KEY_PREFIX = "kvmk1:"
 LABEL_PREFIX = "kvl1."
 KEY_BYTES = 32
 MAX_LABEL_CHARS = 8192
+BUCKETS = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # plaintext sizes a label is padded to
+_NONCE, _TAG = 12, 16
+# the longest plaintext whose label still fits in MAX_LABEL_CHARS
+MAX_PLAIN = (MAX_LABEL_CHARS - len("kvl1.")) * 3 // 4 - _NONCE - _TAG
 
 
 def _b64e(raw: bytes) -> str:
@@ -39,6 +48,16 @@ def _b64e(raw: bytes) -> str:
 
 def _b64d(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def padded_size(size: int) -> int:
+    """The bucket a plaintext of ``size`` bytes is padded to: the smallest of ``BUCKETS`` that
+    holds it, else the largest plaintext a label can hold (``MAX_PLAIN``); a plaintext larger
+    than that is left as it is (its label is refused as too long anyway)."""
+    for bucket in (*BUCKETS, MAX_PLAIN):
+        if size <= bucket:
+            return bucket
+    return size
 
 
 def _aad(vault_id: str, secret_id: str) -> bytes:
@@ -110,10 +129,20 @@ class MetadataKey:
         """``sha256:<hex>`` — what the control plane stores instead of the key."""
         return "sha256:" + hashlib.sha256(b"keyvault-metadata-key\x00" + self._key).hexdigest()
 
+    def subkey(self, purpose: bytes) -> bytes:
+        """32 bytes derived for one ``purpose`` (HKDF-SHA256), never the key itself.
+
+        Used by :mod:`common.intents` for its sealing and authentication keys.
+        """
+        info = b"keyvault-metadata-key-subkey\x00" + purpose
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(self._key)
+
     def seal(self, vault_id: str, secret_id: str, fields: dict[str, Any]) -> str:
-        """Seal ``fields`` (name, description, labels) for one secret of one vault."""
-        nonce = self._rng(12)
+        """Seal ``fields`` (name, description, labels) for one secret of one vault, padded to
+        its size bucket."""
+        nonce = self._rng(_NONCE)
         plain = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        plain = plain.ljust(padded_size(len(plain)), b" ")
         return LABEL_PREFIX + _b64e(
             nonce + self._aead.encrypt(nonce, plain, _aad(vault_id, secret_id))
         )
@@ -124,8 +153,8 @@ class MetadataKey:
             if not label.startswith(LABEL_PREFIX) or len(label) > MAX_LABEL_CHARS:
                 raise ValueError
             raw = _b64d(label[len(LABEL_PREFIX) :])
-            plain = self._aead.decrypt(raw[:12], raw[12:], _aad(vault_id, secret_id))
-            doc = json.loads(plain)
+            plain = self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], _aad(vault_id, secret_id))
+            doc = json.loads(plain)  # the padding is trailing whitespace
             if not isinstance(doc, dict):
                 raise ValueError
             return doc

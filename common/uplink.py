@@ -44,6 +44,7 @@ ERR_NO_CERTIFICATE = "client_certificate_required"
 ERR_METADATA_KEY = "metadata_key_mismatch"
 ERR_PROTOCOL = "protocol_error"
 ERR_RENEWAL = "renewal_failed"
+ERR_SUPERSEDED = "certificate_superseded"  # a renewal replaced it: must re-enroll
 
 AGENT_TYPES = frozenset({"hello", "heartbeat", "events", "renew"})
 SERVER_TYPES = frozenset({"welcome", "policies", "command", "ack", "certificate", "error"})
@@ -70,6 +71,7 @@ ROTATION_REASONS = frozenset(
         "interrupted",
         "invalid_settings",
         "internal_error",
+        "not_allowed",
     }
 )
 

@@ -33,7 +33,12 @@ ENV_VARS: dict[str, str] = {
     "KEYVAULT_CP_READY_FILE": 'Once listening, write {"api_url", "gateway_url"} here as JSON.',
     "KEYVAULT_CP_OWNER_PASSWORD_FILE": "File holding the first owner's password (for `init`).",
     "KEYVAULT_CP_OWNER_PASSWORD": "The first owner's password (for `init`; prefer the file).",
+    "KEYVAULT_CP_API_TLS_DIR": "Where the first start issues the operator API's certificate from "
+    "the service CA when no tls_cert_file is set (default <app dir>/tls; clients trust ca.crt).",
+    "KEYVAULT_CP_API_NAMES": "Comma-separated names/IPs for that certificate "
+    "(default control-plane,localhost,127.0.0.1).",
 }
+DEFAULT_API_NAMES = "control-plane,localhost,127.0.0.1"
 
 
 def config_file(env: Mapping[str, str]) -> Path | None:
@@ -66,6 +71,50 @@ def load(env: Mapping[str, str]) -> ControlPlaneSettings:
     return load_cp_settings(config_file(env), {"database_url": database_url_from_file(env)})
 
 
+def api_tls(env: Mapping[str, str], settings: ControlPlaneSettings) -> ControlPlaneSettings:
+    """Settings with the operator API's TLS files: the configured ones, or on a first start a
+    certificate issued from the deployment's service CA into ``KEYVAULT_CP_API_TLS_DIR``
+    (kept for later starts). Nothing changes behind a declared TLS proxy or on loopback."""
+    from control_plane.api_tls import (
+        existing_files,
+        is_loopback_bind,
+        issue_api_certificate,
+        write_api_tls,
+    )
+
+    if settings.tls_cert_file is not None or settings.tls_proxy or is_loopback_bind(settings.bind):
+        return settings
+    from control_plane.runtime import open_control_plane
+
+    folder = Path(env.get("KEYVAULT_CP_API_TLS_DIR") or _app_dir(env) / "tls")
+    files = existing_files(folder)
+    if files is None:
+        names = [n.strip() for n in env.get("KEYVAULT_CP_API_NAMES", DEFAULT_API_NAMES).split(",")]
+
+        async def issue() -> tuple[bytes, bytes, bytes]:
+            cp = await open_control_plane(settings.model_copy(update={"redis_url": None}))
+            try:
+                return await issue_api_certificate(cp, [n for n in names if n])
+            finally:
+                await cp.close()
+
+        files = write_api_tls(folder, asyncio.run(issue()))
+        logging.getLogger("keyvault.cp.container").info(
+            "issued the operator API a certificate from the service CA: %s (pin %s); "
+            "clients trust %s",
+            files.cert_file,
+            files.pin,
+            files.ca_file,
+        )
+    return settings.model_copy(
+        update={"tls_cert_file": files.cert_file, "tls_key_file": files.key_file}
+    )
+
+
+def _app_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get(APP_DIR_ENV) or DEFAULT_APP_DIR)
+
+
 async def migrate(settings: ControlPlaneSettings) -> None:
     """Bring the database schema to the newest revision."""
     from control_plane import db
@@ -93,6 +142,7 @@ def run(env: Mapping[str, str]) -> None:
     )
     asyncio.run(migrate(settings))
     logging.getLogger("keyvault.cp.container").info("database is at the newest revision")
+    settings = api_tls(env, settings)
     ready = env.get("KEYVAULT_CP_READY_FILE")
     try:
         run_event_loop(
@@ -111,18 +161,35 @@ def api_url(env: Mapping[str, str]) -> str:
     ready = Path(env.get("KEYVAULT_CP_READY_FILE") or "/nonexistent")
     if ready.is_file():
         return str(json.loads(ready.read_text(encoding="utf-8"))["api_url"])
+    from control_plane.api_tls import is_loopback_bind
+
     settings = load(env)
     host = "127.0.0.1" if settings.bind in ("", "0.0.0.0") else settings.bind
     host = "::1" if host == "::" else host
-    return f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+    tls_dir = Path(env.get("KEYVAULT_CP_API_TLS_DIR") or _app_dir(env) / "tls")
+    tls = settings.tls_cert_file is not None or (
+        not settings.tls_proxy
+        and not is_loopback_bind(settings.bind)
+        and (tls_dir / "api.crt").is_file()
+    )
+    scheme = "https" if tls else "http"
+    netloc = f"[{host}]:{settings.port}" if ":" in host else f"{host}:{settings.port}"
+    return f"{scheme}://{netloc}"
 
 
 def health(env: Mapping[str, str]) -> None:
     """``GET /api/v1/health`` of the operator API on this host; raise when it is not healthy."""
+    import ssl
+
     import httpx
 
+    # a liveness probe on this host that sends no credential: the chain is verified (the
+    # first start's ca.crt, else the system's CAs), the name is not (the probe dials an IP)
+    ca = Path(env.get("KEYVAULT_CP_API_TLS_DIR") or _app_dir(env) / "tls") / "ca.crt"
+    ctx = ssl.create_default_context(cafile=str(ca) if ca.is_file() else None)
+    ctx.check_hostname = False
     try:
-        answer = httpx.get(api_url(env) + "/api/v1/health", timeout=5)
+        answer = httpx.get(api_url(env) + "/api/v1/health", timeout=5, verify=ctx)
     except httpx.HTTPError as exc:
         raise UnavailableError(f"the control plane does not answer: {exc}") from None
     if answer.status_code != 200:

@@ -1,4 +1,4 @@
-"""What replicas share besides the database: login rate limits and the sweep lock.
+"""What replicas share besides the database: login throttling and the sweep lock.
 
 Each has two implementations: Redis / PostgreSQL for production, in-process for embedded mode.
 """
@@ -12,6 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -23,61 +24,137 @@ from control_plane.errors import RateLimitedError
 log = logging.getLogger("keyvault.control_plane.coordination")
 
 
-def _subject(key: str) -> str:
-    return hashlib.sha256(key.strip().lower().encode("utf-8")).hexdigest()[:32]
+def _subject(*parts: str) -> str:
+    joined = "\x00".join(p.strip().lower() for p in parts)
+    return hashlib.sha256(joined.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class ThrottlePolicy:
+    """How failed logins are slowed down.
+
+    * per (account, source): ``free_failures`` in a row cost nothing; each further one makes
+      that pair wait ``base_delay`` doubling up to ``max_delay`` seconds. Another source is
+      not affected, so an attacker cannot lock a victim out.
+    * per source, across accounts: at most ``source_failures`` failed attempts per
+      ``source_window`` seconds (spraying many accounts from one address).
+    """
+
+    free_failures: int = 5
+    base_delay: float = 1.0
+    max_delay: int = 300
+    source_failures: int = 30
+    source_window: int = 60
+
+    def delay(self, failures: int) -> int:
+        """Seconds to wait after ``failures`` failures in a row of one (account, source)."""
+        if failures < self.free_failures:
+            return 0
+        return int(min(self.base_delay * 2 ** (failures - self.free_failures), self.max_delay))
+
+    trusted_seconds: int = 30 * 86400
+
+    @property
+    def memory_seconds(self) -> int:
+        """How long a pair's failure count is remembered after its last failure."""
+        return max(self.max_delay * 4, self.source_window, 3600)
 
 
 class LoginLimiter(ABC):
-    """Counts failed logins per account; after ``max_failures`` it locks the account out."""
+    """Slows failed logins per (account, source) and per source; see :class:`ThrottlePolicy`.
 
-    def __init__(self, max_failures: int, lockout_seconds: int) -> None:
-        self.max_failures = max_failures
-        self.lockout_seconds = lockout_seconds
+    ``admit`` runs before any password hashing and *reserves* one attempt of the source's
+    budget (so a burst of concurrent requests cannot pass the check together); ``succeeded``
+    gives it back, ``failed`` keeps it and counts the pair's failure.
+    """
 
-    @abstractmethod
-    async def check(self, key: str) -> None:
-        """Raise RateLimitedError while ``key`` is locked out."""
-
-    @abstractmethod
-    async def failed(self, key: str) -> None:
-        """Count a failure; raise RateLimitedError if it locks the account."""
+    def __init__(self, policy: ThrottlePolicy) -> None:
+        self.policy = policy
 
     @abstractmethod
-    async def succeeded(self, key: str) -> None:
-        """Forget the failures of ``key``."""
+    async def admit(self, account: str, source: str) -> bool:
+        """Raise RateLimitedError while this pair must wait or the source is over its budget;
+        else True when this account logged in from this source before (a *trusted* pair)."""
+
+    @abstractmethod
+    async def failed(self, account: str, source: str) -> None:
+        """Count a failure; raise RateLimitedError when the pair must now wait."""
+
+    @abstractmethod
+    async def succeeded(self, account: str, source: str) -> None:
+        """Forget the pair's failures and return the source's reserved attempt."""
+
+    def _source_limited(self, retry_after: float) -> RateLimitedError:
+        return RateLimitedError(
+            int(retry_after) + 1,
+            "too many failed logins from your address; try again in "
+            f"{int(retry_after) + 1} seconds",
+        )
 
 
 class MemoryLimiter(LoginLimiter):
-    """In-process limiter for embedded mode."""
+    """In-process limiter for embedded mode (and the fallback while Redis is away)."""
 
-    def __init__(self, max_failures: int, lockout_seconds: int) -> None:
-        super().__init__(max_failures, lockout_seconds)
-        self._fails: dict[str, tuple[int, float]] = {}
-        self._locked: dict[str, float] = {}
+    def __init__(self, policy: ThrottlePolicy) -> None:
+        super().__init__(policy)
+        self._pairs: dict[str, tuple[int, float, float]] = {}  # fails, wait until, last
+        self._sources: dict[str, tuple[int, float]] = {}  # attempts, window ends
+        self._trusted: dict[str, float] = {}  # pair -> until
 
-    async def check(self, key: str) -> None:
-        """See :meth:`LoginLimiter.check`."""
-        until = self._locked.get(_subject(key), 0.0)
-        left = until - time.monotonic()
-        if left > 0:
-            raise RateLimitedError(int(left) + 1)
+    def _prune(self, now: float) -> None:
+        if len(self._pairs) + len(self._sources) < 10_000:
+            return
+        keep = self.policy.memory_seconds
+        self._pairs = {k: v for k, v in self._pairs.items() if now - v[2] < keep}
+        self._sources = {k: v for k, v in self._sources.items() if v[1] > now}
+        self._trusted = {k: v for k, v in self._trusted.items() if v > now}
 
-    async def failed(self, key: str) -> None:
+    async def admit(self, account: str, source: str) -> bool:
+        """See :meth:`LoginLimiter.admit`."""
+        now = time.monotonic()
+        self._prune(now)
+        pair = _subject(account, source)
+        _, until, _ = self._pairs.get(pair, (0, 0.0, now))
+        if until > now:
+            raise RateLimitedError(int(until - now) + 1)
+        src = _subject(source)
+        count, ends = self._sources.get(src, (0, now + self.policy.source_window))
+        if ends <= now:
+            count, ends = 0, now + self.policy.source_window
+        self._sources[src] = (count + 1, ends)
+        if count + 1 > self.policy.source_failures:
+            raise self._source_limited(ends - now)
+        return self._trusted.get(pair, 0.0) > now
+
+    async def failed(self, account: str, source: str) -> None:
         """See :meth:`LoginLimiter.failed`."""
-        subject, now = _subject(key), time.monotonic()
-        count, since = self._fails.get(subject, (0, now))
-        if now - since > self.lockout_seconds:
-            count, since = 0, now
-        count += 1
-        if count >= self.max_failures:
-            self._fails.pop(subject, None)
-            self._locked[subject] = now + self.lockout_seconds
-            raise RateLimitedError(self.lockout_seconds)
-        self._fails[subject] = (count, since)
+        now, pair = time.monotonic(), _subject(account, source)
+        fails, _, last = self._pairs.get(pair, (0, 0.0, now))
+        if now - last > self.policy.memory_seconds:
+            fails = 0
+        fails += 1
+        wait = self.policy.delay(fails)
+        self._pairs[pair] = (fails, now + wait, now)
+        if wait:
+            raise RateLimitedError(wait)
 
-    async def succeeded(self, key: str) -> None:
+    async def succeeded(self, account: str, source: str) -> None:
         """See :meth:`LoginLimiter.succeeded`."""
-        self._fails.pop(_subject(key), None)
+        pair = _subject(account, source)
+        self._pairs.pop(pair, None)
+        self._trusted[pair] = time.monotonic() + self.policy.trusted_seconds
+        src = _subject(source)
+        count, ends = self._sources.get(src, (0, 0.0))
+        if count > 0:
+            self._sources[src] = (count - 1, ends)
+
+
+_RETURN_ATTEMPT = """
+if redis.call('exists', KEYS[1]) == 1 and tonumber(redis.call('get', KEYS[1])) > 0 then
+  return redis.call('decr', KEYS[1])
+end
+return 0
+"""
 
 
 class RedisLimiter(LoginLimiter):
@@ -87,52 +164,70 @@ class RedisLimiter(LoginLimiter):
     logins keep working and are still limited (per replica) instead of failing open or closed.
     """
 
-    def __init__(self, redis: Redis, prefix: str, max_failures: int, lockout_seconds: int) -> None:
-        super().__init__(max_failures, lockout_seconds)
+    def __init__(self, redis: Redis, prefix: str, policy: ThrottlePolicy) -> None:
+        super().__init__(policy)
         self._redis = redis
         self._prefix = f"{prefix}:login"
-        self._fallback = MemoryLimiter(max_failures, lockout_seconds)
+        self._fallback = MemoryLimiter(policy)
 
     def _degraded(self, exc: Exception) -> None:
         log.warning("rate limiter: redis unreachable (%s); limiting in process", type(exc).__name__)
 
-    async def check(self, key: str) -> None:
-        """See :meth:`LoginLimiter.check`."""
-        await self._fallback.check(key)
+    def _keys(self, account: str, source: str) -> tuple[str, str, str]:
+        pair = f"{self._prefix}:pair:{_subject(account, source)}"
+        return f"{pair}:n", f"{pair}:wait", f"{self._prefix}:src:{_subject(source)}"
+
+    def _trusted_key(self, account: str, source: str) -> str:
+        return f"{self._prefix}:pair:{_subject(account, source)}:ok"
+
+    async def admit(self, account: str, source: str) -> bool:
+        """See :meth:`LoginLimiter.admit`."""
+        _, wait_key, src_key = self._keys(account, source)
         try:
-            ttl = await self._redis.ttl(f"{self._prefix}:lock:{_subject(key)}")
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.pttl(wait_key)
+                pipe.incr(src_key)
+                pipe.expire(src_key, self.policy.source_window, nx=True)
+                pipe.pttl(src_key)
+                pipe.exists(self._trusted_key(account, source))
+                wait_ms, count, _, window_ms, trusted = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._degraded(exc)
-            return
-        if ttl and ttl > 0:
-            raise RateLimitedError(ttl)
+            return await self._fallback.admit(account, source)
+        if wait_ms and wait_ms > 0:
+            raise RateLimitedError(int(wait_ms / 1000) + 1)
+        if int(count) > self.policy.source_failures:
+            raise self._source_limited(max(0, int(window_ms or 0)) / 1000)
+        return bool(trusted)
 
-    async def failed(self, key: str) -> None:
+    async def failed(self, account: str, source: str) -> None:
         """See :meth:`LoginLimiter.failed`."""
-        subject = _subject(key)
-        fail_key = f"{self._prefix}:fail:{subject}"
+        fails_key, wait_key, _ = self._keys(account, source)
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(fail_key)
-                pipe.expire(fail_key, self.lockout_seconds, nx=True)
-                count, _ = await pipe.execute()
-            if int(count) < self.max_failures:
-                return
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(f"{self._prefix}:lock:{subject}", "1", ex=self.lockout_seconds)
-                pipe.delete(fail_key)
-                await pipe.execute()
+                pipe.incr(fails_key)
+                pipe.expire(fails_key, self.policy.memory_seconds)
+                fails, _ = await pipe.execute()
+            wait = self.policy.delay(int(fails))
+            if wait:
+                await self._redis.set(wait_key, "1", ex=wait)
         except (RedisError, OSError) as exc:
             self._degraded(exc)
-            await self._fallback.failed(key)
+            await self._fallback.failed(account, source)
             return
-        raise RateLimitedError(self.lockout_seconds)
+        if wait:
+            raise RateLimitedError(wait)
 
-    async def succeeded(self, key: str) -> None:
+    async def succeeded(self, account: str, source: str) -> None:
         """See :meth:`LoginLimiter.succeeded`."""
-        await self._fallback.succeeded(key)
+        await self._fallback.succeeded(account, source)
+        fails_key, wait_key, src_key = self._keys(account, source)
         try:
-            await self._redis.delete(f"{self._prefix}:fail:{_subject(key)}")
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(fails_key, wait_key)
+                pipe.set(self._trusted_key(account, source), "1", ex=self.policy.trusted_seconds)
+                pipe.eval(_RETURN_ATTEMPT, 1, src_key)  # only while the window lives
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             self._degraded(exc)
 

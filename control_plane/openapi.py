@@ -130,11 +130,14 @@ def _schemas() -> J:
         "notice_seconds": INT,
         "rotator": rotator,
         "scope": scope,
+        # a sealed policy (docs/intents.md): sent alone, relayed as it is, opened by agents
+        "intent": {"type": "object", "description": "A sealed operator intent (docs/intents.md)."},
     }
     policy = _obj(
-        {**policy_fields, "id": STR, "version": INT, "created_at": STR, "updated_at": STR},
-        ["id", "name", "version"],
-    )
+        {**policy_fields, "id": STR, "version": INT, "sealed": {"type": "boolean"},
+         "created_at": STR, "updated_at": STR},
+        ["id", "version"],
+    )  # fmt: skip
     user = _obj(
         {"id": STR, "org_id": STR, "email": STR, "role": STR, "created_at": STR},
         ["id", "email", "role"],
@@ -187,8 +190,9 @@ def _schemas() -> J:
             {
                 "id": STR,
                 "vault_id": STR,
-                "command": {"enum": ["rotate", "resync"]},
+                "command": {"enum": ["rotate", "resync", "sealed"]},
                 "args": {"type": "object"},
+                "intent": {"type": "object"},
                 "state": {"enum": ["pending", "sent", "succeeded", "failed"]},
                 "result": NSTR,
                 "created_by": STR,
@@ -269,7 +273,7 @@ def _accounts() -> J:
                 "acceptInvitation",
                 "Accept an invitation with a password",
                 {"201": _json(_ref("User"), "the new user")},
-                "404 409",
+                "404 409 429",
                 body=_obj({"token": STR, "password": STR}, ["token", "password"]),
                 secure=False,
             )
@@ -389,9 +393,10 @@ def _vaults() -> J:
 
 def _commands() -> J:
     paging = [_q("limit", {"type": "integer", "minimum": 1, "maximum": 500}), _q("cursor", STR)]
-    create = _obj(
-        {"command": {"enum": ["rotate", "resync"]}, "args": {"type": "object"}}, ["command"]
-    )
+    create = _obj(  # a sealed command is {"intent": …} alone (docs/intents.md)
+        {"command": {"enum": ["rotate", "resync"]}, "args": {"type": "object"},
+         "intent": {"type": "object"}}
+    )  # fmt: skip
     return {
         "/vaults/{vault_id}/inventory": {
             "parameters": [_path("vault_id")],
@@ -460,7 +465,10 @@ def _policies_alerts() -> J:
                 body=_ref("PolicyFields"),
             ),
             "delete": _op(
-                "deletePolicy", "Delete a policy", {"204": {"description": "gone"}}, "404"
+                "deletePolicy",
+                "Delete a policy (a sealed one with a sealed deletion as the body)",
+                {"204": {"description": "gone"}},
+                "404 409",
             ),
         },
         "/alerts": {
@@ -536,15 +544,7 @@ def _data_system() -> J:
                 ],
             )
         },
-        "/stream": {
-            "get": _op(
-                "stream",
-                "WebSocket of the organisation's events",
-                {"101": {"description": "switching to WebSocket"}},
-                "401",
-                secure=False,
-            )
-        },
+        "/stream": {"get": _stream_op()},
         "/health": {
             "get": _op(
                 "health", "Liveness", {"200": _json({"type": "object"}, "alive")}, secure=False
@@ -570,10 +570,53 @@ def _data_system() -> J:
     }
 
 
+STREAM_AUTH = (
+    "WebSocket of the caller's organisation's events (any role). Authenticate with "
+    "`Authorization: Bearer kvs_…` on the upgrade request; a client that cannot set headers "
+    'may instead send `{"type": "auth", "token": "kvs_…"}` as its first message '
+    "within 10 s. A refused token is HTTP 401 on the upgrade, or close code 4401 after it; "
+    "the session is re-checked about every 15 s and the socket closed with 4401 once it ended "
+    '(expired, revoked, user removed). The server then sends `{"type": "hello"}` and '
+    'events `{"type", "org_id", "at", "data"}`; 4408 closes a client too slow to read.'
+)
+
+
+def _stream_op() -> J:
+    """The operator stream: a WebSocket upgrade authenticated by the session token."""
+    op = _op(
+        "stream",
+        "WebSocket of the organisation's events",
+        {"101": {"description": "switching to WebSocket"}},
+        "401",
+        secure=False,
+    )
+    op["description"] = STREAM_AUTH
+    # the bearer header, or (for clients without headers) the first message: both optional
+    # at the HTTP layer, so the document lists both ways
+    op["security"] = [{"session": []}, {}]
+    op["responses"]["401"] = _json(
+        _ref("Error"), "no valid session token on the upgrade (Bearer kvs_…)"
+    )
+    op["x-websocket-close-codes"] = {
+        "4401": "the session ended or the first-message token was refused",
+        "4408": "the client read too slowly; reconnect",
+    }
+    return op
+
+
 @cache
 def openapi_document() -> J:
     """The whole document (built once)."""
-    paths = {**_accounts(), **_vaults(), **_commands(), **_policies_alerts(), **_data_system()}
+    from control_plane.openapi_users import users_paths  # it builds on this module's helpers
+
+    paths = {
+        **_accounts(),
+        **users_paths(),
+        **_vaults(),
+        **_commands(),
+        **_policies_alerts(),
+        **_data_system(),
+    }
     return {
         "openapi": "3.1.0",
         "info": {"title": "KeyVault control plane", "version": "1"},

@@ -13,8 +13,10 @@ from control_plane.views import accounts as a
 from control_plane.views import alerts as al
 from control_plane.views import commands as c
 from control_plane.views import policies as p
+from control_plane.views import sso as so
 from control_plane.views import stream as st
 from control_plane.views import system as y
+from control_plane.views import users as u
 from control_plane.views import vaults as v
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -27,6 +29,27 @@ ROUTES: list[tuple[str, str, View, str, str | None]] = [
     ("GET", "/users", a.list_users, "users.list", "admin"),
     ("POST", "/invitations", a.create_invitation, "invitations.create", "admin"),
     ("POST", "/invitations/accept", a.accept_invitation, "invitations.accept", None),
+    ("GET", "/auth/sso/{org_id}", so.sso_public, "auth.sso_config", None),
+    ("POST", "/auth/sso", so.sso_login, "auth.sso", None),
+    ("PUT", "/org/sso", so.put_sso, "org.sso_set", "owner"),
+    ("GET", "/org/sso", so.get_sso, "org.sso", "admin"),
+    ("PUT", "/users/{user_id}/role", u.set_role, "users.role", "admin"),
+    ("DELETE", "/users/{user_id}", u.remove_user, "users.remove", "admin"),
+    ("POST", "/users/{user_id}/password-reset", u.reset_password, "users.reset", "admin"),
+    ("POST", "/password-resets/complete", u.complete_reset, "users.reset_complete", None),
+    ("GET", "/users/{user_id}/sessions", u.list_sessions, "users.sessions", "admin"),
+    ("DELETE", "/users/{user_id}/sessions", u.end_sessions, "users.sessions_end", "admin"),
+    (
+        "DELETE",
+        "/users/{user_id}/sessions/{session_id}",
+        u.end_session,
+        "users.session_end",
+        "admin",
+    ),
+    ("PUT", "/me/password", u.change_password, "me.password", "viewer"),
+    ("GET", "/me/sessions", u.my_sessions, "me.sessions", "viewer"),
+    ("DELETE", "/me/sessions", u.end_my_sessions, "me.sessions_end", "viewer"),
+    ("DELETE", "/me/sessions/{session_id}", u.end_my_session, "me.session_end", "viewer"),
     ("PUT", "/org/metadata-key", a.put_metadata_key, "org.metadata_key", "owner"),
     ("POST", "/enrollment-tokens", v.create_token, "enrollment.create", "admin"),
     ("GET", "/enrollment-tokens", v.list_tokens, "enrollment.list", "admin"),

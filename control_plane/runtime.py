@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,6 +30,7 @@ from control_plane.coordination import (
     MemoryLock,
     RedisLimiter,
     SweepLock,
+    ThrottlePolicy,
 )
 from control_plane.metrics import Metrics
 from control_plane.services.accounts import Accounts
@@ -42,10 +43,13 @@ from control_plane.services.inventory import Inventory
 from control_plane.services.policies import Policies
 from control_plane.services.presence import VaultPresence
 from control_plane.services.rotation import Rotations
+from control_plane.services.sso import SingleSignOn
+from control_plane.services.users import Users
 from control_plane.services.vaults import Vaults
 from control_plane.settings import ControlPlaneSettings
 
 log = logging.getLogger("keyvault.control_plane")
+REDIS_CONNECTIONS = 200
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ class Services:
     ingest: Ingest
     rotations: Rotations
     presence: VaultPresence
+    users: Users
+    sso: SingleSignOn
 
 
 def build_services(r: Resources) -> Services:
@@ -136,8 +142,35 @@ def build_services(r: Resources) -> Services:
         alerts=alerts,
         vaults=vaults,
     )
+    users = Users(
+        engine=r.engine,
+        clock=r.clock,
+        limiter=r.limiter,
+        sink=sink,
+        audit=audit,
+        accounts=accounts,
+    )
+    sso = SingleSignOn(
+        engine=r.engine,
+        clock=r.clock,
+        limiter=r.limiter,
+        audit=audit,
+        accounts=accounts,
+        users=users,
+    )
     return Services(
-        audit, accounts, alerts, vaults, policies, commands, inventory, ingest, rotations, presence
+        audit,
+        accounts,
+        alerts,
+        vaults,
+        policies,
+        commands,
+        inventory,
+        ingest,
+        rotations,
+        presence,
+        users,
+        sso,
     )
 
 
@@ -166,6 +199,8 @@ class ControlPlane:
         self.ingest = services.ingest
         self.rotations = services.rotations
         self.presence = services.presence
+        self.users = services.users
+        self.sso = services.sso
         self.uplink_connections: Callable[[], int] = lambda: 0  # set by the gateway's hub
 
     def now(self) -> datetime:
@@ -192,9 +227,21 @@ class ControlPlane:
         """Cancel background work and release every resource."""
         await self._background.close()
         await self.bus.close()
+        self.accounts.passwords.close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
+
+
+def throttle_policy(settings: ControlPlaneSettings) -> ThrottlePolicy:
+    """The login throttling settings as one policy."""
+    return ThrottlePolicy(
+        free_failures=settings.login_max_failures,
+        base_delay=settings.login_delay_seconds,
+        max_delay=settings.login_lockout_seconds,
+        source_failures=settings.login_source_max_failures,
+        source_window=settings.login_source_window_seconds,
+    )
 
 
 async def open_control_plane(
@@ -210,16 +257,19 @@ async def open_control_plane(
     lock: SweepLock
     if settings.redis_url is None:
         bus = InProcessBus()
-        limiter = MemoryLimiter(settings.login_max_failures, settings.login_lockout_seconds)
+        limiter = MemoryLimiter(throttle_policy(settings))
     else:
-        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
-        bus = RedisBus(redis, settings.redis_prefix)
-        limiter = RedisLimiter(
-            redis,
-            settings.redis_prefix,
-            settings.login_max_failures,
-            settings.login_lockout_seconds,
+        # callers wait for a free connection (up to 5 s) instead of failing in a burst
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=5,
+            socket_timeout=5,
+            socket_connect_timeout=5,
         )
+        redis = Redis(connection_pool=pool)
+        bus = RedisBus(redis, settings.redis_prefix)
+        limiter = RedisLimiter(redis, settings.redis_prefix, throttle_policy(settings))
     lock = AdvisoryLock(engine) if db.is_postgres(engine) else MemoryLock()
     await bus.start()
     resources = Resources(settings, engine, bus, limiter, lock, clock, Metrics(), Background())

@@ -62,6 +62,32 @@ invitations = sa.Table(
     sa.Column("accepted_at", TS),
 )
 
+password_resets = sa.Table(
+    "cp_password_resets",
+    metadata,
+    _id(),
+    _org(),
+    sa.Column("user_id", sa.String(40), sa.ForeignKey("cp_users.id"), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_by", sa.String(40), nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+    sa.Column("expires_at", TS, nullable=False),
+    sa.Column("used_at", TS),
+)
+
+sso = sa.Table(
+    "cp_sso",
+    metadata,
+    sa.Column("org_id", sa.String(40), sa.ForeignKey("cp_orgs.id"), primary_key=True),
+    sa.Column("issuer", sa.String(500), nullable=False),
+    sa.Column("client_id", sa.String(200), nullable=False),
+    sa.Column("native_client_secret", sa.String(200)),
+    sa.Column("groups_claim", sa.String(100), nullable=False),
+    sa.Column("role_map", sa.Text, nullable=False),
+    sa.Column("require_sso", sa.Boolean, nullable=False),
+    sa.Column("updated_at", TS, nullable=False),
+)
+
 service_ca = sa.Table(
     "cp_service_ca",
     metadata,
@@ -108,6 +134,14 @@ vaults = sa.Table(
     sa.Column("cert_pem", sa.Text, nullable=False),
     sa.Column("cert_serial", sa.String(64), nullable=False),
     sa.Column("cert_not_after", TS, nullable=False),
+    # revocation: the serial a renewal replaced stays valid until prev_cert_valid_until only;
+    # cert_renewed_at rate-limits renewals
+    sa.Column("prev_cert_serial", sa.String(64)),
+    sa.Column("prev_cert_valid_until", TS),
+    sa.Column("cert_renewed_at", TS),
+    # the audit head only moves forward: the chain epoch and highest seq the vault reported
+    sa.Column("audit_epoch", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("audit_seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("enrollment_token_id", sa.String(40), nullable=False, unique=True),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("last_heartbeat_at", TS),
@@ -130,6 +164,8 @@ policies = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    sa.Column("intent", sa.Text),  # the sealed intent (common/intents.py); NULL: plaintext
+    sa.Column("deleted_at", TS),  # deleted by a sealed deletion (kept so agents learn of it)
     sa.UniqueConstraint("org_id", "name", name="uq_cp_policies_org_name"),
 )
 
@@ -169,6 +205,8 @@ audit = sa.Table(
     sa.Column("target", sa.String(200)),
     sa.Column("outcome", sa.String(16), nullable=False),
     sa.Column("details", sa.Text, nullable=False, server_default="{}"),
+    # an agent entry's chain MAC: a redelivered entry must carry the same one
+    sa.Column("chain_mac", sa.String(64)),
     sa.Index("ix_cp_audit_org_seq", "org_id", "seq"),
 )
 
@@ -212,5 +250,6 @@ commands = sa.Table(
     sa.Column("created_by", sa.String(40), nullable=False),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("updated_at", TS, nullable=False),
+    sa.Column("intent", sa.Text),  # the sealed intent (common/intents.py); NULL: plaintext
     sa.Index("ix_cp_commands_vault", "vault_id", "id"),
 )

@@ -21,14 +21,15 @@ from pathlib import Path
 from aiohttp import web
 
 from common.tls import write_pem
+from control_plane.api_tls import api_ssl_context
 from control_plane.app import build_app
 from control_plane.gateway.app import GATEWAY
 from control_plane.settings import ControlPlaneSettings
 
 
-def _http_url(host: str, port: int) -> str:
+def _http_url(host: str, port: int, scheme: str = "http") -> str:
     host = "127.0.0.1" if host in ("", "0.0.0.0") else "::1" if host == "::" else host
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def _freeze_startup_heap() -> None:
@@ -74,13 +75,15 @@ async def serve(
 ) -> None:
     """Run the replica until a termination signal, then shut down gracefully."""
     _pin_mmap_threshold()
+    ssl_context = api_ssl_context(settings)  # refuses plain HTTP off loopback before anything
     runner = web.AppRunner(build_app(settings), shutdown_timeout=10)
     await runner.setup()  # opens the control plane and starts the gateway
     try:
-        site = web.TCPSite(runner, settings.bind, settings.port)
+        site = web.TCPSite(runner, settings.bind, settings.port, ssl_context=ssl_context)
         await site.start()
+        scheme = "https" if ssl_context is not None else "http"
         urls = {
-            "api_url": _http_url(settings.bind, int(runner.addresses[0][1])),
+            "api_url": _http_url(settings.bind, int(runner.addresses[0][1]), scheme),
             "gateway_url": runner.app[GATEWAY].url if GATEWAY in runner.app else None,
         }
         echo(f"control-plane API on {urls['api_url']}")

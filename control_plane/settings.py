@@ -37,6 +37,18 @@ class ControlPlaneSettings(BaseSettings):
     )
     bind: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(8443, ge=0, le=65535, description="TCP port of the API.")
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate (chain) of the operator API; with tls_key_file the API "
+        "serves TLS 1.3 only. `control-plane init --tls-dir DIR` makes one from the service CA.",
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_proxy: bool = Field(
+        False,
+        description="The API sits behind a TLS-terminating proxy: serve plain HTTP on a "
+        "non-loopback bind (refused otherwise) and take the client's address from the "
+        "proxy's X-Forwarded-For.",
+    )
     gateway_enabled: bool = Field(
         True, description="Serve the agent gateway (enrollment and uplinks) on this replica."
     )
@@ -83,6 +95,21 @@ class ControlPlaneSettings(BaseSettings):
     cert_valid_hours: int = Field(
         24, ge=1, le=24 * 90, description="Lifetime of a vault's client certificate."
     )
+    cert_overlap_seconds: float = Field(
+        1800.0,
+        ge=0,
+        le=86400,
+        description="After a renewal, how long the certificate it replaced may still connect "
+        "(an agent that lost the answer comes back and renews again: keep it longer than "
+        "cert_renewal_interval_seconds plus the agent's 10-minute renewal retry); then it is "
+        "refused.",
+    )
+    cert_renewal_interval_seconds: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="Least time between two certificate renewals of one vault.",
+    )
     cert_expiry_alert_hours: float = Field(
         6.0,
         gt=0,
@@ -97,10 +124,38 @@ class ControlPlaneSettings(BaseSettings):
         15.0, gt=0, le=3600, description="How often the offline sweep runs (0 < x)."
     )
     login_max_failures: int = Field(
-        5, ge=1, le=1000, description="Failed logins per account before lock-out."
+        5,
+        ge=1,
+        le=1000,
+        description="Failed logins in a row for one account from one address before each "
+        "further one makes that pair wait (other addresses are not affected).",
+    )
+    login_delay_seconds: float = Field(
+        1.0, gt=0, le=3600, description="First wait after those failures; it doubles each time."
     )
     login_lockout_seconds: int = Field(
-        300, ge=1, le=86400, description="How long a locked-out account must wait."
+        300, ge=1, le=86400, description="Longest wait one (account, address) pair can get."
+    )
+    login_source_max_failures: int = Field(
+        30,
+        ge=1,
+        le=100_000,
+        description="Failed logins one address may make across all accounts per window.",
+    )
+    login_source_window_seconds: int = Field(
+        60, ge=1, le=86400, description="Window of login_source_max_failures."
+    )
+    password_workers: int = Field(
+        2, ge=1, le=64, description="Threads that hash passwords (argon2id) on each replica."
+    )
+    password_queue: int = Field(
+        8,
+        ge=0,
+        le=10_000,
+        description="Password checks that may wait for a thread; more get 503 + Retry-After.",
+    )
+    password_per_source: int = Field(
+        2, ge=1, le=1000, description="Password checks one address may have running or waiting."
     )
     webhook_url: str | None = Field(None, description="Slack-compatible webhook for new alerts.")
     webhook_secret: SecretStr | None = Field(
@@ -128,6 +183,8 @@ class ControlPlaneSettings(BaseSettings):
             ("https://", "http://")
         ):
             raise ValueError("webhook_url must be an http:// or https:// URL")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set tls_cert_file and tls_key_file together")
         if self.ca_key_passphrase is not None and self.ca_key_file is not None:
             raise ValueError("set ca_key_passphrase or ca_key_file, not both")
         # defaults follow the settings they must stay below; explicit values must be coherent

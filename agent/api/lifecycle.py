@@ -1,4 +1,5 @@
-"""The agent's background services (uplink, rotation scheduler) in the aiohttp app's lifecycle.
+"""The agent's background services (uplink, rotation scheduler, audit checkpoints) in the aiohttp
+app's lifecycle.
 
 They start in ``cleanup_ctx`` while the app starts, before the listener accepts a request (so
 no write escapes the uplink's change tracking), and stop when the app shuts down: the stop
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from agent.assembly import Agent
+from agent.audit.checkpoint import Checkpointer
 from agent.rotation.scheduler import Scheduler
 from agent.uplink.service import Uplink
 
@@ -27,12 +29,14 @@ class Services:
 
     uplink: Uplink
     scheduler: Scheduler | None
+    checkpoints: Checkpointer
     timeout: float
     _stopping: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def start(self) -> None:
         """Start every service on the running loop."""
         self.uplink.start()
+        self.checkpoints.start()
         if self.scheduler is not None:
             self.scheduler.start()
 
@@ -48,7 +52,7 @@ class Services:
         await self._stopping
 
     async def _stop(self) -> None:
-        parts = [self.uplink.stop(self.timeout)]
+        parts = [self.uplink.stop(self.timeout), self.checkpoints.stop(self.timeout)]
         if self.scheduler is not None:
             parts.append(self.scheduler.stop(self.timeout))
         await asyncio.gather(*parts)
@@ -58,13 +62,16 @@ SERVICES = web.AppKey("services", Services)
 
 
 def open_services(agent: Agent) -> Services:
-    """The uplink (prepared: a bad metadata key stops the start here) and the scheduler."""
+    """The uplink (prepared: a bad metadata key stops the start here), the scheduler and the
+    audit checkpoints."""
     uplink = Uplink(agent)
     uplink.prepare()
     scheduler = None
     if agent.rotation is not None:
         scheduler = Scheduler(agent.rotation, policies_version=lambda: uplink.policies_version)
-    return Services(uplink, scheduler, min(STOP_BUDGET, agent.settings.shutdown_timeout))
+    checkpoints = Checkpointer(agent.audit_guard, agent.audit, agent.store)
+    timeout = min(STOP_BUDGET, agent.settings.shutdown_timeout)
+    return Services(uplink, scheduler, checkpoints, timeout)
 
 
 def add_background_services(app: web.Application, agent: Agent) -> None:

@@ -30,6 +30,7 @@ async def health(request: web.Request) -> web.Response:
             "storage": agent.store.backend,
             "kek_version": agent.keys.active_kek,
             "audit_seq": seq,
+            "audit": agent.audit_guard.state.to_json(),
             "uplink": agent.uplink.to_json(seq),
         }
     )

@@ -24,12 +24,14 @@ survives the process being killed at any instant (it is in the kernel's page cac
 ``fsync=True`` it also survives a power loss or a kernel crash.
 
 What the chain cannot show on its own: both files rolled back together to an earlier state, or
-both deleted. Shipping the head elsewhere (the uplink) closes that gap.
+both deleted. The keystore's checkpoint of the chain (``checkpoint``: epoch, seq, MAC, checked at
+start and kept up while running) and the control plane's head check close that gap.
 
 Callers pass names and ids, never secret values; ``extra`` is theirs to keep clean.
 
 The package splits by role: ``writer`` (:class:`AuditLog`), ``verify`` (:func:`verify`),
-``reader`` (:func:`iter_entries`, :func:`snapshot`); ``_format`` holds what all three share.
+``reader`` (:func:`iter_entries`, :func:`snapshot`); ``checkpoint`` keeps the chain's epoch and
+a checkpoint in the keystore and finds a lost log; ``_format`` holds what they share.
 """
 
 from agent.audit._format import HEAD_NAME, HEAD_SIZE, LOG_NAME, MAX_LINE

@@ -134,6 +134,19 @@ class AuditLog:
         """``(seq, mac_hex)`` of the last acknowledged entry; ``(0, "")`` for an empty log."""
         return self._seq, self._last
 
+    def intact(self) -> bool:
+        """Whether the log on disk is still the file this writer appends to, and not shorter
+        than what it acknowledged (False once it was removed, replaced or cut under us)."""
+        if self._fd is None:
+            return True
+        try:
+            on_disk = os.stat(self.log_path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(self._fd)
+        same = (on_disk.st_ino, on_disk.st_dev) == (mine.st_ino, mine.st_dev)
+        return same and on_disk.st_size >= self._size
+
     # open / close ----------------------------------------------------------
     def open(self) -> AuditLog:
         """Create the files (0600) or recover the chain's end from the log's tail and the head.

@@ -15,6 +15,7 @@ CONNECTION_NOT_CONFIGURED = "connection_not_configured"
 INTERRUPTED = "interrupted"
 INVALID_SETTINGS = "invalid_settings"
 INTERNAL_ERROR = "internal_error"
+NOT_ALLOWED = "not_allowed"  # the agent's own config forbids it (role, hook, protected name)
 
 REASONS = frozenset(
     {
@@ -28,6 +29,7 @@ REASONS = frozenset(
         INTERRUPTED,
         INVALID_SETTINGS,
         INTERNAL_ERROR,
+        NOT_ALLOWED,
     }
 )
 

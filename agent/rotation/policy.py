@@ -2,15 +2,15 @@
 
 A policy governs a secret when its scope includes this agent's vault and its selector matches
 (``labels`` all equal AND ``name_glob`` matches, each only when given); the matching policy with
-the lowest id wins. Globs follow the token policies (:func:`agent.auth.glob_to_regex`): ``*``
-one segment, ``**`` any depth, ``?`` one character.
+the lowest id wins. Globs follow :mod:`common.globs`: ``*`` one segment, ``**`` any depth,
+``?`` one character, with limits on length and wildcards.
 
-:func:`assign` evaluates every policy against every secret in one go: each glob is one
-compiled regex matched against every name, and each label pair is a
-substring test on each stored labels text (labels are stored as ``json.dumps`` output, so
-``"key": "value"`` occurs only as that pair), both looped in C (``map``/``compress``); pairs and
-globs shared by several policies are evaluated once. 100,000 secrets × 20 policies take well under a
-second.
+:func:`assign` evaluates every policy against every secret in one go: all globs (and the
+agent's protected-name globs) are one RE2 set matched once per name, in time linear in the
+name (:mod:`agent.globmatch`: no backtracking, whatever the control plane sent), and each label
+pair is a substring test on each stored labels text (labels are stored as ``json.dumps``
+output, so ``"key": "value"`` occurs only as that pair). The evaluation checks a time budget as
+it goes (:class:`BudgetExceededError`); callers run it off the event loop.
 """
 
 from __future__ import annotations
@@ -18,21 +18,28 @@ from __future__ import annotations
 import bisect
 import json
 import logging
-import operator
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate, compress, islice
+from itertools import accumulate
 from typing import Any
 
-from agent.auth import glob_body
+from agent.globmatch import Glob, GlobSet
+from common import globs as globgrammar
+from common.errors import KeyVaultError
 
 log = logging.getLogger("keyvault.agent.rotation")
 
 
-def glob_pattern(glob: str) -> str:
-    """A name glob as a regex body that never crosses a newline (the token policies' globs)."""
-    return glob_body(glob, one_line=True)
+BUDGET_CHUNK = 4096  # names matched between two looks at the time budget
+
+
+class BudgetExceededError(KeyVaultError):
+    """Policy evaluation ran past its time budget (the pass is skipped and alerted)."""
+
+    code = "rotation_budget_exceeded"
+    http_status = 503
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,7 @@ class Policy:
             scope = body.get("scope") or {"all": True}
             if not isinstance(pid, str) or not isinstance(labels, dict):
                 return None
-            if glob is not None and not isinstance(glob, str):
+            if glob not in (None, "") and globgrammar.problem(glob) is not None:
                 return None
             if type(interval) is not int or interval <= 0 or not isinstance(rotator, dict):
                 return None
@@ -97,7 +104,7 @@ class Policy:
             if labels.get(key) != value:
                 return False
         if self.name_glob is not None:
-            return re.fullmatch(glob_pattern(self.name_glob), name) is not None
+            return Glob(self.name_glob).fullmatch(name)
         return True
 
 
@@ -139,61 +146,67 @@ def _pair_hits(
     return found
 
 
-def _glob_hits(glob: str, names: Sequence[str], ordered: bool) -> set[int]:
-    """Indexes of the names ``glob`` matches; with sorted names only the range sharing the
-    glob's literal prefix is tested."""
-    rx = re.compile(glob_pattern(glob))
-    lo, hi = 0, len(names)
-    cut = min((i for i in (glob.find("*"), glob.find("?")) if i >= 0), default=len(glob))
-    prefix = glob[:cut]
-    if ordered and prefix:
-        lo = bisect.bisect_left(names, prefix)
-        hi = bisect.bisect_left(names, prefix + "\U0010ffff", lo)
-    mask = map(rx.fullmatch, islice(names, lo, hi))
-    return set(compress(range(lo, hi), mask))
+def _glob_hits(
+    globs: Sequence[str], names: Sequence[str], deadline: float | None
+) -> list[set[int]]:
+    """For each glob, the indexes of the names it matches: one RE2 set call per name, linear
+    in the name's length whatever the globs are."""
+    found: list[set[int]] = [set() for _ in globs]
+    if not globs:
+        return found
+    matcher = GlobSet(globs)
+    for start in range(0, len(names), BUDGET_CHUNK):
+        _check_budget(deadline)
+        for i, hits in enumerate(map(matcher.which, names[start : start + BUDGET_CHUNK]), start):
+            for g in hits:
+                found[g].add(i)
+    return found
+
+
+def _check_budget(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise BudgetExceededError(
+            "evaluating the rotation policies took longer than rotation.evaluation_budget_seconds"
+        )
 
 
 def assign(
-    policies: Sequence[Policy], names: Sequence[str], labels: Sequence[str]
+    policies: Sequence[Policy],
+    names: Sequence[str],
+    labels: Sequence[str],
+    *,
+    protected: Sequence[str] = (),
+    deadline: float | None = None,
 ) -> list[Policy | None]:
-    """For each secret (``names[i]``, stored labels JSON ``labels[i]``), its governing policy."""
+    """For each secret (``names[i]``, stored labels JSON ``labels[i]``), its governing policy.
+
+    Names matching a ``protected`` glob are governed by none; past ``deadline`` (a
+    ``time.monotonic()`` value) the evaluation stops with :class:`BudgetExceededError`.
+    """
     result: list[Policy | None] = [None] * len(names)
     if not policies or not names:
         return result
-    by_pair: dict[tuple[str, str], set[int]] = {}  # policies often share label pairs and globs
-    by_glob: dict[str, set[int]] = {}
-    ordered = all(map(operator.le, names, islice(names, 1, None)))  # the store sends them sorted
-    unassigned = len(names)
+    pairs = {p for q in policies for p in q.labels}
+    by_pair = _pair_hits(pairs, labels) if pairs else {}
+    _check_budget(deadline)
+    globs = sorted({p.name_glob for p in policies if p.name_glob is not None})
+    hits = _glob_hits([*globs, *protected], names, deadline)
+    by_glob = dict(zip(globs, hits, strict=False))
+    fenced: set[int] = set().union(*hits[len(globs) :])
+    unassigned = len(names) - len(fenced)
     for policy in policies:  # lowest id first: the first to claim a secret keeps it
+        _check_budget(deadline)
         matched: set[int] | None = None
         for pair in policy.labels:
-            if not by_pair:
-                by_pair = _pair_hits({p for q in policies for p in q.labels}, labels)
-            hits = by_pair[pair]
-            matched = hits if matched is None else matched & hits
-            if not matched:
-                break
-        if matched is not None and not matched:
-            continue
-        glob = policy.name_glob
-        if glob is not None:
-            globbed = by_glob.get(glob)
-            if globbed is None and (matched is None or len(matched) * 8 > len(names)):
-                globbed = by_glob[glob] = _glob_hits(glob, names, ordered)
-            if globbed is not None:
-                matched = globbed if matched is None else matched & globbed
-            else:
-                rx = re.compile(glob_pattern(glob))
-                matched = {i for i in matched or () if rx.fullmatch(names[i]) is not None}
-        if matched is None:  # an empty selector governs everything still free
-            for i in range(len(names)):
-                if result[i] is None:
-                    result[i] = policy
-            break
-        for i in matched:
-            if result[i] is None:
+            matched = by_pair[pair] if matched is None else matched & by_pair[pair]
+        if policy.name_glob is not None:
+            globbed = by_glob[policy.name_glob]
+            matched = globbed if matched is None else matched & globbed
+        candidates = range(len(names)) if matched is None else matched
+        for i in candidates:
+            if result[i] is None and i not in fenced:
                 result[i] = policy
                 unassigned -= 1
-        if unassigned == 0:
+        if unassigned <= 0:
             break
     return result

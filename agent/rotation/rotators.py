@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.rotation import limits
 from agent.rotation._base import (
     AUTHENTICATION_FAILED,
     COMMAND_FAILED,
@@ -19,6 +20,7 @@ from agent.rotation._base import (
     INTERNAL_ERROR,
     INTERRUPTED,
     INVALID_SETTINGS,
+    NOT_ALLOWED,
     REASONS,
     VERIFICATION_FAILED,
     RotationError,
@@ -39,6 +41,7 @@ __all__ = [
     "INTERNAL_ERROR",
     "INTERRUPTED",
     "INVALID_SETTINGS",
+    "NOT_ALLOWED",
     "REASONS",
     "VERIFICATION_FAILED",
     "CommandRotator",
@@ -75,6 +78,9 @@ def build_rotator(
         connection = settings.postgres.get(name)
         if connection is None:
             raise RotationError(CONNECTION_NOT_CONFIGURED, f"no rotation.postgres.{name[:40]}")
+        refused = limits.postgres_refusal(params, connection)
+        if refused is not None:
+            raise RotationError(NOT_ALLOWED, refused)
         from agent.rotation._postgres import PostgresRotator  # psycopg only when used
 
         return PostgresRotator(params, connection, name)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, delete, select, update
@@ -26,13 +27,15 @@ from sqlalchemy.engine import Connection
 from agent.background import Background
 from agent.rotation import policy as pol
 from agent.rotation.engine import PENDING, POLICIES_KEY, RotationEngine, RotationFailedError
-from agent.store import hot
+from agent.rotation.evaluate import Evaluator
 from agent.store import schema as t
+from agent.uplink import outbox
 from common.errors import KeyVaultError
 
 log = logging.getLogger("keyvault.agent.rotation")
 POLL = 0.5  # seconds between checks for a new policy list (memory only)
 CHUNK = 500
+SWITCH_INTERVAL = 0.001  # seconds a worker thread may hold the GIL before the loop gets it
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Plan:
     changed: int = 0
     dropped: int = 0
     stale_pending: int = 0
+    governed_count: int = 0
 
 
 class Scheduler(Background):
@@ -67,19 +71,34 @@ class Scheduler(Background):
         self.rotated = 0
         self.failed = 0
         self._running: asyncio.Task[Any] | None = None
+        self.alerted_budget = False
+        self.evaluator = Evaluator()
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
         """Recover, then a pass every scan interval or on a new policy list (never raises)."""
+        # the plan's bookkeeping runs in worker threads: hand the GIL back to the event loop
+        # often, so the local API answers within a few milliseconds while a pass runs
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         try:
             if await self.engine.recover():
                 log.warning("reported rotations interrupted by the last stop as failed")
         except Exception:
             log.exception("rotation recovery failed; it is tried again at the next start")
+        try:
+            await self._passes()
+        finally:
+            await asyncio.to_thread(self.evaluator.close)
+
+    async def _passes(self) -> None:
+        """A pass every scan interval, or at once when a new policy list arrives."""
         seen = self.policies_version()
         while not self._stopping.is_set():
             try:
                 await self.run_pass()
+            except pol.BudgetExceededError as exc:
+                log.warning("rotation pass skipped: %s", exc.message)
+                await self._alert(exc.message)
             except KeyVaultError as exc:
                 log.warning("rotation pass skipped: %s", exc.message)
             except Exception:
@@ -95,6 +114,15 @@ class Scheduler(Background):
                     await asyncio.wait_for(
                         self._stopping.wait(), min(POLL, max(0.0, deadline - loop.time()))
                     )
+
+    async def _alert(self, message: str) -> None:
+        """An ``intent_refused`` alert upstream (the policies cost more than the budget)."""
+        if self.alerted_budget:
+            return
+        self.alerted_budget = True
+        alert = {"kind": "intent_refused", "message": message}
+        now = self.engine.clock().isoformat()
+        await self.store.write(lambda c: outbox.enqueue(c, outbox.ALERT, alert, now))
 
     # ------------------------------------------------------------------ a pass
     async def run_pass(self) -> Plan:
@@ -120,51 +148,34 @@ class Scheduler(Background):
         return plan
 
     async def plan(self) -> Plan:
-        """Evaluate policies, persist due dates that changed, list what is due now."""
+        """Evaluate policies, persist due dates that changed, list what is due now.
+
+        The reading and matching (every policy against every name) run in the evaluation
+        worker process under ``rotation.evaluation_budget_seconds``
+        (:mod:`agent.rotation.planning`); the event loop only awaits the small result.
+        """
         raw, any_scheduled = await self.store.read(_policies_and_any)
         policies = self.engine.policies_from(raw)
         if not policies and not any_scheduled:
             return Plan()  # an agent without policies reads no secrets
-        raw, secrets, schedule = await self.store.read(_snapshot)
-        policies = self.engine.policies_from(raw)
-        now_dt = self.engine.clock()
-        now = now_dt.isoformat()
-        ids = [s[0] for s in secrets]
-        assigned = pol.assign(policies, [s[1] for s in secrets], [s[2] for s in secrets])
-        plan = Plan()
-        inserts: list[dict[str, Any]] = []
-        changes: list[dict[str, Any]] = []
-        due: list[tuple[str, str]] = []
-        for i, policy in enumerate(assigned):
-            if policy is None:
-                continue
-            sid = ids[i]
-            plan.governed[sid] = policy
-            row = schedule.pop(sid, None)
-            if row is None:
-                created = datetime.fromisoformat(secrets[i][3])
-                next_due = self.engine.next_due(created, policy.interval_seconds).isoformat()
-                inserts.append({"secret_id": sid, "policy_id": policy.id,
-                                "next_due_at": next_due, "state": "scheduled",
-                                "attempts": 0})  # fmt: skip
-            else:
-                next_due, state, lease_until, policy_id, last = row
-                if state == PENDING:
-                    if lease_until is None or lease_until < now:
-                        plan.stale_pending += 1
-                    continue
-                if policy_id != policy.id:
-                    base = datetime.fromisoformat(last or secrets[i][3])
-                    next_due = self.engine.next_due(base, policy.interval_seconds).isoformat()
-                    changes.append({"sid": sid, "pid": policy.id, "due": next_due})
-            if next_due <= now:
-                due.append((next_due, sid))
-        dropped = [sid for sid, row in schedule.items() if row[1] != PENDING]
-        plan.added, plan.changed, plan.dropped = len(inserts), len(changes), len(dropped)
-        if inserts or changes or dropped:
-            await self.store.write(self._persist(inserts, changes, dropped, now))
-        due.sort()
-        plan.due = [sid for _, sid in due]
+        started = time.monotonic()
+        now = self.engine.clock().isoformat()
+        planned = await self.evaluator.plan(
+            self.store.url, self.engine.vault_id(), self.settings.protected_names, now,
+            self.settings.jitter_fraction, self.settings.evaluation_budget_seconds,
+        )  # fmt: skip
+        log.debug("rotation pass evaluated %d policies, %d secrets governed, in %.3f s",
+                  len(policies), planned.governed, time.monotonic() - started)  # fmt: skip
+        if planned.inserts or planned.changes or planned.dropped:
+            await self.store.write(
+                self._persist(planned.inserts, planned.changes, planned.dropped, now)
+            )
+        by_id = {p.id: p for p in self.engine.policies_from(raw)}
+        plan = Plan(added=len(planned.inserts), changed=len(planned.changes),
+                    dropped=len(planned.dropped), stale_pending=planned.stale_pending)  # fmt: skip
+        plan.due = [sid for sid, pid in planned.due if pid in by_id]
+        plan.governed = {sid: by_id[pid] for sid, pid in planned.due if pid in by_id}
+        plan.governed_count = planned.governed
         return plan
 
     def _persist(
@@ -207,30 +218,9 @@ class Scheduler(Background):
         return txn
 
 
-_SECRETS = hot.Statement(
-    "SELECT id, name, labels, created_at FROM kv_secrets WHERE deleted_at IS NULL"
-)
-_SCHEDULE = hot.Statement(
-    "SELECT secret_id, next_due_at, state, lease_until, policy_id, last_rotated_at FROM kv_rotation"
-)
-
-
 def _policies_and_any(conn: Connection) -> tuple[str | None, bool]:
     raw = conn.execute(
         select(t.meta.c.value).where(t.meta.c.key == POLICIES_KEY)
     ).scalar_one_or_none()
     some = conn.execute(select(t.rotation.c.secret_id).limit(1)).first()
     return raw, some is not None
-
-
-def _snapshot(conn: Connection) -> tuple[str | None, list[Any], dict[str, tuple[Any, ...]]]:
-    """The stored policy list, live secrets (id, name, labels, created_at) and the schedule.
-
-    Plain DB-API cursors: SQLAlchemy's row objects would cost more than the evaluation itself.
-    """
-    raw = conn.execute(
-        select(t.meta.c.value).where(t.meta.c.key == POLICIES_KEY)
-    ).scalar_one_or_none()
-    secrets = _SECRETS.run(conn, ()).fetchall()
-    schedule = {row[0]: row[1:] for row in _SCHEDULE.run(conn, ()).fetchall()}
-    return raw, secrets, schedule

@@ -51,10 +51,13 @@ def resolve(conn: Connection, entries: Sequence[dict[str, Any]]) -> dict[str, st
     return found
 
 
-def event(entry: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
+def event(entry: dict[str, Any], ids: dict[str, str], epoch: int = 1) -> dict[str, Any]:
     """The ``audit`` event of one entry; its target only as an opaque secret id (or null).
 
     An intent entry (``outcome: attempt``) has no HTTP status yet: its status is sent as null.
+    The chain's ``epoch`` and the entry's chain ``mac`` let the control plane check that the
+    vault's audit head only moves forward; ids are ``a<seq>`` in epoch 1 and
+    ``a<epoch>.<seq>`` after it, so a new chain's ids never collide with the old one's.
     """
     target = entry.get("target")
     secret_id = None
@@ -62,7 +65,7 @@ def event(entry: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
         secret_id = target if ID_RE.fullmatch(target) else ids.get(target)
     actor, status = entry.get("actor"), entry.get("status")
     return {
-        "id": f"a{entry['seq']}",
+        "id": f"a{entry['seq']}" if epoch == 1 else f"a{epoch}.{entry['seq']}",
         "seq": entry["seq"],
         "kind": "audit",
         "at": entry.get("time"),
@@ -72,5 +75,7 @@ def event(entry: dict[str, Any], ids: dict[str, str]) -> dict[str, Any]:
             "status": status if type(status) is int and 100 <= status <= 599 else None,
             "actor": actor if isinstance(actor, str) else None,
             "secret_id": secret_id,
+            "epoch": epoch,
+            "mac": entry.get("mac"),
         },
     }

@@ -20,6 +20,7 @@ from agent.assembly import Agent
 from agent.crypto import Clock, utcnow
 from agent.generate import GeneratorSpec
 from agent.rotation.engine import RotationFailedError
+from agent.rotation.limits import Protected
 from agent.secrets import ID_RE, SecretMeta
 from agent.store import schema as t
 from agent.uplink import outbox
@@ -42,6 +43,8 @@ FAILURES: list[tuple[type[KeyVaultError], str]] = [
     (UnavailableError, "the agent's store or audit log is unavailable"),
 ]
 INTERRUPTED = "the agent stopped while running this command; it was not retried"
+REFUSED = "the agent refused this command: it did not verify as an operator's intent for this vault"
+PROTECTED = "the secret is protected by rotation.protected_names in agent.yaml"
 
 
 def _failure_text(exc: KeyVaultError) -> str:
@@ -57,6 +60,7 @@ class CommandRunner:
     def __init__(self, agent: Agent, *, clock: Clock = utcnow) -> None:
         self.agent = agent
         self._clock = clock
+        self._protected = Protected(agent.settings.rotation)
 
     def _now(self) -> str:
         return self._clock().isoformat()
@@ -105,6 +109,19 @@ class CommandRunner:
             result = {"command_id": command_id, "outcome": "failed", "message": INTERRUPTED}
             await self.agent.store.write(self._finish(command_id, result))
         return len(running)
+
+    async def refuse(self, command_id: Any) -> None:
+        """Report a command that did not verify as failed, without claiming its id (so a forged
+        frame cannot use up the id of an operator's real command)."""
+        try:
+            checked = opaque_id(command_id, "command id")
+        except ValidationError:
+            return
+        result = {"command_id": checked, "outcome": "failed", "message": REFUSED}
+        now = self._now()
+        await self.agent.store.write(
+            lambda c: outbox.enqueue(c, outbox.COMMAND_RESULT, result, now)
+        )
 
     # ------------------------------------------------------------------ entry point
     async def handle(self, frame: dict[str, Any]) -> None:
@@ -156,7 +173,13 @@ class CommandRunner:
             audit.append(op="secrets.rotate", outcome="attempt", status=0, actor=command_id,
                          target=secret_id)  # fmt: skip
             engine = self.agent.rotation
-            meta = await self.agent.secrets.meta(secret_id) if engine is not None else None
+            meta = await self.agent.secrets.meta(secret_id)
+            if self._protected.covers(meta.name):
+                await self._report(command_id, {"command_id": command_id, "outcome": "failed",
+                                                "message": PROTECTED, "secret_id": secret_id})  # fmt: skip
+                self._audit(op="secrets.rotate", outcome="error", status=403, actor=command_id,
+                            target=secret_id)  # fmt: skip
+                return
             policy = await engine.governing(meta) if engine is not None and meta else None
             if engine is not None and policy is not None:  # the policy's rotator, two phases
                 await engine.rotate(secret_id, policy, actor=None, also=done)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
@@ -32,6 +33,7 @@ from common.uplink import (
     ERR_NO_CERTIFICATE,
     ERR_RENEWAL,
     ERR_REVOKED,
+    ERR_SUPERSEDED,
     ERR_UNKNOWN_VAULT,
     PROTOCOL,
     SERVER_TYPES,
@@ -43,6 +45,8 @@ log = logging.getLogger("keyvault.agent.uplink")
 WELCOME_TIMEOUT = 15.0
 AUDIT_FALLBACK = 5.0  # seconds after which the audit head is looked at anyway
 AUDIT_RETRY = 60.0  # seconds before reading an unreadable audit log again
+FRAME_RATE = 50.0  # frames a second the control plane may send, on average ...
+FRAME_BURST = 500  # ... and at once (policies and pending commands after the welcome)
 
 
 @dataclass(frozen=True)
@@ -68,13 +72,32 @@ def refusal(code: str | None, said: str = "") -> Outcome | None:
             "organisation's, or only one side has a key); install the organisation's key as "
             "metadata_key_file (default <data_dir>/metadata.key) and restart the agent",
         )
-    if code in (ERR_UNKNOWN_VAULT, ERR_NO_CERTIFICATE):
+    if code in (ERR_UNKNOWN_VAULT, ERR_NO_CERTIFICATE, ERR_SUPERSEDED):
         return Outcome(
             "must_reenroll",
             f"the control plane does not accept this agent's certificate ({code}"
             f"{': ' + said if said else ''}); enroll again with `keyvault agent enroll --force`",
         )
     return None
+
+
+class RateLimit:
+    """A token bucket: ``rate`` a second, at most ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = float(burst)
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        """Spend one token; False when none is left."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 class _Ended(Exception):
@@ -198,7 +221,14 @@ class Connection:
 
     # ------------------------------------------------------------------ receiving
     async def _receive(self) -> Outcome:
+        bucket = RateLimit(FRAME_RATE, FRAME_BURST)
         async for msg in self.ws:
+            if not bucket.take():
+                await self.link.alerts.raise_(
+                    f"the control plane sent more than {FRAME_RATE} frames a second (burst "
+                    f"{FRAME_BURST}); the agent closed the uplink and dials again later"
+                )
+                return Outcome("retry", "the control plane sent frames too fast")
             if msg.type == aiohttp.WSMsgType.ERROR:
                 return Outcome("retry", f"the connection failed ({_clean(msg.data)})")
             if msg.type != aiohttp.WSMsgType.TEXT:
@@ -217,7 +247,7 @@ class Connection:
             if stream is not None:
                 stream.ack(frame.get("upto"))
         elif kind == "command":
-            self.link.commands_queue.put_nowait(frame)
+            await self.link.queue_command(frame)
         elif kind == "policies":
             await self.link.store_policies(frame.get("policies"))
         elif kind == "certificate":
@@ -331,7 +361,8 @@ class Connection:
                 continue
             ids = await store.read(partial(audit_stream.resolve, entries=entries))
             upto = await self._deliver(
-                self.streams["audit"], [audit_stream.event(e, ids) for e in entries]
+                self.streams["audit"],
+                [audit_stream.event(e, ids, self.agent.audit_guard.state.epoch) for e in entries],
             )
             doc = {"vault_id": self.vault_id, "seq": upto}
             await store.write(partial(meta.put, key=meta.AUDIT_CURSOR, value=doc))

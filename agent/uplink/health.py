@@ -132,7 +132,9 @@ async def document(
         "certificate_not_after": certificate_not_after.isoformat()
         if certificate_not_after
         else None,
-        "audit_head": {"seq": seq, "mac": mac} if seq else None,
+        "audit_head": {"seq": seq, "mac": mac, "epoch": agent.audit_guard.state.epoch}
+        if seq
+        else None,
         "integrity_failures": agent.metrics.integrity_failures,
         "audit_failures": agent.metrics.audit_failures,
         "policies_version": policies_version,

@@ -14,6 +14,7 @@ from agent.assembly import Agent
 from agent.changes import ChangeFeed
 from agent.crypto import Clock
 from agent.settings import UplinkSettings
+from agent.uplink.intake import Alerts
 from agent.uplink.state import Certificate, UplinkFiles
 from agent.uplink.status import UplinkStatus
 from common.metadata_key import MetadataKey
@@ -32,6 +33,7 @@ class Link(Protocol):
     certificate: Certificate | None
     policies_version: str
     commands_queue: asyncio.Queue[dict[str, Any]]
+    alerts: Alerts  # intent_refused alerts (agent/uplink/intake.py)
 
     def connected(self) -> None:
         """The welcome arrived: the link is up."""
@@ -43,7 +45,10 @@ class Link(Protocol):
         """The health the heartbeat reports."""
 
     async def store_policies(self, policies: Any) -> None:
-        """Keep the policy list the control plane sent."""
+        """Merge the verified policy intents the control plane relayed."""
+
+    async def queue_command(self, frame: dict[str, Any]) -> None:
+        """Queue a command frame for verification and execution (bounded)."""
 
     async def refresh_depth(self) -> None:
         """Count the outbox rows again."""

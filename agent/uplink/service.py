@@ -28,6 +28,7 @@ from agent.uplink.backoff import Backoff
 from agent.uplink.commands import CommandRunner
 from agent.uplink.connection import Connection, Outcome, refusal
 from agent.uplink.health import FailureWatch, policies_version
+from agent.uplink.intake import Alerts, Intake, Refused
 from agent.uplink.state import (
     CLIENT_CRT,
     CLIENT_KEY,
@@ -45,6 +46,7 @@ from common.uplink import MAX_FRAME, UPLINK_PATH
 log = logging.getLogger("keyvault.agent.uplink")
 DIAL_TIMEOUT = 30.0
 HOUSEKEEPING_EVERY = 2.0
+MAX_QUEUED_COMMANDS = 1000  # commands from the control plane waiting to run
 OUTBOX_FALLBACK = 5.0  # seconds after which the outbox is read anyway (other writers)
 
 
@@ -70,8 +72,10 @@ class Uplink(Background):
             self.settings.backoff_base, self.settings.backoff_cap, uniform=uniform
         )
         self.commands = CommandRunner(agent, clock=clock)
-        self.commands_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.commands_queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(MAX_QUEUED_COMMANDS)
         self.metadata_key: MetadataKey | None = None
+        self.alerts = Alerts(agent)
+        self.intake = Intake(agent, None, self.alerts)
         self.enrollment: Enrollment | None = None
         self.certificate: Certificate | None = None
         self.policies_version = policies_version([])
@@ -88,6 +92,7 @@ class Uplink(Background):
         when the data folder is enrolled. Call before the API serves."""
         path = self.agent.settings.metadata_key_path
         self.metadata_key = MetadataKey.load(path) if path is not None else None
+        self.intake = Intake(self.agent, self.metadata_key, self.alerts)
         with contextlib.suppress(ConfigError):  # a broken state.json is reported by run()
             if self.files.load_state() is not None:
                 self.changes.track()
@@ -276,21 +281,31 @@ class Uplink(Background):
         log.warning("uplink: %s", message)
 
     def health_status(self) -> str:
-        """The heartbeat's ``status``."""
+        """The heartbeat's ``status`` (degraded after a recent failure, or while this process
+        runs on an audit chain it had to start over)."""
         cert = self.certificate
         if cert is not None and self.clock() >= cert.not_after:
             return "must_reenroll"
-        return "degraded" if self._watch.degraded else "healthy"
+        broken = self.agent.audit_guard.state.problem is not None
+        return "degraded" if self._watch.degraded or broken else "healthy"
 
     async def store_policies(self, policies: Any) -> None:
-        """Keep the control plane's policy list in ``kv_meta`` (for the rotation scheduler)."""
-        if not isinstance(policies, list) or not all(isinstance(p, dict) for p in policies):
-            self.note_error("the control plane sent a policy list that is not a list of objects")
-            return
-        version = policies_version(policies)
-        doc = {"version": version, "policies": policies}
-        await self.agent.store.write(lambda c: meta.put(c, meta.POLICIES, doc))
-        self.policies_version = version
+        """Merge the verified intents of a ``policies`` frame into the policies the rotation
+        scheduler runs (:mod:`agent.uplink.intake`: anything else is refused and alerted)."""
+        version = await self.intake.policies(policies, self.status.vault_id)
+        if version is not None:
+            self.policies_version = version
+        self.kick()
+
+    async def queue_command(self, frame: dict[str, Any]) -> None:
+        """Queue a ``command`` frame for the worker; a full queue refuses it (alerted)."""
+        try:
+            self.commands_queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            await self.alerts.raise_(
+                f"more than {MAX_QUEUED_COMMANDS} commands were waiting; the rest were refused"
+            )
+            self.kick()
 
     async def refresh_depth(self) -> None:
         """Count the outbox rows (the health's depth adds the audit entries not yet acked)."""
@@ -327,7 +342,11 @@ class Uplink(Background):
         while True:
             frame = await self.commands_queue.get()
             try:
-                await self.commands.handle(frame)
+                verified = await self.intake.command(frame, self.status.vault_id)
+                await self.commands.handle(verified)
+            except Refused as exc:
+                await self.alerts.raise_(exc.reason)
+                await self.commands.refuse(frame.get("id"))
             except KeyVaultError as exc:
                 log.error("a command could not be finished: %s", exc.message)
             except Exception:

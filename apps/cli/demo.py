@@ -26,6 +26,7 @@ def _howto(stack: DemoStack, elapsed: float) -> str:
         operator = "  .venv/bin/keyvault tui --memory-keyring   (log in with the password above)\n"
     return f"""
   control plane API:  {stack.api_url}
+  control plane CA:   {stack.api_tls_dir / "ca.crt"}   (TLS 1.3; log in with --ca-file)
   agent gateway:      {stack.gateway_url}
   agents:
 {agents}

@@ -56,7 +56,7 @@ POLICY = {
     "interval_seconds": 30 * 86400,
     "notice_seconds": 7 * 86400,
     "rotator": {"type": "random", "settings": {}},
-    "scope": "all",
+    "scope": {"all": True},
 }
 
 
@@ -309,9 +309,16 @@ class DemoStack:
             time.sleep(0.05)
 
     # ------------------------------------------------------------ control plane
+    @property
+    def api_tls_dir(self) -> Path:
+        """The operator API's certificate, key and CA (issued from the service CA at init)."""
+        return self.cp_dir / "tls"
+
     def _cp_env(self) -> dict[str, str]:
         ports = self.ports()
         return child_env(
+            KEYVAULT_CP_TLS_CERT_FILE=str(self.api_tls_dir / "api.crt"),
+            KEYVAULT_CP_TLS_KEY_FILE=str(self.api_tls_dir / "api.key"),
             KEYVAULT_CP_DATABASE_URL=f"sqlite+aiosqlite:///{self.cp_dir / 'control-plane.db'}",
             KEYVAULT_CP_CA_KEY_FILE=str(self.cp_dir / "ca.passphrase"),
             KEYVAULT_CP_PORT=str(ports["api"]),
@@ -328,6 +335,7 @@ class DemoStack:
         write_private(self.password_file, password)
         env = {**self._cp_env(), "KEYVAULT_CP_OWNER_PASSWORD": password}
         args = ["control-plane", "init", "--org", ORG_NAME, "--email", OWNER_EMAIL]
+        args += ["--tls-dir", str(self.api_tls_dir), "--api-name", "127.0.0.1"]
         done = subprocess.run(
             [*CLI, *args], env=env, capture_output=True, text=True, timeout=START_TIMEOUT
         )
@@ -337,10 +345,27 @@ class DemoStack:
         self.state["cp_initialised"] = True
         self._save_state()
 
+    def _issue_api_certificate(self) -> None:
+        """A demo folder made before the API had TLS: issue its certificate now."""
+        args = ["control-plane", "api-cert", "--tls-dir", str(self.api_tls_dir)]
+        done = subprocess.run(
+            [*CLI, *args, "--api-name", "127.0.0.1"],
+            env=self._cp_env(),
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+        )
+        if done.returncode != 0:
+            self.failed_log = (done.stdout + done.stderr).strip()
+            raise DemoError("issuing the control plane's TLS certificate failed (output above)")
+
     def _start_control_plane(self) -> None:
         if not self.state.get("cp_initialised"):
-            with self.step("creating the control plane (SQLite) and its owner"):
+            with self.step("creating the control plane (SQLite), its owner and TLS certificate"):
                 self._init_control_plane()
+        elif not (self.api_tls_dir / "api.key").exists():
+            with self.step("issuing the control plane's TLS certificate"):
+                self._issue_api_certificate()
         with self.step("starting control plane"):
             ready = self.cp_dir / "ready.json"
             ready.unlink(missing_ok=True)
@@ -353,7 +378,13 @@ class DemoStack:
         from apps.core.session import Session
 
         self.password = self.password_file.read_text(encoding="utf-8").strip()
-        self._session = Session.login(self.api_url, OWNER_EMAIL, self.password, store=self._store)
+        self._session = Session.login(
+            self.api_url,
+            OWNER_EMAIL,
+            self.password,
+            ca_file=str(self.api_tls_dir / "ca.crt"),
+            store=self._store,
+        )
         self.session.remember(gateway_url=self.gateway_url)
 
     def _metadata_key(self) -> None:
@@ -437,8 +468,11 @@ class DemoStack:
                     for _ in range(2):
                         kv.get(secret)
         if not self.state.get("seeded"):
+            from apps.core.intents import IntentMaker
+
+            sealed = IntentMaker(self.session.metadata_key).policy(POLICY)  # agents run only this
             with self.session.client() as cp:
-                cp.create_policy(POLICY)
+                cp.create_policy(sealed)
             self.state["seeded"] = True
             self._save_state()
 

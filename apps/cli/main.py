@@ -8,9 +8,11 @@ from agent.cli import agent_group
 from apps.cli.demo import demo_cmd
 from apps.cli.desktop_cmd import desktop_cmd
 from apps.cli.org_cmd import org_group
+from apps.cli.policies_cmd import policies_group
 from apps.cli.secrets_cmd import run_cmd, secrets_group
 from apps.cli.session_cmd import login_cmd, logout_cmd, whoami_cmd
 from apps.cli.tui_cmd import tui_cmd
+from apps.cli.users_cmd import users_group
 from apps.cli.vaults_cmd import vaults_group
 from common.cliutil import run_cli
 from control_plane.cli import control_plane_group
@@ -36,6 +38,8 @@ cli.add_command(logout_cmd)
 cli.add_command(whoami_cmd)
 cli.add_command(org_group)
 cli.add_command(vaults_group)
+cli.add_command(users_group)
+cli.add_command(policies_group)
 cli.add_command(tui_cmd)
 cli.add_command(desktop_cmd)
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from apps.cli.operator import current_session, echo_json, operator_api, table, wait_for
+from apps.core.intents import IntentMaker
 from apps.core.outcomes import CommandFailedError, failure_kind, result_text
 from common.cliutil import friendly_errors
 from common.errors import NotFoundError
@@ -250,6 +251,12 @@ def inventory_cmd(vault: str, as_json: bool) -> None:
         click.echo(f"* shown by opaque id: {'; '.join(notes)}{hint}", err=True)
 
 
+def _opened(cmd: dict[str, Any], maker: IntentMaker | None) -> dict[str, Any]:
+    """A listed command with its sealed intent opened locally (as it was, when it cannot be)."""
+    body = maker.open(cmd.get("intent")) if maker is not None and "intent" in cmd else None
+    return {**cmd, **body} if body else cmd
+
+
 def _describe(cmd: dict[str, Any]) -> str:
     args = cmd.get("args") or {}
     target = f" {args['secret_id']}" if args.get("secret_id") else ""
@@ -258,10 +265,11 @@ def _describe(cmd: dict[str, Any]) -> str:
 
 def _send(vault: str, command: str, secret: str | None, wait: bool, timeout: float) -> None:
     session = current_session()
+    maker = IntentMaker(session.metadata_key)
     with operator_api(session) as cp:
         vault_id = str(resolve_vault(cp, vault)["id"])
         args = {"secret_id": resolve_secret(cp, vault_id, secret)} if secret else {}
-        cmd = cp.create_command(vault_id, command, args)
+        cmd = _opened(cp.send_command(vault_id, maker.command(vault_id, command, args)), maker)
         click.echo(f"command {cmd['id']} ({_describe(cmd)}) is {cmd['state']}")
         if not wait:
             return
@@ -273,7 +281,7 @@ def _send(vault: str, command: str, secret: str | None, wait: bool, timeout: flo
             what=f"command {cmd['id']}",
             timeout=timeout,
         )
-    _report(final)
+    _report(_opened(final, maker))
 
 
 def _result_message(cmd: dict[str, Any]) -> str:
@@ -333,8 +341,10 @@ def resync_cmd(vault: str, wait: bool, timeout: float) -> None:
 def commands_cmd(vault: str, as_json: bool) -> None:
     """The commands sent to VAULT (name or id) and their states."""
     session = current_session()
+    maker = IntentMaker(session.metadata_key)
     with operator_api(session) as cp:
-        items = list(cp.iter_commands(str(resolve_vault(cp, vault)["id"])))
+        vault_id = str(resolve_vault(cp, vault)["id"])
+        items = [_opened(c, maker) for c in cp.iter_commands(vault_id)]
     if as_json:
         echo_json(items)
         return
@@ -353,7 +363,7 @@ def command_cmd(command_id: str, as_json: bool) -> None:
     """One command's state and result."""
     session = current_session()
     with operator_api(session) as cp:
-        cmd = cp.get_command(command_id)
+        cmd = _opened(cp.get_command(command_id), IntentMaker(session.metadata_key))
     if as_json:
         echo_json(cmd)
         return

@@ -37,6 +37,7 @@ AREAS: tuple[Area, ...] = (
     Area("audit", "Audit log", "Audit log", "l", "audit", "Audit"),
     Area("enrollment", "Enrollment", "Enroll an agent", "e", "enrollment", "Enrollment"),
     Area("secrets", "Secrets", "Secrets on an agent", "s", "agents", "Agents"),
+    Area("users", "Users", "Users and sessions", "g", "users", "Users"),
 )
 #: places reached from an area (a vault's detail, one agent's secrets), shown as that area
 SUB_AREAS: dict[str, str] = {"vault_detail": "vaults", "agent_secrets": "secrets"}

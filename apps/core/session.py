@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,7 @@ class Profile:
     role: str | None = None
     ca_file: str | None = None
     gateway_url: str | None = None
+    ca_pin: str | None = None  # sha256:… of the control plane's key, instead of a CA file
 
     def login_hint(self) -> str:
         """The command that logs this profile in again."""
@@ -117,7 +119,9 @@ def save_profile(profile: Profile, path: Path | None = None) -> Path:
 def _client(profile: Profile, token: str | None) -> ControlPlaneClient:
     from common.cpclient import ControlPlaneClient
 
-    return ControlPlaneClient(profile.control_plane_url, token, ca_file=profile.ca_file)
+    return ControlPlaneClient(
+        profile.control_plane_url, token, ca_file=profile.ca_file, pin=profile.ca_pin
+    )
 
 
 def _revoke_quietly(profile: Profile, token: str) -> None:
@@ -145,18 +149,52 @@ class Session:
         *,
         ca_file: str | None = None,
         store: CredentialStore | None = None,
+        ca_pin: str | None = None,
     ) -> Session:
         """Log in, keep the token in the keyring and save the profile.
 
-        The keyring is checked *before* the password is sent, so a host without one never
-        creates a session it cannot keep.
+        The URL is checked first (plain ``http://`` only to this machine), and the keyring
+        *before* the password is sent, so a host without one never creates a session it
+        cannot keep. ``ca_file`` or ``ca_pin`` name whom to trust for a private deployment.
         """
+        from common.cpclient import check_url
+
+        url = check_url(control_plane_url)
         store = store or CredentialStore()
-        profile = Profile(control_plane_url.strip().rstrip("/"), email.strip(), ca_file=ca_file)
+        profile = Profile(url, email.strip(), ca_file=ca_file, ca_pin=ca_pin)
         with _client(profile, None) as cp:
             result = cp.login(profile.email, password)
-            me = cp.me()
-        token = str(result["token"])
+            return cls._keep(profile, store, cp, str(result["token"]))
+
+    @classmethod
+    def login_sso(
+        cls,
+        control_plane_url: str,
+        org_id: str,
+        open_browser: Callable[[str], Any],
+        *,
+        ca_file: str | None = None,
+        store: CredentialStore | None = None,
+        ca_pin: str | None = None,
+    ) -> Session:
+        """Sign in through the organisation's OpenID provider (browser, loopback redirect),
+        then keep the token and the profile as :meth:`login` does."""
+        from apps.core.sso import sso_login
+        from common.cpclient import check_url
+
+        url = check_url(control_plane_url)
+        store = store or CredentialStore()
+        profile = Profile(url, "", ca_file=ca_file, ca_pin=ca_pin)
+        with _client(profile, None) as cp:
+            result = sso_login(cp, org_id, open_browser)
+            return cls._keep(profile, store, cp, str(result["token"]))
+
+    @classmethod
+    def _keep(
+        cls, profile: Profile, store: CredentialStore, cp: ControlPlaneClient, token: str
+    ) -> Session:
+        """Fill the profile from ``/me``, keep the token in the keyring, save the profile."""
+        me = cp.me()
         profile.email = str(me["user"]["email"])
         profile.role = str(me["user"]["role"])
         profile.org_id = str(me["org"]["id"])
@@ -201,7 +239,10 @@ class Session:
         from common.cpclient import AsyncControlPlaneClient
 
         return AsyncControlPlaneClient(
-            self.profile.control_plane_url, self.token, ca_file=self.profile.ca_file
+            self.profile.control_plane_url,
+            self.token,
+            ca_file=self.profile.ca_file,
+            pin=self.profile.ca_pin,
         )
 
     def logout(self) -> bool:

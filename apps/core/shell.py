@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from apps.core.viewmodels.enrollment import EnrollmentViewModel
     from apps.core.viewmodels.policies import PoliciesViewModel
     from apps.core.viewmodels.usage import UsageViewModel
+    from apps.core.viewmodels.users import UsersViewModel
     from common.cpclient import AsyncControlPlaneClient
     from common.metadata_key import MetadataKey
 
@@ -50,6 +51,7 @@ class Shell:
         from apps.core.viewmodels.enrollment import EnrollmentViewModel
         from apps.core.viewmodels.policies import PoliciesViewModel
         from apps.core.viewmodels.usage import UsageViewModel
+        from apps.core.viewmodels.users import UsersViewModel
 
         self.session = session
         self.client = client
@@ -57,11 +59,14 @@ class Shell:
         self.alerts = AlertsViewModel(client)
         self.names = NameBook(self._vault_name)
         self.home = HomeViewModel(self.vaults, self.alerts, self.names)
-        self.policies: PoliciesViewModel = PoliciesViewModel(client)
+        self.policies: PoliciesViewModel = PoliciesViewModel(client, key_source=self._metadata_key)
         self.usage: UsageViewModel = UsageViewModel(client)
         self.audit: AuditViewModel = AuditViewModel(client)
         self.enrollment: EnrollmentViewModel = EnrollmentViewModel(
             client, session.profile.gateway_url
+        )
+        self.users: UsersViewModel = UsersViewModel(
+            client, my_email=session.profile.email, my_role=session.profile.role
         )
         self.agents: AgentDirectory = AgentDirectory(session.store)
         self.online = False
@@ -69,6 +74,7 @@ class Shell:
             session.profile.control_plane_url,
             session.token,
             ca_file=session.profile.ca_file,
+            pin=session.profile.ca_pin,
             on_event=self.route_event,
             on_status=self._on_stream_status,
         )
@@ -88,6 +94,13 @@ class Shell:
         """A shell over a logged-in session, with one asyncio client for the whole app."""
         return cls(session, session.async_client())
 
+    def _metadata_key(self) -> MetadataKey | None:
+        """The organisation's metadata key from the keyring (None without a usable one)."""
+        try:
+            return self.session.metadata_key()
+        except KeyVaultError:
+            return None
+
     def __repr__(self) -> str:
         return f"Shell(url={self.session.profile.control_plane_url!r}, online={self.online})"
 
@@ -98,10 +111,7 @@ class Shell:
     # ------------------------------------------------------------ view models made on demand
     def metadata_key(self) -> MetadataKey | None:
         """The organisation's metadata key from the session's store (None: names stay sealed)."""
-        try:
-            return self.session.metadata_key()
-        except KeyVaultError:
-            return None  # no usable keyring
+        return self._metadata_key()
 
     def vault_detail(self, vault_id: str) -> VaultDetailViewModel:
         """A view model for one vault, fed by the stream for as long as it is referenced."""
@@ -227,6 +237,8 @@ class Shell:
             self.alerts.apply_event(kind, data)
         elif known.family == "policy":
             self.policies.apply_event(kind, data)
+        elif known.family == "user":
+            self._spawn(self.users.refresh())  # ids only: reload the list
         if self.enrollment.needs(kind, data):
             self._spawn(self.enrollment.on_event(kind, data))
         if known is events.VAULT_STATUS and isinstance(data.get("vault_id"), str):

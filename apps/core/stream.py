@@ -23,8 +23,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from common import events
-from common.cpclient import tls_context
-from common.errors import ValidationError
+from common.cpclient import client_tls
+from common.errors import KeyVaultError, ValidationError
 
 log = logging.getLogger("keyvault.apps.stream")
 
@@ -67,6 +67,7 @@ class LiveStream:
         token: str,
         *,
         ca_file: str | None = None,
+        pin: str | None = None,
         on_event: EventListener | None = None,
         on_status: StatusListener | None = None,
         initial_delay: float = INITIAL_DELAY,
@@ -74,7 +75,11 @@ class LiveStream:
     ) -> None:
         self.url = stream_url(control_plane_url)
         self._token = token
-        self._ssl = tls_context(ca_file) if self.url.startswith("wss://") else None
+        self._refused: str | None = None  # plain ws:// off loopback: never connects
+        try:
+            self._ssl = client_tls(control_plane_url, ca_file, pin)
+        except KeyVaultError as exc:
+            self._ssl, self._refused = None, exc.message
         self.on_event = on_event
         self.on_status = on_status
         self.initial_delay = initial_delay
@@ -110,6 +115,10 @@ class LiveStream:
             self._status(False)
 
     async def _loop(self) -> None:
+        if self._refused is not None:
+            self.last_error = self._refused
+            self._status(False, force=True)
+            return
         delays = backoff_delays(self.initial_delay, self.max_delay)
         while not self._stopping:
             try:

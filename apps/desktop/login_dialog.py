@@ -110,6 +110,10 @@ class LoginDialog(QDialog):
         self.buttons = QDialogButtonBox()
         self.login_button = self.buttons.addButton("Log in", QDialogButtonBox.ButtonRole.AcceptRole)
         self.login_button.setDefault(True)
+        self.sso_button = self.buttons.addButton(
+            "Sign in with SSO…", QDialogButtonBox.ButtonRole.ActionRole
+        )
+        self.sso_button.clicked.connect(self.ask_sso)
         self.buttons.addButton(QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self.submit)
         self.buttons.rejected.connect(self.reject)
@@ -136,6 +140,25 @@ class LoginDialog(QDialog):
             values["ca_file"].strip() or None,
             store=self.store,
         )
+        run_task(self, coro, done=self._logged_in, failed=self._failed)
+
+    def ask_sso(self) -> None:
+        """Ask for the organisation id, then sign in through its identity provider."""
+        from PySide6.QtWidgets import QInputDialog
+
+        org_id, ok = QInputDialog.getText(self, "Single sign-on", "Organisation id (org_…)")
+        if ok and org_id.strip():
+            self.submit_sso(org_id.strip())
+
+    def submit_sso(self, org_id: str) -> None:
+        """Sign in through the organisation's provider (a browser opens; in the background)."""
+        import webbrowser
+
+        self._clear_errors()
+        self.set_busy(True)
+        ca_file = self.inputs["ca_file"].text().strip() or None
+        url = self.inputs["url"].text()
+        coro = self.vm.login_sso(url, org_id, webbrowser.open, ca_file, store=self.store)
         run_task(self, coro, done=self._logged_in, failed=self._failed)
 
     def set_busy(self, busy: bool) -> None:

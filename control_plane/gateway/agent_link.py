@@ -70,6 +70,7 @@ class AgentLink:
     """The protocol state of one uplink socket."""
 
     __slots__ = (
+        "_audit_floor",
         "_backlog",
         "_heartbeats",
         "_idle",
@@ -106,6 +107,7 @@ class AgentLink:
         self._sent: set[str] = set()
         self._policies_stale = False
         self._heartbeats = 0
+        self._audit_floor = (1, 0)  # the vault's audit head as known here: (epoch, seq)
         self._last_heartbeat: datetime = services.clock()
         # a close asked for by another task (switchboard): (code, reason, error frame)
         self._stop: tuple[int, str, tuple[str, str] | None] | None = None
@@ -160,6 +162,7 @@ class AgentLink:
             raise UplinkRefusedError(uplink.ERR_METADATA_KEY, _mismatch(registered, hello))
         self.fingerprint = hello.metadata_key_fingerprint
         self.gen = await self.services.presence.connect(self.vault, hello.agent_version)
+        self._audit_floor = await self.services.ingest.heads.head(self.vault.id)
         self._last_heartbeat = self.services.clock()
         await self.switchboard.attach(self)
         interval = self.services.settings.uplink_heartbeat_seconds
@@ -223,7 +226,8 @@ class AgentLink:
                 await self._heartbeat(frames.parse_heartbeat(frame))
             elif kind == "events":
                 stream, events = frames.parse_events(frame)
-                await self.services.ingest.batch(self.vault, events)
+                done = await self.services.ingest.batch(self.vault, events)
+                self._audit_floor = max(self._audit_floor, done.get("head", self._audit_floor))
                 await self._send({"type": "ack", "stream": stream, "upto": events[-1].seq})
             elif kind == "renew":
                 await self._renew(frames.parse_renew(frame))
@@ -281,7 +285,23 @@ class AgentLink:
             )
         self._heartbeats += 1
         self._last_heartbeat = now
+        if health.get("audit_head"):
+            await self._check_audit_head(health["audit_head"])
         self.services.metrics.observe_heartbeat(time.perf_counter() - started)
+
+    async def _check_audit_head(self, head: dict[str, Any]) -> None:
+        """Alert when the reported audit head is behind what this vault already reported."""
+        heads = self.services.ingest.heads
+        finding = heads.check_heartbeat(self.vault, self._audit_floor, head)
+        if finding is not None:
+            await heads.raise_all(self.vault, [finding])
+            return
+        reported = (int(head.get("epoch") or 1), int(head["seq"]))
+        if reported[0] > self._audit_floor[0]:  # a new chain, even before its first entry
+            await heads.raise_all(
+                self.vault, [heads.restarted(self.vault, self._audit_floor, reported[0])]
+            )
+        self._audit_floor = max(self._audit_floor, reported)
 
     async def _renew(self, csr: str) -> None:
         try:
@@ -290,6 +310,14 @@ class AgentLink:
             await self._send(uplink.error_frame(uplink.ERR_RENEWAL, exc.message))
             return
         await self._send({"type": "certificate", "certificate": cert, "ca_certificate": ca})
+        overlap = self.services.settings.cert_overlap_seconds
+        self.services.spawn(self._retire(overlap), f"uplink-retire-{self.vault.id}")
+
+    async def _retire(self, after: float) -> None:
+        """End this socket when the certificate it was opened with stops being accepted (the
+        overlap after its renewal): the agent reconnects with the new one."""
+        await asyncio.sleep(after)
+        self.kick(uplink.CLOSE_REPLACED, "certificate renewed")
 
     async def _send_policies(self, policies: list[dict[str, Any]]) -> None:
         mine = [p for p in policies if applies_to(p, self.vault.id)]

@@ -28,12 +28,15 @@ MAX_VERSION = 2**31 - 1
 MAX_TEXT = 500
 MAX_SYNC_IDS = 100_000
 MAX_CSR = 8192
+_EPOCH = frozenset({"epoch"})
+_CHAIN_MAC = re.compile(r"[0-9a-f]{64}")
+MAX_EPOCH = 2**31 - 1
 AUDIT_OUTCOMES = frozenset({"ok", "denied", "error", "attempt"})
 STREAM_KINDS = {
     "audit": frozenset({"audit"}),
     "outbox": uplink.EVENT_KINDS - {"audit"},
 }
-ALERT_KINDS = frozenset({"integrity_failure", "audit_failure"})
+ALERT_KINDS = frozenset({"integrity_failure", "audit_failure", "intent_refused"})
 RESULT_OUTCOMES = frozenset({"ok", "failed"})
 
 
@@ -200,8 +203,9 @@ def parse_heartbeat(frame: dict[str, Any]) -> dict[str, Any]:
     if "certificate_not_after" in given:
         when(given["certificate_not_after"], "health.certificate_not_after")
     if "audit_head" in given:
-        head = fields(given["audit_head"], "health.audit_head", frozenset({"seq", "mac"}))
+        head = fields(given["audit_head"], "health.audit_head", frozenset({"seq", "mac"}), _EPOCH)
         integer(head["seq"], "health.audit_head.seq")
+        _epoch(head.get("epoch"), "health.audit_head.epoch")
         if not isinstance(head["mac"], str) or not _HEX.match(head["mac"]):
             raise ValidationError("health.audit_head.mac must be hex")
     if "policies_version" in given and (
@@ -253,16 +257,25 @@ def _audit(doc: Any, where: str) -> dict[str, Any]:
         doc,
         where,
         frozenset({"op", "outcome"}),
-        frozenset({"status", "actor", "secret_id"}),
+        frozenset({"status", "actor", "secret_id", "epoch", "mac"}),
     )
-    status = d.get("status")
+    status, mac = d.get("status"), d.get("mac")
+    if mac is not None and (not isinstance(mac, str) or not _CHAIN_MAC.fullmatch(mac)):
+        raise ValidationError(f"{where}.mac must be 64 lowercase hex digits or null")
     return {
         "op": _required_id(d["op"], f"{where}.op"),
         "outcome": one_of(d["outcome"], f"{where}.outcome", AUDIT_OUTCOMES),
         "status": None if status is None else integer(status, f"{where}.status", 0, 999),
         "actor": _id(d.get("actor"), f"{where}.actor", optional=True),
         "secret_id": _id(d.get("secret_id"), f"{where}.secret_id", optional=True),
+        "epoch": _epoch(d.get("epoch"), f"{where}.epoch"),
+        "mac": mac,
     }
+
+
+def _epoch(value: Any, field: str) -> int:
+    """An audit chain epoch (1 when not given: agents before epochs had only one chain)."""
+    return 1 if value is None else integer(value, field, 1, MAX_EPOCH)
 
 
 def _iso(value: Any, field: str) -> str | None:

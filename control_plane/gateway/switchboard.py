@@ -17,7 +17,8 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
-from common import events, uplink
+from common import events, intents, uplink
+from common.errors import ValidationError
 from control_plane.bus import Subscription
 from control_plane.services.presence import VaultRef
 
@@ -27,6 +28,21 @@ if TYPE_CHECKING:
     from control_plane.services.policies import Policies
 
 log = logging.getLogger("keyvault.control_plane.gateway")
+
+
+def routable(frame: dict[str, Any]) -> bool:
+    """Whether a frame from the bus is a command this gateway may relay: ``{type, id, intent}``
+    (or a plaintext command in the old shape), within the intent size limit. Agents verify the
+    intent themselves; this only keeps other frame types and oversized ones off the route."""
+    if frame.get("type") != "command" or not isinstance(frame.get("id"), str):
+        return False
+    if set(frame) == {"type", "id", "intent"}:
+        try:
+            intents.check_size(frame["intent"])
+        except ValidationError:
+            return False
+        return True
+    return set(frame) == {"type", "id", "command", "args"}
 
 
 class Link(Protocol):
@@ -117,6 +133,9 @@ class AgentSwitchboard:
         if session is None:
             return
         if "frame" in message and isinstance(message["frame"], dict):
+            if not routable(message["frame"]):
+                log.warning("dropped a routed frame for %s that is not a command", session.vault.id)
+                return
             session.deliver_command(message["frame"])
         elif "takeover" in message:
             gen = message["takeover"]

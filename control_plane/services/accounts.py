@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import secrets
@@ -12,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from common import events
 from common.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
 from control_plane.db import aware, iso, new_id
+from control_plane.services.passwords import PasswordPool
 from control_plane.services.principal import RANK, ROLES, Principal
 
 if TYPE_CHECKING:
@@ -30,6 +29,8 @@ if TYPE_CHECKING:
     from control_plane.settings import ControlPlaneSettings
 
 MIN_PASSWORD = 12
+LOCAL = "local"  # the source of calls made on the control plane's own host (init, tests)
+INVITE_SUBJECT = "invitation-accept"  # the throttle's account name for invitation attempts
 SESSION_PREFIX = "kvs_"
 FINGERPRINT_RE = r"^sha256:[0-9a-f]{64}$"
 INVITE_PREFIX = "kvi_"
@@ -88,19 +89,14 @@ class Accounts:
         self.sink = sink
         self.audit = audit
         s = settings
-        self.hasher = PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib)
-        self._dummy = self.hasher.hash(secrets.token_hex(16))
+        self.passwords = PasswordPool(
+            PasswordHasher(time_cost=s.argon2_time_cost, memory_cost=s.argon2_memory_kib),
+            workers=s.password_workers,
+            queue=s.password_queue,
+            per_source=s.password_per_source,
+        )
         # token hash -> (checked at, principal): lets many streams of one session share a check
         self._checked: dict[str, tuple[float, Principal]] = {}
-
-    async def _hash(self, password: str) -> str:
-        return await asyncio.to_thread(self.hasher.hash, password)
-
-    async def _verify(self, stored: str, password: str) -> bool:
-        try:
-            return await asyncio.to_thread(self.hasher.verify, stored, password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            return False
 
     async def create_org(self, name: str, email: str, password: str) -> dict[str, Any]:
         """A new organisation and its owner."""
@@ -108,7 +104,7 @@ class Accounts:
             raise ValidationError("organisation name must be 1 to 200 characters")
         email, password = check_email(email), check_password(password)
         org_id, user_id, now = new_id("org"), new_id("usr"), self.clock()
-        hashed = await self._hash(password)
+        hashed = await self.passwords.hash(password)
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(
@@ -128,22 +124,34 @@ class Accounts:
             raise ConflictError(f"a user with e-mail {email} already exists") from None
         return {"org_id": org_id, "user_id": user_id, "email": email}
 
-    async def login(self, email: Any, password: Any) -> dict[str, Any]:
-        """A new session for valid credentials; failures count towards a lock-out."""
+    async def login(self, email: Any, password: Any, source: str = LOCAL) -> dict[str, Any]:
+        """A new session for valid credentials.
+
+        The throttle is asked before any hashing; failures slow down this (account, source)
+        pair and the source, never the account from elsewhere. An unknown e-mail is checked
+        against a dummy hash, so it costs as long as a wrong password.
+        """
         if not isinstance(email, str) or not isinstance(password, str):
             raise ValidationError("email and password must be strings")
         key = email.strip().lower()
-        await self.limiter.check(key)
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(t.users).where(t.users.c.email == key))).first()
-        ok = await self._verify(row.password_hash if row else self._dummy, password)
-        if row is None or not ok:
-            if row is not None:
-                await self.audit.record(row.org_id, "auth.login", actor=row.id, outcome="denied")
-            await self.limiter.failed(key)
-            raise AuthenticationError("wrong e-mail address or password")
-        await self.limiter.succeeded(key)
+        with self.passwords.attempt(source):
+            row = await self.check_password_of(key, password, source)
+        await self.limiter.succeeded(key, source)
+        if await self.requires_sso(row.org_id):
+            raise AuthenticationError(
+                "your organisation signs in with single sign-on: run `keyvault login --sso`"
+            )
         await self.audit.record(row.org_id, "auth.login", actor=row.id)
+        return await self.new_session(row)
+
+    async def requires_sso(self, org_id: str) -> bool:
+        """Whether the organisation refuses password logins."""
+        query = sa.select(t.sso.c.require_sso).where(t.sso.c.org_id == org_id)
+        async with self.engine.connect() as conn:
+            return bool((await conn.execute(query)).scalar())
+
+    async def new_session(self, row: Any) -> dict[str, Any]:
+        """A new session for the user ``row`` (password or single sign-on checked before)."""
         token = SESSION_PREFIX + secrets.token_urlsafe(32)
         now = self.clock()
         expires = now + timedelta(seconds=self.settings.session_ttl_seconds)
@@ -159,6 +167,22 @@ class Accounts:
                 )
             )
         return {"token": token, "expires_at": iso(expires), "user": user_json(row)}
+
+    async def check_password_of(self, key: str, password: str, source: str) -> Any:
+        """The user row when ``password`` is theirs; else AuthenticationError (or a 429).
+
+        Call it inside ``self.passwords.attempt(source)``.
+        """
+        trusted = await self.limiter.admit(key, source)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(t.users).where(t.users.c.email == key))).first()
+        stored = row.password_hash if row else None
+        if not await self.passwords.verify(stored, password, trusted=trusted) or row is None:
+            if row is not None:
+                await self.audit.record(row.org_id, "auth.login", actor=row.id, outcome="denied")
+            await self.limiter.failed(key, source)
+            raise AuthenticationError("wrong e-mail address or password")
+        return row
 
     async def authenticate(self, header: str | None) -> Principal:
         """The operator behind ``Authorization: Bearer kvs_…``, or AuthenticationError."""
@@ -212,6 +236,12 @@ class Accounts:
             raise
         self._checked[key] = (now, principal)
         return principal
+
+    def forget_sessions(self, user_id: str) -> None:
+        """Drop cached session checks of a user (their role or sessions just changed)."""
+        for key, (_, principal) in list(self._checked.items()):
+            if principal.user_id == user_id:
+                del self._checked[key]
 
     async def logout(self, who: Principal) -> None:
         """Revoke the caller's session."""
@@ -273,12 +303,35 @@ class Accounts:
             "expires_at": iso(expires),
         }
 
-    async def accept(self, token: Any, password: Any) -> dict[str, Any]:
-        """Create the invited user with ``password``; the invitation is then used up."""
-        if not isinstance(token, str) or not token.startswith(INVITE_PREFIX):
+    async def _live_invitation(self, token: str, source: str) -> None:
+        """NotFoundError (counted as a failed attempt of ``source``) unless ``token`` names an
+        unused, unexpired invitation; runs before any hashing."""
+        unknown = NotFoundError("the invitation is unknown, used or expired")
+        if not token.startswith(INVITE_PREFIX) or len(token) > 200:
+            raise unknown
+        await self.limiter.admit(INVITE_SUBJECT, source)
+        query = sa.select(t.invitations.c.id).where(
+            t.invitations.c.token_hash == token_hash(token),
+            t.invitations.c.accepted_at.is_(None),
+            t.invitations.c.expires_at > self.clock(),
+        )
+        async with self.engine.connect() as conn:
+            found = (await conn.execute(query)).first()
+        if found is None:
+            await self.limiter.failed(INVITE_SUBJECT, source)
+            raise unknown
+
+    async def accept(self, token: Any, password: Any, source: str = LOCAL) -> dict[str, Any]:
+        """Create the invited user with ``password``; the invitation is then used up.
+
+        The token is checked before the password is hashed, so bogus tokens cost no argon2.
+        """
+        if not isinstance(token, str):
             raise NotFoundError("the invitation is unknown, used or expired")
         password = check_password(password)
-        hashed = await self._hash(password)
+        with self.passwords.attempt(source):
+            await self._live_invitation(token, source)
+            hashed = await self.passwords.hash(password)
         now = self.clock()
         async with self.engine.begin() as conn:
             claim = await conn.execute(
@@ -308,6 +361,7 @@ class Accounts:
                 )
             except sa.exc.IntegrityError:
                 raise ConflictError(f"a user with e-mail {inv.email} already exists") from None
+        await self.limiter.succeeded(INVITE_SUBJECT, source)
         await self.audit.record(inv.org_id, "invitations.accept", actor=user_id, target=user_id)
         return {"id": user_id, "org_id": inv.org_id, "email": inv.email, "role": inv.role}
 

@@ -38,6 +38,7 @@ KINDS = (
     "certificate_expiring",
     "integrity_failure",
     "audit_failure",
+    "intent_refused",
 )
 SEVERITIES = ("info", "warning", "critical")
 STATES = ("open", "acknowledged", "resolved")

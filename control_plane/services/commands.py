@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from common import uplink
+from common import intents, uplink
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
 from control_plane.db import iso, new_sorted_id
@@ -31,13 +31,15 @@ if TYPE_CHECKING:
 
 STATES = ("pending", "sent", "succeeded", "failed")
 UNFINISHED = ("pending", "sent")
-FIELDS = {"command", "args"}
+FIELDS = {"command", "args", "intent"}
+SEALED = "sealed"  # the ``command`` column of a sealed command (what it is, only agents know)
 MAX_RESULT = 1000
 
 
 def command_json(row: Any) -> dict[str, Any]:
-    """A command as the API and the stream show it."""
-    return {
+    """A command as the API and the stream show it (a sealed one with its intent, which operator
+    apps open locally)."""
+    doc = {
         "id": row.id,
         "vault_id": row.vault_id,
         "command": row.command,
@@ -48,11 +50,33 @@ def command_json(row: Any) -> dict[str, Any]:
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
     }
+    if row.intent is not None:
+        doc["intent"] = json.loads(row.intent)
+    return doc
 
 
 def command_frame(row: Any) -> dict[str, Any]:
-    """The uplink ``command`` frame of a command row."""
+    """The uplink ``command`` frame of a command row: the sealed intent as it is (a plaintext
+    row in its old shape, which agents refuse)."""
+    if row.intent is not None:
+        return {"type": "command", "id": row.id, "intent": json.loads(row.intent)}
     return {"type": "command", "id": row.id, "command": row.command, "args": json.loads(row.args)}
+
+
+def check_sealed(doc: dict[str, Any], vault_id: str, now: datetime) -> intents.Header:
+    """The clear header of a sealed command for ``vault_id``: shape, target and expiry."""
+    if set(doc) != {"intent"}:
+        raise ValidationError('a sealed command is sent as {"intent": …} alone')
+    intents.check_size(doc["intent"])
+    header = intents.parse_header(doc["intent"])
+    if header.kind != "command":
+        raise ValidationError("this call takes a command intent")
+    if header.vault_ids != (vault_id,):
+        raise ValidationError(f"the command is sealed for another vault, not {vault_id}")
+    assert header.expires_at is not None
+    if header.expires_at <= now or header.expires_at - now > intents.MAX_COMMAND_TTL:
+        raise ValidationError("the command is expired (or lives longer than 7 days); seal anew")
+    return header
 
 
 def check_command(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -90,14 +114,16 @@ class Commands:
         self.vaults = vaults
 
     async def create(self, who: Principal, vault_id: str, doc: dict[str, Any]) -> dict[str, Any]:
-        """Store a command for one of the organisation's vaults and route it to its uplink."""
-        command, args = check_command(doc)
+        """Store a command for one of the organisation's vaults and route it to its uplink: a
+        sealed intent (``{"intent": …}``), or a plaintext one (legacy; agents refuse it)."""
+        now = self.clock()
+        header = check_sealed(doc, vault_id, now) if "intent" in doc else None
+        command, args = (SEALED, {}) if header is not None else check_command(doc)
         vault = await self.vaults.get_row(who.org_id, vault_id)
         if vault.revoked_at is not None:
             raise ConflictError(f"vault {vault_id} is revoked; it takes no commands")
-        now = self.clock()
         row = {
-            "id": new_sorted_id("cmd", now),
+            "id": header.id if header is not None else new_sorted_id("cmd", now),
             "org_id": who.org_id,
             "vault_id": vault_id,
             "command": command,
@@ -107,8 +133,11 @@ class Commands:
             "created_by": who.user_id,
             "created_at": now,
             "updated_at": now,
+            "intent": json.dumps(doc["intent"]) if header is not None else None,
         }
         async with self.engine.begin() as conn:
+            if (await conn.execute(self._select(str(row["id"])))).first() is not None:
+                raise ConflictError(f"a command {row['id']} already exists; seal a new one")
             await conn.execute(t.commands.insert().values(**row))
             stored = (await conn.execute(self._select(str(row["id"])))).one()
         await self.bus.route({"vault_id": vault_id, "frame": command_frame(stored)})

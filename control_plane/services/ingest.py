@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.events import COMMAND_RESULT, INVENTORY_CHANGED, make
 from control_plane.services.agent_event import AgentEvent
+from control_plane.services.audit_head import AuditHeads, Finding
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -54,6 +55,7 @@ class Ingest:
         self.rotations = rotations
         self.commands = commands
         self.alerts = alerts
+        self.heads = AuditHeads(engine=engine, alerts=alerts)
 
     def _audit_row(self, vault: VaultRef, event: AgentEvent) -> dict[str, Any]:
         data = event.data
@@ -68,17 +70,24 @@ class Ingest:
             "target": data.get("secret_id"),
             "outcome": data["outcome"],
             "details": json.dumps(details),
+            "chain_mac": data.get("mac"),
         }
 
-    async def batch(self, vault: VaultRef, events: list[AgentEvent]) -> dict[str, int]:
-        """Commit one batch; returns ``{"accepted", "duplicates"}`` (duplicates: known audit ids)."""
+    async def batch(self, vault: VaultRef, events: list[AgentEvent]) -> dict[str, Any]:
+        """Commit one batch; returns ``{"accepted", "duplicates"}`` (duplicates: known audit
+        ids) and, for audit events, ``head``: the vault's audit head ``(epoch, seq)`` after it."""
         now = self.clock()
-        audit_rows = [self._audit_row(vault, e) for e in events if e.kind == "audit"]
+        audits = [e for e in events if e.kind == "audit"]
+        audit_rows = [self._audit_row(vault, e) for e in audits]
         inventory = [(e.kind, e.data) for e in events if e.kind.startswith("inventory")]
         results = [e.data for e in events if e.kind == "command_result"]
         alerts = [e.data for e in events if e.kind == "alert"]
         destroyed = [d["secret_id"] for k, d in inventory if k == "inventory" and d["destroyed"]]
+        head: tuple[int, int] | None = None
+        findings: list[Finding] = []
         async with self.engine.begin() as conn:
+            if audits:
+                head, findings = await self.heads.check_events(conn, vault, audits)
             new_audit = await self.audit.store_events(conn, audit_rows)
             await self.inventory.apply(conn, vault.id, inventory, now)
             live = await self.inventory.live_count(conn, vault.id) if inventory else None
@@ -106,7 +115,11 @@ class Ingest:
                 severity="critical",
                 vault_id=vault.id,
             )
+        await self.heads.raise_all(vault, findings)
         duplicates = len(audit_rows) - new_audit
         self.metrics.uplink_events_accepted += len(events) - duplicates
         self.metrics.uplink_events_duplicate += duplicates
-        return {"accepted": len(events) - duplicates, "duplicates": duplicates}
+        result: dict[str, Any] = {"accepted": len(events) - duplicates, "duplicates": duplicates}
+        if head is not None:
+            result["head"] = head
+        return result

@@ -1,18 +1,31 @@
-"""Rotation policies: metadata only (selectors are evaluated by agents, names being sealed)."""
+"""Rotation policies: sealed intents relayed as they are, checked only in what is clear.
+
+An operator app seals a policy (``common/intents.py``); the control plane checks the clear header
+(interval, notice, target vaults — all covered by the intent's tag), stores it and sends it to
+agents, which alone can open and verify it. Plaintext policies (from before, or the legacy API
+body) are still stored and listed, but agents refuse them until an app re-saves them sealed.
+"""
 
 from __future__ import annotations
 
 import builtins
 import json
-import re
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from common import events
+from common import events, intents
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
 from control_plane.db import iso, new_id
+from control_plane.services.policy_rules import (
+    CLEAR,
+    MAX_POLICIES,
+    check_intent,
+    cross_check,
+    fail,
+    validate,
+)
 from control_plane.services.principal import Principal
 
 if TYPE_CHECKING:
@@ -21,131 +34,45 @@ if TYPE_CHECKING:
     from common.events import EventSink
     from control_plane.background import Clock
 
-ROTATORS = ("random", "postgres", "command")
-FIELDS = {"name", "selector", "interval_seconds", "notice_seconds", "rotator", "scope"}
-_LABEL_RE = re.compile(r"^[A-Za-z0-9_.\-/]{1,64}$")
-_SETTING_KEY = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-# setting names that could carry secret material are refused outright; a postgres rotator's
-# `connection` is only the *name* of a connection defined in the agent's own config
-_FORBIDDEN = re.compile(r"pass|secret|token|key|credential|dsn|url|conn(?!ection$)", re.IGNORECASE)
-
-
-def _check_name(value: Any) -> str:
-    if not isinstance(value, str) or not 1 <= len(value.strip()) <= 200:
-        raise ValidationError("name must be 1 to 200 characters")
-    return value.strip()
-
-
-def _check_selector(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict) or set(value) - {"labels", "name_glob"} or not value:
-        raise ValidationError("selector must be an object with labels and/or name_glob")
-    out: dict[str, Any] = {}
-    if "labels" in value:
-        labels = value["labels"]
-        if (
-            not isinstance(labels, dict)
-            or len(labels) > 16
-            or not all(
-                isinstance(k, str) and _LABEL_RE.match(k) and isinstance(v, str) and len(v) <= 128
-                for k, v in labels.items()
-            )
-        ):
-            raise ValidationError("selector.labels must map up to 16 label names to strings")
-        out["labels"] = labels
-    if "name_glob" in value:
-        glob = value["name_glob"]
-        if not isinstance(glob, str) or not 1 <= len(glob) <= 200:
-            raise ValidationError("selector.name_glob must be a 1-200 character glob")
-        out["name_glob"] = glob
-    return out
-
-
-def _check_int(value: Any, field: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValidationError(f"{field} must be a whole number from {low} to {high}")
-    return value
-
-
-def _check_rotator(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict) or set(value) - {"type", "settings"} or "type" not in value:
-        raise ValidationError("rotator must be an object {type, settings}")
-    if value["type"] not in ROTATORS:
-        raise ValidationError(f"rotator.type must be one of {', '.join(ROTATORS)}")
-    settings = value.get("settings", {})
-    if not isinstance(settings, dict) or len(settings) > 20:
-        raise ValidationError("rotator.settings must be an object of up to 20 settings")
-    for key, item in settings.items():
-        if not _SETTING_KEY.match(key):
-            raise ValidationError(f"rotator setting {key!r} must be snake_case")
-        if _FORBIDDEN.search(key):
-            raise ValidationError(
-                f"rotator setting {key!r} looks like a credential; policies hold no secrets "
-                "(define connections in the agent's own config)"
-            )
-        if not isinstance(item, str | int | float | bool) or (
-            isinstance(item, str) and len(item) > 200
-        ):
-            raise ValidationError(f"rotator setting {key!r} must be a short scalar")
-    return {"type": value["type"], "settings": settings}
-
-
-def _check_scope(value: Any) -> dict[str, Any]:
-    if value == "all" or value == {"all": True}:
-        return {"all": True}
-    if isinstance(value, dict) and set(value) == {"vault_ids"}:
-        ids = value["vault_ids"]
-        if (
-            isinstance(ids, list)
-            and 1 <= len(ids) <= 1000
-            and all(isinstance(i, str) and i.startswith("vlt_") and len(i) <= 40 for i in ids)
-        ):
-            return {"vault_ids": sorted(set(ids))}
-    raise ValidationError('scope must be "all" or {"vault_ids": ["vlt_…", …]}')
-
-
-def validate(doc: dict[str, Any], partial: bool) -> dict[str, Any]:
-    """The policy fields of a create (all required) or update (any subset) body."""
-    checks = {
-        "name": _check_name,
-        "selector": _check_selector,
-        "interval_seconds": lambda v: _check_int(v, "interval_seconds", 60, 10 * 365 * 86400),
-        "notice_seconds": lambda v: _check_int(v, "notice_seconds", 0, 365 * 86400),
-        "rotator": _check_rotator,
-        "scope": _check_scope,
-    }
-    if not partial:
-        missing = sorted({"name", "selector", "interval_seconds", "rotator"} - set(doc))
-        if missing:
-            raise ValidationError(f"missing required field(s): {', '.join(missing)}")
-    out = {key: checks[key](doc[key]) for key in FIELDS if key in doc}
-    if not partial:
-        out.setdefault("notice_seconds", 0)
-        out.setdefault("scope", {"all": True})
-    return out
-
 
 def policy_json(row: Any) -> dict[str, Any]:
-    """A policy as the API and the stream show it."""
+    """A policy as the API and the stream show it: a sealed one shows its clear header fields and
+    the intent (apps open name, selector and rotator locally); a plaintext one, as it was."""
     body = json.loads(row.body)
-    return {
+    doc = {
         "id": row.id,
-        "name": row.name,
         "version": row.version,
-        **body,
+        "sealed": row.intent is not None,
         "created_at": iso(row.created_at),
         "updated_at": iso(row.updated_at),
     }
+    if row.intent is None:
+        return {**doc, "name": row.name, **body}
+    return {**doc, **{k: body.get(k) for k in CLEAR}, "intent": json.loads(row.intent)}
 
 
 def uplink_policy(row: Any) -> dict[str, Any]:
-    """A policy as the uplink's ``policies`` frame carries it."""
+    """A policy as the uplink's ``policies`` frame carries it: the sealed intent as it is (a
+    plaintext row in its old shape, which agents refuse)."""
+    if row.intent is not None:
+        return dict(json.loads(row.intent))
     return {"id": row.id, "name": row.name, "version": row.version, "body": json.loads(row.body)}
 
 
 def applies_to(policy: dict[str, Any], vault_id: str) -> bool:
-    """True when the policy's scope includes the vault."""
+    """True when a policy goes to the vault's agent: every sealed intent does (the agent checks
+    the authenticated scope itself, so a re-scoped policy is seen to leave); a plaintext one only
+    when its scope includes the vault."""
+    if "mac" in policy:
+        return True
     scope = policy["body"].get("scope") or {"all": True}
     return bool(scope.get("all")) or vault_id in scope.get("vault_ids", ())
+
+
+def _clear(header: intents.Header) -> str:
+    scope = {"all": True} if header.vault_ids is None else {"vault_ids": list(header.vault_ids)}
+    return json.dumps({"interval_seconds": header.interval_seconds,
+                       "notice_seconds": header.notice_seconds, "scope": scope})  # fmt: skip
 
 
 class Policies:
@@ -162,22 +89,54 @@ class Policies:
         self.clock = clock
         self.sink = sink
 
-    async def _row(self, conn: Any, org_id: str, policy_id: str) -> Any:
+    async def _publish(self, kind: events.EventKind, org_id: str, data: dict[str, Any]) -> None:
+        await self.sink.publish(events.make(kind, org_id, self.clock(), data))
+
+    async def _row(self, conn: Any, org_id: str, policy_id: str, *, deleted: bool = False) -> Any:
         p = t.policies
-        row = (
-            await conn.execute(sa.select(p).where(p.c.id == policy_id, p.c.org_id == org_id))
-        ).first()
+        q = sa.select(p).where(p.c.id == policy_id, p.c.org_id == org_id)
+        if not deleted:
+            q = q.where(p.c.deleted_at.is_(None))
+        row = (await conn.execute(q)).first()
         if row is None:
             raise NotFoundError(f"no policy {policy_id}")
         return row
 
+    async def _check_vaults(self, conn: Any, org_id: str, ids: Any) -> None:
+        """Every vault id a scope names must be one of the organisation's vaults."""
+        if not ids:
+            return
+        v = t.vaults
+        q = sa.select(v.c.id).where(v.c.org_id == org_id, v.c.id.in_(list(ids)))
+        found = {r.id for r in await conn.execute(q)}
+        missing = sorted(set(ids) - found)
+        if missing:
+            raise fail(
+                {
+                    "scope": f"no vault {missing[0]} in this organisation"
+                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                }
+            )
+
+    async def _check_room(self, conn: Any, org_id: str) -> None:
+        p = t.policies
+        count = (
+            await conn.execute(sa.select(sa.func.count()).where(p.c.org_id == org_id))
+        ).scalar_one()
+        if count >= MAX_POLICIES:
+            raise ConflictError(f"an organisation holds at most {MAX_POLICIES} policies")
+
     async def create(self, who: Principal, doc: dict[str, Any]) -> dict[str, Any]:
-        """A new policy."""
+        """A new policy: a sealed intent (``{"intent": …}``), or plaintext fields (legacy)."""
+        if "intent" in doc:
+            return await self._create_sealed(who, doc)
         fields = validate(doc, partial=False)
         name = fields.pop("name")
         now, policy_id = self.clock(), new_id("pol")
         try:
             async with self.engine.begin() as conn:
+                await self._check_vaults(conn, who.org_id, fields["scope"].get("vault_ids"))
+                await self._check_room(conn, who.org_id)
                 await conn.execute(
                     t.policies.insert().values(
                         id=policy_id,
@@ -192,22 +151,57 @@ class Policies:
                 policy = policy_json(await self._row(conn, who.org_id, policy_id))
         except sa.exc.IntegrityError:
             raise ConflictError(f"a policy named {name!r} already exists") from None
-        await self.sink.publish(
-            events.make(events.POLICY_CREATED, who.org_id, self.clock(), policy)
-        )
+        await self._publish(events.POLICY_CREATED, who.org_id, policy)
+        return policy
+
+    async def _create_sealed(self, who: Principal, doc: dict[str, Any]) -> dict[str, Any]:
+        if set(doc) != {"intent"}:
+            raise fail({"intent": 'a sealed policy is sent as {"intent": …} alone'})
+        header = check_intent(doc["intent"], ("policy",))
+        if header.revision != 1:
+            raise fail({"intent": "a new policy's first revision is 1"})
+        now = self.clock()
+        try:
+            async with self.engine.begin() as conn:
+                await self._check_vaults(conn, who.org_id, header.vault_ids)
+                await self._check_room(conn, who.org_id)
+                await conn.execute(
+                    t.policies.insert().values(
+                        id=header.id,
+                        org_id=who.org_id,
+                        name=header.id,
+                        body=_clear(header),
+                        version=1,
+                        intent=json.dumps(doc["intent"]),
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                policy = policy_json(await self._row(conn, who.org_id, header.id))
+        except sa.exc.IntegrityError:
+            raise ConflictError(f"a policy {header.id} already exists") from None
+        await self._publish(events.POLICY_CREATED, who.org_id, policy)
         return policy
 
     async def list(self, who: Principal) -> list[dict[str, Any]]:
-        """Every policy of the organisation."""
+        """Every policy of the organisation (not the deleted ones)."""
         p = t.policies
-        q = sa.select(p).where(p.c.org_id == who.org_id).order_by(p.c.name)
+        q = (
+            sa.select(p)
+            .where(p.c.org_id == who.org_id, p.c.deleted_at.is_(None))
+            .order_by(p.c.name)
+        )
         async with self.engine.connect() as conn:
             return [policy_json(r) for r in await conn.execute(q)]
 
     async def for_uplink(self, org_id: str) -> builtins.list[dict[str, Any]]:
-        """Every policy of the organisation in the uplink's shape, by name."""
+        """Every policy of the organisation in the uplink's shape (sealed deletions included)."""
         p = t.policies
-        q = sa.select(p).where(p.c.org_id == org_id).order_by(p.c.name)
+        q = (
+            sa.select(p)
+            .where(p.c.org_id == org_id, sa.or_(p.c.deleted_at.is_(None), p.c.intent.is_not(None)))
+            .order_by(p.c.id)
+        )
         async with self.engine.connect() as conn:
             return [uplink_policy(r) for r in await conn.execute(q)]
 
@@ -217,14 +211,25 @@ class Policies:
             return policy_json(await self._row(conn, who.org_id, policy_id))
 
     async def update(self, who: Principal, policy_id: str, doc: dict[str, Any]) -> dict[str, Any]:
-        """Change some fields; the version goes up by one."""
+        """Replace a policy by a newer sealed revision, or change plaintext fields (legacy, the
+        version going up by one)."""
+        if "intent" in doc:
+            return await self._update_sealed(who, policy_id, doc)
         fields = validate(doc, partial=True)
         if not fields:
             raise ValidationError("nothing to update")
         try:
             async with self.engine.begin() as conn:
                 row = await self._row(conn, who.org_id, policy_id)
+                if row.intent is not None:
+                    raise fail({"intent": "a sealed policy changes only by a newer sealed "
+                                "revision (keyvault policies edit, or an operator app)"})  # fmt: skip
                 body = {**json.loads(row.body), **{k: v for k, v in fields.items() if k != "name"}}
+                errors: dict[str, str] = {}
+                cross_check(body, errors)
+                if errors:
+                    raise fail(errors)
+                await self._check_vaults(conn, who.org_id, body["scope"].get("vault_ids"))
                 await conn.execute(
                     t.policies.update()
                     .where(t.policies.c.id == policy_id)
@@ -238,16 +243,56 @@ class Policies:
                 policy = policy_json(await self._row(conn, who.org_id, policy_id))
         except sa.exc.IntegrityError:
             raise ConflictError(f"a policy named {fields.get('name')!r} already exists") from None
-        await self.sink.publish(
-            events.make(events.POLICY_UPDATED, who.org_id, self.clock(), policy)
-        )
+        await self._publish(events.POLICY_UPDATED, who.org_id, policy)
         return policy
 
-    async def delete(self, who: Principal, policy_id: str) -> None:
-        """Remove a policy."""
+    async def _replace(
+        self, conn: Any, who: Principal, policy_id: str, doc: dict[str, Any], kinds: tuple[str, ...]
+    ) -> intents.Header:
+        """Check a newer sealed revision of a policy and store it in the caller's transaction."""
+        if set(doc) != {"intent"}:
+            raise fail({"intent": 'a sealed change is sent as {"intent": …} alone'})
+        header = check_intent(doc["intent"], kinds)
+        if header.id != policy_id:
+            raise fail({"intent": f"the intent is for {header.id}, not {policy_id}"})
+        row = await self._row(conn, who.org_id, policy_id)
+        if header.revision <= row.version:
+            raise ConflictError(
+                f"policy {policy_id} is at revision {row.version}; send revision "
+                f"{row.version + 1} (reload it and edit again)"
+            )
+        await self._check_vaults(conn, who.org_id, header.vault_ids)
+        now = self.clock()
+        values: dict[str, Any] = {"version": header.revision, "intent": json.dumps(doc["intent"]),
+                                  "updated_at": now}  # fmt: skip
+        if header.kind == "policy_delete":
+            values["deleted_at"] = now
+        else:
+            values["body"] = _clear(header)
+        await conn.execute(t.policies.update().where(t.policies.c.id == policy_id).values(**values))
+        return header
+
+    async def _update_sealed(
+        self, who: Principal, policy_id: str, doc: dict[str, Any]
+    ) -> dict[str, Any]:
         async with self.engine.begin() as conn:
-            await self._row(conn, who.org_id, policy_id)
-            await conn.execute(t.policies.delete().where(t.policies.c.id == policy_id))
-        await self.sink.publish(
-            events.make(events.POLICY_DELETED, who.org_id, self.clock(), {"id": policy_id})
-        )
+            await self._replace(conn, who, policy_id, doc, ("policy",))
+            policy = policy_json(await self._row(conn, who.org_id, policy_id))
+        await self._publish(events.POLICY_UPDATED, who.org_id, policy)
+        return policy
+
+    async def delete(
+        self, who: Principal, policy_id: str, doc: dict[str, Any] | None = None
+    ) -> None:
+        """Remove a policy: a sealed one by a sealed deletion (``{"intent": …}``, kept as a
+        tombstone the agents receive), a plaintext one outright."""
+        async with self.engine.begin() as conn:
+            row = await self._row(conn, who.org_id, policy_id)
+            if row.intent is None and not doc:
+                await conn.execute(t.policies.delete().where(t.policies.c.id == policy_id))
+            elif doc:
+                await self._replace(conn, who, policy_id, doc, ("policy_delete",))
+            else:
+                raise fail({"intent": "a sealed policy is deleted by a sealed deletion "
+                            "(keyvault policies delete, or an operator app)"})  # fmt: skip
+        await self._publish(events.POLICY_DELETED, who.org_id, {"id": policy_id})

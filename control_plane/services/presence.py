@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from common import events, uplink
 from common.errors import ValidationError
-from common.tls import TLSError
+from common.tls import CertificateAuthority, TLSError
 from control_plane import schema as t
 from control_plane.db import aware, is_postgres, iso
 from control_plane.errors import UplinkRefusedError
@@ -43,6 +43,7 @@ class VaultRef:
     id: str
     org_id: str
     name: str
+    serial: str = ""  # the client certificate's serial (hex), for renewal bookkeeping
 
 
 def _common_name(cert: x509.Certificate) -> str | None:
@@ -187,7 +188,9 @@ class VaultPresence:
     async def identify(self, cert: x509.Certificate) -> VaultRef:
         """The vault a verified client certificate names (CN), or UplinkRefusedError (403).
 
-        The certificate must also have been issued by that vault's organisation's CA.
+        The certificate must have been issued by that vault's organisation's CA and be the
+        vault's current certificate, or the one its last renewal replaced while the overlap
+        lasts (``cert_overlap_seconds``); a superseded certificate also raises an alert.
         """
         vault_id = _common_name(cert)
         unknown = UplinkRefusedError(
@@ -198,7 +201,15 @@ class VaultPresence:
         except ValidationError:
             raise unknown from None
         v = t.vaults
-        q = sa.select(v.c.id, v.c.org_id, v.c.name, v.c.revoked_at).where(v.c.id == vault_id)
+        q = sa.select(
+            v.c.id,
+            v.c.org_id,
+            v.c.name,
+            v.c.revoked_at,
+            v.c.cert_serial,
+            v.c.prev_cert_serial,
+            v.c.prev_cert_valid_until,
+        ).where(v.c.id == vault_id)
         async with self.engine.connect() as conn:
             row = (await conn.execute(q)).first()
         if row is None:
@@ -210,7 +221,37 @@ class VaultPresence:
             org_ca.cert, x509.SubjectKeyIdentifier
         ):
             raise unknown
-        return VaultRef(row.id, row.org_id, row.name)
+        vault = VaultRef(row.id, row.org_id, row.name, format(cert.serial_number, "x"))
+        if not self._serial_ok(row, vault.serial):
+            await self._superseded(vault)
+        return vault
+
+    def _serial_ok(self, row: Any, serial: str) -> bool:
+        """The vault's current serial, or the previous one inside its overlap."""
+        if serial == row.cert_serial:
+            return True
+        until = aware(row.prev_cert_valid_until)
+        return serial == row.prev_cert_serial and until is not None and self.clock() < until
+
+    async def _superseded(self, vault: VaultRef) -> None:
+        """Alert (deduplicated) and refuse a certificate a renewal has replaced."""
+        message = (
+            f"a superseded client certificate of vault {vault.name} ({vault.id}, serial "
+            f"{vault.serial[:40]}) tried to connect: an agent that lost a renewal, or a copied "
+            "key; re-enroll the agent, and revoke the vault if this was not it"
+        )
+        await self.alerts.raise_alert(
+            vault.org_id,
+            "integrity_failure",
+            f"certificate_superseded:{vault.id}",
+            message,
+            severity="critical",
+            vault_id=vault.id,
+        )
+        raise UplinkRefusedError(
+            uplink.ERR_SUPERSEDED,
+            "this client certificate was replaced by a renewal; enroll the agent again",
+        )
 
     async def fingerprint(self, org_id: str) -> str | None:
         """The organisation's registered metadata-key fingerprint."""
@@ -309,12 +350,49 @@ class VaultPresence:
     async def renew(self, vault: VaultRef, csr_pem: str) -> tuple[str, str]:
         """Sign a renewal CSR with the organisation's CA (CN = vault id); (leaf, CA) PEMs.
 
-        The vault's certificate columns are updated and a ``certificate_expiring`` alert is
-        resolved. ValidationError/TLSError/UplinkRefusedError when it cannot be done.
+        Refused (UplinkRefusedError) for a revoked vault, and (ValidationError) sooner than
+        ``cert_renewal_interval_seconds`` after the last renewal. The new certificate becomes
+        the vault's current one; the certificate this connection presented stays valid for
+        ``cert_overlap_seconds``; every other serial is refused from now on. A
+        ``certificate_expiring`` alert is resolved. TLSError from a bad CSR is a ValidationError.
         """
+        row = await self._renewable(vault)
         ca = await self.vaults.cas.get(vault.org_id)
+        cert_pem = self._sign(ca, vault, csr_pem)
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        now, v = self.clock(), t.vaults
+        async with self.engine.begin() as conn:
+            done = await conn.execute(
+                v.update()
+                .where(
+                    v.c.id == vault.id,
+                    v.c.revoked_at.is_(None),
+                    v.c.cert_serial == row.cert_serial,  # no other renewal slipped in
+                )
+                .values(
+                    cert_pem=cert_pem.decode(),
+                    cert_serial=format(cert.serial_number, "x"),
+                    cert_not_after=cert.not_valid_after_utc,
+                    prev_cert_serial=vault.serial or row.cert_serial,
+                    prev_cert_valid_until=now
+                    + timedelta(seconds=self.settings.cert_overlap_seconds),
+                    cert_renewed_at=now,
+                )
+            )
+        if done.rowcount != 1:
+            await self._renewable(vault)  # revoked meanwhile: refused; else a concurrent one
+            raise ValidationError("another renewal of this vault happened meanwhile; try again")
+        await self.audit.record(
+            vault.org_id, "vaults.renew", actor=f"vault:{vault.id}", target=vault.id
+        )
+        await self.alerts.resolve_key(vault.org_id, f"certificate_expiring:{vault.id}")
+        return cert_pem.decode(), ca.cert_pem().decode()
+
+    def _sign(self, ca: CertificateAuthority, vault: VaultRef, csr_pem: str) -> bytes:
+        """The organisation CA's signature on a renewal CSR (CN = vault id); ValidationError
+        for a CSR it cannot sign."""
         try:
-            cert_pem = ca.sign_csr(
+            return ca.sign_csr(
                 csr_pem.encode(),
                 common_name=vault.id,
                 valid_for=timedelta(hours=self.settings.cert_valid_hours),
@@ -322,25 +400,32 @@ class VaultPresence:
             )
         except TLSError as exc:
             raise ValidationError(exc.message) from None
-        cert = x509.load_pem_x509_certificate(cert_pem)
+
+    async def _renewable(self, vault: VaultRef) -> Any:
+        """The vault's row if it may renew now; UplinkRefusedError if revoked or superseded,
+        ValidationError if it renewed too recently."""
         v = t.vaults
-        async with self.engine.begin() as conn:
-            done = await conn.execute(
-                v.update()
-                .where(v.c.id == vault.id, v.c.revoked_at.is_(None))
-                .values(
-                    cert_pem=cert_pem.decode(),
-                    cert_serial=format(cert.serial_number, "x"),
-                    cert_not_after=cert.not_valid_after_utc,
-                )
-            )
-        if done.rowcount != 1:
+        q = sa.select(
+            v.c.revoked_at,
+            v.c.cert_serial,
+            v.c.prev_cert_serial,
+            v.c.prev_cert_valid_until,
+            v.c.cert_renewed_at,
+        ).where(v.c.id == vault.id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        if row is None or row.revoked_at is not None:
             raise UplinkRefusedError(uplink.ERR_REVOKED, f"vault {vault.id} has been revoked")
-        await self.audit.record(
-            vault.org_id, "vaults.renew", actor=f"vault:{vault.id}", target=vault.id
-        )
-        await self.alerts.resolve_key(vault.org_id, f"certificate_expiring:{vault.id}")
-        return cert_pem.decode(), ca.cert_pem().decode()
+        if vault.serial and not self._serial_ok(row, vault.serial):
+            await self._superseded(vault)
+        last = aware(row.cert_renewed_at)
+        wait = timedelta(seconds=self.settings.cert_renewal_interval_seconds)
+        if last is not None and self.clock() < last + wait:
+            raise ValidationError(
+                f"this vault renewed its certificate at {iso(last)}; try again after "
+                f"{iso(last + wait)}"
+            )
+        return row
 
     def offline_deadline(self, last_heartbeat: datetime) -> float:
         """Seconds from now until a vault silent since ``last_heartbeat`` counts as offline."""

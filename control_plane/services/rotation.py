@@ -232,7 +232,9 @@ class Rotations:
             async with self.engine.connect() as conn:
                 policies = {
                     r.id: (r.org_id, json.loads(r.body))
-                    for r in await conn.execute(sa.select(p.c.id, p.c.org_id, p.c.body))
+                    for r in await conn.execute(
+                        sa.select(p.c.id, p.c.org_id, p.c.body).where(p.c.deleted_at.is_(None))
+                    )
                 }
                 items = await conn.execute(
                     sa.select(

@@ -358,12 +358,20 @@ class Vaults:
         return await self.get(who, vault_id)
 
     async def crl(self, org_id: str) -> bytes:
-        """The organisation's current CRL (PEM)."""
-        q = sa.select(t.vaults.c.cert_serial, t.vaults.c.revoked_at).where(
-            t.vaults.c.org_id == org_id, t.vaults.c.revoked_at.is_not(None)
+        """The organisation's current CRL (PEM): every revoked vault's current and previous
+        certificate serials."""
+        v = t.vaults
+        q = sa.select(v.c.cert_serial, v.c.prev_cert_serial, v.c.revoked_at).where(
+            v.c.org_id == org_id, v.c.revoked_at.is_not(None)
         )
         async with self.engine.connect() as conn:
-            revoked = [(int(r.cert_serial, 16), aware(r.revoked_at)) for r in await conn.execute(q)]
+            rows = list(await conn.execute(q))
+        revoked = [
+            (int(serial, 16), aware(r.revoked_at))
+            for r in rows
+            for serial in (r.cert_serial, r.prev_cert_serial)
+            if serial
+        ]
         ca = await self.cas.get(org_id)
         return ca.build_crl([(s, w) for s, w in revoked if w is not None], clock=self.clock)
 

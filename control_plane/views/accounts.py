@@ -5,13 +5,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from control_plane.views.context import cp_of, target, who
+from control_plane.views.source import client_source
 from serverkit.body import json_object
 
 
 async def login(request: web.Request) -> web.Response:
     """POST /auth/login {email, password} → a session token."""
     doc = await json_object(request, {"email", "password"}, frozenset({"email", "password"}))
-    return web.json_response(await cp_of(request).accounts.login(doc["email"], doc["password"]))
+    result = await cp_of(request).accounts.login(
+        doc["email"], doc["password"], client_source(request)
+    )
+    return web.json_response(result)
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -41,7 +45,9 @@ async def create_invitation(request: web.Request) -> web.Response:
 async def accept_invitation(request: web.Request) -> web.Response:
     """POST /invitations/accept {token, password} → the new user."""
     doc = await json_object(request, {"token", "password"}, frozenset({"token", "password"}))
-    user = await cp_of(request).accounts.accept(doc["token"], doc["password"])
+    user = await cp_of(request).accounts.accept(
+        doc["token"], doc["password"], client_source(request)
+    )
     return web.json_response(user, status=201)
 
 

@@ -10,9 +10,9 @@ from serverkit.body import json_object, query, query_int
 
 
 async def create_command(request: web.Request) -> web.Response:
-    """POST /vaults/{vault_id}/commands {command, args} → 202 with the stored command."""
+    """POST /vaults/{vault_id}/commands {intent} (or legacy {command, args}) → 202."""
     vault_id = target(request, request.match_info["vault_id"])
-    doc = await json_object(request, FIELDS, frozenset({"command"}))
+    doc = await json_object(request, FIELDS)
     command = await cp_of(request).commands.create(who(request), vault_id, doc)
     return web.json_response(command, status=202)
 

@@ -1,10 +1,10 @@
-"""Views: rotation policies CRUD."""
+"""Views: rotation policies CRUD (sealed intents, or plaintext fields from before)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from control_plane.services.policies import FIELDS
+from control_plane.services.policy_rules import FIELDS
 from control_plane.views.context import cp_of, target, who
 from serverkit.body import json_object
 
@@ -36,7 +36,13 @@ async def update_policy(request: web.Request) -> web.Response:
 
 
 async def delete_policy(request: web.Request) -> web.Response:
-    """DELETE /policies/{policy_id}."""
+    """DELETE /policies/{policy_id} — with ``{"intent": …}`` (a sealed deletion) for a sealed
+    policy, without a body for a plaintext one."""
     policy_id = target(request, request.match_info["policy_id"])
-    await cp_of(request).policies.delete(who(request), policy_id)
+    doc = (
+        await json_object(request, {"intent"}, frozenset({"intent"}))
+        if request.can_read_body
+        else None
+    )
+    await cp_of(request).policies.delete(who(request), policy_id, doc)
     return web.Response(status=204)

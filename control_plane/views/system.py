@@ -41,6 +41,9 @@ async def metrics(request: web.Request) -> web.Response:
         "keyvault_cp_stream_subscribers": float(cp.bus.subscribers),
         "keyvault_cp_uplink_connections": float(cp.uplink_connections()),
         "keyvault_cp_uptime_seconds": time.monotonic() - cp.started,
+        # replica-wide only: nothing per organisation is shown to this unauthenticated page
+        "keyvault_cp_password_checks": float(cp.accounts.passwords.hashed),
+        "keyvault_cp_password_checks_refused": float(cp.accounts.passwords.refused),
     }
     return web.Response(text=cp.metrics.render(gauges), content_type="text/plain", charset="utf-8")
 

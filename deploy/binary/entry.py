@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+
 import click
 
 from agent.cli import agent_group
@@ -18,6 +20,9 @@ cli = click.Group(
 
 def main() -> None:
     """Run the binary's command line: errors are one line and an exit code, never a traceback."""
+    # the rotation scheduler's policy-evaluation worker (agent/rotation/evaluate.py) is a spawned
+    # process: in the frozen binary it re-enters here and must run the worker, not the CLI
+    multiprocessing.freeze_support()
     run_cli(cli, prog_name="keyvault-agent")
 
 

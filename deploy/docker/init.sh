@@ -14,7 +14,7 @@ make_secret() { # name, content: written once, readable inside the container (fo
   chmod 0644 "secrets/$1"
 }
 
-mkdir -p config data secrets
+mkdir -p config data secrets cp-tls
 chmod 0700 secrets
 
 if [ ! -s config/master.key ]; then
@@ -35,7 +35,7 @@ make_secret cp_ca_key_passphrase "$(rand_hex)"
 make_secret cp_owner_password "$(rand_hex)"
 
 if [ "$(id -u)" = 0 ]; then
-  chown -R 10001:10001 config data
+  chown -R 10001:10001 config data cp-tls
 else
-  echo "now run: sudo chown -R 10001:10001 config data   (the containers run as uid 10001)"
+  echo "now run: sudo chown -R 10001:10001 config data cp-tls   (the containers run as uid 10001)"
 fi

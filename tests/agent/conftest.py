@@ -14,6 +14,7 @@ import pytest
 from agent.api.app import build_app
 from agent.assembly import Agent
 from agent.settings import load_agent_settings
+from common.metadata_key import MetadataKey
 from tests.agent.fake_gateway import FakeGateway
 from tests.conftest import AgentDir, init_agent_dir
 
@@ -131,3 +132,47 @@ async def running_uplink(
     finally:
         await link.stop(5)
         await asyncio.to_thread(agent.close)
+
+
+INTENT_KEY = MetadataKey(bytes(range(32)))  # the organisation's metadata key in agent tests
+
+
+@pytest.fixture
+def keyed(enrolled: AgentDir) -> AgentDir:
+    """The enrolled folder with the organisation's metadata key installed (it verifies intents)."""
+    INTENT_KEY.save(enrolled.path / "metadata.key")
+    return enrolled
+
+
+def sealed_command(
+    folder: AgentDir, command: str, args: dict[str, Any], *, key: MetadataKey = INTENT_KEY
+) -> dict[str, Any]:
+    """A ``command`` frame sealed by an operator for the folder's vault."""
+    from agent.uplink.state import UplinkFiles
+    from common import intents
+
+    state = UplinkFiles(folder.path / "uplink").load_state()
+    assert state is not None
+    doc = intents.IntentKeys(key).seal(
+        intents.command_header(state.vault_id), {"command": command, "args": args}
+    )
+    return {"type": "command", "id": doc["id"], "intent": doc}
+
+
+def sealed_policy(
+    body: dict[str, Any],
+    *,
+    policy_id: str | None = None,
+    revision: int = 1,
+    interval_seconds: int = 86400,
+    vault_ids: list[str] | None = None,
+    key: MetadataKey = INTENT_KEY,
+) -> dict[str, Any]:
+    """A policy intent (``body``: name, selector, rotator) as the control plane relays it."""
+    from common import intents
+
+    header = intents.policy_header(
+        policy_id or intents.new_id("pol"), revision, interval_seconds=interval_seconds,
+        notice_seconds=0, vault_ids=vault_ids,
+    )  # fmt: skip
+    return intents.IntentKeys(key).seal(header, body)

@@ -81,10 +81,12 @@ def pg_settings(tmp_path: Path, dsn: str, **extra: Any) -> RotationSettings:
 
 
 def pg_rotator(settings: RotationSettings, role: str, alternate: str | None = None) -> Any:
-    """A postgres rotator for ``role`` (alternating with ``alternate`` when given)."""
+    """A postgres rotator for ``role`` (alternating with ``alternate`` when given), the roles
+    listed in the connection's ``roles`` as agent.yaml must list them."""
     params: dict[str, Any] = {"connection": "main", "role": role}
     if alternate:
         params["alternate_role"] = alternate
+    settings.postgres["main"].roles = [r for r in (role, alternate) if r]
     return build_rotator({"type": "postgres", "settings": params}, settings, SECRET)
 
 
@@ -498,7 +500,7 @@ def test_build_rotator_rejects_malformed_blocks(rotator: Any) -> None:
 
 
 def test_rotation_error_is_a_fixed_code() -> None:
-    assert "invalid_settings" in REASONS and len(REASONS) == 10
+    assert "invalid_settings" in REASONS and "not_allowed" in REASONS and len(REASONS) == 11
     assert RotationError("made-up").reason == "internal_error"
     assert repr(RotationError("command_failed", "exit status 2")).startswith("RotationError(")
 
@@ -541,3 +543,15 @@ def test_rotation_settings_defaults_and_environment(
 def test_rotation_settings_rejects_bad_values(doc: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         RotationSettings.model_validate(doc)
+
+
+def test_postgres_roles_not_listed_in_agent_yaml_are_refused(tmp_path: Path) -> None:
+    """The control plane cannot widen what agent.yaml allows: role and alternate_role."""
+    settings = pg_settings(tmp_path, "host=127.0.0.1 port=1", roles=["app"])
+    for params in ({"role": "postgres"}, {"role": "app", "alternate_role": "postgres"}):
+        with pytest.raises(RotationError) as caught:
+            build_rotator({"type": "postgres", "settings": {"connection": "main", **params}},
+                          settings, SECRET)  # fmt: skip
+        assert caught.value.reason == "not_allowed"
+    build_rotator({"type": "postgres", "settings": {"connection": "main", "role": "app"}},
+                  settings, SECRET)  # fmt: skip

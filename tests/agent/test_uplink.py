@@ -20,13 +20,21 @@ from agent.audit import iter_entries
 from agent.store import schema as t
 from agent.uplink import meta, outbox
 from agent.uplink.commands import INTERRUPTED
+from agent.uplink.connection import FRAME_BURST
 from agent.uplink.enroll import enroll
-from agent.uplink.health import ALERT_TEXTS
+from agent.uplink.health import ALERT_TEXTS, policies_version
 from agent.uplink.service import Uplink
 from agent.uplink.state import same_key
+from common import intents
 from common.metadata_key import MetadataKey
 from common.uplink import REGISTER_PATH, UPLINK_PATH
-from tests.agent.conftest import enroll_dir, running_uplink
+from tests.agent.conftest import (
+    INTENT_KEY,
+    enroll_dir,
+    running_uplink,
+    sealed_command,
+    sealed_policy,
+)
 from tests.agent.fake_gateway import FakeGateway, await_for
 from tests.conftest import AgentDir, init_agent_dir
 
@@ -168,7 +176,7 @@ async def test_no_frame_or_request_names_a_secret_or_holds_a_value(
             ).status == 200
         assert (await client.get("/api/v1/secrets/no%2Fsuch%2Fname", headers=auth)).status == 404
         await await_for(lambda: agent.uplink.state == "connected", what="connected")
-        gateway.send({"type": "command", "id": "cmd_resync1", "command": "resync", "args": {}})
+        gateway.send(sealed_command(folder, "resync", {}, key=key))
         await await_for(
             lambda: len(gateway.accepted["audit"]) >= agent.audit.head[0] - 1, what="audit"
         )
@@ -201,13 +209,14 @@ async def test_no_frame_or_request_names_a_secret_or_holds_a_value(
 
 
 async def test_a_command_runs_once_even_when_delivered_again(
-    enrolled: AgentDir, gateway: FakeGateway
+    keyed: AgentDir, gateway: FakeGateway
 ) -> None:
+    enrolled = keyed
     async with running_uplink(enrolled) as (agent, _):
         await await_for(lambda: agent.uplink.state == "connected", what="connected")
         made = await agent.secrets.create("rotate/me", "v1")
-        command = {"type": "command", "id": "cmd_rot1", "command": "rotate",
-                   "args": {"secret_id": made.id}}  # fmt: skip
+        command = sealed_command(enrolled, "rotate", {"secret_id": made.id})
+        cmd_rot1 = command["id"]
         gateway.commands = [command]  # sent after every welcome, like pending commands
         gateway.drop()
         await await_for(lambda: gateway.connections >= 2, what="a reconnect")
@@ -225,7 +234,7 @@ async def test_a_command_runs_once_even_when_delivered_again(
         assert {json.dumps(r, sort_keys=True) for r in results()} == {
             json.dumps(
                 {
-                    "command_id": "cmd_rot1",
+                    "command_id": cmd_rot1,
                     "outcome": "ok",
                     "message": "rotated",
                     "secret_id": made.id,
@@ -234,23 +243,24 @@ async def test_a_command_runs_once_even_when_delivered_again(
                 sort_keys=True,
             )
         }
-        ran = [e for e in iter_entries(enrolled.path) if e["actor"] == "cmd_rot1"]
+        ran = [e for e in iter_entries(enrolled.path) if e["actor"] == cmd_rot1]
         assert [(e["op"], e["outcome"], e["target"]) for e in ran] == [
             ("secrets.rotate", "attempt", made.id),
             ("secrets.rotate", "ok", made.id),
         ]
         gateway.commands = []
-        for bad in (
-            {"type": "command", "id": "cmd_rot2", "command": "rotate",
-             "args": {"secret_id": "sec_" + "a" * 26}},
-            {"type": "command", "id": "cmd_rot3", "command": "rotate", "args": {"secret_id": "x"}},
-            {"type": "command", "id": "cmd_what", "command": "explode", "args": {}},
-        ):  # fmt: skip
-            gateway.send(bad)
+        bad = [
+            sealed_command(enrolled, "rotate", {"secret_id": "sec_" + "a" * 26}),
+            sealed_command(enrolled, "rotate", {"secret_id": "x"}),
+            sealed_command(enrolled, "explode", {}),
+        ]
+        for frame in bad:
+            gateway.send(frame)
         await await_for(lambda: len({r["command_id"] for r in results()}) == 4, what="results")
     failed = {r["command_id"]: r for r in results() if r["outcome"] == "failed"}
-    assert set(failed) == {"cmd_rot2", "cmd_rot3", "cmd_what"}
-    assert "no such secret" in failed["cmd_rot2"]["message"]
+    assert set(failed) == {frame["id"] for frame in bad}
+    assert "no such secret" in failed[bad[0]["id"]]["message"]
+    assert "refused" in failed[bad[2]["id"]]["message"]  # not a command an operator can seal
 
 
 async def test_a_command_cut_off_by_a_crash_is_reported_failed_not_rerun(
@@ -283,18 +293,23 @@ async def test_a_command_cut_off_by_a_crash_is_reported_failed_not_rerun(
 
 
 async def test_policies_are_kept_and_reported_by_version(
-    enrolled: AgentDir, gateway: FakeGateway
+    keyed: AgentDir, gateway: FakeGateway
 ) -> None:
-    gateway.policies = [
-        {"id": "pol_1", "name": "monthly", "version": 3, "body": {"interval": "30d"}}
-    ]
-    async with running_uplink(enrolled) as (agent, link):
+    body = {"name": "monthly", "selector": {"name_glob": "db/*"},
+            "rotator": {"type": "random", "settings": {}}}  # fmt: skip
+    intent = sealed_policy(body, revision=3, interval_seconds=30 * 86400)
+    gateway.policies = [intent]
+    derived = [{"id": intent["id"], "name": "monthly", "version": 3,
+                "body": {"selector": body["selector"], "rotator": body["rotator"],
+                         "interval_seconds": 30 * 86400, "notice_seconds": 0,
+                         "scope": {"all": True}}}]  # fmt: skip
+    async with running_uplink(keyed) as (agent, link):
         expected = hashlib.sha256(
-            json.dumps(gateway.policies, sort_keys=True, separators=(",", ":")).encode()
+            json.dumps(derived, sort_keys=True, separators=(",", ":")).encode()
         ).hexdigest()
         await await_for(lambda: link.policies_version == expected, what="the policies")
         held = await agent.store.read(lambda c: meta.get(c, meta.POLICIES))
-        assert held == {"version": expected, "policies": gateway.policies}
+        assert held == {"version": expected, "policies": derived}
         await await_for(
             lambda: gateway.of_type("heartbeat")[-1]["health"]["policies_version"] == expected,
             what="a heartbeat with them",
@@ -480,3 +495,54 @@ def test_uplink_repr_and_health_when_not_enrolled(tmp_path: Path) -> None:
         }  # fmt: skip
     finally:
         agent.close()
+
+
+async def test_a_sealed_deletion_removes_a_policy_and_a_replay_cannot_bring_it_back(
+    keyed: AgentDir, gateway: FakeGateway
+) -> None:
+    body = {"name": "weekly", "selector": {"name_glob": "db/*"},
+            "rotator": {"type": "random", "settings": {}}}  # fmt: skip
+    first = sealed_policy(body, interval_seconds=7 * 86400)
+    gone = intents.IntentKeys(INTENT_KEY).seal(intents.delete_header(first["id"], 2), {})
+    gateway.policies = [first]
+    async with running_uplink(keyed) as (agent, link):
+
+        async def held() -> list[Any]:
+            doc = await agent.store.read(lambda c: meta.get(c, meta.POLICIES))
+            return list((doc or {}).get("policies") or [])
+
+        await await_for(lambda: link.policies_version != policies_version([]), what="held")
+        assert [p["id"] for p in await held()] == [first["id"]]
+        gateway.send({"type": "policies", "policies": [gone]})
+        await await_for(lambda: link.policies_version == policies_version([]), what="deleted")
+        gateway.send({"type": "policies", "policies": [first]})  # revision 1 again: a replay
+        await asyncio.sleep(0.5)
+        assert await held() == []
+        await await_for(
+            lambda: any("replay" in e["data"]["message"] for e in gateway.accepted["outbox"]
+                        if e["kind"] == "alert"),
+            what="the replay alert",
+        )  # fmt: skip
+
+
+async def test_a_flood_of_frames_ends_the_connection_and_is_alerted(
+    enrolled: AgentDir, gateway: FakeGateway
+) -> None:
+    async with running_uplink(enrolled) as (agent, _):
+        await await_for(lambda: agent.uplink.state == "connected", what="connected")
+        before = gateway.connections
+        flood = [{"type": "ack", "stream": "outbox", "upto": 0}] * (FRAME_BURST + 200)
+
+        async def go() -> None:
+            for s in list(gateway.sessions):
+                for frame in flood:
+                    await gateway._send(s, frame)
+
+        await asyncio.to_thread(gateway.call, go())
+        await await_for(lambda: gateway.connections > before, what="a new connection")
+        await await_for(
+            lambda: any("frames a second" in e["data"]["message"]
+                        for e in gateway.accepted["outbox"] if e["kind"] == "alert"),
+            what="the flood alert",
+        )  # fmt: skip
+        assert agent.uplink.state in ("connected", "backing_off", "connecting")

@@ -15,6 +15,8 @@ import httpx
 import pytest
 from aiohttp import web
 
+from common import intents
+from common.metadata_key import MetadataKey
 from tests.apps.fake_cp import FakeControlPlane
 from tests.apps.secret_service import MissingTool, secret_service
 from tests.conftest import need_service
@@ -22,6 +24,7 @@ from tests.conftest import need_service
 T = TypeVar("T")
 PASSWORD = "correct horse battery staple"
 OWNER = "owner@example.com"
+ORG_KEY = MetadataKey(bytes(range(32)))  # the organisation's metadata key in the apps' tests
 
 
 @pytest.fixture
@@ -98,6 +101,7 @@ def cp_settings(tmp_path: Path, **extra: Any) -> Any:
             "background_tasks": False,
             "login_max_failures": 3,
             "login_lockout_seconds": 60,
+            "login_delay_seconds": 60,  # the first wait after 3 failures: the whole 60 s
             "gateway_port": 0,  # the agent gateway on any free port (tests run in parallel)
             **extra,
         }
@@ -151,7 +155,9 @@ class LiveControlPlane:
         resp = httpx.get(self.url + "/api/v1/policies", headers=headers)
         assert resp.status_code == 200, resp.text
         body = resp.json()
-        return list(body["items"] if isinstance(body, dict) else body)
+        docs = list(body["items"] if isinstance(body, dict) else body)
+        keys = intents.IntentKeys(ORG_KEY)  # sealed ones opened, as an operator's app does
+        return [{**d, **keys.open(d["intent"]).body} if d.get("sealed") else d for d in docs]
 
     def raise_offline_alert(self, vault_id: str) -> Any:
         """Raise a critical "db-1 is offline" alert for a vault, as the monitor does."""

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from common import intents
 from common.errors import ConflictError, KeyVaultError, NotFoundError, ValidationError
 from common.metadata_key import MetadataKey
 
@@ -237,7 +238,7 @@ class FakeControlPlane:
             "name": name,
             "selector": {"labels": {"env": "prod"}, "name_glob": "app/*"},
             "interval_seconds": interval,
-            "notice_seconds": 86400,
+            "notice_seconds": min(86400, interval // 2),  # shorter than the interval
             "rotator": {"type": "random", "settings": {"length": 32}},
             "scope": {"all": True},
         }
@@ -377,6 +378,21 @@ class FakeControlPlane:
         self.commands[command_id] = doc
         return dict(doc)
 
+    async def send_command(self, vault_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Store a sealed command as the control plane does: opaque, shown as ``sealed``."""
+        self._call("send_command", vault_id, body)
+        header = intents.parse_header(body["intent"])
+        vault = self._vault(vault_id)
+        if vault["revoked_at"] is not None:
+            raise ConflictError(f"vault {vault_id} is revoked; it takes no commands")
+        doc: dict[str, Any] = {
+            "id": header.id, "vault_id": vault_id, "command": "sealed", "args": {},
+            "intent": body["intent"], "state": "pending", "result": None,
+            "created_at": iso(self.now), "updated_at": iso(self.now),
+        }  # fmt: skip
+        self.commands[header.id] = doc
+        return dict(doc)
+
     async def rotate_secret(self, vault_id: str, secret_id: str) -> dict[str, Any]:
         """Ask a vault to rotate one secret."""
         self._call("rotate_secret", vault_id, secret_id)
@@ -500,7 +516,7 @@ class FakeControlPlane:
 
     # ------------------------------------------------------------ policies
     def _store_policy(self, fields: dict[str, Any], policy_id: str | None = None) -> dict[str, Any]:
-        from control_plane.services.policies import validate
+        from control_plane.services.policy_rules import validate
 
         partial = policy_id is not None
         checked = validate(fields, partial=partial)

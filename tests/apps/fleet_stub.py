@@ -96,14 +96,16 @@ class FleetStub:
             return missing
         body = await request.json()
         self.seen_bodies.append(body)
-        if body.get("command") not in ("rotate", "resync"):
+        sealed = "intent" in body  # like the control plane: stored and shown as it came
+        if not sealed and body.get("command") not in ("rotate", "resync"):
             return self._error(400, "invalid_request", "command must be rotate or resync")
         cmd_id = f"cmd_{next(self._ids)}"
         self.commands[cmd_id] = {
             "id": cmd_id,
             "vault_id": self.vault_id,
-            "command": body["command"],
-            "args": body.get("args", {}),
+            "command": "sealed" if sealed else body["command"],
+            "args": {} if sealed else body.get("args", {}),
+            **({"intent": body["intent"]} if sealed else {}),
             "state": "pending",
             "result": None,
             "created_at": NOW,

@@ -18,6 +18,7 @@ from apps.cli.main import cli
 from apps.core.keyring_store import CredentialStore
 from apps.core.session import Profile, profile_path, save_profile
 from common import errors as e
+from common import intents
 from common.cpclient import ControlPlaneClient
 from common.metadata_key import MetadataKey
 from tests.apps.conftest import OWNER, PASSWORD, LiveControlPlane, LiveServer
@@ -354,12 +355,23 @@ def test_inventory_names_with_and_without_the_key(stub_session: tuple[FleetStub,
     one_error_line(run("vaults", "inventory", "vlt_other"), 66, "no vault vlt_other")
 
 
+def _opened(body: dict[str, Any], key: MetadataKey) -> dict[str, Any]:
+    """The sealed command a body carries, opened (the control plane cannot)."""
+    return intents.IntentKeys(key).open(body["intent"]).body
+
+
 def test_rotate_and_resync(stub_session: tuple[FleetStub, Any]) -> None:
     state, _ = stub_session
+    no_key = run("vaults", "rotate", state.vault_id, "sec_0001")
+    one_error_line(no_key, 78, "metadata-key import")  # agents run only what the key seals
+    key = MetadataKey.generate()
+    CredentialStore().set_metadata_key("org_stub", key)
     sent = run("vaults", "rotate", state.vault_id, "sec_0001")
     assert sent.exit_code == 0, sent.output
     assert sent.stdout.strip() == "command cmd_1 (rotate sec_0001) is pending"
-    assert state.seen_bodies[-1] == {"command": "rotate", "args": {"secret_id": "sec_0001"}}
+    assert set(state.seen_bodies[-1]) == {"intent"}
+    assert _opened(state.seen_bodies[-1], key) == {"command": "rotate",
+                                                   "args": {"secret_id": "sec_0001"}}  # fmt: skip
 
     waited = run("vaults", "rotate", state.vault_id, "sec_0001", "--wait")
     assert waited.exit_code == 0, waited.output
@@ -367,7 +379,7 @@ def test_rotate_and_resync(stub_session: tuple[FleetStub, Any]) -> None:
 
     resync = run("vaults", "resync", state.vault_id, "--wait", "--timeout", "10")
     assert resync.exit_code == 0 and "cmd_3 succeeded" in resync.stdout
-    assert state.seen_bodies[-1] == {"command": "resync", "args": {}}
+    assert _opened(state.seen_bodies[-1], key) == {"command": "resync", "args": {}}
 
     listed = run("vaults", "commands", state.vault_id)
     assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == [

@@ -153,9 +153,12 @@ def vault_ids(folder: Path) -> dict[str, str]:
 def check_control_plane(demo: Demo, folder: Path) -> str:
     """Log in with the printed password; both vaults online, sealed inventory, the policy."""
     from apps.core.labels import open_label
+    from common import intents
     from common.metadata_key import MetadataKey
 
-    with ControlPlaneClient(demo.value("control plane API")) as cp:
+    ca_file = demo.value("control plane CA")
+    assert demo.value("control plane API").startswith("https://127.0.0.1:")
+    with ControlPlaneClient(demo.value("control plane API"), ca_file=ca_file) as cp:
         cp.token = cp.login(EMAIL, demo.value("operator password"))["token"]
         online = wait_online(cp, {"payments-prod", "web-staging"})
         assert online == vault_ids(folder)
@@ -172,7 +175,10 @@ def check_control_plane(demo: Demo, folder: Path) -> str:
         assert {"payments/api-key", "payments/db-password"} <= set(opened)
         policies = cp.list_policies()
         items_or_list = policies["items"] if isinstance(policies, dict) else policies
-        assert [p["selector"]["name_glob"] for p in items_or_list] == ["*/api-key"]
+        # sealed: the control plane holds no selector; the operator's key opens it
+        opened = [intents.IntentKeys(key).open(p["intent"]).body for p in items_or_list]
+        assert [p["selector"]["name_glob"] for p in opened] == ["*/api-key"]
+        assert all("selector" not in p for p in items_or_list)
         return vault
 
 

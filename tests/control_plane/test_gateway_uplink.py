@@ -15,7 +15,7 @@ from common.tls import make_csr
 from control_plane import schema as t
 from tests.control_plane.conftest import Api
 from tests.control_plane.mock_agent import Enrolled, enroll, event, org_id
-from tests.control_plane.test_policies_alerts import POLICY
+from tests.control_plane.test_policies_alerts import POLICY, new_vault
 from tests.control_plane.test_stream import next_event
 
 FP = "sha256:" + "ab" * 32
@@ -45,7 +45,8 @@ async def _setup(api: Api, tmp_path: Path) -> tuple[str, Enrolled]:
 async def test_hello_welcome_policies_heartbeat(api: Api, tmp_path: Path) -> None:
     owner, agent = await _setup(api, tmp_path)
     _, everywhere = await api.call("POST", "/policies", owner, json=POLICY)
-    scoped = {**POLICY, "name": "elsewhere", "scope": {"vault_ids": ["vlt_other"]}}
+    other = await new_vault(api, owner, "other")  # scopes name vaults that exist
+    scoped = {**POLICY, "name": "elsewhere", "scope": {"vault_ids": [other]}}
     assert (await api.call("POST", "/policies", owner, json=scoped))[0] == 201
     stream = await api.client.ws_connect(
         "/api/v1/stream", headers={"Authorization": f"Bearer {owner}"}

@@ -39,14 +39,15 @@ async def test_policy_crud(api: Api) -> None:
     assert (await api.call("POST", "/policies", owner, json=POLICY))[0] == 409
     status, got = await api.call("GET", f"/policies/{pol['id']}", owner)
     assert got == pol
+    vault_id = await new_vault(api, owner)
     status, upd = await api.call(
         "PUT",
         f"/policies/{pol['id']}",
         owner,
-        json={"interval_seconds": 7200, "scope": {"vault_ids": ["vlt_a"]}},
+        json={"interval_seconds": 7200, "scope": {"vault_ids": [vault_id]}},
     )
     assert status == 200 and upd["version"] == 2 and upd["interval_seconds"] == 7200
-    assert upd["scope"] == {"vault_ids": ["vlt_a"]} and upd["selector"] == POLICY["selector"]
+    assert upd["scope"] == {"vault_ids": [vault_id]} and upd["selector"] == POLICY["selector"]
     _, listing = await api.call("GET", "/policies", owner)
     assert [p["id"] for p in listing["items"]] == [pol["id"]]
     assert (await api.call("DELETE", f"/policies/{pol['id']}", owner))[0] == 204

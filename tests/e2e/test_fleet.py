@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from apps.core.intents import IntentMaker
 from common.metadata_key import MetadataKey
 from tests.e2e.conftest import ControlPlane, FleetAgent, wait_for
 
@@ -69,10 +70,8 @@ def test_inventory_is_sealed_and_commands_route_through_another_replica(
     # rotate beta's db/password through the second replica; the first holds beta's socket
     target = written[beta.vault_id]["db/password"]
     with cp.api(second) as c:
-        r = c.post(
-            f"/vaults/{beta.vault_id}/commands",
-            json={"command": "rotate", "args": {"secret_id": target}},
-        )
+        sealed = IntentMaker(lambda: key).command(beta.vault_id, "rotate", {"secret_id": target})
+        r = c.post(f"/vaults/{beta.vault_id}/commands", json=sealed)  # an operator's intent
         assert r.status_code == 202, r.text
         command_id = r.json()["id"]
         done = wait_for(

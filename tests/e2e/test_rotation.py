@@ -26,13 +26,27 @@ import psycopg
 import pytest
 import yaml
 
+from apps.core.intents import IntentMaker
+from common.metadata_key import MetadataKey
 from tests.e2e.conftest import ControlPlane, FleetAgent, wait_for
 from tests.pgscram import PgServer, free_port, private_server
 
 NO_LOGIN_DB = "kv_no_login"  # pg_hba.conf may reject logins to it (verification failure)
+KEY = MetadataKey(bytes(range(32)))  # the organisation's metadata key: operators seal with it
+SEAL = IntentMaker(lambda: KEY)
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _keyed_agent(cp: ControlPlane, make_agent: Any, tmp_path: Path, name: str) -> FleetAgent:
+    """An enrolled agent holding the organisation's metadata key (registered by fingerprint)."""
+    key_file = tmp_path / "org.key"
+    if not key_file.exists():
+        KEY.save(key_file)
+        with cp.api() as c:
+            c.put("/org/metadata-key", json={"fingerprint": KEY.fingerprint}).raise_for_status()
+    return make_agent(cp, name, metadata_key=key_file)  # type: ignore[no-any-return]
 
 
 def _configure(agent: FleetAgent, **rotation: Any) -> None:
@@ -57,8 +71,9 @@ def _create_policy(
     interval: int = 86400,
     notice: int = 0,
 ) -> str:
-    """A policy over one name glob, scoped to one vault, made through the API; its id."""
-    body = {
+    """A policy over one name glob, scoped to one vault, sealed as an operator app seals it and
+    made through the API; its id."""
+    fields = {
         "name": f"rotate {glob} in {vault_id}",
         "selector": {"name_glob": glob},
         "interval_seconds": interval,
@@ -67,7 +82,7 @@ def _create_policy(
         "scope": {"vault_ids": [vault_id]},
     }
     with cp.api() as c:
-        r = c.post("/policies", json=body)
+        r = c.post("/policies", json=SEAL.policy(fields))
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
 
@@ -114,7 +129,7 @@ def _rotate(cp: ControlPlane, vault_id: str, secret_id: str, *, wait: bool = Tru
     with cp.api() as c:
         r = c.post(
             f"/vaults/{vault_id}/commands",
-            json={"command": "rotate", "args": {"secret_id": secret_id}},
+            json=SEAL.command(vault_id, "rotate", {"secret_id": secret_id}),
         )
         assert r.status_code == 202, r.text
         command_id = r.json()["id"]
@@ -246,21 +261,22 @@ def test_postgres_rotation_through_the_control_plane(
     dsn_file = tmp_path / "main.dsn"
     dsn_file.write_text(pg.admin_dsn)
     dsn_file.chmod(0o600)
-    agent: FleetAgent = make_agent(cp, "pg")
-    _configure(
-        agent,
-        postgres={
-            "main": {"dsn_file": str(dsn_file)},
-            "locked": {"dsn_file": str(dsn_file), "dbname": NO_LOGIN_DB},  # verify logs in there
-        },
-    )
-    vault_id = agent.vault_id
+    agent: FleetAgent = _keyed_agent(cp, make_agent, tmp_path, "pg")
     cases = {
         "ok": ("main", "pw-ok-0ld'\" x"),
         "down": ("main", "pw-down-0ld"),
         "verify": ("locked", "pw-verify-0ld"),
     }
     roles = {case: pg.create_role(old) for case, (_, old) in cases.items()}
+    allowed = sorted(roles.values())  # agent.yaml lists the roles each connection may rotate
+    _configure(
+        agent,
+        postgres={
+            "main": {"dsn_file": str(dsn_file), "roles": allowed},
+            "locked": {"dsn_file": str(dsn_file), "dbname": NO_LOGIN_DB, "roles": allowed},
+        },
+    )
+    vault_id = agent.vault_id
     policies = {
         case: _postgres_policy(cp, vault_id, f"pg/{case}", connection, roles[case])
         for case, (connection, _) in cases.items()
@@ -349,7 +365,7 @@ def test_command_failures_keep_the_old_value(
     cp = control_plane
     fixed = tmp_path / "fixed"  # present: the hooks work
     publish = 'printf %s "$v" > "$W"'
-    agent: FleetAgent = make_agent(cp, "hooks")
+    agent: FleetAgent = _keyed_agent(cp, make_agent, tmp_path, "hooks")
     _configure(
         agent,
         commands={
@@ -401,7 +417,7 @@ def test_agent_killed_mid_rotation_serves_the_old_value_and_reports_interrupted(
         f"  echo $$ > {pid}; touch {applying}; exec sleep 60\nfi\n"
         'printf %s "$v" > "$W"'
     )
-    agent: FleetAgent = make_agent(cp, "killed")
+    agent: FleetAgent = _keyed_agent(cp, make_agent, tmp_path, "killed")
     _configure(
         agent, commands={"slow": {"argv": [_hook(tmp_path, "slow", body)], "timeout_seconds": 120}}
     )
@@ -452,10 +468,10 @@ def _time(value: str) -> datetime:
 
 
 def test_overdue_is_raised_on_schedule_while_the_vault_is_offline(
-    control_plane: ControlPlane, make_agent: Any
+    control_plane: ControlPlane, make_agent: Any, tmp_path: Path
 ) -> None:
     cp = control_plane
-    agent: FleetAgent = make_agent(cp, "offline")
+    agent: FleetAgent = _keyed_agent(cp, make_agent, tmp_path, "offline")
     _configure(agent)
     vault_id = agent.vault_id
     policy_id = _create_policy(

@@ -21,6 +21,7 @@ from typing import Any
 
 import redis
 
+from apps.core.intents import IntentMaker
 from common.metadata_key import MetadataKey
 from tests.e2e.conftest import REDIS_URL, ControlPlane, FleetAgent, wait_for
 from tests.e2e.leaks import search
@@ -120,8 +121,10 @@ def test_no_canary_reaches_the_control_plane(
         canaries.append(c.get(ids[0])["value"])
     vault_id = agent.vault_id
     with cp.api(second) as c:
-        for body in ({"command": "rotate", "args": {"secret_id": ids[1]}}, {"command": "resync"}):
-            r = c.post(f"/vaults/{vault_id}/commands", json={"args": {}, **body})
+        seal = IntentMaker(lambda: key)  # commands are an operator's sealed intents
+        for body in (seal.command(vault_id, "rotate", {"secret_id": ids[1]}),
+                     seal.command(vault_id, "resync", {})):  # fmt: skip
+            r = c.post(f"/vaults/{vault_id}/commands", json=body)
             assert r.status_code == 202, r.text
         wait_for(
             lambda: all(

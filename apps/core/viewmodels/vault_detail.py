@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from apps.core.intents import IntentMaker
 from apps.core.labels import LabelOpener
 from apps.core.viewmodels.base import Listener, ViewModel, when
 from apps.core.viewmodels.vaults import VaultRow
@@ -68,8 +69,11 @@ class CommandRow:
     updated_at: datetime | None
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> CommandRow:
-        """A row from the API's (or the stream's) command object."""
+    def from_json(cls, doc: dict[str, Any], opened: dict[str, Any] | None = None) -> CommandRow:
+        """A row from the API's (or the stream's) command object; a sealed command shows
+        ``opened`` (its intent's body, opened locally) when there is one."""
+        if opened is not None:
+            doc = {**doc, "command": opened.get("command"), "args": opened.get("args")}
         args = doc.get("args") if isinstance(doc.get("args"), dict) else {}
         assert isinstance(args, dict)
         return cls(
@@ -109,6 +113,15 @@ class VaultDetailViewModel(ViewModel[VaultDetailState]):
         self.client = client
         self.vault_id = vault_id
         self.opener = opener
+        self.intents = IntentMaker(lambda: opener.key)
+
+    def _opened(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """A command with its sealed intent opened locally (as it is when it cannot be)."""
+        body = self.intents.open(doc["intent"]) if "intent" in doc else None
+        return {**doc, "command": body.get("command"), "args": body.get("args")} if body else doc
+
+    def _command_row(self, doc: dict[str, Any]) -> CommandRow:
+        return CommandRow.from_json(self._opened(doc))
 
     async def refresh(self) -> None:
         """Load the vault, its whole inventory and its latest commands."""
@@ -135,23 +148,26 @@ class VaultDetailViewModel(ViewModel[VaultDetailState]):
             vault=VaultRow.from_json(vault),
             items=tuple(rows),
             has_key=self.opener.has_key,
-            commands=_latest([CommandRow.from_json(c) for c in cmds]),
+            commands=_latest([self._command_row(c) for c in cmds]),
         )
 
     async def rotate(self, secret_id: str) -> dict[str, Any]:
-        """Ask the agent to rotate one secret now; returns the command (raises on failure)."""
-        command: dict[str, Any] = await self.client.rotate_secret(self.vault_id, secret_id)
+        """Ask the agent to rotate one secret now (a sealed command); returns the command
+        (raises on failure, e.g. without the metadata key)."""
+        body = self.intents.command(self.vault_id, "rotate", {"secret_id": secret_id})
+        command = self._opened(await self.client.send_command(self.vault_id, body))
         self._command(command)
         return command
 
     async def resync(self) -> dict[str, Any]:
-        """Ask the agent to send its whole inventory again; returns the command."""
-        command: dict[str, Any] = await self.client.resync(self.vault_id)
+        """Ask the agent to send its whole inventory again (a sealed command)."""
+        body = self.intents.command(self.vault_id, "resync", {})
+        command = self._opened(await self.client.send_command(self.vault_id, body))
         self._command(command)
         return command
 
     def _command(self, doc: dict[str, Any]) -> bool:
-        row = CommandRow.from_json(doc)
+        row = self._command_row(doc)
         kept = [c for c in self.state.commands if c.id != row.id]
         if row in self.state.commands:
             return False

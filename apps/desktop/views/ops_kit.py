@@ -47,6 +47,25 @@ class FieldErrors:
         (label or self.form).show()
         return field if label is not None else None
 
+    def show_all(self, errors: dict[str, str]) -> str | None:
+        """Every message next to its field at once (``""``/unknown: under the form); returns
+        the first field that has one."""
+        self.clear()
+        first: str | None = None
+        general = []
+        for field, message in errors.items():
+            label = self.labels.get(field)
+            if label is None:
+                general.append(message)
+                continue
+            label.setText(message)
+            label.show()
+            first = first or field
+        if general:
+            self.form.setText("\n".join(general))
+            self.form.show()
+        return first
+
     def text(self, field: str) -> str:
         """The message shown next to ``field`` ('' when none)."""
         label = self.labels[field]

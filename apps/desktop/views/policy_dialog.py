@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 )
 
 from apps.core.forms import POLICY_FORM, FieldSpec
-from apps.core.viewmodels.policies import PolicyDraft
+from apps.core.viewmodels.policies import PolicyDraft, form_errors
 from apps.desktop.tasks import run_task
 from apps.desktop.views.ops_kit import FieldErrors
 from common.errors import KeyVaultError
@@ -139,7 +139,7 @@ class PolicyDialog(QDialog):
     def _failed(self, error: KeyVaultError) -> None:
         """Show a local or server error next to its field, or under the form."""
         self._busy(False)
-        field = self.errors.show(error)
+        field = self.errors.show_all(form_errors(error))  # every problem, each at its field
         if field in self.inputs:
             self.inputs[field].setFocus()
         elif field == "rotator":

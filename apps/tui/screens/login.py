@@ -19,7 +19,10 @@ class LoginScreen(KeyVaultScreen):
 
     TITLE_TEXT = "Log in"
     AUTO_FOCUS = "#password"
-    BINDINGS = [Binding("ctrl+s", "submit", "Log in")]
+    BINDINGS = [
+        Binding("ctrl+s", "submit", "Log in"),
+        Binding("ctrl+o", "sso", "Sign in with SSO"),
+    ]
 
     def __init__(self) -> None:
         super().__init__()
@@ -83,6 +86,41 @@ class LoginScreen(KeyVaultScreen):
         except Exception as exc:  # a bug: say so, keep the form
             self._busy(False)
             self._show_error(KeyVaultError(f"unexpected error ({type(exc).__name__})"))
+
+    def action_sso(self) -> None:
+        """Ask for the organisation, then sign in through its identity provider."""
+        if self.query_one("#login-busy").display:
+            return
+        from apps.core.session import previous_profile
+        from apps.tui.screens.sso_prompt import SsoPromptScreen
+
+        previous = previous_profile()
+
+        def chosen(org_id: str | None) -> None:
+            if not org_id:
+                return
+            url = self.query_one("#url", Input).value
+            ca_file = self.query_one("#ca_file", Input).value.strip() or None
+            self._show_error(None)
+            self._busy(True)
+            work = self._sso(url, org_id, ca_file)
+            self.run_worker(work, group="login", exclusive=True, exit_on_error=False)
+
+        default = previous.org_id if previous and previous.org_id else ""
+        self.app.push_screen(SsoPromptScreen(default), chosen)
+
+    async def _sso(self, url: str, org_id: str, ca_file: str | None) -> None:
+        import webbrowser
+
+        app = self.app
+        try:
+            session = await self.model.login_sso(
+                url, org_id, webbrowser.open, ca_file, store=getattr(app, "store", None)
+            )
+            app.login(session)  # type: ignore[attr-defined]
+        except KeyVaultError as exc:
+            self._busy(False)
+            self._show_error(exc)
 
     def _busy(self, busy: bool) -> None:
         self.query_one("#login-busy").display = busy

@@ -12,8 +12,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static
 
 from apps.core.forms import POLICY_FORM, FieldSpec
-from apps.core.viewmodels.policies import PolicyDraft
-from apps.tui.widgets.form import FORM_CSS, clear_errors, field_row, show_error
+from apps.core.viewmodels.policies import PolicyDraft, form_errors
+from apps.tui.widgets.form import FORM_CSS, clear_errors, field_row, show_errors
 from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
@@ -109,7 +109,7 @@ class PolicyFormScreen(ModalScreen[bool]):
         self.dismiss(True)
 
     def _fail(self, exc: KeyVaultError) -> None:
-        field = show_error(self, exc)
+        field = show_errors(self, form_errors(exc))  # every problem at once, each at its field
         if field:
             self.query_one(f"#{field}").focus()
 

@@ -55,3 +55,25 @@ def show_error(screen: Widget, exc: KeyVaultError) -> str | None:
     line.update(exc.message)
     line.add_class("shown")
     return field if target else None
+
+
+def show_errors(screen: Widget, errors: dict[str, str]) -> str | None:
+    """Put each message next to its field (``""`` or an unknown field: ``#form-error``), all at
+    once; returns the first field that has one, for focus."""
+    clear_errors(screen)
+    first: str | None = None
+    general: list[str] = []
+    for field, message in errors.items():
+        target = screen.query(f"#{field}-error") if field else None
+        if not target:
+            general.append(message)
+            continue
+        line = target.first(Static)
+        line.update(message)
+        line.add_class("shown")
+        first = first or field
+    if general:
+        line = screen.query_one("#form-error", Static)
+        line.update("\n".join(general))
+        line.add_class("shown")
+    return first

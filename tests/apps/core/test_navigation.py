@@ -17,6 +17,7 @@ def test_areas_in_order_with_unique_keys_and_letters() -> None:
         "audit",
         "enrollment",
         "secrets",
+        "users",
     )
     assert len({a.letter for a in AREAS}) == len(AREAS)
     assert all(len(a.letter) == 1 and a.title and a.heading for a in AREAS)

@@ -9,8 +9,10 @@ import pytest
 from apps.core.viewmodels.policies import PoliciesViewModel, PolicyDraft, PolicyRow
 from common import errors as e
 from common.cpclient import AsyncControlPlaneClient, ControlPlaneClient
+from common.metadata_key import MetadataKey
 from tests.apps.conftest import LiveControlPlane
 
+KEY = MetadataKey(bytes(range(32)))
 DRAFT = PolicyDraft(
     name="db passwords",
     name_glob="prod/db/*",
@@ -91,7 +93,7 @@ def test_credential_looking_settings_say_why() -> None:
 async def test_crud_against_the_real_control_plane(live_cp: LiveControlPlane) -> None:
     seen: list[object] = []
     async with AsyncControlPlaneClient(live_cp.url, live_cp.token()) as cp:
-        vm = PoliciesViewModel(cp, on_change=seen.append)
+        vm = PoliciesViewModel(cp, on_change=seen.append, key_source=lambda: KEY)
         await vm.refresh()
         assert vm.state.rows == () and vm.state.error is None
 
@@ -129,7 +131,7 @@ async def test_crud_against_the_real_control_plane(live_cp: LiveControlPlane) ->
 
 async def test_the_server_stays_the_authority(live_cp: LiveControlPlane) -> None:
     async with AsyncControlPlaneClient(live_cp.url, live_cp.token()) as cp:
-        vm = PoliciesViewModel(cp)
+        vm = PoliciesViewModel(cp, key_source=lambda: KEY)
         await vm.create(DRAFT)
         with pytest.raises(e.ConflictError, match="already exists"):
             await vm.create(DRAFT)
@@ -145,7 +147,7 @@ async def test_the_server_stays_the_authority(live_cp: LiveControlPlane) -> None
 async def test_a_viewer_cannot_change_policies(live_cp: LiveControlPlane) -> None:
     viewer = live_cp.member("viewer@example.com", "viewer")
     async with AsyncControlPlaneClient(live_cp.url, live_cp.token(viewer)) as cp:
-        vm = PoliciesViewModel(cp)
+        vm = PoliciesViewModel(cp, key_source=lambda: KEY)
         await vm.refresh()
         assert vm.state.error is None
         with pytest.raises(e.PermissionDeniedError):
@@ -156,7 +158,7 @@ async def test_refresh_keeps_rows_and_reports_an_unreachable_server(
     live_cp: LiveControlPlane,
 ) -> None:
     async with AsyncControlPlaneClient(live_cp.url, live_cp.token()) as cp:
-        vm = PoliciesViewModel(cp)
+        vm = PoliciesViewModel(cp, key_source=lambda: KEY)
         await vm.create(DRAFT)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -95,7 +95,9 @@ async def test_logout_revokes_and_forgets(
 def fake_shell(url: str) -> tuple[Shell, FakeControlPlane]:
     fake = FakeControlPlane().seed(vaults=3, secrets=2, alerts=2)
     profile = Profile(url, OWNER, org_id="org_acme", gateway_url="https://gw.test:8443")
-    session = Session(profile, CredentialStore.memory(), "kvs_fake")
+    store = CredentialStore.memory()
+    store.set_metadata_key("org_acme", fake.key)  # the apps seal commands with it
+    session = Session(profile, store, "kvs_fake")
     shell = Shell(session, fake)  # type: ignore[arg-type]
     shell.stream.initial_delay = 0.02
     return shell, fake

@@ -6,7 +6,7 @@ import pytest
 
 from apps.core.labels import LabelOpener
 from apps.core.viewmodels.vault_detail import SEALED_NAME, VaultDetailViewModel
-from common.errors import ConflictError, NotFoundError, UnavailableError
+from common.errors import ConfigError, ConflictError, NotFoundError, UnavailableError
 from common.metadata_key import MetadataKey
 from tests.apps.fake_cp import FakeControlPlane
 
@@ -87,7 +87,10 @@ async def test_errors_go_to_state_on_refresh_but_raise_on_actions() -> None:
     await fake.revoke_vault(vault_id)
     with pytest.raises(ConflictError, match="revoked"):
         await vm.resync()
-    missing = VaultDetailViewModel(fake, "vlt_gone", LabelOpener(None, "vlt_gone"))  # type: ignore[arg-type]
+    blind = VaultDetailViewModel(fake, "vlt_gone", LabelOpener(None, "vlt_gone"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="metadata-key import"):  # nothing unsealed is sent
+        await blind.rotate("sec_1")
+    missing = VaultDetailViewModel(fake, "vlt_gone", LabelOpener(fake.key, "vlt_gone"))  # type: ignore[arg-type]
     await missing.refresh()
     assert missing.state.error == "no vault vlt_gone" and missing.state.vault is None
     with pytest.raises(NotFoundError):

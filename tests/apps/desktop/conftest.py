@@ -44,7 +44,7 @@ from PySide6.QtWidgets import QApplication
 
 from apps.core.session import Session
 from apps.core.shell import Shell
-from tests.apps.conftest import OWNER, PASSWORD, LiveControlPlane
+from tests.apps.conftest import ORG_KEY, OWNER, PASSWORD, LiveControlPlane
 from tests.apps.fake_cp import FakeControlPlane
 from tests.apps.fake_shell import build_fake_shell
 
@@ -119,6 +119,7 @@ def live_shell(
 ) -> Iterator[Shell]:
     """A Shell logged in to the real control plane (token in the real keyring)."""
     session = Session.login(live_cp.url, OWNER, PASSWORD)
+    session.store.set_metadata_key(live_cp.org_id, ORG_KEY)  # policies are sealed with it
     shell = Shell.from_session(session)
     yield shell
     drive(qtbot, shell.close())

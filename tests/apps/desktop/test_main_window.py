@@ -31,7 +31,7 @@ def test_navigation_has_every_view(qtbot: Any, fake_shell: Shell) -> None:
     window = open_window(qtbot, fake_shell)
     titles = [window.nav.item(i).text() for i in range(window.nav.count())]
     assert titles[:2] == ["Home", "Vaults"] and titles[3:] == [t for _, t, _, _ in NAV[3:]]
-    assert len(titles) == 8
+    assert len(titles) == len(NAV) == 9
     assert isinstance(window.current_view(), HomeView)  # the window opens on what needs you
     assert isinstance(window.views["vaults"], VaultsView)
     assert isinstance(window.show_view("alerts"), AlertsView)

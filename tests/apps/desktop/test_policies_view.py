@@ -114,3 +114,25 @@ def test_policy_events_arrive_live(
     assert resp.status_code == 201, resp.text
     qtbot.waitUntil(lambda: view.proxy.rowCount() == 1, timeout=WAIT)
     assert view.proxy.index(0, NAME).data() == "from the cli"
+
+
+def test_every_error_at_once_next_to_its_field(
+    qtbot: QtBot, live_shell: Shell, live_cp: LiveControlPlane
+) -> None:
+    """Issue 19: notice ≥ interval, an unknown setting, a vault that does not exist — shown
+    together, each next to its field; nothing reaches the server."""
+    view = PoliciesView(live_shell)
+    qtbot.addWidget(view)
+    dialog = view.new()
+    dialog.set_values(name="", name_glob="db/*", interval_days="1", notice_days="2",
+                      rotator="postgres", settings="conection=main, role=app")  # fmt: skip
+    dialog.save()
+    assert "1 to 200" in dialog.errors.text("name")
+    assert "shorter than the interval" in dialog.errors.text("notice_days")
+    assert "did you mean 'connection'" in dialog.errors.text("settings")
+    dialog.set_values(name="ok", notice_days="0", settings="connection=main, role=app",
+                      scope="vlt_nope")  # fmt: skip
+    dialog.save()
+    qtbot.waitUntil(lambda: "no vault vlt_nope" in dialog.errors.text("scope"), timeout=WAIT)
+    assert dialog.errors.text("name") == "" and server_policies(live_cp) == []
+    dialog.reject()

@@ -30,7 +30,7 @@ import pytest
 from apps.core.session import Session
 from apps.core.shell import Shell
 from apps.tui.app import KeyVaultApp
-from tests.apps.conftest import OWNER, PASSWORD, LiveControlPlane
+from tests.apps.conftest import ORG_KEY, OWNER, PASSWORD, LiveControlPlane
 from tests.apps.fake_cp import NOW, FakeControlPlane
 from tests.apps.fake_shell import build_fake_shell
 
@@ -69,6 +69,7 @@ async def live_shell(
 ) -> AsyncIterator[Shell]:
     """A Shell logged in to the real control plane (token in the real keyring)."""
     session = await asyncio.to_thread(Session.login, live_cp.url, OWNER, PASSWORD)
+    session.store.set_metadata_key(live_cp.org_id, ORG_KEY)  # policies are sealed with it
     shell = Shell.from_session(session)
     try:
         yield shell

@@ -116,3 +116,27 @@ async def test_policy_events_arrive_live(live_shell: Shell, live_cp: LiveControl
         table = app.screen.query_one("#policies", DataTable)
         await wait_for(pilot, lambda: table.row_count == 1)
         assert "from the cli" in str(table.get_row_at(0))
+
+
+async def test_every_error_at_once_next_to_its_field(
+    live_shell: Shell, live_cp: LiveControlPlane
+) -> None:
+    """Issue 19: several problems are shown together, each next to its field, at 80×24 too."""
+    app = KeyVaultApp(live_shell)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("p")
+        await wait_for(pilot, lambda: isinstance(app.screen, PoliciesScreen))
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, PolicyFormScreen))
+        form = app.screen
+        fill(form, name="", name_glob="db/*", interval_days="1", notice_days="2",
+             settings="colour=red")  # fmt: skip
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: error_of(form, "notice_days"))
+        assert "1 to 200" in error_of(form, "name")
+        assert "shorter than the interval" in error_of(form, "notice_days")
+        assert "no setting 'colour'" in error_of(form, "settings")
+        fill(form, name="ok", notice_days="0", settings="", scope="vlt_nope")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "no vault vlt_nope" in error_of(form, "scope"))
+        assert error_of(form, "name") == "" and server_policies(live_cp) == []

@@ -10,9 +10,15 @@ from textual.widgets import DataTable
 from apps.core.shell import Shell
 from apps.tui.app import KeyVaultApp
 from apps.tui.screens.vault_detail import VaultDetailScreen
+from common import intents
 from tests.apps.fake_cp import NOW, FakeControlPlane, iso
 from tests.apps.fake_shell import FakeStream, build_fake_shell
 from tests.apps.tui.conftest import SIZE, settle, texts
+
+
+def _opened(fake: FakeControlPlane, body: dict[str, Any]) -> dict[str, Any]:
+    """What a sealed command says (the organisation's key opens it)."""
+    return intents.IntentKeys(fake.key).open(body["intent"]).body
 
 
 async def open_detail(app: KeyVaultApp, pilot: Any, vault_id: str) -> VaultDetailScreen:
@@ -77,11 +83,11 @@ async def test_rotate_confirms_then_reports_the_result(
         screen = await open_detail(fake_app, pilot, "vlt_000001")
         await pilot.press("r", "n")
         await settle(pilot)
-        assert fake_cp.called("rotate_secret") == []
+        assert fake_cp.called("send_command") == []
         await pilot.press("r", "y")
         await settle(pilot)
-        [(args, _)] = fake_cp.called("rotate_secret")
-        assert args[0] == "vlt_000001"
+        [(args, _)] = fake_cp.called("send_command")  # a sealed intent, opened only by agents
+        assert args[0] == "vlt_000001" and _opened(fake_cp, args[1])["command"] == "rotate"
         notes = [n.message for n in fake_app._notifications]
         assert any("sent to the vault" in m for m in notes), notes
         command_id = next(iter(fake_cp.commands))
@@ -102,7 +108,9 @@ async def test_resync_and_live_status(
         await open_detail(fake_app, pilot, "vlt_000001")
         await pilot.press("y")
         await settle(pilot)
-        assert fake_cp.called("resync") == [(("vlt_000001",), {})]
+        [(args, _)] = fake_cp.called("send_command")
+        assert args[0] == "vlt_000001" and _opened(fake_cp, args[1]) == {"command": "resync",
+                                                                         "args": {}}  # fmt: skip
         stream.emit("vault.status", {"vault_id": "vlt_000001", "status": "offline"})
         await pilot.pause()
         assert "offline" in texts(fake_app, "#facts")

@@ -1,0 +1,161 @@
+"""Each vault's audit head only moves forward: the control plane's check of agents' audit chains.
+
+An agent's audit log is a MAC-chained file numbered from 1 within a chain *epoch* (a new epoch
+starts when the agent finds its log lost and starts over). The control plane keeps, per vault,
+the highest ``(epoch, seq)`` it was sent (``cp_vaults.audit_epoch``/``audit_seq``) and, per
+stored entry, its chain MAC. It raises an ``audit_failure`` alert when
+
+* a heartbeat reports a head behind that mark, or entries of an older epoch arrive
+  (``audit_head:<vault>``) — e.g. the whole host restored from an older backup;
+* entries of a newer epoch arrive (``audit_epoch:<vault>``) — the chain restarted;
+* an entry comes again with another chain MAC than the one stored (``audit_rewritten:<vault>``)
+  — the log was rewritten, or restored and written over.
+
+A plain redelivery (same ids, same MACs) stays silent. The check runs in the ingest's
+transaction; the alerts are raised after its commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from control_plane import schema as t
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from control_plane.services.agent_event import AgentEvent
+    from control_plane.services.alerts import Alerts
+    from control_plane.services.presence import VaultRef
+
+Head = tuple[int, int]  # (epoch, seq)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One audit-chain problem: its alert key prefix and the operator's message."""
+
+    key: str
+    message: str
+
+
+class AuditHeads:
+    """Checks and moves vaults' audit heads; raises the alerts."""
+
+    def __init__(self, *, engine: AsyncEngine, alerts: Alerts) -> None:
+        self.engine = engine
+        self.alerts = alerts
+
+    async def head(self, vault_id: str) -> Head:
+        """The highest ``(epoch, seq)`` the vault has sent."""
+        v = t.vaults
+        q = sa.select(v.c.audit_epoch, v.c.audit_seq).where(v.c.id == vault_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        return (int(row.audit_epoch), int(row.audit_seq)) if row is not None else (1, 0)
+
+    async def check_events(
+        self, conn: Any, vault: VaultRef, events: list[AgentEvent]
+    ) -> tuple[Head, list[Finding]]:
+        """Before the batch's audit rows are stored (same transaction): compare them with the
+        vault's head and the stored MACs, move the head forward; (new head, findings)."""
+        v = t.vaults
+        row = (
+            await conn.execute(sa.select(v.c.audit_epoch, v.c.audit_seq).where(v.c.id == vault.id))
+        ).one()
+        start: Head = (int(row.audit_epoch), int(row.audit_seq))
+        epoch, seq = start
+        findings: list[Finding] = []
+        for event in events:
+            e = int(event.data.get("epoch") or 1)
+            if e < epoch:
+                findings.append(_older_epoch(vault, e, (epoch, seq)))
+                continue
+            if e > epoch:
+                findings.append(_restarted(vault, (epoch, seq), e))
+                epoch, seq = e, 0
+            seq = max(seq, event.seq)
+        current = [ev for ev in events if int(ev.data.get("epoch") or 1) == start[0]]
+        resent = [ev for ev in current if ev.seq <= start[1] and ev.data.get("mac")]
+        if resent:
+            findings.extend(await self._rewritten(conn, vault, resent))
+        findings = list({f.key: f for f in reversed(findings)}.values())[::-1]  # first per key
+        if (epoch, seq) != start:
+            await conn.execute(
+                v.update().where(v.c.id == vault.id).values(audit_epoch=epoch, audit_seq=seq)
+            )
+        return (epoch, seq), findings
+
+    async def _rewritten(
+        self, conn: Any, vault: VaultRef, resent: list[AgentEvent]
+    ) -> list[Finding]:
+        ids = {f"{vault.id}:{ev.id}": ev for ev in resent}
+        a = t.audit
+        q = sa.select(a.c.event_id, a.c.chain_mac).where(a.c.event_id.in_(list(ids)))
+        differ = sorted(
+            ids[r.event_id].seq
+            for r in await conn.execute(q)
+            if r.chain_mac is not None and r.chain_mac != ids[r.event_id].data["mac"]
+        )
+        if not differ:
+            return []
+        shown = ", ".join(str(s) for s in differ[:10]) + (" …" if len(differ) > 10 else "")
+        return [
+            Finding(
+                "audit_rewritten",
+                f"vault {vault.name} ({vault.id}): audit entries {shown} were sent again with "
+                "other content than before: its audit log was rewritten, or restored from an "
+                "older copy and written over; check the host",
+            )
+        ]
+
+    def check_heartbeat(self, vault: VaultRef, floor: Head, head: dict[str, Any]) -> Finding | None:
+        """A heartbeat's ``audit_head`` against the vault's mark: a finding if it is behind."""
+        reported: Head = (int(head.get("epoch") or 1), int(head["seq"]))
+        if reported >= floor:
+            return None
+        if reported[0] < floor[0]:
+            return _older_epoch(vault, reported[0], floor)
+        return Finding(
+            "audit_head",
+            f"vault {vault.name} ({vault.id}): its audit head moved backwards from entry "
+            f"{floor[1]} to entry {reported[1]} (epoch {reported[0]}): the host, or its "
+            "database and audit log, were restored from an older copy",
+        )
+
+    def restarted(self, vault: VaultRef, floor: Head, epoch: int) -> Finding:
+        """The finding for a chain that restarted at ``epoch`` after ``floor``."""
+        return _restarted(vault, floor, epoch)
+
+    async def raise_all(self, vault: VaultRef, findings: list[Finding]) -> None:
+        """Raise each finding as a (deduplicated) critical ``audit_failure`` alert."""
+        for finding in findings:
+            await self.alerts.raise_alert(
+                vault.org_id,
+                "audit_failure",
+                f"{finding.key}:{vault.id}",
+                finding.message,
+                severity="critical",
+                vault_id=vault.id,
+            )
+
+
+def _older_epoch(vault: VaultRef, epoch: int, head: Head) -> Finding:
+    return Finding(
+        "audit_head",
+        f"vault {vault.name} ({vault.id}): its audit head moved backwards: entries of chain "
+        f"epoch {epoch} arrived after epoch {head[0]} (entry {head[1]}); the host was restored "
+        "from an older copy",
+    )
+
+
+def _restarted(vault: VaultRef, head: Head, epoch: int) -> Finding:
+    return Finding(
+        "audit_epoch",
+        f"vault {vault.name} ({vault.id}): its audit chain restarted (epoch {head[0]} at entry "
+        f"{head[1]} → epoch {epoch}): the agent found its audit log missing, cut or rolled "
+        "back and started a new one; the old entries up to here are kept here",
+    )

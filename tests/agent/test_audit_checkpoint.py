@@ -1,0 +1,222 @@
+"""The audit chain's checkpoint in the keystore: a log deleted, cut, rolled back or rewritten is
+found at start (real files, a real SQLite store), set aside, and a new epoch begins with one
+alert queued; while running, a log removed or cut under the agent is reported once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from agent.audit import AuditLog
+from agent.audit.checkpoint import (
+    CHECKPOINT_KEY,
+    PROBLEMS,
+    AuditGuard,
+    Checkpoint,
+    CheckpointKey,
+    open_audit,
+    read_checkpoint,
+)
+from agent.store import schema as t
+from agent.store.db import Store
+from agent.uplink import meta, outbox
+from common.errors import IntegrityError
+
+KEY = bytes(range(32))
+VAULT = "vlt_guard"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A migrated SQLite store of its own."""
+    s = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    s.migrate()
+    yield s
+    s.close()
+
+
+def _open(folder: Path, store: Store, key: bytes = KEY) -> tuple[AuditLog, AuditGuard]:
+    return open_audit(lambda: AuditLog(folder, key), CheckpointKey(key, VAULT), store)
+
+
+def _run(folder: Path, store: Store, entries: int) -> tuple[int, str]:
+    """Open, append ``entries``, checkpoint and close cleanly, like an agent's run."""
+    audit, guard = _open(folder, store)
+    for n in range(entries):
+        audit.append(op="secrets.read", outcome="ok", status=200, target=f"sec_{n}")
+        if n % 3 == 0:
+            guard.save_sync(audit, store)
+    guard.save_sync(audit, store)
+    head = audit.head
+    audit.close()
+    assert guard.state.problem is None, guard.state
+    return head
+
+
+def _stored(store: Store) -> str:
+    raw = store.read_sync(read_checkpoint)
+    assert raw is not None
+    return raw
+
+
+def _alerts(store: Store) -> list[str]:
+    rows = store.read_sync(lambda c: outbox.oldest(c, 100))
+    return [r.body["message"] for r in rows if r.kind == outbox.ALERT]
+
+
+def _started_over(folder: Path, store: Store, problem: str, *, evidence: bool = True) -> None:
+    audit, guard = _open(folder, store)
+    try:
+        assert guard.state.problem == problem
+        assert guard.state.to_json()["status"] == "broken"
+        assert guard.state.epoch == 2 and audit.head == (0, "")
+        assert _alerts(store) == [PROBLEMS[problem]]
+        assert store.read_sync(lambda c: meta.get(c, meta.AUDIT_CURSOR)) is None
+        assert bool(list(folder.glob("audit-damaged-*"))) is evidence
+        audit.append(op="secrets.read", outcome="ok", status=200)
+        guard.save_sync(audit, store)
+    finally:
+        audit.close()
+    again, guard = _open(folder, store)  # the new chain is the checkpointed one: quiet
+    again.close()
+    assert guard.state.problem is None and guard.state.epoch == 2
+    assert len(_alerts(store)) == 1
+
+
+def test_a_clean_log_reopens_quietly_and_the_checkpoint_follows_it(
+    tmp_path: Path, store: Store
+) -> None:
+    folder = tmp_path / "audit"
+    head = _run(folder, store, 5)
+    assert CheckpointKey(KEY, VAULT).decode(_stored(store)) == Checkpoint(1, *head)
+    head = _run(folder, store, 4)
+    assert head[0] == 9
+    assert _alerts(store) == []
+
+
+def test_both_files_deleted_is_missing(tmp_path: Path, store: Store) -> None:
+    folder = tmp_path / "audit"
+    _run(folder, store, 5)
+    store.write_sync(lambda c: meta.put(c, meta.AUDIT_CURSOR, {"vault_id": VAULT, "seq": 5}))
+    shutil.rmtree(folder)
+    _started_over(folder, store, "missing", evidence=False)
+
+
+def test_the_log_alone_deleted_is_missing_and_its_head_kept(tmp_path: Path, store: Store) -> None:
+    folder = tmp_path / "audit"
+    _run(folder, store, 5)
+    (folder / "audit.log").unlink()
+    _started_over(folder, store, "missing")
+
+
+def test_a_cut_log_is_truncated(tmp_path: Path, store: Store) -> None:
+    folder = tmp_path / "audit"
+    _run(folder, store, 6)
+    lines = (folder / "audit.log").read_bytes().splitlines(keepends=True)
+    (folder / "audit.log").write_bytes(b"".join(lines[:2]))
+    _started_over(folder, store, "truncated")
+
+
+def test_an_older_copy_of_both_files_is_rolled_back(tmp_path: Path, store: Store) -> None:
+    folder, copy = tmp_path / "audit", tmp_path / "copy"
+    _run(folder, store, 3)
+    shutil.copytree(folder, copy)
+    _run(folder, store, 3)
+    shutil.rmtree(folder)
+    shutil.copytree(copy, folder)
+    _started_over(folder, store, "rolled back")
+
+
+def test_a_copy_restored_and_written_over_is_rolled_back(tmp_path: Path, store: Store) -> None:
+    folder, copy = tmp_path / "audit", tmp_path / "copy"
+    _run(folder, store, 3)
+    shutil.copytree(folder, copy)
+    _run(folder, store, 3)
+    shutil.rmtree(folder)
+    shutil.copytree(copy, folder)
+    with AuditLog(folder, KEY) as log:  # the restored chain goes on (an agent run on the copy):
+        for _ in range(5):  # as long as before, but another chain
+            log.append(op="secrets.list", outcome="ok", status=200)
+    _started_over(folder, store, "rolled back")
+
+
+def test_an_edited_checkpoint_is_reported(tmp_path: Path, store: Store) -> None:
+    folder = tmp_path / "audit"
+    _run(folder, store, 3)
+    raw = json.loads(_stored(store))
+    raw["seq"] = 1  # lower it, as if to excuse a cut log
+    value = json.dumps(raw)
+    store.write_sync(
+        lambda c: c.execute(
+            update(t.meta).where(t.meta.c.key == CHECKPOINT_KEY).values(value=value)
+        )
+    )
+    _started_over(folder, store, "checkpoint")
+
+
+def test_a_checkpoint_is_bound_to_its_key_and_vault() -> None:
+    key = CheckpointKey(KEY, VAULT)
+    value = key.encode(Checkpoint(3, 10, "ab" * 32))
+    assert key.decode(value) == Checkpoint(3, 10, "ab" * 32)
+    others = (
+        CheckpointKey(bytes(32), VAULT),
+        CheckpointKey(KEY, "vlt_other"),
+        CheckpointKey(KEY, VAULT, row="audit.checkpoint:another-replica"),
+    )
+    for other in others:
+        with pytest.raises(IntegrityError):
+            other.decode(value)
+    with pytest.raises(IntegrityError):
+        key.decode("{not json")
+    assert "00" not in repr(key) and VAULT in repr(key)
+
+
+async def test_a_log_removed_or_cut_while_running_is_reported_once(
+    tmp_path: Path, store: Store
+) -> None:
+    folder = tmp_path / "audit"
+    audit, guard = _open(folder, store)
+    try:
+        audit.append(op="secrets.read", outcome="ok", status=200)
+        await guard.watch(audit, store)
+        assert guard.state.problem is None and _alerts(store) == []
+        assert CheckpointKey(KEY, VAULT).decode(_stored(store)).seq == 1
+        (folder / "audit.log").unlink()
+        await guard.watch(audit, store)
+        await guard.watch(audit, store)
+        assert guard.state.problem == "removed"
+        assert _alerts(store) == [PROBLEMS["removed"]]
+    finally:
+        audit.close()
+
+
+async def test_a_log_cut_while_running_is_reported(tmp_path: Path, store: Store) -> None:
+    folder = tmp_path / "audit"
+    audit, guard = _open(folder, store)
+    try:
+        for _ in range(3):
+            audit.append(op="secrets.read", outcome="ok", status=200)
+        with (folder / "audit.log").open("r+b") as f:
+            f.truncate(10)
+        await guard.watch(audit, store)
+        assert guard.state.problem == "removed"
+    finally:
+        audit.close()
+
+
+def test_a_log_from_before_checkpoints_is_adopted(tmp_path: Path, store: Store) -> None:
+    folder = tmp_path / "audit"
+    with AuditLog(folder, KEY) as log:  # an agent version without checkpoints wrote it
+        for _ in range(4):
+            log.append(op="secrets.read", outcome="ok", status=200)
+        head = log.head
+    audit, guard = _open(folder, store)
+    audit.close()
+    assert guard.state.problem is None and guard.state.epoch == 1
+    assert CheckpointKey(KEY, VAULT).decode(_stored(store)) == Checkpoint(1, *head)
+    assert _alerts(store) == []
