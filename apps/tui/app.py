@@ -52,7 +52,7 @@ class KeyVaultApp(App[None]):
             for mode, (_, _, title, key) in FLEET_MODES.items()
         ),
         Binding("question_mark", "help", "Help", key_display="?"),
-        Binding("ctrl+o", "logout", "Log out", key_display="ctrl+o", priority=True),
+        Binding("ctrl+l", "logout", "Log out", key_display="ctrl+l", priority=True),
         Binding("ctrl+k", "metadata_key", "Metadata key", key_display="ctrl+k", priority=True),
         Binding("ctrl+p", "command_palette", "Palette", show=False),
         Binding("q", "quit", "Quit"),

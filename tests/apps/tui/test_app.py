@@ -227,7 +227,7 @@ async def test_a_server_refusal_is_a_notification(
 
 async def test_logout_by_key_after_every_screen_never_crashes(fake_cp: FakeControlPlane) -> None:
     """Issue 19: logging out after the Enrollment screen was open crashed with
-    "'NoneType' object has no attribute 'enrollment'"; logout also has a key now (ctrl+o, also while typing)."""
+    "'NoneType' object has no attribute 'enrollment'"; logout also has a key now (ctrl+l, also while typing)."""
     from apps.tui.screens.login import LoginScreen
     from tests.apps.fake_shell import build_fake_shell
 
@@ -237,7 +237,7 @@ async def test_logout_by_key_after_every_screen_never_crashes(fake_cp: FakeContr
             await settle(pilot)
             await pilot.press(letter)
             await settle(pilot)
-            await pilot.press("ctrl+o")
+            await pilot.press("ctrl+l")
             await settle(pilot)
             assert isinstance(app.screen, LoginScreen), (letter, app.screen)
             assert app.shell is None and app.return_code is None
