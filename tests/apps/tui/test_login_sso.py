@@ -20,8 +20,8 @@ async def test_tui_login_screen_signs_in_with_sso(
     from textual.widgets import Input
 
     from apps.tui.app import KeyVaultApp
-    from apps.tui.screens.sso_prompt import SsoPromptScreen
     from apps.tui.screens.home import HomeScreen
+    from apps.tui.screens.sso_prompt import SsoPromptScreen
     from tests.apps.tui.conftest import SIZE, settle
     from tests.apps.tui.test_login_screen import fill, wait_for
 
