@@ -286,7 +286,9 @@ def test_demo_keeps_running_when_an_agent_dies_and_restarts_it_on_request(
     os.kill(victim, signal.SIGKILL)
     demo.read_until("agent payments-prod stopped", 10)
     assert "--restart-agent payments-prod" in "".join(demo.output)
-    with ControlPlaneClient(demo.value("control plane API")) as cp:
+    with ControlPlaneClient(
+        demo.value("control plane API"), ca_file=demo.value("control plane CA")
+    ) as cp:
         cp.token = cp.login(EMAIL, demo.value("operator password"))["token"]
         _status(cp, vault, "offline", 60)  # the offline story, with the demo still running
         assert demo.proc.poll() is None
