@@ -109,7 +109,7 @@ class AuditScreen(KeyVaultScreen):
         status.set_class(bool(state.error), "error")
         more = " · m load more" if state.has_more else ""
         loading = " · loading…" if state.loading else ""
-        shown = f"{len(rows)} entries"
+        shown = f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}"
         if state.text.strip():
             shown = f"{len(rows)} of {len(state.rows)} loaded entries match {state.text.strip()!r}"
         status.update(f"⚠ {state.error}" if state.error else f"{shown}{more}{loading}")

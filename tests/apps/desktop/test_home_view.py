@@ -47,3 +47,17 @@ def test_home_lists_what_needs_you_and_opens_the_fix(
     at = next(i for i, item in enumerate(fake_shell.home.state.items) if item.goto == "alerts")
     view.open_row(at)
     assert window.current_view() is window.views["alerts"]
+
+
+def test_one_alert_is_not_one_alerts(
+    qtbot: Any, fake_shell: Shell, fake_cp: FakeControlPlane
+) -> None:
+    from apps.desktop.views.alerts import AlertsView
+
+    for alert_id in list(fake_cp.alerts)[1:]:
+        fake_cp.alerts.pop(alert_id)
+    window = open_window(qtbot, fake_shell)
+    view = window.show_view("alerts")
+    assert isinstance(view, AlertsView)
+    qtbot.waitUntil(lambda: view.summary.text().startswith("1 alert "))
+    assert "1 alerts" not in view.summary.text()
