@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from control_plane.openapi import INT, STR, J, _json, _obj, _op, _path, _ref
+from control_plane.openapi_kit import INT, STR, J, _json, _obj, _op, _path, _ref
 
 ROLE: J = {"enum": ["viewer", "operator", "admin", "owner"]}
 SESSION: J = _obj(
