@@ -226,6 +226,12 @@ def run_cmd(data_dir: Path | None, config: Path | None, port: int | None, bind: 
     envvar="KEYVAULT_CONFIG",
     help="YAML config file (default <data-dir>/agent.yaml).",
 )
+@click.option(
+    "--metadata-key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The organisation's metadata key file: installed as <data-dir>/metadata.key (0600), "
+    "so operators see secret names.",
+)
 @click.option("--force", is_flag=True, help="Replace an existing enrollment of this data folder.")
 @friendly_errors
 def enroll_cmd(
@@ -234,6 +240,7 @@ def enroll_cmd(
     name: str | None,
     data_dir: Path | None,
     config: Path | None,
+    metadata_key_file: Path | None,
     force: bool,
 ) -> None:
     """Join a control plane: check its CA pin, get a client certificate, store it.
@@ -244,6 +251,9 @@ def enroll_cmd(
     from agent.uplink.enroll import enroll
 
     settings = load_agent_settings(config, data_dir)
+    if metadata_key_file is not None:  # checked and installed before the token is spent
+        _install_metadata_key(metadata_key_file, settings.data_dir / "metadata.key", force)
+        settings = load_agent_settings(config, data_dir)
     result = enroll(
         settings.data_dir, control_plane, token, name=name, force=force, agent_version=VERSION
     )
@@ -256,12 +266,32 @@ def enroll_cmd(
     )
     if settings.metadata_key_path is None:
         click.echo(
-            "  no metadata key: the control plane will see opaque secret ids only; copy the "
-            "organisation's key to <data-dir>/metadata.key to show names to operators"
+            "  no metadata key: the control plane will see opaque secret ids only; enroll with "
+            "--metadata-key-file FILE (or copy it to <data-dir>/metadata.key) to show names"
         )
+    else:
+        click.echo(f"  metadata key: {settings.metadata_key_path} (names are sealed with it)")
     click.echo(
         "A running agent connects within a few seconds; otherwise start it with `keyvault agent run`."
     )
+
+
+def _install_metadata_key(source: Path, target: Path, force: bool) -> None:
+    """Copy the organisation's metadata key into the data folder (0600); a different key
+    already there is kept unless ``--force``."""
+    from common.metadata_key import MetadataKey
+
+    key = MetadataKey.load(source)
+    if target.exists():
+        if MetadataKey.load(target).fingerprint == key.fingerprint:
+            return
+        if not force:
+            raise ConfigError(
+                f"{target} holds another metadata key; pass --force to replace it (agents "
+                "with a key the control plane does not know are refused)"
+            )
+        target.unlink()  # key files are written once (O_EXCL): replace by removing first
+    key.save(target)
 
 
 @agent_group.command("status")

@@ -107,7 +107,7 @@ async def _app_first_paint(fake: FakeControlPlane, n: int) -> tuple[float, float
     """(ms to the first paint showing vault rows, ms until all ``n`` rows are in the table)."""
     shell = build_fake_shell(fake)
     started = time.perf_counter()
-    app = KeyVaultApp(shell, clock=lambda: NOW)
+    app = KeyVaultApp(shell, clock=lambda: NOW, start="vaults")
     clock = PaintClock(app)
 
     def rows() -> int:
@@ -131,7 +131,7 @@ async def _app_interactive(
     fake: FakeControlPlane, keys: int, events: int
 ) -> dict[str, list[float]]:
     shell = build_fake_shell(fake)
-    app = KeyVaultApp(shell, clock=lambda: NOW)
+    app = KeyVaultApp(shell, clock=lambda: NOW, start="vaults")
     out: dict[str, list[float]] = {"filter keystroke": [], "live event": []}
     clock = PaintClock(app)
     async with app.run_test(size=SIZE) as pilot:

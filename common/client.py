@@ -222,19 +222,44 @@ class ClientConfig:
 
 
 CERT_HINT = (
-    "; the agent probably requires a client certificate (mutual TLS): give --cert and --key "
+    "the agent probably requires a client certificate (mutual TLS): give --cert and --key "
     "(KEYVAULT_CLIENT_CERT, KEYVAULT_CLIENT_KEY) or --data-dir of the agent's folder"
 )
 
 
-def _unreachable(cfg: ClientConfig, exc: Exception) -> e.UnavailableError:
-    reason = str(exc) or type(exc).__name__
+def connection_hint(cfg: ClientConfig, exc: Exception) -> str:
+    """What to do about a failed connection to an agent ('' when there is nothing to say)."""
+    reason = str(exc)
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return "the URL must start with https:// (e.g. https://127.0.0.1:8080)"
+    if cfg.url.startswith("http://") and isinstance(exc, httpx.RemoteProtocolError):
+        return "the agent speaks HTTPS: use " + "https://" + cfg.url.removeprefix("http://")
+    if "CERTIFICATE_VERIFY_FAILED" in reason:
+        if "match" in reason or "mismatch" in reason:
+            return "use the host name in the agent's certificate (agent init --hostname adds one)"
+        return (
+            "pass the CA that signed the agent's certificate with --ca-file (KEYVAULT_CA_FILE), "
+            "e.g. <data-dir>/tls/ca.crt, or use --data-dir on the agent's host"
+        )
     no_cert = cfg.url.startswith("https") and cfg.cert_file is None
     refused = "CERTIFICATE_REQUIRED" in reason.upper() or isinstance(
         exc, httpx.ReadError | httpx.RemoteProtocolError
     )
-    hint = CERT_HINT if no_cert and refused else ""
-    return e.UnavailableError(f"cannot reach the agent at {cfg.url}: {reason}{hint}")
+    if no_cert and refused:
+        return CERT_HINT
+    if isinstance(exc, httpx.ConnectError) and "refused" in reason.lower():
+        return "is the agent running? start it with `keyvault agent run --data-dir DIR`"
+    if isinstance(exc, httpx.TimeoutException):
+        return "check the address and that no firewall drops the connection"
+    return ""
+
+
+def _unreachable(cfg: ClientConfig, exc: Exception) -> e.UnavailableError:
+    reason = (str(exc) or type(exc).__name__).rstrip(".")
+    hint = connection_hint(cfg, exc)
+    return e.UnavailableError(
+        f"cannot reach the agent at {cfg.url}: {reason}" + (f"; {hint}" if hint else "")
+    )
 
 
 class AgentClient(_Api):

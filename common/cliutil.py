@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from common.errors import ConfigError, KeyVaultError
+from common.errors import ConfigError, KeyVaultError, UnavailableError
 
 if TYPE_CHECKING:
     from common.client import AgentClient, ClientConfig
@@ -120,8 +120,9 @@ def client_config(
         if url is None:
             url_file = data_dir / "agent.url"
             if not url_file.exists():
-                raise ConfigError(
-                    f"no agent is running on {data_dir} (no agent.url); start it or give --url"
+                raise UnavailableError(
+                    f"no agent is running on {data_dir} (no agent.url): start it with "
+                    f"`keyvault agent run --data-dir {data_dir}`, or give --url"
                 )
             url = url_file.read_text(encoding="utf-8").strip()
         ca_file = ca_file or _existing(tls / "ca.crt")

@@ -383,10 +383,18 @@ class _Api(ABC):
         source: str | None = None,
         since: str | None = None,
         until: str | None = None,
+        before: int | None = None,
     ) -> Any:
-        """One page ``{items, next_after}`` of the audit log, oldest first, after ``seq``."""
+        """One page of the audit log: ``{items, next_after}`` oldest first after ``seq``, or
+        with ``before`` (0: the newest) ``{items, next_before}`` newest first."""
         params = _params(
-            after=after, limit=limit, action=action, source=source, since=since, until=until
+            after=None if before is not None and not after else after,
+            limit=limit,
+            action=action,
+            source=source,
+            since=since,
+            until=until,
+            before=before,
         )
         return self._run(_Call("GET", "/api/v1/audit", params=params))
 

@@ -66,6 +66,11 @@ VAULT_STATUS = EventKind(
     ("vault_id", "status"),
     summary="a vault went online, offline or was revoked (status: online|offline|revoked)",
 )
+VAULT_REFUSED = EventKind(
+    "vault.refused",
+    ("vault_id", "code", "message"),
+    summary="the gateway refused an agent's connection (e.g. its metadata key differs); why",
+)
 INVENTORY_CHANGED = EventKind(
     "inventory.changed",
     ("vault_id", "items"),
@@ -132,6 +137,7 @@ KINDS: dict[str, EventKind] = {
     for k in (
         VAULT_REGISTERED,
         VAULT_STATUS,
+        VAULT_REFUSED,
         INVENTORY_CHANGED,
         COMMAND_RESULT,
         ALERT_RAISED,

@@ -20,7 +20,7 @@ from control_plane.gateway.app import GATEWAY, Gateway
 from control_plane.routes import LEAST_ROLE, add_routes
 from control_plane.runtime import Clock, ControlPlane, open_control_plane
 from control_plane.settings import ControlPlaneSettings
-from control_plane.views.context import CP, INFO, MAX_BODY, RequestInfo
+from control_plane.views.context import CP, GATEWAY_ADDRESS, INFO, MAX_BODY, RequestInfo
 from serverkit.edge import respond
 
 log = logging.getLogger("keyvault.control_plane.api")
@@ -106,6 +106,7 @@ def build_app(settings: ControlPlaneSettings, *, clock: Clock = utcnow) -> web.A
                 gateway = Gateway(cp)
                 await gateway.start()
                 app[GATEWAY] = gateway
+                app[GATEWAY_ADDRESS] = gateway.url
             if settings.background_tasks:
                 cp.spawn(_sweeper(cp), "sweeps")
             yield

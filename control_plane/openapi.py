@@ -318,6 +318,7 @@ def _vaults() -> J:
             "description": STR,
             "created_at": STR,
             "expires_at": STR,
+            "gateway_url": NSTR,
         },
         ["id", "token", "ca_pin"],
     )
@@ -528,6 +529,9 @@ def _data_system() -> J:
         _q("source", AUDIT_TOKEN),
         _q("since", {**STR, "format": "date-time"}),
         _q("until", {**STR, "format": "date-time"}),
+        _q(
+            "before", {"type": "integer", "minimum": 0, "maximum": INT32_MAX}
+        ),  # newest first; 0: from the newest
     ]
     usage_row = _obj({"day": STR, "vault_id": STR, "operation": STR, "count": INT})
     usage = _obj(
@@ -538,6 +542,7 @@ def _data_system() -> J:
         {
             "items": {"type": "array", "items": _ref("AuditEntry")},
             "next_after": {"type": ["integer", "null"]},
+            "next_before": {"type": ["integer", "null"]},
         },
         ["items"],
     )

@@ -1,9 +1,9 @@
 """Screenshots of every desktop view over a real demo stack: ``docs/screenshots/desktop-*.png``.
 
 Run ``.venv/bin/python scripts/desktop_screenshots.py`` (offscreen Qt, no display needed). It
-starts ``keyvault demo``'s stack in a temporary folder, opens the real main window on it, grabs
-each view (the fleet views also in the dark theme), stops one agent to show a live offline
-alert, and grabs the login dialog.
+starts ``keyvault demo``'s stack in a temporary folder, stops one agent (a live offline alert,
+so Home has something to show), opens the real main window on it and grabs every view and the
+login dialog in the light and the dark theme.
 """
 
 from __future__ import annotations
@@ -34,52 +34,48 @@ async def grab(widget: Any, name: str) -> None:
     print("saved", f"docs/screenshots/desktop-{name}.png")
 
 
-async def fleet_views(app: Any, window: Any, suffix: str) -> None:
-    """Vaults and vault detail in the current theme."""
-    window.show_view("vaults")
-    await grab(window, f"vaults{suffix}")
-    vault_id = next(iter(window.shell.vaults.state.visible)).id
-    window.open_vault(vault_id)
-    await grab(window, f"vault-detail{suffix}")
+VIEWS = ("home", "vaults", "alerts", "policies", "usage", "audit", "enrollment", "secrets")
+
+
+async def every_view(app: Any, window: Any, suffix: str) -> None:
+    """Each navigation view, a vault's detail and one agent's secrets, in the current theme."""
+    for key in VIEWS:
+        view = window.show_view(key)
+        await grab(window, f"{key}{suffix}" if key != "secrets" else f"agents{suffix}")
+        if key == "vaults":
+            window.open_vault(next(iter(window.shell.vaults.state.visible)).id)
+            await grab(window, f"vault-detail{suffix}")
+    agents = view
+    agents.open_agent(agents.shell.agents.list()[0])
+    await grab(window, f"secrets{suffix}")
 
 
 async def shoot(app: Any, stack: Any) -> None:
-    """Every view of a logged-in window over the demo stack."""
+    """Every view of a logged-in window over the demo stack, light and dark."""
     from apps.core.shell import Shell
     from apps.desktop import theme
     from apps.desktop.login_dialog import LoginDialog
     from apps.desktop.main_window import MainWindow
 
+    agent = next(c for c in stack.children if c.name.endswith("web-staging"))
+    agent.stop()  # the control plane raises "vault offline" about 30 s later
     window = MainWindow(Shell.from_session(stack.session))
     window.resize(1280, 760)
     window.show()
     while not window.ready:  # noqa: ASYNC110 (a Qt flag, not an asyncio event)
         await asyncio.sleep(0.05)
-    await fleet_views(app, window, "")
-    for key in ("policies", "usage", "audit", "enrollment", "agents"):
-        window.show_view(key)
-        await grab(window, key)
-    agents = window.current_view()
-    agents.open_agent(agents.shell.agents.list()[0])
-    await grab(window, "secrets")
-    theme.apply(app, "dark")
-    await fleet_views(app, window, "-dark")
-    theme.apply(app, "light")
-    agent = next(c for c in stack.children if c.name.endswith("web-staging"))
-    agent.stop()  # the control plane raises "vault offline" about 30 s later
     for _ in range(120):
-        if window.shell.alerts.state.rows:
+        if any(r.kind == "vault_offline" for r in window.shell.alerts.open_rows):
             break
         await asyncio.sleep(0.5)
-    window.show_view("alerts")
-    await grab(window, "alerts")
-    theme.apply(app, "dark")
-    await grab(window, "alerts-dark")
+    for name, suffix in (("light", ""), ("dark", "-dark")):
+        theme.apply(app, name)
+        await every_view(app, window, suffix)
+        dialog = LoginDialog(stack.session.store, note=None)
+        dialog.show()
+        await grab(dialog, f"login{suffix}")
+        dialog.close()
     theme.apply(app, "light")
-    dialog = LoginDialog(stack.session.store, note=None)
-    dialog.show()
-    await grab(dialog, "login")
-    dialog.close()
     window.close()
 
 

@@ -2,8 +2,8 @@
 
 Run ``.venv/bin/python scripts/tui_screenshots.py`` (needs ``rsvg-convert``, Debian
 ``librsvg2-bin``). It starts ``keyvault demo``'s stack in a temporary folder, drives the real
-app headless at 140×40, stops one agent to show a live offline alert, and writes one SVG and one
-PNG per screen.
+app headless at 140×40 and 80×24, dark and light, after stopping one agent (a live offline
+alert, so Home has something to show), and writes one SVG and one PNG per screen and pass.
 """
 
 from __future__ import annotations
@@ -37,15 +37,16 @@ def free_port_base(count: int = 4) -> int:
 
 
 class Shooter:
-    """Saves the app's current screen under a name."""
+    """Saves the app's current screen under a name (plus the pass's suffix)."""
 
-    def __init__(self, pilot: Any) -> None:
+    def __init__(self, pilot: Any, suffix: str = "") -> None:
         self.pilot = pilot
+        self.suffix = suffix
 
     async def __call__(self, name: str, wait: float = 0.6) -> None:
         await self.pilot.app.workers.wait_for_complete()
         await self.pilot.pause(wait)
-        svg = OUT / f"tui-{name}.svg"
+        svg = OUT / f"tui-{name}{self.suffix}.svg"
         self.pilot.app.save_screenshot(filename=svg.name, path=str(OUT))
         # rsvg drops the leading non-breaking spaces of a styled span unless told to keep spaces
         text = svg.read_text(encoding="utf-8").replace("<svg ", '<svg xml:space="preserve" ', 1)
@@ -63,54 +64,76 @@ class Shooter:
         await self.pilot.pause(0.3)
 
 
+#: every screen: (name, keys that lead there from the previous one)
+TOUR: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("home", ("h",)),
+    ("vaults", ("v",)),
+    ("vault-detail", ("enter",)),
+    ("alerts", ("escape", "a")),
+    ("policies", ("p",)),
+    ("policy-form", ("n",)),
+    ("usage", ("escape", "u")),
+    ("audit", ("escape", "l")),
+    ("enrollment", ("escape", "e")),
+    ("metadata-key", ("ctrl+k",)),
+    ("agents", ("escape", "escape", "s")),
+    ("secrets", ("enter",)),
+    ("secret-form", ("n",)),
+    ("help", ("escape", "question_mark")),
+)
+PASSES = (  # (terminal size, theme, file-name suffix)
+    (SIZE, "textual-dark", ""),
+    (SIZE, "textual-light", "-light"),
+    ((80, 24), "textual-dark", "-80x24"),
+    ((80, 24), "textual-light", "-light-80x24"),
+)
+
+
 async def login_screen(store: Any) -> None:
-    """The login screen, pre-filled from the saved profile."""
+    """The login screen, pre-filled from the saved profile, in each pass."""
     from apps.tui.app import KeyVaultApp
 
-    app = KeyVaultApp(store=store)
-    async with app.run_test(size=SIZE) as pilot:
-        await Shooter(pilot)("login")
+    for size, theme, suffix in PASSES:
+        app = KeyVaultApp(store=store)
+        async with app.run_test(size=size) as pilot:
+            app.theme = theme
+            await Shooter(pilot, suffix)("login")
+
+
+async def wait_offline(stack: Any) -> None:
+    """Stop one agent and wait for its "offline" alert, so every screen shows a live fleet
+    with something that needs the operator."""
+    from apps.core.shell import Shell
+
+    agent = next(c for c in stack.children if c.name.endswith("web-staging"))
+    agent.stop()  # the control plane raises "vault offline" about 30 s later
+    shell = Shell.from_session(stack.session)
+    await shell.start()
+    try:
+        for _ in range(120):
+            if any(r.kind == "vault_offline" for r in shell.alerts.open_rows):
+                return
+            await asyncio.sleep(0.5)
+    finally:
+        await shell.close()
 
 
 async def product_screens(stack: Any) -> None:
-    """Every screen of a logged-in app over the demo stack."""
+    """Every screen of a logged-in app over the demo stack, in every pass."""
     from apps.core.shell import Shell
     from apps.tui.app import KeyVaultApp
 
-    app = KeyVaultApp(Shell.from_session(stack.session), memory_keyring=stack.memory_keyring)
-    async with app.run_test(size=SIZE) as pilot:
-        shoot = Shooter(pilot)
-        await shoot("vaults", wait=1.5)
-        await shoot.keys("enter")
-        await shoot("vault-detail")
-        await shoot.keys("escape", "p")
-        await shoot("policies")
-        await shoot.keys("n")
-        await shoot("policy-form")
-        await shoot.keys("escape", "u")
-        await shoot("usage", wait=1.0)
-        await shoot.keys("escape", "l")
-        await shoot("audit")
-        await shoot.keys("escape", "e")
-        await shoot("enrollment")
-        await shoot.keys("escape", "s")
-        await shoot("agents")
-        await shoot.keys("enter")
-        await shoot("secrets", wait=1.0)
-        await shoot.keys("n")
-        await shoot("secret-form")
-        await shoot.keys("escape", "question_mark")
-        await shoot("help")
-        await shoot.keys("escape", "v")
-        agent = next(c for c in stack.children if c.name.endswith("web-staging"))
-        agent.stop()  # the control plane raises "vault offline" about 30 s later
-        for _ in range(120):
-            if app.shell is not None and app.shell.alerts.state.unread:
-                break
-            await pilot.pause(0.5)
-        await shoot("vaults-offline")
-        await shoot.keys("a")
-        await shoot("alerts")
+    await wait_offline(stack)
+    for size, theme, suffix in PASSES:
+        shell = Shell.from_session(stack.session)
+        app = KeyVaultApp(shell, memory_keyring=stack.memory_keyring)
+        async with app.run_test(size=size) as pilot:
+            app.theme = theme
+            shoot = Shooter(pilot, suffix)
+            await pilot.pause(1.5)
+            for name, keys in TOUR:
+                await shoot.keys(*keys)
+                await shoot(name, wait=1.0 if name in ("usage", "secrets", "home") else 0.6)
 
 
 def main() -> int:

@@ -174,6 +174,11 @@ class Uplink(Background):
             return
         self.status.vault_id = enrollment.vault_id
         self.status.control_plane_url = enrollment.control_plane_url
+        path = self.agent.settings.metadata_key_path
+        if self.metadata_key is None and path is not None:  # enrolled with the key just now
+            with contextlib.suppress(ConfigError):
+                self.metadata_key = MetadataKey.load(path)
+                self.intake = Intake(self.agent, self.metadata_key, self.alerts)  # verify with it
         self.changes.track()
         store = self.agent.store
         synced = await store.read(lambda c: meta.get(c, meta.SYNCED_VAULT))

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 import click
 
 from apps.cli.demo_stack import AGENTS, OWNER_EMAIL, DemoError, DemoStack
+from apps.cli.demo_supervisor import Supervisor, request_restart
 from common.cliutil import friendly_errors
 
 
@@ -37,6 +40,10 @@ Try it from another terminal (the demo's operator profile lives in the data fold
   KEYVAULT_TOKEN_FILE={stack.agent_dir(first) / "admin.token"} \\
     .venv/bin/keyvault secrets list
 
+Stop an agent (kill its process) and the demo keeps running: the control plane shows it
+offline; start it again with
+  .venv/bin/keyvault demo --dir {folder} --restart-agent {first}
+
 The data stays in {folder}; delete the folder to start afresh.
 KeyVault demo is ready (started in {elapsed:.1f} s). Press Ctrl+C to stop.
 """
@@ -48,11 +55,14 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _wait_forever(stack: DemoStack) -> None:
-    """Sleep until Ctrl+C/SIGTERM; a child that dies meanwhile ends the demo with its error."""
-    while True:
-        time.sleep(1)
-        stack.check_alive()
+def _log_to(path: Path) -> Callable[[str], None]:
+    """A reporter that appends lines to the demo's own log (the UI owns the terminal)."""
+
+    def report(line: str) -> None:
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+
+    return report
 
 
 def _open_tui(stack: DemoStack) -> None:
@@ -95,26 +105,46 @@ def _open_desktop(stack: DemoStack) -> None:
 )
 @click.option("--headless", is_flag=True, help="No TUI: print URLs and credentials, then wait.")
 @click.option("--desktop", is_flag=True, help="Open the desktop app instead of the TUI.")
+@click.option(
+    "--restart-agent",
+    type=click.Choice(AGENTS),
+    help="Ask the demo already running on --dir to start this stopped agent again.",
+)
 @friendly_errors
-def demo_cmd(folder: Path, port_base: int | None, headless: bool, desktop: bool) -> None:
+def demo_cmd(
+    folder: Path, port_base: int | None, headless: bool, desktop: bool, restart_agent: str | None
+) -> None:
     """Run KeyVault on one machine: a control plane, two agents with sample secrets, and the TUI
-    logged in as the demo's owner."""
+    logged in as the demo's owner. An agent that stops shows offline and the demo keeps
+    running; --restart-agent NAME (from another terminal) starts it again."""
+    if restart_agent:
+        pid = request_restart(folder.resolve(), restart_agent)
+        click.echo(f"asked the demo (pid {pid}) to restart agent {restart_agent}")
+        return
     signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     stack = DemoStack(folder, port_base)
+    supervisor = Supervisor(stack, click.echo if headless else _log_to(stack.folder / "demo.log"))
     try:
         stack.start()
+        supervisor.install()
         if headless:
             click.echo(_howto(stack, time.monotonic() - started))
-            _wait_forever(stack)
-        elif desktop:
-            _open_desktop(stack)
+            supervisor.run(stop_with_control_plane=True)
         else:
-            _open_tui(stack)
+            watcher = threading.Thread(
+                target=supervisor.run, kwargs={"stop_with_control_plane": False}, daemon=True
+            )
+            watcher.start()
+            if desktop:
+                _open_desktop(stack)
+            else:
+                _open_tui(stack)
     except KeyboardInterrupt:
         pass
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl+C must not orphan children
             signal.signal(sig, signal.SIG_IGN)
+        supervisor.uninstall()
         stack.stop()
     click.echo("demo stopped.")

@@ -238,6 +238,27 @@ class DemoStack:
                     f"its log is {child.log}"
                 )
 
+    def stopped_children(self) -> list[tuple[str, int]]:
+        """(name, exit status) of every child that has stopped on its own."""
+        return [
+            (child.name, int(child.proc.returncode))
+            for child in self.children
+            if child.proc.poll() is not None
+        ]
+
+    def restart_agent(self, name: str) -> str:
+        """Start a stopped agent again (a running one is left alone); returns its URL."""
+        label = f"agent {name}"
+        old = next((c for c in self.children if c.name == label), None)
+        if old is not None and old.proc.poll() is None:
+            return self.agent_urls[name]
+        if old is not None:
+            self.children.remove(old)
+        child = self._spawn_agent(name)
+        url_file = self.agent_dir(name) / "agent.url"
+        self.agent_urls[name] = self._wait(child, functools.partial(read_ready, url_file))
+        return self.agent_urls[name]
+
     def stop(self) -> None:
         """Stop the agents, then the control plane (each: SIGTERM, 10 s, SIGKILL)."""
         for child in reversed(self.children):
@@ -407,22 +428,16 @@ class DemoStack:
                 self.state["agents_enrolled"] = True
                 self._save_state()
         with self.step("starting agents " + ", ".join(AGENTS)):
-            started = []
-            for name in AGENTS:
-                folder = self.agent_dir(name)
-                (folder / "agent.url").unlink(missing_ok=True)
-                args = [
-                    "agent",
-                    "run",
-                    "--data-dir",
-                    str(folder),
-                    "--port",
-                    str(self.ports()[name]),
-                ]
-                started.append((name, self._spawn(f"agent {name}", args, child_env())))
+            started = [(name, self._spawn_agent(name)) for name in AGENTS]
             for name, child in started:
                 url_file = self.agent_dir(name) / "agent.url"
                 self.agent_urls[name] = self._wait(child, functools.partial(read_ready, url_file))
+
+    def _spawn_agent(self, name: str) -> Child:
+        folder = self.agent_dir(name)
+        (folder / "agent.url").unlink(missing_ok=True)
+        args = ["agent", "run", "--data-dir", str(folder), "--port", str(self.ports()[name])]
+        return self._spawn(f"agent {name}", args, child_env())
 
     def agent_token(self, name: str) -> str:
         """An agent's admin token (kept 0600 in its data folder)."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from common.errors import AuthenticationError, KeyVaultError, UnavailableError
+from common.errors import AuthenticationError, UnavailableError
 
 if TYPE_CHECKING:
     from apps.core.session import Session
@@ -26,13 +26,6 @@ class SessionExpiredError(AuthenticationError):
     """The control plane no longer accepts the stored session token."""
 
     code = "session_expired"
-
-
-class CommandFailedError(KeyVaultError):
-    """A command sent to a vault ended ``failed``."""
-
-    code = "command_failed"
-    exit_code = 1
 
 
 class WaitTimeoutError(UnavailableError):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from apps.cli.operator import current_session, operator_api
+from apps.core.metadata_keys import DEFAULT_KEY_FILE
 from common.cliutil import friendly_errors
 from common.errors import ConflictError, KeyVaultError, NotFoundError, PermissionDeniedError
 from common.errors import ValidationError as BadInput
@@ -20,8 +21,6 @@ from common.errors import ValidationError as BadInput
 if TYPE_CHECKING:
     from apps.core.session import Session
     from common.metadata_key import MetadataKey
-
-DEFAULT_KEY_FILE = "keyvault-metadata.key"
 
 
 @click.group("org")

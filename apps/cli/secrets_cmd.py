@@ -29,9 +29,18 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _value(value: str | None, from_stdin: bool) -> str:
+def _value(value: str | None, from_stdin: bool, keep_newline: bool) -> str:
+    """The value to store: standard input loses one trailing newline unless asked to keep it."""
+    if keep_newline and not (from_stdin or value == "-"):
+        raise click.UsageError("--keep-newline applies only to a value read with --stdin or '-'")
     if from_stdin or value == "-":
+        if from_stdin and value is not None:
+            raise click.UsageError("give the value either as VALUE or with --stdin, not both")
         data = sys.stdin.read()
+        if keep_newline:
+            return data
+        if data.endswith("\r\n"):
+            return data[:-2]
         return data[:-1] if data.endswith("\n") else data
     if value is None:
         return str(click.prompt("Value", hide_input=True, confirmation_prompt=True))
@@ -41,7 +50,17 @@ def _value(value: str | None, from_stdin: bool) -> str:
 @secrets_group.command("put")
 @click.argument("name")
 @click.argument("value", required=False)
-@click.option("--stdin", "from_stdin", is_flag=True, help="Read the value from standard input.")
+@click.option(
+    "--stdin",
+    "from_stdin",
+    is_flag=True,
+    help="Read the value from standard input; one trailing newline is removed.",
+)
+@click.option(
+    "--keep-newline",
+    is_flag=True,
+    help="With --stdin: keep the value exactly as read, trailing newline included.",
+)
 @click.option("--description", help="What the secret is for.")
 @click.option("--label", "labels", multiple=True, help="key=value label. Repeatable.")
 @agent_options
@@ -50,15 +69,17 @@ def put_cmd(
     name: str,
     value: str | None,
     from_stdin: bool,
+    keep_newline: bool,
     description: str | None,
     labels: tuple[str, ...],
     **conn: Any,
 ) -> None:
-    """Create NAME, or add a new version if it exists. VALUE '-' or --stdin reads standard input;
+    """Create NAME, or add a new version if it exists. VALUE '-' or --stdin reads standard input
+    and removes one trailing newline (as `echo` and editors add one; --keep-newline keeps it);
     with no VALUE you are asked for it (so it stays out of your shell history)."""
     from common.errors import ConflictError
 
-    secret = _value(value, from_stdin)
+    secret = _value(value, from_stdin, keep_newline)
     with make_client(client_config(**conn)) as kv:
         try:
             meta = kv.create(name, secret, description or "", _labels(labels))
@@ -139,6 +160,8 @@ def rotate_cmd(name: str, length: int | None, no_symbols: bool, **conn: Any) -> 
 @friendly_errors
 def rm_cmd(name: str, destroy: bool, undelete: bool, **conn: Any) -> None:
     """Delete NAME (soft: it can be undeleted), or with --destroy erase it."""
+    if destroy and undelete:
+        raise click.UsageError("--destroy and --undelete contradict each other; choose one")
     with make_client(client_config(**conn)) as kv:
         if undelete:
             kv.undelete(name)

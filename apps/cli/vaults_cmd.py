@@ -3,25 +3,48 @@
 
 from __future__ import annotations
 
-import shlex
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from apps.cli.operator import (
-    CommandFailedError,
-    current_session,
-    echo_json,
-    operator_api,
-    table,
-    wait_for,
-)
+from apps.cli.operator import current_session, echo_json, operator_api, table, wait_for
 from apps.core.intents import IntentMaker
+from apps.core.outcomes import CommandFailedError, failure_kind, result_text
 from common.cliutil import friendly_errors
+from common.errors import NotFoundError
 
-GATEWAY_PLACEHOLDER = "https://<control-plane-host>:8444"
+if TYPE_CHECKING:
+    from common.cpclient import ControlPlaneClient
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+vault_argument = click.argument("vault", metavar="VAULT")
+
+
+def resolve_vault(cp: ControlPlaneClient, ref: str) -> dict[str, Any]:
+    """The vault named ``ref`` or with id ``ref`` (an id is looked up directly first)."""
+    from apps.core.names import VAULT_PREFIX, find_vault
+
+    if ref.startswith(VAULT_PREFIX):
+        try:
+            return dict(cp.get_vault(ref))
+        except NotFoundError:
+            pass
+    return find_vault(cp.iter_vaults(), ref)
+
+
+def resolve_secret(cp: ControlPlaneClient, vault_id: str, ref: str) -> str:
+    """The opaque id of the secret named ``ref`` (or with id ``ref``) in a vault's inventory;
+    an id-shaped ``ref`` absent from the inventory is passed on for the agent to judge."""
+    from apps.core.labels import LabelOpener
+    from apps.core.names import SECRET_PREFIX, find_secret
+
+    opener = LabelOpener(current_session().metadata_key(), vault_id)
+    try:
+        return find_secret(cp.iter_inventory(vault_id), opener, ref)
+    except NotFoundError:
+        if ref.startswith(SECRET_PREFIX) and ref.isascii() and ref.replace("_", "").isalnum():
+            return ref
+        raise
 
 
 @click.group("vaults")
@@ -57,16 +80,16 @@ def list_cmd(as_json: bool) -> None:
 
 
 @vaults_group.command("show")
-@click.argument("vault_id")
+@vault_argument
 @json_option
 @friendly_errors
-def show_cmd(vault_id: str, as_json: bool) -> None:
-    """One vault: status, certificate, health."""
+def show_cmd(vault: str, as_json: bool) -> None:
+    """One vault (VAULT is its name or id): status, certificate, health."""
     session = current_session()
     with operator_api(session) as cp:
-        vault = cp.get_vault(vault_id)
+        doc = resolve_vault(cp, vault)
     if as_json:
-        echo_json(vault)
+        echo_json(doc)
         return
     for key in (
         "id",
@@ -79,9 +102,9 @@ def show_cmd(vault_id: str, as_json: bool) -> None:
         "certificate_not_after",
         "revoked_at",
     ):
-        if key in vault:
-            click.echo(f"{key + ':':<23}{'-' if vault[key] is None else vault[key]}")
-    health = vault.get("health") or {}
+        if key in doc:
+            click.echo(f"{key + ':':<23}{'-' if doc[key] is None else doc[key]}")
+    health = doc.get("health") or {}
     if health:
         click.echo("health:")
         width = max(len(key) for key in health) + 2
@@ -93,17 +116,28 @@ def show_cmd(vault_id: str, as_json: bool) -> None:
 
 
 @vaults_group.command("revoke")
-@click.argument("vault_id")
+@vault_argument
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @friendly_errors
-def revoke_cmd(vault_id: str, yes: bool) -> None:
-    """Revoke a vault: its certificate stops working on its next connection."""
+def revoke_cmd(vault: str, yes: bool) -> None:
+    """Revoke a vault (by name or id): its certificate stops working on its next connection.
+
+    This cannot be undone; without --yes you type the vault's name to confirm."""
     session = current_session()
-    if not yes:
-        click.confirm(f"Revoke vault {vault_id}? Its agent will be refused from now on", abort=True)
     with operator_api(session) as cp:
-        vault = cp.revoke_vault(vault_id)
-    click.echo(f"vault {vault['id']} ({vault.get('name', '')}) revoked")
+        doc = resolve_vault(cp, vault)
+        label = str(doc.get("name") or doc["id"])
+        if not yes:
+            typed = click.prompt(
+                f"Revoking {label} ({doc['id']}) cannot be undone; its agent will be refused "
+                f"from now on. Type {label!r} to confirm",
+                default="",
+                show_default=False,
+            )
+            if typed.strip() != label:
+                raise click.Abort()
+        revoked = cp.revoke_vault(str(doc["id"]))
+    click.echo(f"vault {revoked['id']} ({revoked.get('name', '')}) revoked")
 
 
 @vaults_group.command("enroll-token")
@@ -112,6 +146,12 @@ def revoke_cmd(vault_id: str, yes: bool) -> None:
     type=click.IntRange(10, 7 * 86400),
     help="Lifetime in seconds (default: the control plane's, usually 1 hour).",
 )
+@click.option("--name", help="The new vault's name (default: the agent host's name).")
+@click.option(
+    "--metadata-key-file",
+    help="The key file's name on the agent host (default keyvault-metadata.key when this "
+    "keyring holds the organisation's key).",
+)
 @click.option("--description", default="", help="What the token is for (shown in listings).")
 @click.option(
     "--gateway-url",
@@ -119,28 +159,38 @@ def revoke_cmd(vault_id: str, yes: bool) -> None:
     help="The control plane's agent gateway, e.g. https://cp.example.com:8444 (remembered).",
 )
 @friendly_errors
-def enroll_token_cmd(ttl: int | None, description: str, gateway_url: str | None) -> None:
-    """Make a single-use enrollment token and print the command to run on the agent host.
+def enroll_token_cmd(
+    ttl: int | None,
+    name: str | None,
+    metadata_key_file: str | None,
+    description: str,
+    gateway_url: str | None,
+) -> None:
+    """Make a single-use enrollment token and print the one command to run on the agent host.
 
-    The token is shown once; it is not stored anywhere here.
+    The command alone goes to standard output (`> enroll.sh` keeps it); what it is and until
+    when it works go to standard error. The token is shown once and stored nowhere here.
     """
+    from apps.core.metadata_keys import DEFAULT_KEY_FILE
+    from apps.core.viewmodels.enrollment import enroll_command
+
     session = current_session()
     with operator_api(session) as cp:
-        created = cp.create_enrollment_token(description, ttl)
+        created = cp.create_enrollment_token(description or (name or ""), ttl)
     if gateway_url:
         gateway_url = gateway_url.strip().rstrip("/")
         if gateway_url != session.profile.gateway_url:
             session.remember(gateway_url=gateway_url)
-    gateway = gateway_url or session.profile.gateway_url
-    target = shlex.quote(gateway) if gateway else GATEWAY_PLACEHOLDER
-    token = created["token"]
+    gateway = gateway_url or session.profile.gateway_url or created.get("gateway_url")
     click.echo(
-        f"enrollment token {created['id']} (single use, expires {created.get('expires_at')}):"
+        f"enrollment token {created['id']} (single use, expires {created.get('expires_at')}); "
+        "run this on the agent host:",
+        err=True,
     )
-    click.echo(f"  {token}")
-    click.echo("")
-    click.echo("Run this on the agent host:")
-    click.echo(f"  keyvault agent enroll --control-plane {target} --token {shlex.quote(token)}")
+    key_file = metadata_key_file or (DEFAULT_KEY_FILE if session.metadata_key() else None)
+    click.echo(enroll_command(gateway, created["token"], name, key_file))
+    if key_file:
+        click.echo(f"(copy {key_file} next to it on the agent host)", err=True)
     if not gateway:
         click.echo(
             "(replace the placeholder with the control plane's gateway URL, or pass --gateway-url)",
@@ -149,16 +199,17 @@ def enroll_token_cmd(ttl: int | None, description: str, gateway_url: str | None)
 
 
 @vaults_group.command("inventory")
-@click.argument("vault_id")
+@vault_argument
 @json_option
 @friendly_errors
-def inventory_cmd(vault_id: str, as_json: bool) -> None:
-    """A vault's secrets: names opened with the metadata key from your keyring, opaque ids
-    without it. Never any value."""
+def inventory_cmd(vault: str, as_json: bool) -> None:
+    """A vault's secrets (VAULT is its name or id): names opened with the metadata key from
+    your keyring, opaque ids without it. Never any value."""
     from apps.core.labels import LabelOpener
 
     session = current_session()
     with operator_api(session) as cp:
+        vault_id = str(resolve_vault(cp, vault)["id"])
         items = list(cp.iter_inventory(vault_id))
     opener = LabelOpener(session.metadata_key(), vault_id)
     opened = [opener.open(item) for item in items]
@@ -173,7 +224,7 @@ def inventory_cmd(vault_id: str, as_json: bool) -> None:
         )
         return
     if not items:
-        click.echo(f"vault {vault_id} reports no secrets")
+        click.echo(f"vault {vault} reports no secrets")
         return
     rows = []
     for item, o in zip(items, opened, strict=True):
@@ -212,10 +263,12 @@ def _describe(cmd: dict[str, Any]) -> str:
     return f"{cmd.get('command')}{target}"
 
 
-def _send(vault_id: str, command: str, args: dict[str, Any], wait: bool, timeout: float) -> None:
+def _send(vault: str, command: str, secret: str | None, wait: bool, timeout: float) -> None:
     session = current_session()
     maker = IntentMaker(session.metadata_key)
     with operator_api(session) as cp:
+        vault_id = str(resolve_vault(cp, vault)["id"])
+        args = {"secret_id": resolve_secret(cp, vault_id, secret)} if secret else {}
         cmd = _opened(cp.send_command(vault_id, maker.command(vault_id, command, args)), maker)
         click.echo(f"command {cmd['id']} ({_describe(cmd)}) is {cmd['state']}")
         if not wait:
@@ -232,11 +285,8 @@ def _send(vault_id: str, command: str, args: dict[str, Any], wait: bool, timeout
 
 
 def _result_message(cmd: dict[str, Any]) -> str:
-    """The agent's message (``result`` is its text; an object's ``message`` is accepted too)."""
-    result = cmd.get("result")
-    if isinstance(result, dict):
-        result = result.get("message")
-    bits = [str(result) if result else ""]
+    """The agent's message, with the new version when there is one."""
+    bits = [result_text(cmd)]
     if cmd.get("version") is not None:
         bits.append(f"version {cmd['version']}")
     return ", ".join(b for b in bits if b)
@@ -246,7 +296,8 @@ def _report(cmd: dict[str, Any]) -> None:
     message = _result_message(cmd)
     if cmd.get("state") == "failed":
         raise CommandFailedError(
-            f"command {cmd['id']} ({_describe(cmd)}) failed" + (f": {message}" if message else "")
+            f"command {cmd['id']} ({_describe(cmd)}) failed" + (f": {message}" if message else ""),
+            failure_kind(result_text(cmd)),
         )
     click.echo(f"command {cmd['id']} {cmd['state']}" + (f": {message}" if message else ""))
 
@@ -262,35 +313,37 @@ timeout_option = click.option(
 
 
 @vaults_group.command("rotate")
-@click.argument("vault_id")
-@click.argument("secret_id")
+@vault_argument
+@click.argument("secret", metavar="SECRET")
 @wait_option
 @timeout_option
 @friendly_errors
-def rotate_cmd(vault_id: str, secret_id: str, wait: bool, timeout: float) -> None:
-    """Ask a vault to rotate one secret (by its opaque id, as `vaults inventory` shows)."""
-    _send(vault_id, "rotate", {"secret_id": secret_id}, wait, timeout)
+def rotate_cmd(vault: str, secret: str, wait: bool, timeout: float) -> None:
+    """Ask VAULT to rotate SECRET (each by name or id; secret names are opened with your
+    metadata key). With --wait, a failure exits as `keyvault secrets rotate` would."""
+    _send(vault, "rotate", secret, wait, timeout)
 
 
 @vaults_group.command("resync")
-@click.argument("vault_id")
+@vault_argument
 @wait_option
 @timeout_option
 @friendly_errors
-def resync_cmd(vault_id: str, wait: bool, timeout: float) -> None:
-    """Ask a vault to send its whole inventory again."""
-    _send(vault_id, "resync", {}, wait, timeout)
+def resync_cmd(vault: str, wait: bool, timeout: float) -> None:
+    """Ask VAULT (name or id) to send its whole inventory again."""
+    _send(vault, "resync", None, wait, timeout)
 
 
 @vaults_group.command("commands")
-@click.argument("vault_id")
+@vault_argument
 @json_option
 @friendly_errors
-def commands_cmd(vault_id: str, as_json: bool) -> None:
-    """The commands sent to a vault and their states."""
+def commands_cmd(vault: str, as_json: bool) -> None:
+    """The commands sent to VAULT (name or id) and their states."""
     session = current_session()
     maker = IntentMaker(session.metadata_key)
     with operator_api(session) as cp:
+        vault_id = str(resolve_vault(cp, vault)["id"])
         items = [_opened(c, maker) for c in cp.iter_commands(vault_id)]
     if as_json:
         echo_json(items)

@@ -29,6 +29,7 @@ class Area:
 
 
 AREAS: tuple[Area, ...] = (
+    Area("home", "Home", "Needs you now", "h", "home", "Home"),
     Area("vaults", "Vaults", "Vaults", "v", "vaults", "Vaults"),
     Area("alerts", "Alerts", "Alerts", "a", "alerts", "Alerts"),
     Area("policies", "Policies", "Rotation policies", "p", "policies", "Policies"),

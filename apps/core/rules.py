@@ -111,3 +111,23 @@ def status_counts(rows: Iterable[HasStatus]) -> list[tuple[str, int]]:
         status = shown_status(row)
         counts[status] = counts.get(status, 0) + 1
     return sorted(counts.items())
+
+
+#: distinct colours for chart series (readable on light and dark backgrounds), in order
+SERIES_COLOURS: tuple[str, ...] = (
+    "#4e79a7",
+    "#f28e2b",
+    "#59a14f",
+    "#e15759",
+    "#b07aa1",
+    "#76b7b2",
+    "#edc948",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+)
+
+
+def series_colour(index: int) -> str:
+    """The colour of the ``index``-th series of a chart (distinct for the first ten)."""
+    return SERIES_COLOURS[index % len(SERIES_COLOURS)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
@@ -30,7 +31,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from apps.core.navigation import AREAS, shortcut
+from apps.core.metadata_keys import DEFAULT_KEY_FILE
+from apps.core.navigation import AREAS, KEYS, shortcut
 from apps.core.rules import unread_text
 from apps.core.viewmodels.alerts import AlertsState
 from apps.desktop import theme
@@ -185,6 +187,8 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         bar = self.menuBar()
         file_menu = bar.addMenu("&File")
+        self._action(file_menu, "Import metadata key…", self.import_metadata_key)
+        self._action(file_menu, "Create metadata key…", self.create_metadata_key)
         self._action(file_menu, "Log out", self.logout)
         self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
         view_menu = bar.addMenu("&View")
@@ -233,8 +237,10 @@ class MainWindow(QMainWindow):
         except (ImportError, AttributeError):
             view = QLabel(f"The {title} view is not available in this build.")
             view.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        if key == "vaults":
+        if key in ("vaults", "home"):
             view.open_vault.connect(self.open_vault)  # type: ignore[attr-defined]
+        if key == "home":
+            view.open_alerts.connect(lambda: self.show_view("alerts"))  # type: ignore[attr-defined]
         self.views[key] = view
         self.stack.addWidget(view)
         return view
@@ -278,7 +284,7 @@ class MainWindow(QMainWindow):
         self.banner.setVisible(not self.shell.online)
         self.tray.setIcon(tray_icon(unread))
         self.tray.setToolTip(f"KeyVault — {alerts}")
-        title = self.nav.item(1)
+        title = self.nav.item(KEYS.index("alerts"))
         if title is not None:
             title.setText(f"Alerts ({unread})" if unread else "Alerts")
 
@@ -329,7 +335,40 @@ class MainWindow(QMainWindow):
         geometry = saved.value("geometry")
         if geometry is None or not self.restoreGeometry(geometry):
             self.resize(1180, 720)
-        self.show_view(str(saved.value("last_view", "vaults")))
+        last = str(saved.value("last_view", "home"))
+        self.show_view("vaults")  # the fleet is always built first (its rows feed every view)
+        self.show_view(last)
+
+    def import_metadata_key(self, path: str | None = None) -> None:
+        """Import the organisation's key file (asked for when not given); names appear at once
+        in every open view. Kept in the OS keyring, or in memory under --memory-keyring."""
+        from PySide6.QtWidgets import QFileDialog
+
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Import the metadata key file")
+        if path:
+            run_task(
+                self,
+                self.shell.import_metadata_key(Path(path)),
+                done=lambda key: self.show_info(f"Metadata key {key.fingerprint[:19]}… in use."),
+            )
+
+    def create_metadata_key(self, path: str | None = None) -> None:
+        """Create the organisation's key (owner) and write the agents' key file."""
+        from PySide6.QtWidgets import QFileDialog
+
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Write the new metadata key file", DEFAULT_KEY_FILE
+            )
+        if path:
+            run_task(
+                self,
+                self.shell.create_metadata_key(Path(path)),
+                done=lambda key: self.show_info(
+                    f"Metadata key {key.fingerprint[:19]}… created; copy {path} to the agents."
+                ),
+            )
 
     def logout(self) -> None:
         """Revoke the session, forget its token, and end with ``finished("logout")``."""

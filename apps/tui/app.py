@@ -34,6 +34,8 @@ def _factory(module: str, name: str) -> Callable[[], Screen[Any]]:
     return build
 
 
+#: keys Textual itself binds on every screen (focus cycling, copy, its own quit): not listed
+FRAMEWORK_KEYS = frozenset({"tab", "shift+tab", "ctrl+c", "super+c", "ctrl+q"})
 FULL_COLLECTION_EVERY = 20.0  # seconds between full garbage-collection passes (when idle)
 IDLE_BEFORE_COLLECTING = 3.0  # seconds without a key press that count as idle
 
@@ -50,6 +52,8 @@ class KeyVaultApp(App[None]):
             for mode, (_, _, title, key) in FLEET_MODES.items()
         ),
         Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("ctrl+l", "logout", "Log out", key_display="ctrl+l", priority=True),
+        Binding("ctrl+k", "metadata_key", "Metadata key", key_display="ctrl+k", priority=True),
         Binding("ctrl+p", "command_palette", "Palette", show=False),
         Binding("q", "quit", "Quit"),
     ]
@@ -61,8 +65,10 @@ class KeyVaultApp(App[None]):
         store: CredentialStore | None = None,
         memory_keyring: bool = False,
         clock: Callable[[], datetime] | None = None,
+        start: str = "home",
     ) -> None:
         super().__init__()
+        self.start = start  # the mode shown after login: what needs the operator now
         self.shell: Shell | None = shell
         self.store = store
         self.memory_keyring = memory_keyring
@@ -124,7 +130,7 @@ class KeyVaultApp(App[None]):
         await shell.start()
         self._started = True
         self.status_signal.publish(None)
-        await self.switch_mode("vaults")
+        await self.switch_mode(self.start)
         await self._fresh_login()
 
     async def _fresh_login(self) -> None:
@@ -160,7 +166,7 @@ class KeyVaultApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Fleet modes need a logged-in shell."""
-        if action in ("mode", "logout") and self.shell is None:
+        if action in ("mode", "logout", "metadata_key") and self.shell is None:
             return False
         return True
 
@@ -211,19 +217,34 @@ class KeyVaultApp(App[None]):
             await self.remove_mode(mode)
             self.add_mode(mode, _factory(module, name))
 
+    def action_metadata_key(self) -> None:
+        """Import or create the organisation's metadata key (names appear at once)."""
+        from apps.tui.screens.metadata_key import MetadataKeyScreen
+
+        if self.shell is None or isinstance(self.screen, MetadataKeyScreen):
+            return
+
+        def done(fingerprint: str | None) -> None:
+            if fingerprint:
+                self.notify(f"Metadata key {fingerprint[:19]}… in use: names are shown.")
+
+        self.push_screen(MetadataKeyScreen(), done)
+
     def action_toggle_dark(self) -> None:
         """Switch between the dark and the light theme."""
         self.theme = "textual-light" if self.current_theme.dark else "textual-dark"
 
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
         """Every described key of the screen, the modes, logout, theme, then Textual's own."""
-        seen: set[str] = set()
+        seen: set[str] = {"logout"}  # offered below, with its explanation
         for active in screen.active_bindings.values():
             binding = active.binding
             if not binding.description or binding.action in seen or not active.enabled:
                 continue
             if binding.action.startswith("mode(") or binding.action == "command_palette":
                 continue
+            if not isinstance(active.node, (Screen, App)) or binding.key in FRAMEWORK_KEYS:
+                continue  # a table's cursor keys, focus cycling: not commands worth listing
             seen.add(binding.action)
             key = binding.key_display or binding.key
             yield SystemCommand(

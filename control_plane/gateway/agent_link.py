@@ -124,6 +124,8 @@ class AgentLink:
             await self._serve()
         except UplinkRefusedError as exc:
             await self.close(uplink.CLOSE_REFUSED, exc.code, error=(exc.code, exc.message))
+            with contextlib.suppress(Exception):  # the refusal stands even if this fails
+                await self.services.presence.refused(self.vault, exc.code, exc.message)
         except ValidationError as exc:
             self.services.metrics.uplink_frames_refused += 1
             await self.close(

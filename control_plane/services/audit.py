@@ -177,9 +177,14 @@ class Audit:
         source: str | None = None,
         since: str | None = None,
         until: str | None = None,
+        before: int | None = None,
     ) -> dict[str, Any]:
-        """Audit entries of one organisation, oldest first, keyset-paginated by ``seq``."""
+        """Audit entries of one organisation, keyset-paginated by ``seq``: oldest first after
+        ``after``, or — with ``before`` (0: from the newest) — newest first, ``next_before``."""
+        newest_first = before is not None
         q = sa.select(t.audit).where(t.audit.c.org_id == org_id, t.audit.c.seq > after)
+        if before:
+            q = q.where(t.audit.c.seq < before)
         if action:
             q = q.where(t.audit.c.action == _short(action, "action"))
         if source:
@@ -188,12 +193,16 @@ class Audit:
             q = q.where(t.audit.c.at >= _when(since, "since"))
         if until:
             q = q.where(t.audit.c.at < _when(until, "until"))
-        q = q.order_by(t.audit.c.seq).limit(limit + 1)
+        order = t.audit.c.seq.desc() if newest_first else t.audit.c.seq
+        q = q.order_by(order).limit(limit + 1)
         async with self.engine.connect() as conn:
             rows = list(await conn.execute(q))
         page = rows[:limit]
         nxt = page[-1].seq if len(rows) > limit else None
-        return {"items": [audit_json(r) for r in page], "next_after": nxt}
+        items = [audit_json(r) for r in page]
+        if newest_first:
+            return {"items": items, "next_before": nxt}
+        return {"items": items, "next_after": nxt}
 
     async def usage(
         self, org_id: str, *, start: str | None, end: str | None, vault_id: str | None

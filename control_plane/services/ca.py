@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from common.errors import ConfigError
+from common.errors import ConfigError, IntegrityError
 from common.tls import CertificateAuthority
 from control_plane import schema as t
 
@@ -73,9 +73,7 @@ class CAStore:
             except sa.exc.IntegrityError:  # another replica created it first
                 return await self.service()
         else:
-            ca = CertificateAuthority.load(
-                row.cert_pem.encode(), row.key_pem_encrypted.encode(), password
-            )
+            ca = _load(row.cert_pem, row.key_pem_encrypted, password)
         self._service = ca
         return ca
 
@@ -105,8 +103,18 @@ class CAStore:
             except sa.exc.IntegrityError:  # another replica created it first
                 return await self.get(org_id)
         else:
-            ca = CertificateAuthority.load(
-                row.cert_pem.encode(), row.key_pem_encrypted.encode(), password
-            )
+            ca = _load(row.cert_pem, row.key_pem_encrypted, password)
         self._cache[org_id] = ca
         return ca
+
+
+def _load(cert_pem: str, key_pem_encrypted: str, password: bytes) -> CertificateAuthority:
+    """A stored CA; a key that does not open names the setting that holds the passphrase."""
+    try:
+        return CertificateAuthority.load(cert_pem.encode(), key_pem_encrypted.encode(), password)
+    except IntegrityError:
+        raise ConfigError(
+            "the stored CA keys do not open with this passphrase: set "
+            "KEYVAULT_CP_CA_KEY_PASSPHRASE (or ca_key_file) to the one this control plane's "
+            "database was created with"
+        ) from None

@@ -295,6 +295,18 @@ class VaultPresence:
         )
         await self.alerts.resolve_key(vault.org_id, f"vault_offline:{vault.id}")
 
+    async def refused(self, vault: VaultRef, code: str, message: str) -> None:
+        """Tell the vault's operators why its agent's connection was refused (``vault.refused``:
+        an enrollment screen shows the reason instead of a vault stuck "pending")."""
+        await self.sink.publish(
+            events.make(
+                events.VAULT_REFUSED,
+                vault.org_id,
+                self.clock(),
+                {"vault_id": vault.id, "code": code, "message": message},
+            )
+        )
+
     async def heartbeat(self, vault_id: str, gen: int, health: dict[str, Any]) -> bool:
         """Record a heartbeat (batched with the replica's others); False if the connection is
         no longer current (replaced by a newer one, or the vault was revoked)."""

@@ -33,8 +33,8 @@ async def resolve_alert(request: web.Request) -> web.Response:
 
 
 async def query_audit(request: web.Request) -> web.Response:
-    """GET /audit?after=&limit=&action=&source=&since=&until=."""
-    q = query(request, {"after", "limit", "action", "source", "since", "until"})
+    """GET /audit?after=&limit=&action=&source=&since=&until=&before= (before: newest first)."""
+    q = query(request, {"after", "limit", "action", "source", "since", "until", "before"})
     page = await cp_of(request).audit.query(
         who(request).org_id,
         after=query_int(q, "after", 0, 0, INT32_MAX),  # cp_audit.seq is an INTEGER
@@ -43,6 +43,7 @@ async def query_audit(request: web.Request) -> web.Response:
         source=q.get("source"),
         since=q.get("since"),
         until=q.get("until"),
+        before=query_int(q, "before", 0, 0, INT32_MAX) if "before" in q else None,
     )
     return web.json_response(page)
 

@@ -13,7 +13,9 @@ from control_plane.services.principal import Principal
 from serverkit.body import MAX_BODY
 
 CP = web.AppKey("control_plane", ControlPlane)
-__all__ = ["CP", "INFO", "MAX_BODY", "RequestInfo", "cp_of", "target", "who"]
+#: the address agents enroll through (the running gateway's URL), for enrollment answers
+GATEWAY_ADDRESS = web.AppKey("gateway_address", str)
+__all__ = ["CP", "GATEWAY_ADDRESS", "INFO", "MAX_BODY", "RequestInfo", "cp_of", "target", "who"]
 
 
 @dataclass

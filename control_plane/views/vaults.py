@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from common.errors import ValidationError
-from control_plane.views.context import cp_of, target, who
+from control_plane.views.context import GATEWAY_ADDRESS, cp_of, target, who
 from serverkit.body import json_object, query, query_int, string
 
 MIN_TTL, MAX_TTL = 10, 7 * 86400  # an enrollment token's lifetime (seconds)
@@ -22,6 +22,8 @@ async def create_token(request: web.Request) -> web.Response:
     description = string(doc, "description", low=0) or ""
     result = await cp_of(request).vaults.create_token(who(request), description, ttl)
     target(request, result["id"])
+    # the address agents enroll through, so the apps print a command that works as shown
+    result["gateway_url"] = request.app.get(GATEWAY_ADDRESS) or None
     return web.json_response(result, status=201)
 
 

@@ -282,8 +282,20 @@ class FakeControlPlane:
         self._call("me")
         return {
             "user": {"id": USER_ID, "email": EMAIL, "role": "owner"},
-            "org": {"id": ORG_ID, "name": "Acme", "metadata_key_fingerprint": self.key.fingerprint},
+            "org": {
+                "id": ORG_ID,
+                "name": "Acme",
+                "metadata_key_fingerprint": getattr(
+                    self, "registered_fingerprint", self.key.fingerprint
+                ),
+            },
         }
+
+    async def put_metadata_key(self, fingerprint: str) -> dict[str, Any]:
+        """Register a new metadata key's fingerprint (the fake then reports it)."""
+        self._call("put_metadata_key", fingerprint)
+        self.registered_fingerprint = fingerprint
+        return {"metadata_key_fingerprint": fingerprint}
 
     async def health(self) -> dict[str, Any]:
         """Liveness."""
@@ -571,20 +583,26 @@ class FakeControlPlane:
         source: str | None = None,
         since: str | None = None,
         until: str | None = None,
+        before: int | None = None,
     ) -> dict[str, Any]:
-        """One page ``{items, next_after}`` of audit entries after ``seq``, oldest first."""
+        """One page of audit entries: after ``seq`` oldest first, or (``before``, 0 = the
+        newest) newest first, as the server pages them."""
         self._call("query_audit", after=after, limit=limit, action=action, source=source)
         rows = [
             r
             for r in self.audit
             if r["seq"] > after
+            and (not before or r["seq"] < before)
             and (not action or r["action"] == action)
             and (not source or r["source"] == source)
             and (not since or r["at"] >= since)
             and (not until or r["at"] < until)
         ]
+        if before is not None:
+            rows.reverse()
         page = rows[:limit]
-        return {"items": page, "next_after": page[-1]["seq"] if len(rows) > limit else None}
+        nxt = page[-1]["seq"] if len(rows) > limit else None
+        return {"items": page, ("next_before" if before is not None else "next_after"): nxt}
 
     async def usage(
         self, start: str | None = None, end: str | None = None, vault_id: str | None = None

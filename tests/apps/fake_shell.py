@@ -51,4 +51,5 @@ def build_fake_shell(fake: FakeControlPlane, online: bool = True) -> Shell:
     """A Shell over ``fake`` with a :class:`FakeStream`."""
     shell = Shell(fake_session(fake), fake)  # type: ignore[arg-type]
     shell.stream = FakeStream(shell, online)  # type: ignore[assignment]
+    shell.home.clock = lambda: fake.now  # certificates age on the fake's clock
     return shell

@@ -56,6 +56,8 @@ class FleetStub:
         """The aiohttp app."""
         app = web.Application(middlewares=[self._auth])
         base = "/api/v1"
+        app.router.add_get(base + "/vaults", self._vaults)
+        app.router.add_get(base + "/vaults/{vault_id}", self._one_vault)
         app.router.add_post(base + "/vaults/{vault_id}/commands", self._create)
         app.router.add_get(base + "/vaults/{vault_id}/commands", self._list)
         app.router.add_get(base + "/commands/{command_id}", self._get)
@@ -78,6 +80,15 @@ class FleetStub:
         if request.match_info["vault_id"] != self.vault_id:
             return self._error(404, "not_found", f"no vault {request.match_info['vault_id']}")
         return None
+
+    def _vault_doc(self) -> dict[str, Any]:
+        return {"id": self.vault_id, "name": "stub", "status": "online"}
+
+    async def _vaults(self, request: web.Request) -> web.Response:
+        return web.json_response({"items": [self._vault_doc()], "next_cursor": None})
+
+    async def _one_vault(self, request: web.Request) -> web.Response:
+        return self._vault(request) or web.json_response(self._vault_doc())
 
     async def _create(self, request: web.Request) -> web.Response:
         missing = self._vault(request)

@@ -263,11 +263,12 @@ def test_vaults_and_enrollment(keyring_env: dict[str, str], live_cp: LiveControl
     made = run("vaults", "enroll-token", "--description", "web tier", "--ttl", "600")
     assert made.exit_code == 0, made.output
     token = next(w for w in made.stdout.split() if w.startswith("kve_"))
-    assert (
-        f"keyvault agent enroll --control-plane https://<control-plane-host>:8444 --token {token}"
-        in made.stdout
-    )
-    assert "placeholder" in made.stderr
+    # the control plane says where its gateway is: a command that works as shown, no placeholder
+    from control_plane.gateway.app import GATEWAY
+
+    real = live_cp.server.app[GATEWAY].url
+    assert f"keyvault agent enroll --control-plane {real} --token {token}" in made.stdout
+    assert "placeholder" not in made.stderr and "<control-plane-host>" not in made.stdout
 
     gateway = "https://cp.example.com:8444"
     made = run("vaults", "enroll-token", "--gateway-url", gateway)
@@ -293,8 +294,11 @@ def test_vaults_and_enrollment(keyring_env: dict[str, str], live_cp: LiveControl
 
     kept = run("vaults", "revoke", vault_id, input="n\n")
     assert kept.exit_code == 1
+    # irreversible: a "y" is not enough, the vault's name must be typed
+    kept = run("vaults", "revoke", vault_id, input="y\n")
+    assert kept.exit_code == 1 and "Type 'web-1' to confirm" in kept.stdout
     assert json.loads(run("vaults", "show", vault_id, "--json").stdout)["revoked_at"] is None
-    revoked = run("vaults", "revoke", vault_id, "--yes")
+    revoked = run("vaults", "revoke", "web-1", input="web-1\n")
     assert revoked.exit_code == 0 and f"vault {vault_id} (web-1) revoked" in revoked.stdout
     assert json.loads(run("vaults", "show", vault_id, "--json").stdout)["status"] == "revoked"
 
@@ -401,24 +405,39 @@ def test_no_keyring_for_vault_commands(no_keyring: None, tmp_path: Path) -> None
 
 
 def test_the_printed_enroll_line_enrolls_a_real_agent(
-    keyring_env: dict[str, str], live_cp: LiveControlPlane, tmp_path: Path
+    keyring_env: dict[str, str],
+    live_cp: LiveControlPlane,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """End to end: the line `vaults enroll-token` prints, run on an agent's folder, enrolls it."""
+    """End to end: the one line `vaults enroll-token` prints, run as it is next to the key
+    file, enrolls an agent under its name and installs the organisation's metadata key."""
     import shlex
 
     from control_plane.gateway.app import GATEWAY
     from tests.conftest import init_agent_dir
 
+    monkeypatch.chdir(tmp_path)
     login(live_cp)
+    assert run("org", "metadata-key", "create").exit_code == 0  # keyvault-metadata.key here
     gateway = live_cp.server.app[GATEWAY].url
-    made = run("vaults", "enroll-token", "--gateway-url", gateway)
+    made = run("vaults", "enroll-token", "--gateway-url", gateway, "--name", "db-1")
     assert made.exit_code == 0, made.output
-    line = next(x.strip() for x in made.stdout.splitlines() if "agent enroll" in x)
+    # standard output is the one command and nothing else (`> enroll.sh` keeps it)
+    (line,) = made.stdout.splitlines()
     argv = shlex.split(line)
     assert argv[:5] == ["keyvault", "agent", "enroll", "--control-plane", gateway]
+    assert argv[-4:] == ["--name", "db-1", "--metadata-key-file", "keyvault-metadata.key"]
+    assert "single use" in made.stderr
     agent = init_agent_dir(tmp_path / "agent")
-    enrolled = run(*argv[1:], "--data-dir", str(agent.path), "--name", "db-1")
+    enrolled = run(*argv[1:], "--data-dir", str(agent.path))
     assert enrolled.exit_code == 0, enrolled.output
+    installed = agent.path / "metadata.key"
+    assert (
+        MetadataKey.load(installed).fingerprint
+        == MetadataKey.load(tmp_path / "keyvault-metadata.key").fingerprint
+    )
+    assert installed.stat().st_mode & 0o777 == 0o600
     listed = run("vaults", "list", "--json")
     assert [v["name"] for v in json.loads(listed.stdout)] == ["db-1"]
 

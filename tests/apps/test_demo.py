@@ -255,3 +255,63 @@ def test_demo_refuses_a_port_in_use(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert f"port {base} is in use; pass --port-base N" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def _agent_pid(demo: Demo, name: str) -> int:
+    for pid in demo.child_pids():
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"agent" in cmdline and any(arg.endswith(name.encode()) for arg in cmdline):
+            return pid
+    raise AssertionError(f"no agent {name} among the demo's children")
+
+
+def _status(cp: ControlPlaneClient, vault_id: str, wanted: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    status = ""
+    while time.monotonic() < deadline:
+        status = str(cp.get_vault(vault_id)["status"])
+        if status == wanted:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"vault {vault_id} is {status}, not {wanted}, after {timeout} s")
+
+
+def test_demo_keeps_running_when_an_agent_dies_and_restarts_it_on_request(
+    keyring_env: dict[str, str], tmp_path: Path, run_demo: StartDemo
+) -> None:
+    folder = tmp_path / "demo"
+    demo = run_demo(folder, free_port_base(), dict(os.environ))
+    vault = vault_ids(folder)["payments-prod"]
+    victim = _agent_pid(demo, "payments-prod")
+    os.kill(victim, signal.SIGKILL)
+    demo.read_until("agent payments-prod stopped", 10)
+    assert "--restart-agent payments-prod" in "".join(demo.output)
+    with ControlPlaneClient(
+        demo.value("control plane API"), ca_file=demo.value("control plane CA")
+    ) as cp:
+        cp.token = cp.login(EMAIL, demo.value("operator password"))["token"]
+        _status(cp, vault, "offline", 60)  # the offline story, with the demo still running
+        assert demo.proc.poll() is None
+        asked = subprocess.run(
+            [*CLI, "demo", "--dir", str(folder), "--restart-agent", "payments-prod"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert asked.returncode == 0, asked.stderr
+        demo.read_until("agent payments-prod restarted on https://", 30)
+        _status(cp, vault, "online", 30)
+    assert _agent_pid(demo, "payments-prod") != victim
+    pids = demo.child_pids()
+    assert len(pids) == 3
+    assert "demo stopped." in demo.interrupt()
+    assert all(gone(pid) for pid in pids)
+    assert not (folder / "demo.pid").exists()
+
+    nobody = subprocess.run(
+        [*CLI, "demo", "--dir", str(folder), "--restart-agent", "payments-prod"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert nobody.returncode == 1 and "no demo is running on" in nobody.stderr

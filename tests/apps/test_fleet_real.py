@@ -175,7 +175,10 @@ def test_rotate_and_resync_with_wait(fleet: tuple[LiveControlPlane, str, Metadat
     shown = run("vaults", "command", first_id, "--json")
     assert json.loads(shown.stdout)["args"] == {"secret_id": "sec_01"}
 
-    one_error_line(run("vaults", "rotate", vault_id, "bad id!"), 64, "secret_id")
+    # a name that is no secret of the vault: not found, with how to list them
+    one_error_line(
+        run("vaults", "rotate", vault_id, "bad id!"), 66, "no secret 'bad id!'", "inventory"
+    )
     one_error_line(run("vaults", "resync", "vlt_nope"), 66)
     assert run("vaults", "revoke", vault_id, "--yes").exit_code == 0
     one_error_line(run("vaults", "resync", vault_id), 65, "revoked")
@@ -195,3 +198,75 @@ def test_a_viewer_cannot_send_commands(
         pytest.raises(e.PermissionDeniedError),
     ):
         cp.resync(vault_id)
+
+
+def test_vaults_and_secrets_by_name_in_every_command(
+    fleet: tuple[LiveControlPlane, str, MetadataKey],
+) -> None:
+    live, vault_id, key = fleet
+    other = live.enroll_vault("web-2")
+    agent_sends(
+        live,
+        vault_id,
+        ("inventory", inventory_item(key, vault_id, "sec_db", "prod/db")),
+        ("inventory", inventory_item(key, vault_id, "sec_api", "prod/api-key")),
+    )
+    listing = run("vaults", "inventory", "web-1")
+    assert listing.exit_code == 0, listing.output
+    assert sorted(line.split()[0] for line in listing.stdout.splitlines()[1:]) == [
+        "prod/api-key",
+        "prod/db",
+    ]
+    for args in (("show", "web-1"), ("commands", "web-1"), ("show", vault_id)):
+        shown = run("vaults", *args)
+        assert shown.exit_code == 0, (args, shown.output)
+    assert f"id:                    {vault_id}" in run("vaults", "show", "web-1").stdout
+    assert other in run("vaults", "show", "web-2").stdout
+
+    sent = run("vaults", "rotate", "web-1", "prod/api-key")
+    assert sent.exit_code == 0, sent.output
+    assert "(rotate sec_api) is pending" in sent.stdout
+    resync = run("vaults", "resync", "web-2")
+    assert resync.exit_code == 0 and "(resync) is pending" in resync.stdout
+    commands = json.loads(run("vaults", "commands", "web-1", "--json").stdout)
+    assert [(c["command"], c["args"]) for c in commands] == [("rotate", {"secret_id": "sec_api"})]
+
+    one_error_line(
+        run("vaults", "inventory", "web-9"), 66, "no vault web-9 (by name or id)", "vaults list"
+    )
+    one_error_line(run("vaults", "rotate", "web-1", "prod/nope"), 66, "no secret 'prod/nope'")
+    live.enroll_vault("web-2")  # two vaults of one name: the ids to choose from
+    one_error_line(run("vaults", "show", "web-2"), 64, "2 vaults are named 'web-2'", other)
+
+    CredentialStore().delete_metadata_key(live.org_id)  # without the key, names are sealed
+    one_error_line(
+        run("vaults", "rotate", "web-1", "prod/db"), 66, "keyvault org metadata-key import"
+    )
+
+
+def test_a_failed_command_exits_like_the_same_failure_on_the_agent(
+    fleet: tuple[LiveControlPlane, str, MetadataKey],
+) -> None:
+    """`vaults rotate --wait` ends with the exit code `secrets rotate` has for the same failure;
+    the agent's fixed failure texts are the contract."""
+    from agent.rotation.engine import RotationFailedError
+    from agent.uplink.commands import FAILURES, INTERRUPTED
+    from apps.core.outcomes import failure_kind
+
+    live, vault_id, _ = fleet
+    for kind, text in FAILURES:
+        assert failure_kind(text) is kind
+    assert failure_kind(INTERRUPTED) is e.UnavailableError
+    rotation_failed = RotationFailedError("verify_failed")
+    assert failure_kind("the rotation failed: verify_failed") is type(rotation_failed).__mro__[1]
+
+    for message, code in (
+        ("the rotation failed: verify_failed", rotation_failed.exit_code),
+        (FAILURES[0][1], e.NotFoundError.exit_code),
+    ):
+        player = AgentPlayer(live, vault_id, "failed", message)
+        player.start()
+        failed = run("vaults", "rotate", vault_id, "sec_01", "--wait", "--timeout", "20")
+        player.join(25)
+        assert player.error is None
+        one_error_line(failed, code, message)

@@ -110,6 +110,10 @@ async def test_policy_change_is_pushed(api: Api, tmp_path: Path) -> None:
 
 async def test_metadata_key_fingerprint_checks(api: Api, tmp_path: Path) -> None:
     owner, agent = await _setup(api, tmp_path)
+    stream = await api.client.ws_connect(
+        "/api/v1/stream", headers={"Authorization": f"Bearer {owner}"}
+    )
+    await next_event(stream, "hello")
     # the agent has a key, the organisation none
     link = await agent.connect()
     await link.send(
@@ -124,6 +128,14 @@ async def test_metadata_key_fingerprint_checks(api: Api, tmp_path: Path) -> None
     code, frames = await link.closed()
     assert code == uplink.CLOSE_REFUSED and frames[-1]["code"] == uplink.ERR_METADATA_KEY
     await link.close()
+    # the operators are told why, so an enrollment screen need not show "pending" forever
+    refused = (await next_event(stream, "vault.refused"))["data"]
+    assert refused == {
+        "vault_id": agent.vault_id,
+        "code": uplink.ERR_METADATA_KEY,
+        "message": frames[-1]["message"],
+    }
+    await stream.close()
     assert (await api.call("PUT", "/org/metadata-key", owner, json={"fingerprint": FP}))[0] == 200
     for wrong in (None, "sha256:" + "cd" * 32):
         link = await agent.connect()

@@ -1,4 +1,9 @@
-"""Alerts: list, acknowledge, resolve, and count the ones raised since the operator last looked."""
+"""Alerts: list, acknowledge, resolve, and count the open ones the operator has not looked at.
+
+``unread`` is always derived from the alerts themselves (open, and not among those the operator
+had on screen when they last marked them read), so a reload after a reconnect or a new login
+gives a count that agrees with the list: never "0 unread" next to open alerts nobody has seen.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ class AlertRow:
 
 @dataclass(frozen=True)
 class AlertsState:
-    """The alerts shown (newest first), how many are unread, whether resolved ones show."""
+    """The alerts shown (newest first), how many open ones are unread, whether resolved show."""
 
     rows: tuple[AlertRow, ...] = ()
     unread: int = 0
@@ -65,6 +70,8 @@ class AlertsViewModel(ViewModel[AlertsState]):
         super().__init__(AlertsState(), on_change)
         self.client = client
         self._all: dict[str, AlertRow] = {}
+        self._seen: set[str] = set()  # ids the operator had in front of them at mark_read
+        self._during: dict[str, AlertRow] | None = None  # events that arrive while reloading
 
     async def refresh(self) -> None:
         """Load every alert (all pages); an error goes to ``state.error``."""
@@ -79,15 +86,30 @@ class AlertsViewModel(ViewModel[AlertsState]):
                 if not cursor:
                     return docs
 
-        docs = await self._load(work)
+        during: dict[str, AlertRow] = {}
+        self._during = during
+        try:
+            docs = await self._load(work)
+        finally:
+            if self._during is during:
+                self._during = None
         if docs is not None:
             self._all = {str(d["id"]): AlertRow.from_json(d) for d in docs}
+            self._all.update(during)  # an event newer than the page must not be lost
             self._publish()
 
     def _publish(self, **changes: Any) -> None:
         show = changes.get("show_resolved", self.state.show_resolved)
         rows = [r for r in self._all.values() if show or r.state != "resolved"]
-        self._set(rows=_newest_first(rows), **changes)
+        self._set(rows=_newest_first(rows), unread=self._unread(), **changes)
+
+    def _unread(self) -> int:
+        return sum(1 for r in self._all.values() if r.state == "open" and r.id not in self._seen)
+
+    @property
+    def open_rows(self) -> tuple[AlertRow, ...]:
+        """Alerts not yet resolved (open or acknowledged), newest first."""
+        return _newest_first([r for r in self._all.values() if r.state != "resolved"])
 
     def row(self, alert_id: str) -> AlertRow | None:
         """One alert (shown or not), or None."""
@@ -113,6 +135,7 @@ class AlertsViewModel(ViewModel[AlertsState]):
 
     def mark_read(self) -> None:
         """The operator has seen the alerts: the unread count goes back to zero."""
+        self._seen.update(r.id for r in self._all.values() if r.state == "open")
         if self.state.unread:
             self._set(unread=0)
 
@@ -124,10 +147,8 @@ class AlertsViewModel(ViewModel[AlertsState]):
         row = AlertRow.from_json(data)
         if self._all.get(row.id) == row:
             return False
-        is_new = kind == events.ALERT_RAISED.name and row.id not in self._all
         self._all[row.id] = row
-        if is_new:
-            self._publish(unread=self.state.unread + 1)
-        else:
-            self._publish()
+        if self._during is not None:
+            self._during[row.id] = row
+        self._publish()
         return True

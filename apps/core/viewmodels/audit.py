@@ -1,4 +1,5 @@
-"""The central audit log: pages oldest first (keyset by ``seq``), server and local filters."""
+"""The central audit log: newest first (keyset by ``seq``), live, server and local filters,
+and suggestions for the action and source filters from what has been seen."""
 
 from __future__ import annotations
 
@@ -72,20 +73,49 @@ class AuditViewModel(ViewModel[AuditState]):
         super().__init__(AuditState(), on_change)
         self.client = client
         self.page_size = page_size
-        self._next_after: int | None = None
+        self._next_before: int | None = None
+        #: while a screen shows the log, new entries are fetched as activity is announced
+        self.live = False
+        self._seen_values: dict[str, set[str]] = {"action": set(), "source": set()}
 
-    async def _page(self, after: int) -> tuple[list[AuditRow], int | None]:
+    async def _page(self, before: int, after: int = 0) -> tuple[list[AuditRow], int | None]:
         page = await self.client.query_audit(
-            after=after, limit=self.page_size, action=self.state.action, source=self.state.source
+            after=after,
+            before=before,
+            limit=self.page_size,
+            action=self.state.action,
+            source=self.state.source,
         )
-        return [AuditRow.from_json(d) for d in page["items"]], page.get("next_after")
+        rows = [AuditRow.from_json(d) for d in page["items"]]
+        for row in rows:
+            self._seen_values["action"].add(row.action)
+            self._seen_values["source"].add(row.source)
+        return rows, page.get("next_before")
 
-    def _show(self, rows: tuple[AuditRow, ...], next_after: int | None) -> None:
-        self._next_after = next_after
+    def suggest(self, field: str, prefix: str) -> list[str]:
+        """Values seen for ``action`` or ``source`` that start with ``prefix`` (sorted)."""
+        seen = self._seen_values.get(field, set())
+        return sorted(v for v in seen if v and v.startswith(prefix.strip()))
+
+    async def check_newer(self) -> None:
+        """Put entries newer than the newest shown on top (errors go to ``state.error``)."""
+        newest = self.state.rows[0].seq if self.state.rows else 0
+
+        async def work() -> None:
+            rows, _ = await self._page(0, after=newest)
+            known = {r.seq for r in self.state.rows}
+            fresh = tuple(r for r in rows if r.seq not in known)
+            if fresh:
+                self._show(fresh + self.state.rows, self._next_before)
+
+        await self._load(work)
+
+    def _show(self, rows: tuple[AuditRow, ...], next_before: int | None) -> None:
+        self._next_before = next_before
         self._set(
             rows=rows,
             visible=_matching(rows, self.state.text),
-            has_more=next_after is not None,
+            has_more=next_before is not None,
         )
 
     async def refresh(self) -> None:
@@ -98,13 +128,13 @@ class AuditViewModel(ViewModel[AuditState]):
         await self._load(work)
 
     async def load_more(self) -> None:
-        """Append the next page, if there is one (errors go to ``state.error``)."""
-        after = self._next_after
-        if after is None:
+        """Append the next (older) page, if there is one (errors go to ``state.error``)."""
+        before = self._next_before
+        if before is None:
             return
 
         async def work() -> None:
-            rows, nxt = await self._page(after)
+            rows, nxt = await self._page(before)
             known = {r.seq for r in self.state.rows}
             self._show(self.state.rows + tuple(r for r in rows if r.seq not in known), nxt)
 

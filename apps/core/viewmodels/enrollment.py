@@ -7,22 +7,34 @@ gateway URL comes from the profile (``keyvault vaults enroll-token --gateway-url
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import shlex
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from apps.core.viewmodels.base import Listener, ViewModel, when
+from common import events
 from common.errors import ValidationError
 
 GATEWAY_PLACEHOLDER = "https://<control-plane-host>:8444"
 MAX_TTL_HOURS = 7 * 24
+VAULT_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # as the control plane checks it
 
 
-def enroll_command(gateway_url: str | None, token: str) -> str:
-    """The exact line to run on the agent host."""
+def enroll_command(
+    gateway_url: str | None, token: str, name: str | None = None, key_file: str | None = None
+) -> str:
+    """The exact line to run on the agent host: the gateway, the token, the vault's name and
+    the metadata-key step (``--metadata-key-file``, the file copied next to it) when given."""
     target = shlex.quote(gateway_url.strip().rstrip("/")) if gateway_url else GATEWAY_PLACEHOLDER
-    return f"keyvault agent enroll --control-plane {target} --token {shlex.quote(token)}"
+    line = f"keyvault agent enroll --control-plane {target} --token {shlex.quote(token)}"
+    if name and name.strip():
+        line += f" --name {shlex.quote(name.strip())}"
+    if key_file:
+        line += f" --metadata-key-file {shlex.quote(key_file)}"
+    return line
 
 
 @dataclass(frozen=True)
@@ -61,12 +73,44 @@ class CreatedToken:
     id: str = ""
 
 
+FOLLOW_STAGES = {
+    "waiting": "waiting for the agent to enroll with the token",
+    "enrolled": "enrolled; waiting for the agent to connect",
+    "connected": "connected; waiting for its first inventory",
+    "ready": "ready",
+    "refused": "the control plane refused the agent",
+}
+
+
+@dataclass(frozen=True)
+class Follow:
+    """A new agent followed from its token to its first inventory (or the refusal's reason)."""
+
+    token_id: str
+    name: str | None
+    stage: str = "waiting"
+    vault_id: str | None = None
+    secrets: int | None = None
+    reason: str | None = None
+
+    @property
+    def text(self) -> str:
+        """One line for the screen: the stage, and the reason or the secret count."""
+        base = FOLLOW_STAGES[self.stage]
+        if self.stage == "refused" and self.reason:
+            return f"{base}: {self.reason}"
+        if self.stage == "ready":
+            return f"ready: {self.secrets or 0} secret{'' if self.secrets == 1 else 's'} reported"
+        return base
+
+
 @dataclass(frozen=True)
 class EnrollmentState:
-    """The organisation's tokens (newest first) and the one just created, if any."""
+    """The organisation's tokens (newest first), the one just created, the agent followed."""
 
     tokens: tuple[TokenRow, ...] = ()
     created: CreatedToken | None = None
+    follow: Follow | None = None
     loading: bool = False
     error: str | None = None
 
@@ -96,6 +140,8 @@ class EnrollmentViewModel(ViewModel[EnrollmentState]):
         super().__init__(EnrollmentState(), on_change)
         self.client = client
         self.gateway_url = gateway_url
+        #: the key file the command names (None: the organisation has no metadata key yet)
+        self.key_file: str | None = None
 
     async def refresh(self) -> None:
         """Load the tokens (errors go to ``state.error``)."""
@@ -106,25 +152,71 @@ class EnrollmentViewModel(ViewModel[EnrollmentState]):
 
         await self._load(work)
 
-    async def create(self, description: str, ttl_hours: float | int | str) -> CreatedToken:
-        """Make a token; it stays in ``state.created`` until :meth:`clear_created`."""
+    async def create(
+        self, description: str, ttl_hours: float | int | str, name: str | None = None
+    ) -> CreatedToken:
+        """Make a token; it stays in ``state.created`` until :meth:`clear_created`, and the
+        agent that uses it is followed in ``state.follow``. ``name`` names the new vault."""
         text = description.strip()
+        vault_name = (name or "").strip() or None
         if len(text) > 200:
             raise ValidationError(
                 "the description must be at most 200 characters",
                 details={"field": "description"},
             )
-        doc = await self.client.create_enrollment_token(text, _ttl_seconds(ttl_hours))
+        if vault_name is not None and not VAULT_NAME.fullmatch(vault_name):
+            raise ValidationError(
+                "the vault name must be 1-100 letters, digits, '.', '_' or '-'",
+                details={"field": "name"},
+            )
+        ttl = _ttl_seconds(ttl_hours)
+        doc = await self.client.create_enrollment_token(text or (vault_name or ""), ttl)
         token = str(doc["token"])
+        gateway = self.gateway_url or doc.get("gateway_url")  # yours first, else the real one
         created = CreatedToken(
             token=token,
             expires_at=when(doc.get("expires_at")),
-            command=enroll_command(self.gateway_url, token),
+            command=enroll_command(gateway, token, vault_name, self.key_file),
             id=str(doc.get("id") or ""),
         )
         row = TokenRow.from_json({**doc, "state": "active", "created_at": doc.get("created_at")})
-        self._set(created=created, tokens=(row, *self.state.tokens))
+        follow = Follow(created.id, vault_name)
+        self._set(created=created, tokens=(row, *self.state.tokens), follow=follow)
         return created
+
+    def needs(self, kind: str, data: dict[str, Any]) -> bool:
+        """Whether a stream event may move the agent being followed."""
+        follow = self.state.follow
+        if follow is None or follow.stage in ("ready",):
+            return False
+        if follow.vault_id is None:
+            return kind == events.VAULT_REGISTERED.name
+        return data.get("vault_id") == follow.vault_id
+
+    async def on_event(self, kind: str, data: dict[str, Any]) -> None:
+        """Move the followed agent along: registered → enrolled, online → connected, its
+        inventory → ready; a refusal shows its reason."""
+        follow = self.state.follow
+        if follow is None or not self.needs(kind, data):
+            return
+        if kind == events.VAULT_REGISTERED.name:
+            await self.refresh()  # the token now names the vault it enrolled
+            mine = next((t for t in self.state.tokens if t.id == follow.token_id), None)
+            if mine is not None and mine.vault_id:
+                self._follow(stage="enrolled", vault_id=mine.vault_id)
+        elif kind == events.VAULT_STATUS.name and data.get("status") == "online":
+            if follow.stage in ("waiting", "enrolled", "refused"):
+                self._follow(stage="connected", reason=None)
+        elif kind == events.VAULT_REFUSED.name:
+            self._follow(stage="refused", reason=str(data.get("message") or data.get("code")))
+        elif kind == events.INVENTORY_CHANGED.name:
+            count = data.get("secrets")
+            self._follow(stage="ready", secrets=count if isinstance(count, int) else None)
+
+    def _follow(self, **changes: Any) -> None:
+        follow = self.state.follow
+        if follow is not None:
+            self._set(follow=dataclasses.replace(follow, **changes))
 
     def clear_created(self) -> None:
         """Forget the token just made (it was shown once)."""

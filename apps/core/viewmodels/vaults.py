@@ -12,7 +12,7 @@ from apps.core.filtering import needle_of
 from apps.core.viewmodels.base import Listener, ViewModel, when
 from common import events
 from common.cpclient import AsyncControlPlaneClient
-from common.errors import ValidationError
+from common.errors import KeyVaultError, ValidationError
 
 COLUMNS = ("name", "id", "status", "last_seen", "secret_count", "version", "cert_expiry")
 
@@ -194,6 +194,18 @@ class VaultsViewModel(ViewModel[VaultsState]):
         else:
             self._resort()
         self._publish()
+
+    async def reload_last_seen(self, vault_id: str) -> None:
+        """Fetch one vault's true last heartbeat (a status event does not carry it); the
+        status stays as the events say. An error leaves the row as it is."""
+        try:
+            doc = await self.client.get_vault(vault_id)
+        except KeyVaultError:
+            return
+        row = self._rows.get(vault_id)
+        seen = VaultRow.from_json(doc).last_seen
+        if row is not None and seen != row.last_seen:
+            self._put(replace(row, last_seen=seen))
 
     async def revoke(self, vault_id: str) -> VaultRow:
         """Revoke a vault (raises the KeyVaultError); the row shows it at once."""

@@ -24,9 +24,12 @@ class AlertsTableModel(RowTableModel[AlertRow]):
         vault_name: Callable[[str], str | None] | None = None,
         clock: Any = None,
         parent: Any = None,
+        humanize: Callable[[str, str | None], str] | None = None,
     ) -> None:
         super().__init__(clock, parent)
         self.vault_name = vault_name or (lambda _id: None)
+        #: ids in a message → names (the shell's name book)
+        self.humanize = humanize or (lambda text, _vault: text)
 
     def key(self, row: AlertRow) -> str:
         """The alert id."""
@@ -43,7 +46,7 @@ class AlertsTableModel(RowTableModel[AlertRow]):
                 return DASH
             return self.vault_name(row.vault_id) or row.vault_id
         if column == MESSAGE:
-            return row.message
+            return self.humanize(row.message, row.vault_id)
         return stamp(row.raised_at)
 
     def foreground(self, row: AlertRow, column: int) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from apps.core.names import NameBook
 from apps.core.viewmodels.audit import AuditRow
 from apps.desktop import theme
 from apps.desktop.models import DASH, RowTableModel, stamp
@@ -16,6 +17,12 @@ class AuditTableModel(RowTableModel[AuditRow]):
 
     HEADERS = ("#", "When", "Actor", "Action", "Target", "Source", "Outcome")
 
+    def __init__(
+        self, clock: Any = None, parent: Any = None, names: NameBook | None = None
+    ) -> None:
+        super().__init__(clock, parent)
+        self.names = names or NameBook()
+
     def key(self, row: AuditRow) -> str:
         """The entry's sequence number, as text."""
         return str(row.seq)
@@ -25,10 +32,10 @@ class AuditTableModel(RowTableModel[AuditRow]):
         values = (
             str(row.seq),
             stamp(row.at),
-            row.actor or DASH,
+            self.names.label(row.actor) or DASH,
             row.action,
-            row.target or DASH,
-            row.source or DASH,
+            self.names.label(row.target, row.vault_id) or DASH,
+            self.names.vault(row.vault_id) if row.vault_id else (row.source or DASH),
             row.outcome or DASH,
         )
         return values[column]

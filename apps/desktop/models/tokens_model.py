@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from apps.core.viewmodels.enrollment import TokenRow
@@ -18,6 +19,12 @@ class TokensTableModel(RowTableModel[TokenRow]):
 
     HEADERS = ("Description", "State", "Created", "Expires", "Used", "Vault")
 
+    def __init__(
+        self, parent: Any = None, vault_name: Callable[[str | None], str] | None = None
+    ) -> None:
+        super().__init__(parent=parent)
+        self.vault_name = vault_name or (lambda vault_id: vault_id or "")
+
     def key(self, row: TokenRow) -> str:
         """The token's id."""
         return row.id
@@ -30,7 +37,7 @@ class TokensTableModel(RowTableModel[TokenRow]):
             stamp(row.created_at),
             stamp(row.expires_at),
             stamp(row.used_at),
-            row.vault_id or DASH,
+            self.vault_name(row.vault_id) or DASH,
         )
         return values[column]
 

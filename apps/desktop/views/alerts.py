@@ -9,6 +9,7 @@ from PySide6.QtWidgets import QCheckBox, QLabel, QPushButton, QWidget
 
 from apps.core.navigation import area
 from apps.core.viewmodels.alerts import AlertRow, AlertsState
+from apps.core.viewmodels.home import plural
 from apps.desktop.models import ROW_ROLE
 from apps.desktop.models.alerts_model import AlertsTableModel
 from apps.desktop.tasks import run_task
@@ -35,7 +36,7 @@ class AlertsView(QWidget):
         super().__init__(parent)
         self.shell = shell
         self.vm = shell.alerts
-        self.model = AlertsTableModel(self._vault_name, parent=self)
+        self.model = AlertsTableModel(self._vault_name, parent=self, humanize=shell.names.humanize)
         self._build()
         follow(self, self.vm.subscribe, self.show_state)
         self.show_state(self.vm.state)
@@ -78,7 +79,7 @@ class AlertsView(QWidget):
             if selected is not None and (at := self.model.row_of(selected.id)) is not None:
                 self.table.selectRow(at)
         open_count = sum(1 for r in state.rows if r.state == "open")
-        self.summary.setText(f"{len(state.rows)} alerts · {open_count} open")
+        self.summary.setText(f"{plural(len(state.rows), 'alert')} · {open_count} open")
         show_error(self.error, state.error and f"Could not load the alerts: {state.error}")
         if state.unread and self.isVisible():
             self.vm.mark_read()

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget
+from PySide6.QtCore import QStringListModel, Qt
+from PySide6.QtGui import QHideEvent
+from PySide6.QtWidgets import (
+    QComboBox,
+    QCompleter,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QWidget,
+)
 
 from apps.core.navigation import area
 from apps.desktop.models.audit_model import SEQ, AuditTableModel
@@ -29,12 +38,16 @@ class AuditView(QWidget):
         super().__init__(parent)
         self.shell = shell
         self.vm = shell.audit
-        self.model = AuditTableModel(parent=self)
+        self.model = AuditTableModel(parent=self, names=shell.names)
         self.proxy = proxy_for(self.model, parent=self)
         self.table = table_for(self.proxy, WIDTHS, stretch=4)
         self.table.sortByColumn(SEQ, Qt.SortOrder.DescendingOrder)
         self.action = QLineEdit(placeholderText="Action (exact), e.g. policy.create")
         self.action.setClearButtonEnabled(True)
+        self.completions = QStringListModel(self)
+        completer = QCompleter(self.completions, self)
+        completer.setCompletionMode(QCompleter.CompletionMode.PopupCompletion)
+        self.action.setCompleter(completer)
         self.source = QComboBox()
         self.source.setMinimumWidth(220)
         self.text = QLineEdit(placeholderText="Search the loaded entries…")
@@ -72,9 +85,15 @@ class AuditView(QWidget):
         layout.addLayout(bottom)
 
     def showEvent(self, event: QShowEvent) -> None:
-        """Reload every time the view is shown (new entries since)."""
+        """Reload every time the view is shown; new entries then arrive on top by themselves."""
         super().showEvent(event)
+        self.vm.live = True
         self.refresh()
+
+    def hideEvent(self, event: QHideEvent) -> None:
+        """Not shown: stop following new entries."""
+        super().hideEvent(event)
+        self.vm.live = False
 
     def refresh(self) -> None:
         """Load the first page again."""
@@ -130,6 +149,9 @@ class AuditView(QWidget):
     def paint(self, state: Any) -> None:
         """The loaded rows the text filter keeps (the view model's ``visible``); the status."""
         self.model.apply_rows(state.visible)
+        seen = self.vm.suggest("action", "")
+        if seen != self.completions.stringList():
+            self.completions.setStringList(seen)  # action names suggested as you type
         self.more_button.setEnabled(state.has_more and not state.loading)
         self._status(state)
 

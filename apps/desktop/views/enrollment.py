@@ -62,6 +62,8 @@ class CreatedPanel(QFrame):
         self.copy_button = QPushButton("Copy command")
         self.note = QLabel()
         self.note.setObjectName("muted")
+        self.follow = QLabel()
+        self.follow.setObjectName("follow")
         row = QHBoxLayout()
         row.addWidget(self.command, 1)
         row.addWidget(self.copy_button)
@@ -69,6 +71,7 @@ class CreatedPanel(QFrame):
         layout.addWidget(title)
         layout.addLayout(row)
         layout.addWidget(self.note)
+        layout.addWidget(self.follow)
         self.hide()
 
     def show_token(self, created: CreatedToken | None) -> None:
@@ -94,15 +97,16 @@ class EnrollmentView(QWidget):
         super().__init__(parent)
         self.shell = shell
         self.vm = shell.enrollment
-        self.model = TokensTableModel(parent=self)
+        self.model = TokensTableModel(parent=self, vault_name=shell.names.vault)
         self.proxy = proxy_for(self.model, parent=self)
         self.table = table_for(self.proxy, WIDTHS, stretch=0)
+        self.name = QLineEdit(placeholderText="e.g. billing-prod")
         self.description = QLineEdit(placeholderText="e.g. billing-prod host 2")
         self.ttl_hours = QLineEdit("24")
         self.ttl_hours.setMaximumWidth(90)
         self.create_button = QPushButton("Create token")
         self.revoke_button = QPushButton("Revoke…")
-        self.errors = FieldErrors(["description", "ttl_hours"])
+        self.errors = FieldErrors(["name", "description", "ttl_hours"])
         self.created = CreatedPanel()
         self.status = QLabel()
         self.status.setObjectName("summary")
@@ -117,20 +121,24 @@ class EnrollmentView(QWidget):
         self.create_button.setDefault(True)
         self.create_button.clicked.connect(self.create_token)
         self.description.returnPressed.connect(self.create_token)
+        self.name.returnPressed.connect(self.create_token)
         self.ttl_hours.returnPressed.connect(self.create_token)
         self.revoke_button.clicked.connect(self.revoke)
         self.created.copy_button.clicked.connect(self.copy_command)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._selection())
         row, _title = title_row(area("enrollment").heading, reload_button)
         form = QGridLayout()
-        form.addWidget(QLabel("Description"), 0, 0)
-        form.addWidget(self.description, 0, 1)
-        form.addWidget(QLabel("Valid for (hours)"), 0, 2)
-        form.addWidget(self.ttl_hours, 0, 3)
-        form.addWidget(self.create_button, 0, 4)
-        form.addWidget(self.errors.labels["description"], 1, 1)
-        form.addWidget(self.errors.labels["ttl_hours"], 1, 2, 1, 3)
-        form.setColumnStretch(1, 1)
+        form.addWidget(QLabel("Vault name"), 0, 0)
+        form.addWidget(self.name, 0, 1)
+        form.addWidget(QLabel("Description"), 0, 2)
+        form.addWidget(self.description, 0, 3)
+        form.addWidget(QLabel("Valid for (hours)"), 0, 4)
+        form.addWidget(self.ttl_hours, 0, 5)
+        form.addWidget(self.create_button, 0, 6)
+        form.addWidget(self.errors.labels["name"], 1, 1)
+        form.addWidget(self.errors.labels["description"], 1, 3)
+        form.addWidget(self.errors.labels["ttl_hours"], 1, 4, 1, 3)
+        form.setColumnStretch(3, 1)
         bottom = QHBoxLayout()
         bottom.addWidget(self.status, 1)
         bottom.addWidget(self.revoke_button)
@@ -159,6 +167,8 @@ class EnrollmentView(QWidget):
     def paint(self, state: Any) -> None:
         """The created-token panel, the list, the status line."""
         self.created.show_token(state.created)
+        follow = state.follow
+        self.created.follow.setText(f"<b>New agent:</b> {follow.text}" if follow else "")
         self.model.set_rows(state.tokens)
         active = sum(1 for t in state.tokens if t.state == "active")
         count = len(state.tokens)
@@ -179,12 +189,13 @@ class EnrollmentView(QWidget):
         """Make a token from the form (field errors next to the fields)."""
         self.errors.clear()
         self.create_button.setEnabled(False)
-        coro = self.vm.create(self.description.text(), self.ttl_hours.text())
+        coro = self.vm.create(self.description.text(), self.ttl_hours.text(), self.name.text())
         run_task(self, coro, done=self._created, failed=self._failed)
 
     def _created(self, _created: CreatedToken) -> None:
         self.create_button.setEnabled(True)
         self.description.clear()
+        self.name.clear()
 
     def _failed(self, error: KeyVaultError) -> None:
         self.create_button.setEnabled(True)
@@ -193,6 +204,8 @@ class EnrollmentView(QWidget):
             self.ttl_hours.setFocus()
         elif field == "description":
             self.description.setFocus()
+        elif field == "name":
+            self.name.setFocus()
 
     def copy_command(self) -> None:
         """Copy the enroll command (with its token); the clipboard is wiped after 30 s."""

@@ -5,13 +5,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCharts import QChart, QChartView, QDateTimeAxis, QLineSeries, QValueAxis
-from PySide6.QtCore import QDateTime, Qt
-from PySide6.QtGui import QPainter
-from PySide6.QtWidgets import QButtonGroup, QComboBox, QLabel, QPushButton, QWidget
+from PySide6.QtCharts import (
+    QBarCategoryAxis,
+    QBarSeries,
+    QBarSet,
+    QChart,
+    QChartView,
+    QValueAxis,
+)
+from PySide6.QtCore import QEvent, Qt
+from PySide6.QtGui import QColor, QPainter, QPalette
+from PySide6.QtWidgets import QApplication, QButtonGroup, QComboBox, QLabel, QPushButton, QWidget
 
 from apps.core.navigation import area
-from apps.desktop import theme
+from apps.core.rules import series_colour
 from apps.desktop.tasks import run_task
 from apps.desktop.views import follow, title_row, view_layout
 from apps.desktop.views.ops_kit import show_status
@@ -41,8 +48,15 @@ def totals_text(state: Any) -> str:
     return " · ".join(parts)
 
 
+def day_labels(days: tuple[str, ...], most: int = 10) -> list[str]:
+    """'MM-DD' under at most ``most`` days, evenly spread; the other categories stay blank
+    (distinct zero-width strings, as categories must differ) instead of elided to '…'."""
+    step = max(1, -(-len(days) // most))
+    return [day[5:] if i % step == 0 else "\u200b" * (i + 1) for i, day in enumerate(days)]
+
+
 class UsageChart(QChartView):
-    """One line chart of daily counts, a line per series."""
+    """Daily counts as bars, one distinctly coloured set per series, in the app's theme."""
 
     def __init__(self, title: str) -> None:
         super().__init__()
@@ -51,54 +65,79 @@ class UsageChart(QChartView):
         self.setMinimumHeight(220)
         self.plot = QChart()  # one chart for the view's life; series and axes are replaced
         self.plot.legend().setAlignment(Qt.AlignmentFlag.AlignRight)
-        self.x_axis, self.y_axis = QDateTimeAxis(), QValueAxis()
-        self.x_axis.setFormat("MMM d")
+        self.x_axis, self.y_axis = QBarCategoryAxis(), QValueAxis()
         self.y_axis.setLabelFormat("%d")
         self.plot.addAxis(self.x_axis, Qt.AlignmentFlag.AlignBottom)
         self.plot.addAxis(self.y_axis, Qt.AlignmentFlag.AlignLeft)
         self.setChart(self.plot)
+        self._shown: tuple[tuple[str, ...], dict[str, tuple[int, ...]]] = ((), {})
         self.show_series((), {})
+
+    def changeEvent(self, event: QEvent) -> None:
+        """A theme switch repaints the chart in the new theme."""
+        super().changeEvent(event)
+        if event.type() in (
+            QEvent.Type.PaletteChange,
+            QEvent.Type.ApplicationPaletteChange,
+            QEvent.Type.StyleChange,
+        ):
+            self.show_series(*self._shown)
 
     def show_series(self, days: tuple[str, ...], series: dict[str, tuple[int, ...]]) -> None:
         """Draw these series over ``days`` (titled as empty when there are none)."""
+        self._shown = (days, series)
         chart = self.plot
-        dark = theme.current() == "dark"
+        colours = QApplication.palette()  # the theme in force (also mid-switch)
+        dark = colours.color(QPalette.ColorRole.Window).lightness() < 128
         chart.setTheme(
             QChart.ChartTheme.ChartThemeDark if dark else QChart.ChartTheme.ChartThemeLight
         )
+        chart.setBackgroundBrush(colours.base())
         chart.removeAllSeries()
         chart.setTitle(self.title if series else f"{self.title} — no usage in this range")
         chart.legend().setVisible(bool(series))
-        x_axis, y_axis = self.x_axis, self.y_axis
-        x_axis.setTickCount(min(max(len(days), 2), 8))
+        self.x_axis.clear()
+        self.x_axis.append(day_labels(days))
+        # 30 or 90 narrow slots elide any date: the range is named under the title instead
+        self.x_axis.setLabelsVisible(len(days) <= 10)
+        if len(days) > 10 and series:
+            chart.setTitle(f"{self.title} · {days[0]} → {days[-1]}")
+        bars = QBarSeries()
         top = 0
-        for name, counts in sorted(series.items()):
-            line = QLineSeries()
-            line.setName(name)
-            for day, count in zip(days, counts, strict=False):
-                line.append(day_ms(day), count)
-            chart.addSeries(line)
-            line.attachAxis(x_axis)
-            line.attachAxis(y_axis)
+        for at, (name, counts) in enumerate(sorted(series.items())):
+            one = QBarSet(name)
+            one.setColor(QColor(series_colour(at)))
+            one.append([float(c) for c in counts[: len(days)]])
+            bars.append(one)
             top = max(top, *counts) if counts else top
-        if days:
-            x_axis.setRange(
-                QDateTime.fromMSecsSinceEpoch(int(day_ms(days[0]))),
-                QDateTime.fromMSecsSinceEpoch(int(day_ms(days[-1]))),
-            )
-        y_axis.setRange(0, max(4, top + (top + 4) // 5))
-        y_axis.setTickCount(5)
+        if series:
+            chart.addSeries(bars)
+            bars.attachAxis(self.x_axis)
+            bars.attachAxis(self.y_axis)
+        self.y_axis.setRange(0, max(4, top + (top + 4) // 5))
+        self.y_axis.setTickCount(5)
+
+    def _sets(self) -> list[QBarSet]:
+        found: list[QBarSet] = []
+        for drawn in self.plot.series():
+            if isinstance(drawn, QBarSeries):
+                found.extend(drawn.barSets())
+        return found
 
     def counts(self, name: str) -> list[int]:
         """The daily counts drawn for one series (oldest first); [] when it is not drawn."""
-        for line in self.plot.series():
-            if isinstance(line, QLineSeries) and line.name() == name:
-                return [int(line.at(i).y()) for i in range(line.count())]
+        for one in self._sets():
+            if one.label() == name:
+                return [int(one.at(i)) for i in range(one.count())]
         return []
 
+    def colours(self) -> list[str]:
+        """The bar colours, one per series, in drawing order."""
+        return [one.color().name() for one in self._sets()]
+
     def series_names(self) -> list[str]:
-        """The names of the lines drawn now."""
-        return [s.name() for s in self.plot.series()]
+        """The names of the series drawn now."""
+        return [one.label() for one in self._sets()]
 
 
 class UsageView(QWidget):

@@ -73,7 +73,8 @@ class VaultDetailView(QWidget):
             facts.addRow(f"{name}:", label)
         layout.addLayout(facts)
         self.sealed_note = QLabel(
-            "Secret names are sealed: this computer has no copy of the organisation's metadata key."
+            "Secret names are sealed: this computer has no copy of the organisation's metadata key "
+            "(File → Import metadata key…)."
         )
         self.sealed_note.setObjectName("muted")
         layout.addWidget(self.sealed_note)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QModelIndex, QSortFilterProxyModel, Qt, Signal
-from PySide6.QtWidgets import QLabel, QLineEdit, QMessageBox, QPushButton, QWidget
+from PySide6.QtWidgets import QLabel, QLineEdit, QPushButton, QWidget
 
 from apps.core.navigation import area
 from apps.core.rules import status_counts
@@ -22,6 +22,7 @@ from apps.desktop.views import (
     title_row,
     view_layout,
 )
+from apps.desktop.views.typed_confirm import TypedConfirmDialog
 
 if TYPE_CHECKING:
     from apps.core.shell import Shell
@@ -127,15 +128,17 @@ class VaultsView(QWidget):
         if row is not None:
             self.open_vault.emit(row.id)
 
-    def _revoke_selected(self) -> None:
+    def _revoke_selected(self) -> TypedConfirmDialog | None:
+        """Ask for the vault's name (irreversible), then revoke; returns the open dialog."""
         row = self.selected()
         if row is None or row.revoked:
-            return
-        answer = QMessageBox.question(
+            return None
+        dialog = TypedConfirmDialog(
             self,
+            f"Revoke {row.name} ({row.id})? Its agent is disconnected and cannot reconnect.",
+            row.name or row.id,
             "Revoke vault",
-            f"Revoke {row.name} ({row.id})?\n\nIts agent is disconnected and cannot reconnect; "
-            "this cannot be undone.",
         )
-        if answer == QMessageBox.StandardButton.Yes:
-            run_task(self, self.vm.revoke(row.id))
+        dialog.accepted.connect(lambda: run_task(self, self.vm.revoke(row.id)))
+        dialog.open()
+        return dialog

@@ -13,6 +13,7 @@ from apps.core.navigation import area
 from apps.core.timefmt import ago
 from apps.core.viewmodels.alerts import AlertRow, AlertsState, AlertsViewModel
 from apps.tui.screens.base import KeyVaultScreen
+from apps.tui.widgets.tables import add_cut_row
 from apps.tui.widgets.tones import style_of
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
@@ -25,15 +26,17 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
 STATE_STYLE = {"open": "bold", "acknowledged": "", "resolved": "dim"}
 
 
-def alert_cells(row: AlertRow, vault_name: str | None, now: Any) -> tuple[Any, ...]:
-    """The table cells of one alert, in :data:`COLUMNS` order."""
+def alert_cells(
+    row: AlertRow, vault_name: str | None, now: Any, message: str | None = None
+) -> tuple[Any, ...]:
+    """The table cells of one alert, in :data:`COLUMNS` order (``message`` with names)."""
     dim = row.state == "resolved"
     severity = Text(row.severity, style="dim" if dim else style_of(row.severity))
     return (
         severity,
         Text(row.state, style=STATE_STYLE.get(row.state, "")),
         vault_name or row.vault_id or "—",
-        Text(row.message, style="dim" if dim else ""),
+        Text(message or row.message, style="dim" if dim else ""),
         ago(row.raised_at, now),
     )
 
@@ -84,7 +87,9 @@ class AlertsScreen(KeyVaultScreen):
         table.clear()
         for row in state.rows:
             vault = self.shell.vaults.row(row.vault_id) if row.vault_id else None
-            table.add_row(*alert_cells(row, vault.name if vault else None, now), key=row.id)
+            message = self.shell.names.humanize(row.message, row.vault_id)
+            cells = alert_cells(row, vault.name if vault else None, now, message)
+            add_cut_row(table, cells, row.id)
         if selected is not None and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected), animate=False)
         live = sum(1 for r in state.rows if r.state != "resolved")

@@ -9,6 +9,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.suggester import Suggester
 from textual.widgets import DataTable, Input, Select, Static
 
 from apps.core.navigation import area
@@ -41,7 +42,11 @@ class AuditScreen(KeyVaultScreen):
     def compose_body(self) -> ComposeResult:
         """Filters, the table, the status line."""
         with Horizontal(id="audit-filters"):
-            yield Input(placeholder="action (exact), e.g. policy.create", id="audit-action")
+            yield Input(
+                placeholder="action (exact), e.g. policy.create",
+                id="audit-action",
+                suggester=SeenValues(self.shell.audit, "action"),
+            )
             yield Select(self._sources(), prompt="any source", id="audit-source")
             yield Input(placeholder="/ search loaded rows", id="audit-text")
         table: DataTable[Cell] = DataTable(id="audit", cursor_type="row", zebra_stripes=True)
@@ -54,12 +59,21 @@ class AuditScreen(KeyVaultScreen):
         return [("control plane", CONTROL_PLANE)] + [(f"{v.name} ({v.id})", v.id) for v in vaults]
 
     def on_mount(self) -> None:
-        """Paint and load."""
+        """Paint and load; new entries arrive on top while the screen is shown."""
         model = self.shell.audit
+        model.live = True
         self.watch_model(model.subscribe, self.paint)
         self.paint(model.state)
         self.query_one("#audit", DataTable).focus()
         self.action_refresh()
+
+    def on_screen_suspend(self) -> None:
+        """Not shown: no need to follow new entries."""
+        self.shell.audit.live = False
+
+    def on_screen_resume(self) -> None:
+        """Shown again: follow new entries."""
+        self.shell.audit.live = True
 
     def paint(self, state: Any) -> None:
         """Rows matching the local text filter, newest first; the status line."""
@@ -72,6 +86,7 @@ class AuditScreen(KeyVaultScreen):
                 return vault.name
             return "control plane" if vault_id == CONTROL_PLANE else vault_id
 
+        names = self.shell.names
         fill_table(
             self.query_one("#audit", DataTable),
             (
@@ -80,9 +95,9 @@ class AuditScreen(KeyVaultScreen):
                     (
                         str(r.seq),
                         when(r.at),
-                        r.actor or "—",
+                        names.label(r.actor) or "—",
                         r.action,
-                        r.target or "—",
+                        names.label(r.target, r.vault_id) or "—",
                         source(r.source),
                         r.outcome,
                     ),
@@ -94,7 +109,7 @@ class AuditScreen(KeyVaultScreen):
         status.set_class(bool(state.error), "error")
         more = " · m load more" if state.has_more else ""
         loading = " · loading…" if state.loading else ""
-        shown = f"{len(rows)} entries"
+        shown = f"{len(rows)} entr{'y' if len(rows) == 1 else 'ies'}"
         if state.text.strip():
             shown = f"{len(rows)} of {len(state.rows)} loaded entries match {state.text.strip()!r}"
         status.update(f"⚠ {state.error}" if state.error else f"{shown}{more}{loading}")
@@ -134,3 +149,16 @@ class AuditScreen(KeyVaultScreen):
     @on(Input.Changed, "#audit-text")
     def _text_filter(self, event: Input.Changed) -> None:
         self._run(self.shell.audit.set_filter(text=event.value))
+
+
+class SeenValues(Suggester):
+    """Suggests action names the log has shown (completion with the right arrow)."""
+
+    def __init__(self, model: Any, field: str) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+        self.model, self.field = model, field
+
+    async def get_suggestion(self, value: str) -> str | None:
+        """The first seen value that starts with what was typed."""
+        found = self.model.suggest(self.field, value) if value else []
+        return found[0] if found else None

@@ -37,10 +37,17 @@ class KeyVaultScreen(Screen[Any]):
     #: the title shown in the header and the command palette
     TITLE_TEXT = "KeyVault"
 
+    _own_shell: Shell | None = None
+
     @property
     def shell(self) -> Shell:
-        """The logged-in shell (session, clients, view models, live stream)."""
-        return self.app.shell  # type: ignore[attr-defined]
+        """The shell this screen was opened under (session, clients, view models, stream).
+
+        Kept by the screen, so its clean-up after a logout (when the app has no shell any
+        more) still reaches its own view models instead of None."""
+        if self._own_shell is None:
+            self._own_shell = self.app.shell  # type: ignore[attr-defined]
+        return self._own_shell
 
     def now(self) -> datetime:
         """The app's clock (injectable for stable snapshots)."""

@@ -29,9 +29,13 @@ class EnrollmentScreen(KeyVaultScreen):
     DEFAULT_CSS = (
         FORM_CSS
         + """
-    EnrollmentScreen #enroll-form { height: auto; padding: 0 1; }
-    EnrollmentScreen #enroll-form Label { padding: 1 1 0 0; width: auto; color: $text-muted; }
+    EnrollmentScreen #enroll-form, EnrollmentScreen #enroll-form-2 { height: auto; padding: 0 1; }
+    EnrollmentScreen #enroll-form Label, EnrollmentScreen #enroll-form-2 Label {
+        padding: 1 1 0 0; width: auto; color: $text-muted;
+    }
     EnrollmentScreen #description { width: 1fr; }
+    EnrollmentScreen #name { width: 1fr; }
+    EnrollmentScreen #created-follow { text-style: bold; }
     EnrollmentScreen #ttl_hours { width: 12; }
     EnrollmentScreen #create { margin-left: 1; }
     EnrollmentScreen #enroll-errors { height: auto; padding: 0 1; }
@@ -56,13 +60,17 @@ class EnrollmentScreen(KeyVaultScreen):
 
     def compose_body(self) -> ComposeResult:
         """The create form, the shown-once panel, the list."""
-        with Horizontal(id="enroll-form"):
-            yield Label("Description")
-            yield Input(placeholder="e.g. billing-prod host 2", id="description")
+        with Horizontal(id="enroll-form"):  # two short rows: usable at 80 columns
+            yield Label("Vault name")
+            yield Input(placeholder="e.g. billing-prod", id="name")
             yield Label("Valid (hours)")
             yield Input("24", id="ttl_hours")
             yield Button("Create token", id="create", variant="primary")
+        with Horizontal(id="enroll-form-2"):
+            yield Label("Description")
+            yield Input(placeholder="e.g. billing-prod host 2", id="description")
         with Vertical(id="enroll-errors"):
+            yield Static("", id="name-error", classes="field-error")
             yield Static("", id="description-error", classes="field-error")
             yield Static("", id="ttl_hours-error", classes="field-error")
             yield Static("", id="form-error", classes="form-error")
@@ -70,6 +78,7 @@ class EnrollmentScreen(KeyVaultScreen):
             yield Static("", id="created-title")
             yield Static("", id="created-command")
             yield Static("", id="created-note")
+            yield Static("", id="created-follow")
         table: DataTable[Cell] = DataTable(id="tokens", cursor_type="row", zebra_stripes=True)
         table.add_columns(*COLUMNS)
         yield table
@@ -80,7 +89,7 @@ class EnrollmentScreen(KeyVaultScreen):
         model = self.shell.enrollment
         self.watch_model(model.subscribe, self.paint)
         self.paint(model.state)
-        self.query_one("#description", Input).focus()
+        self.query_one("#name", Input).focus()
         self.action_refresh()
 
     def paint(self, state: Any) -> None:
@@ -101,9 +110,16 @@ class EnrollmentScreen(KeyVaultScreen):
             )
         else:
             self.query_one("#created-command", Static).update("")
+        follow = state.follow
+        self.query_one("#created-follow", Static).update(
+            Text(f"New agent: {follow.text}", style=_FOLLOW_STYLE.get(follow.stage, ""))
+            if follow is not None
+            else ""
+        )
+        names = self.shell.names
         fill_table(
             self.query_one("#tokens", DataTable),
-            ((t.id, _cells(t)) for t in state.tokens),
+            ((t.id, _cells(t, names.vault(t.vault_id))) for t in state.tokens),
         )
         status = self.query_one("#tokens-status", Static)
         status.set_class(bool(state.error), "error")
@@ -117,8 +133,8 @@ class EnrollmentScreen(KeyVaultScreen):
         self.run_worker(self.shell.enrollment.refresh(), group="enroll-load", exclusive=True)
 
     def action_new(self) -> None:
-        """Go to the description field."""
-        self.query_one("#description", Input).focus()
+        """Go to the form's first field."""
+        self.query_one("#name", Input).focus()
 
     def action_focus_table(self) -> None:
         """Back to the list."""
@@ -127,19 +143,23 @@ class EnrollmentScreen(KeyVaultScreen):
     @on(Button.Pressed, "#create")
     @on(Input.Submitted)
     def _create(self) -> None:
+        name = self.query_one("#name", Input).value
         description = self.query_one("#description", Input).value
         ttl = self.query_one("#ttl_hours", Input).value
         clear_errors(self)
-        self.run_worker(self._do_create(description, ttl), group="enroll-create", exclusive=True)
+        self.run_worker(
+            self._do_create(name, description, ttl), group="enroll-create", exclusive=True
+        )
 
-    async def _do_create(self, description: str, ttl: str) -> None:
+    async def _do_create(self, name: str, description: str, ttl: str) -> None:
         try:
-            await self.shell.enrollment.create(description, ttl)
+            await self.shell.enrollment.create(description, ttl, name=name)
         except KeyVaultError as exc:
             if show_error(self, exc) is None:
                 self.notify(exc.message, title="Failed", severity="error", timeout=8)
             return
         self.query_one("#description", Input).value = ""
+        self.query_one("#name", Input).value = ""
         self.query_one("#tokens", DataTable).focus()  # the form is done; `c` copies the command
         self.notify("enrollment token created")
 
@@ -177,12 +197,15 @@ class EnrollmentScreen(KeyVaultScreen):
         self.shell.enrollment.clear_created()
 
 
-def _cells(row: Any) -> tuple[Cell, ...]:
+_FOLLOW_STYLE = {"ready": "bold green", "refused": "bold red", "connected": "green"}
+
+
+def _cells(row: Any, vault_name: str) -> tuple[Cell, ...]:
     return (
         row.description or "—",
         Text(row.state, style=STATE_STYLE.get(row.state, "")),
         when(row.created_at),
         when(row.expires_at),
         when(row.used_at),
-        row.vault_id or "—",
+        vault_name or "—",
     )

@@ -14,6 +14,7 @@ from textual.widgets import Select, Static
 from textual_plotext import PlotextPlot
 
 from apps.core.navigation import area
+from apps.core.rules import series_colour
 from apps.tui.screens.base import KeyVaultScreen
 
 RANGES = (7, 30, 90)
@@ -91,12 +92,19 @@ class UsageScreen(KeyVaultScreen):
         xs: list[float] = [float(i) for i in range(1, len(days) + 1)]
         if not xs or not series:
             plt.title(f"{title} — no usage in this range")
-        for name, counts in sorted(series.items()):
-            plt.plot(xs, list(counts), label=name, marker="braille")
-        if xs:
-            step = max(1, len(xs) // 6)
-            ticks = xs[::step]
-            plt.xticks(ticks, [days[int(i) - 1][5:] for i in ticks])
+        if xs and series:  # daily counts are bars, one distinct colour per series
+            names = sorted(series)
+            # plotext takes one label and colour per set (its stub says otherwise)
+            options: dict[str, Any] = {
+                "labels": names,
+                "width": 0.6,  # gaps between the days
+                "color": [_rgb(series_colour(i)) for i in range(len(names))],
+            }
+            labels = [day[5:] for day in days]  # one group of bars per day, labelled
+            plt.multiple_bar(labels, [list(series[n])[: len(xs)] for n in names], **options)
+            if len(days) > 10:  # 30 or 90 days: a label every few groups stays readable
+                step = max(1, len(days) // 8)
+                plt.xticks(xs[::step], labels[::step])
         if series:
             plt.ylim(0, None)
         chart.refresh()
@@ -118,3 +126,9 @@ class UsageScreen(KeyVaultScreen):
         vault_id = event.value if isinstance(event.value, str) else None
         if vault_id != self.shell.usage.state.vault_id:
             self._run(self.shell.usage.set_vault(vault_id))
+
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    """``#rrggbb`` as plotext's (r, g, b)."""
+    value = hex_colour.lstrip("#")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)

@@ -14,6 +14,7 @@ from apps.core.rules import DASH, shown_status, text_or_dash
 from apps.core.timefmt import ago, day
 from apps.core.viewmodels.vault_detail import InventoryRow, VaultDetailState, VaultDetailViewModel
 from apps.tui.screens.base import KeyVaultScreen, due_text, expires_text
+from apps.tui.widgets.tables import add_cut_row
 from apps.tui.widgets.tones import style_of
 
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
@@ -124,7 +125,7 @@ class VaultDetailScreen(KeyVaultScreen):
         hint.display = not state.has_key and bool(state.items)
         hint.update(
             "Names and labels are sealed: import the organisation's metadata key on this "
-            "machine (keyvault org metadata-key import FILE) to read them."
+            "machine (ctrl+k, or keyvault org metadata-key import FILE) to read them."
         )
         error = self.query_one("#error", Static)
         error.display = bool(state.error)
@@ -138,7 +139,7 @@ class VaultDetailScreen(KeyVaultScreen):
         table.clear()
         policies = {p.id: p.name for p in self.shell.policies.state.rows}
         for row in state.items:
-            table.add_row(*inventory_cells(row, now, policies), key=row.secret_id)
+            add_cut_row(table, inventory_cells(row, now, policies), row.secret_id)
         if selected is not None and selected in table.rows:
             table.move_cursor(row=table.get_row_index(selected), animate=False)
 

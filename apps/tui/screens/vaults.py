@@ -102,7 +102,7 @@ class FleetTable(DataTable[Any]):
 def plain(value: str) -> Text:
     """A cell shown exactly as given: names come from agents, so never parsed as markup (a
     string cell would be), and a ready Text skips the table's per-cell markup parsing."""
-    return Text(value, no_wrap=True, end="")
+    return Text(value, no_wrap=True, overflow="ellipsis", end="")
 
 
 def vault_cells(row: VaultRow, now: Any) -> tuple[Any, ...]:
@@ -327,12 +327,18 @@ class VaultsScreen(KeyVaultScreen):
             self.notify("Select a vault that is not revoked yet.", severity="warning")
             return
 
-        def revoke() -> None:
-            self.act(lambda: self.model.revoke(row.id), done=f"Vault {row.name} revoked.")
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.act(lambda: self.model.revoke(row.id), done=f"Vault {row.name} revoked.")
 
-        self.confirm(
-            f"Revoke vault {row.name} ({row.id})?\n\nIts agent can no longer reach the control "
-            "plane; this cannot be undone.",
-            revoke,
-            yes="Revoke",
+        from apps.tui.widgets.typed_confirm import TypedConfirmScreen
+
+        self.app.push_screen(
+            TypedConfirmScreen(
+                f"Revoke vault {row.name} ({row.id})? Its agent can no longer reach the "
+                "control plane.",
+                row.name or row.id,
+                action="Revoke",
+            ),
+            answered,
         )

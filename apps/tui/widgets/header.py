@@ -29,31 +29,42 @@ def mode_of(screen_class: str) -> str | None:
     return found.key if found else None
 
 
-def nav_text(current: str | None) -> Text:
-    """The navigation line: every mode with its key, the current one highlighted."""
-    text = Text(" ")
+COMPACT_BELOW = 120  # columns: under this the header drops what the footer also says
+
+
+def nav_text(current: str | None, compact: bool = False) -> Text:
+    """The navigation line: every mode with its key, the current one highlighted; compact
+    (a narrow terminal, 80 columns) uses one-word titles and leaves help/quit to the footer."""
+    text = Text("" if compact else " ")
     for mode, (_, _, title, key) in FLEET_MODES.items():
         style = "bold reverse" if mode == current else ""
-        text.append(f" {key} ", style=style or "bold yellow")
-        text.append(f"{title} ", style=style)
-        text.append(" ")
-    text.append("  ? help  ^p palette  q quit", style="dim")
+        shown = title.split()[0].replace("Enrollment", "Enroll") if compact else title
+        text.append(f" {key}" if compact else f" {key} ", style=style or "bold yellow")
+        text.append(f" {shown} " if compact else f"{shown} ", style=style)
+        if not compact:
+            text.append(" ")
+    if not compact:
+        text.append("  ? help  ^p palette  q quit", style="dim")
     return text
 
 
-def status_text(app: Any) -> Text:
-    """The right-hand side of the header for the app's current shell (or none yet)."""
+def status_text(app: Any, compact: bool = False) -> Text:
+    """The right-hand side of the header for the app's current shell (or none yet); compact
+    leaves out the e-mail so the live state and the unread count always fit."""
     shell = getattr(app, "shell", None)
     text = Text()
     if getattr(app, "memory_keyring", False):
-        text.append("credentials in memory only", style="bold yellow")
+        text.append(
+            "memory keyring" if compact else "credentials in memory only", style="bold yellow"
+        )
         text.append("  ")
     if shell is None:
         text.append("not logged in", style="dim")
         return text
     profile = shell.session.profile
     text.append(profile.org_name or profile.org_id or "?", style="bold")
-    text.append(f" · {profile.email}")
+    if not compact:
+        text.append(f" · {profile.email}")
     if profile.role:
         text.append(f" ({profile.role})", style="dim")
     if shell.online:
@@ -81,7 +92,10 @@ class AppHeader(Vertical):
     AppHeader { dock: top; height: auto; }
     AppHeader #header-line { height: 1; background: $panel; }
     AppHeader #header-title { width: auto; padding: 0 1; text-style: bold; color: $accent; }
-    AppHeader #header-status { width: 1fr; content-align: right middle; padding: 0 1; }
+    AppHeader #header-status {
+        width: 1fr; content-align: right middle; padding: 0 1;
+        text-wrap: nowrap; text-overflow: ellipsis;
+    }
     AppHeader #header-nav { height: 1; background: $panel-darken-1; }
     AppHeader #offline-banner {
         height: 1; width: 100%; background: $error; color: $text; text-style: bold;
@@ -108,12 +122,19 @@ class AppHeader(Vertical):
             signal.subscribe(self, lambda _: self.refresh_status())
         self.refresh_status()
 
+    def on_resize(self) -> None:
+        """A narrower or wider terminal: repaint compact or in full."""
+        self.refresh_status()
+
     def refresh_status(self) -> None:
         """Repaint from the app's shell: status line and offline banner."""
-        self.query_one("#header-status", Static).update(status_text(self.app))
+        compact = self.app.size.width < COMPACT_BELOW
+        title = self.query_one("#header-title", Static)
+        title.update(self.title_text if compact else f"KeyVault · {self.title_text}")
+        self.query_one("#header-status", Static).update(status_text(self.app, compact))
         nav = self.query_one("#header-nav", Static)
         nav.display = getattr(self.app, "shell", None) is not None
-        nav.update(nav_text(mode_of(type(self.screen).__name__)))
+        nav.update(nav_text(mode_of(type(self.screen).__name__), compact))
         banner = self.query_one("#offline-banner", Static)
         message = banner_text(self.app)
         banner.display = message is not None

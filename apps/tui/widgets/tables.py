@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from rich.text import Text
 from textual.widgets import DataTable
@@ -10,12 +11,25 @@ from textual.widgets import DataTable
 Cell = str | Text
 
 
+def cut(cell: object) -> object:
+    """A styled text cell that ends in "…" when its column is too narrow (the long ones —
+    names, messages, problems — are Text; short plain cells stay as they are)."""
+    if isinstance(cell, Text):
+        cell.no_wrap, cell.overflow = True, "ellipsis"
+    return cell
+
+
+def add_cut_row(table: DataTable[Any], cells: Sequence[object], key: str) -> None:
+    """``table.add_row`` with every text cell cut with "…" rather than silently."""
+    table.add_row(*(cut(c) for c in cells), key=key)
+
+
 def fill_table(table: DataTable[Cell], rows: Iterable[tuple[str, Sequence[Cell]]]) -> None:
     """Replace every row (key, cells), keeping the cursor on the same key when it still exists."""
     current = selected_key(table)
     table.clear()
     for key, cells in rows:
-        table.add_row(*cells, key=key)
+        add_cut_row(table, cells, key)
     if current is not None and current in table.rows:
         table.move_cursor(row=table.get_row_index(current), animate=False)
 

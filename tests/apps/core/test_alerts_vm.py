@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from apps.core.viewmodels.alerts import AlertRow, AlertsViewModel
@@ -18,7 +20,8 @@ async def loaded(alerts: int = 5) -> tuple[FakeControlPlane, AlertsViewModel]:
 
 async def test_refresh_loads_every_alert_newest_first() -> None:
     fake, vm = await loaded(5)
-    assert len(vm.state.rows) == 5 and vm.state.error is None and vm.state.unread == 0
+    # open alerts nobody has looked at yet are unread, also right after a (new) login
+    assert len(vm.state.rows) == 5 and vm.state.error is None and vm.state.unread == 5
     times = [r.raised_at for r in vm.state.rows]
     assert times == sorted(times, reverse=True)  # type: ignore[type-var]
     first = vm.state.rows[0]
@@ -53,6 +56,8 @@ async def test_acknowledge_and_resolve_and_hidden_resolved() -> None:
 
 async def test_raised_events_bump_unread_until_marked_read() -> None:
     fake, vm = await loaded(2)
+    vm.mark_read()
+    assert vm.state.unread == 0
     new = fake.add_alert("rotation_failed", "rotation of sec_1 failed", "critical", "vlt_000001")
     assert vm.apply_event("alert.raised", new)
     assert vm.state.unread == 1 and vm.state.rows[0].id == new["id"]
@@ -60,7 +65,8 @@ async def test_raised_events_bump_unread_until_marked_read() -> None:
     assert vm.state.unread == 1
     moved = await fake.acknowledge_alert(new["id"])
     assert vm.apply_event("alert.acknowledged", moved)
-    assert vm.state.unread == 1 and vm.row(new["id"]).state == "acknowledged"  # type: ignore[union-attr]
+    # acknowledged means someone has dealt with it: no longer unread, still listed
+    assert vm.state.unread == 0 and vm.row(new["id"]).state == "acknowledged"  # type: ignore[union-attr]
     resolved = await fake.resolve_alert(new["id"])
     assert vm.apply_event("alert.resolved", resolved)
     assert new["id"] not in {r.id for r in vm.state.rows}
@@ -84,3 +90,44 @@ async def test_refresh_follows_pages() -> None:
     await vm.refresh()
     assert len(vm.state.rows) == 620 and len(fake.called("list_alerts")) == 3
     assert isinstance(vm.state.rows[0], AlertRow)
+
+
+async def test_unread_always_agrees_with_the_open_alerts_after_reloads() -> None:
+    """A stall or a new login reloads: the count is derived from the alerts, not kept aside."""
+    fake, vm = await loaded(3)
+    vm.mark_read()
+    missed = fake.add_alert("vault_offline", "vault db-1 is offline", "critical", "vlt_000001")
+    await vm.refresh()  # e.g. after a reconnect: the alert raised meanwhile is unread
+    assert vm.state.unread == 1
+    await fake.resolve_alert(missed["id"])
+    await vm.refresh()  # resolved while we were away: not counted, not listed
+    assert vm.state.unread == 0 and missed["id"] not in {r.id for r in vm.state.rows}
+    assert len(vm.open_rows) == 3
+    again = AlertsViewModel(fake)  # type: ignore[arg-type]
+    await again.refresh()  # logging in again: every open alert is unread until looked at
+    assert again.state.unread == len(again.open_rows) == 3
+
+
+async def test_an_event_during_a_reload_is_not_lost() -> None:
+    """A reload (after a reconnect, or a vault coming online) that started before an alert was
+    raised must not drop that alert when its older page arrives."""
+    import asyncio
+
+    fake, vm = await loaded(1)
+    started, release = asyncio.Event(), asyncio.Event()
+    original = fake.list_alerts
+
+    async def slow(*args: Any, **kw: Any) -> Any:
+        page = await original(*args, **kw)  # the page as it was when the reload began
+        started.set()
+        await release.wait()
+        return page
+
+    fake.list_alerts = slow  # type: ignore[method-assign]
+    reload = asyncio.create_task(vm.refresh())
+    await started.wait()
+    new = fake.add_alert("vault_offline", "web-1 gone", "critical", "vlt_000001")
+    assert vm.apply_event("alert.raised", new)
+    release.set()
+    await reload
+    assert new["id"] in {r.id for r in vm.state.rows} and vm.state.unread == 2

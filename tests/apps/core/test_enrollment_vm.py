@@ -17,7 +17,7 @@ from apps.core.viewmodels.enrollment import (
 from common import errors as e
 from common.cpclient import AsyncControlPlaneClient
 from tests.apps.conftest import LiveControlPlane
-from tests.apps.fake_cp import FakeControlPlane
+from tests.apps.fake_cp import FakeControlPlane, iso
 
 
 def _gateway(live: LiveControlPlane) -> str:
@@ -109,3 +109,64 @@ async def test_a_failed_list_keeps_the_tokens() -> None:
     fake.fail_next(e.PermissionDeniedError("admins only"))
     await vm.refresh()
     assert vm.state.error == "admins only" and len(vm.state.tokens) == 1
+
+
+async def test_the_new_agent_is_followed_from_token_to_first_inventory() -> None:
+    """Through the shell's event routing: pending → connected → first inventory, and the
+    reason when the control plane refuses the agent."""
+
+    from tests.apps.fake_shell import build_fake_shell
+
+    fake = FakeControlPlane()
+    shell = build_fake_shell(fake)
+    await shell.start()
+    try:
+        vm = shell.enrollment
+        created = await vm.create("", 1, name="payments-prod")
+        # the one command: gateway, token, the vault's name and the metadata-key step
+        assert created.command.endswith(
+            " --name payments-prod --metadata-key-file keyvault-metadata.key"
+        )
+        assert vm.state.follow is not None and vm.state.follow.stage == "waiting"
+        assert vm.state.follow.text == "waiting for the agent to enroll with the token"
+
+        async def settle() -> None:
+            for _ in range(5):
+                await asyncio.sleep(0)
+
+        other = fake.add_vault("someone-else", status="pending")
+        shell.route_event("vault.registered", {"vault_id": other, "name": "someone-else"})
+        await settle()
+        assert vm.state.follow.stage == "waiting"  # not our token's vault
+
+        vault_id = fake.add_vault("payments-prod", status="pending")
+        fake.tokens[created.id].update(state="used", vault_id=vault_id, used_at=iso(fake.now))
+        shell.route_event("vault.registered", {"vault_id": vault_id, "name": "payments-prod"})
+        await settle()
+        assert (vm.state.follow.stage, vm.state.follow.vault_id) == ("enrolled", vault_id)
+
+        shell.route_event(
+            "vault.refused",
+            {"vault_id": vault_id, "code": "metadata_key", "message": "its metadata key differs"},
+        )
+        await settle()
+        assert vm.state.follow.text == (
+            "the control plane refused the agent: its metadata key differs"
+        )
+        shell.route_event("vault.status", {"vault_id": vault_id, "status": "online"})
+        await settle()
+        assert vm.state.follow.stage == "connected" and vm.state.follow.reason is None
+        shell.route_event("inventory.changed", {"vault_id": vault_id, "secrets": 4})
+        await settle()
+        assert vm.state.follow.text == "ready: 4 secrets reported"
+    finally:
+        await shell.close()
+
+
+async def test_a_bad_vault_name_is_tagged_before_any_request() -> None:
+    fake = FakeControlPlane()
+    vm = EnrollmentViewModel(fake, None)
+    with pytest.raises(e.ValidationError) as info:
+        await vm.create("", 1, name="no spaces please")
+    assert info.value.details == {"field": "name"}
+    assert fake.called("create_enrollment_token") == []

@@ -9,6 +9,7 @@ from apps.core.navigation import AREAS, KEYS, SUB_AREAS, area, area_of, shortcut
 
 def test_areas_in_order_with_unique_keys_and_letters() -> None:
     assert KEYS == (
+        "home",
         "vaults",
         "alerts",
         "policies",
@@ -34,7 +35,7 @@ def test_sub_areas_show_as_their_area() -> None:
 
 
 def test_desktop_shortcuts_follow_the_order() -> None:
-    assert shortcut("vaults") == "Ctrl+1" and shortcut("secrets") == "Ctrl+7"
+    assert shortcut("home") == "Ctrl+1" and shortcut("secrets") == "Ctrl+8"
 
 
 def test_every_area_has_a_tui_screen_and_a_desktop_view_by_the_naming_rule() -> None:

@@ -35,14 +35,19 @@ def test_create_show_once_and_enroll(
     assert view.created.isHidden() and view.proxy.rowCount() == 0
 
     view.ttl_hours.setText("2")
+    view.name.setText("web-3")
     view.create_button.click()
     qtbot.waitUntil(lambda: view.created.isVisible(), timeout=WAIT)
     assert view.errors.text("ttl_hours") == ""
     command = view.created.command.text()
     args = shlex.split(command)
     assert args[:4] == ["keyvault", "agent", "enroll", "--control-plane"]
-    assert args[-2] == "--token" and args[-1].startswith("kve_")
-    token = args[-1]
+    # the real gateway and the vault's name: one command that works as shown
+    assert "<control-plane-host>" not in command and args[4].startswith("https://127.0.0.1:")
+    assert args[5] == "--token" and args[6].startswith("kve_")
+    assert args[7:9] == ["--name", "web-3"]
+    token = args[6]
+    assert "waiting for the agent to enroll" in view.created.follow.text()
     qtbot.waitUntil(lambda: view.proxy.rowCount() == 1, timeout=WAIT)
     assert view.proxy.index(0, DESCRIPTION).data() == "web host 3"
     assert view.proxy.index(0, STATE).data() == "active"
@@ -59,8 +64,15 @@ def test_create_show_once_and_enroll(
         live_cp.cp.vaults.register(token, csr.decode(), "web-3", "0.1.0")
     )
     assert identity["vault_id"].startswith("vlt_")
-    view.refresh()
+    vault_id = identity["vault_id"]
+    # followed: enrolled → connected → ready (the events the stream delivers)
+    live_shell.route_event("vault.registered", {"vault_id": vault_id, "name": "web-3"})
+    qtbot.waitUntil(lambda: "enrolled; waiting" in view.created.follow.text(), timeout=WAIT)
     qtbot.waitUntil(lambda: view.proxy.index(0, STATE).data() == "used", timeout=WAIT)
+    live_shell.route_event("vault.status", {"vault_id": vault_id, "status": "online"})
+    qtbot.waitUntil(lambda: "connected; waiting" in view.created.follow.text(), timeout=WAIT)
+    live_shell.route_event("inventory.changed", {"vault_id": vault_id, "items": 2, "secrets": 2})
+    qtbot.waitUntil(lambda: "ready: 2 secrets" in view.created.follow.text(), timeout=WAIT)
 
     # leaving the view forgets it; coming back shows no token
     view.hide()

@@ -6,10 +6,12 @@ from typing import Any
 
 from PySide6.QtWidgets import QLabel
 
+from apps.core.navigation import KEYS
 from apps.core.shell import Shell
 from apps.desktop.main_window import NAV, MainWindow, settings
 from apps.desktop.tasks import run_task
 from apps.desktop.views.alerts import AlertsView
+from apps.desktop.views.home import HomeView
 from apps.desktop.views.vaults import VaultsView
 from common.errors import KeyVaultError
 from tests.apps.fake_cp import EMAIL, FakeControlPlane
@@ -28,9 +30,10 @@ def open_window(qtbot: Any, shell: Shell) -> MainWindow:
 def test_navigation_has_every_view(qtbot: Any, fake_shell: Shell) -> None:
     window = open_window(qtbot, fake_shell)
     titles = [window.nav.item(i).text() for i in range(window.nav.count())]
-    assert titles[0] == "Vaults" and titles[2:] == [t for _, t, _, _ in NAV[2:]]
-    assert len(titles) == len(NAV) == 8
-    assert isinstance(window.current_view(), VaultsView)
+    assert titles[:2] == ["Home", "Vaults"] and titles[3:] == [t for _, t, _, _ in NAV[3:]]
+    assert len(titles) == len(NAV) == 9
+    assert isinstance(window.current_view(), HomeView)  # the window opens on what needs you
+    assert isinstance(window.views["vaults"], VaultsView)
     assert isinstance(window.show_view("alerts"), AlertsView)
     assert window.current_view() is window.views["alerts"]
     for key, *_ in NAV:  # every view (or a clear placeholder) builds without error
@@ -43,6 +46,10 @@ def test_header_banner_and_unread_count(
     qtbot: Any, fake_shell: Shell, fake_cp: FakeControlPlane
 ) -> None:
     window = open_window(qtbot, fake_shell)
+    seeded = sum(1 for a in fake_cp.alerts.values() if a["state"] == "open")
+    assert f"{seeded} unread alert" in window.header.text()
+    window.show_view("alerts")  # the seeded open alerts are unread until looked at
+    window.show_view("vaults")
     text = window.header.text()
     assert text.startswith(f"Acme  ·  {EMAIL} (owner)")
     assert "● live" in text and "0 unread alerts" in text
@@ -58,7 +65,7 @@ def test_header_banner_and_unread_count(
     assert blocker.args == ["db-7 went away"]
     assert "1 unread alert" in window.header.text()
     assert window.tray.toolTip() == "KeyVault — 1 unread alert"
-    assert window.nav.item(1).text() == "Alerts (1)"
+    assert window.nav.item(KEYS.index("alerts")).text() == "Alerts (1)"
     # a warning does not notify
     fake_shell.stream.emit(  # type: ignore[attr-defined]
         "alert.raised", fake_cp.add_alert("rotation_failed", "meh", "warning")
@@ -121,3 +128,29 @@ def test_logout_revokes_and_finishes(
         window.logout()
     assert blocker.args == ["logout"]
     assert not window.isVisible()
+
+
+def test_importing_the_metadata_key_shows_names_at_once(
+    qtbot: Any, qloop: Any, tmp_path: Any
+) -> None:
+    """File → Import metadata key… under a memory keyring: the open vault shows its names."""
+    from apps.desktop.views.vault_detail import VaultDetailView
+    from tests.apps.core.test_shell_names import blind_shell
+
+    fake = FakeControlPlane()
+    fake.seed(vaults=12)
+    web = next(iter(fake.vaults))
+    for n in range(3):
+        fake.add_secret(web, f"app/named-{n}")
+    shell = blind_shell(fake)
+    window = open_window(qtbot, shell)
+    detail = window.open_vault(web)
+    assert isinstance(detail, VaultDetailView)
+    qtbot.waitUntil(lambda: detail.model.rowCount() >= 3)
+    assert detail.sealed_note.isVisible()
+    key_file = tmp_path / "keyvault-metadata.key"
+    fake.key.save(key_file)
+    window.import_metadata_key(str(key_file))
+    names = lambda: {detail.model.index(r, 0).data() for r in range(detail.model.rowCount())}  # noqa: E731
+    qtbot.waitUntil(lambda: {f"app/named-{n}" for n in range(3)} <= names())
+    assert not detail.sealed_note.isVisible()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from pytestqt.qtbot import QtBot
 
@@ -54,3 +55,37 @@ def test_usage_charts(qtbot: QtBot, live_shell: Shell, live_cp: LiveControlPlane
     assert live_shell.usage.state.vault_id == idle
     assert view.by_operation.series_names() == []
     assert "no usage in this range" in view.by_operation.chart().title()
+
+
+def test_daily_counts_are_bars_in_distinct_colours_and_follow_the_dark_theme(qapp: Any) -> None:
+    from PySide6.QtCharts import QBarSeries
+
+    from apps.desktop import theme
+    from apps.desktop.views.usage import UsageChart
+
+    chart = UsageChart("Operations per day")
+    days = ("2026-01-01", "2026-01-02", "2026-01-03")
+    chart.show_series(days, {"read": (1, 2, 3), "write": (0, 1, 0), "list": (4, 0, 2)})
+    assert all(isinstance(s, QBarSeries) for s in chart.plot.series())
+    assert chart.counts("list") == [4, 0, 2]
+    assert len(set(chart.colours())) == 3
+    long = tuple(f"2026-01-{d:02d}" for d in range(1, 31))
+    chart.show_series(long, {"read": tuple(range(30))})
+    # 30 narrow slots would elide every date: the range goes in the title instead
+    assert not chart.x_axis.labelsVisible() and "2026-01-01 → 2026-01-30" in chart.plot.title()
+    chart.show_series(days, {"read": (1, 2, 3)})
+    assert chart.x_axis.labelsVisible() and chart.x_axis.categories() == list(days_short(days))
+    try:
+        theme.apply(qapp, "dark")  # no redraw asked: the chart follows the theme by itself
+        qapp.processEvents()
+        assert chart.plot.backgroundBrush().color().lightness() < 100  # not white in dark
+        theme.apply(qapp, "light")
+        qapp.processEvents()
+        assert chart.plot.backgroundBrush().color().lightness() > 150
+    finally:
+        theme.apply(qapp, "light")
+
+
+def days_short(days: tuple[str, ...]) -> list[str]:
+    """'MM-DD' of each day."""
+    return [d[5:] for d in days]

@@ -13,6 +13,7 @@ from apps.desktop.views.vaults import VaultsView
 from control_plane.services.presence import VaultRef
 from tests.apps.conftest import LiveControlPlane
 from tests.apps.desktop.conftest import drive
+from tests.apps.fake_cp import FakeControlPlane
 
 
 def vaults_view(qtbot: Any, shell: Shell) -> VaultsView:
@@ -107,3 +108,30 @@ def test_vaults_go_online_and_offline_live(
     live_cp.server.run(live_cp.cp.vaults.raise_offline(live_cp.org_id, vault_id, "web-1 gone"))
     qtbot.waitUntil(lambda: status_of(view, vault_id) == "offline", timeout=10_000)
     assert live_shell.alerts.state.unread == 1  # and the offline alert arrived with it
+
+
+def test_revoking_needs_the_vault_name_typed(
+    qtbot: Any, fake_shell: Shell, fake_cp: FakeControlPlane
+) -> None:
+    """Irreversible: a click is not enough; the action stays off until the name is typed."""
+
+    view = VaultsView(fake_shell)
+    qtbot.addWidget(view)
+    view.show()
+    drive(qtbot, fake_shell.vaults.refresh())
+    qtbot.waitUntil(lambda: view.table.model().rowCount() > 0)
+    view.table.selectRow(0)
+    row = view.selected()
+    assert row is not None and not row.revoked
+    dialog = view._revoke_selected()
+    assert dialog is not None and not dialog.confirm_button.isEnabled()
+    dialog.field.setText("y")
+    assert not dialog.confirm_button.isEnabled()
+    dialog.reject()
+    assert fake_cp.called("revoke_vault") == []
+    dialog = view._revoke_selected()
+    assert dialog is not None
+    dialog.field.setText(row.name)
+    assert dialog.confirm_button.isEnabled()
+    dialog.confirm_button.click()
+    qtbot.waitUntil(lambda: fake_cp.called("revoke_vault") == [((row.id,), {})])

@@ -6,7 +6,8 @@
 * ``fake_shell`` — an :class:`apps.core.shell.Shell` over ``fake_cp`` with an in-memory
   credential store holding the fake's metadata key (names open) and a :class:`FakeStream` that
   reports "online" as soon as the shell starts (``fake_shell.stream`` can push events).
-* ``fake_app`` — ``KeyVaultApp(fake_shell, clock=lambda: NOW)``: relative times are stable.
+* ``fake_app`` — ``KeyVaultApp(fake_shell, clock=lambda: NOW, start="vaults")``: relative
+  times are stable; it opens on the vaults (the app itself opens on Home).
 * ``stable_config`` — ``XDG_CONFIG_HOME`` at a fixed, empty path (no saved profile; the help
   screen's profile path is the same on every machine).
 * ``live_shell`` — a Shell logged in to the real ``live_cp`` as its owner, token in the real
@@ -59,7 +60,7 @@ def clock() -> Callable[[], Any]:
 @pytest.fixture
 def fake_app(fake_shell: Shell, clock: Callable[[], Any]) -> KeyVaultApp:
     """The app over ``fake_shell`` with a frozen clock."""
-    return KeyVaultApp(fake_shell, clock=clock)
+    return KeyVaultApp(fake_shell, clock=clock, start="vaults")  # the fleet screens' tests
 
 
 @pytest.fixture

@@ -23,7 +23,10 @@ from tests.apps.fake_shell import FakeStream
 from tests.apps.tui.conftest import SIZE, header_text, settle, texts
 
 
-async def test_header_shows_org_user_role_live_and_memory_store(fake_app: KeyVaultApp) -> None:
+async def test_header_shows_org_user_role_live_and_memory_store(
+    fake_app: KeyVaultApp, fake_cp: FakeControlPlane
+) -> None:
+    open_alerts = sum(1 for a in fake_cp.alerts.values() if a["state"] == "open")
     async with fake_app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         assert isinstance(fake_app.screen, VaultsScreen)
@@ -33,7 +36,7 @@ async def test_header_shows_org_user_role_live_and_memory_store(fake_app: KeyVau
             "owner@example.com",
             "(owner)",
             "● live",
-            "0 unread alerts",
+            f"{open_alerts} unread alert",
             "credentials in memory only",
         ):
             assert part in header, header
@@ -122,15 +125,16 @@ async def test_a_failing_action_is_a_notification_not_a_traceback(
 ) -> None:
     async with fake_app.run_test(size=SIZE) as pilot:
         await settle(pilot)
+        name = fake_app.shell.vaults.state.visible[0].name  # type: ignore[union-attr]
         fake_cp.fail_next(
             PermissionDeniedError("only owners and admins can revoke vaults"), "revoke_vault"
         )
-        await pilot.press("x", "y")
+        await pilot.press("x", *name, "enter")  # revoking: the name typed in full
         await settle(pilot)
         messages = [n.message for n in fake_app._notifications]
         assert "only owners and admins can revoke vaults" in messages
         fake_cp.fail_next(RuntimeError("a bug"), "revoke_vault")  # type: ignore[arg-type]
-        await pilot.press("x", "y")
+        await pilot.press("x", *name, "enter")
         await settle(pilot)
         messages = [n.message for n in fake_app._notifications]
         assert any("Unexpected error (RuntimeError)" in m for m in messages), messages
@@ -209,7 +213,7 @@ async def test_a_server_refusal_is_a_notification(
         httpx.post, f"{live_cp.url}/api/v1/vaults/{vault_id}/revoke", headers=headers
     )
     assert resp.status_code == 200, resp.text
-    app = KeyVaultApp(live_shell)
+    app = KeyVaultApp(live_shell, start="vaults")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("enter")  # the only vault
@@ -219,3 +223,30 @@ async def test_a_server_refusal_is_a_notification(
         messages = [n.message for n in app._notifications]
         assert any("revoked" in m for m in messages), messages
         assert app.is_running
+
+
+async def test_logout_by_key_after_every_screen_never_crashes(fake_cp: FakeControlPlane) -> None:
+    """Issue 19: logging out after the Enrollment screen was open crashed with
+    "'NoneType' object has no attribute 'enrollment'"; logout also has a key now (ctrl+l, also while typing)."""
+    from apps.tui.screens.login import LoginScreen
+    from tests.apps.fake_shell import build_fake_shell
+
+    for letter in ("e", "v", "a", "p", "u", "l", "s"):
+        app = KeyVaultApp(build_fake_shell(fake_cp))
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            await pilot.press(letter)
+            await settle(pilot)
+            await pilot.press("ctrl+l")
+            await settle(pilot)
+            assert isinstance(app.screen, LoginScreen), (letter, app.screen)
+            assert app.shell is None and app.return_code is None
+
+
+async def test_the_palette_lists_commands_not_table_cursor_keys(fake_app: KeyVaultApp) -> None:
+    async with fake_app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        titles = [c.title for c in fake_app.get_system_commands(fake_app.screen)]
+        for noise in ("Cursor up", "Page down", "Focus Next", "Copy selected text", "Bottom"):
+            assert noise not in titles, titles
+        assert titles.count("Log out") == 1 and "Revoke vault" in titles

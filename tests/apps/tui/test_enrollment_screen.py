@@ -31,6 +31,7 @@ async def test_create_show_once_and_enroll(live_shell: Shell, live_cp: LiveContr
         assert table.row_count == 0
 
         screen.query_one("#ttl_hours", Input).value = "2"
+        screen.query_one("#name", Input).value = "web-3"
         screen.query_one("#ttl_hours", Input).focus()
         await pilot.press("enter")
         panel = screen.query_one("#created")
@@ -38,8 +39,13 @@ async def test_create_show_once_and_enroll(live_shell: Shell, live_cp: LiveContr
         command = str(screen.query_one("#created-command", Static).content)
         args = shlex.split(command)
         assert args[:4] == ["keyvault", "agent", "enroll", "--control-plane"]
-        assert args[-2] == "--token" and args[-1].startswith("kve_")
-        token = args[-1]
+        # the real gateway, the vault's name: one command that works as shown
+        assert "<control-plane-host>" not in command and args[4].startswith("https://127.0.0.1:")
+        assert args[5] == "--token" and args[6].startswith("kve_")
+        assert args[7:9] == ["--name", "web-3"]
+        token = args[6]
+        follow = screen.query_one("#created-follow", Static)
+        assert "waiting for the agent to enroll" in str(follow.content)
         await wait_for(pilot, lambda: table.row_count == 1)
         assert "web host 3" in str(table.get_row_at(0)) and token not in str(table.get_row_at(0))
 
@@ -55,8 +61,18 @@ async def test_create_show_once_and_enroll(live_shell: Shell, live_cp: LiveContr
             live_cp.cp.vaults.register(token, csr.decode(), "web-3", "0.1.0")
         )
         assert identity["vault_id"].startswith("vlt_")
-        await pilot.press("R")
+        # followed live: enrolled, then connected, with its name in the list
+        await wait_for(pilot, lambda: "enrolled; waiting for the agent" in str(follow.content))
         await wait_for(pilot, lambda: "used" in str(table.get_row_at(0)))
+        assert "web-3" in str(table.get_row_at(0))
+        live_shell.route_event(
+            "vault.status", {"vault_id": identity["vault_id"], "status": "online"}
+        )
+        await wait_for(pilot, lambda: "connected; waiting for its first" in str(follow.content))
+        live_shell.route_event(
+            "inventory.changed", {"vault_id": identity["vault_id"], "items": 0, "secrets": 0}
+        )
+        await wait_for(pilot, lambda: "ready: 0 secrets reported" in str(follow.content))
 
         # leaving the screen forgets it; coming back shows no token
         await pilot.press("v")

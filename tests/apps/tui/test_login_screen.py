@@ -10,6 +10,7 @@ from textual.widgets import Input, Label
 
 from apps.core.viewmodels.login import WRONG_CREDENTIALS
 from apps.tui.app import KeyVaultApp
+from apps.tui.screens.home import HomeScreen
 from apps.tui.screens.login import LoginScreen
 from apps.tui.screens.vaults import FleetTable, VaultsScreen
 from tests.apps.conftest import OWNER, PASSWORD, LiveControlPlane
@@ -84,6 +85,9 @@ async def test_wrong_then_right_password_then_live_fleet(
 
         fill(app, password=PASSWORD)
         await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen))  # what needs you
+        await settle(pilot)
+        await pilot.press("v")
         await wait_for(pilot, lambda: isinstance(app.screen, VaultsScreen))
         await settle(pilot)
         shell = app.shell

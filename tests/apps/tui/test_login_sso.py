@@ -20,8 +20,8 @@ async def test_tui_login_screen_signs_in_with_sso(
     from textual.widgets import Input
 
     from apps.tui.app import KeyVaultApp
+    from apps.tui.screens.home import HomeScreen
     from apps.tui.screens.sso_prompt import SsoPromptScreen
-    from apps.tui.screens.vaults import VaultsScreen
     from tests.apps.tui.conftest import SIZE, settle
     from tests.apps.tui.test_login_screen import fill, wait_for
 
@@ -36,7 +36,8 @@ async def test_tui_login_screen_signs_in_with_sso(
         await wait_for(pilot, lambda: isinstance(app.screen, SsoPromptScreen))
         app.screen.query_one("#sso-org", Input).value = org
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, VaultsScreen), timeout=30)
+        # logged in: the app opens on what needs the operator now
+        await wait_for(pilot, lambda: isinstance(app.screen, HomeScreen), timeout=30)
         await settle(pilot)
         shell = app.shell
         assert shell is not None and shell.session.profile.email == "carol@example.com"

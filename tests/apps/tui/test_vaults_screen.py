@@ -121,10 +121,15 @@ async def test_revoke_asks_first(fake_app: KeyVaultApp, fake_cp: FakeControlPlan
     async with fake_app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         target = table_of(fake_app).coordinate_to_cell_key((0, 0)).row_key.value  # type: ignore[arg-type]
-        await pilot.press("x", "n")
+        name = fake_cp.vaults[str(target)]["name"]
+        await pilot.press("x", "escape")
         await settle(pilot)
         assert fake_cp.called("revoke_vault") == []
-        await pilot.press("x", "y")
+        # irreversible: "y" is not an answer, only the vault's name typed in full is
+        await pilot.press("x", "y", "enter")
+        await settle(pilot)
+        assert fake_cp.called("revoke_vault") == []
+        await pilot.press("escape", "x", *name, "enter")
         await settle(pilot)
         assert fake_cp.called("revoke_vault") == [((target,), {})]
         assert table_of(fake_app).get_row(str(target))[1].plain == "revoked"
@@ -135,7 +140,7 @@ async def test_ten_thousand_rows_fill_in_chunks(stable_config: str, clock: Any) 
 
     fake = FakeControlPlane().seed(vaults=10_000)
     shell = build_fake_shell(fake)
-    app = KeyVaultApp(shell, clock=clock)
+    app = KeyVaultApp(shell, clock=clock, start="vaults")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         while table_of(app).row_count < 10_000:
