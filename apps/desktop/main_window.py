@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from apps.core.keys import desktop_shortcuts
 from apps.core.metadata_keys import DEFAULT_KEY_FILE
 from apps.core.navigation import AREAS, KEYS, shortcut
 from apps.core.rules import unread_text
@@ -194,7 +195,8 @@ class MainWindow(QMainWindow):
         view_menu = bar.addMenu("&View")
         for key, title, _, _ in NAV:
             self._action(view_menu, title, lambda k=key: self.show_view(k), shortcut(key))
-        self._action(view_menu, "Refresh", self.refresh, QKeySequence.StandardKey.Refresh)
+        reload = self._action(view_menu, "Reload", self.refresh)
+        reload.setShortcuts([QKeySequence(k) for k in desktop_shortcuts("reload")])
         theme_menu = view_menu.addMenu("Theme")
         group = QActionGroup(self)
         current = str(settings().value("theme", "system"))

@@ -47,9 +47,9 @@ class AlertsScreen(KeyVaultScreen):
     TITLE_TEXT = area("alerts").heading
     BINDINGS = [
         Binding("k", "acknowledge", "Acknowledge"),
-        Binding("x", "resolve", "Resolve"),
+        Binding("f", "resolve", "Resolve (fixed)"),
         Binding("t", "toggle_resolved", "Show/hide resolved"),
-        Binding("r", "refresh", "Refresh"),
+        Binding("f5,ctrl+r", "refresh", "Reload", key_display="F5"),
     ]
 
     @property

@@ -35,7 +35,7 @@ class AuditScreen(KeyVaultScreen):
     BINDINGS = [
         Binding("m", "more", "Load more"),
         Binding("slash", "focus_text", "Search"),
-        Binding("R", "refresh", "Reload"),
+        Binding("f5,ctrl+r", "refresh", "Reload", key_display="F5"),
         Binding("escape", "focus_table", "Back to the table", show=False),
     ]
 

@@ -54,7 +54,7 @@ class EnrollmentScreen(KeyVaultScreen):
         Binding("n", "new", "New token"),
         Binding("c", "copy", "Copy the command"),
         Binding("x", "revoke", "Revoke token"),
-        Binding("R", "refresh", "Reload"),
+        Binding("f5,ctrl+r", "refresh", "Reload", key_display="F5"),
         Binding("escape", "focus_table", "Back to the list", show=False),
     ]
 

@@ -16,6 +16,7 @@ from textual.widgets import Static
 
 #: screens whose keys are listed, in this order: (module under apps.tui.screens, class)
 SCREENS: tuple[tuple[str, str], ...] = (
+    ("home", "HomeScreen"),
     ("vaults", "VaultsScreen"),
     ("vault_detail", "VaultDetailScreen"),
     ("alerts", "AlertsScreen"),
@@ -25,6 +26,7 @@ SCREENS: tuple[tuple[str, str], ...] = (
     ("enrollment", "EnrollmentScreen"),
     ("agents", "AgentsScreen"),
     ("secrets", "SecretsScreen"),
+    ("users", "UsersScreen"),
     ("login", "LoginScreen"),
 )
 

@@ -41,7 +41,7 @@ class HomeScreen(KeyVaultScreen):
     TITLE_TEXT = area("home").heading
     BINDINGS = [
         Binding("enter", "open", "Go fix it", show=True),
-        Binding("r", "refresh", "Refresh"),
+        Binding("f5,ctrl+r", "refresh", "Reload", key_display="F5"),
     ]
 
     @property

@@ -31,7 +31,7 @@ class PoliciesScreen(KeyVaultScreen):
         Binding("E", "edit", "Edit policy"),
         Binding("enter", "edit", "Edit policy", show=False),
         Binding("d", "delete", "Delete policy"),
-        Binding("R", "refresh", "Reload"),
+        Binding("f5,ctrl+r", "refresh", "Reload", key_display="F5"),
     ]
 
     def compose_body(self) -> ComposeResult:

@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Input, Static
 
 from apps.core.clipboard import copied_message
 from apps.core.forms import labels_text
+from apps.core.keys import meaning
 from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.screens.secret_form import SecretFormScreen
 from apps.tui.widgets.clipboard import terminal_clipboard
@@ -27,6 +28,21 @@ if TYPE_CHECKING:
 
 MASK = "••••••••"
 COLUMNS = ("Name", "State", "Value", "Ver.", "Labels", "Updated (UTC)")
+
+
+#: the status line's reminder, spelled from the one key table
+_KEY_HINT = " · ".join(
+    f"{meaning(name).display} {word}"
+    for name, word in (
+        ("reveal or hide a value", "reveal/hide"),
+        ("copy", "copy"),
+        ("new", "new"),
+        ("edit", "edit"),
+        ("rotate", "rotate"),
+        ("delete (can be undone)", "delete"),
+        ("versions", "versions"),
+    )
+)
 
 
 class SecretsScreen(KeyVaultScreen):
@@ -46,18 +62,17 @@ class SecretsScreen(KeyVaultScreen):
     SecretsScreen #secrets-status.error { color: $error; }
     """
     BINDINGS = [
-        Binding("r", "reveal", "Reveal value"),
-        Binding("h", "hide", "Hide value"),
+        Binding("ctrl+t", "toggle_reveal", "Reveal/hide value", key_display="ctrl+t"),
         Binding("c", "copy", "Copy value"),
         Binding("n", "new", "New secret"),
         Binding("E", "edit", "Edit (new version)"),
-        Binding("o", "rotate", "Rotate"),
+        Binding("r", "rotate", "Rotate"),
         Binding("d", "delete", "Delete"),
-        Binding("u", "undelete", "Undelete"),
+        Binding("U", "undelete", "Undelete"),
         Binding("D", "toggle_deleted", "Show deleted"),
         Binding("V", "toggle_versions", "Versions"),
         Binding("slash", "focus_filter", "Filter"),
-        Binding("R", "refresh", "Reload"),
+        Binding("f5,ctrl+r", "refresh", "Reload", key_display="F5"),
         Binding("escape", "back", "Back to agents"),
     ]
 
@@ -112,8 +127,7 @@ class SecretsScreen(KeyVaultScreen):
         status.set_class(bool(state.error), "error")
         count = len(state.visible)
         deleted = " (deleted shown)" if state.show_deleted else ""
-        help_text = "r reveal · h hide · c copy · n new · E edit · o rotate · d delete · V versions"
-        text = f"{count} secrets{deleted}{' · loading…' if state.loading else ''} · {help_text}"
+        text = f"{count} secrets{deleted}{' · loading…' if state.loading else ''} · {_KEY_HINT}"
         status.update(f"⚠ {state.error}" if state.error else text)
 
     def _cells(self, row: Any, state: Any) -> tuple[Cell, ...]:
@@ -185,6 +199,14 @@ class SecretsScreen(KeyVaultScreen):
         name = self._selected()
         if name and self.model is not None:
             self.model.hide(name)
+
+    def action_toggle_reveal(self) -> None:
+        """Reveal the selected value, or mask it again when it is shown."""
+        name = self._selected()
+        if name and self.model is not None and name in self.model.state.revealed:
+            self.action_hide()
+        else:
+            self.action_reveal()
 
     def action_copy(self) -> None:
         """Copy the selected value to the clipboard without showing it."""

@@ -36,7 +36,7 @@ class UsageScreen(KeyVaultScreen):
         Binding("7", "range(7)", "Last 7 days"),
         Binding("3", "range(30)", "Last 30 days"),
         Binding("9", "range(90)", "Last 90 days"),
-        Binding("R", "refresh", "Reload"),
+        Binding("f5,ctrl+r", "refresh", "Reload", key_display="F5"),
     ]
 
     def compose_body(self) -> ComposeResult:

@@ -43,12 +43,12 @@ class UsersScreen(KeyVaultScreen):
     )
     BINDINGS = [
         Binding("n", "new", "Invite"),
-        Binding("r", "role", "Set role"),
+        Binding("E", "role", "Set role"),
         Binding("x", "remove", "Remove"),
         Binding("w", "reset", "Reset password"),
-        Binding("k", "end_sessions", "End sessions"),
+        Binding("K", "end_sessions", "End sessions"),
         Binding("c", "copy", "Copy the command"),
-        Binding("R", "refresh", "Reload"),
+        Binding("f5,ctrl+r", "refresh", "Reload", key_display="F5"),
     ]
 
     def compose_body(self) -> ComposeResult:

@@ -79,8 +79,8 @@ class VaultDetailScreen(KeyVaultScreen):
     BINDINGS = [
         Binding("escape,backspace", "back", "Back"),
         Binding("r", "rotate", "Rotate secret"),
-        Binding("y", "resync", "Resync vault"),
-        Binding("f5", "refresh", "Reload"),
+        Binding("Y", "resync", "Resync vault"),
+        Binding("f5,ctrl+r", "refresh", "Reload", key_display="F5"),
     ]
 
     def __init__(self, vault_id: str) -> None:

@@ -127,7 +127,7 @@ class VaultsScreen(KeyVaultScreen):
     BINDINGS = [
         Binding("slash", "focus_filter", "Filter", key_display="/"),
         Binding("enter", "open", "Open vault", show=False),
-        Binding("r", "refresh", "Refresh"),
+        Binding("f5,ctrl+r", "refresh", "Reload", key_display="F5"),
         Binding("x", "revoke", "Revoke vault"),
         Binding("o", "cycle_sort", "Sort column"),
         Binding("O", "flip_sort", "Reverse sort", show=False),

@@ -154,3 +154,26 @@ def test_importing_the_metadata_key_shows_names_at_once(
     names = lambda: {detail.model.index(r, 0).data() for r in range(detail.model.rowCount())}  # noqa: E731
     qtbot.waitUntil(lambda: {f"app/named-{n}" for n in range(3)} <= names())
     assert not detail.sealed_note.isVisible()
+
+
+def test_reload_is_f5_and_ctrl_r_like_the_tui(
+    qtbot: Any, fake_shell: Shell, fake_cp: FakeControlPlane
+) -> None:
+    """The desktop's Reload follows the shared key table: F5 and Ctrl+R reload the view."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QAction
+
+    from apps.core.keys import desktop_shortcuts
+
+    window = open_window(qtbot, fake_shell)
+    window.show_view("vaults")
+    [reload] = [a for a in window.findChildren(QAction) if a.text() == "Reload"]
+    shown = [s.toString() for s in reload.shortcuts()]
+    assert shown == desktop_shortcuts("reload") == ["F5", "Ctrl+R"]
+    for key, modifier in (
+        (Qt.Key.Key_F5, Qt.KeyboardModifier.NoModifier),
+        (Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier),
+    ):
+        before = len(fake_cp.called("list_vaults"))
+        qtbot.keyClick(window, key, modifier)
+        qtbot.waitUntil(lambda b=before: len(fake_cp.called("list_vaults")) > b)

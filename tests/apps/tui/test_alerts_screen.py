@@ -71,7 +71,7 @@ async def test_acknowledge_resolve_and_show_resolved(
         await pilot.press("k")  # not open any more
         await settle(pilot)
         assert len(fake_cp.called("acknowledge_alert")) == 1
-        await pilot.press("x")
+        await pilot.press("f")
         await settle(pilot)
         assert fake_cp.alerts[alert_id]["state"] == "resolved"
         assert len(rows(fake_app)) == 2
@@ -134,7 +134,7 @@ async def test_live_alert_from_the_real_control_plane(
         await settle(pilot)
         assert await server_state() == "acknowledged"
         await wait_for(pilot, lambda: rows(app)[0][1].plain == "acknowledged")
-        await pilot.press("x")
+        await pilot.press("f")
         await settle(pilot)
         assert await server_state() == "resolved"
         await wait_for(pilot, lambda: not rows(app))

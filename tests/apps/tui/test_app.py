@@ -78,7 +78,7 @@ async def test_palette_lists_the_screens_actions_navigation_and_logout(
         titles = {c.title for c in fake_app.get_system_commands(fake_app.screen)}
         for title in (
             "Filter",
-            "Refresh",
+            "Reload",
             "Revoke vault",
             "Sort column",
             "Go to Alerts",
@@ -114,6 +114,9 @@ async def test_help_lists_keys_from_bindings_and_where_credentials_live(
         console.print(keys_table(fake_app.BINDINGS))  # what #help-keys shows
         text = console.export_text()
         for part in ("Revoke vault", "Acknowledge", "Rotate secret", "Audit log", "Quit"):
+            assert part in text, text
+        # the one key table: reload is F5 on every screen, resolve is f, no screen left out
+        for part in ("F5", "Resolve (fixed)", "Reset password", "Needs you now"):
             assert part in text, text
         assert "memory only" in texts(fake_app, "#help-credentials")
         await pilot.press("escape")
@@ -191,7 +194,7 @@ async def test_offline_banner_when_the_control_plane_goes_away(
             banner = header_text(app)
             assert f"Live updates paused — reconnecting to {running.url}…" in banner
             assert "● offline" in banner
-            await pilot.press("r")  # a refresh now fails: said on screen, no traceback
+            await pilot.press("f5")  # a refresh now fails: said on screen, no traceback
             await settle(pilot)
             assert "Could not refresh" in texts(app, "#error")
             assert app.is_running
@@ -218,7 +221,7 @@ async def test_a_server_refusal_is_a_notification(
         await settle(pilot)
         await pilot.press("enter")  # the only vault
         await settle(pilot)
-        await pilot.press("y")  # resync a revoked vault
+        await pilot.press("Y")  # resync a revoked vault
         await settle(pilot)
         messages = [n.message for n in app._notifications]
         assert any("revoked" in m for m in messages), messages

@@ -91,11 +91,11 @@ async def test_secrets_through_the_tui(live_shell: Shell, agent_process: AgentPr
         assert row[0] == "db/password" and row[2] == MASK and row[3] == "1"
         assert "s3cret-v1" not in str(cells(table))
 
-        # reveal shows the value, hide masks it again
+        # ctrl+t reveals the value, ctrl+t again masks it
         table.focus()
-        await pilot.press("r")
+        await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: cells(table)[0][2] == "s3cret-v1")
-        await pilot.press("h")
+        await pilot.press("ctrl+t")
         await wait_for(pilot, lambda: cells(table)[0][2] == MASK)
 
         # copy: to the clipboard, never on screen or in a notification
@@ -119,7 +119,7 @@ async def test_secrets_through_the_tui(live_shell: Shell, agent_process: AgentPr
         assert [r[0] for r in cells(versions)] == ["v2", "v1"]
 
         # rotate (confirmed): a new version with a new value
-        await pilot.press("o", "y")
+        await pilot.press("r", "y")
         await wait_for(pilot, lambda: cells(table)[0][3] == "3")
         rotated = agent.get("db/password")
         assert rotated["version"] == 3 and rotated["value"] != "s3cret-v2"
@@ -130,7 +130,7 @@ async def test_secrets_through_the_tui(live_shell: Shell, agent_process: AgentPr
         assert agent.list(deleted=True)["secrets"][0]["name"] == "db/password"
         await pilot.press("D")
         await wait_for(pilot, lambda: table.row_count == 1 and cells(table)[0][1] == "deleted")
-        await pilot.press("u")
+        await pilot.press("U")
         await wait_for(pilot, lambda: cells(table)[0][1] == "active")
         assert agent.get("db/password")["version"] == 3
 

@@ -176,7 +176,7 @@ def test_secrets_masked(snap_compare: SnapCompare, ops_app: KeyVaultApp) -> None
 
 
 def test_secrets_revealed_with_versions(snap_compare: SnapCompare, ops_app: KeyVaultApp) -> None:
-    run = secrets_screen("down", "down", "r", "V", "D")
+    run = secrets_screen("down", "down", "ctrl+t", "V", "D")
     assert snap_compare(ops_app, terminal_size=SIZE, run_before=run)
 
 

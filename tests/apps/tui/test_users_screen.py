@@ -33,7 +33,7 @@ async def test_invite_role_reset_remove(live_shell: Shell, live_cp: LiveControlP
         assert args[:3] == ["keyvault", "users", "accept"] and args[-1].startswith("kvi_")
         # the invitation is real: accepting it makes a user, which the list shows after a reload
         live_cp.server.run(live_cp.cp.accounts.accept(args[-1], "a long enough password"))
-        await pilot.press("R")
+        await pilot.press("f5")
         await wait_for(pilot, lambda: table.row_count == 2)
 
         # select the new user (sorted by e-mail: new@ before owner@), give them "operator"
@@ -42,7 +42,7 @@ async def test_invite_role_reset_remove(live_shell: Shell, live_cp: LiveControlP
         assert "new@example.com" in str(table.get_row_at(0))
         screen.query_one("#role").value = "operator"
         table.focus()
-        await pilot.press("r")
+        await pilot.press("E")
         await wait_for(pilot, lambda: "operator" in str(table.get_row_at(0)))
 
         # reset their password: confirm, the reset command is shown once

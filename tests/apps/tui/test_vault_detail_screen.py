@@ -106,7 +106,7 @@ async def test_resync_and_live_status(
     assert isinstance(stream, FakeStream)
     async with fake_app.run_test(size=SIZE) as pilot:
         await open_detail(fake_app, pilot, "vlt_000001")
-        await pilot.press("y")
+        await pilot.press("Y")
         await settle(pilot)
         [(args, _)] = fake_cp.called("send_command")
         assert args[0] == "vlt_000001" and _opened(fake_cp, args[1]) == {"command": "resync",
