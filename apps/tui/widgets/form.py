@@ -11,7 +11,7 @@ from common.errors import KeyVaultError
 
 FORM_CSS = """
 .form-box {
-    width: 96; height: auto; max-height: 100%; padding: 0 2 1 2;
+    width: 96; max-width: 100%; height: auto; max-height: 100%; padding: 0 2 1 2;
     border: thick $primary; background: $surface;
 }
 .form-title { text-style: bold; margin: 1 0; }
@@ -24,6 +24,8 @@ FORM_CSS = """
 .form-error { color: $error; margin-top: 1; display: none; }
 .form-error.shown { display: block; }
 .form-buttons { height: auto; align-horizontal: right; margin-top: 1; }
+/* a modal form's buttons stay in view while its fields scroll (an 80×24 terminal) */
+.form-box > .form-buttons { dock: bottom; }
 .form-buttons Button { margin-left: 2; }
 """
 

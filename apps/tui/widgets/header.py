@@ -32,19 +32,36 @@ def mode_of(screen_class: str) -> str | None:
 COMPACT_BELOW = 120  # columns: under this the header drops what the footer also says
 
 
-def nav_text(current: str | None, compact: bool = False) -> Text:
+def nav_text(current: str | None, compact: bool = False, width: int | None = None) -> Text:
     """The navigation line: every mode with its key, the current one highlighted; compact
-    (a narrow terminal, 80 columns) uses one-word titles and leaves help/quit to the footer."""
-    text = Text("" if compact else " ")
+    (a narrow terminal, 80 columns) uses one-word titles and leaves help/quit to the footer,
+    spaced tighter when that is what makes every area fit in ``width`` columns. A key and its
+    title never part (a non-breaking space): narrower still, the line wraps between areas."""
+    if not compact:
+        text = Text(" ")
+        for mode, (_, _, title, key) in FLEET_MODES.items():
+            style = "bold reverse" if mode == current else ""
+            text.append(f" {key} ", style=style or "bold yellow")
+            text.append(f"{title} ", style=style)
+            text.append(" ")
+        text.append("  ? help  ^p palette  q quit", style="dim")
+        return text
+    for gap in (" ", ""):
+        text = _compact_nav(current, gap)
+        if width is None or text.cell_len <= width:
+            break
+    return text
+
+
+def _compact_nav(current: str | None, gap: str) -> Text:
+    """One-word titles, each entry `` key title`` followed by ``gap``."""
+    text = Text()
     for mode, (_, _, title, key) in FLEET_MODES.items():
         style = "bold reverse" if mode == current else ""
-        shown = title.split()[0].replace("Enrollment", "Enroll") if compact else title
-        text.append(f" {key}" if compact else f" {key} ", style=style or "bold yellow")
-        text.append(f" {shown} " if compact else f"{shown} ", style=style)
-        if not compact:
-            text.append(" ")
-    if not compact:
-        text.append("  ? help  ^p palette  q quit", style="dim")
+        shown = title.split()[0].replace("Enrollment", "Enroll")
+        text.append(" ")
+        text.append(key, style=style or "bold yellow")
+        text.append(f"\xa0{shown}{gap}", style=style)
     return text
 
 
@@ -96,7 +113,7 @@ class AppHeader(Vertical):
         width: 1fr; content-align: right middle; padding: 0 1;
         text-wrap: nowrap; text-overflow: ellipsis;
     }
-    AppHeader #header-nav { height: 1; background: $panel-darken-1; }
+    AppHeader #header-nav { height: auto; background: $panel-darken-1; }
     AppHeader #offline-banner {
         height: 1; width: 100%; background: $error; color: $text; text-style: bold;
         content-align: center middle;
@@ -134,7 +151,8 @@ class AppHeader(Vertical):
         self.query_one("#header-status", Static).update(status_text(self.app, compact))
         nav = self.query_one("#header-nav", Static)
         nav.display = getattr(self.app, "shell", None) is not None
-        nav.update(nav_text(mode_of(type(self.screen).__name__), compact))
+        current = mode_of(type(self.screen).__name__)
+        nav.update(nav_text(current, compact, self.app.size.width))
         banner = self.query_one("#offline-banner", Static)
         message = banner_text(self.app)
         banner.display = message is not None
