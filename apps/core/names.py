@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from apps.core.labels import LabelOpener
+from apps.core.timefmt import readable_times
 from common.errors import NotFoundError, ValidationError
 
 VAULT_PREFIX = "vlt_"
@@ -59,6 +60,10 @@ def find_secret(items: Iterable[dict[str, Any]], opener: LabelOpener, ref: str) 
 
 ID_PATTERN = re.compile(r"\b(?:vlt|sec|pol|usr|cmd|enr)_[a-z0-9]{4,40}\b")
 Vaults = Callable[[str], str | None]
+
+
+#: "db-1 (db-1)": a message that named a thing and gave its id, once the id became the name
+_SAID_TWICE = re.compile(r"(?<!\S)(\S+) \(\1\)")
 
 
 class NameBook:
@@ -119,5 +124,7 @@ class NameBook:
         return self._names.get(ref, ref)
 
     def humanize(self, text: str, vault_id: str | None = None) -> str:
-        """``text`` with every known id replaced by its name (alert messages, results)."""
-        return ID_PATTERN.sub(lambda m: self.label(m.group(0), vault_id), text)
+        """``text`` with every known id replaced by its name and every ISO time made readable
+        (alert messages, results: the server's words, as an operator reads them)."""
+        named = ID_PATTERN.sub(lambda m: self.label(m.group(0), vault_id), text)
+        return readable_times(_SAID_TWICE.sub(r"\1", named))

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 
 #: vault certificates live a day and renew at two thirds of their life; the control plane
 #: raises certificate_expiring this long before the end by default
 CERT_WARN_HOURS = 6.0
 _UNITS = ((86400, "d"), (3600, "h"), (60, "m"))
+#: an ISO 8601 time inside server text ("2026-01-15T12:00:00.123456Z", "…+00:00")
+_ISO_IN_TEXT = re.compile(
+    r"\b\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?"
+)
 
 
 def _short(seconds: int) -> str:
@@ -46,3 +51,25 @@ def urgency(moment: datetime | None, now: datetime, warn_seconds: float) -> str 
     if left <= 0:
         return "critical"
     return "warning" if left < warn_seconds else None
+
+
+def stamp(moment: datetime) -> str:
+    """A moment as operators read it: "2026-01-15 12:00 UTC" (naive times are taken as UTC)."""
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def readable_times(text: str, now: datetime | None = None) -> str:
+    """``text`` (an alert message from the server) with every ISO 8601 time made readable:
+    "2026-01-15 12:00 UTC", with "(5m ago)" after it when ``now`` is given. Text that only
+    looks like a time is left as it was."""
+
+    def one(match: re.Match[str]) -> str:
+        try:
+            moment = datetime.fromisoformat(match.group(0).replace("Z", "+00:00"))
+        except ValueError:
+            return match.group(0)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return stamp(moment) + (f" ({ago(moment, now)})" if now is not None else "")
+
+    return _ISO_IN_TEXT.sub(one, text)

@@ -304,10 +304,11 @@ class MainWindow(QMainWindow):
                 continue
             self._known_alerts.add(row.id)
             if row.severity == "critical" and row.state == "open":
+                message = self.shell.names.humanize(row.message, row.vault_id)
                 self.tray.showMessage(
-                    "KeyVault: critical alert", row.message, QSystemTrayIcon.MessageIcon.Critical
+                    "KeyVault: critical alert", message, QSystemTrayIcon.MessageIcon.Critical
                 )
-                self.critical_alert.emit(row.message)
+                self.critical_alert.emit(message)
 
     def _raise_alerts(self) -> None:
         self.showNormal()

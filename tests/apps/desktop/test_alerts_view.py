@@ -73,3 +73,26 @@ def test_new_alert_is_read_when_the_view_is_open(
     )
     assert fake_shell.alerts.state.unread == 0
     assert "gone" in {cell(view, r, MESSAGE) for r in range(view.model.rowCount())}
+
+
+def test_offline_alert_time_is_readable_in_the_view_and_the_tray(
+    qtbot: Any, live_cp: LiveControlPlane, live_shell: Shell
+) -> None:
+    """The monitor's own offline message (an ISO time, the vault's id) reads as words."""
+    import re
+
+    from tests.apps.tui.test_alerts_screen import raise_real_offline
+
+    vault_id = live_cp.enroll_vault("db-1")
+    window = MainWindow(live_shell)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.ready and live_shell.online, timeout=10_000)
+    with qtbot.waitSignal(window.critical_alert, timeout=10_000) as blocker:
+        assert raise_real_offline(live_cp, vault_id) == 1
+    view = window.show_view("alerts")
+    assert isinstance(view, AlertsView)
+    qtbot.waitUntil(lambda: view.model.rowCount() == 1)
+    for shown in (blocker.args[0], cell(view, 0, MESSAGE)):
+        assert re.search(r"since before \d{4}-\d\d-\d\d \d\d:\d\d UTC$", shown), shown
+        assert shown.startswith("vault db-1 has not sent") and vault_id not in shown

@@ -7,6 +7,8 @@ live with the unread count, and the keys change the server's state.
 from __future__ import annotations
 
 import asyncio
+import re
+from datetime import timedelta
 from typing import Any
 
 from textual.widgets import DataTable
@@ -139,3 +141,44 @@ async def test_live_alert_from_the_real_control_plane(
         assert await server_state() == "resolved"
         await wait_for(pilot, lambda: not rows(app))
         assert alert["id"]
+
+
+def raise_real_offline(live_cp: LiveControlPlane, vault_id: str) -> int:
+    """Silence a vault for an hour and run the control plane's own offline sweep."""
+    import sqlalchemy as sa
+
+    from control_plane import schema as t
+
+    async def go() -> int:
+        vaults = live_cp.cp.vaults
+        old = vaults.clock() - timedelta(hours=1)
+        update = sa.update(t.vaults).where(t.vaults.c.id == vault_id)
+        async with vaults.engine.begin() as conn:
+            await conn.execute(update.values(last_heartbeat_at=old))
+        return int(await vaults.sweep_offline())
+
+    return int(live_cp.server.run(go()))
+
+
+async def test_offline_alert_shows_a_readable_time_not_iso(
+    live_cp: LiveControlPlane, live_shell: Shell
+) -> None:
+    """The monitor's message carries an ISO time; the screen shows "YYYY-MM-DD HH:MM UTC"."""
+    vault_id = await asyncio.to_thread(live_cp.enroll_vault, "db-1")
+    app = KeyVaultApp(live_shell)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await wait_for(pilot, lambda: live_shell.online)
+        assert await asyncio.to_thread(raise_real_offline, live_cp, vault_id) == 1
+        page = await asyncio.to_thread(
+            live_cp.server.run,
+            live_cp.cp.alerts.list(live_cp.org_id, state=None, after=None, limit=10),
+        )
+        [raw] = [a["message"] for a in page["items"] if a["vault_id"] == vault_id]
+        assert re.search(r"\d{4}-\d\d-\d\dT\d\d:\d\d", raw)  # what the server says
+        await pilot.press("a")
+        await wait_for(pilot, lambda: len(rows(app)) == 1)
+        message = rows(app)[0][3].plain
+        assert re.search(r"since before \d{4}-\d\d-\d\d \d\d:\d\d UTC$", message), message
+        assert not re.search(r"\d\dT\d\d", message) and vault_id not in message
+        assert message.startswith("vault db-1 has not sent")  # not "db-1 (db-1)"
