@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -197,3 +198,15 @@ def _latest(rows: list[CommandRow]) -> tuple[CommandRow, ...]:
     """The newest commands first, at most :data:`MAX_COMMANDS`."""
     rows.sort(key=lambda c: c.id, reverse=True)
     return tuple(rows[:MAX_COMMANDS])
+
+
+def command_text(
+    command: CommandRow, humanize: Callable[[str, str | None], str], vault: str
+) -> str:
+    """One line of the command log with names, not ids: "rotate db/password: succeeded — v2".
+
+    ``humanize`` is the shell's ``NameBook.humanize``; ``vault`` the id of the vault it ran on.
+    """
+    target = f" {humanize(command.secret_id, vault)}" if command.secret_id else ""
+    result = f" — {humanize(command.result, vault)}" if command.result else ""
+    return f"{command.command}{target}: {command.state}{result}"

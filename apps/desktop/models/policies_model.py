@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from apps.core.viewmodels.policies import PolicyRow
@@ -20,6 +21,13 @@ class PoliciesTableModel(RowTableModel[PolicyRow]):
 
     HEADERS = ("Name", "Selects", "Every", "Notice", "Rotator", "Vaults", "Updated")
 
+    def __init__(
+        self, parent: Any = None, humanize: Callable[[str, str | None], str] | None = None
+    ) -> None:
+        super().__init__(None, parent)
+        #: vault ids in a scope → names (the shell's name book)
+        self.humanize = humanize or (lambda text, _vault: text)
+
     def key(self, row: PolicyRow) -> str:
         """The policy id."""
         return row.id
@@ -32,7 +40,7 @@ class PoliciesTableModel(RowTableModel[PolicyRow]):
             days_text(row.interval_days),
             days_text(row.notice_days),
             row.rotator,
-            row.scope_text,
+            self.humanize(row.scope_text, None),
             stamp(row.updated_at),
         )
         return values[column]

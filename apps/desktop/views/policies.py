@@ -29,7 +29,7 @@ class PoliciesView(QWidget):
         super().__init__(parent)
         self.shell = shell
         self.vm = shell.policies
-        self.model = PoliciesTableModel(parent=self)
+        self.model = PoliciesTableModel(parent=self, humanize=shell.names.humanize)
         self.proxy = proxy_for(self.model, parent=self)
         self.table = table_for(self.proxy, WIDTHS, stretch=1)
         self.dialog: PolicyDialog | None = None

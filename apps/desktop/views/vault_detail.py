@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 
 from apps.core.rules import shown_status
 from apps.core.timefmt import ago, day, time_left
-from apps.core.viewmodels.vault_detail import VaultDetailState
+from apps.core.viewmodels.vault_detail import VaultDetailState, command_text
 from apps.desktop import theme
 from apps.desktop.models import ROW_ROLE, stamp, utcnow
 from apps.desktop.models.inventory_model import InventoryTableModel
@@ -119,12 +119,10 @@ class VaultDetailView(QWidget):
         self.model.apply_rows(state.items)
         self.sealed_note.setVisible(not state.has_key and bool(state.items))
         self.commands.clear()
+        humanize, vault_id = self.shell.names.humanize, vault.id if vault else ""
         for command in state.commands:
-            target = f" {command.secret_id}" if command.secret_id else ""
-            result = f" — {command.result}" if command.result else ""
-            self.commands.addItem(
-                f"{stamp(command.created_at)}  {command.command}{target}: {command.state}{result}"
-            )
+            line = command_text(command, humanize, vault_id)
+            self.commands.addItem(f"{stamp(command.created_at)}  {line}")
         show_error(self.error, state.error)
 
     def refresh(self) -> None:

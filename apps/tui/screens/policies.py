@@ -63,7 +63,7 @@ class PoliciesScreen(KeyVaultScreen):
                         f"{row.interval_days} d",
                         f"{row.notice_days} d",
                         row.rotator,
-                        row.scope_text,
+                        self.shell.names.humanize(row.scope_text),
                         when(row.updated_at),
                     ),
                 )

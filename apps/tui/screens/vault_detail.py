@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from rich.text import Text
@@ -12,7 +13,12 @@ from textual.widgets import DataTable, Static
 from apps.core.forms import labels_text
 from apps.core.rules import DASH, shown_status, text_or_dash
 from apps.core.timefmt import ago, day
-from apps.core.viewmodels.vault_detail import InventoryRow, VaultDetailState, VaultDetailViewModel
+from apps.core.viewmodels.vault_detail import (
+    InventoryRow,
+    VaultDetailState,
+    VaultDetailViewModel,
+    command_text,
+)
 from apps.tui.screens.base import KeyVaultScreen, due_text, expires_text
 from apps.tui.widgets.tables import add_cut_row
 from apps.tui.widgets.tones import style_of
@@ -50,8 +56,13 @@ def inventory_cells(
     )
 
 
-def vault_facts(state: VaultDetailState, now: Any) -> Text:
-    """The lines above the table: name, status, last seen, version, certificate, commands."""
+#: the shell's NameBook.humanize: (text, vault id) → the text with names for ids
+Humanize = Callable[[str, str | None], str]
+
+
+def vault_facts(state: VaultDetailState, now: Any, humanize: Humanize) -> Text:
+    """The lines above the table: name, status, last seen, version, certificate, commands
+    (``humanize``: the shell's ``NameBook.humanize``, so the command log shows names)."""
     vault = state.vault
     if vault is None:
         return Text("Loading vault…" if state.loading else "Vault not loaded.", style="dim")
@@ -65,10 +76,8 @@ def vault_facts(state: VaultDetailState, now: Any) -> Text:
     text.append_text(expires_text(vault.cert_expiry, now))
     text.append(f"   {len(state.items)} secrets")
     if state.commands:
-        last = state.commands[0]
-        text.append(f"\nLast command: {last.command} {last.state}", style="dim")
-        if last.result:
-            text.append(f" — {last.result}", style="dim")
+        line = command_text(state.commands[0], humanize, vault.id)
+        text.append(f"\nLast command: {line}", style="dim")
     return text
 
 
@@ -120,7 +129,7 @@ class VaultDetailScreen(KeyVaultScreen):
     def show(self, state: VaultDetailState) -> None:
         """Repaint from the state; tell about commands that have just finished."""
         now = self.now()
-        self.query_one("#facts", Static).update(vault_facts(state, now))
+        self.query_one("#facts", Static).update(vault_facts(state, now, self.shell.names.humanize))
         hint = self.query_one("#key-hint", Static)
         hint.display = not state.has_key and bool(state.items)
         hint.update(
@@ -144,13 +153,15 @@ class VaultDetailScreen(KeyVaultScreen):
             table.move_cursor(row=table.get_row_index(selected), animate=False)
 
     def _report_finished(self, state: VaultDetailState) -> None:
+        command_vault = state.vault.id if state.vault is not None else None
         for command in state.commands:
             what = self._waiting.get(command.id)
             if what is None or command.state not in FINAL_STATES:
                 continue
             del self._waiting[command.id]
             ok = command.state == "succeeded"
-            detail = f": {command.result}" if command.result else ""
+            result = command.result and self.shell.names.humanize(command.result, command_vault)
+            detail = f": {result}" if result else ""
             self.notify(
                 f"{what} {command.state}{detail}",
                 severity="information" if ok else "error",

@@ -136,3 +136,30 @@ def test_every_error_at_once_next_to_its_field(
     qtbot.waitUntil(lambda: "no vault vlt_nope" in dialog.errors.text("scope"), timeout=WAIT)
     assert dialog.errors.text("name") == "" and server_policies(live_cp) == []
     dialog.reject()
+
+
+def test_a_policy_scope_shows_vault_names_not_ids(
+    qtbot: QtBot, live_shell: Shell, live_cp: LiveControlPlane
+) -> None:
+    """Issue 19: the Vaults column names the vaults a policy is limited to."""
+    from apps.desktop.models.policies_model import VAULTS
+    from tests.apps.desktop.conftest import drive
+
+    vault_id = live_cp.enroll_vault("db-1")
+    view = PoliciesView(live_shell)
+    qtbot.addWidget(view)
+    view.show()
+    drive(qtbot, live_shell.start())
+    qtbot.waitUntil(lambda: live_shell.online, timeout=WAIT)
+    doc = {
+        "name": "db only",
+        "selector": {"name_glob": "db/*"},
+        "interval_seconds": 86400,
+        "rotator": {"type": "random", "settings": {}},
+        "scope": {"vault_ids": [vault_id]},
+    }
+    headers = {"Authorization": f"Bearer {live_cp.token()}"}
+    resp = httpx.post(live_cp.url + "/api/v1/policies", json=doc, headers=headers)
+    assert resp.status_code == 201, resp.text
+    qtbot.waitUntil(lambda: view.proxy.rowCount() == 1, timeout=WAIT)
+    qtbot.waitUntil(lambda: view.proxy.index(0, VAULTS).data() == "db-1", timeout=WAIT)

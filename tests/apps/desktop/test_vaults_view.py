@@ -89,7 +89,8 @@ def test_open_a_vault_from_the_window(qtbot: Any, fake_shell: Shell) -> None:
     detail.table.selectRow(0)
     detail.rotate_button.click()
     qtbot.waitUntil(lambda: detail.commands.count() == 1)
-    assert "rotate" in detail.commands.item(0).text()
+    line = detail.commands.item(0).text()
+    assert "rotate app/secret-" in line and "sec_" not in line, line  # the name, not the id
     detail.back_button.click()
     assert window.current_view() is view
 

@@ -140,3 +140,31 @@ async def test_every_error_at_once_next_to_its_field(
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: "no vault vlt_nope" in error_of(form, "scope"))
         assert error_of(form, "name") == "" and server_policies(live_cp) == []
+
+
+async def test_a_policy_scope_shows_vault_names_not_ids(
+    live_shell: Shell, live_cp: LiveControlPlane
+) -> None:
+    """Issue 19: the Vaults column names the vaults a policy is limited to."""
+    import asyncio
+
+    vault_id = await asyncio.to_thread(live_cp.enroll_vault, "db-1")
+    app = KeyVaultApp(live_shell)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("p")
+        await wait_for(pilot, lambda: isinstance(app.screen, PoliciesScreen))
+        await wait_for(pilot, lambda: live_shell.online)
+        doc = {
+            "name": "db only",
+            "selector": {"name_glob": "db/*"},
+            "interval_seconds": 86400,
+            "rotator": {"type": "random", "settings": {}},
+            "scope": {"vault_ids": [vault_id]},
+        }
+        headers = {"Authorization": f"Bearer {live_cp.token()}"}
+        resp = httpx.post(live_cp.url + "/api/v1/policies", json=doc, headers=headers)
+        assert resp.status_code == 201, resp.text
+        table = app.screen.query_one("#policies", DataTable)
+        await wait_for(pilot, lambda: table.row_count == 1)
+        await wait_for(pilot, lambda: "db-1" in [str(c) for c in table.get_row_at(0)])
+        assert vault_id not in str(table.get_row_at(0))

@@ -95,8 +95,21 @@ async def test_rotate_confirms_then_reports_the_result(
         await pilot.pause()
         notes = [n.message for n in fake_app._notifications]
         assert any(m.startswith("Rotation of app/secret-0 succeeded: v2") for m in notes), notes
-        assert "Last command: rotate succeeded" in texts(fake_app, "#facts")
+        assert "Last command: rotate app/secret-0: succeeded — v2" in texts(fake_app, "#facts")
         assert screen.is_current
+
+        # ids in a result read as names, in the command log and in the notification
+        [row] = [r for r in screen.model.state.items if r.name == "app/secret-0"]
+        await pilot.press("r", "y")
+        await settle(pilot)
+        second = list(fake_cp.commands)[-1]
+        result = f"{row.secret_id} rotated to v3 on vlt_000001"
+        stream.emit("command.result", fake_cp.finish_command(second, "succeeded", result))
+        await pilot.pause()
+        log = texts(fake_app, "#facts").split("Last command: ")[1]
+        assert log == "rotate app/secret-0: succeeded — app/secret-0 rotated to v3 on web-00000"
+        notes = [n.message for n in fake_app._notifications]
+        assert not any(row.secret_id in m for m in notes), notes
 
 
 async def test_resync_and_live_status(
