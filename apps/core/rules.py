@@ -99,9 +99,14 @@ def due_tone(moment: datetime | None, now: datetime, warn_days: float = 0) -> To
     return "warning" if left < warn_days * 86400 else None
 
 
-def unread_text(unread: int) -> str:
-    """The header's count of unread alerts: "1 unread alert", "3 unread alerts"."""
-    return f"{unread} unread alert{'' if unread == 1 else 's'}"
+def alerts_text(open_count: int, unread: int) -> str:
+    """The header's alert count: the open alerts (those Home and the Alerts list show, i.e. not
+    resolved) and how many of them are unread, in one phrase so the two never disagree:
+    "no open alerts", "1 open alert · 0 unread", "3 open alerts · 2 unread"."""
+    if open_count <= 0:
+        return "no open alerts"
+    unread = max(0, min(unread, open_count))
+    return f"{open_count} open alert{'' if open_count == 1 else 's'} · {unread} unread"
 
 
 def status_counts(rows: Iterable[HasStatus]) -> list[tuple[str, int]]:

@@ -34,7 +34,7 @@ from PySide6.QtWidgets import (
 from apps.core.keys import desktop_shortcuts
 from apps.core.metadata_keys import DEFAULT_KEY_FILE
 from apps.core.navigation import AREAS, KEYS, shortcut
-from apps.core.rules import unread_text
+from apps.core.rules import alerts_text
 from apps.core.viewmodels.alerts import AlertsState
 from apps.desktop import theme
 from apps.desktop.tasks import run_task, set_default_failed
@@ -279,8 +279,9 @@ class MainWindow(QMainWindow):
         profile = self.shell.session.profile
         who = profile.email + (f" ({profile.role})" if profile.role else "")
         live = "● live" if self.shell.online else "○ offline"
-        unread = self.shell.alerts.state.unread
-        alerts = unread_text(unread)
+        state = self.shell.alerts.state
+        unread = state.unread
+        alerts = alerts_text(state.open, unread)
         org = profile.org_name or profile.org_id or profile.control_plane_url
         self.header.setText(f"{org}  ·  {who}  ·  {live}  ·  {alerts}")
         self.banner.setVisible(not self.shell.online)

@@ -48,9 +48,11 @@ class AlertRow:
 
 @dataclass(frozen=True)
 class AlertsState:
-    """The alerts shown (newest first), how many open ones are unread, whether resolved show."""
+    """The alerts shown (newest first), how many are not resolved and how many of those are
+    unread, whether resolved show."""
 
     rows: tuple[AlertRow, ...] = ()
+    open: int = 0  # not resolved (open or acknowledged): what Home lists
     unread: int = 0
     show_resolved: bool = False
     loading: bool = False
@@ -101,7 +103,8 @@ class AlertsViewModel(ViewModel[AlertsState]):
     def _publish(self, **changes: Any) -> None:
         show = changes.get("show_resolved", self.state.show_resolved)
         rows = [r for r in self._all.values() if show or r.state != "resolved"]
-        self._set(rows=_newest_first(rows), unread=self._unread(), **changes)
+        still_open = sum(1 for r in self._all.values() if r.state != "resolved")
+        self._set(rows=_newest_first(rows), open=still_open, unread=self._unread(), **changes)
 
     def _unread(self) -> int:
         return sum(1 for r in self._all.values() if r.state == "open" and r.id not in self._seen)

@@ -1,4 +1,4 @@
-"""The header every screen shows: who is logged in where, live state, unread alerts, offline banner."""
+"""The header every screen shows: who is logged in where, live state, open and unread alerts, offline banner."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
 from apps.core.navigation import AREAS, area_of
-from apps.core.rules import unread_text
+from apps.core.rules import alerts_text
 
 #: mode name → (module under apps.tui.screens, screen class, title, key): the core's areas
 FLEET_MODES: dict[str, tuple[str, str, str, str]] = {
@@ -88,8 +88,9 @@ def status_text(app: Any, compact: bool = False) -> Text:
         text.append("  ● live", style="bold green")
     else:
         text.append("  ● offline", style="bold red")
-    unread = shell.alerts.state.unread
-    text.append(f"  {unread_text(unread)}", style="bold red" if unread else "dim")
+    state = shell.alerts.state
+    style = "bold red" if state.unread else "bold yellow" if state.open else "dim"
+    text.append(f"  {alerts_text(state.open, state.unread)}", style=style)
     return text
 
 

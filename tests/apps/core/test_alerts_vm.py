@@ -131,3 +131,21 @@ async def test_an_event_during_a_reload_is_not_lost() -> None:
     release.set()
     await reload
     assert new["id"] in {r.id for r in vm.state.rows} and vm.state.unread == 2
+
+
+async def test_the_open_count_agrees_with_the_open_list_whatever_was_read() -> None:
+    """Reading the alerts clears the unread count, never the open count Home and the header show."""
+    fake, vm = await loaded(3)
+    assert vm.state.open == len(vm.open_rows) == 3 and vm.state.unread == 3
+    vm.mark_read()
+    assert vm.state.open == len(vm.open_rows) == 3 and vm.state.unread == 0
+    first = vm.state.rows[0].id
+    await vm.acknowledge(first)  # acknowledged is still open (Home lists it)
+    assert vm.state.open == len(vm.open_rows) == 3
+    await vm.resolve(first)
+    assert vm.state.open == len(vm.open_rows) == 2
+    new = fake.add_alert("vault_offline", "vault db-1 is offline", "critical", "vlt_000001")
+    vm.apply_event("alert.raised", new)
+    assert (vm.state.open, vm.state.unread) == (3, 1) == (len(vm.open_rows), 1)
+    await vm.refresh()  # a reload (reconnect, new login) derives both again
+    assert (vm.state.open, vm.state.unread) == (3, 1)

@@ -79,9 +79,11 @@ def test_a_due_date_is_critical_once_past_and_a_warning_when_close() -> None:
     assert due_tone(NOW + timedelta(days=3), NOW, warn_days=2) is None
 
 
-def test_the_unread_count_reads_in_the_singular_and_plural() -> None:
-    from apps.core.rules import unread_text
+def test_the_alert_count_gives_open_and_unread_together() -> None:
+    from apps.core.rules import alerts_text
 
-    assert unread_text(0) == "0 unread alerts"
-    assert unread_text(1) == "1 unread alert"
-    assert unread_text(12) == "12 unread alerts"
+    assert alerts_text(0, 0) == "no open alerts"
+    assert alerts_text(1, 0) == "1 open alert · 0 unread"  # seen, but still open: still counted
+    assert alerts_text(1, 1) == "1 open alert · 1 unread"
+    assert alerts_text(12, 3) == "12 open alerts · 3 unread"
+    assert alerts_text(2, 5) == "2 open alerts · 2 unread"  # never more unread than open

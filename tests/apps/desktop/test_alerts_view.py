@@ -48,10 +48,10 @@ def test_acknowledge_a_real_alert(qtbot: Any, live_cp: LiveControlPlane, live_sh
     with qtbot.waitSignal(window.critical_alert, timeout=10_000) as blocker:
         live_cp.raise_offline_alert(vault_id)
     assert blocker.args == ["db-1 is offline"]
-    assert "1 unread alert" in window.header.text()
+    assert "1 open alert · 1 unread" in window.header.text()
     view = window.show_view("alerts")
     assert isinstance(view, AlertsView)
-    assert "0 unread alerts" in window.header.text()
+    assert "1 open alert · 0 unread" in window.header.text()
     qtbot.waitUntil(lambda: view.model.rowCount() == 1)
     assert cell(view, 0, MESSAGE) == "db-1 is offline" and cell(view, 0, 2) == "db-1"
     view.table.selectRow(0)

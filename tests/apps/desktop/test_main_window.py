@@ -47,12 +47,13 @@ def test_header_banner_and_unread_count(
 ) -> None:
     window = open_window(qtbot, fake_shell)
     seeded = sum(1 for a in fake_cp.alerts.values() if a["state"] == "open")
-    assert f"{seeded} unread alert" in window.header.text()
+    assert f"{seeded} open alerts · {seeded} unread" in window.header.text()
     window.show_view("alerts")  # the seeded open alerts are unread until looked at
     window.show_view("vaults")
     text = window.header.text()
     assert text.startswith(f"Acme  ·  {EMAIL} (owner)")
-    assert "● live" in text and "0 unread alerts" in text
+    # read, but still open: the header never says "0" next to the open alerts Home lists
+    assert "● live" in text and f"{seeded} open alerts · 0 unread" in text
     assert window.banner.isHidden()
     fake_shell.stream.set_online(False)  # type: ignore[attr-defined]
     assert not window.banner.isHidden() and "○ offline" in window.header.text()
@@ -63,16 +64,17 @@ def test_header_banner_and_unread_count(
             "alert.raised", fake_cp.add_alert("vault_offline", "db-7 went away", "critical")
         )
     assert blocker.args == ["db-7 went away"]
-    assert "1 unread alert" in window.header.text()
-    assert window.tray.toolTip() == "KeyVault — 1 unread alert"
+    assert f"{seeded + 1} open alerts · 1 unread" in window.header.text()
+    assert window.tray.toolTip() == f"KeyVault — {seeded + 1} open alerts · 1 unread"
     assert window.nav.item(KEYS.index("alerts")).text() == "Alerts (1)"
     # a warning does not notify
     fake_shell.stream.emit(  # type: ignore[attr-defined]
         "alert.raised", fake_cp.add_alert("rotation_failed", "meh", "warning")
     )
-    assert "2 unread alerts" in window.header.text()
+    assert f"{seeded + 2} open alerts · 2 unread" in window.header.text()
     window.show_view("alerts")  # seeing them reads them
-    assert "0 unread alerts" in window.header.text()
+    assert f"{seeded + 2} open alerts · 0 unread" in window.header.text()
+    assert window.shell.alerts.state.open == len(window.shell.alerts.open_rows) == seeded + 2
 
 
 def test_errors_go_to_the_message_bar(qtbot: Any, fake_shell: Shell) -> None:

@@ -93,18 +93,18 @@ async def test_unread_count_goes_to_zero_on_the_alerts_screen(
         await settle(pilot)
         seeded = sum(1 for a in fake_cp.alerts.values() if a["state"] == "open")
         # open alerts nobody has looked at are unread from the start (a new login included)
-        assert f"{seeded} unread alert" in header_text(fake_app)
+        assert f"{seeded} open alerts · {seeded} unread" in header_text(fake_app)
         stream.emit("alert.raised", fake_cp.add_alert("integrity_failure", "bad chain", "critical"))
         stream.emit("alert.raised", fake_cp.add_alert("audit_failure", "gap", "warning"))
         await pilot.pause()
-        assert f"{seeded + 2} unread alerts" in header_text(fake_app)
+        assert f"{seeded + 2} open alerts · {seeded + 2} unread" in header_text(fake_app)
         await pilot.press("a")
         await pilot.pause()
         assert isinstance(fake_app.screen, AlertsScreen)
-        assert "0 unread alerts" in header_text(fake_app)
+        assert f"{seeded + 2} open alerts · 0 unread" in header_text(fake_app)
         stream.emit("alert.raised", fake_cp.add_alert("vault_offline", "gone", "critical"))
         await pilot.pause()
-        assert "0 unread alerts" in header_text(fake_app)  # seen as it arrives
+        assert f"{seeded + 3} open alerts · 0 unread" in header_text(fake_app)  # seen at once
         assert "gone" in [r[3].plain for r in rows(fake_app)]
 
 
@@ -117,10 +117,10 @@ async def test_live_alert_from_the_real_control_plane(
         await settle(pilot)
         await wait_for(pilot, lambda: live_shell.online)
         alert, _ = await asyncio.to_thread(live_cp.raise_offline_alert, vault_id)
-        await wait_for(pilot, lambda: "1 unread alert" in header_text(app))
+        await wait_for(pilot, lambda: "1 open alert · 1 unread" in header_text(app))
         await pilot.press("a")
         await wait_for(pilot, lambda: len(rows(app)) == 1)
-        assert "0 unread alerts" in header_text(app)
+        assert "1 open alert · 0 unread" in header_text(app)
         row = rows(app)[0]
         assert row[0].plain == "critical" and row[2] == "db-1"
         assert row[3].plain == "db-1 is offline"

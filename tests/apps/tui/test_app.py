@@ -36,7 +36,7 @@ async def test_header_shows_org_user_role_live_and_memory_store(
             "owner@example.com",
             "(owner)",
             "● live",
-            f"{open_alerts} unread alert",
+            f"{open_alerts} open alerts · {open_alerts} unread",
             "credentials in memory only",
         ):
             assert part in header, header
