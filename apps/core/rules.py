@@ -99,14 +99,16 @@ def due_tone(moment: datetime | None, now: datetime, warn_days: float = 0) -> To
     return "warning" if left < warn_days * 86400 else None
 
 
-def alerts_text(open_count: int, unread: int) -> str:
+def alerts_text(open_count: int, unread: int, short: bool = False) -> str:
     """The header's alert count: the open alerts (those Home and the Alerts list show, i.e. not
     resolved) and how many of them are unread, in one phrase so the two never disagree:
-    "no open alerts", "1 open alert · 0 unread", "3 open alerts · 2 unread"."""
+    "no open alerts", "1 open alert · 0 unread", "3 open alerts · 2 unread"; ``short`` (an
+    80-column header) drops the word "alert": "3 open · 2 unread"."""
     if open_count <= 0:
         return "no open alerts"
     unread = max(0, min(unread, open_count))
-    return f"{open_count} open alert{'' if open_count == 1 else 's'} · {unread} unread"
+    noun = "" if short else f" alert{'' if open_count == 1 else 's'}"
+    return f"{open_count} open{noun} · {unread} unread"
 
 
 def status_counts(rows: Iterable[HasStatus]) -> list[tuple[str, int]]:

@@ -90,7 +90,7 @@ def status_text(app: Any, compact: bool = False) -> Text:
         text.append("  ● offline", style="bold red")
     state = shell.alerts.state
     style = "bold red" if state.unread else "bold yellow" if state.open else "dim"
-    text.append(f"  {alerts_text(state.open, state.unread)}", style=style)
+    text.append(f"  {alerts_text(state.open, state.unread, compact)}", style=style)
     return text
 
 

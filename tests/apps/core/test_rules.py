@@ -87,3 +87,5 @@ def test_the_alert_count_gives_open_and_unread_together() -> None:
     assert alerts_text(1, 1) == "1 open alert · 1 unread"
     assert alerts_text(12, 3) == "12 open alerts · 3 unread"
     assert alerts_text(2, 5) == "2 open alerts · 2 unread"  # never more unread than open
+    assert alerts_text(3, 2, short=True) == "3 open · 2 unread"  # the 80-column header
+    assert alerts_text(0, 0, short=True) == "no open alerts"

@@ -253,3 +253,19 @@ async def test_the_palette_lists_commands_not_table_cursor_keys(fake_app: KeyVau
         for noise in ("Cursor up", "Page down", "Focus Next", "Copy selected text", "Bottom"):
             assert noise not in titles, titles
         assert titles.count("Log out") == 1 and "Revoke vault" in titles
+
+
+async def test_the_alert_counts_fit_the_80_column_header(
+    fake_app: KeyVaultApp, fake_cp: FakeControlPlane
+) -> None:
+    """At 80×24 the open and unread counts are shown whole, not cut with "…"."""
+    from rich.cells import cell_len
+    from textual.widgets import Static
+
+    open_alerts = sum(1 for a in fake_cp.alerts.values() if a["state"] == "open")
+    async with fake_app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        status = fake_app.screen.query_one("#header-status", Static)
+        plain = str(getattr(status.render(), "plain", status.render()))
+        assert f"{open_alerts} open · {open_alerts} unread" in plain
+        assert cell_len(plain) <= status.content_region.width, (plain, status.region)
