@@ -67,7 +67,7 @@ def _compact_nav(current: str | None, gap: str) -> Text:
 
 def status_text(app: Any, compact: bool = False) -> Text:
     """The right-hand side of the header for the app's current shell (or none yet); compact
-    leaves out the e-mail so the live state and the unread count always fit."""
+    leaves out the e-mail and puts the live state and alert counts first so they always show."""
     shell = getattr(app, "shell", None)
     text = Text()
     if getattr(app, "memory_keyring", False):
@@ -79,18 +79,22 @@ def status_text(app: Any, compact: bool = False) -> Text:
         text.append("not logged in", style="dim")
         return text
     profile = shell.session.profile
-    text.append(profile.org_name or profile.org_id or "?", style="bold")
+    who = Text()
+    who.append(profile.org_name or profile.org_id or "?", style="bold")
     if not compact:
-        text.append(f" · {profile.email}")
+        who.append(f" · {profile.email}")
     if profile.role:
-        text.append(f" ({profile.role})", style="dim")
+        who.append(f" ({profile.role})", style="dim")
+    facts = Text()
     if shell.online:
-        text.append("  ● live", style="bold green")
+        facts.append("● live", style="bold green")
     else:
-        text.append("  ● offline", style="bold red")
+        facts.append("● offline", style="bold red")
     state = shell.alerts.state
     style = "bold red" if state.unread else "bold yellow" if state.open else "dim"
-    text.append(f"  {alerts_text(state.open, state.unread, compact)}", style=style)
+    facts.append(f"  {alerts_text(state.open, state.unread, compact)}", style=style)
+    # at 80 columns a long screen title cuts the end: let that be the org, never the counts
+    text.append_text(Text("  ").join([facts, who] if compact else [who, facts]))
     return text
 
 
