@@ -11,7 +11,8 @@ import sys
 
 import kopf
 
-import k8s_operator.handlers  # noqa: F401 - importing registers the handlers
+import k8s_operator.handlers
+import k8s_operator.vaultsecret_handlers  # noqa: F401 - and the VaultSecret ones
 from common.errors import ConfigError
 from k8s_operator.api import HttpKubeApi
 
