@@ -293,6 +293,9 @@ async def read_values(
     return values
 
 
+Reader = Callable[[AgentConnection, str, Sequence[str], Login], Awaitable[dict[str, str]]]
+
+
 async def resolve_connection(api: KubeApi, namespace: str, spec: AgentSpec) -> AgentConnection:
     """The agent URL and TLS material, from the spec and Secrets in the namespace."""
     url = spec.url
@@ -304,6 +307,8 @@ async def resolve_connection(api: KubeApi, namespace: str, spec: AgentSpec) -> A
                 f"no VaultAgent {spec.vault_agent!r} in namespace {namespace} (spec.vaultAgentRef)",
             )
         port = (agent.get("spec") or {}).get("port", DEFAULT_AGENT_PORT)
+        if not isinstance(port, int) or isinstance(port, bool):
+            raise SyncError("AgentNotFound", f"VaultAgent {spec.vault_agent!r} has no valid port")
         url = f"https://{spec.vault_agent}.{namespace}.svc:{port}"
     ca = await _secret_data(api, namespace, spec.ca.name, "spec.agent.caSecretRef")
     tls = await _secret_data(
@@ -384,13 +389,15 @@ async def sync(
     *,
     clock: Clock = utcnow,
     sleep: Sleep = asyncio.sleep,
+    reader: Reader | None = None,
 ) -> SyncOutcome:
     """Sync one VaultSecret; raises InvalidVaultSecretError (spec or content) or SyncError."""
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     spec = parse_spec(name, body.get("spec") or {})
     conn = await resolve_connection(api, namespace, spec.agent)
-    values = await read_values(conn, spec.agent.role, [i.secret for i in spec.items], login)
+    read = reader or read_values
+    values = await read(conn, spec.agent.role, [i.secret for i in spec.items], login)
     data = render_data(spec, values)
     existing = await api.get("Secret", namespace, spec.target)
     salt = _check_target(existing, body, spec)

@@ -28,10 +28,10 @@ HASH_ANNOTATION = f"{GROUP}/content-hash"
 SALT_ANNOTATION = f"{GROUP}/hash-salt"
 RESTARTED_AT = f"{GROUP}/restartedAt"
 TYPES = ("Opaque", "kubernetes.io/dockerconfigjson", "kubernetes.io/tls")
-DEFAULT_REFRESH = 60
+DEFAULT_REFRESH_TEXT = "60s"
 MIN_REFRESH = 10
 MAX_REFRESH = 86400
-DEFAULT_MIN_INTERVAL = 300
+DEFAULT_MIN_INTERVAL_TEXT = "5m"
 MAX_ITEMS = 64
 MAX_DEPLOYMENTS = 100
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")  # a DNS subdomain
@@ -104,9 +104,7 @@ class VaultSecretSpec:
 
 
 def parse_duration(value: Any, field: str) -> int:
-    """Seconds of a duration such as ``90s``, ``5m`` or ``1h`` (a bare integer is seconds)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
+    """Seconds of a duration such as ``90s``, ``5m`` or ``1h``."""
     match = DURATION_RE.match(value) if isinstance(value, str) else None
     if match is None:
         raise InvalidVaultSecretError(f"{field} must be a duration such as 30s, 5m or 1h")
@@ -123,7 +121,9 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> VaultSecretSpec:
     kind = spec.get("type", "Opaque")
     if kind not in TYPES:
         raise InvalidVaultSecretError(f"spec.type must be one of {', '.join(TYPES)}")
-    refresh = parse_duration(spec.get("refreshInterval", DEFAULT_REFRESH), "spec.refreshInterval")
+    refresh = parse_duration(
+        spec.get("refreshInterval", DEFAULT_REFRESH_TEXT), "spec.refreshInterval"
+    )
     if not MIN_REFRESH <= refresh <= MAX_REFRESH:
         raise InvalidVaultSecretError(
             f"spec.refreshInterval must be from {MIN_REFRESH}s to {MAX_REFRESH // 3600}h"
@@ -271,7 +271,7 @@ def _rollout(value: Any) -> RolloutSpec:
             f"spec.rollout.batchSize must be a whole number from 1 to {MAX_DEPLOYMENTS}"
         )
     interval = parse_duration(
-        rollout.get("minInterval", DEFAULT_MIN_INTERVAL), "spec.rollout.minInterval"
+        rollout.get("minInterval", DEFAULT_MIN_INTERVAL_TEXT), "spec.rollout.minInterval"
     )
     if not 0 <= interval <= MAX_REFRESH:
         raise InvalidVaultSecretError("spec.rollout.minInterval must be from 0s to 24h")

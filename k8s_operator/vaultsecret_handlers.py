@@ -99,7 +99,8 @@ async def run_sync(body: Mapping[str, Any], memo: Any, logger: Log) -> tuple[dic
         return _failed(body, "InvalidSpec", exc.message, now, failures), 0
     try:
         async with _lock(memo, str(meta.get("uid"))):
-            outcome = await sync(_api(memo), body, _login(memo))
+            reader = getattr(memo, "agent_reader", None)  # tests may replace the agent reads
+            outcome = await sync(_api(memo), body, _login(memo), reader=reader)
     except InvalidVaultSecretError as exc:  # the values do not fit the type
         reason, message = "InvalidContent", exc.message
     except SyncError as exc:
