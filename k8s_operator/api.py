@@ -23,10 +23,6 @@ PATHS = {
     "Service": ("api/v1", "services"),
     "PersistentVolumeClaim": ("api/v1", "persistentvolumeclaims"),
     "StatefulSet": ("apis/apps/v1", "statefulsets"),
-    # VaultSecret sync (k8s_operator/secret_sync.py)
-    "Secret": ("api/v1", "secrets"),
-    "Deployment": ("apis/apps/v1", "deployments"),
-    "VaultAgent": ("apis/keyvault.io/v1", "vaultagents"),
 }
 
 
@@ -125,18 +121,6 @@ class HttpKubeApi:
         headers = {"Content-Type": "application/merge-patch+json"}
         path = object_path(kind, namespace, name)
         return await self._call("PATCH", path, headers=headers, content=json.dumps(patch))
-
-    async def list(
-        self, kind: str, namespace: str, selector: Mapping[str, str]
-    ) -> list[dict[str, Any]]:
-        """The objects of one kind in a namespace whose labels match ``selector``."""
-        if kind not in PATHS:
-            raise KubeApiError(f"the operator does not manage objects of kind {kind}")
-        prefix, plural = PATHS[kind]
-        labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
-        path = f"/{prefix}/namespaces/{namespace}/{plural}"
-        result = await self._call("GET", path, params={"labelSelector": labels, "limit": 500})
-        return list((result or {}).get("items") or [])
 
     async def close(self) -> None:
         """Close the HTTP connections."""

@@ -43,7 +43,8 @@ import httpx
 
 from common.errors import ConfigError, KeyVaultError
 from common.tls import client_context
-from k8s_operator.api import KubeApi
+from k8s_operator import MANAGER
+from k8s_operator.api import HttpKubeApi, KubeApi, KubeApiError
 from k8s_operator.vaultsecret import (
     HASH_ANNOTATION,
     RESTARTED_AT,
@@ -110,6 +111,62 @@ class SyncKubeApi(KubeApi, Protocol):
     ) -> list[dict[str, Any]]:
         """Objects of ``kind`` in ``namespace`` whose labels match ``selector``."""
         ...
+
+
+# kind → (API prefix, plural) of what a sync touches; the VaultAgent handlers' API has none
+SYNC_PATHS = {
+    "Secret": ("api/v1", "secrets"),
+    "Deployment": ("apis/apps/v1", "deployments"),
+    "VaultAgent": ("apis/keyvault.io/v1", "vaultagents"),
+}
+
+
+class SyncHttpKubeApi(HttpKubeApi):
+    """:class:`HttpKubeApi` for the kinds a VaultSecret sync touches, plus a list call.
+
+    It shares the operator's HTTP client (server URL, CA, credentials).
+    """
+
+    @staticmethod
+    def _path(kind: str, namespace: str, name: str = "") -> str:
+        if kind not in SYNC_PATHS:
+            raise KubeApiError(f"a VaultSecret sync does not touch objects of kind {kind}")
+        prefix, plural = SYNC_PATHS[kind]
+        return f"/{prefix}/namespaces/{namespace}/{plural}" + (f"/{name}" if name else "")
+
+    async def apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply as field manager ``keyvault-operator`` (conflicts forced)."""
+        meta = obj["metadata"]
+        path = self._path(obj["kind"], meta["namespace"], meta["name"])
+        params = {"fieldManager": MANAGER, "force": "true"}
+        headers = {"Content-Type": "application/apply-patch+yaml"}
+        result = await self._call(
+            "PATCH", path, params=params, headers=headers, content=json.dumps(obj)
+        )
+        if result is None:
+            raise KubeApiError(f"apply of {obj['kind']} {meta['name']} found no such resource")
+        return result
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """GET one object; None when it does not exist."""
+        return await self._call("GET", self._path(kind, namespace, name))
+
+    async def patch(
+        self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """JSON merge patch of one object; None when it does not exist."""
+        headers = {"Content-Type": "application/merge-patch+json"}
+        path = self._path(kind, namespace, name)
+        return await self._call("PATCH", path, headers=headers, content=json.dumps(patch))
+
+    async def list(
+        self, kind: str, namespace: str, selector: Mapping[str, str]
+    ) -> list[dict[str, Any]]:
+        """The objects of one kind in a namespace whose labels match ``selector``."""
+        labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        params = {"labelSelector": labels, "limit": 500}
+        result = await self._call("GET", self._path(kind, namespace), params=params)
+        return list((result or {}).get("items") or [])
 
 
 @dataclass(frozen=True)

@@ -29,12 +29,13 @@ from typing import Any
 import kopf
 
 from k8s_operator import GROUP, VERSION
-from k8s_operator.api import KubeApiError
+from k8s_operator.api import HttpKubeApi, KubeApiError
 from k8s_operator.secret_sync import (
     SA_TOKEN_PATH,
     JwtLogin,
     Login,
     SyncError,
+    SyncHttpKubeApi,
     SyncKubeApi,
     failed_status,
     iso,
@@ -56,7 +57,12 @@ Log = logging.Logger | logging.LoggerAdapter[Any]
 
 
 def _api(memo: Any) -> SyncKubeApi:
-    api: SyncKubeApi = memo.api
+    """The sync's API: the operator's HTTP client, seen through :class:`SyncHttpKubeApi`."""
+    api: SyncKubeApi | None = getattr(memo, "vaultsecret_api", None)
+    if api is None:
+        base = memo.api
+        api = SyncHttpKubeApi(base.client) if type(base) is HttpKubeApi else base
+        memo.vaultsecret_api = api
     return api
 
 

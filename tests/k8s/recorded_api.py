@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from k8s_operator.api import HttpKubeApi
+from k8s_operator.secret_sync import SyncHttpKubeApi
 
 RECORDED = Path(__file__).resolve().parent / "recorded"
 PLURAL_KIND = {"secrets": "Secret", "deployments": "Deployment", "vaultagents": "VaultAgent"}
@@ -62,12 +62,12 @@ class RecordedApiServer:
         """The object as stored, or None."""
         return self.objects.get((kind, "default", name))
 
-    def api(self) -> HttpKubeApi:
+    def api(self) -> SyncHttpKubeApi:
         """The operator's real HTTP client, talking to this server."""
         client = httpx.AsyncClient(
             base_url="https://kubernetes.default.svc", transport=httpx.MockTransport(self.handle)
         )
-        return HttpKubeApi(client)
+        return SyncHttpKubeApi(client)
 
     def count(self, verb: str, kind: str) -> int:
         """How many calls of one verb on one kind were made."""

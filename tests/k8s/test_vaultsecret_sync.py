@@ -18,11 +18,13 @@ import kopf
 import pytest
 
 from k8s_operator import vaultsecret_handlers as handlers
+from k8s_operator.api import HttpKubeApi, KubeApiError
 from k8s_operator.secret_sync import (
     AgentConnection,
     Login,
     StaticToken,
     SyncError,
+    SyncHttpKubeApi,
     sync,
 )
 from k8s_operator.vaultsecret import HASH_ANNOTATION, RESTARTED_AT
@@ -434,3 +436,20 @@ async def test_values_never_reach_status_logs_or_errors(
     for value in [*values.values(), "Rotated-Secret-Value-2", "Leaky-Docker-Value"]:
         assert value not in shown
     assert "registry/dockerconfig" in str(raised.value)
+
+
+async def test_the_operators_own_client_is_reused_for_the_sync_kinds(
+    server: RecordedApiServer, vault: Vault
+) -> None:
+    """In the operator, ``memo.api`` is the VaultAgent handlers' HttpKubeApi (which refuses
+    Secrets); the VaultSecret handlers reach Secrets through the same HTTP client."""
+    operator_api = HttpKubeApi(server.api().client)
+    with pytest.raises(KubeApiError, match="does not manage objects of kind Secret"):
+        await operator_api.get("Secret", "default", "shop-env")
+    memo = kopf.Memo(api=operator_api, agent_login=StaticToken("kvt_x"), agent_reader=vault.read)
+    patch = kopf.Patch()
+    await handlers.sync_handler(body=vault_secret(), patch=patch, memo=memo, logger=LOG)
+    assert patch["status"]["conditions"][0]["status"] == "True"
+    assert isinstance(memo.vaultsecret_api, SyncHttpKubeApi)
+    assert memo.vaultsecret_api.client is operator_api.client
+    assert server.count("apply", "Secret") == 1
