@@ -48,6 +48,7 @@ from k8s_operator.api import HttpKubeApi, KubeApi, KubeApiError
 from k8s_operator.vaultsecret import (
     HASH_ANNOTATION,
     RESTARTED_AT,
+    RESTARTED_FOR,
     SALT_ANNOTATION,
     AgentSpec,
     VaultSecretSpec,
@@ -56,6 +57,7 @@ from k8s_operator.vaultsecret import (
     content_hash,
     parse_spec,
     render_data,
+    restart_marker,
     uses_secret,
 )
 
@@ -474,7 +476,7 @@ async def sync(
         pending = []
     restarted: list[str] = []
     if pending:
-        restarted, pending = await rollout(api, namespace, spec, pending, clock, sleep)
+        restarted, pending = await rollout(api, namespace, spec, pending, digest, clock, sleep)
     now = clock()
     message = f"{len(spec.items)} key(s) synced into Secret {spec.target}"
     if restarted:
@@ -554,15 +556,19 @@ async def rollout(
     namespace: str,
     spec: VaultSecretSpec,
     pending: list[str],
+    digest: str,
     clock: Clock,
     sleep: Sleep,
 ) -> tuple[list[str], list[str]]:
     """Restart the due Deployments batch by batch; returns (restarted, still pending).
 
     A Deployment restarted less than ``minInterval`` ago (its template's
-    ``keyvault.io/restartedAt``) stays pending; a missing one is dropped. Each batch waits
-    for the previous one to roll out; if it does not within 10 minutes, the rest stay pending.
+    ``keyvault.io/restartedAt``) stays pending; a missing one, or one already restarted for
+    this content (``keyvault.io/restartedFor``, even if a stale status still lists it), is
+    dropped. Each batch waits for the previous one to roll out; if it does not within 10
+    minutes, the rest stay pending.
     """
+    marker = restart_marker(spec.target, digest)
     due: list[str] = []
     later: list[str] = []
     for name in pending:
@@ -573,6 +579,8 @@ async def rollout(
             deployment.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations")
             or {}
         )
+        if annotations.get(RESTARTED_FOR) == marker:
+            continue
         last = parse_time(annotations.get(RESTARTED_AT))
         if last is not None and clock() - last < timedelta(seconds=spec.rollout.min_interval):
             later.append(name)
@@ -582,7 +590,8 @@ async def rollout(
     groups = batches(due, spec.rollout.batch_size)
     for index, batch in enumerate(groups):
         stamp = iso(clock())
-        patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: stamp}}}}}
+        annotations = {RESTARTED_AT: stamp, RESTARTED_FOR: marker}
+        patch = {"spec": {"template": {"metadata": {"annotations": annotations}}}}
         for name in batch:
             if await api.patch("Deployment", namespace, name, patch) is not None:
                 restarted.append(name)

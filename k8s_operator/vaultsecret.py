@@ -27,6 +27,7 @@ PLURAL = "vaultsecrets"
 HASH_ANNOTATION = f"{GROUP}/content-hash"
 SALT_ANNOTATION = f"{GROUP}/hash-salt"
 RESTARTED_AT = f"{GROUP}/restartedAt"
+RESTARTED_FOR = f"{GROUP}/restartedFor"  # "<secret>:<hash prefix>" of the content restarted for
 TYPES = ("Opaque", "kubernetes.io/dockerconfigjson", "kubernetes.io/tls")
 DEFAULT_REFRESH_TEXT = "60s"
 MIN_REFRESH = 10
@@ -389,6 +390,11 @@ def uses_secret(deployment: Mapping[str, Any], secret: str) -> bool:
             if (source.get("secretRef") or {}).get("name") == secret:
                 return True
     return False
+
+
+def restart_marker(target: str, digest: str) -> str:
+    """The pod-template annotation value saying which content a restart was for."""
+    return f"{target}:{digest[:16]}"
 
 
 def batches(names: list[str], size: int) -> list[list[str]]:

@@ -27,7 +27,7 @@ from k8s_operator.secret_sync import (
     SyncHttpKubeApi,
     sync,
 )
-from k8s_operator.vaultsecret import HASH_ANNOTATION, RESTARTED_AT
+from k8s_operator.vaultsecret import HASH_ANNOTATION, RESTARTED_AT, RESTARTED_FOR
 from tests.k8s.recorded_api import RecordedApiServer
 
 LOG = logging.getLogger("test.k8s.vaultsecret")
@@ -265,6 +265,15 @@ async def test_min_interval_defers_a_second_restart_and_pending_ones_run_later(
         run.clock.now += timedelta(minutes=10)
         await run.once()
     assert run.patched() == ["shop-web", "shop-api"] * 2
+    # a stale status (e.g. written by a concurrent attempt) still listing them restarts
+    # nothing: each template records the content it was restarted for
+    body["status"]["pendingRestarts"] = ["shop-web", "shop-api"]
+    run.clock.now += timedelta(minutes=10)
+    outcome = await run.once()
+    assert outcome.restarted == [] and body["status"]["pendingRestarts"] == []
+    assert run.patched() == ["shop-web", "shop-api"] * 2
+    template = server.stored("Deployment", "shop-web")["spec"]["template"]["metadata"]
+    assert template["annotations"][RESTARTED_FOR].startswith("shop-env:")
 
 
 async def test_no_rollout_unless_enabled(server: RecordedApiServer, vault: Vault) -> None:
