@@ -63,6 +63,9 @@ from k8s_operator.vaultsecret import (
 
 SA_TOKEN_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 LOGIN_PATH = "/api/v1/auth/jwt"
+CHANGES_PATH = "/api/v1/changes"
+MAX_EVENT = 64 << 10  # bytes of one change event
+STREAM_IDLE = 900.0  # seconds without a byte before the stream is reopened
 MAX_BODY = 1 << 20  # bytes of one agent answer
 AGENT_TIMEOUT = 10.0  # seconds for one agent request
 TOKEN_MARGIN = timedelta(seconds=30)
@@ -318,6 +321,62 @@ async def request_json(
         return status, json.loads(b"".join(chunks) or b"null")
     except ValueError:
         return status, None
+
+
+async def follow_changes(
+    client: httpx.AsyncClient,
+    url: str,
+    token: str,
+    names: set[str],
+    on_change: Callable[[str], None],
+) -> None:
+    """Follow the agent's change stream (``GET /api/v1/changes``, server-sent events) until it
+    ends; ``on_change(name)`` for each event about one of ``names``.
+
+    Events carry ``{"name", "id", "version", "event"}`` (never a value); anything else is
+    skipped. One event may hold 64 KiB; a stream silent for 15 minutes is given up (the
+    caller reopens it). A refused stream is a SyncError (``NoChangeStream`` for a 404).
+    """
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    timeout = httpx.Timeout(AGENT_TIMEOUT, read=STREAM_IDLE)
+    try:
+        async with client.stream("GET", CHANGES_PATH, headers=headers, timeout=timeout) as resp:
+            if resp.status_code != 200:
+                body = await resp.aread()
+                try:
+                    doc = json.loads(body[:MAX_EVENT])
+                except ValueError:
+                    doc = None
+                error = answer_error(resp.status_code, doc, "the agent refused its change stream")
+                if resp.status_code == 404:
+                    error.reason = "NoChangeStream"
+                raise error
+            pending = b""
+            async for chunk in resp.aiter_bytes():
+                pending = (pending + chunk).replace(b"\r\n", b"\n")
+                while b"\n\n" in pending:
+                    raw, pending = pending.split(b"\n\n", 1)
+                    name = _event_name(raw)
+                    if name is not None and name in names:
+                        on_change(name)
+                if len(pending) > MAX_EVENT:
+                    raise SyncError("AgentError", "a change event from the agent is over 64 KiB")
+    except httpx.TransportError as exc:
+        raise SyncError(
+            "AgentUnreachable", f"the change stream of {url} broke: {type(exc).__name__}"
+        ) from None
+
+
+def _event_name(raw: bytes) -> str | None:
+    """The secret name of one server-sent event, or None when it is not a change event."""
+    lines = raw.decode("utf-8", "replace").split("\n")
+    data = "\n".join(line[5:].removeprefix(" ") for line in lines if line.startswith("data:"))
+    try:
+        doc = json.loads(data) if data else None
+    except ValueError:
+        return None
+    name = doc.get("name") if isinstance(doc, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def answer_error(status: int, body: Any, what: str) -> SyncError:

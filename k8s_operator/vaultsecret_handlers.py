@@ -37,9 +37,12 @@ from k8s_operator.secret_sync import (
     SyncError,
     SyncHttpKubeApi,
     SyncKubeApi,
+    agent_client,
     failed_status,
+    follow_changes,
     iso,
     parse_time,
+    resolve_connection,
     sync,
     utcnow,
 )
@@ -50,7 +53,9 @@ from k8s_operator.vaultsecret import (
     parse_spec,
 )
 
-TIMER_INTERVAL = 10.0
+TIMER_INTERVAL = 5.0  # the timer's tick; it syncs only when due (see due())
+STREAM_RETRY = 30.0  # seconds before reopening a broken change stream
+NO_STREAM_RETRY = 300.0  # ... or asking again an agent that has none
 MAX_BACKOFF = 300
 TOKEN_PATH_ENV = "KEYVAULT_SA_TOKEN_PATH"  # noqa: S105 - a variable name, not a secret
 Log = logging.Logger | logging.LoggerAdapter[Any]
@@ -82,6 +87,15 @@ def _lock(memo: Any, uid: str) -> asyncio.Lock:
         locks = {}
         memo.vaultsecret_locks = locks
     return locks.setdefault(uid, asyncio.Lock())
+
+
+def _changed(memo: Any) -> set[str]:
+    """UIDs of VaultSecrets whose secrets the agent's change stream reported as changed."""
+    changed: set[str] | None = getattr(memo, "vaultsecret_changed", None)
+    if changed is None:
+        changed = set()
+        memo.vaultsecret_changed = changed
+    return changed
 
 
 def backoff(failures: int) -> int:
@@ -163,11 +177,46 @@ def due(body: Mapping[str, Any], now: datetime) -> bool:
 async def refresh(
     body: Mapping[str, Any], patch: kopf.Patch, memo: Any, logger: Log, **_: Any
 ) -> None:
-    """The fallback poll: re-sync every ``refreshInterval`` (and finish pending restarts)."""
-    if not due(body, utcnow()):
+    """The timer: sync when the agent reported a change, when ``refreshInterval`` has passed
+    (the fallback poll), after a back-off, or to finish pending restarts."""
+    uid = str(body["metadata"].get("uid"))
+    changed = _changed(memo)
+    if uid not in changed and not due(body, utcnow()):
         return
+    changed.discard(uid)
     status, _retry = await run_sync(body, memo, logger)
     patch.status.update(status)
+
+
+async def watch_changes(
+    body: Mapping[str, Any], memo: Any, logger: Log, stopped: Any, **_: Any
+) -> None:
+    """Follow the agent's change stream; a change to a listed secret makes the next timer tick
+    (within 5 s) sync. Without a stream (an older agent) the fallback poll does the work."""
+    meta = body["metadata"]
+    uid, ident = str(meta.get("uid")), f"{meta['namespace']}/{meta['name']}"
+    while not stopped:
+        wait = STREAM_RETRY
+        try:
+            spec = parse_spec(meta["name"], body.get("spec") or {})
+            conn = await resolve_connection(_api(memo), meta["namespace"], spec.agent)
+            async with agent_client(conn) as client:
+                token = await _login(memo).token(client, conn.url, spec.agent.role)
+                names = {i.secret for i in spec.items}
+                await follow_changes(
+                    client, conn.url, token, names, lambda _name: _changed(memo).add(uid)
+                )
+        except InvalidVaultSecretError:
+            wait = NO_STREAM_RETRY  # the handlers report it; wait for a spec change
+        except SyncError as exc:
+            if exc.reason == "NoChangeStream":
+                wait = NO_STREAM_RETRY
+                logger.info("VaultSecret %s: the agent has no change stream; polling", ident)
+            else:
+                logger.info("VaultSecret %s: change stream: %s", ident, exc.message)
+        except KubeApiError as exc:
+            logger.info("VaultSecret %s: change stream: %s", ident, exc.message)
+        await stopped.wait(wait)
 
 
 async def deleted(body: Mapping[str, Any], logger: Log, **_: Any) -> None:
@@ -188,4 +237,5 @@ kopf.on.resume(GROUP, VERSION, PLURAL)(sync_handler)
 kopf.on.create(GROUP, VERSION, PLURAL)(sync_handler)
 kopf.on.update(GROUP, VERSION, PLURAL, field="spec")(sync_handler)
 kopf.timer(GROUP, VERSION, PLURAL, interval=TIMER_INTERVAL, initial_delay=TIMER_INTERVAL)(refresh)
+kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)(watch_changes)
 kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)(deleted)

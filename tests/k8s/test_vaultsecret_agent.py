@@ -184,3 +184,32 @@ async def test_a_wrong_ca_is_refused(agent: tuple[AgentProcess, str]) -> None:
     await _sync(server, body, token)
     assert _ready(body) == ("False", "AgentUnreachable")
     assert "caSecretRef" in body["status"]["message"]
+
+
+class Stopper:
+    """Stands in for kopf's daemon stop flag: the daemon stops at its first wait."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.waits)
+
+    async def wait(self, timeout: float) -> None:
+        self.waits.append(timeout)
+
+
+async def test_the_change_daemon_falls_back_to_polling_without_a_stream(
+    agent: tuple[AgentProcess, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """This agent has no ``/api/v1/changes`` yet: the daemon connects over mutual TLS, is told
+    404, says so once and waits 5 minutes, leaving the work to the refreshInterval poll."""
+    running, token = agent
+    server = _server(running)
+    memo = kopf.Memo(api=server.api(), agent_login=StaticToken(token))
+    stopper = Stopper()
+    caplog.set_level(logging.INFO)
+    body = _body(running.url, "shop/db/password")
+    await handlers.watch_changes(body=body, memo=memo, logger=LOG, stopped=stopper)
+    assert stopper.waits == [handlers.NO_STREAM_RETRY]
+    assert "the agent has no change stream; polling" in caplog.text
