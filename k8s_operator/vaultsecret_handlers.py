@@ -1,4 +1,8 @@
-"""kopf handlers for ``VaultSecret``: sync on create/update/resume and on a timer.
+"""kopf handlers for ``VaultSecret``: sync on create/update/resume, on a timer, and on change.
+
+The timer ticks every 5 s and syncs when ``refreshInterval`` has passed (the fallback poll),
+after a back-off, for pending restarts, or when the per-object daemon following the agent's
+change stream has seen one of the listed secrets change.
 
 Every handler takes the Kubernetes API from ``memo.api`` and the agent login from
 ``memo.agent_login`` (a :class:`~k8s_operator.secret_sync.JwtLogin` reading the pod's
@@ -11,8 +15,8 @@ timer retries with the same back-off (10 s doubling up to 5 minutes) kept in the
 A refused spec is not retried: it waits for the next change of the spec.
 
 Deletion: the Secret carries a controller ownerReference to the VaultSecret, so Kubernetes'
-garbage collector deletes it with the VaultSecret. Because of the timer, kopf puts its own
-finalizer on every VaultSecret; it removes it once the timer is stopped, so deleting a
+garbage collector deletes it with the VaultSecret. Timers and daemons need a finalizer, so
+kopf puts its own on every VaultSecret and removes it once both are stopped: deleting a
 VaultSecret needs the operator running (or the finalizer removed by hand).
 """
 
