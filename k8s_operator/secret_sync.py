@@ -513,12 +513,12 @@ async def sync(
     meta = body["metadata"]
     name, namespace = meta["name"], meta["namespace"]
     spec = parse_spec(name, body.get("spec") or {})
+    existing = await api.get("Secret", namespace, spec.target)
+    salt = _check_target(existing, body, spec)  # before reading anything it could not write
     conn = await resolve_connection(api, namespace, spec.agent)
     read = reader or read_values
     values = await read(conn, spec.agent.role, [i.secret for i in spec.items], login)
     data = render_data(spec, values)
-    existing = await api.get("Secret", namespace, spec.target)
-    salt = _check_target(existing, body, spec)
     digest = content_hash(salt, spec.type, data)
     old_digest = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(
         HASH_ANNOTATION

@@ -375,6 +375,7 @@ async def test_a_secret_not_owned_is_never_overwritten(
         await Run(server, vault, vault_secret()).once()
     assert raised.value.reason == "TargetNotOwned"
     assert "spec.target.name" in raised.value.message
+    assert vault.reads == []  # refused before reading anything from the agent
     assert server.count("apply", "Secret") == 0
     assert _decoded(server.stored("Secret", "shop-env")) == {"DATABASE_PASSWORD": "made by hand"}
 
