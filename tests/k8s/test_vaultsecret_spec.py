@@ -10,6 +10,7 @@ import json
 import re
 from typing import Any
 
+import celpy
 import jsonschema
 import kubernetes_validate
 import pytest
@@ -274,3 +275,77 @@ def test_rbac_adds_no_delete_and_no_secret_listing() -> None:
         assert "delete" not in rule["verbs"] and "*" not in rule["verbs"], rule
         if "secrets" in rule["resources"]:
             assert sorted(rule["verbs"]) == ["create", "get", "patch"]
+
+
+def cel_failures(schema: dict[str, Any], value: Any, path: str = "") -> list[str]:
+    """The messages of every x-kubernetes-validations rule ``value`` breaks, evaluated with a
+    CEL interpreter where the schema puts them (no transition rules here)."""
+    failures = []
+    env = celpy.Environment()
+    for rule in schema.get("x-kubernetes-validations") or []:
+        program = env.program(env.compile(rule["rule"]))
+        if not program.evaluate({"self": celpy.json_to_cel(value)}):
+            failures.append(f"{path}: {rule['message']}")
+    if isinstance(value, dict):
+        for key, child in (schema.get("properties") or {}).items():
+            if key in value:
+                failures += cel_failures(child, value[key], f"{path}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            failures += cel_failures(schema["items"], item, f"{path}[{index}]")
+    return failures
+
+
+def _raw_schema() -> dict[str, Any]:
+    (crd,) = _docs("crd-vaultsecret.yaml")
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+CEL_REFUSED: list[tuple[dict[str, Any], str]] = [
+    (
+        {
+            "agent": {
+                "url": "https://v.ns.svc:8443",
+                "role": "r",
+                "caSecretRef": {"name": "c"},
+                "clientCertSecretRef": {"name": "t"},
+            }
+        },
+        "exactly one of vaultAgentRef.name",
+    ),
+    ({"vaultAgentRef": None}, "exactly one of vaultAgentRef.name"),
+    ({"refreshInterval": "5s"}, "refreshInterval must be from 10s to 24h"),
+    ({"refreshInterval": "25h"}, "refreshInterval must be from 10s to 24h"),
+    ({"rollout": {"enabled": True}}, "enabled needs deployments or selector"),
+    ({"rollout": {"deployments": ["a"], "selector": {"matchLabels": {"a": "b"}}}}, "not both"),
+    (
+        {"type": "kubernetes.io/tls", "data": [{"key": "tls.crt", "secret": "c"}]},
+        "needs the keys tls.crt and tls.key",
+    ),
+    (
+        {
+            "type": "kubernetes.io/dockerconfigjson",
+            "data": [{"key": ".dockerconfigjson", "secret": "a"}, {"key": "x", "secret": "b"}],
+        },
+        "exactly one key, .dockerconfigjson",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), CEL_REFUSED)
+def test_crd_cel_rules_refuse_what_the_operator_refuses(
+    change: dict[str, Any], message: str
+) -> None:
+    body = vault_secret(**change)
+    body["spec"] = {k: v for k, v in body["spec"].items() if v is not None}
+    failures = cel_failures(_raw_schema(), body)
+    assert any(message in f for f in failures), failures
+    with pytest.raises(InvalidVaultSecretError):
+        parse_spec("shop-env", body["spec"])
+
+
+def test_examples_and_test_bodies_pass_every_cel_rule() -> None:
+    bodies = [*_docs("example-vaultsecret.yaml"), vault_secret(), _tls_body(), _docker_body()]
+    for body in bodies:
+        assert cel_failures(_raw_schema(), body) == [], body["metadata"]["name"]
