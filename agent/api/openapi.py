@@ -573,6 +573,66 @@ def _paths() -> J:
                 },
             ),
         },
+        "/api/v1/auth/jwt": {
+            "post": _op(
+                "jwtLogin",
+                "Trade a workload's JWT for a short-lived token within a role (no bearer token; "
+                "mutual TLS as everywhere)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["token", "token_id", "expires_at", "policy"],
+                            "properties": {
+                                "token": {"type": "string"},
+                                "token_id": {"type": "string"},
+                                "expires_at": {"type": "string"},
+                                "policy": {
+                                    "type": "object",
+                                    "additionalProperties": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                    },
+                                },
+                            },
+                        },
+                        "the minted token (shown once)",
+                    )
+                },
+                "400 401 413",
+                body={
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["role", "jwt"],
+                    "properties": {
+                        "role": {"type": "string", "description": "a role of auth.jwt.roles"},
+                        "jwt": {"type": "string", "description": "a compact JWS"},
+                    },
+                },
+                secure=False,
+            ),
+        },
+        "/api/v1/changes": {
+            "get": _op(
+                "changeStream",
+                "Server-Sent Events: changes (name, id, version, event; never values) to secrets "
+                "the token may read",
+                {
+                    "200": {
+                        "description": "an endless event stream; a comment every 15 s",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    }
+                },
+                "400 401",
+                params=[
+                    _query(
+                        "names",
+                        {"type": "string", "minLength": 1},
+                        "comma-separated names or ids to follow (default: every readable one)",
+                    )
+                ],
+            ),
+        },
         "/api/v1/sys/jobs/{job_id}": {
             "parameters": [_path_param("job_id", "the job's id")],
             "get": _op(
