@@ -86,13 +86,18 @@ def verify(
 ) -> None:
     """Check a notice; raise :class:`WebhookVerificationError` saying why it is refused.
 
-    ``headers`` is any mapping of the request's headers (looked up case-insensitively if it is
-    a plain dict). Pass the same ``seen`` cache to every call so a replay is refused.
+    ``headers`` is any mapping of the request's headers (aiohttp's or httpx's multi-dicts, or a
+    plain dict), looked up case-insensitively; of several signature values (comma-separated or
+    repeated headers) one ``v1=`` must match. Pass the same ``seen`` cache to every call so a
+    replay is refused.
     """
-    lowered = {k.lower(): v for k, v in headers.items()}
-    raw_ts = lowered.get(TIMESTAMP_HEADER.lower())
-    sig = lowered.get(SIGNATURE_HEADER.lower())
-    if raw_ts is None or sig is None:
+    values: dict[str, list[str]] = {}
+    for key, value in headers.items():  # a multi-dict may repeat a header: keep every value
+        values.setdefault(key.lower(), []).append(value)
+    stamps = values.get(TIMESTAMP_HEADER.lower(), [])
+    raw_ts = stamps[0] if len(stamps) == 1 else None
+    sigs = values.get(SIGNATURE_HEADER.lower())
+    if raw_ts is None or not sigs:
         raise WebhookVerificationError(
             f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header: not a signed notice"
         )
@@ -105,7 +110,7 @@ def verify(
             f"notice timestamp is {int(current - ts)} s from now, beyond the {int(tolerance_s)} s "
             "tolerance (stale, or a clock is wrong)"
         )
-    candidates = [s.strip() for s in sig.split(",")]
+    candidates = [s.strip() for sig in sigs for s in sig.split(",")]
     expected = signature(secret, ts, body)
     if not any(hmac.compare_digest(expected, c) for c in candidates):
         raise WebhookVerificationError("signature does not match the body and secret")
