@@ -162,7 +162,7 @@ class WebhookSender(Background):
                 why = type(exc).__name__
             if attempt + 1 < attempts:
                 delay = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
-                await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 - jitter
+                await asyncio.sleep(delay * (0.5 + random.random() / 2))
         self.failed += 1
         log.warning(
             "webhook %s: notice for %s not delivered after %d attempts (%s)",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import ssl
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -349,10 +349,15 @@ class AgentClient(_Api):
             raise _unreachable(self.config, exc) from None
         return _read(resp, call)
 
-    def changes(self, names: Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
+    def changes(
+        self, names: Sequence[str] | None = None, *, on_open: Callable[[], None] | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Follow the change stream: ``{"name", "id", "version", "event"}`` per change to a
         secret the token may read (``event`` ``resync``: re-read everything you follow). Ends
-        when the agent ends the stream; a dropped connection raises UnavailableError."""
+        when the agent ends the stream; a dropped connection raises UnavailableError.
+
+        ``on_open`` is called once the agent has accepted the stream: every change committed
+        after that call is delivered (re-read what you follow then, to miss nothing)."""
         timeout = httpx.Timeout(self.config.timeout, read=STREAM_READ_TIMEOUT)
         parser = EventParser()
         try:
@@ -361,6 +366,8 @@ class AgentClient(_Api):
             ) as resp:
                 if not resp.is_success:
                     raise _stream_error(resp, resp.read())
+                if on_open is not None:
+                    on_open()
                 for line in resp.iter_lines():
                     doc = parser.feed(line)
                     if doc is not None:
@@ -405,7 +412,9 @@ class AsyncAgentClient(_Api):
             raise _unreachable(self.config, exc) from None
         return _read(resp, call)
 
-    async def changes(self, names: Sequence[str] | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def changes(
+        self, names: Sequence[str] | None = None, *, on_open: Callable[[], None] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """Follow the change stream (as :meth:`AgentClient.changes`, asynchronously)."""
         timeout = httpx.Timeout(self.config.timeout, read=STREAM_READ_TIMEOUT)
         parser = EventParser()
@@ -415,6 +424,8 @@ class AsyncAgentClient(_Api):
             ) as resp:
                 if not resp.is_success:
                     raise _stream_error(resp, await resp.aread())
+                if on_open is not None:
+                    on_open()
                 async for line in resp.aiter_lines():
                     doc = parser.feed(line)
                     if doc is not None:

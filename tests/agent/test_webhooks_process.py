@@ -90,9 +90,7 @@ async def test_signed_notices_without_values_and_replay_refused(
 def test_a_missing_signing_secret_stops_the_start_with_a_clear_error(tmp_path: Path) -> None:
     folder = init_agent_dir(tmp_path / "agent")
     with (folder.path / "agent.yaml").open("a") as fh:
-        fh.write(
-            "webhooks:\n  - url: http://127.0.0.1:9/kv\n    secret_env: KV_HOOK_UNSET\n"
-        )
+        fh.write("webhooks:\n  - url: http://127.0.0.1:9/kv\n    secret_env: KV_HOOK_UNSET\n")
     try:
         start_agent(folder, timeout=20)
     except RuntimeError as exc:
