@@ -16,9 +16,8 @@ import os
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import httpx
 
 from agent.background import Background
 from agent.changes import ChangeFeed, SecretChange
@@ -26,6 +25,9 @@ from agent.globmatch import GlobSet
 from agent.settings import WebhookSettings
 from common.errors import ConfigError
 from common.webhooks import sign
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("keyvault.agent.webhooks")
 
@@ -140,6 +142,8 @@ class WebhookSender(Background):
             await asyncio.gather(*workers, return_exceptions=True)
 
     async def _worker(self, target: Target) -> None:
+        import httpx  # only an agent with webhooks loads the HTTP client
+
         async with httpx.AsyncClient(timeout=target.hook.timeout_s, follow_redirects=False) as http:
             while True:
                 secret_id, body = await target.queue.get()
@@ -148,6 +152,8 @@ class WebhookSender(Background):
     async def _deliver(
         self, http: httpx.AsyncClient, target: Target, secret_id: str, body: bytes
     ) -> None:
+        import httpx
+
         attempts = target.hook.retries + 1
         why = ""
         for attempt in range(attempts):

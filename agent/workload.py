@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import httpx
 import jwt
 import re2
 
@@ -105,7 +104,7 @@ class Jwks:
             try:
                 raw = await self._fetch()
                 self._keys = parse_jwks(raw)
-            except (OSError, httpx.HTTPError, ValueError, jwt.PyJWKError) as exc:
+            except (OSError, ValueError, jwt.PyJWKError) as exc:
                 # keep the keys we had; a login needing a key we lack is refused as unknown kid
                 log.warning(
                     "issuer %s: could not load its JWKS (%s)", self.issuer.name, type(exc).__name__
@@ -118,18 +117,25 @@ class Jwks:
             raw = await asyncio.to_thread(_read_bounded, path)
             return raw
         assert self.issuer.jwks_url is not None
+        import httpx  # only an agent with a JWKS URL loads the HTTP client
+
         verify: ssl.SSLContext | bool = True
         if self.issuer.jwks_ca_file is not None:
             verify = ssl.create_default_context(cafile=str(self.issuer.jwks_ca_file))
-        async with httpx.AsyncClient(timeout=FETCH_TIMEOUT_S, verify=verify) as client:
-            async with client.stream("GET", self.issuer.jwks_url) as resp:
-                resp.raise_for_status()
-                body = b""
-                async for chunk in resp.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_JWKS_BYTES:
-                        raise ValueError("JWKS larger than 64 KiB")
-                return body
+        try:
+            async with httpx.AsyncClient(
+                timeout=FETCH_TIMEOUT_S, verify=verify, follow_redirects=False
+            ) as client:
+                async with client.stream("GET", self.issuer.jwks_url) as resp:
+                    resp.raise_for_status()
+                    body = b""
+                    async for chunk in resp.aiter_bytes():
+                        body += chunk
+                        if len(body) > MAX_JWKS_BYTES:
+                            raise ValueError("JWKS larger than 64 KiB")
+                    return body
+        except httpx.HTTPError as exc:
+            raise OSError(type(exc).__name__) from None
 
 
 def _read_bounded(path: Any) -> bytes:
@@ -234,7 +240,7 @@ class JwtLogin:
             allowed = ALGS_BY_KTY["RSA"]
         else:  # EC and OKP: the curve implies the one algorithm
             allowed = {key.algorithm_name}
-        if alg not in allowed or alg not in ALGS_BY_KTY.get(key.key_type, set()):
+        if alg not in allowed or alg not in ALGS_BY_KTY.get(key.key_type or "", set()):
             raise JwtLoginError(
                 f"JWT algorithm {alg} does not fit key {str(kid)[:64]!r} "
                 f"({key.key_type}{', ' + declared if declared else ''})"

@@ -220,3 +220,54 @@ def test_login_over_mutual_tls_against_a_real_agent(tmp_path: Path, keys: Keys) 
                 workload.create("prod/payments/new", "x")
     finally:
         running.stop()
+
+
+async def test_jwks_url_is_cached_refreshed_and_bounded(
+    tmp_path: Path, keys: Keys, aiohttp_server: Any
+) -> None:
+    """A JWKS served over real https: fetched once, refreshed on an unknown kid at most once
+    per 30 s and every jwks_refresh_s, and a document over 64 KiB is refused (old keys kept)."""
+    import json
+
+    from aiohttp import web
+
+    from agent.settings import JwtIssuer
+    from agent.workload import Jwks, JwtLoginError
+    from common.tls import server_context
+
+    tls = init_agent_dir(tmp_path / "agent").tls  # its server certificate names 127.0.0.1
+    served = {"doc": json.dumps({"keys": [keys.k8s.jwk()]}), "hits": 0}
+
+    async def jwks(_: web.Request) -> web.Response:
+        served["hits"] += 1
+        return web.Response(text=served["doc"], content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/jwks", jwks)
+    server = await aiohttp_server(app, ssl=server_context(tls / "server.crt", tls / "server.key"))
+    now = [1000.0]
+    issuer = JwtIssuer(
+        name="cluster",
+        issuer=jwtkit.K8S_ISS,
+        jwks_url=f"https://127.0.0.1:{server.port}/jwks",
+        jwks_ca_file=tls / "ca.crt",
+        audiences=["keyvault"],
+        jwks_refresh_s=300,
+    )
+    source = Jwks(issuer, clock=lambda: now[0])
+    assert (await source.key("k8s-1")).key_id == "k8s-1" and served["hits"] == 1
+    await source.key("k8s-1")
+    assert served["hits"] == 1  # cached
+    with pytest.raises(JwtLoginError, match="unknown key id"):
+        await source.key("k8s-2")
+    assert served["hits"] == 2  # one refresh for the unknown kid
+    with pytest.raises(JwtLoginError, match="unknown key id"):
+        await source.key("k8s-2")
+    assert served["hits"] == 2  # not again within 30 s
+    rotated = Issuer.rsa("k8s-2")
+    served["doc"] = json.dumps({"keys": [keys.k8s.jwk(), rotated.jwk()]})
+    now[0] += 31
+    assert (await source.key("k8s-2")).key_id == "k8s-2" and served["hits"] == 3
+    served["doc"] = json.dumps({"keys": [keys.k8s.jwk()], "pad": "x" * 70_000})
+    now[0] += 301  # the periodic refresh meets an oversized document: the old keys stay
+    assert (await source.key("k8s-2")).key_id == "k8s-2" and served["hits"] == 4
