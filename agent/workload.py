@@ -35,6 +35,7 @@ log = logging.getLogger("keyvault.agent.jwt")
 
 MAX_JWKS_BYTES = 64 * 1024
 MAX_JWT_BYTES = 16 * 1024
+JWS_PATTERN = r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$"  # compact JWS, any signature
 FETCH_TIMEOUT_S = 5.0
 UNKNOWN_KID_REFRESH_S = 30.0
 # the algorithms a key type allows (an HMAC algorithm is never accepted: a JWKS holds public keys)

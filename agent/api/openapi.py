@@ -8,8 +8,10 @@ from typing import Any
 from agent.auth import CAPABILITIES
 from agent.generate import CLASSES
 from agent.rowauth import CURSOR_PATTERN
+from agent.settings import JWT_NAME_PATTERN
 from agent.text import SAFE_LINE, SAFE_TEXT
 from agent.uplink.status import STATES
+from agent.workload import JWS_PATTERN, MAX_JWT_BYTES
 
 MAX_PER_CLASS = 2  # the rotate route's bound: 2 of each of 4 classes fit the minimum length 8
 J = dict[str, Any]
@@ -605,8 +607,17 @@ def _paths() -> J:
                     "additionalProperties": False,
                     "required": ["role", "jwt"],
                     "properties": {
-                        "role": {"type": "string", "description": "a role of auth.jwt.roles"},
-                        "jwt": {"type": "string", "description": "a compact JWS"},
+                        "role": {
+                            "type": "string",
+                            "pattern": JWT_NAME_PATTERN,
+                            "description": "a role of auth.jwt.roles",
+                        },
+                        "jwt": {
+                            "type": "string",
+                            "pattern": JWS_PATTERN,
+                            "maxLength": MAX_JWT_BYTES,
+                            "description": "a compact JWS",
+                        },
                     },
                 },
                 secure=False,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 from aiohttp import web
@@ -16,11 +17,14 @@ from agent.api.context import AGENT, AUDIT, token_of
 from agent.auth import Token
 from agent.changes import SecretChange
 from agent.secrets import ID_RE, validate_name
-from agent.workload import JwtLoginError
+from agent.settings import JWT_NAME_PATTERN
+from agent.workload import JWS_PATTERN, MAX_JWT_BYTES, JwtLoginError
 from common.errors import AuthenticationError, ValidationError
 from serverkit.body import json_object, query, typed
 
 HEARTBEAT_S = 15.0
+ROLE_RE = re.compile(JWT_NAME_PATTERN)
+JWS_RE = re.compile(JWS_PATTERN)
 HEARTBEAT = SecretChange("", "", 0, "resync")  # a marker object: "time for a heartbeat"
 MAX_NAMES = 100
 SSE_HEADERS = {
@@ -37,6 +41,12 @@ async def jwt_login(request: web.Request) -> web.Response:
     doc = await json_object(request, {"role", "jwt"}, frozenset({"role", "jwt"}))
     role_name = typed(doc, "role", str, "a string")
     token = typed(doc, "jwt", str, "a string")
+    if not ROLE_RE.fullmatch(role_name):
+        raise ValidationError(f"role must match {JWT_NAME_PATTERN} (a name from auth.jwt.roles)")
+    if len(token) > MAX_JWT_BYTES or not JWS_RE.fullmatch(token):
+        raise ValidationError(
+            "jwt must be a compact JWS (three base64url parts joined by dots) of at most 16 KiB"
+        )
     login = agent.jwt_login
     if login is None or not login.enabled:
         raise JwtLoginError(

@@ -139,7 +139,7 @@ def _refusals(keys: Keys) -> dict[str, tuple[str, str, str]]:
         ),
         "key of another type": ("payments-api", keys.ci.mint(k8s(), kid="k8s-1"), "does not fit"),
         "unknown role": ("nope", keys.k8s.mint(k8s()), "unknown role"),
-        "malformed": ("payments-api", "not-a-jwt", "malformed JWT"),
+        "malformed": ("payments-api", "bm90.YS1qd3Q.", "malformed JWT"),
     }
 
 
@@ -178,6 +178,10 @@ async def test_login_without_configuration_or_with_bad_body(api: Api) -> None:
     assert resp.status == 401 and "not configured" in body["error"]["message"]
     resp = await api.client.post(LOGIN, json={"role": "x"})
     assert resp.status == 400
+    for bad in ({"role": "Bad Role", "jwt": "a.b.c"}, {"role": "x", "jwt": "no dots at all"}):
+        resp = await api.client.post(LOGIN, json=bad)
+        body = await resp.json()
+        assert resp.status == 400 and body["error"]["code"] == "invalid_request", body
 
 
 def test_settings_refuse_unsafe_roles(tmp_path: Path) -> None:
