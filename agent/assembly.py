@@ -26,6 +26,7 @@ from agent.secrets import SecretService
 from agent.settings import AgentSettings
 from agent.store.db import Store
 from agent.uplink.status import UplinkStatus
+from agent.workload import JwtLogin
 from common.errors import ConfigError, IntegrityError
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ class Agent:
     started: float = field(default_factory=time.monotonic)
     version: str = VERSION
     rotation: RotationEngine | None = None  # policy-driven rotation (docs/rotation.md)
+    jwt_login: JwtLogin | None = None  # workload identity (docs/workloads.md)
     _enrolled_vault: str | None = None
 
     @classmethod
@@ -134,6 +136,7 @@ class Agent:
         agent = cls(settings, store, keys, secrets, TokenService(store, keys.rows), audit, guard)
         keys.rows.on_tamper = agent.report_tampering
         agent.audit_appended = appended
+        agent.jwt_login = JwtLogin(settings.auth.jwt, agent.tokens)
         agent._enrolled_vault = _enrolled_vault_id(settings)
         agent.rotation = RotationEngine(
             secrets, settings.rotation, owner=rotation_owner(settings), audit=audit,

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.engine import Connection
 
-from agent.changes import ChangeFeed
+from agent.changes import ChangeEvent, ChangeFeed, SecretChange
 from agent.crypto import Clock, Random, SealedValue, utcnow
 from agent.generate import GeneratorSpec
 from agent.keys import KeyManager
@@ -238,9 +238,11 @@ class SecretService:
             body = f'{{"secret_id":"{secret_id}"}}'  # ids are [a-z0-9_] only: no escaping needed
             hot.INSERT_OUTBOX.run(conn, ("inventory", body, now))
 
-    def _committed(self) -> None:
-        """A write has committed: the feed wakes the uplink if it recorded a change."""
-        self.feed.committed()
+    def _committed(self, meta: SecretMeta | None = None, event: ChangeEvent = "updated") -> None:
+        """A write has committed: the feed wakes the uplink if it recorded a change and tells
+        its subscribers what changed (name, id, version: never the value)."""
+        change = SecretChange(meta.name, meta.id, meta.version, event) if meta else None
+        self.feed.committed(change)
 
     def cached_id(self, ref: str) -> str | None:
         """The id a reference resolves to, if it is in the cache."""
@@ -393,7 +395,7 @@ class SecretService:
             self._changed(conn, meta.id, now)
 
         await self.store.write(txn)
-        self._committed()
+        self._committed(meta, "created")
         self._remember(meta, sealed)
         return meta
 
@@ -453,7 +455,7 @@ class SecretService:
             return new, sealed
 
         new, sealed = await self.store.write(txn)
-        self._committed()
+        self._committed(new, "rotated" if origin == "rotate" else "updated")
         if sealed is not None:
             self._remember(new, sealed)
         else:
@@ -496,7 +498,7 @@ class SecretService:
             return meta
 
         meta = await self.store.write(txn)
-        self._committed()
+        self._committed(meta, "deleted" if when else "updated")
         self._forget(meta.id)
         return meta
 
@@ -516,7 +518,7 @@ class SecretService:
             return _meta(row)
 
         meta = await self.store.write(txn)
-        self._committed()
+        self._committed(meta, "destroyed")
         self._forget(meta.id)
         await asyncio.to_thread(self.store.scrub)
         return meta

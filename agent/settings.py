@@ -205,6 +205,190 @@ class RotationSettings(_Section):
         return self
 
 
+# ---------------------------------------------------------------- workload identity (JWT login)
+
+JWT_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
+_JWT_NAME_RE = re.compile(JWT_NAME_PATTERN)
+POLICY_CAPABILITIES = ("read", "list", "write", "rotate", "delete", "admin")
+CLAIM_GLOB_MAX = 200  # characters of one bound-claim glob
+CLAIM_GLOB_WILDCARDS = 16
+
+
+def claim_glob_problem(glob: str) -> str | None:
+    """What is wrong with a bound-claim glob (``*`` any run, ``?`` one character), or None."""
+    if not 1 <= len(glob) <= CLAIM_GLOB_MAX:
+        return f"a claim glob is 1-{CLAIM_GLOB_MAX} characters"
+    if sum(glob.count(c) for c in "*?") > CLAIM_GLOB_WILDCARDS:
+        return f"a claim glob holds at most {CLAIM_GLOB_WILDCARDS} wildcards"
+    return None
+
+
+class JwtIssuer(_Section):
+    """A JWT issuer the agent trusts (a Kubernetes cluster, a CI system, any OIDC provider)."""
+
+    name: str = Field(description="Short name roles refer to, e.g. 'cluster' or 'ci'.")
+    issuer: str = Field(description="The exact 'iss' claim of its tokens.")
+    jwks_file: Path | None = Field(
+        None, description="JWKS (JSON Web Key Set) file with the issuer's public keys."
+    )
+    jwks_url: str | None = Field(
+        None, description="https:// URL of the issuer's JWKS (fetched, cached, refreshed)."
+    )
+    jwks_ca_file: Path | None = Field(
+        None,
+        description="CA bundle (PEM) that signs jwks_url's certificate (e.g. the cluster CA). "
+        "Default: the system's trust store.",
+    )
+    audiences: list[str] = Field(
+        min_length=1, description="Accepted 'aud' values; a token must name at least one."
+    )
+    max_clock_skew_s: float = Field(
+        60, ge=0, le=300, description="Seconds of clock difference allowed on exp, nbf and iat."
+    )
+    jwks_refresh_s: float = Field(
+        300, ge=10, le=86400, description="Seconds between JWKS refreshes."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> JwtIssuer:
+        if not _JWT_NAME_RE.match(self.name):
+            raise ValueError(f"issuer name {self.name!r} must match {JWT_NAME_PATTERN}")
+        if (self.jwks_file is None) == (self.jwks_url is None):
+            raise ValueError(f"issuer {self.name!r}: set exactly one of jwks_file and jwks_url")
+        if self.jwks_url is not None and not self.jwks_url.startswith("https://"):
+            raise ValueError(f"issuer {self.name!r}: jwks_url must be an https:// URL")
+        return self
+
+
+class JwtRole(_Section):
+    """What a valid JWT from one issuer may become: claims to match, and the token it gets."""
+
+    name: str = Field(description="The role a login names (POST /api/v1/auth/jwt).")
+    issuer: str = Field(description="Name of the issuer (auth.jwt.issuers[].name) it trusts.")
+    bound_claims: dict[str, str | list[str]] = Field(
+        default_factory=dict,
+        description="Claims the token must hold: claim -> glob or list of globs ('*' any run "
+        "of characters, '?' one), e.g. {repository: 'acme/api', ref: 'refs/heads/*'}.",
+    )
+    bound_subject: str | None = Field(
+        None,
+        description="Glob the 'sub' claim must match, e.g. 'system:serviceaccount:payments:api'.",
+    )
+    policy: dict[str, list[str]] = Field(
+        description="The minted token's rights: capability -> name globs, e.g. "
+        "{read: ['prod/payments/**']}."
+    )
+    ttl_s: int = Field(900, ge=1, description="Seconds the minted token lives (<= max_ttl_s).")
+
+    @model_validator(mode="after")
+    def _check(self) -> JwtRole:
+        if not _JWT_NAME_RE.match(self.name):
+            raise ValueError(f"role name {self.name!r} must match {JWT_NAME_PATTERN}")
+        if not self.bound_claims and self.bound_subject is None:
+            raise ValueError(
+                f"role {self.name!r} must bind the subject or at least one claim; "
+                "otherwise any token of its issuer would log in"
+            )
+        if not self.policy:
+            raise ValueError(f"role {self.name!r}: policy must grant at least one capability")
+        for cap, names in self.policy.items():
+            if cap not in POLICY_CAPABILITIES:
+                raise ValueError(
+                    f"role {self.name!r}: unknown capability {cap!r}; use "
+                    + ", ".join(POLICY_CAPABILITIES)
+                )
+            if not names:
+                raise ValueError(f"role {self.name!r}: policy.{cap} lists no name globs")
+            for glob in names:
+                found = globs.problem(glob)
+                if found is not None:
+                    raise ValueError(f"role {self.name!r}: policy.{cap} {glob!r}: {found}")
+        claim_globs = [self.bound_subject] if self.bound_subject is not None else []
+        for value in self.bound_claims.values():
+            claim_globs.extend([value] if isinstance(value, str) else value)
+        for glob in claim_globs:
+            found = claim_glob_problem(glob)
+            if found is not None:
+                raise ValueError(f"role {self.name!r}: {glob!r}: {found}")
+        return self
+
+
+class JwtSettings(_Section):
+    """Workload identity: issuers whose JWTs the agent trusts and the roles they log in as."""
+
+    issuers: list[JwtIssuer] = Field(default_factory=list, description="Trusted JWT issuers.")
+    roles: list[JwtRole] = Field(default_factory=list, description="Login roles.")
+    max_ttl_s: int = Field(
+        3600, ge=60, le=86400, description="Longest life of a token minted by a JWT login."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> JwtSettings:
+        issuers = [i.name for i in self.issuers]
+        if len(set(issuers)) != len(issuers):
+            raise ValueError("auth.jwt.issuers: names must be unique")
+        roles = [r.name for r in self.roles]
+        if len(set(roles)) != len(roles):
+            raise ValueError("auth.jwt.roles: names must be unique")
+        for role in self.roles:
+            if role.issuer not in issuers:
+                raise ValueError(
+                    f"role {role.name!r} names issuer {role.issuer!r}, which is not in "
+                    "auth.jwt.issuers"
+                )
+            if role.ttl_s > self.max_ttl_s:
+                raise ValueError(
+                    f"role {role.name!r}: ttl_s {role.ttl_s} is above auth.jwt.max_ttl_s "
+                    f"({self.max_ttl_s})"
+                )
+        return self
+
+
+class AuthSettings(_Section):
+    """Ways to log in besides a bearer token made by an admin."""
+
+    jwt: JwtSettings = Field(default_factory=JwtSettings)
+
+
+# ---------------------------------------------------------------- webhooks on change
+
+
+class WebhookSettings(_Section):
+    """A URL told (signed, never a value) when a secret whose name matches changes."""
+
+    url: str = Field(description="https:// URL (http:// only to loopback) that receives the POST.")
+    secret_env: str | None = Field(
+        None, description="Environment variable holding the signing secret."
+    )
+    secret_file: Path | None = Field(None, description="File holding the signing secret.")
+    names: list[str] = Field(
+        default_factory=lambda: ["**"], description="Name globs of the secrets it hears about."
+    )
+    timeout_s: float = Field(5, gt=0, le=60, description="Seconds one delivery attempt may take.")
+    retries: int = Field(5, ge=0, le=10, description="Retries after a failed delivery (backoff).")
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhookSettings:
+        if (self.secret_env is None) == (self.secret_file is None):
+            raise ValueError(f"webhook {self.url!r}: set exactly one of secret_env and secret_file")
+        if not (self.url.startswith("https://") or _loopback_http(self.url)):
+            raise ValueError(
+                f"webhook {self.url!r}: use an https:// URL (http:// only to a loopback address)"
+            )
+        for glob in self.names:
+            found = globs.problem(glob)
+            if found is not None:
+                raise ValueError(f"webhook {self.url!r}: names {glob!r}: {found}")
+        return self
+
+
+def _loopback_http(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.scheme == "http" and _is_loopback(parts.hostname or "")
+
+
 class AgentSettings(BaseSettings):
     """Settings of ``keyvault agent``."""
 
@@ -260,6 +444,14 @@ class AgentSettings(BaseSettings):
     rotation: RotationSettings = Field(
         default_factory=RotationSettings,
         description="Automatic secret rotation (issue 5).",
+    )
+    auth: AuthSettings = Field(
+        default_factory=AuthSettings,
+        description="Workload identity: JWT login (docs/workloads.md).",
+    )
+    webhooks: list[WebhookSettings] = Field(
+        default_factory=list,
+        description="URLs told (signed) when secrets change (docs/workloads.md).",
     )
     metadata_key_file: Path | None = Field(
         None,

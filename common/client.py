@@ -14,9 +14,10 @@ transport differs.
 
 from __future__ import annotations
 
+import json
 import ssl
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,60 @@ class _Api(ABC):
     def job(self, job_id: str) -> Any:
         return self._run(_Call("GET", f"/api/v1/sys/jobs/{_ref(job_id)}"))
 
+    def jwt_login(self, role: str, token: str) -> Any:
+        """Trade a workload's JWT for a short-lived agent token (no bearer token needed)."""
+        return self._run(_Call("POST", "/api/v1/auth/jwt", json={"role": role, "jwt": token}))
+
+
+STREAM_READ_TIMEOUT = 45.0  # the agent sends a heartbeat every 15 s
+
+
+class EventParser:
+    """Server-Sent Events of the change stream, fed line by line: each complete event's JSON.
+
+    Comment lines (heartbeats) are skipped; an ``end`` event (the token expired or was
+    revoked) sets :attr:`ended`.
+    """
+
+    def __init__(self) -> None:
+        self._event = ""
+        self._data: list[str] = []
+        self.ended = False
+
+    def feed(self, line: str) -> dict[str, Any] | None:
+        """One line (without its newline); the event it completes, if any."""
+        if line.startswith(":"):
+            return None
+        if line:
+            field_, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field_ == "event":
+                self._event = value
+            elif field_ == "data":
+                self._data.append(value)
+            return None
+        event, data = self._event, "\n".join(self._data)
+        self._event, self._data = "", []
+        if not data:
+            return None
+        if event == "end":
+            self.ended = True
+            return None
+        doc = json.loads(data)
+        return doc if isinstance(doc, dict) else None
+
+
+def _changes_params(names: Sequence[str] | None) -> dict[str, str] | None:
+    return {"names": ",".join(names)} if names else None
+
+
+def _stream_error(resp: httpx.Response, body: bytes) -> e.KeyVaultError:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    return error_from_response(resp.status_code, doc, f"the agent answered {resp.status_code}")
+
 
 @dataclass
 class ClientConfig:
@@ -294,6 +349,34 @@ class AgentClient(_Api):
             raise _unreachable(self.config, exc) from None
         return _read(resp, call)
 
+    def changes(
+        self, names: Sequence[str] | None = None, *, on_open: Callable[[], None] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Follow the change stream: ``{"name", "id", "version", "event"}`` per change to a
+        secret the token may read (``event`` ``resync``: re-read everything you follow). Ends
+        when the agent ends the stream; a dropped connection raises UnavailableError.
+
+        ``on_open`` is called once the agent has accepted the stream: every change committed
+        after that call is delivered (re-read what you follow then, to miss nothing)."""
+        timeout = httpx.Timeout(self.config.timeout, read=STREAM_READ_TIMEOUT)
+        parser = EventParser()
+        try:
+            with self._http.stream(
+                "GET", "/api/v1/changes", params=_changes_params(names), timeout=timeout
+            ) as resp:
+                if not resp.is_success:
+                    raise _stream_error(resp, resp.read())
+                if on_open is not None:
+                    on_open()
+                for line in resp.iter_lines():
+                    doc = parser.feed(line)
+                    if doc is not None:
+                        yield doc
+                    if parser.ended:
+                        return
+        except httpx.TransportError as exc:
+            raise _unreachable(self.config, exc) from None
+
 
 class AsyncAgentClient(_Api):
     """Asyncio client: the same methods as :class:`AgentClient`, awaitable."""
@@ -328,3 +411,26 @@ class AsyncAgentClient(_Api):
         except httpx.TransportError as exc:
             raise _unreachable(self.config, exc) from None
         return _read(resp, call)
+
+    async def changes(
+        self, names: Sequence[str] | None = None, *, on_open: Callable[[], None] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Follow the change stream (as :meth:`AgentClient.changes`, asynchronously)."""
+        timeout = httpx.Timeout(self.config.timeout, read=STREAM_READ_TIMEOUT)
+        parser = EventParser()
+        try:
+            async with self._http.stream(
+                "GET", "/api/v1/changes", params=_changes_params(names), timeout=timeout
+            ) as resp:
+                if not resp.is_success:
+                    raise _stream_error(resp, await resp.aread())
+                if on_open is not None:
+                    on_open()
+                async for line in resp.aiter_lines():
+                    doc = parser.feed(line)
+                    if doc is not None:
+                        yield doc
+                    if parser.ended:
+                        return
+        except httpx.TransportError as exc:
+            raise _unreachable(self.config, exc) from None

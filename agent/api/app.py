@@ -67,6 +67,7 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
                 actor=info.actor,
                 target=info.target,
                 remote=request.remote,
+                extra=info.extra,
             )
     except UnavailableError as exc:
         agent.metrics.audit_failures += 1
@@ -105,6 +106,10 @@ async def _flush_auth_summaries(app: web.Application) -> None:
         log.error("could not write the failed-authentication summary: %s", exc.message)
 
 
+async def _end_change_streams(app: web.Application) -> None:
+    app[AGENT].secrets.feed.end_all()  # open change streams finish instead of holding shutdown
+
+
 def _outcome(failure: KeyVaultError) -> str:
     """The audit outcome of a failed request: denied (401/403) or error."""
     return "denied" if failure.http_status in (401, 403) else "error"
@@ -121,6 +126,7 @@ def build_app(agent: Agent, *, background: bool = False) -> web.Application:
     app[MAX_BODY] = agent.settings.max_body_bytes
     app[AUTH_LIMIT] = FailedAuthLimiter()
     app.on_shutdown.append(_flush_auth_summaries)
+    app.on_shutdown.append(_end_change_streams)
     if background:
         add_background_services(app, agent)
     add_routes(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -20,6 +21,7 @@ class RequestAudit:
     target: str | None = None
     actor: str | None = None
     token: Token | None = None
+    extra: dict[str, Any] | None = None  # more for the outcome entry (never a secret)
 
 
 AUDIT = web.RequestKey("kv_audit", RequestAudit)

@@ -1,5 +1,5 @@
-"""The agent's background services (uplink, rotation scheduler, audit checkpoints) in the aiohttp
-app's lifecycle.
+"""The agent's background services (uplink, rotation scheduler, audit checkpoints, webhooks) in
+the aiohttp app's lifecycle.
 
 They start in ``cleanup_ctx`` while the app starts, before the listener accepts a request (so
 no write escapes the uplink's change tracking), and stop when the app shuts down: the stop
@@ -19,6 +19,7 @@ from agent.assembly import Agent
 from agent.audit.checkpoint import Checkpointer
 from agent.rotation.scheduler import Scheduler
 from agent.uplink.service import Uplink
+from agent.webhooks import WebhookSender
 
 STOP_BUDGET = 5.0  # seconds each service gets to stop before it is cancelled
 
@@ -31,12 +32,15 @@ class Services:
     scheduler: Scheduler | None
     checkpoints: Checkpointer
     timeout: float
+    webhooks: WebhookSender | None = None
     _stopping: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def start(self) -> None:
         """Start every service on the running loop."""
         self.uplink.start()
         self.checkpoints.start()
+        if self.webhooks is not None:
+            self.webhooks.start()
         if self.scheduler is not None:
             self.scheduler.start()
 
@@ -55,6 +59,8 @@ class Services:
         parts = [self.uplink.stop(self.timeout), self.checkpoints.stop(self.timeout)]
         if self.scheduler is not None:
             parts.append(self.scheduler.stop(self.timeout))
+        if self.webhooks is not None:
+            parts.append(self.webhooks.stop(self.timeout))
         await asyncio.gather(*parts)
 
 
@@ -71,7 +77,10 @@ def open_services(agent: Agent) -> Services:
         scheduler = Scheduler(agent.rotation, policies_version=lambda: uplink.policies_version)
     checkpoints = Checkpointer(agent.audit_guard, agent.audit, agent.store)
     timeout = min(STOP_BUDGET, agent.settings.shutdown_timeout)
-    return Services(uplink, scheduler, checkpoints, timeout)
+    webhooks = None
+    if agent.settings.webhooks:  # a missing signing secret stops the start here
+        webhooks = WebhookSender(agent.settings.webhooks, agent.secrets.feed, agent.keys.vault_id)
+    return Services(uplink, scheduler, checkpoints, timeout, webhooks)
 
 
 def add_background_services(app: web.Application, agent: Agent) -> None:

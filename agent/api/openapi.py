@@ -8,8 +8,10 @@ from typing import Any
 from agent.auth import CAPABILITIES
 from agent.generate import CLASSES
 from agent.rowauth import CURSOR_PATTERN
+from agent.settings import JWT_NAME_PATTERN
 from agent.text import SAFE_LINE, SAFE_TEXT
 from agent.uplink.status import STATES
+from agent.workload import JWS_PATTERN, MAX_JWT_BYTES
 
 MAX_PER_CLASS = 2  # the rotate route's bound: 2 of each of 4 classes fit the minimum length 8
 J = dict[str, Any]
@@ -571,6 +573,75 @@ def _paths() -> J:
                         "iterations": {"type": "integer", "minimum": 100000, "maximum": 10000000},
                     },
                 },
+            ),
+        },
+        "/api/v1/auth/jwt": {
+            "post": _op(
+                "jwtLogin",
+                "Trade a workload's JWT for a short-lived token within a role (no bearer token; "
+                "mutual TLS as everywhere)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["token", "token_id", "expires_at", "policy"],
+                            "properties": {
+                                "token": {"type": "string"},
+                                "token_id": {"type": "string"},
+                                "expires_at": {"type": "string"},
+                                "policy": {
+                                    "type": "object",
+                                    "additionalProperties": {
+                                        "type": "array",
+                                        "items": {"type": "string"},
+                                    },
+                                },
+                            },
+                        },
+                        "the minted token (shown once)",
+                    )
+                },
+                "400 401 413",
+                body={
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["role", "jwt"],
+                    "properties": {
+                        "role": {
+                            "type": "string",
+                            "pattern": JWT_NAME_PATTERN,
+                            "description": "a role of auth.jwt.roles",
+                        },
+                        "jwt": {
+                            "type": "string",
+                            "pattern": JWS_PATTERN,
+                            "maxLength": MAX_JWT_BYTES,
+                            "description": "a compact JWS",
+                        },
+                    },
+                },
+                secure=False,
+            ),
+        },
+        "/api/v1/changes": {
+            "get": _op(
+                "changeStream",
+                "Server-Sent Events: changes (name, id, version, event; never values) to secrets "
+                "the token may read",
+                {
+                    "200": {
+                        "description": "an endless event stream; a comment every 15 s",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    }
+                },
+                "400 401",
+                params=[
+                    _query(
+                        "names",
+                        {"type": "string", "minLength": 1},
+                        "comma-separated names or ids to follow (default: every readable one)",
+                    )
+                ],
             ),
         },
         "/api/v1/sys/jobs/{job_id}": {

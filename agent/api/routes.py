@@ -8,6 +8,7 @@ from aiohttp import web
 
 from agent.api import secret_views as s
 from agent.api import sys_views as y
+from agent.api import workload_views as w
 
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PREFIX = "/api/v1"
@@ -32,6 +33,8 @@ ROUTES: list[tuple[str, str, View, str, bool]] = [
     ("POST", "/sys/keys/rotate", y.rotate_kek, "keys.rotate", True),
     ("POST", "/sys/keys/rekey", y.rekey, "keys.rekey", True),
     ("GET", "/sys/jobs/{job_id}", y.job_status, "jobs.get", True),
+    ("POST", "/auth/jwt", w.jwt_login, "auth.jwt", False),
+    ("GET", "/changes", w.changes, "changes.stream", True),
 ]
 
 PUBLIC = {name for *_, name, needs_token in ROUTES if not needs_token}

@@ -257,7 +257,7 @@ class RotationEngine:
                 log.error("rotation of %s failed unexpectedly: %s", meta.id, type(exc).__name__)
             raise RotationFailedError(reason) from None
         promoted = await self.store.write(self._promote(meta, policy, version, also))
-        self.secrets._committed()
+        self.secrets._committed(promoted, "rotated")
         self.secrets._remember(promoted, sealed)
         self._audit(actor, meta.id, "ok", 200, None)
         return promoted

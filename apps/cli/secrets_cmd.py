@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import click
@@ -195,24 +196,72 @@ def child_environment(parent: Mapping[str, str]) -> dict[str, str]:
     required=True,
     help="ENV=name: put secret NAME into environment variable ENV. Repeatable.",
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Stay running: follow the agent's change stream and act when a secret changes.",
+)
+@click.option(
+    "--on-change",
+    default="restart",
+    show_default=True,
+    help="With --watch: 'restart' the child, or 'signal:<SIG>' (e.g. signal:HUP) to it.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(0, 3600),
+    default=10.0,
+    show_default=True,
+    help="With --watch: seconds a child has to exit after SIGTERM before SIGKILL.",
+)
+@click.option(
+    "--env-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="With --watch: also write the values to this file (0600, replaced atomically) "
+    "for a signalled child to reread.",
+)
 @agent_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @friendly_errors
-def run_cmd(mappings: tuple[str, ...], command: tuple[str, ...], **conn: Any) -> None:
+def run_cmd(
+    mappings: tuple[str, ...],
+    watch: bool,
+    on_change: str,
+    grace: float,
+    env_file: Path | None,
+    command: tuple[str, ...],
+    **conn: Any,
+) -> None:
     """Run COMMAND with secrets in its environment: keyvault run --secret DB_PASS=db/pass -- app.
 
     The child gets the secrets it asked for and the rest of the environment minus every
     ``KEYVAULT_*``/``VAULT_*`` variable: our token, client key, data folder and agent address
-    are ours, not the child's.
+    are ours, not the child's. With --watch, a change to one of those secrets restarts the
+    child with the new values (or sends it a signal: it then keeps its old environment and
+    rereads --env-file).
     """
+    pairs = [_mapping(m) for m in mappings]
+    if not watch and (env_file is not None or on_change != "restart"):
+        raise click.UsageError("--on-change and --env-file apply only with --watch")
     env = child_environment(os.environ)
-    with make_client(client_config(**conn)) as kv:
-        for mapping in mappings:
-            var, sep, name = mapping.partition("=")
-            if not sep or not var.isidentifier() or not name:
-                raise ValidationError(f"--secret {mapping!r} must look like ENV_VAR=secret/name")
+    cfg = client_config(**conn)
+    if watch:
+        from apps.cli.watch import Watcher, WatchOptions, parse_on_change
+
+        mode, sig = parse_on_change(on_change)
+        options = WatchOptions(mode, sig, grace, env_file)
+        sys.exit(Watcher(cfg, pairs, command, env, options).run())
+    with make_client(cfg) as kv:
+        for var, name in pairs:
             env[var] = kv.get(name)["value"]
     try:
         os.execvpe(command[0], list(command), env)  # noqa: S606 - replacing ourselves is the point
     except OSError as exc:
         raise ValidationError(f"cannot run {command[0]!r}: {exc.strerror}") from None
+
+
+def _mapping(text: str) -> tuple[str, str]:
+    var, sep, name = text.partition("=")
+    if not sep or not var.isidentifier() or not name:
+        raise ValidationError(f"--secret {text!r} must look like ENV_VAR=secret/name")
+    return var, name

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import sqlalchemy as sa
+from multidict import CIMultiDict
 
-from common import events
+from common import events, webhooks
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
 from control_plane.db import iso, new_id
@@ -65,7 +66,8 @@ def alert_json(row: Any) -> dict[str, Any]:
 
 
 def sign_body(secret: bytes, body: bytes) -> str:
-    """The webhook signature header value: ``sha256=<hex HMAC-SHA256 of the body>``."""
+    """The legacy signature value ``sha256=<hex HMAC-SHA256 of the body>`` (no timestamp, so
+    replayable): still sent for one release beside the ``v1=`` one of :mod:`common.webhooks`."""
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
 
 
@@ -213,7 +215,9 @@ class Alerts:
         }
 
     async def _webhook(self, alert: dict[str, Any]) -> None:
-        """POST a Slack-compatible message, its body signed with HMAC-SHA256."""
+        """POST a Slack-compatible message, signed as :mod:`common.webhooks` describes
+        (timestamp + ``v1=`` HMAC); the legacy ``sha256=`` value comes first in the same
+        header for one release, so receivers that read one value keep working."""
         url = self.settings.webhook_url
         assert url is not None
         body = json.dumps(
@@ -222,10 +226,13 @@ class Alerts:
                 "alert": {k: alert[k] for k in ("id", "kind", "key", "vault_id", "state")},
             }
         ).encode()
-        headers = {"Content-Type": "application/json"}
+        headers: CIMultiDict[str] = CIMultiDict({"Content-Type": "application/json"})
         secret = self.settings.webhook_secret
         if secret is not None:
-            headers[SIGNATURE_HEADER] = sign_body(secret.get_secret_value().encode(), body)
+            key = secret.get_secret_value().encode()
+            headers.add(SIGNATURE_HEADER, sign_body(key, body))
+            for name, value in webhooks.sign(key, body).items():
+                headers.add(name, value)
         try:
             timeout = aiohttp.ClientTimeout(total=10)
             async with aiohttp.ClientSession(timeout=timeout) as session:

@@ -199,3 +199,60 @@ async def test_audit_and_usage(api: Api) -> None:
     _, reads = await api.call("GET", f"/audit?action=secrets.read&source={v1}", owner)
     assert len(reads["items"]) == 6
     assert (await api.call("GET", "/audit?since=yesterday", owner))[0] == 400
+
+
+async def test_webhook_v1_signature_verified_and_replay_refused(
+    aiohttp_server: Any, aiohttp_client: Any, settings_factory: Any
+) -> None:
+    """The alert webhook carries the timestamped v1 signature: a real receiver verifies it
+    with the documented helper and refuses the same notice sent again."""
+    import asyncio
+
+    from aiohttp import ClientSession
+
+    from common.errors import AuthenticationError
+    from common.webhooks import ReplayCache, verify
+    from control_plane.app import build_app
+    from control_plane.views.context import CP
+
+    seen = ReplayCache()
+    verdicts: list[str] = []
+    captured: list[tuple[bytes, list[tuple[str, str]]]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.read()
+        captured.append((body, list(request.headers.items())))
+        try:
+            verify(b"s3cr3t", request.headers, body, seen=seen)
+        except AuthenticationError as exc:
+            verdicts.append(exc.message)
+            return web.Response(status=401)
+        verdicts.append("ok")
+        return web.Response(text="ok")
+
+    hook_app = web.Application()
+    hook_app.router.add_post("/hook", hook)
+    server = await aiohttp_server(hook_app)
+    url = str(server.make_url("/hook"))
+    app = build_app(settings_factory(webhook_url=url, webhook_secret="s3cr3t"))
+    await aiohttp_client(app)
+    cp = app[CP]
+    org = (await cp.accounts.create_org("Acme", "o@acme.test", "correct horse battery"))["org_id"]
+    await cp.alerts.raise_alert(org, "integrity_failure", "int:2", "integrity failure on v2")
+    for _ in range(200):
+        if verdicts:
+            break
+        await asyncio.sleep(0.02)
+    assert verdicts == ["ok"]
+    body, headers = captured[0]
+    # the legacy value is still sent first for one release, then the v1 one
+    sigs = [v for k, v in headers if k.lower() == "x-keyvault-signature"]
+    assert sigs[0].startswith("sha256=") and sigs[1].startswith("v1=")
+    # a replay of the captured request is refused; so is a changed body
+    async with ClientSession() as session:
+        resent = [(k, v) for k, v in headers if k.lower() not in ("host", "content-length")]
+        async with session.post(url, data=body, headers=resent) as resp:
+            assert resp.status == 401
+        async with session.post(url, data=body + b" ", headers=resent) as resp:
+            assert resp.status == 401
+    assert "replay refused" in verdicts[1] and "does not match" in verdicts[2]
