@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent import platform
 from agent.audit import AuditLog
 from agent.audit.checkpoint import CHECKPOINT_KEY, AuditGuard, CheckpointKey, open_audit
 from agent.auth import TokenService
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
     from agent.rotation.engine import RotationEngine
 
 VERSION = "0.1.0"
-log = logging.getLogger("keyvault.agent")
-
 log = logging.getLogger("keyvault.agent")
 
 
@@ -59,18 +57,18 @@ class DataDirLock:
 
     def acquire(self) -> None:
         """Take the lock or raise AlreadyRunningError naming the holder's pid."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | platform.OPEN_FLAGS, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            platform.lock_file(fd)
+        except platform.LockedError:
+            holder = platform.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise AlreadyRunningError(
                 f"another agent (pid {holder}) is already running on {self.path.parent}; "
                 "stop it first or use another --data-dir"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        platform.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
 
     def release(self) -> None:

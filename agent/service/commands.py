@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from agent import platform
 from common.cliutil import friendly_errors
 from common.errors import ConfigError
 
@@ -62,9 +63,9 @@ def install_service_cmd(
             f"warning: {data} is not owned by {user}; run: chown -R {user}: {data}", err=True
         )
     key = settings.master_key_file
-    if key is not None and key.is_file() and os.geteuid() == 0:
+    if key is not None and key.is_file() and platform.is_root():
         # init keeps the master key outside the data folder: the service account must read it
-        os.chown(key, account.pw_uid, account.pw_gid, follow_symlinks=False)
+        os.chown(key, account.uid, account.gid, follow_symlinks=False)
     path = sd.write_unit(text, unit_dir, name)
     click.echo(f"wrote {path} (runs as {user}, may write only {data})")
     if enable:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -12,13 +10,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import platform
+from agent.service import stop_timeout
 from common.errors import ConfigError, KeyVaultError
 
 DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 DEFAULT_DATA_DIR = Path("/var/lib/keyvault")
 HOME_DIRS = (Path("/home"), Path("/root"), Path("/run/user"))
 USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-STOP_MARGIN_SECONDS = 10  # beyond shutdown_timeout: uplink/scheduler stop, job drain, store close
 
 
 @dataclass(frozen=True)
@@ -38,11 +37,6 @@ def quote(arg: str) -> str:
     if arg and not any(c in arg for c in " \t\"'\\;$"):
         return arg
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def stop_timeout(shutdown_timeout: float) -> int:
-    """TimeoutStopSec: the agent's shutdown budget plus what it does after in-flight requests."""
-    return math.ceil(shutdown_timeout) + STOP_MARGIN_SECONDS
 
 
 def under_home(paths: Iterable[Path]) -> bool:
@@ -121,29 +115,31 @@ def render_unit(opts: UnitOptions) -> str:
     )
 
 
-def ensure_user(name: str, home: Path) -> pwd.struct_passwd:
+def ensure_user(name: str, home: Path) -> platform.Account:
     """The service account, created as a system user without login when missing (needs root)."""
-    try:
-        return pwd.getpwnam(name)
-    except KeyError:
-        pass
-    if os.geteuid() != 0:
+    found = platform.lookup_user(name)
+    if found is not None:
+        return found
+    if not platform.is_root():
         raise ConfigError(
             f"user {name!r} does not exist: run as root to create it, or pass --user <existing user>"
         )
     nologin = shutil.which("nologin") or "/usr/sbin/nologin"
     flags = ["--system", "--user-group", "--no-create-home", "--shell", nologin]
     run(["useradd", *flags, "--home-dir", str(home), name])
-    return pwd.getpwnam(name)
+    created = platform.lookup_user(name)
+    if created is None:
+        raise KeyVaultError(f"useradd reported success but user {name!r} does not exist")
+    return created
 
 
-def own_data_dir(data_dir: Path, account: pwd.struct_passwd) -> bool:
+def own_data_dir(data_dir: Path, account: platform.Account) -> bool:
     """Give the data folder to the service account (as root); False if it could not."""
-    if os.geteuid() != 0:
-        return data_dir.stat().st_uid == account.pw_uid
+    if not platform.is_root():
+        return data_dir.stat().st_uid == account.uid
     for folder, dirs, files in os.walk(data_dir):
         for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
-            os.chown(name, account.pw_uid, account.pw_gid, follow_symlinks=False)
+            os.chown(name, account.uid, account.gid, follow_symlinks=False)
     return True
 
 

@@ -120,7 +120,7 @@ def run_agent(data_dir: Path, bridge: StopBridge) -> None:
 
 def stop_wait_hint_ms(data_dir: Path) -> int:
     """How long the service manager should wait for a stop: the agent's shutdown budget."""
-    from agent.service.systemd import stop_timeout
+    from agent.service import stop_timeout
     from agent.settings import load_agent_settings
 
     settings = load_agent_settings(None, data_dir)
