@@ -13,7 +13,7 @@ On Windows:
 - files are opened with ``O_NOINHERIT | O_BINARY`` (:data:`OPEN_FLAGS`: there is no
   ``O_CLOEXEC``, and text mode would turn a newline into two bytes);
 - file modes are not used: a file is private through the ACL of its folder (SYSTEM, the service
-  account and Administrators only, inheritance from above off: :func:`restrict_folder_acl`,
+  account and Administrators only, inheritance from above off: :func:`restrict_acl`,
   which imports pywin32's ``win32security`` only when called);
 - there are no user ids, core-dump limits, nice levels or process groups.
 """
@@ -115,7 +115,7 @@ def fsync_dir(folder: Path) -> None:
 def make_private_fd(fd: int) -> None:
     """Tighten an open file to 0600 when group or others have any bit (POSIX).
 
-    On Windows a file's access comes from its folder's ACL (:func:`restrict_folder_acl`).
+    On Windows a file's access comes from its folder's ACL (:func:`restrict_acl`).
     """
     fchmod = getattr(os, "fchmod", None)
     if fchmod is not None and os.fstat(fd).st_mode & 0o077:
@@ -127,8 +127,8 @@ def folder_acl_accounts(service_account: str) -> tuple[str, ...]:
     return ("NT AUTHORITY\\SYSTEM", service_account, "BUILTIN\\Administrators")
 
 
-def restrict_folder_acl(folder: Path, accounts: tuple[str, ...]) -> None:
-    """Windows: replace ``folder``'s ACL with full control for ``accounts`` only.
+def restrict_acl(path: Path, accounts: tuple[str, ...]) -> None:
+    """Windows: replace the ACL of a folder (or file) with full control for ``accounts`` only.
 
     Inheritance from the parent is switched off (a protected DACL) and every entry is inherited
     by the files and folders inside, so files the agent creates are private to these accounts.
@@ -145,7 +145,7 @@ def restrict_folder_acl(folder: Path, accounts: tuple[str, ...]) -> None:
             win32security.ACL_REVISION_DS, inherit, ntsecuritycon.FILE_ALL_ACCESS, sid
         )
     win32security.SetNamedSecurityInfo(
-        str(folder),
+        str(path),
         win32security.SE_FILE_OBJECT,
         win32security.DACL_SECURITY_INFORMATION | win32security.PROTECTED_DACL_SECURITY_INFORMATION,
         None,
