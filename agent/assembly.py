@@ -39,6 +39,8 @@ def key_source(settings: AgentSettings) -> KeySource:
     """The master key source the settings name, with a clear error if none does."""
     if settings.master_passphrase is not None:
         return KeySource.from_passphrase(settings.master_passphrase.get_secret_value())
+    if settings.master_key_credential is not None:
+        return KeySource.from_key_file(credential_path(settings.master_key_credential))
     path = settings.master_key_file or settings.data_dir / "master.key"
     if settings.master_key_file is None and not path.exists():
         raise ConfigError(
@@ -46,6 +48,24 @@ def key_source(settings: AgentSettings) -> KeySource:
             "config file) to the 32-byte key file, or KEYVAULT_MASTER_PASSPHRASE"
         )
     return KeySource.from_key_file(path)
+
+
+def credential_path(name: str) -> Path:
+    """``$CREDENTIALS_DIRECTORY/<name>``: a file systemd passed with ``LoadCredential=``."""
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        raise ConfigError(
+            f"master_key_credential is {name!r} but CREDENTIALS_DIRECTORY is not set: run the "
+            f"agent from a systemd unit with LoadCredential={name}:/path/to/master.key, or use "
+            "master_key_file instead"
+        )
+    path = Path(folder) / name
+    if not path.is_file():
+        raise ConfigError(
+            f"systemd credential {name!r} is missing from {folder}: check the unit's "
+            f"LoadCredential={name}:… line names the master key file"
+        )
+    return path
 
 
 class DataDirLock:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from agent import platform
 from common.cliutil import friendly_errors
 from common.errors import ConfigError
 
@@ -40,7 +38,7 @@ def install_service_cmd(
 ) -> None:
     """Write a hardened systemd unit that runs this agent (a dedicated user, read-only system)."""
     from agent import CONFIG_NAME
-    from agent.service import agent_command
+    from agent.service import agent_command, is_frozen
     from agent.service import systemd as sd
     from agent.settings import load_agent_settings
 
@@ -51,8 +49,16 @@ def install_service_cmd(
             f"{data} holds no agent: run `keyvault agent init --data-dir {data}` first"
         )
     settings = load_agent_settings(None, data)
-    reads = [p for p in (settings.master_key_file, settings.cert_path, settings.key_path) if p]
-    opts = sd.UnitOptions(agent_command(data), data, user, settings.shutdown_timeout, tuple(reads))
+    reads = (settings.cert_path, settings.key_path)
+    opts = sd.UnitOptions(
+        agent_command(data),
+        data,
+        user,
+        settings.shutdown_timeout,
+        reads,
+        key_file=settings.master_key_file,  # handed over with LoadCredential=
+        frozen=is_frozen(),
+    )
     text = sd.render_unit(opts)
     if dry_run:
         click.echo(text, nl=False)
@@ -62,10 +68,6 @@ def install_service_cmd(
         click.echo(
             f"warning: {data} is not owned by {user}; run: chown -R {user}: {data}", err=True
         )
-    key = settings.master_key_file
-    if key is not None and key.is_file() and platform.is_root():
-        # init keeps the master key outside the data folder: the service account must read it
-        os.chown(key, account.uid, account.gid, follow_symlinks=False)
     path = sd.write_unit(text, unit_dir, name)
     click.echo(f"wrote {path} (runs as {user}, may write only {data})")
     if enable:

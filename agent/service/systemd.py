@@ -1,4 +1,11 @@
-"""A hardened systemd unit for the agent, and ``keyvault agent install-service``'s steps."""
+"""A hardened systemd unit for the agent, and ``keyvault agent install-service``'s steps.
+
+The unit is ``Type=notify`` with ``WatchdogSec=``: the agent reports readiness and pets the
+watchdog from its event loop (:mod:`agent.service.notify`). A master key file is handed over
+with ``LoadCredential=`` (systemd reads it as root and shows it to the service only, under
+``$CREDENTIALS_DIRECTORY``), so the service account never needs read access to the key itself.
+``ProtectHome=`` follows where the program, the data folder and the files it reads live.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,8 @@ DEFAULT_UNIT_DIR = Path("/etc/systemd/system")
 DEFAULT_DATA_DIR = Path("/var/lib/keyvault")
 HOME_DIRS = (Path("/home"), Path("/root"), Path("/run/user"))
 USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+WATCHDOG_SECONDS = 30  # the agent pets every 15 s; a loop stuck for 30 s is restarted
+KEY_CREDENTIAL = "keyvault-master.key"  # the credential's name inside $CREDENTIALS_DIRECTORY
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,8 @@ class UnitOptions:
     user: str = "keyvault"
     shutdown_timeout: float = 10.0
     read_paths: tuple[Path, ...] = field(default=())  # files it reads outside data_dir
+    key_file: Path | None = None  # the master key, passed with LoadCredential= when set
+    frozen: bool = False  # the single binary: its launcher is the main process, the agent a child
 
 
 def quote(arg: str) -> str:
@@ -44,6 +55,40 @@ def under_home(paths: Iterable[Path]) -> bool:
     return any(p.resolve().is_relative_to(home) for p in paths for home in HOME_DIRS)
 
 
+def protect_home(opts: UnitOptions) -> tuple[str, str]:
+    """``ProtectHome=`` for where the program and files are, and the unit comment saying why.
+
+    ``yes`` hides /home, /root and /run/user; a program there would fail with 203/EXEC and a
+    data folder there would be missing. Then ``read-only`` keeps them visible but unwritable,
+    and ``ReadWritePaths=`` still opens the data folder.
+    """
+    program = Path(opts.command[0])
+    if under_home([program, opts.data_dir, *opts.read_paths]):
+        why = (
+            "# ProtectHome=read-only, not yes: the program, the data folder or a file it reads "
+            "lies under\n# /home, /root or /run/user, which yes would hide (203/EXEC or a "
+            "missing folder).\n"
+        )
+        return "read-only", why
+    return (
+        "yes",
+        "# ProtectHome=yes: nothing the agent needs lies under /home, /root or /run/user.\n",
+    )
+
+
+def credential_lines(key_file: Path | None) -> str:
+    """``LoadCredential=`` for the master key file and the setting that points the agent at it."""
+    if key_file is None:
+        return ""
+    return (
+        "# the master key: read by systemd as root, visible to this service only\n"
+        # the rest of the line after "ID:" is the path, taken literally: no quotes (systemd 252
+        # would keep them as part of the name), only % doubled (specifier expansion)
+        f"LoadCredential={KEY_CREDENTIAL}:{str(key_file.resolve()).replace('%', '%%')}\n"
+        f"Environment=KEYVAULT_MASTER_KEY_CREDENTIAL={KEY_CREDENTIAL}\n"
+    )
+
+
 UNIT_TEMPLATE = """\
 [Unit]
 Description=KeyVault agent ({workdir})
@@ -51,7 +96,9 @@ Wants=network-online.target
 After=network-online.target
 
 [Service]
-Type=exec
+Type=notify
+NotifyAccess={notify_access}
+WatchdogSec={watchdog}
 ExecStart={exec_start}
 User={user}
 Group={user}
@@ -62,10 +109,10 @@ RestartSec=5
 KillMode=mixed
 TimeoutStopSec={stop_seconds}
 LimitNOFILE=65536
-
+{credential}
 NoNewPrivileges=yes
 ProtectSystem=strict
-ProtectHome={protect_home}
+{protect_home_why}ProtectHome={protect_home}
 ReadWritePaths={data}
 PrivateTmp=yes
 PrivateDevices=yes
@@ -103,14 +150,20 @@ def render_unit(opts: UnitOptions) -> str:
     data = opts.data_dir.resolve()
     if not USER_RE.fullmatch(opts.user):
         raise ConfigError(f"--user {opts.user!r} is not a valid system user name")
-    if any("\n" in word or "\r" in word for word in [str(data), *opts.command]):
+    words = [str(data), *opts.command, str(opts.key_file or "")]
+    if any("\n" in word or "\r" in word for word in words):
         raise ConfigError("the data folder and program paths must not contain line breaks")
+    home, why = protect_home(opts)
     return UNIT_TEMPLATE.format(
+        notify_access="all" if opts.frozen else "main",
+        watchdog=WATCHDOG_SECONDS,
+        credential=credential_lines(opts.key_file),
+        protect_home_why=why,
         exec_start=" ".join(quote(a) for a in opts.command),
         user=opts.user,
         workdir=str(data).replace("%", "%%"),  # the rest of the line, unquoted
         stop_seconds=stop_timeout(opts.shutdown_timeout),
-        protect_home="read-only" if under_home([data, *opts.read_paths]) else "yes",
+        protect_home=home,
         data=quote(str(data)),
     )
 

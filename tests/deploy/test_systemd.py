@@ -42,7 +42,9 @@ HARDENING = {
     "SystemCallArchitectures": "native",
     "UMask": "0077",
     "Restart": "on-failure",
-    "Type": "exec",
+    "Type": "notify",
+    "NotifyAccess": "main",
+    "WatchdogSec": "30",
 }
 
 
