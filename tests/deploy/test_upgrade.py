@@ -170,3 +170,63 @@ def test_the_control_plane_upgrades_a_previous_release_database(dump: Path, tmp_
             proc.wait(30)
             log.close()
         assert "Traceback" not in (tmp_path / "cp.log").read_text()
+
+
+FORBIDDEN_IN_UPGRADE = {
+    "drop_table",
+    "drop_column",
+    "drop_index",
+    "alter_column",
+    "rename_table",
+    "drop_constraint",
+    "execute",
+}
+
+
+def _upgrade_violations(path: Path) -> list[str]:
+    import ast
+
+    tree = ast.parse(path.read_text())
+    found = []
+    for fn in tree.body:
+        if not (isinstance(fn, ast.FunctionDef) and fn.name == "upgrade"):
+            continue
+        for node in ast.walk(fn):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            if node.func.attr in FORBIDDEN_IN_UPGRADE:
+                found.append(f"{path.name}: {node.func.attr}")
+            if node.func.attr == "add_column":
+                for col in ast.walk(node):
+                    if isinstance(col, ast.Call) and getattr(col.func, "attr", "") == "Column":
+                        words = {k.arg: k.value for k in col.keywords}
+                        not_null = isinstance(words.get("nullable"), ast.Constant) and (
+                            words["nullable"].value is False  # type: ignore[attr-defined]
+                        )
+                        if not_null and "server_default" not in words:
+                            found.append(f"{path.name}: NOT NULL column without a default")
+    return found
+
+
+def test_agent_store_migrations_only_add_so_old_replicas_keep_working() -> None:
+    """The version-skew rule of docs/upgrading.md: an agent store migration adds tables, indexes
+    and nullable (or defaulted) columns only, so replicas still on the previous release keep
+    reading and writing the migrated schema during a rolling upgrade."""
+    versions = resources.files("agent.store") / "migrations" / "versions"
+    files = sorted(Path(str(versions)).glob("0*.py"))
+    assert len(files) >= 4
+    assert [v for f in files for v in _upgrade_violations(f)] == []
+
+
+def test_the_additivity_check_catches_a_drop(tmp_path: Path) -> None:
+    bad = tmp_path / "0099_bad.py"
+    bad.write_text(
+        "def upgrade():\n"
+        "    op.drop_column('kv_tokens', 'mac')\n"
+        "    with op.batch_alter_table('t') as b:\n"
+        "        b.add_column(sa.Column('x', sa.String(4), nullable=False))\n"
+    )
+    assert _upgrade_violations(bad) == [
+        "0099_bad.py: drop_column",
+        "0099_bad.py: NOT NULL column without a default",
+    ]
