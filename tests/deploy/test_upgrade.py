@@ -208,11 +208,12 @@ def _upgrade_violations(path: Path) -> list[str]:
     return found
 
 
-def test_agent_store_migrations_only_add_so_old_replicas_keep_working() -> None:
-    """The version-skew rule of docs/upgrading.md: an agent store migration adds tables, indexes
-    and nullable (or defaulted) columns only, so replicas still on the previous release keep
-    reading and writing the migrated schema during a rolling upgrade."""
-    versions = resources.files("agent.store") / "migrations" / "versions"
+@pytest.mark.parametrize("package", ["agent.store", "control_plane"])
+def test_migrations_only_add_so_old_replicas_keep_working(package: str) -> None:
+    """The version-skew rule of docs/upgrading.md: a migration (agent store or control plane)
+    adds tables, indexes and nullable (or defaulted) columns only, so replicas still on the
+    previous release keep reading and writing the migrated schema during a rolling upgrade."""
+    versions = resources.files(package) / "migrations" / "versions"
     files = sorted(Path(str(versions)).glob("0*.py"))
     assert len(files) >= 4
     assert [v for f in files for v in _upgrade_violations(f)] == []
