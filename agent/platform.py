@@ -82,7 +82,7 @@ def pread(fd: int, size: int, offset: int) -> bytes:
     """Read up to ``size`` bytes at ``offset`` (POSIX ``pread``; elsewhere seek + read)."""
     native = getattr(os, "pread", None)
     if native is not None:
-        return native(fd, size, offset)  # type: ignore[no-any-return]
+        return native(fd, size, offset)
     with _seek_lock:
         os.lseek(fd, offset, os.SEEK_SET)
         return os.read(fd, size)
@@ -92,7 +92,7 @@ def pwrite(fd: int, data: bytes, offset: int) -> int:
     """Write ``data`` at ``offset``; returns the bytes written (POSIX ``pwrite``; else seek)."""
     native = getattr(os, "pwrite", None)
     if native is not None:
-        return native(fd, data, offset)  # type: ignore[no-any-return]
+        return native(fd, data, offset)
     with _seek_lock:
         os.lseek(fd, offset, os.SEEK_SET)
         return os.write(fd, data)
