@@ -171,3 +171,53 @@ def test_the_agent_initialises_and_serves_over_mutual_tls_without_posix(tmp_path
         cwd=ROOT,
     )
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+POSIX_MODULES = {"fcntl", "pwd", "grp", "resource", "termios", "msvcrt"}
+POSIX_OS_CALLS = {
+    "pread",
+    "pwrite",
+    "fchmod",
+    "fchown",
+    "O_CLOEXEC",
+    "O_NOFOLLOW",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "killpg",
+    "nice",
+    "setsid",
+    "getpgid",
+}
+# the one home of OS-specific code; and the systemd unit installer, which only runs on Linux
+ALLOWED = {"agent/platform.py": POSIX_MODULES | POSIX_OS_CALLS, "agent/service/systemd.py": set()}
+
+
+def test_no_module_but_platform_imports_posix_modules_or_calls_posix_only_os() -> None:
+    """A static guard for what the simulation cannot reach: imports inside functions that the
+    start-up path never calls."""
+    import ast
+
+    found = []
+    for package in ("agent", "common", "serverkit", "apps/cli"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT).as_posix()
+            allowed = ALLOWED.get(rel, set())
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names: list[str] = []
+                if isinstance(node, ast.Import):
+                    names = [a.name.split(".")[0] for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module.split(".")[0]]
+                for name in names:
+                    if name in POSIX_MODULES and name not in allowed:
+                        found.append(f"{rel}:{node.lineno} imports {name}")
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == "os"
+                    and node.attr in POSIX_OS_CALLS
+                    and node.attr not in allowed
+                ):
+                    found.append(f"{rel}:{node.lineno} uses os.{node.attr}")
+    assert found == []
