@@ -290,8 +290,13 @@ def install(data_dir: Path, *, run: Callable[..., Any] = subprocess.run) -> str:
     )
     run(failure_actions_command(), check=False, capture_output=True)
     accounts = platform.folder_acl_accounts(SERVICE_ACCOUNT)
-    for path in protected_paths(data):
-        _call("protect the files of", platform.restrict_acl, path, accounts)
+    try:
+        for path in protected_paths(data):
+            _call("protect the files of", platform.restrict_acl, path, accounts)
+    except KeyVaultError:
+        # a service whose files are not private must not stay registered: undo, then report
+        _call("remove", util.RemoveService, SERVICE_NAME)
+        raise
     return SERVICE_NAME
 
 

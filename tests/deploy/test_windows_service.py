@@ -218,6 +218,7 @@ def test_a_failed_acl_is_one_line_naming_the_service(win32: Any, tmp_path: Path)
     win32.sec.SetNamedSecurityInfo.side_effect = _Win32Error(5, "SetNamedSecurityInfo", "Denied.")
     with pytest.raises(KeyVaultError, match="could not protect the files of the KeyVaultAgent"):
         windows.install(agent.path, run=mock.Mock())
+    win32.util.RemoveService.assert_called_once_with("KeyVaultAgent")  # not left half-installed
 
 
 def test_install_refuses_an_uninitialised_folder(win32: Any, tmp_path: Path) -> None:
