@@ -92,7 +92,7 @@ def test_the_agent_reports_ready_pets_the_watchdog_and_says_stopping(
         pets = listener.times("WATCHDOG")
         assert len(pets) >= 4, listener.messages
         gaps = [b - a for a, b in itertools.pairwise(pets)]
-        assert all(0.3 < gap < 1.0 for gap in gaps), gaps  # every 0.5 s, within the 1 s limit
+        assert all(0.2 < gap < 1.0 for gap in gaps), gaps  # every 0.5 s, within the 1 s limit
     finally:
         code = running.stop(signal.SIGTERM)
     assert code == 0
@@ -117,7 +117,8 @@ def test_a_blocked_event_loop_stops_petting(listener: Listener) -> None:
     began, ended = asyncio.run(main())
     time.sleep(0.1)
     pets = listener.times("WATCHDOG")
-    assert [t for t in pets if began + 0.02 < t < ended - 0.02] == []  # silence while hung
+    # silence while hung (the first 0.2 s allow for a datagram sent just before, read late)
+    assert [t for t in pets if began + 0.2 < t < ended - 0.02] == []
     assert len([t for t in pets if t < began]) >= 2 and [t for t in pets if t >= ended]
 
 
