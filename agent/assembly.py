@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent import platform
 from agent.audit import AuditLog
 from agent.audit.checkpoint import CHECKPOINT_KEY, AuditGuard, CheckpointKey, open_audit
 from agent.auth import TokenService
@@ -35,13 +35,13 @@ if TYPE_CHECKING:
 VERSION = "0.1.0"
 log = logging.getLogger("keyvault.agent")
 
-log = logging.getLogger("keyvault.agent")
-
 
 def key_source(settings: AgentSettings) -> KeySource:
     """The master key source the settings name, with a clear error if none does."""
     if settings.master_passphrase is not None:
         return KeySource.from_passphrase(settings.master_passphrase.get_secret_value())
+    if settings.master_key_credential is not None:
+        return KeySource.from_key_file(credential_path(settings.master_key_credential))
     path = settings.master_key_file or settings.data_dir / "master.key"
     if settings.master_key_file is None and not path.exists():
         raise ConfigError(
@@ -49,6 +49,24 @@ def key_source(settings: AgentSettings) -> KeySource:
             "config file) to the 32-byte key file, or KEYVAULT_MASTER_PASSPHRASE"
         )
     return KeySource.from_key_file(path)
+
+
+def credential_path(name: str) -> Path:
+    """``$CREDENTIALS_DIRECTORY/<name>``: a file systemd passed with ``LoadCredential=``."""
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not folder:
+        raise ConfigError(
+            f"master_key_credential is {name!r} but CREDENTIALS_DIRECTORY is not set: run the "
+            f"agent from a systemd unit with LoadCredential={name}:/path/to/master.key, or use "
+            "master_key_file instead"
+        )
+    path = Path(folder) / name
+    if not path.is_file():
+        raise ConfigError(
+            f"systemd credential {name!r} is missing from {folder}: check the unit's "
+            f"LoadCredential={name}:… line names the master key file"
+        )
+    return path
 
 
 class DataDirLock:
@@ -60,18 +78,18 @@ class DataDirLock:
 
     def acquire(self) -> None:
         """Take the lock or raise AlreadyRunningError naming the holder's pid."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | platform.OPEN_FLAGS, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            platform.lock_file(fd)
+        except platform.LockedError:
+            holder = platform.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise AlreadyRunningError(
                 f"another agent (pid {holder}) is already running on {self.path.parent}; "
                 "stop it first or use another --data-dir"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        platform.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
 
     def release(self) -> None:

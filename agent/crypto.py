@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
+from agent import platform
 from common.errors import ConfigError, IntegrityError
 
 KEY_BYTES = 32
@@ -211,7 +212,7 @@ def parse_key_bytes(raw: bytes, where: str) -> bytes:
 def generate_key_file(path: str | Path, rng: Random = os.urandom) -> Path:
     """Write a new random 32-byte key file readable only by its owner; refuse to overwrite."""
     p = Path(path)
-    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | platform.OPEN_FLAGS, 0o600)
     try:
         os.write(fd, rng(KEY_BYTES))
         os.fsync(fd)

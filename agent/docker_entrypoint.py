@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent import CONFIG_NAME
+from agent import CONFIG_NAME, platform
 from agent.settings import AgentSettings
 from common.errors import ConfigError, KeyVaultError
 from common.settings import load_settings
@@ -90,7 +90,7 @@ def check_master_key(settings: AgentSettings) -> None:
         )
     if not os.access(path, os.R_OK):
         raise ConfigError(
-            f"master key file {path} is not readable by uid {os.getuid()}; "
+            f"master key file {path} is not readable by uid {platform.effective_uid()}; "
             "make it readable by the container's user (uid 10001)"
         )
 

@@ -11,32 +11,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from pathlib import Path
 
+from agent import platform
 from common.errors import ConfigError
 
 log = logging.getLogger("keyvault.agent")
-PR_SET_DUMPABLE = 4
 PRIVATE_FILE = 0o600
 
 
 def harden_process() -> None:
     """Files private by default (umask 077), core dumps off, not ptrace-attachable by peers."""
     os.umask(0o077)
-    if sys.platform == "win32":
-        return
-    import resource
-
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
-                log.warning("could not mark the process non-dumpable (prctl)")
+    if not platform.disable_core_dumps():
+        log.warning("could not mark the process non-dumpable (prctl)")
 
 
 def create_private(path: Path, data: bytes) -> Path:
@@ -45,7 +33,7 @@ def create_private(path: Path, data: bytes) -> Path:
     ``O_EXCL`` means an existing file (whatever its mode) is never reused and ``O_NOFOLLOW``
     that a planted symlink cannot redirect the write.
     """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | platform.O_NOFOLLOW | platform.OPEN_FLAGS
     try:
         fd = os.open(path, flags, PRIVATE_FILE)
     except FileExistsError:

@@ -32,7 +32,7 @@ from agent.crypto import (
 from agent.errors import NotInitialisedError
 from agent.rowauth import RowAuth
 from agent.store import schema as t
-from agent.store.db import Store
+from agent.store.db import Store, hold_migration_lock
 from common.errors import ConflictError, IntegrityError
 
 HEADER_KEY = "keystore_header"
@@ -298,6 +298,7 @@ def _adopt_rows(envelope: Envelope, row_key: bytes) -> Callable[[Connection], by
     """Store a new row key and MAC every token row and name binding (upgrade from 0003)."""
 
     def txn(conn: Connection) -> bytes:
+        hold_migration_lock(conn)  # replicas starting together: one adopts, the others read it
         if _meta_get(conn, ROWS_KEY) is not None:  # another replica adopted them first
             return envelope.unwrap_aux("rows", bytes.fromhex(_meta_get(conn, ROWS_KEY) or ""))
         auth = RowAuth(row_key)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import sys
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from agent import CONFIG_NAME
+from agent import CONFIG_NAME, platform
 from agent.auth import Policy, TokenService
 from agent.crypto import KDF_DEFAULT_ITERATIONS, KeySource, generate_key_file
 from agent.keys import KeyManager
@@ -67,7 +66,7 @@ def default_key_dir() -> Path:
     override = os.environ.get("KEYVAULT_KEYS_DIR")
     if override:
         return Path(override)
-    if sys.platform == "win32":
+    if platform.WINDOWS:
         base = Path(os.environ.get("APPDATA") or Path.home() / "AppData" / "Roaming")
     else:
         base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")

@@ -1,4 +1,8 @@
-"""Running the agent as a daemon: single instance, TLS, graceful SIGTERM, bounded shutdown."""
+"""Running the agent as a daemon: single instance, TLS, graceful SIGTERM, bounded shutdown.
+
+Under systemd (``Type=notify``) it reports start-up, readiness and shutdown and pets the
+watchdog from the event loop (:mod:`agent.service.notify`).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from agent.api.app import build_app
 from agent.assembly import Agent, DataDirLock
 from agent.crypto import KeySource
 from agent.hardening import harden_process, make_private
+from agent.service.notify import Notifier
 from agent.settings import AgentSettings
 from common.errors import ConfigError
 from common.tls import server_context
@@ -33,21 +38,28 @@ async def serve(
 ) -> None:
     """Lock the data folder, open the agent, serve until SIGTERM/SIGINT (or ``stop``), then close."""
     harden_process()
+    notifier = Notifier()
     lock = DataDirLock(settings.data_dir)
     lock.acquire()
     try:
+        notifier.status("opening the store and the keys")
         agent = await asyncio.to_thread(Agent.open, settings, source)
         db = settings.data_dir / "store.db"
         make_private(db, db.with_name("store.db-wal"), db.with_name("store.db-shm"))
         try:
-            await _serve(agent, on_ready, stop or asyncio.Event())
+            await _serve(agent, on_ready, stop or asyncio.Event(), notifier)
         finally:
             await asyncio.to_thread(agent.close)
     finally:
         lock.release()
 
 
-async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asyncio.Event) -> None:
+async def _serve(
+    agent: Agent,
+    on_ready: Callable[[str], None] | None,
+    stop: asyncio.Event,
+    notifier: Notifier,
+) -> None:
     settings = agent.settings
     ssl_ctx = None
     _log_client_cert_choice(settings)
@@ -99,9 +111,12 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
     )
     if on_ready:
         on_ready(url)
+    notifier.ready(f"serving vault {agent.keys.vault_id} on {url}")
+    watchdog = notifier.start_watchdog()
     try:
         await stop.wait()
     finally:
+        notifier.stopping()
         log.info(
             "shutting down: finishing in-flight requests (at most %ss)", settings.shutdown_timeout
         )
@@ -112,6 +127,7 @@ async def _serve(agent: Agent, on_ready: Callable[[str], None] | None, stop: asy
         await runner.cleanup()  # requests drain while the uplink and scheduler stop
         await agent.jobs.drain(max(0.1, deadline - loop.time()))
         (settings.data_dir / "agent.url").unlink(missing_ok=True)
+        await notifier.stop_watchdog(watchdog)
         log.info("agent stopped")
 
 

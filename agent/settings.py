@@ -407,6 +407,14 @@ class AgentSettings(BaseSettings):
         ),
         description="32-byte master key file. Either this or master_passphrase.",
     )
+    master_key_credential: str | None = Field(
+        None,
+        validation_alias=AliasChoices("master_key_credential", "KEYVAULT_MASTER_KEY_CREDENTIAL"),
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+        description="Name of a systemd credential holding the master key file "
+        "($CREDENTIALS_DIRECTORY/<name>, from LoadCredential= in the unit); used instead of "
+        "master_key_file when set.",
+    )
     master_passphrase: SecretStr | None = Field(
         None,
         validation_alias=AliasChoices("master_passphrase", "KEYVAULT_MASTER_PASSPHRASE"),
@@ -464,6 +472,8 @@ class AgentSettings(BaseSettings):
     def _check(self) -> AgentSettings:
         if self.master_key_file is not None and self.master_passphrase is not None:
             raise ValueError("set master_key_file or master_passphrase, not both")
+        if self.master_key_credential is not None and self.master_passphrase is not None:
+            raise ValueError("set master_key_credential or master_passphrase, not both")
         if not self.tls.enabled and not _is_loopback(self.bind):
             raise ValueError(
                 f"tls.enabled=false is only allowed when bind is a loopback address; bind is {self.bind!r}"

@@ -362,7 +362,8 @@ def write_pem(path: StrPath, data: bytes, private: bool = False) -> Path:
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
     mode = 0o600 if private else 0o644
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        binary = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | binary, mode)
         try:
             os.write(fd, data)
             os.fsync(fd)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from agent import platform
 from agent.audit._format import (
     HEAD_NAME,
     HEAD_SIZE,
@@ -37,21 +37,12 @@ from common.errors import IntegrityError, UnavailableError
 _log = logging.getLogger("agent.audit")  # the name the log had before the split
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _make_private(fd: int) -> None:
-    if os.fstat(fd).st_mode & 0o077:
-        os.fchmod(fd, 0o600)
+_fsync_dir = platform.fsync_dir
+_make_private = platform.make_private_fd
 
 
 def _pwrite_all(fd: int, data: bytes) -> None:
-    written = os.pwrite(fd, data, 0)
+    written = platform.pwrite(fd, data, 0)
     if written != len(data):
         raise OSError(errno.EIO, f"short write to the head file ({written} of {len(data)} bytes)")
 
@@ -63,7 +54,7 @@ def _tail(fd: int, size: int) -> tuple[bytes | None, int]:
     :class:`_Bad` when that stretch is not the end of a log (no line ends where one must).
     """
     start = max(0, size - 2 * MAX_LINE)
-    buf = os.pread(fd, size - start, start)
+    buf = platform.pread(fd, size - start, start)
     nl = buf.rfind(b"\n")
     if nl < 0:
         if start > 0:
@@ -160,7 +151,9 @@ class AuditLog:
             return self
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            fd = os.open(self.log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(
+                self.log_path, os.O_RDWR | os.O_APPEND | os.O_CREAT | platform.OPEN_FLAGS, 0o600
+            )
         except OSError as exc:
             raise UnavailableError(
                 f"the audit log {self.log_path} cannot be opened: {exc.strerror}"
@@ -193,8 +186,8 @@ class AuditLog:
 
     def _lock(self, fd: int) -> None:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            platform.lock_file(fd)
+        except platform.LockedError:
             raise UnavailableError(
                 f"the audit log {self.log_path} is in use by another process "
                 "(one agent per audit folder)"
@@ -253,7 +246,7 @@ class AuditLog:
 
     def _open_head(self, *, has_entries: bool) -> tuple[int, str]:
         try:
-            self._head_fd = os.open(self.head_path, os.O_RDWR | os.O_CLOEXEC)
+            self._head_fd = os.open(self.head_path, os.O_RDWR | platform.OPEN_FLAGS)
         except FileNotFoundError:
             if has_entries:
                 raise self._refuse(
@@ -261,7 +254,7 @@ class AuditLog:
                 ) from None
             self._head_fd = self._create_head()
         _make_private(self._head_fd)
-        raw = os.pread(self._head_fd, HEAD_SIZE + 1, 0)
+        raw = platform.pread(self._head_fd, HEAD_SIZE + 1, 0)
         try:
             return _parse_head(raw, self._mac)
         except _BadMac:
@@ -275,7 +268,7 @@ class AuditLog:
     def _create_head(self) -> int:
         """Write the empty log's head atomically (temp file, fsync, rename)."""
         tmp = self.folder / f"{HEAD_NAME}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | platform.OPEN_FLAGS, 0o600)
         try:
             _pwrite_all(fd, _head_record(self._mac, 0, ""))
             os.fsync(fd)
@@ -283,7 +276,7 @@ class AuditLog:
             os.close(fd)
         os.replace(tmp, self.head_path)
         _fsync_dir(self.folder)
-        return os.open(self.head_path, os.O_RDWR | os.O_CLOEXEC)
+        return os.open(self.head_path, os.O_RDWR | platform.OPEN_FLAGS)
 
     def _require_head(self) -> int:
         if self._head_fd is None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import threading
 from typing import IO, Any
 
+from agent import platform
 from agent.rotation._base import (
     COMMAND_FAILED,
     COMMAND_NOT_CONFIGURED,
@@ -141,8 +141,4 @@ def _drain(stderr: IO[bytes], count: list[int]) -> None:
             pass
 
 
-def _kill_group(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+_kill_group = platform.kill_group

@@ -10,21 +10,19 @@ ended by terminating the worker — a budget that holds even if matching itself 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import multiprocessing
-import os
 from array import array
 from collections.abc import Sequence
 from multiprocessing.pool import Pool
 
+from agent import platform
 from agent.rotation import policy as pol
 from agent.rotation.planning import Planned, plan_from_store
 
 
 def _lower_priority() -> None:
     """Worker start-up: the lowest CPU priority the platform offers."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.nice(19)
+    platform.lower_priority()
 
 
 def _assign_indexes(

@@ -5,11 +5,14 @@ What does not depend on the platform lives here: the command line a service mana
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from pathlib import Path
 
 from common.errors import ConfigError
+
+STOP_MARGIN_SECONDS = 10  # beyond shutdown_timeout: uplink/scheduler stop, job drain, store close
 
 
 def is_frozen() -> bool:
@@ -41,3 +44,9 @@ def agent_command(
     if is_frozen() if frozen is None else frozen:
         return [str(Path(executable or sys.executable).resolve()), "run", "--data-dir", folder]
     return [str(keyvault_program(executable)), "agent", "run", "--data-dir", folder]
+
+
+def stop_timeout(shutdown_timeout: float) -> int:
+    """Seconds a service manager should allow a stop: the agent's shutdown budget plus what it
+    does after in-flight requests (systemd's ``TimeoutStopSec``, Windows' stop wait hint)."""
+    return math.ceil(shutdown_timeout) + STOP_MARGIN_SECONDS

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -39,7 +38,7 @@ def install_service_cmd(
 ) -> None:
     """Write a hardened systemd unit that runs this agent (a dedicated user, read-only system)."""
     from agent import CONFIG_NAME
-    from agent.service import agent_command
+    from agent.service import agent_command, is_frozen
     from agent.service import systemd as sd
     from agent.settings import load_agent_settings
 
@@ -50,8 +49,16 @@ def install_service_cmd(
             f"{data} holds no agent: run `keyvault agent init --data-dir {data}` first"
         )
     settings = load_agent_settings(None, data)
-    reads = [p for p in (settings.master_key_file, settings.cert_path, settings.key_path) if p]
-    opts = sd.UnitOptions(agent_command(data), data, user, settings.shutdown_timeout, tuple(reads))
+    reads = (settings.cert_path, settings.key_path)
+    opts = sd.UnitOptions(
+        agent_command(data),
+        data,
+        user,
+        settings.shutdown_timeout,
+        reads,
+        key_file=settings.master_key_file,  # handed over with LoadCredential=
+        frozen=is_frozen(),
+    )
     text = sd.render_unit(opts)
     if dry_run:
         click.echo(text, nl=False)
@@ -61,10 +68,6 @@ def install_service_cmd(
         click.echo(
             f"warning: {data} is not owned by {user}; run: chown -R {user}: {data}", err=True
         )
-    key = settings.master_key_file
-    if key is not None and key.is_file() and os.geteuid() == 0:
-        # init keeps the master key outside the data folder: the service account must read it
-        os.chown(key, account.pw_uid, account.pw_gid, follow_symlinks=False)
     path = sd.write_unit(text, unit_dir, name)
     click.echo(f"wrote {path} (runs as {user}, may write only {data})")
     if enable:

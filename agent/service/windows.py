@@ -2,14 +2,22 @@
 
 The service control manager starts ``<program> … windows-service host --data-dir DIR``; that
 process hosts :func:`service_class` and runs the agent on the service thread. A stop request
-arrives on another thread and reaches the agent's event loop through :class:`StopBridge`, so
-the agent shuts down exactly as on SIGTERM: in-flight requests finish, the store closes.
+(``SvcStop``) or the system shutting down (``SvcShutdown``) arrives on another thread and
+reaches the agent's event loop through :class:`StopBridge`, so the agent shuts down exactly as
+on SIGTERM, within the same budget: in-flight requests finish, the store closes. Nothing on that
+path imports the systemd module (which is POSIX-only).
+
+The service runs as its virtual account ``NT SERVICE\\KeyVaultAgent`` (no password, no rights
+beyond what is granted to it), and ``install`` gives the data folder a protected ACL: full
+control for SYSTEM, that account and Administrators, nobody else, nothing inherited from above.
+Logs go to the Windows Event Log (source ``KeyVaultAgent``), which Windows sizes and rotates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import subprocess
 import sys
@@ -19,11 +27,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from agent import CONFIG_NAME
+from agent import CONFIG_NAME, platform
 from agent.service import is_frozen
 from common.errors import ConfigError, KeyVaultError
 
 SERVICE_NAME = "KeyVaultAgent"
+SERVICE_ACCOUNT = f"NT SERVICE\\{SERVICE_NAME}"  # the service's virtual account
 DISPLAY_NAME = "KeyVault agent"
 DESCRIPTION = "Stores, serves, rotates and audits secrets on this host (KeyVault vault agent)."
 NOT_WINDOWS = (
@@ -40,7 +49,7 @@ class NotWindowsError(KeyVaultError):
 
 def is_windows() -> bool:
     """True on Windows."""
-    return sys.platform == "win32"
+    return platform.WINDOWS
 
 
 def default_data_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -120,7 +129,7 @@ def run_agent(data_dir: Path, bridge: StopBridge) -> None:
 
 def stop_wait_hint_ms(data_dir: Path) -> int:
     """How long the service manager should wait for a stop: the agent's shutdown budget."""
-    from agent.service.systemd import stop_timeout
+    from agent.service import stop_timeout
     from agent.settings import load_agent_settings
 
     settings = load_agent_settings(None, data_dir)
@@ -132,8 +141,10 @@ def _win32() -> dict[str, ModuleType]:
     if not is_windows():
         raise NotWindowsError(NOT_WINDOWS)
     try:
+        import ntsecuritycon
         import pywintypes
         import servicemanager
+        import win32security
         import win32service
         import win32serviceutil
     except ImportError:
@@ -141,6 +152,8 @@ def _win32() -> dict[str, ModuleType]:
             "pywin32 is missing: pip install 'keyvault[agent]' (it brings pywin32 on Windows)"
         ) from None
     return {
+        "ntsecuritycon": ntsecuritycon,
+        "win32security": win32security,
         "pywintypes": pywintypes,
         "servicemanager": servicemanager,
         "win32service": win32service,
@@ -164,10 +177,18 @@ def service_class(data_dir: Path) -> type:
             super().__init__(args)
             self.bridge = StopBridge()
 
+        def GetAcceptedControls(self) -> int:
+            # stop, and a shutdown notice so the store closes before Windows goes down
+            return int(win32service.SERVICE_ACCEPT_STOP | win32service.SERVICE_ACCEPT_SHUTDOWN)
+
         def SvcStop(self) -> None:
             hint = stop_wait_hint_ms(data_dir)
             self.ReportServiceStatus(win32service.SERVICE_STOP_PENDING, waitHint=hint)
             self.bridge.request_stop()
+
+        def SvcShutdown(self) -> None:
+            # the same graceful stop, within the same budget (shutdown_timeout + margin)
+            self.SvcStop()
 
         def SvcDoRun(self) -> None:
             self.ReportServiceStatus(win32service.SERVICE_RUNNING)
@@ -176,15 +197,49 @@ def service_class(data_dir: Path) -> type:
     return KeyVaultAgentService
 
 
-def host(data_dir: Path) -> None:
-    """Entry point of the process the service manager starts: log to a file, then dispatch."""
-    mods = _win32()
-    from agent.logs import setup_logging
+class EventLogHandler(logging.Handler):
+    """Writes log records to the Windows Event Log through ``servicemanager`` (scrubbed)."""
 
-    if sys.stderr is None:  # a service has no console
-        sys.stderr = open(data_dir / "agent.log", "a", buffering=1, encoding="utf-8")
-    setup_logging()
+    def __init__(self, servicemanager: Any) -> None:
+        super().__init__()
+        self._sm = servicemanager
+        from agent.logs import ScrubbingFilter, ScrubbingFormatter
+
+        self.addFilter(ScrubbingFilter())
+        self.setFormatter(ScrubbingFormatter("%(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Error and above as errors, warnings as warnings, the rest as information."""
+        try:
+            text = self.format(record)
+            if record.levelno >= logging.ERROR:
+                self._sm.LogErrorMsg(text)
+            elif record.levelno >= logging.WARNING:
+                self._sm.LogWarningMsg(text)
+            else:
+                self._sm.LogInfoMsg(text)
+        except Exception:  # a full or unavailable log must not stop the agent
+            self.handleError(record)
+
+
+def log_to_event_log(servicemanager: Any, level: str = "INFO") -> EventLogHandler:
+    """Send the agent's logging to the Event Log instead of stderr (a service has no console)."""
+    handler = EventLogHandler(servicemanager)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return handler
+
+
+def host(data_dir: Path) -> None:
+    """Entry point of the process the service manager starts: log to the Event Log, dispatch."""
+    mods = _win32()
     servicemanager = mods["servicemanager"]
+    if sys.stderr is None:  # a service has no console: nothing may write to a missing stream
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")
+    log_to_event_log(servicemanager)
     servicemanager.Initialize()
     servicemanager.PrepareToHostSingle(service_class(data_dir))
     servicemanager.StartServiceCtrlDispatcher()
@@ -208,7 +263,12 @@ def failure_actions_command(name: str = SERVICE_NAME) -> list[str]:
 
 
 def install(data_dir: Path, *, run: Callable[..., Any] = subprocess.run) -> str:
-    """Register the service (automatic, delayed start; restart on failure); returns its name."""
+    """Register the service and lock down its files; returns its name.
+
+    Automatic (delayed) start, restart on failure, run as the virtual account
+    ``NT SERVICE\\KeyVaultAgent``; then the data folder (and the master key file, when it lives
+    elsewhere) get a protected ACL: SYSTEM, that account and Administrators, nobody else.
+    """
     mods = _win32()
     data = data_dir.resolve()
     config_path(data)
@@ -225,9 +285,30 @@ def install(data_dir: Path, *, run: Callable[..., Any] = subprocess.run) -> str:
         exeArgs=subprocess.list2cmdline(args),
         description=DESCRIPTION,
         delayedstart=True,
+        userName=SERVICE_ACCOUNT,  # a virtual account: Windows manages it, no password
+        password=None,
     )
     run(failure_actions_command(), check=False, capture_output=True)
+    accounts = platform.folder_acl_accounts(SERVICE_ACCOUNT)
+    try:
+        for path in protected_paths(data):
+            _call("protect the files of", platform.restrict_acl, path, accounts)
+    except KeyVaultError:
+        # a service whose files are not private must not stay registered: undo, then report
+        _call("remove", util.RemoveService, SERVICE_NAME)
+        raise
     return SERVICE_NAME
+
+
+def protected_paths(data: Path) -> list[Path]:
+    """The data folder, and the master key file named in its config when it is outside it."""
+    from agent.settings import load_agent_settings
+
+    paths = [data]
+    key = load_agent_settings(None, data).master_key_file
+    if key is not None and key.is_file() and not key.resolve().is_relative_to(data):
+        paths.append(key.resolve())
+    return paths
 
 
 def remove() -> None:

@@ -35,6 +35,29 @@ log = logging.getLogger("keyvault.agent.store")
 MAX_BATCH = 256
 
 
+# pg_advisory_xact_lock key held while the agent store migrates (a fixed 63-bit number: the
+# first 8 bytes of sha256("keyvault.agent.store.migrate"), top bit clear); never change it:
+# agents of every version must agree on it
+MIGRATION_LOCK_KEY = 0x37C4_4277_748B_1D8D
+
+
+def hold_migration_lock(conn: Connection) -> None:
+    """Take the migration lock for the rest of this transaction (PostgreSQL; SQLite's write
+    transactions are already exclusive). Also used by the key manager's one-time data step
+    after migration 0004, so two replicas never adopt different row keys."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+
+
+def _revision_in(conn: Connection) -> str | None:
+    """The schema revision seen by this connection (None before the first migration)."""
+    from sqlalchemy import inspect
+
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+
+
 @dataclass
 class _Op:
     fn: Callable[[Connection], Any]
@@ -89,10 +112,17 @@ class Store:
         return f"Store(backend={self.backend!r})"
 
     # ------------------------------------------------------------------ lifecycle
-    def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (Alembic is loaded only if needed)."""
+    def migrate(self) -> bool:
+        """Bring the schema to the newest Alembic revision; True when this call migrated it.
+
+        One migration at a time per store: on PostgreSQL the transaction first takes the
+        advisory lock :data:`MIGRATION_LOCK_KEY` (replicas of one agent starting together wait
+        for the first, then find the schema current); SQLite's write transaction is
+        ``BEGIN IMMEDIATE`` and its data folder is locked by the agent. Alembic is loaded only
+        when a migration is due.
+        """
         if self.revision() == HEAD_REVISION:
-            return
+            return False
         from alembic import command
         from alembic.config import Config
 
@@ -100,12 +130,19 @@ class Store:
         cfg.set_main_option("script_location", str(resources.files("agent.store") / "migrations"))
         try:
             with self._write_engine.begin() as conn:
+                hold_migration_lock(conn)
+                before = _revision_in(conn)
+                if before == HEAD_REVISION:
+                    log.info("store schema already at %s (another agent migrated it)", before)
+                    return False
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
         except (SQLAlchemyError, OSError) as exc:
             raise UnavailableError(
                 f"the store at {self.safe_url} cannot be migrated: {exc}"
             ) from exc
+        log.info("store schema migrated from %s to %s", before or "empty", HEAD_REVISION)
+        return True
 
     def revision(self) -> str | None:
         """The schema revision the store is at (None when it has no schema yet)."""

@@ -17,7 +17,6 @@ runs of the command), which the control plane answers with the same identity.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hmac
 import json
 import logging
@@ -36,6 +35,7 @@ import aiohttp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
+from agent import platform
 from agent.uplink.errors import AlreadyEnrolledError, EnrollmentRefusedError, PinMismatchError
 from agent.uplink.state import Enrollment, UplinkFiles, describe, leaf_of, same_key
 from agent.uplink.tlsctx import bootstrap_context, pinned_context
@@ -111,11 +111,11 @@ class EnrollResult:
 @contextmanager
 def _enroll_lock(files: UplinkFiles) -> Iterator[None]:
     files.ensure()
-    fd = os.open(files.path("enroll.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = os.open(files.path("enroll.lock"), os.O_RDWR | os.O_CREAT | platform.OPEN_FLAGS, 0o600)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            platform.lock_file(fd)
+        except platform.LockedError:
             raise UnavailableError(
                 "another `keyvault agent enroll` is running on this data folder; wait for it"
             ) from None

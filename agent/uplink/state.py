@@ -25,6 +25,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from agent import platform
 from common.errors import ConfigError, ValidationError
 from common.tls import load_private_key, write_pem
 from common.uplink import opaque_id
@@ -82,12 +83,7 @@ class Certificate:
         return self.not_before + (self.not_after - self.not_before) * fraction
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_fsync_dir = platform.fsync_dir
 
 
 def leaf_of(chain_pem: bytes) -> x509.Certificate:

@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from agent.cli import agent_group
-from agent.service import agent_command
-from agent.service.systemd import UnitOptions, quote, render_unit, stop_timeout
+from agent.service import agent_command, stop_timeout
+from agent.service.systemd import UnitOptions, quote, render_unit
 from common.client import AgentClient
 from common.errors import ConfigError
 from tests.conftest import AgentDir, init_agent_dir, need_service
@@ -42,7 +42,9 @@ HARDENING = {
     "SystemCallArchitectures": "native",
     "UMask": "0077",
     "Restart": "on-failure",
-    "Type": "exec",
+    "Type": "notify",
+    "NotifyAccess": "main",
+    "WatchdogSec": "30",
 }
 
 

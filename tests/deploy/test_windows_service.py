@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -20,6 +21,8 @@ from agent.service import windows
 from common.client import AgentClient
 from common.errors import ConfigError, KeyVaultError
 from tests.conftest import AgentDir, init_agent_dir
+
+pytestmark = pytest.mark.windows
 
 
 def test_the_module_imports_no_pywin32_off_windows() -> None:
@@ -99,6 +102,8 @@ def win32(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]:
         "SERVICE_STOPPED": 1,
         "SERVICE_STOP_PENDING": 3,
         "SERVICE_RUNNING": 4,
+        "SERVICE_ACCEPT_STOP": 1,
+        "SERVICE_ACCEPT_SHUTDOWN": 4,
     }.items():
         setattr(svc, name, value)
     util = types.ModuleType("win32serviceutil")
@@ -109,16 +114,47 @@ def win32(monkeypatch: pytest.MonkeyPatch) -> Iterator[types.SimpleNamespace]:
     pyt = types.ModuleType("pywintypes")
     pyt.error = _Win32Error  # type: ignore[attr-defined]
     manager = types.ModuleType("servicemanager")
+    for fn in (
+        "LogInfoMsg",
+        "LogWarningMsg",
+        "LogErrorMsg",
+        "Initialize",
+        "PrepareToHostSingle",
+        "StartServiceCtrlDispatcher",
+    ):
+        setattr(manager, fn, mock.Mock(name=fn))
+    sec = types.ModuleType("win32security")
+    sec.ACL_REVISION_DS = 4  # type: ignore[attr-defined]
+    sec.SE_FILE_OBJECT = 1  # type: ignore[attr-defined]
+    sec.DACL_SECURITY_INFORMATION = 0x4  # type: ignore[attr-defined]
+    sec.PROTECTED_DACL_SECURITY_INFORMATION = 0x80000000  # type: ignore[attr-defined]
+    sec.acls = []  # type: ignore[attr-defined]
+
+    def new_acl() -> mock.Mock:
+        acl = mock.Mock(name="ACL")
+        sec.acls.append(acl)  # type: ignore[attr-defined]
+        return acl
+
+    sec.ACL = new_acl  # type: ignore[attr-defined]
+    sec.LookupAccountName = mock.Mock(  # type: ignore[attr-defined]
+        name="LookupAccountName", side_effect=lambda _sys, name: (f"SID({name})", "", 1)
+    )
+    sec.SetNamedSecurityInfo = mock.Mock(name="SetNamedSecurityInfo")  # type: ignore[attr-defined]
+    ntsc = types.ModuleType("ntsecuritycon")
+    ntsc.OBJECT_INHERIT_ACE, ntsc.CONTAINER_INHERIT_ACE = 1, 2  # type: ignore[attr-defined]
+    ntsc.FILE_ALL_ACCESS = 0x1F01FF  # type: ignore[attr-defined]
     for name, module in (
         ("win32service", svc),
         ("win32serviceutil", util),
         ("pywintypes", pyt),
         ("servicemanager", manager),
+        ("win32security", sec),
+        ("ntsecuritycon", ntsc),
     ):
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(windows, "is_windows", lambda: True)
     windows.service_class.cache_clear()
-    yield types.SimpleNamespace(util=util, svc=svc)
+    yield types.SimpleNamespace(util=util, svc=svc, manager=manager, sec=sec)
     windows.service_class.cache_clear()
 
 
@@ -136,10 +172,53 @@ def test_install_registers_the_host_command(win32: Any, tmp_path: Path) -> None:
         exeArgs=f'-m agent.service.windows --data-dir "{data}"',
         description=windows.DESCRIPTION,
         delayedstart=True,
+        userName="NT SERVICE\\KeyVaultAgent",
+        password=None,
     )
     runner.assert_called_once_with(
         windows.failure_actions_command(), check=False, capture_output=True
     )
+
+
+def _acl_of(win32: Any, call: Any) -> list[tuple[int, int, int, str]]:
+    _path, kind, info, owner, group, dacl, sacl = call.args
+    assert (kind, owner, group, sacl) == (1, None, None, None)
+    assert info == 0x4 | 0x80000000  # the DACL, protected: nothing inherited from above
+    return [c.args for c in dacl.AddAccessAllowedAceEx.call_args_list]
+
+
+def test_install_gives_the_data_folder_a_private_protected_acl(win32: Any, tmp_path: Path) -> None:
+    agent = init_agent_dir(tmp_path / "data")  # its master key lies inside the folder
+    windows.install(agent.path, run=mock.Mock())
+    [call] = win32.sec.SetNamedSecurityInfo.call_args_list
+    assert call.args[0] == str(agent.path.resolve())
+    full, inherit = 0x1F01FF, 1 | 2  # FILE_ALL_ACCESS, for files and folders inside
+    assert _acl_of(win32, call) == [
+        (4, inherit, full, "SID(NT AUTHORITY\\SYSTEM)"),
+        (4, inherit, full, "SID(NT SERVICE\\KeyVaultAgent)"),
+        (4, inherit, full, "SID(BUILTIN\\Administrators)"),
+    ]
+
+
+def test_install_also_locks_a_master_key_kept_outside_the_folder(
+    win32: Any, tmp_path: Path
+) -> None:
+    from agent.provision import InitOptions, initialise
+
+    data, key = tmp_path / "data", tmp_path / "keys" / "master.key"
+    key.parent.mkdir()
+    initialise(InitOptions(data, key_file=key))
+    windows.install(data, run=mock.Mock())
+    paths = [c.args[0] for c in win32.sec.SetNamedSecurityInfo.call_args_list]
+    assert paths == [str(data.resolve()), str(key.resolve())]
+
+
+def test_a_failed_acl_is_one_line_naming_the_service(win32: Any, tmp_path: Path) -> None:
+    agent = init_agent_dir(tmp_path / "data")
+    win32.sec.SetNamedSecurityInfo.side_effect = _Win32Error(5, "SetNamedSecurityInfo", "Denied.")
+    with pytest.raises(KeyVaultError, match="could not protect the files of the KeyVaultAgent"):
+        windows.install(agent.path, run=mock.Mock())
+    win32.util.RemoveService.assert_called_once_with("KeyVaultAgent")  # not left half-installed
 
 
 def test_install_refuses_an_uninitialised_folder(win32: Any, tmp_path: Path) -> None:
@@ -177,6 +256,75 @@ def test_service_stop_reports_pending_and_asks_the_agent_to_stop(
     service.SvcStop()
     assert service.reported == [(3, 20_000)]
     assert service.bridge.requested
+
+
+def test_system_shutdown_stops_the_agent_like_a_stop(win32: Any, agent_dir: AgentDir) -> None:
+    service = windows.service_class(agent_dir.path)(["KeyVaultAgent"])
+    assert service.GetAcceptedControls() == 1 | 4  # stop and shutdown
+    service.SvcShutdown()
+    assert service.reported == [(3, 20_000)]  # the same bounded budget as a stop
+    assert service.bridge.requested
+
+
+def test_logs_go_to_the_event_log_by_level_and_scrubbed(win32: Any) -> None:
+    import logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        windows.log_to_event_log(win32.manager)
+        log = logging.getLogger("keyvault.agent")
+        log.info("agent serving on %s", "https://127.0.0.1:8080")
+        log.warning("client certificates are optional")
+        log.error("refused token kvt_abcdefghijklmnop")
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+    win32.manager.LogInfoMsg.assert_called_once_with(
+        "keyvault.agent: agent serving on https://127.0.0.1:8080"
+    )
+    win32.manager.LogWarningMsg.assert_called_once_with(
+        "keyvault.agent: client certificates are optional"
+    )
+    win32.manager.LogErrorMsg.assert_called_once_with("keyvault.agent: refused token kvt_***")
+
+
+def test_host_logs_to_the_event_log_and_dispatches(
+    win32: Any, agent_dir: AgentDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import logging
+
+    monkeypatch.setattr(sys, "stderr", None)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        windows.host(agent_dir.path)
+        assert [type(h) for h in root.handlers] == [windows.EventLogHandler]
+        assert sys.stderr is not None  # stray writes go nowhere instead of failing
+    finally:
+        root.handlers[:], root.level = saved[0], saved[1]
+    win32.manager.Initialize.assert_called_once_with()
+    win32.manager.PrepareToHostSingle.assert_called_once_with(windows.service_class(agent_dir.path))
+    win32.manager.StartServiceCtrlDispatcher.assert_called_once_with()
+    assert not (agent_dir.path / "agent.log").exists()  # no unrotated log file any more
+
+
+def test_the_stop_path_never_imports_the_systemd_module(agent_dir: AgentDir) -> None:
+    """SvcStop's budget is computed without agent.service.systemd (POSIX-only), even under the
+    simulated Windows of tests/winsim (no pwd, no fcntl)."""
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys\nfrom pathlib import Path\nimport agent.service.windows as w\n"
+        f"print(w.stop_wait_hint_ms(Path({str(agent_dir.path)!r})))\n"
+        "print('agent.service.systemd' in sys.modules, 'pwd' in sys.modules)\n"
+    )
+    env = dict(os.environ)
+    if sys.platform != "win32":  # on Windows itself, no simulation is needed
+        env["PYTHONPATH"] = os.pathsep.join([str(root / "tests" / "winsim"), str(root)])
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["20000", "False", "False"]
 
 
 # ------------------------------------------------------------------ the stop bridge, for real

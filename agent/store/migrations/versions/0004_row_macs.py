@@ -24,7 +24,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop them."""
+    """Drop them, and the row key: a later upgrade adopts the rows again with a new one."""
+    op.execute(sa.text("DELETE FROM kv_meta WHERE key = 'rows_key'"))
     with op.batch_alter_table("kv_secrets") as batch:
         batch.drop_column("mac")
     with op.batch_alter_table("kv_tokens") as batch:
