@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.platform import make_private_fd
 from common.client import AgentClient, ClientConfig
 from common.errors import KeyVaultError, ValidationError
 
@@ -70,7 +71,7 @@ def write_env_file(path: Path, values: Mapping[str, str]) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
     try:
-        os.fchmod(fd, 0o600)
+        make_private_fd(fd)  # mkstemp makes it 0600; this holds under any umask quirk
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
