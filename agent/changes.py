@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 
 class Wakeup:
@@ -45,6 +46,7 @@ class ChangeFeed:
     def __init__(self) -> None:
         self.tracking = False
         self.wakeup = Wakeup()
+        self.listeners: list[Callable[[], None]] = []  # told of every commit (templates)
 
     def track(self) -> None:
         """Record inventory changes from now on (the uplink calls this once enrolled)."""
@@ -54,6 +56,14 @@ class ChangeFeed:
         """A write that recorded a change has committed: wake the sender."""
         if self.tracking:
             self.wakeup.notify()
+        for listener in self.listeners:
+            listener()
+
+    def listen(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (cheap, thread-safe) after every committed write, enrolled or not;
+        returns the function that stops it."""
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -1,5 +1,5 @@
-"""The agent's background services (uplink, rotation scheduler, audit checkpoints) in the aiohttp
-app's lifecycle.
+"""The agent's background services (uplink, rotation scheduler, audit checkpoints, templates) in
+the aiohttp app's lifecycle.
 
 They start in ``cleanup_ctx`` while the app starts, before the listener accepts a request (so
 no write escapes the uplink's change tracking), and stop when the app shuts down: the stop
@@ -18,6 +18,7 @@ from aiohttp import web
 from agent.assembly import Agent
 from agent.audit.checkpoint import Checkpointer
 from agent.rotation.scheduler import Scheduler
+from agent.templates.service import Templates
 from agent.uplink.service import Uplink
 
 STOP_BUDGET = 5.0  # seconds each service gets to stop before it is cancelled
@@ -31,6 +32,7 @@ class Services:
     scheduler: Scheduler | None
     checkpoints: Checkpointer
     timeout: float
+    templates: Templates | None = None
     _stopping: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def start(self) -> None:
@@ -39,6 +41,8 @@ class Services:
         self.checkpoints.start()
         if self.scheduler is not None:
             self.scheduler.start()
+        if self.templates is not None:
+            self.templates.start()
 
     def begin_stop(self) -> None:
         """Start stopping every service (at once, in parallel); idempotent."""
@@ -55,6 +59,8 @@ class Services:
         parts = [self.uplink.stop(self.timeout), self.checkpoints.stop(self.timeout)]
         if self.scheduler is not None:
             parts.append(self.scheduler.stop(self.timeout))
+        if self.templates is not None:
+            parts.append(self.templates.stop(self.timeout))
         await asyncio.gather(*parts)
 
 
@@ -62,16 +68,17 @@ SERVICES = web.AppKey("services", Services)
 
 
 def open_services(agent: Agent) -> Services:
-    """The uplink (prepared: a bad metadata key stops the start here), the scheduler and the
-    audit checkpoints."""
+    """The uplink (prepared: a bad metadata key stops the start here), the scheduler, the
+    audit checkpoints and the templates (compiled: a bad template stops the start here)."""
     uplink = Uplink(agent)
     uplink.prepare()
     scheduler = None
     if agent.rotation is not None:
         scheduler = Scheduler(agent.rotation, policies_version=lambda: uplink.policies_version)
     checkpoints = Checkpointer(agent.audit_guard, agent.audit, agent.store)
+    templates = Templates(agent) if agent.settings.templates else None
     timeout = min(STOP_BUDGET, agent.settings.shutdown_timeout)
-    return Services(uplink, scheduler, checkpoints, timeout)
+    return Services(uplink, scheduler, checkpoints, timeout, templates)
 
 
 def add_background_services(app: web.Application, agent: Agent) -> None:

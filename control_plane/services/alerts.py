@@ -39,6 +39,7 @@ KINDS = (
     "integrity_failure",
     "audit_failure",
     "intent_refused",
+    "template_failed",
 )
 SEVERITIES = ("info", "warning", "critical")
 STATES = ("open", "acknowledged", "resolved")
