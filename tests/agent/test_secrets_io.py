@@ -27,10 +27,10 @@ from tests.conftest import init_agent_dir, need_service, start_agent
 EXIT_BAD_INPUT, EXIT_CONFLICT = 64, 65
 
 
-@pytest.fixture
-def user(tmp_path: Path) -> Iterator[User]:
-    """A running agent of this test's own."""
-    folder = init_agent_dir(tmp_path / "agent")
+@pytest.fixture(scope="module")
+def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[User]:
+    """One running agent for this module (each test uses its own name prefix)."""
+    folder = init_agent_dir(tmp_path_factory.mktemp("io") / "agent")
     running = start_agent(folder)
     try:
         yield _user(folder, running)
