@@ -5,7 +5,9 @@ How a change is found: a :class:`ChangeSource` yields whenever secrets may have 
 it cannot say which secret, so it yields ``None``). The service then re-reads, in one query, the
 current version of every secret the templates used in their last render, and re-renders only
 the templates whose secrets moved (or appeared, or went away). A template renders at most once
-per ``min_interval_ms``; changes inside that window are folded into one render at its end.
+per ``min_interval_ms``; changes inside that window are folded into one render at its end. Up to
+``PARALLEL`` templates render at once; one template never renders twice at the same time, so
+its reload runs once per replaced file, in order.
 
 A render reads values from the agent's own :class:`~agent.secrets.SecretService` (audited as
 ``secrets.read`` by the actor ``template:<name>``), runs in a worker thread inside the sandbox
@@ -48,6 +50,7 @@ log = logging.getLogger("keyvault.agent.templates")
 ALERT_KIND = "template_failed"
 LOOKUP_TIMEOUT = 10.0  # seconds one secret read may take from the render thread
 IDLE = 3600.0
+PARALLEL = 4  # templates rendered (and written) at once
 _CHUNK = 500  # names per version query
 
 
@@ -94,6 +97,7 @@ class _Template:
     last_render: float = float("-inf")
     dirty: bool = True
     failing: str | None = None  # the reason code while the last attempt failed
+    busy: bool = False  # a render (with its write and reload) is under way
     alerted_at: float = float("-inf")
 
     @property
@@ -155,26 +159,30 @@ class Templates(Background):
         self.failures = 0
         self._kick = Wakeup()
         self._pool: ThreadPoolExecutor | None = None
+        self._slots = asyncio.Semaphore(PARALLEL)
+        self._running: set[asyncio.Task[None]] = set()
 
     async def run(self) -> None:
         """Render everything, then follow changes until stopped; never raises."""
         if not self.items:
             return
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="kv-template")
-        watcher = asyncio.get_running_loop().create_task(self._watch(), name="templates-watch")
+        self._pool = ThreadPoolExecutor(PARALLEL, thread_name_prefix="kv-template")
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(self._watch(), name="templates-watch")
         try:
             while not self._stopping.is_set():
                 self._kick.clear()
-                wait = await self._render_due()
-                stop = asyncio.get_running_loop().create_task(self._stopping.wait())
-                kick = asyncio.get_running_loop().create_task(self._kick.wait(wait))
+                wait = self._start_due()
+                stop = loop.create_task(self._stopping.wait())
+                kick = loop.create_task(self._kick.wait(wait))
                 await asyncio.wait({stop, kick}, return_when=asyncio.FIRST_COMPLETED)
                 for task in (stop, kick):
                     task.cancel()
         finally:
             watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in list(self._running):
+                task.cancel()
+            await asyncio.gather(watcher, *self._running, return_exceptions=True)
             self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _watch(self) -> None:
@@ -199,21 +207,33 @@ class Templates(Background):
             ):
                 item.dirty = True
 
-    async def _render_due(self) -> float:
-        """Render every dirty template whose interval has passed; seconds until the next one."""
+    def _start_due(self) -> float:
+        """Start a render of every dirty template whose interval has passed and that is not
+        rendering already (at most ``PARALLEL`` run at once); seconds until the next is due."""
         wait = IDLE
         for item in self.items:
-            if not item.dirty or self._stopping.is_set():
+            if not item.dirty or item.busy:
                 continue
             due = item.last_render + item.spec.min_interval_ms / 1000
             now = time.monotonic()
             if now < due:
                 wait = min(wait, due - now)
                 continue
-            item.dirty = False
-            item.last_render = now
-            await self.render(item)
+            item.dirty, item.busy, item.last_render = False, True, now
+            task = asyncio.get_running_loop().create_task(self._one(item))
+            self._running.add(task)
         return wait
+
+    async def _one(self, item: _Template) -> None:
+        try:
+            async with self._slots:
+                await self.render(item)
+        except Exception:  # a bug must not stop the other templates
+            log.exception("template %s: render failed unexpectedly", item.name)
+        finally:
+            item.busy = False
+            self._running.discard(asyncio.current_task())
+            self._kick.notify()
 
     async def render(self, item: _Template) -> bool:
         """One render of one template, then its write and reload; whether the file changed."""
