@@ -12,14 +12,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from agent.assembly import Agent
 from agent.audit.checkpoint import Checkpointer
 from agent.rotation.scheduler import Scheduler
-from agent.templates.service import Templates
 from agent.uplink.service import Uplink
+
+if TYPE_CHECKING:
+    from agent.templates.service import Templates
 
 STOP_BUDGET = 5.0  # seconds each service gets to stop before it is cancelled
 
@@ -76,7 +79,11 @@ def open_services(agent: Agent) -> Services:
     if agent.rotation is not None:
         scheduler = Scheduler(agent.rotation, policies_version=lambda: uplink.policies_version)
     checkpoints = Checkpointer(agent.audit_guard, agent.audit, agent.store)
-    templates = Templates(agent) if agent.settings.templates else None
+    templates = None
+    if agent.settings.templates:  # Jinja2 is imported only by an agent that renders templates
+        from agent.templates.service import Templates
+
+        templates = Templates(agent)
     timeout = min(STOP_BUDGET, agent.settings.shutdown_timeout)
     return Services(uplink, scheduler, checkpoints, timeout, templates)
 

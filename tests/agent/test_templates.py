@@ -11,6 +11,8 @@ import asyncio
 import json
 import os
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -299,3 +301,15 @@ def test_template_limits(tmp_path: Path) -> None:
                              {"inline": "y", "destination": "/tmp/b/x"}])  # fmt: skip
     with pytest.raises(ConfigError, match="share the name"):
         load_agent_settings(None, folder.path)
+
+
+def test_agent_process_refuses_to_start_with_a_bad_template(tmp_path: Path) -> None:
+    folder = init_agent_dir(tmp_path / "agent")
+    _configure(folder.path, [{"inline": "{% if %}", "destination": str(tmp_path / "x")}])
+    done = subprocess.run(
+        [sys.executable, "-m", "apps.cli.main", "agent", "run", "--data-dir", str(folder.path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 78, done
+    assert "templates[0] (x): syntax error on line 1" in done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
