@@ -16,7 +16,6 @@ from typing import Any
 
 import yaml
 
-from apps.core.viewmodels.agent_secrets import check_name
 from common.errors import ValidationError
 
 FORMATS = ("env", "json", "yaml", "bao")
@@ -60,6 +59,8 @@ def _looks_like_kv(doc: Any) -> bool:
 
 def parse(text: str, fmt: str, prefix: str = "") -> list[Entry]:
     """Every secret in ``text`` (format ``fmt``), named ``prefix + key``; all problems at once."""
+    from apps.core.viewmodels.agent_secrets import check_name  # the client stays off `agent run`
+
     problems: list[str] = []
     if fmt == "env":
         pairs = _parse_env(text, problems)
