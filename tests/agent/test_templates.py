@@ -239,17 +239,24 @@ async def test_template_error_and_write_error_keep_the_file(make: Make, tmp_path
     await agent.secrets.update("k", value="not json")
     await _until(lambda: dest.read_text() == "not json", what="plain follows")
     assert (tmp_path / "j").read_text() == "u1"  # template error: last good kept
-    if os.geteuid() != 0:  # root writes through any mode
+    if os.geteuid() != 0:  # a folder the agent may not write in
         folder.chmod(0o500)
-        try:
-            await agent.secrets.update("k", value="third")
-            await asyncio.sleep(0.5)
-            assert dest.read_text() == "not json"
-            assert service.items[0].failing == sandbox.WRITE_ERROR
-        finally:
-            folder.chmod(0o700)
-        await agent.secrets.update("k", value="fourth")
-        await _until(lambda: dest.read_text() == "fourth", what="recovery after the write error")
+    else:  # root writes through any mode: a folder in the file's place cannot be replaced
+        dest.unlink()
+        dest.mkdir()
+    try:
+        await agent.secrets.update("k", value="third")
+        await _until(lambda: service.items[0].failing == sandbox.WRITE_ERROR, what="write error")
+        assert dest.is_dir() or dest.read_text() == "not json"
+    finally:
+        folder.chmod(0o700)
+        if dest.is_dir():
+            dest.rmdir()
+    await agent.secrets.update("k", value="fourth")
+    await _until(
+        lambda: dest.is_file() and dest.read_text() == "fourth", what="recovery after the error"
+    )
+    assert service.items[0].failing is None
 
 
 async def test_bad_templates_stop_the_start(make: Make, tmp_path: Path) -> None:
@@ -283,12 +290,23 @@ def test_template_settings_are_checked(tmp_path: Path, entry: dict[str, Any], me
         load_agent_settings(None, folder.path)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may give files away")
-def test_owner_needs_root(tmp_path: Path) -> None:
-    folder = init_agent_dir(tmp_path / "agent")
-    _configure(folder.path, [{"inline": "x", "destination": "/tmp/x", "owner": "0"}])
-    with pytest.raises(ConfigError, match="only an agent running as root"):
-        load_agent_settings(None, folder.path)
+async def test_owner_only_for_root(make: Make, tmp_path: Path) -> None:
+    import pwd
+
+    if os.geteuid() != 0:
+        folder = init_agent_dir(tmp_path / "agent")
+        _configure(folder.path, [{"inline": "x", "destination": "/tmp/x", "owner": "0"}])
+        with pytest.raises(ConfigError, match="only an agent running as root"):
+            load_agent_settings(None, folder.path)
+        return
+    nobody = pwd.getpwnam("nobody")  # root: the file is given to the configured owner
+    dest = tmp_path / "owned.env"
+    _, service = await make([{"inline": "x", "destination": str(dest), "owner": "nobody",
+                                  "group": str(nobody.pw_gid), "mode": "0640"}])  # fmt: skip
+    service.start()
+    await _until(dest.exists, what="the render")
+    st = dest.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (nobody.pw_uid, nobody.pw_gid, 0o640)
 
 
 def test_template_limits(tmp_path: Path) -> None:
