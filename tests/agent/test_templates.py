@@ -331,3 +331,41 @@ def test_agent_process_refuses_to_start_with_a_bad_template(tmp_path: Path) -> N
     assert done.returncode == 78, done
     assert "templates[0] (x): syntax error on line 1" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+async def test_signal_reload_and_a_failing_command_logged_without_values(
+    make: Make, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    got, pid_file = tmp_path / "signals.txt", tmp_path / "app.pid"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c",
+        "import os, signal, sys, time\n"
+        f"signal.signal(signal.SIGUSR1, lambda *a: open({str(got)!r}, 'a').write('usr1\\n'))\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(60)\n",
+    )  # fmt: skip
+    try:
+        await _until(lambda: pid_file.exists() and pid_file.read_text(), what="the child's pid")
+        hook = tmp_path / "bad-reload.sh"
+        hook.write_text(f'#!/bin/sh\necho "could not load $(cat {tmp_path / "b.env"})"\nexit 3\n')
+        hook.chmod(0o755)
+        agent, service = await make([
+            {"inline": "{{ secret('s') }}", "destination": str(tmp_path / "a.env"),
+             "on_change": {"signal": {"pid_file": str(pid_file), "signal": "SIGUSR1"}}},
+            {"inline": "{{ secret('s') }}", "destination": str(tmp_path / "b.env"),
+             "on_change": {"command": [str(hook)]}},
+        ])  # fmt: skip
+        agent.secrets.feed.track()
+        await agent.secrets.create("s", "first-value-xyz")
+        service.start()
+        await _until(lambda: got.exists() and got.read_text() == "usr1\n", what="the signal")
+        await agent.secrets.update("s", value="second-value-xyz")
+        await _until(lambda: got.read_text() == "usr1\n" * 2, what="one more signal")
+        await _until(lambda: service.failures >= 2, what="the reload failures")
+        text = caplog.text
+        assert "exited with 3: could not load ***" in text
+        assert "value-xyz" not in text
+        assert any("reload_failed" in a["message"] for a in _alerts(agent))
+    finally:
+        child.kill()
+        await child.wait()
