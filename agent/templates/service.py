@@ -98,6 +98,7 @@ class _Template:
     dirty: bool = True
     failing: str | None = None  # the reason code while the last attempt failed
     busy: bool = False  # a render (with its write and reload) is under way
+    recheck: bool = False  # secrets changed while it was busy: compare versions afterwards
     alerted_at: float = float("-inf")
 
     @property
@@ -194,18 +195,29 @@ class Templates(Background):
             self._kick.notify()
 
     async def _mark_changed(self, changed: frozenset[str] | None) -> None:
-        """Mark dirty each template whose secrets' versions differ from its last render."""
-        names = {n for item in self.items for n in item.used}
+        """Mark dirty each template whose secrets' versions differ from its last render; a
+        template rendering right now is checked again when its render ends."""
+        for item in self.items:
+            item.recheck = item.recheck or item.busy
+        names = {n for item in self.items if not item.busy for n in item.used}
         if changed is not None:
             names &= changed
         if not names:
             return
         now = await self.agent.store.read(partial(_versions, sorted(names)))
         for item in self.items:
-            if not item.dirty and any(
-                now.get(n) != seen for n, seen in item.used.items() if n in names
-            ):
+            if not (item.busy or item.dirty) and _moved(item.used, now, names):
                 item.dirty = True
+
+    async def _recheck(self, item: _Template) -> None:
+        """After a render during which secrets changed: render again if its own moved."""
+        while item.recheck and item.used:
+            item.recheck = False
+            now = await self.agent.store.read(partial(_versions, sorted(item.used)))
+            if _moved(item.used, now, set(item.used)):
+                item.dirty = True
+                return
+        item.recheck = False
 
     def _start_due(self) -> float:
         """Start a render of every dirty template whose interval has passed and that is not
@@ -228,6 +240,7 @@ class Templates(Background):
         try:
             async with self._slots:
                 await self.render(item)
+            await self._recheck(item)
         except Exception:  # a bug must not stop the other templates
             log.exception("template %s: render failed unexpectedly", item.name)
         finally:
@@ -381,6 +394,14 @@ class Templates(Background):
             log.exception("templates: queueing the alert failed")
             return
         feed.committed()
+
+
+def _moved(
+    used: dict[str, tuple[str, int] | None], now: dict[str, tuple[str, int]], names: set[str]
+) -> bool:
+    """Whether any of ``names`` a render used is now at another version (or appeared, or
+    went away)."""
+    return any(now.get(n) != seen for n, seen in used.items() if n in names)
 
 
 def _versions(names: list[str], conn: Connection) -> dict[str, tuple[str, int]]:

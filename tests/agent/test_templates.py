@@ -369,3 +369,30 @@ async def test_signal_reload_and_a_failing_command_logged_without_values(
     finally:
         child.kill()
         await child.wait()
+
+
+async def test_a_change_during_a_render_is_not_lost(
+    make: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dest = tmp_path / "r.env"
+    agent, service = await make(
+        [{"inline": "{{ secret('a') }}", "destination": str(dest), "min_interval_ms": 0}]
+    )
+    await agent.secrets.create("a", "1")
+    read, go = asyncio.Event(), asyncio.Event()
+    real = service._reveal
+
+    async def held(name: str) -> Any:
+        found = await real(name)
+        read.set()
+        await go.wait()  # the render has read version 1 and is held here
+        return found
+
+    monkeypatch.setattr(service, "_reveal", held)
+    service.start()
+    await asyncio.wait_for(read.wait(), 5)
+    await agent.secrets.update("a", value="2")  # committed while the template renders
+    await asyncio.sleep(0.3)  # the change feed has been looked at meanwhile
+    monkeypatch.setattr(service, "_reveal", real)
+    go.set()
+    await _until(lambda: dest.exists() and dest.read_text() == "2", what="the second render")
