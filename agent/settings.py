@@ -445,7 +445,8 @@ class AgentSettings(BaseSettings):
         for spec in self.templates:
             for key, what in ((spec.label, "name"), (spec.destination, "destination")):
                 if key in seen:
-                    raise ValueError(f"two templates share the {what} {key}")
+                    hint = " (give each a distinct name:)" if what == "name" else ""
+                    raise ValueError(f"two templates share the {what} {key}{hint}")
                 seen[key] = what
 
     # Derived paths --------------------------------------------------------
