@@ -200,7 +200,7 @@ async def test_change_rerenders_and_reloads_once(make: Make, tmp_path: Path) -> 
     await agent.secrets.update("b", value="3")  # the window has passed: rendered at once
     started = time.monotonic()
     await _until(lambda: dest.read_text() == "a=2 b=3", what="the next re-render")
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 0.8  # not held for the 1 s window
     await _until(lambda: ran.read_text().count("\n") == 3, what="its one reload")
 
 
@@ -254,9 +254,9 @@ async def test_template_error_and_write_error_keep_the_file(make: Make, tmp_path
             dest.rmdir()
     await agent.secrets.update("k", value="fourth")
     await _until(
-        lambda: dest.is_file() and dest.read_text() == "fourth", what="recovery after the error"
+        lambda: dest.is_file() and dest.read_text() == "fourth" and not service.items[0].failing,
+        what="recovery after the error",
     )
-    assert service.items[0].failing is None
 
 
 async def test_bad_templates_stop_the_start(make: Make, tmp_path: Path) -> None:
