@@ -257,14 +257,22 @@ class TemplateSpec(_Section):
         description="Name in logs and the audit log (actor template:<name>). Default: the "
         "destination's file name.",
     )
-    source: Path | None = Field(None, description="Template file (Jinja2, sandboxed).")
+    source: Path | None = Field(
+        None, description="Template file, absolute path (Jinja2, sandboxed; read at start)."
+    )
     inline: str | None = Field(None, description="The template text itself, instead of source.")
     destination: Path = Field(description="Absolute path of the rendered file.")
-    mode: int = Field(0o600, ge=0, le=0o777, description="File mode (YAML 0640 or '0640').")
+    mode: int = Field(
+        0o600, ge=0, le=0o777, description="File mode in octal, e.g. '0640' (default 0600 = 384)."
+    )
     owner: str | None = Field(None, description="User to own the file (the agent must be root).")
-    group: str | None = Field(None, description="Group of the file (the agent must be root).")
+    group: str | None = Field(
+        None, description="Group of the file (the agent must be root or in that group)."
+    )
     on_change: TemplateReload | None = Field(
-        None, description="Command to run or process to signal after the file changed."
+        None,
+        description="After the file changed: {command: [argv…], timeout_seconds} or {signal: "
+        "{pid_file, signal}} (docs/workloads.md).",
     )
     min_interval_ms: int = Field(
         200,
