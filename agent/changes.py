@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -140,6 +140,7 @@ class ChangeFeed:
         self.tracking = False
         self.wakeup = Wakeup()
         self._subscribers: set[Subscription] = set()
+        self.listeners: list[Callable[[], None]] = []  # told of every commit (templates)
 
     def track(self) -> None:
         """Record inventory changes from now on (the uplink calls this once enrolled)."""
@@ -152,6 +153,8 @@ class ChangeFeed:
         if change is not None:
             for sub in list(self._subscribers):
                 sub.offer(change)
+        for listener in self.listeners:
+            listener()
 
     def subscribe(self, cap: int = QUEUE_CAP) -> Subscription:
         """A new subscription (on the running loop) to every change committed from now on."""
@@ -172,6 +175,12 @@ class ChangeFeed:
     def subscribers(self) -> int:
         """How many subscriptions are open."""
         return len(self._subscribers)
+
+    def listen(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` (cheap, thread-safe) after every committed write, enrolled or not;
+        returns the function that stops it."""
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

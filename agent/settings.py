@@ -387,6 +387,160 @@ def _loopback_http(url: str) -> bool:
 
     parts = urlsplit(url)
     return parts.scheme == "http" and _is_loopback(parts.hostname or "")
+# ---------------------------------------------------------------- templates (issue 17)
+
+TEMPLATE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+
+
+class SignalReload(_Section):
+    """Signal a process (its pid read from a file) after a template's file changed."""
+
+    pid_file: Path = Field(description="File holding the pid of the process to signal.")
+    signal: str = Field("SIGHUP", description="Signal name, e.g. SIGHUP, SIGUSR1.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SignalReload:
+        import signal as _signal
+
+        if self.signal not in _signal.Signals.__members__:
+            raise ValueError(f"signal {self.signal!r} is not a signal name (e.g. SIGHUP)")
+        return self
+
+
+class TemplateReload(_Section):
+    """What runs once each time a template's file is replaced: a command or a signal."""
+
+    command: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Program and arguments (absolute program path; no shell). Its output is "
+        "logged, never a secret value.",
+    )
+    signal: SignalReload | None = Field(None, description="Signal a process instead.")
+    timeout_seconds: float = Field(
+        30, gt=0, le=600, description="Seconds before the command's process group is killed."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TemplateReload:
+        if (self.command is None) == (self.signal is None):
+            raise ValueError("on_change needs exactly one of command or signal")
+        if self.command is not None and not Path(self.command[0]).is_absolute():
+            raise ValueError("on_change.command[0] must be an absolute path to the program")
+        return self
+
+
+class TemplateSpec(_Section):
+    """One file the agent renders from a template and keeps up to date (docs/workloads.md)."""
+
+    name: str | None = Field(
+        None,
+        pattern=TEMPLATE_NAME_PATTERN,
+        description="Name in logs and the audit log (actor template:<name>). Default: the "
+        "destination's file name.",
+    )
+    source: Path | None = Field(
+        None, description="Template file, absolute path (Jinja2, sandboxed; read at start)."
+    )
+    inline: str | None = Field(None, description="The template text itself, instead of source.")
+    destination: Path = Field(description="Absolute path of the rendered file.")
+    mode: int = Field(
+        0o600, ge=0, le=0o777, description="File mode in octal, e.g. '0640' (default 0600 = 384)."
+    )
+    owner: str | None = Field(None, description="User to own the file (the agent must be root).")
+    group: str | None = Field(
+        None, description="Group of the file (the agent must be root or in that group)."
+    )
+    on_change: TemplateReload | None = Field(
+        None,
+        description="After the file changed: {command: [argv…], timeout_seconds} or {signal: "
+        "{pid_file, signal}} (docs/workloads.md).",
+    )
+    min_interval_ms: int = Field(
+        200,
+        ge=0,
+        le=600_000,
+        description="Least time between two renders; changes inside it are coalesced.",
+    )
+    error_on_missing: bool = Field(
+        True,
+        description="A missing secret fails the render (keeping the last good file); false "
+        "renders it as an empty string.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _octal_mode(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("mode"), str):
+            try:
+                data = {**data, "mode": int(data["mode"], 8)}
+            except ValueError:
+                raise ValueError(f"mode {data['mode']!r} must be octal, e.g. '0640'") from None
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> TemplateSpec:
+        if (self.source is None) == (self.inline is None):
+            raise ValueError("a template needs exactly one of source or inline")
+        if not self.destination.is_absolute():
+            raise ValueError(f"destination {self.destination} must be an absolute path")
+        if self.source is not None and not self.source.is_absolute():
+            raise ValueError(f"source {self.source} must be an absolute path")
+        if self.mode & 0o002:
+            raise ValueError(f"mode {self.mode:04o} would let anyone write the file")
+        if self.name is None:
+            self.name = re.sub(r"[^a-z0-9_.-]", "-", self.destination.name.lower()).lstrip("._-")
+            self.name = (self.name or "template")[:63]
+        _check_ownership(self.owner, self.group)
+        return self
+
+    @property
+    def label(self) -> str:
+        """The template's name (always set after validation)."""
+        return self.name or "template"
+
+
+def _check_ownership(owner: str | None, group: str | None) -> None:
+    """An owner or group the agent can set: it must exist, and only root may give a file away."""
+    import grp
+    import pwd
+
+    root = os.geteuid() == 0
+    if owner is not None:
+        try:
+            uid = pwd.getpwuid(int(owner)).pw_uid if owner.isdigit() else pwd.getpwnam(owner).pw_uid
+        except KeyError:
+            raise ValueError(f"owner {owner!r} is not a user on this machine") from None
+        if uid != os.geteuid() and not root:
+            raise ValueError(
+                f"owner {owner!r}: only an agent running as root can give a file to another "
+                "user; remove owner or run the agent as root"
+            )
+    if group is not None:
+        try:
+            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValueError(f"group {group!r} is not a group on this machine") from None
+        if not root and gid not in os.getgroups() and gid != os.getegid():
+            raise ValueError(
+                f"group {group!r}: the agent is not root and not in that group; remove group, "
+                "add the agent's user to it or run the agent as root"
+            )
+
+
+class TemplateLimits(_Section):
+    """Agent-wide bounds on templates (a template never holds the agent up)."""
+
+    max_templates: int = Field(500, ge=1, le=10_000, description="Most templates in templates.")
+    max_source_bytes: int = Field(
+        256 * 1024, ge=64, le=16 * 1024 * 1024, description="Largest template text."
+    )
+    max_rendered_bytes: int = Field(
+        1024 * 1024, ge=64, le=64 * 1024 * 1024, description="Largest rendered file."
+    )
+    render_budget_seconds: float = Field(
+        2.0, gt=0, le=60, description="Most seconds one render may take before it is stopped."
+    )
 
 
 class AgentSettings(BaseSettings):
@@ -461,6 +615,11 @@ class AgentSettings(BaseSettings):
         default_factory=list,
         description="URLs told (signed) when secrets change (docs/workloads.md).",
     )
+    templates: list[TemplateSpec] = Field(
+        default_factory=list,
+        description="Files rendered from templates and kept up to date (docs/workloads.md).",
+    )
+    template_limits: TemplateLimits = Field(default_factory=TemplateLimits)
     metadata_key_file: Path | None = Field(
         None,
         description="The organisation's metadata key (seals secret names for the control "
@@ -481,7 +640,22 @@ class AgentSettings(BaseSettings):
         explicit = "client_cert" in self.tls.model_fields_set
         if self.tls.client_cert == "required" and not self.tls.enabled and explicit:
             raise ValueError("tls.client_cert=required needs tls.enabled=true")
+        self._check_templates()
         return self
+
+    def _check_templates(self) -> None:
+        if len(self.templates) > self.template_limits.max_templates:
+            raise ValueError(
+                f"{len(self.templates)} templates; template_limits.max_templates is "
+                f"{self.template_limits.max_templates}"
+            )
+        seen: dict[object, str] = {}
+        for spec in self.templates:
+            for key, what in ((spec.label, "name"), (spec.destination, "destination")):
+                if key in seen:
+                    hint = " (give each a distinct name:)" if what == "name" else ""
+                    raise ValueError(f"two templates share the {what} {key}{hint}")
+                seen[key] = what
 
     # Derived paths --------------------------------------------------------
     @property

@@ -123,6 +123,15 @@ def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
     return None, False
 
 
+def _item_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a list's items (``templates: list[TemplateSpec]``), if it is one."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is list and args and isinstance(args[0], type):
+        if issubclass(args[0], BaseModel):
+            return args[0]
+    return None
+
+
 def sections(
     model: type[BaseModel], env_path: str, key_path: str = "", doc: str | None = None
 ) -> Iterator[Section]:
@@ -131,6 +140,11 @@ def sections(
     nested: list[tuple[type[BaseModel], str, str, str]] = []
     for name, field in model.model_fields.items():
         key = f"{key_path}{name}"
+        item = _item_model(field.annotation)
+        if item is not None:  # each item's keys; the environment gives the list as JSON
+            own.append(_entry(key, name, field, env_path))
+            nested.append((item, "", f"{key}[].", field.description or (item.__doc__ or "")))
+            continue
         sub, mapping = _model_of(field.annotation)
         if sub is not None:
             env = f"{env_path}{name}__"
@@ -148,9 +162,8 @@ def sections(
 
 def _entry(key: str, name: str, field: FieldInfo, env_path: str) -> Entry:
     kind = ", ".join([type_name(field.annotation), *_bounds(field)])
-    return Entry(
-        key, env_names(name, field, env_path), kind, default_text(field), field.description or ""
-    )
+    env = env_names(name, field, env_path) if env_path else ()  # "": inside a list item
+    return Entry(key, env, kind, default_text(field), field.description or "")
 
 
 def cell(text: str) -> str:
@@ -168,7 +181,7 @@ def render_sections(title: str, items: list[Section]) -> list[str]:
         lines += ["", f"### {title}: {heading}", "", cell(sec.doc.strip().splitlines()[0]), ""]
         lines += ["| key | environment | type | default | description |", "|---|---|---|---|---|"]
         for e in sec.entries:
-            env = "<br>".join(f"`{v}`" for v in e.env)
+            env = "<br>".join(f"`{v}`" for v in e.env) or "— (in the list's JSON)"
             cells = [f"`{e.key}`", env, cell(e.type), cell(e.default), cell(e.description)]
             lines.append("| " + " | ".join(cells) + " |")
     return lines

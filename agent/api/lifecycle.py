@@ -1,5 +1,5 @@
-"""The agent's background services (uplink, rotation scheduler, audit checkpoints, webhooks) in
-the aiohttp app's lifecycle.
+"""The agent's background services (uplink, rotation scheduler, audit checkpoints, webhooks,
+templates) in the aiohttp app's lifecycle.
 
 They start in ``cleanup_ctx`` while the app starts, before the listener accepts a request (so
 no write escapes the uplink's change tracking), and stop when the app shuts down: the stop
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -20,6 +21,9 @@ from agent.audit.checkpoint import Checkpointer
 from agent.rotation.scheduler import Scheduler
 from agent.uplink.service import Uplink
 from agent.webhooks import WebhookSender
+
+if TYPE_CHECKING:
+    from agent.templates.service import Templates
 
 STOP_BUDGET = 5.0  # seconds each service gets to stop before it is cancelled
 
@@ -33,6 +37,7 @@ class Services:
     checkpoints: Checkpointer
     timeout: float
     webhooks: WebhookSender | None = None
+    templates: Templates | None = None
     _stopping: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def start(self) -> None:
@@ -43,6 +48,8 @@ class Services:
             self.webhooks.start()
         if self.scheduler is not None:
             self.scheduler.start()
+        if self.templates is not None:
+            self.templates.start()
 
     def begin_stop(self) -> None:
         """Start stopping every service (at once, in parallel); idempotent."""
@@ -61,6 +68,8 @@ class Services:
             parts.append(self.scheduler.stop(self.timeout))
         if self.webhooks is not None:
             parts.append(self.webhooks.stop(self.timeout))
+        if self.templates is not None:
+            parts.append(self.templates.stop(self.timeout))
         await asyncio.gather(*parts)
 
 
@@ -68,19 +77,24 @@ SERVICES = web.AppKey("services", Services)
 
 
 def open_services(agent: Agent) -> Services:
-    """The uplink (prepared: a bad metadata key stops the start here), the scheduler and the
-    audit checkpoints."""
+    """The uplink (prepared: a bad metadata key stops the start here), the scheduler, the
+    audit checkpoints and the templates (compiled: a bad template stops the start here)."""
     uplink = Uplink(agent)
     uplink.prepare()
     scheduler = None
     if agent.rotation is not None:
         scheduler = Scheduler(agent.rotation, policies_version=lambda: uplink.policies_version)
     checkpoints = Checkpointer(agent.audit_guard, agent.audit, agent.store)
+    templates = None
+    if agent.settings.templates:  # Jinja2 is imported only by an agent that renders templates
+        from agent.templates.service import Templates
+
+        templates = Templates(agent)
     timeout = min(STOP_BUDGET, agent.settings.shutdown_timeout)
     webhooks = None
     if agent.settings.webhooks:  # a missing signing secret stops the start here
         webhooks = WebhookSender(agent.settings.webhooks, agent.secrets.feed, agent.keys.vault_id)
-    return Services(uplink, scheduler, checkpoints, timeout, webhooks)
+    return Services(uplink, scheduler, checkpoints, timeout, webhooks, templates)
 
 
 def add_background_services(app: web.Application, agent: Agent) -> None:

@@ -10,6 +10,7 @@ from apps.cli.desktop_cmd import desktop_cmd
 from apps.cli.org_cmd import org_group
 from apps.cli.policies_cmd import policies_group
 from apps.cli.secrets_cmd import run_cmd, secrets_group
+from apps.cli.secrets_io import export_cmd, import_cmd
 from apps.cli.session_cmd import login_cmd, logout_cmd, whoami_cmd
 from apps.cli.tui_cmd import tui_cmd
 from apps.cli.users_cmd import users_group
@@ -30,6 +31,8 @@ def cli() -> None:
 
 cli.add_command(agent_group)
 cli.add_command(control_plane_group)
+secrets_group.add_command(import_cmd)
+secrets_group.add_command(export_cmd)
 cli.add_command(secrets_group)
 cli.add_command(run_cmd)
 cli.add_command(demo_cmd)

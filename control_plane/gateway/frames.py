@@ -36,7 +36,7 @@ STREAM_KINDS = {
     "audit": frozenset({"audit"}),
     "outbox": uplink.EVENT_KINDS - {"audit"},
 }
-ALERT_KINDS = frozenset({"integrity_failure", "audit_failure", "intent_refused"})
+ALERT_KINDS = frozenset({"integrity_failure", "audit_failure", "intent_refused", "template_failed"})
 RESULT_OUTCOMES = frozenset({"ok", "failed"})
 
 

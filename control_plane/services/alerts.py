@@ -40,6 +40,7 @@ KINDS = (
     "integrity_failure",
     "audit_failure",
     "intent_refused",
+    "template_failed",
 )
 SEVERITIES = ("info", "warning", "critical")
 STATES = ("open", "acknowledged", "resolved")
