@@ -37,11 +37,16 @@ async def _create(api: FakeKubeApi, body: dict) -> kopf.Patch:
 
 async def test_create_makes_statefulset_services_and_configmap(fake_api: FakeKubeApi) -> None:
     patch = await _create(fake_api, vault_agent())
-    applied = [c for c in fake_api.calls if c[0] == "apply"]
+    applied = [c for c in fake_api.calls if c[0] in ("apply", "create")]
     assert applied == [
+        ("create", "Secret", "production-vault-ca"),
+        ("apply", "Secret", "production-vault-tls"),
+        ("apply", "Secret", "production-vault-client-tls"),
         ("apply", "ConfigMap", "production-vault-scripts"),
         ("apply", "Service", "production-vault"),
         ("apply", "Service", "production-vault-headless"),
+        ("apply", "PodDisruptionBudget", "production-vault"),
+        ("apply", "NetworkPolicy", "production-vault"),
         ("apply", "StatefulSet", "production-vault"),
     ]
     sts = fake_api.stored("StatefulSet", "production-vault")
@@ -56,7 +61,12 @@ async def test_create_makes_statefulset_services_and_configmap(fake_api: FakeKub
         for v in sts["spec"]["template"]["spec"]["volumes"]
         if "secret" in v
     }
-    assert secrets == {"vault-client-cert", "vault-master"}
+    assert secrets == {
+        "vault-client-cert",
+        "vault-master",
+        "production-vault-tls",
+        "production-vault-client-tls",
+    }
     for key, obj in fake_api.objects.items():
         assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1234", key
     conditions = _conditions(patch)
@@ -79,8 +89,8 @@ async def test_replicas_over_one_with_sqlite_is_refused_and_creates_nothing(
     assert conditions["InvalidSpec"]["status"] == "True"
     assert "must share one PostgreSQL store" in conditions["Ready"]["message"]
     assert patch["status"]["phase"] == "Invalid"
-    # the timer and the field handlers leave a refused spec alone as well
-    await handlers.refresh_status(body=body, patch=kopf.Patch(), memo=kopf.Memo(api=fake_api))
+    # the status refresh and the field handlers leave a refused spec alone as well
+    assert handlers.status_from(body, None) is None
     await handlers.scale(
         old=1, new=3, body=body, patch=kopf.Patch(), memo=kopf.Memo(api=fake_api), logger=LOG
     )
@@ -140,8 +150,15 @@ async def test_api_failure_becomes_a_retry(fake_api: FakeKubeApi) -> None:
         await _create(fake_api, vault_agent())
 
 
-async def test_refresh_status_reports_ready_replicas(fake_api: FakeKubeApi) -> None:
+async def _event(api: FakeKubeApi, kind: str, body: dict, what: str = "MODIFIED") -> None:
+    await handlers.owned_event(
+        event={"type": what, "object": body}, body=body, memo=kopf.Memo(api=api), logger=LOG
+    )
+
+
+async def test_statefulset_events_refresh_the_owner_status(fake_api: FakeKubeApi) -> None:
     body = vault_agent()
+    await fake_api.apply(body)
     await _create(fake_api, body)
     sts = fake_api.stored("StatefulSet", "production-vault")
     sts["status"] = {
@@ -150,15 +167,14 @@ async def test_refresh_status_reports_ready_replicas(fake_api: FakeKubeApi) -> N
         "readyReplicas": 3,
         "updatedReplicas": 3,
     }
-    patch = kopf.Patch()
-    await handlers.refresh_status(body=body, patch=patch, memo=kopf.Memo(api=fake_api))
-    assert patch["status"]["readyReplicas"] == 3
-    assert patch["status"]["phase"] == "Ready"
-    assert _conditions(patch)["Ready"]["status"] == "True"
-    body["status"] = dict(patch["status"])
-    unchanged = kopf.Patch()
-    await handlers.refresh_status(body=body, patch=unchanged, memo=kopf.Memo(api=fake_api))
-    assert not unchanged  # nothing written when nothing changed
+    await _event(fake_api, "StatefulSet", sts)
+    status = fake_api.stored("VaultAgent", "production-vault")["status"]
+    assert status["readyReplicas"] == 3
+    assert status["phase"] == "Ready"
+    assert {c["type"]: c for c in status["conditions"]}["Ready"]["status"] == "True"
+    before = len(fake_api.calls)
+    await _event(fake_api, "StatefulSet", sts)
+    assert fake_api.calls[before:] == [("get", "VaultAgent", "production-vault")]  # unchanged
 
 
 def test_status_from_a_rolling_statefulset_keeps_transition_times() -> None:
@@ -203,10 +219,11 @@ def test_handlers_are_registered_with_kopf() -> None:
     registered = [h.fn for h in [*changing, *registry._spawning.get_all_handlers()]]
     for fn in (handlers.reconcile_handler, handlers.scale, handlers.resize, handlers.deleted):
         assert fn in registered, fn
-    assert handlers.refresh_status in registered
     assert registered.count(handlers.reconcile_handler) == 3  # create, update, resume
     (deletion,) = [h for h in changing if h.fn is handlers.deleted]
     assert deletion.requires_finalizer is False  # optional=True: no finalizer, GC cascades
+    watched = {h.selector.any_name for h in registry._watching.get_all_handlers()}
+    assert watched >= {"statefulsets", "services", "configmaps", "secrets", "networkpolicies"}
 
 
 def _http_api(handler: object) -> HttpKubeApi:
@@ -241,8 +258,8 @@ async def test_http_api_applies_server_side_and_maps_errors() -> None:
     assert seen[-1].headers["content-type"] == "application/merge-patch+json"
     with pytest.raises(KubeApiError, match="403: statefulsets is forbidden"):
         await api.get("StatefulSet", "vaults", "denied")
-    with pytest.raises(KubeApiError, match="does not manage objects of kind Secret"):
-        await api.get("Secret", "vaults", "x")
+    with pytest.raises(KubeApiError, match="does not manage objects of kind Pod"):
+        await api.get("Pod", "vaults", "x")
     await api.close()
 
 

@@ -13,6 +13,7 @@ import yaml
 
 from k8s_operator.crd import parse_spec
 from k8s_operator.resources import build_all
+from k8s_operator.tls import client_secret, load_ca, new_ca_secret, server_secret
 from tests.k8s.conftest import DEPLOY, vault_agent
 
 KUBE_VERSION = kubernetes_validate.latest_version()  # 1.37.0 with kubernetes-validate 1.37
@@ -59,6 +60,40 @@ BODIES = {
         },
         resources={"requests": {"cpu": "50m", "memory": 64}},
     ),
+    # every optional field at once: backup, scheduling, network peers, a cert-manager issuer
+    "all-options": vault_agent(
+        replicas=1,
+        store={"type": "sqlite"},
+        tls={"issuerRef": {"name": "vault-issuer", "kind": "ClusterIssuer"}},
+        backup={"schedule": "0 3 * * *", "retention": 14, "claimName": "vault-backups"},
+        nodeSelector={"kubernetes.io/os": "linux"},
+        tolerations=[
+            {"key": "dedicated", "operator": "Equal", "value": "vault", "effect": "NoSchedule"}
+        ],
+        podAntiAffinity="required",
+        priorityClassName="vault-critical",
+        imagePullSecrets=["registry-login"],
+        networkPolicy={
+            "ingressFrom": [
+                {"namespaceSelector": {"matchLabels": {"team": "payments"}}},
+                {"podSelector": {"matchLabels": {"app": "api"}}},
+            ],
+            "controlPlaneTo": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+        },
+    ),
+    "own-secrets-and-affinity": vault_agent(
+        tls={"secretRef": {"name": "vault-server-tls"}, "clientSecretRef": {"name": "vault-probe"}},
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                    ]
+                }
+            }
+        },
+        networkPolicy={"storeTo": [{"ipBlock": {"cidr": "10.0.5.0/24"}}], "storePort": 6432},
+    ),
 }
 
 
@@ -66,8 +101,15 @@ BODIES = {
 @pytest.mark.parametrize("case", sorted(BODIES))
 def test_every_operator_made_manifest_validates(case: str, version: str) -> None:
     body = BODIES[case]
-    objects = build_all(body, parse_spec(body["metadata"]["name"], body["spec"]))
-    assert len(objects) == 4
+    spec = parse_spec(body["metadata"]["name"], body["spec"])
+    objects = build_all(body, spec)
+    kinds = [o["kind"] for o in objects]
+    assert kinds[:3] == ["ConfigMap", "Service", "Service"] and kinds[-1] == "StatefulSet"
+    assert {"PodDisruptionBudget", "NetworkPolicy"} <= set(kinds)
+    assert ("CronJob" in kinds) is (spec.backup is not None)
+    if spec.tls.mode == "operator":
+        ca = load_ca(new_ca_secret(body))
+        objects += [new_ca_secret(body), server_secret(body, ca), client_secret(body, ca)]
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
     jsonschema.validate(body, _crd_schema())  # the body itself is a valid VaultAgent

@@ -143,6 +143,8 @@ def test_services_select_the_pods_and_serve_the_port() -> None:
         "ConfigMap",
         "Service",
         "Service",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
         "StatefulSet",
     ]
 
@@ -190,7 +192,7 @@ def _run_init(tmp_path: Path, identity: dict[str, str], pod: str = "v-0") -> str
         "KEYVAULT_PORT": "8080",
         "KEYVAULT_SERVICE_HOST": "v.ns.svc",
         "KEYVAULT_HEADLESS_HOST": "v-headless.ns.svc",
-        "KEYVAULT_STORAGE__URL": "postgresql+psycopg://u@db/kv",
+        "KEYVAULT_STORAGE__URL": "postgresql+psycopg://u:pw-s3cret@db/kv",
         "POD_NAME": pod,
         "CONTROL_PLANE_URL": "https://cp",
     }
@@ -203,9 +205,15 @@ def test_init_script_initialises_once_and_seeds_the_uplink(tmp_path: Path) -> No
     log = _run_init(tmp_path, files)
     assert log.splitlines() == [
         f"agent init --data-dir {tmp_path}/data --key-file /m/master.key --bind 0.0.0.0 --port 8080 "
-        f"--hostname v.ns.svc --hostname v-0.v-headless.ns.svc --token-file {tmp_path}/data/admin.token "
-        "--storage-url postgresql+psycopg://u@db/kv"
+        f"--token-file {tmp_path}/data/admin.token --storage-url-from-env"
     ]
+    assert "pw-s3cret" not in log  # the store URL stays in the environment
+    tls = tmp_path / "data" / "tls"
+    assert {p.name: os.readlink(p) for p in tls.iterdir()} == {
+        "ca.crt": "/etc/keyvault/tls/ca.crt",
+        "client.crt": "/etc/keyvault/tls-client/tls.crt",
+        "client.key": "/etc/keyvault/tls-client/tls.key",
+    }
     uplink = tmp_path / "data" / "uplink"
     assert {p.name: p.read_text() for p in uplink.iterdir()} == files
     assert oct(os.stat(uplink / "client.key").st_mode & 0o777) == "0o600"
@@ -216,7 +224,7 @@ def test_later_replicas_join_the_vault_in_the_shared_store(tmp_path: Path) -> No
     log = _run_init(tmp_path, {}, pod="v-2")
     first = log.splitlines()[0]
     assert first.startswith("agent init --data-dir") and first.endswith(
-        "--storage-url postgresql+psycopg://u@db/kv --join"
+        "--storage-url-from-env --join"
     )
 
 
