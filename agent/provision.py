@@ -212,4 +212,4 @@ def without_password(url: str) -> str:
     """``url`` with its password removed (user, host, database and options kept)."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).set(password=None).render_as_string(hide_password=False)
+    return make_url(url)._replace(password=None).render_as_string(hide_password=False)

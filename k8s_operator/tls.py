@@ -147,9 +147,9 @@ async def ensure_operator_tls(
         return written
     ca = load_ca(ca_stored)
     server_name, client_name = tls_secret_names(name, None)
+    # a new CA (the old one's Secret was deleted) makes every certificate due
+    fresh = bool(written)
     for secret_name, build in ((server_name, server_secret), (client_name, client_secret)):
-        # a new CA (the old one's Secret was deleted) makes every certificate due
-        fresh = bool(written)
         if fresh or _due(await api.get("Secret", namespace, secret_name), moment):
             await api.apply(build(owner, ca))
             written.append(secret_name)

@@ -324,3 +324,64 @@ def test_operator_imports_only_common_of_ours() -> None:
         check=True,
     )
     assert done.stdout.strip() == ""
+
+
+async def test_a_deleted_owned_object_is_made_again(fake_api: FakeKubeApi) -> None:
+    body = vault_agent()
+    await fake_api.apply(body)
+    await _create(fake_api, body)
+    ca = fake_api.stored("Secret", "production-vault-ca")
+    for kind, name in [
+        ("StatefulSet", "production-vault"),
+        ("Service", "production-vault-headless"),
+        ("ConfigMap", "production-vault-scripts"),
+        ("PodDisruptionBudget", "production-vault"),
+        ("NetworkPolicy", "production-vault"),
+        ("Secret", "production-vault-tls"),
+    ]:
+        gone = fake_api.delete(kind, name)
+        await _event(fake_api, kind, gone, "DELETED")
+        assert fake_api.stored(kind, name)["metadata"]["ownerReferences"][0]["uid"] == "uid-1234"
+    assert fake_api.stored("Secret", "production-vault-ca") == ca  # never replaced
+    status = fake_api.stored("VaultAgent", "production-vault")["status"]
+    assert status["phase"] == "Progressing"  # written through the status subresource
+
+
+async def test_events_of_unowned_or_orphaned_objects_change_nothing(fake_api: FakeKubeApi) -> None:
+    body = vault_agent()
+    await _create(fake_api, body)  # the VaultAgent itself is not stored: it was deleted
+    sts = fake_api.delete("StatefulSet", "production-vault")
+    await _event(fake_api, "StatefulSet", sts, "DELETED")
+    assert ("StatefulSet", "vaults", "production-vault") not in fake_api.objects
+    before = len(fake_api.calls)
+    stranger = {"kind": "ConfigMap", "metadata": {"name": "x", "namespace": "vaults"}}
+    await _event(fake_api, "ConfigMap", stranger, "DELETED")
+    assert len(fake_api.calls) == before  # no owner reference: not even a lookup
+    replaced = vault_agent()
+    replaced["metadata"]["uid"] = "uid-new"  # same name, new object: the old children are GC's
+    await fake_api.apply(replaced)
+    await _event(fake_api, "StatefulSet", sts, "DELETED")
+    assert ("StatefulSet", "vaults", "production-vault") not in fake_api.objects
+
+
+def test_no_vaultagent_handler_makes_kopf_add_a_finalizer() -> None:
+    """kopf adds a finalizer only for a handler that requires one (a non-optional delete
+    handler, a timer, a daemon); none exists for VaultAgents, so deletion never waits for the
+    operator (docs/deployment.md, 'Deleting a VaultAgent')."""
+    registry = kopf.get_default_registry()
+    mine = [
+        h
+        for h in [
+            *registry._changing.get_all_handlers(),
+            *registry._spawning.get_all_handlers(),
+            *registry._watching.get_all_handlers(),
+        ]
+        if h.selector is not None and h.selector.any_name == "vaultagents"
+    ]
+    assert mine
+    assert [h.fn for h in mine if getattr(h, "requires_finalizer", None)] == []
+    assert not [
+        h
+        for h in registry._spawning.get_all_handlers()
+        if h.fn.__module__.startswith("k8s_operator")
+    ]

@@ -11,7 +11,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from k8s_operator.api import PATHS
 from k8s_operator.crd import parse_spec
+from k8s_operator.handlers import OWNED
 from k8s_operator.resources import build_all
 from k8s_operator.tls import client_secret, load_ca, new_ca_secret, server_secret
 from tests.k8s.conftest import DEPLOY, vault_agent
@@ -186,8 +188,24 @@ def test_crd_encodes_the_shared_store_rule_and_subresources() -> None:
     assert undocumented(spec_schema, ".spec") == []
 
 
-def test_rbac_grants_no_delete_and_no_secrets() -> None:
+def _verbs(role: dict[str, Any], group: str, plural: str) -> set[str]:
+    return {
+        verb
+        for rule in role["rules"]
+        if group in rule["apiGroups"] and plural in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_rbac_grants_no_delete_and_only_what_the_operator_uses() -> None:
     (role,) = [d for d in _docs("rbac.yaml") if d["kind"] == "ClusterRole"]
     for rule in role["rules"]:
         assert "delete" not in rule["verbs"] and "*" not in rule["verbs"], rule
-        assert "secrets" not in rule["resources"], rule
+        assert "update" not in rule["verbs"] or rule["resources"] == ["vaultagents/finalizers"]
+    # Secrets: its own CA/certificate Secrets only (label-selected watch); no update, no delete
+    assert _verbs(role, "", "secrets") == {"get", "list", "watch", "create", "patch"}
+    for group, _version, plural in OWNED:  # every watched kind can be listed and watched
+        assert {"list", "watch", "get", "create", "patch"} <= _verbs(role, group, plural), plural
+    for kind, (prefix, plural) in PATHS.items():  # every kind the API client touches
+        group = prefix.split("/")[1] if prefix.startswith("apis/") else ""
+        assert {"get", "patch"} <= _verbs(role, group, plural), kind

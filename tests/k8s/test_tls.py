@@ -1,0 +1,209 @@
+"""TLS in the cluster: the certificates the operator makes verify, by a real TLS handshake,
+for every name a client uses to reach a VaultAgent's Service or one of its pods."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from common.tls import client_context, server_context
+from k8s_operator.crd import parse_spec
+from k8s_operator.resources import TLS_DIR, build_statefulset
+from k8s_operator.tls import (
+    certificates,
+    ensure_operator_tls,
+    load_ca,
+    new_ca_secret,
+    server_secret,
+    service_names,
+)
+from tests.k8s.conftest import FakeKubeApi, vault_agent
+
+SERVICE_NAMES = [
+    "production-vault",
+    "production-vault.vaults",
+    "production-vault.vaults.svc",
+    "production-vault.vaults.svc.cluster.local",
+]
+
+
+def _files(api: FakeKubeApi, folder: Path, secret: str) -> dict[str, Path]:
+    """Write a stored TLS Secret's keys into ``folder`` as a pod's volume would hold them."""
+    folder.mkdir(exist_ok=True)
+    out = {}
+    for key, value in api.stored("Secret", secret)["data"].items():
+        out[key] = folder / key
+        out[key].write_bytes(base64.b64decode(value))
+    return out
+
+
+async def _pod(server: dict[str, Path]) -> tuple[asyncio.Server, int]:
+    """One 'pod': a TLS 1.3 server on the certificate from the Secret, client certs required."""
+    ctx = server_context(
+        server["tls.crt"],
+        server["tls.key"],
+        client_ca_file=server["ca.crt"],
+        require_client_cert=True,
+    )
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"ok")
+        await writer.drain()
+        writer.close()
+
+    srv = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=ctx)
+    return srv, srv.sockets[0].getsockname()[1]
+
+
+async def _handshake(port: int, ctx: ssl.SSLContext, name: str) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=name)
+    data = await reader.read(2)
+    writer.close()
+    return data
+
+
+async def test_one_ca_verifies_every_pod_for_every_service_name(
+    fake_api: FakeKubeApi, tmp_path: Path
+) -> None:
+    body = vault_agent()  # 3 replicas
+    written = await ensure_operator_tls(fake_api, body)
+    assert written == ["production-vault-ca", "production-vault-tls", "production-vault-client-tls"]
+    probe = _files(fake_api, tmp_path / "probe", "production-vault-client-tls")
+    # three pods, each with the Secret mounted as the StatefulSet mounts it
+    pods = [
+        await _pod(_files(fake_api, tmp_path / f"pod-{i}", "production-vault-tls"))
+        for i in range(3)
+    ]
+    client = client_context(probe["ca.crt"], cert_file=probe["tls.crt"], key_file=probe["tls.key"])
+    try:
+        for ordinal, (_, port) in enumerate(pods):
+            pod_names = [
+                f"production-vault-{ordinal}.production-vault-headless.vaults.svc",
+                f"production-vault-{ordinal}.production-vault-headless.vaults.svc.cluster.local",
+            ]
+            for name in [*SERVICE_NAMES, *pod_names, "127.0.0.1"]:
+                assert await _handshake(port, client, name) == b"ok", (ordinal, name)
+        # a name the certificate does not carry is refused
+        with pytest.raises(ssl.SSLCertVerificationError, match="match"):
+            await _handshake(pods[0][1], client, "production-vault.other-namespace.svc")
+        # another VaultAgent's CA is not trusted
+        other = FakeKubeApi()
+        await ensure_operator_tls(other, vault_agent("other-vault"))
+        foreign = _files(other, tmp_path / "other", "other-vault-client-tls")
+        stranger = client_context(foreign["ca.crt"])
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await _handshake(pods[1][1], stranger, "production-vault")
+        # a client without a certificate from the VaultAgent's CA is refused by the pod
+        anonymous = client_context(probe["ca.crt"])
+        try:  # TLS 1.3: the refusal arrives after the handshake, as an alert or a closed stream
+            answer = await _handshake(pods[2][1], anonymous, "production-vault")
+        except (ssl.SSLError, ConnectionError):
+            answer = b"refused"
+        assert answer in (b"", b"refused")
+    finally:
+        for srv, _ in pods:
+            srv.close()
+            await srv.wait_closed()
+
+
+async def test_the_ca_is_made_once_and_never_replaced(fake_api: FakeKubeApi) -> None:
+    body = vault_agent()
+    await ensure_operator_tls(fake_api, body)
+    ca = dict(fake_api.stored("Secret", "production-vault-ca"))
+    server = dict(fake_api.stored("Secret", "production-vault-tls"))
+    assert await ensure_operator_tls(fake_api, body) == []  # present and valid: nothing written
+    assert fake_api.stored("Secret", "production-vault-ca") == ca
+    assert fake_api.stored("Secret", "production-vault-tls") == server
+    # a certificate near its expiry is re-issued from the same CA
+    soon = datetime.now(UTC) + timedelta(days=340)
+    assert await ensure_operator_tls(fake_api, body, now=soon) == [
+        "production-vault-tls",
+        "production-vault-client-tls",
+    ]
+    assert fake_api.stored("Secret", "production-vault-ca") == ca
+    assert fake_api.stored("Secret", "production-vault-tls") != server
+    # a deleted certificate Secret is re-issued, still from the same CA
+    fake_api.delete("Secret", "production-vault-tls")
+    assert await ensure_operator_tls(fake_api, body) == ["production-vault-tls"]
+    assert fake_api.stored("Secret", "production-vault-ca") == ca
+    # a CA another writer created first (409 on POST) is the one used
+    racing = FakeKubeApi()
+    theirs = new_ca_secret(body)
+    real_get = racing.get
+
+    async def get_after_race(kind: str, namespace: str, name: str) -> dict | None:
+        if name == "production-vault-ca" and ("create", "Secret", name) not in racing.calls:
+            await racing.create(theirs)
+            racing.calls.pop()
+            return None
+        return await real_get(kind, namespace, name)
+
+    racing.get = get_after_race  # type: ignore[method-assign]
+    await ensure_operator_tls(racing, body)
+    assert racing.stored("Secret", "production-vault-ca")["data"] == theirs["data"]
+    issued = load_ca(theirs).cert_pem()
+    assert (
+        base64.b64decode(racing.stored("Secret", "production-vault-tls")["data"]["ca.crt"])
+        == issued
+    )
+
+
+def test_ca_secret_is_owned_and_certificate_names_cover_all_replicas() -> None:
+    body = vault_agent()
+    secret = new_ca_secret(body)
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1234"
+    assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "keyvault-operator"
+    names = service_names("production-vault", "vaults")
+    assert names[:4] == SERVICE_NAMES
+    assert "production-vault-14.production-vault-headless.vaults.svc" in names  # replica maximum
+    assert server_secret(body, load_ca(secret))["type"] == "kubernetes.io/tls"
+
+
+def test_pods_mount_the_shared_certificate_and_serve_it() -> None:
+    body = vault_agent()
+    pod = build_statefulset(body, parse_spec("production-vault", body["spec"]))["spec"]["template"][
+        "spec"
+    ]
+    volumes = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert volumes["tls"] == "production-vault-tls"
+    assert volumes["tls-client"] == "production-vault-client-tls"
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["KEYVAULT_TLS__CERT_FILE"] == f"{TLS_DIR}/tls.crt"
+    assert env["KEYVAULT_TLS__CLIENT_CA_FILE"] == f"{TLS_DIR}/ca.crt"
+
+
+def test_issuer_mode_asks_cert_manager_for_the_same_names() -> None:
+    body = vault_agent(tls={"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}})
+    server, client = certificates(body, parse_spec("production-vault", body["spec"]))
+    assert server["spec"]["issuerRef"] == {
+        "name": "corp-ca",
+        "kind": "ClusterIssuer",
+        "group": "cert-manager.io",
+    }
+    assert server["spec"]["dnsNames"] == service_names("production-vault", "vaults")
+    assert server["spec"]["secretName"] == "production-vault-tls"
+    assert "server auth" in server["spec"]["usages"] and "client auth" in client["spec"]["usages"]
+    assert client["spec"]["secretName"] == "production-vault-client-tls"
+
+
+async def test_own_secrets_mode_makes_no_tls_objects(fake_api: FakeKubeApi) -> None:
+    import logging
+
+    import kopf
+
+    from k8s_operator import handlers
+
+    body = vault_agent(tls={"secretRef": {"name": "mine"}, "clientSecretRef": {"name": "probe"}})
+    patch = kopf.Patch()
+    await handlers.reconcile_handler(
+        body=body, patch=patch, memo=kopf.Memo(api=fake_api), logger=logging.getLogger("t")
+    )
+    assert not [k for k in fake_api.objects if k[0] in ("Secret", "Certificate")]
+    pod = fake_api.stored("StatefulSet", "production-vault")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert (volumes["tls"], volumes["tls-client"]) == ("mine", "probe")
