@@ -465,6 +465,9 @@ def build_backup_cronjob(owner: Mapping[str, Any], spec: AgentSpec) -> dict[str,
             {"name": "data", "mountPath": DATA_MOUNT},
             {"name": "backup", "mountPath": BACKUP_DIR},
             {"name": "tmp", "mountPath": TMP_DIR},
+            # the data folder's tls/ links point here: the backup copies what they name
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+            {"name": "tls-client", "mountPath": CLIENT_TLS_DIR, "readOnly": True},
         ],
         "securityContext": _container_security(),
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
@@ -491,6 +494,7 @@ def build_backup_cronjob(owner: Mapping[str, Any], spec: AgentSpec) -> dict[str,
             {"name": "data", "persistentVolumeClaim": {"claimName": f"data-{name}-0"}},
             {"name": "backup", "persistentVolumeClaim": {"claimName": backup.claim_name}},
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            *[v for v in _volumes(owner, spec) if v["name"] in ("tls", "tls-client")],
         ],
     }
     sched = spec.scheduling
