@@ -109,8 +109,14 @@ async def _tls(api: KubeApi, body: Mapping[str, Any], spec: AgentSpec, logger: L
         if written:
             logger.info("VaultAgent %s/%s TLS Secrets written: %s", namespace, name, written)
     elif spec.tls.mode == "issuer":
-        for cert in certificates(body, spec):
-            await api.apply(cert)
+        try:
+            for cert in certificates(body, spec):
+                await api.apply(cert)
+        except KubeApiError as exc:
+            raise KubeApiError(
+                f"spec.tls.issuerRef needs cert-manager (kind Certificate, cert-manager.io/v1) "
+                f"installed in the cluster: {exc.message}"
+            ) from None
 
 
 async def _retire(api: KubeApi, body: Mapping[str, Any], spec: AgentSpec, logger: Log) -> None:

@@ -385,3 +385,46 @@ def test_no_vaultagent_handler_makes_kopf_add_a_finalizer() -> None:
         for h in registry._spawning.get_all_handlers()
         if h.fn.__module__.startswith("k8s_operator")
     ]
+
+
+async def test_issuer_mode_applies_certificates_and_says_when_cert_manager_is_missing(
+    fake_api: FakeKubeApi,
+) -> None:
+    body = vault_agent(tls={"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}})
+    await _create(fake_api, body)
+    assert fake_api.stored("Certificate", "production-vault-tls")["spec"]["issuerRef"]["name"] == (
+        "corp-ca"
+    )
+    assert ("Secret", "vaults", "production-vault-ca") not in fake_api.objects  # no own CA
+    real_apply = fake_api.apply
+
+    async def no_cert_manager(obj: dict) -> dict:
+        if obj["kind"] == "Certificate":
+            raise KubeApiError("apply of Certificate production-vault-tls found no such resource")
+        return await real_apply(obj)
+
+    fake_api.apply = no_cert_manager  # type: ignore[method-assign]
+    with pytest.raises(kopf.TemporaryError, match="needs cert-manager"):
+        await _create(fake_api, body)
+
+
+async def test_http_api_creates_only_when_absent_and_patches_status() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "POST" and b'"taken"' in request.content:
+            return httpx.Response(409, json={"message": "already exists"})
+        return httpx.Response(201, json=json.loads(request.content or b"{}"))
+
+    api = _http_api(answer)
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "v-ca", "namespace": "ns"}}
+    assert await api.create(secret) == secret
+    assert (seen[-1].method, seen[-1].url.path) == ("POST", "/api/v1/namespaces/ns/secrets")
+    assert seen[-1].headers["content-type"] == "application/json"
+    taken = {**secret, "metadata": {"name": "taken", "namespace": "ns"}}
+    assert await api.create(taken) is None  # 409: the existing object is left alone
+    await api.patch_status("ns", "v", {"phase": "Ready"})
+    assert seen[-1].url.path == "/apis/keyvault.io/v1/namespaces/ns/vaultagents/v/status"
+    assert json.loads(seen[-1].content) == {"status": {"phase": "Ready"}}
+    await api.close()
