@@ -34,7 +34,7 @@ SERVICE_NAMES = [
 
 def _files(api: FakeKubeApi, folder: Path, secret: str) -> dict[str, Path]:
     """Write a stored TLS Secret's keys into ``folder`` as a pod's volume would hold them."""
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     out = {}
     for key, value in api.stored("Secret", secret)["data"].items():
         out[key] = folder / key
@@ -207,3 +207,95 @@ async def test_own_secrets_mode_makes_no_tls_objects(fake_api: FakeKubeApi) -> N
     pod = fake_api.stored("StatefulSet", "production-vault")["spec"]["template"]["spec"]
     volumes = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
     assert (volumes["tls"], volumes["tls-client"]) == ("mine", "probe")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_a_real_agent_pod_serves_the_operator_certificate(
+    fake_api: FakeKubeApi, tmp_path: Path
+) -> None:
+    """One pod, as the StatefulSet describes it, without Kubernetes: the Secrets' files where
+    the pod mounts them (under a temporary root), the real init script, the real agent with the
+    pod's environment, and the pod's own health probe. A client trusting the VaultAgent's CA
+    reaches it under the Service name."""
+    import subprocess
+    import sys
+    import time
+
+    from agent.crypto import generate_key_file
+    from k8s_operator.resources import INIT_SCRIPT
+
+    root = tmp_path / "pod"
+    body = vault_agent(replicas=1, store={"type": "sqlite"})
+    await ensure_operator_tls(fake_api, body)
+    _files(fake_api, Path(f"{root}{TLS_DIR}"), "production-vault-tls")
+    _files(fake_api, Path(f"{root}/etc/keyvault/tls-client"), "production-vault-client-tls")
+    (root / "etc/keyvault/master").mkdir(parents=True)
+    generate_key_file(root / "etc/keyvault/master/master.key")
+    (root / "tmp").mkdir()
+    sts = build_statefulset(body, parse_spec("production-vault", body["spec"]))
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    port = _free_port()
+
+    def rooted(value: str) -> str:
+        for prefix in ("/var/lib/keyvault", "/etc/keyvault", "/tmp"):
+            if value.startswith(prefix):
+                return f"{root}{value}"
+        return value
+
+    env = {e["name"]: rooted(e["value"]) for e in container["env"] if "value" in e}
+    env.update(
+        POD_NAME="production-vault-0",
+        KEYVAULT_PORT=str(port),
+        PATH=f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        KEYVAULT_CONTROL_PLANE_URL="",
+        CONTROL_PLANE_URL="",
+    )
+    script = INIT_SCRIPT.replace("/etc/keyvault", f"{root}/etc/keyvault")
+    done = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "apps.cli.main", *container["command"][1:]],
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url_file = Path(env["KEYVAULT_DATA_DIR"]) / "agent.url"
+        deadline = time.monotonic() + 60
+        while not url_file.exists() and time.monotonic() < deadline:
+            assert agent.poll() is None, agent.stderr.read() if agent.stderr else b""
+            await asyncio.sleep(0.1)
+        # the pod's own probe: the agent's health check with the probe's client certificate
+        probe = subprocess.run(
+            [sys.executable, "-m", *container["livenessProbe"]["exec"]["command"][2:]],
+            env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert probe.returncode == 0, probe.stderr
+        assert probe.stdout.strip() == "healthy"
+        # a workload trusting the VaultAgent's CA, through the Service name
+        client_dir = Path(f"{root}/etc/keyvault/tls-client")
+        ctx = client_context(
+            client_dir / "ca.crt", cert_file=client_dir / "tls.crt", key_file=client_dir / "tls.key"
+        )
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ctx, server_hostname="production-vault.vaults.svc.cluster.local"
+        )
+        writer.write(
+            b"GET /api/v1/health HTTP/1.1\r\nHost: production-vault\r\nConnection: close\r\n\r\n"
+        )
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    finally:
+        agent.terminate()
+        agent.wait(20)
