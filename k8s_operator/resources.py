@@ -52,6 +52,10 @@ if [ ! -f "$KEYVAULT_DATA_DIR/agent.yaml" ]; then
     case "$POD_NAME" in *-0) ;; *) set -- "$@" --join ;; esac
   fi
   keyvault agent init "$@"
+elif [ -n "${{KEYVAULT_STORAGE__URL:-}}" ]; then
+  # a folder made by an older operator has the URL with its password in agent.yaml: remove
+  # the password (the variable gives the agent the full URL)
+  sed -i -E "s#^(  url: '?[a-z0-9+]+://[^:/@]+):[^@]*@#\\\\1@#" "$KEYVAULT_DATA_DIR/agent.yaml"
 fi
 # The agent serves the mounted certificate (KEYVAULT_TLS__* variables); the health probe reads
 # the CA and its client certificate from the data folder: links follow renewed Secrets.
