@@ -1,5 +1,5 @@
 """The kustomize base and overlays, rendered offline with the real ``kubectl kustomize`` and
-validated strictly against every Kubernetes version from the oldest supported one; the
+validated strictly against the oldest supported and the newest Kubernetes version; the
 VaultAgents they hold are checked against the rendered CRD and by the operator, whose objects
 for them are validated the same way."""
 
@@ -20,14 +20,13 @@ from k8s_operator.crd import parse_spec
 from k8s_operator.resources import build_all
 from tests.conftest import need_service
 from tests.k8s.conftest import DEPLOY
-from tests.k8s.test_manifests import to_json_schema
+from tests.k8s.test_manifests import KUBE_VERSION, OLDEST_SUPPORTED, to_json_schema
 
 ROOT = DEPLOY.parents[1]
 KUSTOMIZE = DEPLOY / "kustomize"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-# every minor version kubernetes-validate has schemas for, from the oldest the CRD supports
-MINORS = range(29, int(kubernetes_validate.latest_version().split(".")[1]) + 1)
-VERSIONS = [f"1.{m}.0" for m in MINORS]
+# the versions test_manifests.py validates against: the oldest the CRD supports, the newest
+VERSIONS = [OLDEST_SUPPORTED, KUBE_VERSION]
 COPIES = {"base": ("crd.yaml", "rbac.yaml", "operator.yaml")}
 COMPONENT = ("crd-vaultsecret.yaml", "rbac-vaultsecret.yaml")
 
