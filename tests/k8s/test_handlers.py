@@ -428,3 +428,17 @@ async def test_http_api_creates_only_when_absent_and_patches_status() -> None:
     assert seen[-1].url.path == "/apis/keyvault.io/v1/namespaces/ns/vaultagents/v/status"
     assert json.loads(seen[-1].content) == {"status": {"phase": "Ready"}}
     await api.close()
+
+
+async def test_startup_watches_only_the_operators_own_objects() -> None:
+    from kopf._cogs.structs.references import Resource
+
+    settings = kopf.OperatorSettings()
+    await handlers.startup(settings=settings)
+    assert settings.posting.level == logging.WARNING
+    for group, version, plural in handlers.OWNED:
+        resource = Resource(group, version, plural, namespaced=True, verbs=["list", "watch"])
+        selectors = list(settings.watching.label_selectors.collect(resource))
+        assert selectors == ["app.kubernetes.io/managed-by=keyvault-operator"], plural
+    other = Resource("", "v1", "pods", namespaced=True, verbs=["list", "watch"])
+    assert list(settings.watching.label_selectors.collect(other)) == []
