@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from common.errors import ValidationError
@@ -57,6 +57,7 @@ class TLSSpec:
     issuer_kind: str = "Issuer"
     server_secret: str | None = None  # mode "secret" only: the user's Secrets
     client_secret: str | None = None
+    cluster_domain: str = "cluster.local"
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class NetworkPolicySpec:
     control_plane_to: list[dict[str, Any]]
     store_to: list[dict[str, Any]]
     store_port: int
+    extra_egress: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,14 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> AgentSpec:
 def _tls(value: Any) -> TLSSpec:
     """``spec.tls``: ``{}`` (operator CA), ``{issuerRef}`` or ``{secretRef, clientSecretRef}``."""
     tls = _map(value, "spec.tls")
+    domain = str(tls.get("clusterDomain", "cluster.local"))
+    if not NAME_RE.match(domain) or len(domain) > 253:
+        raise InvalidSpecError("spec.tls.clusterDomain must be a DNS name such as cluster.local")
+    return replace(_tls_source(tls), cluster_domain=domain)
+
+
+def _tls_source(tls: Mapping[str, Any]) -> TLSSpec:
+    """Where the certificates come from: the operator, an issuer, or the user's Secrets."""
     issuer, secret = tls.get("issuerRef"), tls.get("secretRef")
     if issuer is not None and secret is not None:
         raise InvalidSpecError("spec.tls takes issuerRef or secretRef, not both")
@@ -229,8 +239,12 @@ def _network_policy(value: Any) -> NetworkPolicySpec:
     port = _int(
         policy.get("storePort", DEFAULT_STORE_PORT), "spec.networkPolicy.storePort", 1, 65535
     )
+    extra = [
+        dict(_map(r, "spec.networkPolicy.extraEgress[]"))
+        for r in _list(policy.get("extraEgress"), "spec.networkPolicy.extraEgress")
+    ]
     return NetworkPolicySpec(
-        enabled, peers("ingressFrom"), peers("controlPlaneTo"), peers("storeTo"), port
+        enabled, peers("ingressFrom"), peers("controlPlaneTo"), peers("storeTo"), port, extra
     )
 
 

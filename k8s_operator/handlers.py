@@ -105,7 +105,7 @@ async def _tls(api: KubeApi, body: Mapping[str, Any], spec: AgentSpec, logger: L
     """The pods' certificates: made from the VaultAgent's CA, asked of cert-manager, or given."""
     name, namespace, _ = _ident(body)
     if spec.tls.mode == "operator":
-        written = await ensure_operator_tls(api, body)
+        written = await ensure_operator_tls(api, body, domain=spec.tls.cluster_domain)
         if written:
             logger.info("VaultAgent %s/%s TLS Secrets written: %s", namespace, name, written)
     elif spec.tls.mode == "issuer":

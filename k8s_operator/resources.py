@@ -421,6 +421,8 @@ def build_network_policy(owner: Mapping[str, Any], spec: AgentSpec) -> dict[str,
     egress = [dns, rule(policy.control_plane_to, _endpoint_port(spec.endpoint), "to")]
     if spec.store_type == "postgresql":
         egress.append(rule(policy.store_to, policy.store_port, "to"))
+    # e.g. the databases whose roles the agent rotates (agent.yaml rotation.postgres)
+    egress += [dict(r) for r in policy.extra_egress]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -10,8 +10,8 @@ the Service. The pods require client certificates from the same CA; a second cer
 In the default mode (``spec.tls: {}``) the operator makes the CA with the ``cryptography``
 library (via :mod:`common.tls`) once, in the Secret ``<name>-ca`` owned by the VaultAgent, and
 never replaces it: objects are created with POST, and one that exists is left alone. The
-certificates are issued from it and re-issued only when they are missing or within
-:data:`RENEW_BEFORE` of expiry. With ``spec.tls.issuerRef`` cert-manager ``Certificate``
+certificates are issued from it and re-issued only when they are missing, within
+:data:`RENEW_BEFORE` of expiry, or (the server's) naming other hosts than it should. With ``spec.tls.issuerRef`` cert-manager ``Certificate``
 objects ask the named issuer for the same names; with ``spec.tls.secretRef`` the user's
 Secrets are mounted as they are.
 """
@@ -22,6 +22,8 @@ import base64
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from cryptography import x509
 
 from common.tls import CertificateAuthority, cert_not_after
 from k8s_operator.api import KubeApi
@@ -95,11 +97,13 @@ def load_ca(secret: Mapping[str, Any]) -> CertificateAuthority:
     )
 
 
-def server_secret(owner: Mapping[str, Any], ca: CertificateAuthority) -> dict[str, Any]:
+def server_secret(
+    owner: Mapping[str, Any], ca: CertificateAuthority, domain: str = CLUSTER_DOMAIN
+) -> dict[str, Any]:
     """The pods' server certificate (every Service and pod name), as a TLS Secret."""
     meta = owner["metadata"]
     cert, key = ca.issue_server_cert(
-        service_names(meta["name"], meta["namespace"]),
+        service_names(meta["name"], meta["namespace"], domain),
         ip_addresses=("127.0.0.1", "::1"),
         valid_for=CERT_VALIDITY,
     )
@@ -116,19 +120,34 @@ def client_secret(owner: Mapping[str, Any], ca: CertificateAuthority) -> dict[st
     return _secret(owner, name, data, "kubernetes.io/tls")
 
 
-def _due(secret: Mapping[str, Any] | None, now: datetime) -> bool:
-    """Whether a certificate Secret is missing, unreadable or close to expiry."""
+def _dns_names(cert_pem: bytes) -> set[str]:
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return set(san.get_values_for_type(x509.DNSName))
+
+
+def _due(secret: Mapping[str, Any] | None, now: datetime, names: set[str] | None) -> bool:
+    """Whether a certificate Secret is missing, unreadable, close to expiry, or (``names``)
+    does not carry exactly these DNS names."""
     if secret is None:
         return True
     try:
         cert = base64.b64decode((secret.get("data") or {})["tls.crt"])
+        if names is not None and _dns_names(cert) != names:
+            return True
         return cert_not_after(cert) - now < RENEW_BEFORE
     except (KeyError, ValueError):
         return True
 
 
 async def ensure_operator_tls(
-    api: KubeApi, owner: Mapping[str, Any], now: datetime | None = None
+    api: KubeApi,
+    owner: Mapping[str, Any],
+    now: datetime | None = None,
+    domain: str = CLUSTER_DOMAIN,
 ) -> list[str]:
     """Make the CA once and the two certificates when due; returns the names written."""
     meta = owner["metadata"]
@@ -149,10 +168,14 @@ async def ensure_operator_tls(
     server_name, client_name = tls_secret_names(name, None)
     # a new CA (the old one's Secret was deleted) makes every certificate due
     fresh = bool(written)
-    for secret_name, build in ((server_name, server_secret), (client_name, client_secret)):
-        if fresh or _due(await api.get("Secret", namespace, secret_name), moment):
-            await api.apply(build(owner, ca))
-            written.append(secret_name)
+    names = set(service_names(name, namespace, domain))
+    server = await api.get("Secret", namespace, server_name)
+    if fresh or _due(server, moment, names):
+        await api.apply(server_secret(owner, ca, domain))
+        written.append(server_name)
+    if fresh or _due(await api.get("Secret", namespace, client_name), moment, None):
+        await api.apply(client_secret(owner, ca))
+        written.append(client_name)
     return written
 
 
@@ -176,7 +199,7 @@ def certificates(owner: Mapping[str, Any], spec: AgentSpec) -> list[dict[str, An
         **common,
         "secretName": server_name,
         "commonName": f"{name}.{meta['namespace']}.svc",
-        "dnsNames": service_names(name, meta["namespace"]),
+        "dnsNames": service_names(name, meta["namespace"], spec.tls.cluster_domain),
         "ipAddresses": ["127.0.0.1", "::1"],
         "usages": ["digital signature", "server auth"],
     }

@@ -81,10 +81,17 @@ BODIES = {
                 {"podSelector": {"matchLabels": {"app": "api"}}},
             ],
             "controlPlaneTo": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+            "extraEgress": [
+                {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}], "ports": [{"port": 5433}]}
+            ],
         },
     ),
     "own-secrets-and-affinity": vault_agent(
-        tls={"secretRef": {"name": "vault-server-tls"}, "clientSecretRef": {"name": "vault-probe"}},
+        tls={
+            "secretRef": {"name": "vault-server-tls"},
+            "clientSecretRef": {"name": "vault-probe"},
+            "clusterDomain": "corp.internal",
+        },
         affinity={
             "nodeAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": {

@@ -350,3 +350,19 @@ def test_backup_of_a_postgresql_store_is_refused() -> None:
     body = vault_agent(backup={"schedule": "@daily", "claimName": "b"})
     with pytest.raises(InvalidSpecError, match="PostgreSQL's own tools"):
         parse_spec("v", body["spec"])
+
+
+def test_extra_egress_rules_are_added() -> None:
+    from k8s_operator.resources import build_network_policy
+
+    rule = {
+        "to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}],
+        "ports": [{"protocol": "TCP", "port": 5433}],
+    }
+    body = vault_agent(networkPolicy={"extraEgress": [rule]})
+    policy = build_network_policy(body, parse_spec("v", body["spec"]))
+    assert policy["spec"]["egress"][-1] == rule
+    with pytest.raises(InvalidSpecError, match="extraEgress must be a list"):
+        parse_spec("v", {**body["spec"], "networkPolicy": {"extraEgress": rule}})
+    with pytest.raises(InvalidSpecError, match="clusterDomain"):
+        parse_spec("v", {**body["spec"], "tls": {"clusterDomain": "Not A Domain"}})

@@ -299,3 +299,27 @@ async def test_a_real_agent_pod_serves_the_operator_certificate(
     finally:
         agent.terminate()
         agent.wait(20)
+
+
+async def test_a_custom_cluster_domain_is_named_and_a_changed_one_reissues(
+    fake_api: FakeKubeApi,
+) -> None:
+    body = vault_agent()
+    await ensure_operator_tls(fake_api, body)
+    ca = fake_api.stored("Secret", "production-vault-ca")
+    written = await ensure_operator_tls(fake_api, body, domain="corp.internal")
+    assert written == ["production-vault-tls"]  # the names changed; the CA and probe did not
+    assert fake_api.stored("Secret", "production-vault-ca") == ca
+    cert = base64.b64decode(fake_api.stored("Secret", "production-vault-tls")["data"]["tls.crt"])
+    from cryptography import x509
+
+    san = x509.load_pem_x509_certificate(cert).extensions.get_extension_for_class(
+        x509.SubjectAlternativeName
+    )
+    names = san.value.get_values_for_type(x509.DNSName)
+    assert "production-vault.vaults.svc.corp.internal" in names
+    assert "production-vault.vaults.svc.cluster.local" not in names
+    spec = parse_spec(
+        "production-vault", {**body["spec"], "tls": {"clusterDomain": "corp.internal"}}
+    )
+    assert spec.tls.cluster_domain == "corp.internal" and spec.tls.mode == "operator"
