@@ -80,6 +80,12 @@ agent_group.add_command(windows_service_group)
 @click.option(
     "--storage-url", help="SQLAlchemy URL of the store (default SQLite in the data folder)."
 )
+@click.option(
+    "--storage-url-from-env",
+    is_flag=True,
+    help="Take the store URL from KEYVAULT_STORAGE__URL and keep its password there: agent.yaml "
+    "gets the URL without the password, and the agent reads the variable at every start.",
+)
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="Port."
@@ -107,6 +113,7 @@ def init_cmd(
     client_ca: Path | None,
     client_cert_mode: str,
     storage_url: str | None,
+    storage_url_from_env: bool,
     bind: str,
     port: int,
     token_file: Path | None,
@@ -125,6 +132,15 @@ def init_cmd(
             f"--token-file {token_file} already exists; give a new path (the admin token is "
             "never written into an existing file or through a link)"
         )
+    if storage_url_from_env:
+        if storage_url is not None:
+            raise ConfigError("give --storage-url or --storage-url-from-env, not both")
+        storage_url = os.environ.get("KEYVAULT_STORAGE__URL") or None
+        if storage_url is None:
+            raise ConfigError(
+                "--storage-url-from-env is set but KEYVAULT_STORAGE__URL is empty; set it to the "
+                "store's SQLAlchemy URL (postgresql+psycopg://user:password@host/db)"
+            )
     passphrase = None
     if use_passphrase:
         passphrase = os.environ.get("KEYVAULT_MASTER_PASSPHRASE") or click.prompt(
@@ -146,6 +162,7 @@ def init_cmd(
             bind,
             port,
             join,
+            storage_url_from_env,
         )
     )
     if join:

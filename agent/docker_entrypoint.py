@@ -113,6 +113,9 @@ def first_start(settings: AgentSettings, env: Mapping[str, str]) -> None:
             storage_url=settings.storage.url,
             bind=settings.bind,
             port=settings.port,
+            # a URL from the environment (e.g. a Kubernetes secretKeyRef) keeps its password
+            # there: never written into agent.yaml on the volume
+            storage_url_from_env=bool(env.get("KEYVAULT_STORAGE__URL")),
         )
     )
     token_file = Path(env.get("KEYVAULT_ADMIN_TOKEN_FILE") or settings.data_dir / "admin.token")

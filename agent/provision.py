@@ -41,6 +41,9 @@ class InitOptions:
     #: join the vault already in a shared (PostgreSQL) store instead of creating one: another
     #: replica of the same agent made it; no keystore and no admin token are created
     join: bool = False
+    #: the store URL came from ``KEYVAULT_STORAGE__URL`` and stays there: agent.yaml gets the URL
+    #: without its password (the agent reads the full one from the environment at every start)
+    storage_url_from_env: bool = False
 
 
 @dataclass(frozen=True, repr=False)
@@ -196,7 +199,16 @@ def _config(
                 "client_ca_file": str(tls["ca"]),
                 "client_cert": opts.client_cert_mode,
             },
-            "storage": {"url": storage_url},
+            "storage": {
+                "url": without_password(storage_url) if opts.storage_url_from_env else storage_url
+            },
         }
     )
     return config
+
+
+def without_password(url: str) -> str:
+    """``url`` with its password removed (user, host, database and options kept)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url)._replace(password=None).render_as_string(hide_password=False)

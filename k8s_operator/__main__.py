@@ -2,6 +2,8 @@
 
 Watches every namespace unless ``WATCH_NAMESPACES`` lists some (comma separated). Reaches the
 API server with the pod's service account, else the kubeconfig (``KUBECONFIG`` or ~/.kube).
+Serves its liveness check at ``KEYVAULT_OPERATOR_LIVENESS`` (default
+``http://0.0.0.0:8080/healthz``, the Deployment's probe).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import k8s_operator.handlers
 import k8s_operator.vaultsecret_handlers  # noqa: F401 - and the VaultSecret ones
 from common.errors import ConfigError
 from k8s_operator.api import HttpKubeApi
+
+LIVENESS = "http://0.0.0.0:8080/healthz"
 
 
 def connect() -> HttpKubeApi:
@@ -45,7 +49,7 @@ def main() -> None:
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,
-        liveness_endpoint="http://0.0.0.0:8080/healthz",
+        liveness_endpoint=os.environ.get("KEYVAULT_OPERATOR_LIVENESS") or LIVENESS,
         memo=kopf.Memo(api=api),
     )
 

@@ -15,14 +15,20 @@ from typing import Any, Protocol
 import httpx
 
 from common.errors import KeyVaultError
-from k8s_operator import MANAGER
+from k8s_operator import API_VERSION, MANAGER, PLURAL
 
 # kind → (API prefix, plural) of every kind the operator touches
 PATHS = {
     "ConfigMap": ("api/v1", "configmaps"),
     "Service": ("api/v1", "services"),
+    "Secret": ("api/v1", "secrets"),
     "PersistentVolumeClaim": ("api/v1", "persistentvolumeclaims"),
     "StatefulSet": ("apis/apps/v1", "statefulsets"),
+    "PodDisruptionBudget": ("apis/policy/v1", "poddisruptionbudgets"),
+    "NetworkPolicy": ("apis/networking.k8s.io/v1", "networkpolicies"),
+    "CronJob": ("apis/batch/v1", "cronjobs"),
+    "Certificate": ("apis/cert-manager.io/v1", "certificates"),
+    "VaultAgent": (f"apis/{API_VERSION}", PLURAL),
 }
 
 
@@ -40,8 +46,18 @@ class KubeApi(Protocol):
         """Create or update ``obj`` (server-side apply); returns the stored object."""
         ...
 
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create ``obj`` only if it does not exist: the stored object, or None when it did."""
+        ...
+
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The stored object, or None when it does not exist."""
+        ...
+
+    async def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """Merge ``status`` into a VaultAgent's status subresource; None when it is gone."""
         ...
 
     async def patch(
@@ -82,12 +98,14 @@ class HttpKubeApi:
         headers = info.as_http_headers()
         return cls(httpx.AsyncClient(base_url=info.server, verify=ctx, headers=headers, timeout=30))
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any] | None:
+    async def _call(
+        self, method: str, path: str, absent: tuple[int, ...] = (404,), **kwargs: Any
+    ) -> dict[str, Any] | None:
         try:
             resp = await self.client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
             raise KubeApiError(f"the Kubernetes API is unreachable: {type(exc).__name__}") from None
-        if resp.status_code == 404:
+        if resp.status_code in absent:
             return None
         if resp.status_code >= 400:
             try:
@@ -109,6 +127,24 @@ class HttpKubeApi:
         if result is None:
             raise KubeApiError(f"apply of {obj['kind']} {meta['name']} found no such resource")
         return result
+
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        """POST one object; None when it exists already (409), which is left as it is."""
+        meta = obj["metadata"]
+        path = object_path(obj["kind"], meta["namespace"], meta["name"]).rsplit("/", 1)[0]
+        params = {"fieldManager": MANAGER}
+        headers = {"Content-Type": "application/json"}
+        body = json.dumps(obj)
+        return await self._call("POST", path, (409,), params=params, headers=headers, content=body)
+
+    async def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """JSON merge patch of a VaultAgent's status subresource."""
+        headers = {"Content-Type": "application/merge-patch+json"}
+        path = object_path("VaultAgent", namespace, name) + "/status"
+        body = json.dumps({"status": status})
+        return await self._call("PATCH", path, headers=headers, content=body)
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """GET one object."""

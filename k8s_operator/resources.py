@@ -1,4 +1,5 @@
-"""Pure builders of the objects a VaultAgent owns: ConfigMap, Services and StatefulSet.
+"""Pure builders of the objects a VaultAgent owns: ConfigMap, Services, StatefulSet,
+PodDisruptionBudget, NetworkPolicy and the optional backup CronJob (TLS objects: tls.py).
 
 No API calls here: each function turns a checked :class:`~k8s_operator.crd.AgentSpec` into a
 manifest (a plain dict), so tests can validate every one with kubernetes-validate.
@@ -11,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from k8s_operator import API_VERSION, KIND, MANAGER
-from k8s_operator.crd import AgentSpec
+from k8s_operator.crd import AgentSpec, TLSSpec
 
 DATA_MOUNT = "/var/lib/keyvault"
 DATA_DIR = f"{DATA_MOUNT}/data"
@@ -19,6 +20,9 @@ MASTER_DIR = "/etc/keyvault/master"
 MASTER_FILE = f"{MASTER_DIR}/master.key"
 IDENTITY_DIR = "/etc/keyvault/uplink"
 ENROLLMENT_DIR = "/etc/keyvault/enrollment"
+TLS_DIR = "/etc/keyvault/tls"  # server certificate, its key and the CA (tls.crt, tls.key, ca.crt)
+CLIENT_TLS_DIR = "/etc/keyvault/tls-client"  # the health probe's client certificate
+BACKUP_DIR = "/backup"
 SCRIPTS_DIR = "/etc/keyvault/scripts"
 TMP_DIR = "/tmp"  # noqa: S108 - an in-memory emptyDir, private to the pod
 HEALTH_PATH = "/api/v1/health"
@@ -38,16 +42,29 @@ set -eu
 umask 077
 if [ ! -f "$KEYVAULT_DATA_DIR/agent.yaml" ]; then
   set -- --data-dir "$KEYVAULT_DATA_DIR" --key-file "$KEYVAULT_MASTER_KEY_FILE" \\
-    --bind 0.0.0.0 --port "$KEYVAULT_PORT" --hostname "$KEYVAULT_SERVICE_HOST" \\
-    --hostname "$POD_NAME.$KEYVAULT_HEADLESS_HOST" --token-file "$KEYVAULT_DATA_DIR/admin.token"
+    --bind 0.0.0.0 --port "$KEYVAULT_PORT" --token-file "$KEYVAULT_DATA_DIR/admin.token"
   if [ -n "${{KEYVAULT_STORAGE__URL:-}}" ]; then
-    set -- "$@" --storage-url "$KEYVAULT_STORAGE__URL"
+    # the URL and its password stay in the environment (a secretKeyRef): not on this command
+    # line, and agent.yaml gets the URL without the password
+    set -- "$@" --storage-url-from-env
     # replicas after the first join the vault the first made in the shared store (pods start
     # in order: the StatefulSet's OrderedReady policy)
     case "$POD_NAME" in *-0) ;; *) set -- "$@" --join ;; esac
   fi
   keyvault agent init "$@"
+elif [ -n "${{KEYVAULT_STORAGE__URL:-}}" ]; then
+  # a folder made by an older operator has the URL with its password in agent.yaml: remove
+  # the password (the variable gives the agent the full URL)
+  sed -i -E "s#^(  url: '?[a-z0-9+]+://[^:/@]+):[^@]*@#\\\\1@#" "$KEYVAULT_DATA_DIR/agent.yaml"
 fi
+# The agent serves the mounted certificate (KEYVAULT_TLS__* variables); the health probe reads
+# the CA and its client certificate from the data folder: links follow renewed Secrets.
+tls="$KEYVAULT_DATA_DIR/tls"
+mkdir -p "$tls"
+rm -f "$tls/ca.key" "$tls/server.crt" "$tls/server.key"
+ln -sf "{TLS_DIR}/ca.crt" "$tls/ca.crt"
+ln -sf "{CLIENT_TLS_DIR}/tls.crt" "$tls/client.crt"
+ln -sf "{CLIENT_TLS_DIR}/tls.key" "$tls/client.key"
 uplink="$KEYVAULT_DATA_DIR/uplink"
 if [ ! -f "$uplink/state.json" ] && [ -f "{IDENTITY_DIR}/state.json" ]; then
   mkdir -p "$uplink"
@@ -87,7 +104,8 @@ def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _metadata(owner: Mapping[str, Any], name: str) -> dict[str, Any]:
+def metadata(owner: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Name, namespace, labels and the owner reference of an object the VaultAgent owns."""
     meta = owner["metadata"]
     return {
         "name": name,
@@ -102,13 +120,20 @@ def headless_name(name: str) -> str:
     return f"{name}-headless"
 
 
+def tls_secret_names(name: str, tls: TLSSpec | None) -> tuple[str, str]:
+    """The Secrets the pods mount: (server certificate, probe's client certificate)."""
+    if tls is not None and tls.mode == "secret":
+        return str(tls.server_secret), str(tls.client_secret)
+    return f"{name}-tls", f"{name}-client-tls"
+
+
 def build_configmap(owner: Mapping[str, Any]) -> dict[str, Any]:
     """The ConfigMap holding the init script."""
     name = owner["metadata"]["name"]
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(owner, f"{name}-scripts"),
+        "metadata": metadata(owner, f"{name}-scripts"),
         "data": {"init.sh": INIT_SCRIPT},
     }
 
@@ -120,13 +145,13 @@ def build_services(owner: Mapping[str, Any], spec: AgentSpec) -> list[dict[str, 
     client = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(owner, name),
+        "metadata": metadata(owner, name),
         "spec": {"type": "ClusterIP", "selector": selector_labels(name), "ports": [port]},
     }
     headless = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(owner, headless_name(name)),
+        "metadata": metadata(owner, headless_name(name)),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
@@ -152,7 +177,7 @@ def build_statefulset(owner: Mapping[str, Any], spec: AgentSpec) -> dict[str, An
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": _metadata(owner, name),
+        "metadata": metadata(owner, name),
         "spec": {
             "replicas": spec.replicas,
             "serviceName": headless_name(name),
@@ -181,18 +206,51 @@ def _pod_template(owner: Mapping[str, Any], spec: AgentSpec) -> dict[str, Any]:
             "automountServiceAccountToken": False,
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": 30,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": USER_ID,
-                "runAsGroup": USER_ID,
-                "fsGroup": USER_ID,
-                "fsGroupChangePolicy": "OnRootMismatch",
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": _pod_security(),
             "initContainers": [_init_container(owner, spec)],
             "containers": [_agent_container(owner, spec)],
             "volumes": _volumes(owner, spec),
+            **_scheduling(name, spec),
         },
+    }
+
+
+def _scheduling(name: str, spec: AgentSpec) -> dict[str, Any]:
+    """nodeSelector, tolerations, affinity, priority class and pull secrets of the pods.
+
+    Without ``spec.affinity`` the replicas are spread over nodes (host name anti-affinity,
+    preferred unless ``spec.podAntiAffinity: required``), so one node's loss takes one replica.
+    """
+    sched = spec.scheduling
+    term = {
+        "labelSelector": {"matchLabels": selector_labels(name)},
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    if sched.anti_affinity == "required":
+        anti: dict[str, Any] = {"requiredDuringSchedulingIgnoredDuringExecution": [term]}
+    else:
+        weighted = {"weight": 100, "podAffinityTerm": term}
+        anti = {"preferredDuringSchedulingIgnoredDuringExecution": [weighted]}
+    out: dict[str, Any] = {"affinity": sched.affinity or {"podAntiAffinity": anti}}
+    if sched.node_selector:
+        out["nodeSelector"] = dict(sched.node_selector)
+    if sched.tolerations:
+        out["tolerations"] = [dict(t) for t in sched.tolerations]
+    if sched.priority_class:
+        out["priorityClassName"] = sched.priority_class
+    if sched.image_pull_secrets:
+        out["imagePullSecrets"] = [{"name": n} for n in sched.image_pull_secrets]
+    return out
+
+
+def _pod_security() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": USER_ID,
+        "runAsGroup": USER_ID,
+        "fsGroup": USER_ID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
@@ -207,9 +265,11 @@ def _container_security() -> dict[str, Any]:
 
 
 def _env(owner: Mapping[str, Any], spec: AgentSpec) -> list[dict[str, Any]]:
-    """The agent's settings as ``KEYVAULT_`` variables (see agent/settings.py)."""
-    name = owner["metadata"]["name"]
-    namespace = owner["metadata"]["namespace"]
+    """The agent's settings as ``KEYVAULT_`` variables (see agent/settings.py).
+
+    The store URL (with its password) comes only from the Secret, as ``KEYVAULT_STORAGE__URL``:
+    never in the pod spec, on a command line, or in a file on the volume.
+    """
     env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "KEYVAULT_DATA_DIR", "value": DATA_DIR},
@@ -220,8 +280,11 @@ def _env(owner: Mapping[str, Any], spec: AgentSpec) -> list[dict[str, Any]]:
         {"name": "CONTROL_PLANE_URL", "value": spec.endpoint},
         {"name": "KEYVAULT_LOG_FORMAT", "value": "json"},
         {"name": "KEYVAULT_LOG_LEVEL", "value": spec.log_level},
-        {"name": "KEYVAULT_SERVICE_HOST", "value": f"{name}.{namespace}.svc"},
-        {"name": "KEYVAULT_HEADLESS_HOST", "value": f"{headless_name(name)}.{namespace}.svc"},
+        # the certificate from the VaultAgent's CA (or issuer, or Secret) replaces the one
+        # `init` made: every replica serves the same Service names under one CA
+        {"name": "KEYVAULT_TLS__CERT_FILE", "value": f"{TLS_DIR}/tls.crt"},
+        {"name": "KEYVAULT_TLS__KEY_FILE", "value": f"{TLS_DIR}/tls.key"},
+        {"name": "KEYVAULT_TLS__CLIENT_CA_FILE", "value": f"{TLS_DIR}/ca.crt"},
         {"name": "HOME", "value": TMP_DIR},
     ]
     if spec.store_url is not None:
@@ -236,6 +299,8 @@ def _mounts() -> list[dict[str, Any]]:
         {"name": "master-key", "mountPath": MASTER_DIR, "readOnly": True},
         {"name": "uplink-identity", "mountPath": IDENTITY_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": TMP_DIR},
+        {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+        {"name": "tls-client", "mountPath": CLIENT_TLS_DIR, "readOnly": True},
     ]
 
 
@@ -296,6 +361,15 @@ def _volumes(owner: Mapping[str, Any], spec: AgentSpec) -> list[dict[str, Any]]:
         {"name": "scripts", "configMap": {"name": f"{name}-scripts", "defaultMode": 0o555}},
         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
     ]
+    server, client = tls_secret_names(name, spec.tls)
+    for volume, secret in (("tls", server), ("tls-client", client)):
+        items = [{"key": k, "path": k} for k in ("tls.crt", "tls.key", "ca.crt")]
+        volumes.append(
+            {
+                "name": volume,
+                "secret": {"secretName": secret, "defaultMode": 0o440, "items": items},
+            }
+        )
     if spec.enrollment_token is not None:
         token = spec.enrollment_token
         items = [{"key": token.key, "path": "token"}]
@@ -308,6 +382,161 @@ def _volumes(owner: Mapping[str, Any], spec: AgentSpec) -> list[dict[str, Any]]:
     return volumes
 
 
+def build_pdb(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """A PodDisruptionBudget: a drain or upgrade takes at most one agent down at a time."""
+    name = owner["metadata"]["name"]
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": metadata(owner, name),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(name)}},
+    }
+
+
+def _endpoint_port(endpoint: str) -> int:
+    """The TCP port of the control plane's https:// URL (443 unless it names one)."""
+    authority = endpoint.split("://", 1)[-1].split("/", 1)[0].rsplit("@", 1)[-1]
+    host_port = authority.rsplit("]", 1)[-1]
+    if ":" in host_port and host_port.rsplit(":", 1)[1].isdigit():
+        return int(host_port.rsplit(":", 1)[1])
+    return 443
+
+
+def build_network_policy(owner: Mapping[str, Any], spec: AgentSpec) -> dict[str, Any]:
+    """Ingress only on the agent port, from the peers in ``spec.networkPolicy.ingressFrom``
+    (default: pods of the same namespace); egress only to DNS, the control plane's port and (with a
+    PostgreSQL store) the store's port, each limited to the peers named in the spec."""
+    name = owner["metadata"]["name"]
+    policy = spec.network_policy
+
+    def rule(peers: list[dict[str, Any]], port: int, key: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": port}]}
+        if peers:
+            out[key] = [dict(p) for p in peers]
+        return out
+
+    # without ingressFrom: the pods of the VaultAgent's own namespace only
+    ingress = [rule(policy.ingress_from or [{"podSelector": {}}], spec.port, "from")]
+    dns = {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    egress = [dns, rule(policy.control_plane_to, _endpoint_port(spec.endpoint), "to")]
+    if spec.store_type == "postgresql":
+        egress.append(rule(policy.store_to, policy.store_port, "to"))
+    # e.g. the databases whose roles the agent rotates (agent.yaml rotation.postgres)
+    egress += [dict(r) for r in policy.extra_egress]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(owner, name),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(name)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": ingress,
+            "egress": egress,
+        },
+    }
+
+
+# Runs in the backup CronJob: a consistent copy of the SQLite store and the audit log, then the
+# oldest copies beyond the retention count are removed.
+BACKUP_SCRIPT = f"""set -eu
+umask 077
+out="{BACKUP_DIR}/$(date -u +%Y%m%dT%H%M%SZ)"
+keyvault agent backup --data-dir "$KEYVAULT_DATA_DIR" --out "$out"
+ls -1d {BACKUP_DIR}/*Z 2>/dev/null | sort -r | tail -n +$((KEYVAULT_BACKUP_RETENTION + 1)) |
+  while read -r old; do rm -rf "$old"; done
+"""
+
+
+def build_backup_cronjob(owner: Mapping[str, Any], spec: AgentSpec) -> dict[str, Any] | None:
+    """A CronJob running ``keyvault agent backup`` on the schedule (None without spec.backup).
+
+    The job mounts replica 0's data claim (ReadWriteOnce), so it is scheduled on that pod's
+    node; ``keyvault agent backup`` is safe while the agent runs (SQLite's online backup).
+    """
+    backup = spec.backup
+    if backup is None:
+        return None
+    name = owner["metadata"]["name"]
+    container = {
+        "name": "backup",
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["/bin/sh", "-c", BACKUP_SCRIPT],
+        "env": [
+            {"name": "KEYVAULT_DATA_DIR", "value": DATA_DIR},
+            {"name": "KEYVAULT_BACKUP_RETENTION", "value": str(backup.retention)},
+            {"name": "HOME", "value": TMP_DIR},
+        ],
+        "volumeMounts": [
+            {"name": "data", "mountPath": DATA_MOUNT},
+            {"name": "backup", "mountPath": BACKUP_DIR},
+            {"name": "tmp", "mountPath": TMP_DIR},
+            # the data folder's tls/ links point here: the backup copies what they name
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+            {"name": "tls-client", "mountPath": CLIENT_TLS_DIR, "readOnly": True},
+        ],
+        "securityContext": _container_security(),
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+    }
+    same_node = {
+        "labelSelector": {
+            "matchLabels": {
+                **selector_labels(name),
+                "statefulset.kubernetes.io/pod-name": f"{name}-0",
+            }
+        },
+        "topologyKey": "kubernetes.io/hostname",
+    }
+    pod: dict[str, Any] = {
+        "restartPolicy": "OnFailure",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": _pod_security(),
+        "affinity": {
+            "podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [same_node]}
+        },
+        "containers": [container],
+        "volumes": [
+            {"name": "data", "persistentVolumeClaim": {"claimName": f"data-{name}-0"}},
+            {"name": "backup", "persistentVolumeClaim": {"claimName": backup.claim_name}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            *[v for v in _volumes(owner, spec) if v["name"] in ("tls", "tls-client")],
+        ],
+    }
+    sched = spec.scheduling
+    if sched.tolerations:
+        pod["tolerations"] = [dict(t) for t in sched.tolerations]
+    if sched.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in sched.image_pull_secrets]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": metadata(owner, f"{name}-backup"),
+        "spec": {
+            "schedule": backup.schedule,
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 3,
+            "failedJobsHistoryLimit": 3,
+            "jobTemplate": {
+                "metadata": {"labels": labels(name)},
+                "spec": {
+                    "backoffLimit": 2,
+                    "template": {"metadata": {"labels": labels(name)}, "spec": pod},
+                },
+            },
+        },
+    }
+
+
 def build_all(owner: Mapping[str, Any], spec: AgentSpec) -> list[dict[str, Any]]:
-    """Every object a VaultAgent owns, in the order they are applied."""
-    return [build_configmap(owner), *build_services(owner, spec), build_statefulset(owner, spec)]
+    """Every object a VaultAgent owns (TLS objects aside: tls.py), in the order they are applied.
+
+    The StatefulSet is last: handlers read the rollout from the last applied object.
+    """
+    objects = [build_configmap(owner), *build_services(owner, spec), build_pdb(owner)]
+    if spec.network_policy.enabled:
+        objects.append(build_network_policy(owner, spec))
+    cronjob = build_backup_cronjob(owner, spec)
+    if cronjob is not None:
+        objects.append(cronjob)
+    return [*objects, build_statefulset(owner, spec)]

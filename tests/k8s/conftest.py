@@ -65,6 +65,29 @@ class FakeKubeApi:
         self.objects[key] = new
         return copy.deepcopy(new)
 
+    async def create(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        meta = obj["metadata"]
+        self.calls.append(("create", obj["kind"], meta["name"]))
+        key = (obj["kind"], meta["namespace"], meta["name"])
+        if key in self.objects:
+            return None  # 409: left as it is
+        self.objects[key] = copy.deepcopy(dict(obj))
+        return copy.deepcopy(self.objects[key])
+
+    async def patch_status(
+        self, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        self.calls.append(("patch_status", "VaultAgent", name))
+        obj = self.objects.get(("VaultAgent", namespace, name))
+        if obj is None:
+            return None
+        _merge(obj.setdefault("status", {}), status)
+        return copy.deepcopy(obj)
+
+    def delete(self, kind: str, name: str, namespace: str = "vaults") -> dict[str, Any]:
+        """Remove an object as ``kubectl delete`` would; returns it (the event's body)."""
+        return self.objects.pop((kind, namespace, name))
+
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         self.calls.append(("get", kind, name))
         obj = self.objects.get((kind, namespace, name))

@@ -37,11 +37,16 @@ async def _create(api: FakeKubeApi, body: dict) -> kopf.Patch:
 
 async def test_create_makes_statefulset_services_and_configmap(fake_api: FakeKubeApi) -> None:
     patch = await _create(fake_api, vault_agent())
-    applied = [c for c in fake_api.calls if c[0] == "apply"]
+    applied = [c for c in fake_api.calls if c[0] in ("apply", "create")]
     assert applied == [
+        ("create", "Secret", "production-vault-ca"),
+        ("apply", "Secret", "production-vault-tls"),
+        ("apply", "Secret", "production-vault-client-tls"),
         ("apply", "ConfigMap", "production-vault-scripts"),
         ("apply", "Service", "production-vault"),
         ("apply", "Service", "production-vault-headless"),
+        ("apply", "PodDisruptionBudget", "production-vault"),
+        ("apply", "NetworkPolicy", "production-vault"),
         ("apply", "StatefulSet", "production-vault"),
     ]
     sts = fake_api.stored("StatefulSet", "production-vault")
@@ -56,7 +61,12 @@ async def test_create_makes_statefulset_services_and_configmap(fake_api: FakeKub
         for v in sts["spec"]["template"]["spec"]["volumes"]
         if "secret" in v
     }
-    assert secrets == {"vault-client-cert", "vault-master"}
+    assert secrets == {
+        "vault-client-cert",
+        "vault-master",
+        "production-vault-tls",
+        "production-vault-client-tls",
+    }
     for key, obj in fake_api.objects.items():
         assert obj["metadata"]["ownerReferences"][0]["uid"] == "uid-1234", key
     conditions = _conditions(patch)
@@ -79,8 +89,8 @@ async def test_replicas_over_one_with_sqlite_is_refused_and_creates_nothing(
     assert conditions["InvalidSpec"]["status"] == "True"
     assert "must share one PostgreSQL store" in conditions["Ready"]["message"]
     assert patch["status"]["phase"] == "Invalid"
-    # the timer and the field handlers leave a refused spec alone as well
-    await handlers.refresh_status(body=body, patch=kopf.Patch(), memo=kopf.Memo(api=fake_api))
+    # the status refresh and the field handlers leave a refused spec alone as well
+    assert handlers.status_from(body, None) is None
     await handlers.scale(
         old=1, new=3, body=body, patch=kopf.Patch(), memo=kopf.Memo(api=fake_api), logger=LOG
     )
@@ -140,8 +150,15 @@ async def test_api_failure_becomes_a_retry(fake_api: FakeKubeApi) -> None:
         await _create(fake_api, vault_agent())
 
 
-async def test_refresh_status_reports_ready_replicas(fake_api: FakeKubeApi) -> None:
+async def _event(api: FakeKubeApi, kind: str, body: dict, what: str = "MODIFIED") -> None:
+    await handlers.owned_event(
+        event={"type": what, "object": body}, body=body, memo=kopf.Memo(api=api), logger=LOG
+    )
+
+
+async def test_statefulset_events_refresh_the_owner_status(fake_api: FakeKubeApi) -> None:
     body = vault_agent()
+    await fake_api.apply(body)
     await _create(fake_api, body)
     sts = fake_api.stored("StatefulSet", "production-vault")
     sts["status"] = {
@@ -150,15 +167,14 @@ async def test_refresh_status_reports_ready_replicas(fake_api: FakeKubeApi) -> N
         "readyReplicas": 3,
         "updatedReplicas": 3,
     }
-    patch = kopf.Patch()
-    await handlers.refresh_status(body=body, patch=patch, memo=kopf.Memo(api=fake_api))
-    assert patch["status"]["readyReplicas"] == 3
-    assert patch["status"]["phase"] == "Ready"
-    assert _conditions(patch)["Ready"]["status"] == "True"
-    body["status"] = dict(patch["status"])
-    unchanged = kopf.Patch()
-    await handlers.refresh_status(body=body, patch=unchanged, memo=kopf.Memo(api=fake_api))
-    assert not unchanged  # nothing written when nothing changed
+    await _event(fake_api, "StatefulSet", sts)
+    status = fake_api.stored("VaultAgent", "production-vault")["status"]
+    assert status["readyReplicas"] == 3
+    assert status["phase"] == "Ready"
+    assert {c["type"]: c for c in status["conditions"]}["Ready"]["status"] == "True"
+    before = len(fake_api.calls)
+    await _event(fake_api, "StatefulSet", sts)
+    assert fake_api.calls[before:] == [("get", "VaultAgent", "production-vault")]  # unchanged
 
 
 def test_status_from_a_rolling_statefulset_keeps_transition_times() -> None:
@@ -203,10 +219,11 @@ def test_handlers_are_registered_with_kopf() -> None:
     registered = [h.fn for h in [*changing, *registry._spawning.get_all_handlers()]]
     for fn in (handlers.reconcile_handler, handlers.scale, handlers.resize, handlers.deleted):
         assert fn in registered, fn
-    assert handlers.refresh_status in registered
     assert registered.count(handlers.reconcile_handler) == 3  # create, update, resume
     (deletion,) = [h for h in changing if h.fn is handlers.deleted]
     assert deletion.requires_finalizer is False  # optional=True: no finalizer, GC cascades
+    watched = {h.selector.any_name for h in registry._watching.get_all_handlers()}
+    assert watched >= {"statefulsets", "services", "configmaps", "secrets", "networkpolicies"}
 
 
 def _http_api(handler: object) -> HttpKubeApi:
@@ -241,8 +258,8 @@ async def test_http_api_applies_server_side_and_maps_errors() -> None:
     assert seen[-1].headers["content-type"] == "application/merge-patch+json"
     with pytest.raises(KubeApiError, match="403: statefulsets is forbidden"):
         await api.get("StatefulSet", "vaults", "denied")
-    with pytest.raises(KubeApiError, match="does not manage objects of kind Secret"):
-        await api.get("Secret", "vaults", "x")
+    with pytest.raises(KubeApiError, match="does not manage objects of kind Pod"):
+        await api.get("Pod", "vaults", "x")
     await api.close()
 
 
@@ -307,3 +324,121 @@ def test_operator_imports_only_common_of_ours() -> None:
         check=True,
     )
     assert done.stdout.strip() == ""
+
+
+async def test_a_deleted_owned_object_is_made_again(fake_api: FakeKubeApi) -> None:
+    body = vault_agent()
+    await fake_api.apply(body)
+    await _create(fake_api, body)
+    ca = fake_api.stored("Secret", "production-vault-ca")
+    for kind, name in [
+        ("StatefulSet", "production-vault"),
+        ("Service", "production-vault-headless"),
+        ("ConfigMap", "production-vault-scripts"),
+        ("PodDisruptionBudget", "production-vault"),
+        ("NetworkPolicy", "production-vault"),
+        ("Secret", "production-vault-tls"),
+    ]:
+        gone = fake_api.delete(kind, name)
+        await _event(fake_api, kind, gone, "DELETED")
+        assert fake_api.stored(kind, name)["metadata"]["ownerReferences"][0]["uid"] == "uid-1234"
+    assert fake_api.stored("Secret", "production-vault-ca") == ca  # never replaced
+    status = fake_api.stored("VaultAgent", "production-vault")["status"]
+    assert status["phase"] == "Progressing"  # written through the status subresource
+
+
+async def test_events_of_unowned_or_orphaned_objects_change_nothing(fake_api: FakeKubeApi) -> None:
+    body = vault_agent()
+    await _create(fake_api, body)  # the VaultAgent itself is not stored: it was deleted
+    sts = fake_api.delete("StatefulSet", "production-vault")
+    await _event(fake_api, "StatefulSet", sts, "DELETED")
+    assert ("StatefulSet", "vaults", "production-vault") not in fake_api.objects
+    before = len(fake_api.calls)
+    stranger = {"kind": "ConfigMap", "metadata": {"name": "x", "namespace": "vaults"}}
+    await _event(fake_api, "ConfigMap", stranger, "DELETED")
+    assert len(fake_api.calls) == before  # no owner reference: not even a lookup
+    replaced = vault_agent()
+    replaced["metadata"]["uid"] = "uid-new"  # same name, new object: the old children are GC's
+    await fake_api.apply(replaced)
+    await _event(fake_api, "StatefulSet", sts, "DELETED")
+    assert ("StatefulSet", "vaults", "production-vault") not in fake_api.objects
+
+
+def test_no_vaultagent_handler_makes_kopf_add_a_finalizer() -> None:
+    """kopf adds a finalizer only for a handler that requires one (a non-optional delete
+    handler, a timer, a daemon); none exists for VaultAgents, so deletion never waits for the
+    operator (docs/deployment.md, 'Deleting a VaultAgent')."""
+    registry = kopf.get_default_registry()
+    mine = [
+        h
+        for h in [
+            *registry._changing.get_all_handlers(),
+            *registry._spawning.get_all_handlers(),
+            *registry._watching.get_all_handlers(),
+        ]
+        if h.selector is not None and h.selector.any_name == "vaultagents"
+    ]
+    assert mine
+    assert [h.fn for h in mine if getattr(h, "requires_finalizer", None)] == []
+    assert not [
+        h
+        for h in registry._spawning.get_all_handlers()
+        if h.fn.__module__.startswith("k8s_operator")
+    ]
+
+
+async def test_issuer_mode_applies_certificates_and_says_when_cert_manager_is_missing(
+    fake_api: FakeKubeApi,
+) -> None:
+    body = vault_agent(tls={"issuerRef": {"name": "corp-ca", "kind": "ClusterIssuer"}})
+    await _create(fake_api, body)
+    assert fake_api.stored("Certificate", "production-vault-tls")["spec"]["issuerRef"]["name"] == (
+        "corp-ca"
+    )
+    assert ("Secret", "vaults", "production-vault-ca") not in fake_api.objects  # no own CA
+    real_apply = fake_api.apply
+
+    async def no_cert_manager(obj: dict) -> dict:
+        if obj["kind"] == "Certificate":
+            raise KubeApiError("apply of Certificate production-vault-tls found no such resource")
+        return await real_apply(obj)
+
+    fake_api.apply = no_cert_manager  # type: ignore[method-assign]
+    with pytest.raises(kopf.TemporaryError, match="needs cert-manager"):
+        await _create(fake_api, body)
+
+
+async def test_http_api_creates_only_when_absent_and_patches_status() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.method == "POST" and b'"taken"' in request.content:
+            return httpx.Response(409, json={"message": "already exists"})
+        return httpx.Response(201, json=json.loads(request.content or b"{}"))
+
+    api = _http_api(answer)
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "v-ca", "namespace": "ns"}}
+    assert await api.create(secret) == secret
+    assert (seen[-1].method, seen[-1].url.path) == ("POST", "/api/v1/namespaces/ns/secrets")
+    assert seen[-1].headers["content-type"] == "application/json"
+    taken = {**secret, "metadata": {"name": "taken", "namespace": "ns"}}
+    assert await api.create(taken) is None  # 409: the existing object is left alone
+    await api.patch_status("ns", "v", {"phase": "Ready"})
+    assert seen[-1].url.path == "/apis/keyvault.io/v1/namespaces/ns/vaultagents/v/status"
+    assert json.loads(seen[-1].content) == {"status": {"phase": "Ready"}}
+    await api.close()
+
+
+async def test_startup_watches_only_the_operators_own_objects() -> None:
+    from kopf._cogs.structs.references import Resource
+
+    settings = kopf.OperatorSettings()
+    await handlers.startup(settings=settings)
+    assert settings.posting.level == logging.WARNING
+    for group, version, plural in handlers.OWNED:
+        resource = Resource(group, version, plural, namespaced=True, verbs=["list", "watch"])
+        selectors = list(settings.watching.label_selectors.collect(resource))
+        assert selectors == ["app.kubernetes.io/managed-by=keyvault-operator"], plural
+    other = Resource("", "v1", "pods", namespaced=True, verbs=["list", "watch"])
+    assert list(settings.watching.label_selectors.collect(other)) == []

@@ -11,8 +11,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from k8s_operator.api import PATHS
 from k8s_operator.crd import parse_spec
+from k8s_operator.handlers import OWNED
 from k8s_operator.resources import build_all
+from k8s_operator.tls import client_secret, load_ca, new_ca_secret, server_secret
 from tests.k8s.conftest import DEPLOY, vault_agent
 
 KUBE_VERSION = kubernetes_validate.latest_version()  # 1.37.0 with kubernetes-validate 1.37
@@ -59,6 +62,47 @@ BODIES = {
         },
         resources={"requests": {"cpu": "50m", "memory": 64}},
     ),
+    # every optional field at once: backup, scheduling, network peers, a cert-manager issuer
+    "all-options": vault_agent(
+        replicas=1,
+        store={"type": "sqlite"},
+        tls={"issuerRef": {"name": "vault-issuer", "kind": "ClusterIssuer"}},
+        backup={"schedule": "0 3 * * *", "retention": 14, "claimName": "vault-backups"},
+        nodeSelector={"kubernetes.io/os": "linux"},
+        tolerations=[
+            {"key": "dedicated", "operator": "Equal", "value": "vault", "effect": "NoSchedule"}
+        ],
+        podAntiAffinity="required",
+        priorityClassName="vault-critical",
+        imagePullSecrets=["registry-login"],
+        networkPolicy={
+            "ingressFrom": [
+                {"namespaceSelector": {"matchLabels": {"team": "payments"}}},
+                {"podSelector": {"matchLabels": {"app": "api"}}},
+            ],
+            "controlPlaneTo": [{"ipBlock": {"cidr": "203.0.113.0/24"}}],
+            "extraEgress": [
+                {"to": [{"ipBlock": {"cidr": "10.9.0.0/16"}}], "ports": [{"port": 5433}]}
+            ],
+        },
+    ),
+    "own-secrets-and-affinity": vault_agent(
+        tls={
+            "secretRef": {"name": "vault-server-tls"},
+            "clientSecretRef": {"name": "vault-probe"},
+            "clusterDomain": "corp.internal",
+        },
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                    ]
+                }
+            }
+        },
+        networkPolicy={"storeTo": [{"ipBlock": {"cidr": "10.0.5.0/24"}}], "storePort": 6432},
+    ),
 }
 
 
@@ -66,8 +110,15 @@ BODIES = {
 @pytest.mark.parametrize("case", sorted(BODIES))
 def test_every_operator_made_manifest_validates(case: str, version: str) -> None:
     body = BODIES[case]
-    objects = build_all(body, parse_spec(body["metadata"]["name"], body["spec"]))
-    assert len(objects) == 4
+    spec = parse_spec(body["metadata"]["name"], body["spec"])
+    objects = build_all(body, spec)
+    kinds = [o["kind"] for o in objects]
+    assert kinds[:3] == ["ConfigMap", "Service", "Service"] and kinds[-1] == "StatefulSet"
+    assert {"PodDisruptionBudget", "NetworkPolicy"} <= set(kinds)
+    assert ("CronJob" in kinds) is (spec.backup is not None)
+    if spec.tls.mode == "operator":
+        ca = load_ca(new_ca_secret(body))
+        objects += [new_ca_secret(body), server_secret(body, ca), client_secret(body, ca)]
     for obj in objects:
         kubernetes_validate.validate(obj, version, strict=True)
     jsonschema.validate(body, _crd_schema())  # the body itself is a valid VaultAgent
@@ -115,6 +166,14 @@ def test_crd_schema_refuses_bad_instances() -> None:
         {"store": {"type": "mysql"}},
         {"imagePullPolicy": "Sometimes"},
         {"unknownField": 1},
+        {"tls": {"issuerRef": {"name": "ca", "kind": "Vault"}}},
+        {"tls": {"secretRef": {"name": "Bad_Name"}}},
+        {"podAntiAffinity": "sometimes"},
+        {"backup": {"schedule": "@daily"}},  # no claimName
+        {"backup": {"schedule": "@daily", "claimName": "b", "retention": 0}},
+        {"networkPolicy": {"storePort": 0}},
+        {"nodeSelector": {"disk": 1}},
+        {"imagePullSecrets": [{"name": "x"}]},
     ]
     for change in bad:
         instance = vault_agent(**change)
@@ -144,8 +203,32 @@ def test_crd_encodes_the_shared_store_rule_and_subresources() -> None:
     assert undocumented(spec_schema, ".spec") == []
 
 
-def test_rbac_grants_no_delete_and_no_secrets() -> None:
+def _verbs(role: dict[str, Any], group: str, plural: str) -> set[str]:
+    return {
+        verb
+        for rule in role["rules"]
+        if group in rule["apiGroups"] and plural in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_rbac_grants_no_delete_and_only_what_the_operator_uses() -> None:
     (role,) = [d for d in _docs("rbac.yaml") if d["kind"] == "ClusterRole"]
     for rule in role["rules"]:
         assert "delete" not in rule["verbs"] and "*" not in rule["verbs"], rule
-        assert "secrets" not in rule["resources"], rule
+        assert "update" not in rule["verbs"] or rule["resources"] == ["vaultagents/finalizers"]
+    # Secrets: its own CA/certificate Secrets only (label-selected watch); no update, no delete
+    assert _verbs(role, "", "secrets") == {"get", "list", "watch", "create", "patch"}
+    for group, _version, plural in OWNED:  # every watched kind can be listed and watched
+        assert {"list", "watch", "get", "create", "patch"} <= _verbs(role, group, plural), plural
+    # every kind the API client touches, granted by rbac.yaml or another rbac-*.yaml
+    roles = [
+        d
+        for path in sorted(DEPLOY.glob("rbac*.yaml"))
+        for d in _docs(path.name)
+        if d["kind"] == "ClusterRole"
+    ]
+    every = {"rules": [rule for r in roles for rule in r["rules"]]}
+    for kind, (prefix, plural) in PATHS.items():
+        group = prefix.split("/")[1] if prefix.startswith("apis/") else ""
+        assert {"get", "patch"} <= _verbs(every, group, plural), kind
