@@ -2,9 +2,10 @@
 
 ``keyvault agent run`` is started on a folder initialised with client certificates required.
 The CA and the client certificate reach the operator the way they do in a cluster: as Secrets
-(served by the recorded-response API server). The JWT login route is built elsewhere, so the
-login step is a normal agent token limited to ``shop/**`` (read only); the rest of the path
-(TLS context from Secret PEMs, reads, rendering, apply) is the real one.
+(served by the recorded-response API server). The login step here is a normal agent token
+limited to ``shop/**`` (read only), so these tests isolate the TLS and read path (TLS context
+from Secret PEMs, reads, rendering, apply); the real JWT login with a service-account token,
+and the change-stream daemon, are in ``test_vaultsecret_jwt.py``.
 """
 
 from __future__ import annotations
@@ -184,32 +185,3 @@ async def test_a_wrong_ca_is_refused(agent: tuple[AgentProcess, str]) -> None:
     await _sync(server, body, token)
     assert _ready(body) == ("False", "AgentUnreachable")
     assert "caSecretRef" in body["status"]["message"]
-
-
-class Stopper:
-    """Stands in for kopf's daemon stop flag: the daemon stops at its first wait."""
-
-    def __init__(self) -> None:
-        self.waits: list[float] = []
-
-    def __bool__(self) -> bool:
-        return bool(self.waits)
-
-    async def wait(self, timeout: float) -> None:
-        self.waits.append(timeout)
-
-
-async def test_the_change_daemon_falls_back_to_polling_without_a_stream(
-    agent: tuple[AgentProcess, str], caplog: pytest.LogCaptureFixture
-) -> None:
-    """This agent has no ``/api/v1/changes`` yet: the daemon connects over mutual TLS, is told
-    404, says so once and waits 5 minutes, leaving the work to the refreshInterval poll."""
-    running, token = agent
-    server = _server(running)
-    memo = kopf.Memo(api=server.api(), agent_login=StaticToken(token))
-    stopper = Stopper()
-    caplog.set_level(logging.INFO)
-    body = _body(running.url, "shop/db/password")
-    await handlers.watch_changes(body=body, memo=memo, logger=LOG, stopped=stopper)
-    assert stopper.waits == [handlers.NO_STREAM_RETRY]
-    assert "the agent has no change stream; polling" in caplog.text
