@@ -30,7 +30,7 @@ from tests.conftest import AgentProcess, init_agent_dir, start_agent
 from tests.k8s.recorded_api import RecordedApiServer
 
 LOG = logging.getLogger("test.k8s.vaultsecret.jwt")
-ROLE = "keyvault-operator"
+ROLE = "shop"
 SUBJECT = "system:serviceaccount:keyvault-system:keyvault-operator"
 AUDIENCE = "keyvault-agent"
 TTL_S = 120
