@@ -17,8 +17,9 @@ from typing import Any
 
 import kopf
 import pytest
+from aiohttp import web
 
-from common.tls import CertificateAuthority
+from common.tls import CertificateAuthority, server_context
 from k8s_operator import vaultsecret_handlers as handlers
 from k8s_operator.secret_sync import StaticToken
 from tests.conftest import AgentProcess, init_agent_dir, start_agent
@@ -185,3 +186,47 @@ async def test_a_wrong_ca_is_refused(agent: tuple[AgentProcess, str]) -> None:
     await _sync(server, body, token)
     assert _ready(body) == ("False", "AgentUnreachable")
     assert "caSecretRef" in body["status"]["message"]
+
+
+class Stopper:
+    """Stands in for kopf's daemon stop flag: the daemon stops at its first wait."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    def __bool__(self) -> bool:
+        return bool(self.waits)
+
+    async def wait(self, timeout: float) -> None:
+        self.waits.append(timeout)
+
+
+async def test_the_change_daemon_falls_back_to_polling_without_a_stream(
+    agent: tuple[AgentProcess, str], caplog: pytest.LogCaptureFixture, aiohttp_server: Any
+) -> None:
+    """An older agent has no ``/api/v1/changes``: the daemon connects over TLS with the
+    VaultSecret's CA and client certificate, is told 404, says so once and waits 5 minutes,
+    leaving the work to the refreshInterval poll. (Real agents now have the stream: this one
+    serves the agent's certificate and answers 404 the way an agent without the route does;
+    the real stream is followed in test_vaultsecret_jwt.py.)"""
+    running, token = agent
+    tls = running.dir.tls
+    app = web.Application()
+    seen: list[str] = []
+
+    async def no_route(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        body = {"error": {"code": "not_found", "message": "no route GET /api/v1/changes"}}
+        return web.json_response(body, status=404)
+
+    app.router.add_get("/api/v1/changes", no_route)
+    old = await aiohttp_server(app, ssl=server_context(tls / "server.crt", tls / "server.key"))
+    server = _server(running)
+    memo = kopf.Memo(api=server.api(), agent_login=StaticToken(token))
+    stopper = Stopper()
+    caplog.set_level(logging.INFO)
+    body = _body(f"https://127.0.0.1:{old.port}", "shop/db/password")
+    await handlers.watch_changes(body=body, memo=memo, logger=LOG, stopped=stopper)
+    assert seen == [f"Bearer {token}"]
+    assert stopper.waits == [handlers.NO_STREAM_RETRY]
+    assert "the agent has no change stream; polling" in caplog.text
