@@ -201,6 +201,12 @@ class _Api(ABC):
         return self._run(_Call("POST", "/api/v1/auth/jwt", json={"role": role, "jwt": token}))
 
 
+# The agent API's calls for a caller that brings its own transport (the Kubernetes operator runs
+# them over its bounded mutual-TLS requests): subclass ``AgentApi`` and define ``_run(ApiCall)``.
+AgentApi = _Api
+ApiCall = _Call
+
+
 STREAM_READ_TIMEOUT = 45.0  # the agent sends a heartbeat every 15 s
 
 

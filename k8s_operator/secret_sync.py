@@ -41,6 +41,7 @@ from urllib.parse import quote
 
 import httpx
 
+from common.client import AgentApi, ApiCall, error_from_response
 from common.errors import ConfigError, KeyVaultError
 from common.tls import client_context
 from k8s_operator import MANAGER
@@ -62,7 +63,6 @@ from k8s_operator.vaultsecret import (
 )
 
 SA_TOKEN_PATH = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-LOGIN_PATH = "/api/v1/auth/jwt"
 CHANGES_PATH = "/api/v1/changes"
 MAX_EVENT = 64 << 10  # bytes of one change event
 STREAM_IDLE = 900.0  # seconds without a byte before the stream is reopened
@@ -216,7 +216,9 @@ class StaticToken:
 class JwtLogin:
     """The JWT login: the service-account token traded for a short-lived agent token.
 
-    Tokens are cached per (agent URL, role) and reused until 30 s before their ``expires_at``.
+    The call is :meth:`common.client.AsyncAgentClient.jwt_login`'s (through
+    :class:`OperatorAgentApi`). Tokens are cached per (agent URL, role) and reused until 30 s
+    before their ``expires_at``.
     """
 
     def __init__(self, token_path: Path = SA_TOKEN_PATH, clock: Clock = utcnow) -> None:
@@ -244,11 +246,14 @@ class JwtLogin:
                 f"cannot read the service-account token at {self.token_path} "
                 f"({type(exc).__name__}); mount a projected token there",
             ) from None
-        status, body = await request_json(
-            client, "POST", LOGIN_PATH, url, json_body={"role": role, "jwt": jwt}
-        )
-        if status != 200:
-            raise answer_error(status, body, f"the agent refused the login for role {role!r}")
+        try:
+            body = await OperatorAgentApi(client, url).jwt_login(role, jwt)
+        except SyncError:
+            raise
+        except KeyVaultError as exc:
+            raise refusal(
+                exc.http_status, exc.message, f"the agent refused the login for role {role!r}"
+            ) from None
         token = body.get("token") if isinstance(body, dict) else None
         expires = parse_time(body.get("expires_at")) if isinstance(body, dict) else None
         if not isinstance(token, str) or not token or expires is None:
@@ -258,6 +263,28 @@ class JwtLogin:
             )
         self._cache[(url, role)] = (token, expires)
         return token
+
+
+class OperatorAgentApi(AgentApi):
+    """The agent API's calls as :mod:`common.client` defines them (one definition of each
+    endpoint), run over the operator's own client with :func:`request_json` (answers bounded
+    at 1 MiB and 10 s per call, connection errors named for the VaultSecret fields)."""
+
+    def __init__(self, client: httpx.AsyncClient, url: str) -> None:
+        self._client = client
+        self._url = url
+
+    def __repr__(self) -> str:
+        return f"OperatorAgentApi(url={self._url!r})"
+
+    async def _run(self, call: ApiCall) -> Any:
+        status, body = await request_json(
+            self._client, call.method, call.path, self._url, json_body=call.json, params=call.params
+        )
+        if not 200 <= status < 300:
+            fallback = f"the agent answered {status} to {call.method} {call.path}"
+            raise error_from_response(status, body, fallback)
+        return body
 
 
 @contextlib.asynccontextmanager
@@ -294,11 +321,14 @@ async def request_json(
     *,
     token: str | None = None,
     json_body: Any = None,
+    params: Mapping[str, Any] | None = None,
 ) -> tuple[int, Any]:
     """One call to the agent: (status, decoded JSON or None); the body is cut at 1 MiB."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        async with client.stream(method, path, json=json_body, headers=headers) as resp:
+        async with client.stream(
+            method, path, json=json_body, headers=headers, params=params
+        ) as resp:
             chunks, size = [], 0
             async for chunk in resp.aiter_bytes():
                 size += len(chunk)
@@ -383,7 +413,12 @@ def answer_error(status: int, body: Any, what: str) -> SyncError:
     """The SyncError for an agent's error answer; its message is the agent's, cut to 200."""
     err = body.get("error") if isinstance(body, dict) else None
     message = err.get("message") if isinstance(err, dict) else None
-    detail = f": {message[:200]}" if isinstance(message, str) and message else ""
+    return refusal(status, message if isinstance(message, str) else "", what)
+
+
+def refusal(status: int, message: str, what: str) -> SyncError:
+    """The SyncError for an agent's refusal with ``status`` and its ``message`` (cut to 200)."""
+    detail = f": {message[:200]}" if message else ""
     reason = {401: "Unauthorized", 403: "Forbidden", 404: "SecretNotFound"}.get(
         status, "AgentError"
     )

@@ -2,9 +2,10 @@
 
 ``keyvault agent run`` is started on a folder initialised with client certificates required.
 The CA and the client certificate reach the operator the way they do in a cluster: as Secrets
-(served by the recorded-response API server). The JWT login route is built elsewhere, so the
-login step is a normal agent token limited to ``shop/**`` (read only); the rest of the path
-(TLS context from Secret PEMs, reads, rendering, apply) is the real one.
+(served by the recorded-response API server). The login step here is a normal agent token
+limited to ``shop/**`` (read only), so these tests isolate the TLS and read path (TLS context
+from Secret PEMs, reads, rendering, apply); the real JWT login with a service-account token,
+and the change-stream daemon, are in ``test_vaultsecret_jwt.py``.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 
 import kopf
 import pytest
+from aiohttp import web
 
-from common.tls import CertificateAuthority
+from common.tls import CertificateAuthority, server_context
 from k8s_operator import vaultsecret_handlers as handlers
 from k8s_operator.secret_sync import StaticToken
 from tests.conftest import AgentProcess, init_agent_dir, start_agent
@@ -200,16 +202,31 @@ class Stopper:
 
 
 async def test_the_change_daemon_falls_back_to_polling_without_a_stream(
-    agent: tuple[AgentProcess, str], caplog: pytest.LogCaptureFixture
+    agent: tuple[AgentProcess, str], caplog: pytest.LogCaptureFixture, aiohttp_server: Any
 ) -> None:
-    """This agent has no ``/api/v1/changes`` yet: the daemon connects over mutual TLS, is told
-    404, says so once and waits 5 minutes, leaving the work to the refreshInterval poll."""
+    """An older agent has no ``/api/v1/changes``: the daemon connects over TLS with the
+    VaultSecret's CA and client certificate, is told 404, says so once and waits 5 minutes,
+    leaving the work to the refreshInterval poll. (Real agents now have the stream: this one
+    serves the agent's certificate and answers 404 the way an agent without the route does;
+    the real stream is followed in test_vaultsecret_jwt.py.)"""
     running, token = agent
+    tls = running.dir.tls
+    app = web.Application()
+    seen: list[str] = []
+
+    async def no_route(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        body = {"error": {"code": "not_found", "message": "no route GET /api/v1/changes"}}
+        return web.json_response(body, status=404)
+
+    app.router.add_get("/api/v1/changes", no_route)
+    old = await aiohttp_server(app, ssl=server_context(tls / "server.crt", tls / "server.key"))
     server = _server(running)
     memo = kopf.Memo(api=server.api(), agent_login=StaticToken(token))
     stopper = Stopper()
     caplog.set_level(logging.INFO)
-    body = _body(running.url, "shop/db/password")
+    body = _body(f"https://127.0.0.1:{old.port}", "shop/db/password")
     await handlers.watch_changes(body=body, memo=memo, logger=LOG, stopped=stopper)
+    assert seen == [f"Bearer {token}"]
     assert stopper.waits == [handlers.NO_STREAM_RETRY]
     assert "the agent has no change stream; polling" in caplog.text
