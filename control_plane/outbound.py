@@ -97,7 +97,7 @@ def address_class(ip: IP) -> str | None:
     inner = _embedded_v4(ip)
     if inner is not None:
         why = address_class(inner)
-        return f"{why} (IPv4 inside IPv6)" if why else None
+        return f"{why} (IPv4 {inner} inside IPv6)" if why else None
     checks: list[tuple[bool, str]] = [
         (ip.is_unspecified, "unspecified"),
         (ip.is_loopback, "loopback"),
