@@ -226,3 +226,64 @@ def test_the_provider_on_loopback_is_refused_without_the_allow_list(
             cp.set_sso({"issuer": provider, "client_id": CLIENT_ID, "role_map": {"a": "admin"}})
     assert "resolves to 127.0.0.1, a loopback address" in refused.value.message
     assert "sso.allowed_networks" in refused.value.message
+
+
+@pytest.fixture
+def hostile_provider() -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 whose discovery document points its JWKS at the cloud
+    metadata address; yields its issuer URL."""
+    import http.server
+    import json
+    import threading
+
+    class Discovery(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps({"jwks_uri": "http://169.254.169.254/latest/meta-data/"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: Any) -> None:
+            return
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Discovery)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_jwks_uri_at_an_internal_address_is_not_fetched(
+    sso_cp: LiveControlPlane, hostile_provider: str
+) -> None:
+    """The provider (allowed) names an internal JWKS address: the login gets a clear 503
+    naming the address and the setting, never a 500, and nothing is fetched from there."""
+    org = configure(sso_cp, hostile_provider)
+    with ControlPlaneClient(sso_cp.url) as cp:
+        login = cp.sso_start(org)["login_id"]
+    body = {"org_id": org, "id_token": "e30.e30.e30", "login_id": login}
+    answer = httpx.post(f"{sso_cp.url}/api/v1/auth/sso", json=body)
+    assert answer.status_code == 503, answer.text
+    message = answer.json()["error"]["message"]
+    assert "169.254.169.254, a link-local address" in message
+    assert "sso.allowed_networks" in message
+
+
+def test_started_logins_are_bounded_per_address(sso_cp: LiveControlPlane) -> None:
+    """Starting a login needs no session, so one address may hold only 20 open ones (then a
+    clear 429); an unknown organisation is a 404 and records nothing."""
+    org = configure(sso_cp, "http://127.0.0.1:9")
+    unknown = httpx.post(f"{sso_cp.url}/api/v1/auth/sso/org_nope/start")
+    assert unknown.status_code == 404, unknown.text
+    with httpx.Client(base_url=sso_cp.url) as http:
+        started = [http.post(f"/api/v1/auth/sso/{org}/start") for _ in range(20)]
+        assert [r.status_code for r in started] == [200] * 20
+        assert len({r.json()["nonce"] for r in started}) == 20  # a fresh nonce each time
+        over = http.post(f"/api/v1/auth/sso/{org}/start")
+    assert over.status_code == 429, over.text
+    assert "single sign-ins from this address are still open" in over.json()["error"]["message"]
