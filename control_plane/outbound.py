@@ -14,6 +14,9 @@ its JWKS) goes through :func:`fetch`:
 * redirects are followed at most ``max_redirects`` times, each hop checked the same way;
 * the answer is capped at ``max_bytes`` and the whole fetch at ``timeout`` seconds.
 
+The alert webhook (``webhook_url``) is not such a URL: it comes from the deployment's own
+settings, which only whoever runs the control plane can change, not from an organisation.
+
 A refusal is an :class:`~control_plane.errors.OutboundRefused` naming the address and the
 setting that would allow it; a provider that cannot be reached is an ``UnavailableError``.
 """

@@ -83,8 +83,11 @@ def _refused(why: str) -> AuthenticationError:
 def _check_config(doc: dict[str, Any]) -> dict[str, Any]:
     """The settable fields, checked (ValidationError naming the field)."""
     issuer = doc.get("issuer")
-    if not isinstance(issuer, str) or not issuer:
-        raise ValidationError("issuer must be the provider's URL", details={"field": "issuer"})
+    if not isinstance(issuer, str) or not 1 <= len(issuer) <= 500:
+        raise ValidationError(
+            "issuer must be the provider's URL (at most 500 characters)",
+            details={"field": "issuer"},
+        )
     client_id = doc.get("client_id")
     if not isinstance(client_id, str) or not 1 <= len(client_id) <= 200:
         raise ValidationError("client_id must be 1 to 200 characters")
