@@ -126,7 +126,7 @@ def check_address(ip: IP, policy: OutboundPolicy, what: str) -> None:
         return
     why = address_class(ip)
     if why is not None:
-        article = "an" if why[0] in "aeiou" else "a"
+        article = "an" if why.startswith("unspecified") else "a"
         raise OutboundRefused(
             f"{what} resolves to {ip}, {article} {why} address; allow it with "
             f"`{policy.setting}` if this provider is internal"

@@ -104,3 +104,21 @@ async def test_a_login_started_for_another_organisation_is_refused(api: Api) -> 
     status, refused = await sso(api, org, provider.id_token(login["nonce"]), login["login_id"])
     assert status == 401, refused
     assert "not started here" in refused["error"]["message"]
+
+
+async def test_configuring_an_internal_or_bad_issuer_is_a_clear_400(api: Api) -> None:
+    owner = await api.org("acme", "owner@acme.test")
+    base = {"client_id": CLIENT_ID, "role_map": {"ops": "operator"}}
+    cases = {
+        "https://10.0.0.5": "resolves to 10.0.0.5, a private address; allow it with "
+        "`sso.allowed_networks` if this provider is internal",
+        "https://[fd00::5]/realm": "fd00::5, a unique-local address",
+        "http://9.9.9.9": "must use https://",
+        "https://" + "a" * 500: "at most 500 characters",
+    }
+    for issuer, why in cases.items():
+        status, body = await api.call("PUT", "/org/sso", owner, json={**base, "issuer": issuer})
+        assert status == 400, (issuer, body)
+        assert why in body["error"]["message"], (issuer, body)
+    status, body = await api.call("GET", "/org/sso", owner)
+    assert status == 404, body  # nothing was stored
