@@ -27,6 +27,7 @@ import asyncio
 import ipaddress
 import json
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +66,7 @@ class OutboundPolicy:
     max_redirects: int = 3
     setting: str = "sso.allowed_networks"  # named in refusals: where to allow an address
     resolver: Resolver = system_resolver
+    tls: ssl.SSLContext | None = None  # None: the system's trusted CAs (tests bring their own)
 
 
 @dataclass(frozen=True)
@@ -204,7 +206,12 @@ async def _get_once(url: str, ip: IP, policy: OutboundPolicy) -> tuple[int, str 
     connector = aiohttp.TCPConnector(resolver=_Pinned(ip), use_dns_cache=False)
     async with (
         aiohttp.ClientSession(connector=connector, trust_env=False) as session,
-        session.get(url, allow_redirects=False, headers={"Accept": "application/json"}) as resp,
+        session.get(
+            url,
+            allow_redirects=False,
+            headers={"Accept": "application/json"},
+            ssl=policy.tls if policy.tls is not None else True,
+        ) as resp,
     ):
         limit = policy.max_bytes
         if (resp.content_length or 0) > limit:

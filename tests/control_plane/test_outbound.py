@@ -10,10 +10,17 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+import ssl
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from common.errors import UnavailableError
 from control_plane.errors import OutboundRefused
@@ -230,3 +237,64 @@ async def test_redirects_are_bounded(aiohttp_server: Any) -> None:
     base = await serve(aiohttp_server, {"/loop": loop})
     with pytest.raises(OutboundRefused, match="more than 3 redirects"):
         await fetch(f"{base}/loop", LOOPBACK)
+
+
+def tls_pair(tmp_path: Path, name: str) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A test CA and a server certificate for DNS ``name``: (server context, client context
+    trusting only that CA)."""
+    now = datetime.now(UTC)
+
+    def cert(subject: str, key: Any, issuer: str, signer: Any, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=1))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, leaf_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca = cert("outbound test CA", ca_key, "outbound test CA", ca_key, True)
+    leaf = cert(name, leaf_key, "outbound test CA", ca_key, False)
+    pem = serialization.Encoding.PEM
+    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(pem))
+    (tmp_path / "leaf.key").write_bytes(
+        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(tmp_path / "leaf.pem", tmp_path / "leaf.key")
+    client = ssl.create_default_context(cadata=ca.public_bytes(pem).decode())
+    return server, client
+
+
+async def test_https_to_the_pinned_address_still_checks_the_host_name(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    """Connecting to the checked address does not weaken TLS: the certificate must name the
+    URL's host (``provider.test``, which no DNS knows), not the address."""
+
+    async def doc(_: web.Request) -> web.Response:
+        return web.json_response({"issuer": "https://provider.test"})
+
+    app = web.Application()
+    app.router.add_get("/doc", doc)
+    server_ctx, client_ctx = tls_pair(tmp_path, "provider.test")
+    server = await aiohttp_server(app, host="127.0.0.1", ssl=server_ctx)
+    policy = OutboundPolicy(
+        allowed_networks=LOOPBACK.allowed_networks, resolver=stub("127.0.0.1"), tls=client_ctx
+    )
+    got = await fetch(f"https://provider.test:{server.port}/doc", policy)
+    assert got.json() == {"issuer": "https://provider.test"}
+    with pytest.raises(UnavailableError, match=r"certificate|hostname"):
+        await fetch(f"https://impostor.test:{server.port}/doc", policy)
