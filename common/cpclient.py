@@ -203,9 +203,13 @@ class _Api(ABC):
         """``{issuer, client_id}`` of the organisation's OpenID provider (no session needed)."""
         return self._run(_Call("GET", f"/api/v1/auth/sso/{_ref(org_id)}"))
 
-    def sso_login(self, org_id: str, id_token: str) -> Any:
+    def sso_start(self, org_id: str) -> Any:
+        """Start a single sign-on: provider, client id, ``login_id`` and the ``nonce``."""
+        return self._run(_Call("POST", f"/api/v1/auth/sso/{_ref(org_id)}/start"))
+
+    def sso_login(self, org_id: str, id_token: str, login_id: str) -> Any:
         """Log in with an ID token of that provider; the client keeps the session token."""
-        body = {"org_id": org_id, "id_token": id_token}
+        body = {"org_id": org_id, "id_token": id_token, "login_id": login_id}
         return self._run(_Call("POST", "/api/v1/auth/sso", json=body, keeps_token=True))
 
     def set_sso(self, doc: dict[str, Any]) -> Any:

@@ -49,3 +49,12 @@ class UplinkRefusedError(ControlPlaneError):
         super().__init__(message)
         self.code = code
         self.http_status = http_status
+
+
+class OutboundRefused(ControlPlaneError):
+    """A URL an admin supplied may not be fetched (scheme, address, redirect or size); the
+    message names what and the setting that would allow it (``control_plane/outbound.py``)."""
+
+    code = "invalid_request"  # the caller's input is what is wrong
+    http_status = 400
+    exit_code = 64  # EX_USAGE

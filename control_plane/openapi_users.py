@@ -52,13 +52,42 @@ def sso_paths() -> J:
                 secure=False,
             )
         },
+        "/auth/sso/{org_id}/start": {
+            "post": _op(
+                "ssoStart",
+                "Start a login: the provider, and a single-use login id with the nonce to send it",
+                {
+                    "200": _json(
+                        _obj(
+                            {
+                                "issuer": STR,
+                                "client_id": STR,
+                                "client_secret": STR,
+                                "login_id": STR,
+                                "nonce": STR,
+                                "expires_in": INT,
+                            },
+                            ["issuer", "client_id", "login_id", "nonce", "expires_in"],
+                        ),
+                        "a login in progress",
+                    )
+                },
+                "404 429",
+                params=[_path("org_id")],
+                secure=False,
+            )
+        },
         "/auth/sso": {
             "post": _op(
                 "ssoLogin",
-                "Log in with an ID token of the organisation's provider",
+                "Log in with an ID token of the organisation's provider, issued for a started "
+                "login (its nonce)",
                 {"200": _json({"type": "object"}, "a new session")},
                 "401 404 429",
-                body=_obj({"org_id": STR, "id_token": STR}, ["org_id", "id_token"]),
+                body=_obj(
+                    {"org_id": STR, "id_token": STR, "login_id": STR},
+                    ["org_id", "id_token", "login_id"],
+                ),
                 secure=False,
             )
         },

@@ -30,6 +30,7 @@ ROUTES: list[tuple[str, str, View, str, str | None]] = [
     ("POST", "/invitations", a.create_invitation, "invitations.create", "admin"),
     ("POST", "/invitations/accept", a.accept_invitation, "invitations.accept", None),
     ("GET", "/auth/sso/{org_id}", so.sso_public, "auth.sso_config", None),
+    ("POST", "/auth/sso/{org_id}/start", so.sso_start, "auth.sso_start", None),
     ("POST", "/auth/sso", so.sso_login, "auth.sso", None),
     ("PUT", "/org/sso", so.put_sso, "org.sso_set", "owner"),
     ("GET", "/org/sso", so.get_sso, "org.sso", "admin"),

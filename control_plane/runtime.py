@@ -43,7 +43,7 @@ from control_plane.services.inventory import Inventory
 from control_plane.services.policies import Policies
 from control_plane.services.presence import VaultPresence
 from control_plane.services.rotation import Rotations
-from control_plane.services.sso import SingleSignOn
+from control_plane.services.sso import SingleSignOn, outbound_policy
 from control_plane.services.users import Users
 from control_plane.services.vaults import Vaults
 from control_plane.settings import ControlPlaneSettings
@@ -157,6 +157,7 @@ def build_services(r: Resources) -> Services:
         audit=audit,
         accounts=accounts,
         users=users,
+        policy=outbound_policy(r.settings),
     )
     return Services(
         audit,

@@ -88,6 +88,17 @@ sso = sa.Table(
     sa.Column("updated_at", TS, nullable=False),
 )
 
+# Single sign-ons in progress: the nonce the control plane issued for each, single-use.
+sso_logins = sa.Table(
+    "cp_sso_logins",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),  # SHA-256 of the login id
+    _org(),
+    sa.Column("nonce", sa.String(64), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),  # hash of the starting address
+    sa.Column("expires_at", TS, nullable=False, index=True),
+)
+
 service_ca = sa.Table(
     "cp_service_ca",
     metadata,

@@ -9,13 +9,49 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.errors import ConfigError
 from common.settings import load_settings
 
 CP_ENV_PREFIX = "KEYVAULT_CP_"
+
+
+class SsoSettings(BaseModel):
+    """What the control plane may fetch for single sign-on (``control_plane/outbound.py``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Networks an identity provider may be in although they are not public "
+        "(loopback, private, link-local, unique-local…), e.g. `10.20.0.0/16` for an internal "
+        "provider. Empty: public addresses only.",
+    )
+    allow_plain_http: bool = Field(
+        False,
+        description="Let an issuer use plain http:// to a loopback address that "
+        "allowed_networks names (tests and development only).",
+    )
+    fetch_max_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        le=4 * 1024 * 1024,
+        description="Largest discovery document or JWKS read from a provider.",
+    )
+    fetch_timeout_seconds: float = Field(
+        10.0, gt=0, le=60, description="Longest a fetch from a provider may take in all."
+    )
 
 
 class ControlPlaneSettings(BaseSettings):
@@ -156,6 +192,10 @@ class ControlPlaneSettings(BaseSettings):
     )
     password_per_source: int = Field(
         2, ge=1, le=1000, description="Password checks one address may have running or waiting."
+    )
+    sso: SsoSettings = Field(
+        default_factory=SsoSettings,
+        description="Which identity providers the control plane may fetch from.",
     )
     webhook_url: str | None = Field(None, description="Slack-compatible webhook for new alerts.")
     webhook_secret: SecretStr | None = Field(

@@ -1,13 +1,15 @@
 """Single sign-on from an operator's app: OpenID Connect authorization code + PKCE with a
 loopback redirect (RFC 8252), shared by the CLI, the TUI and the desktop app.
 
-1. ask the control plane which provider and client id the organisation trusts;
+1. start a login at the control plane: it says which provider and client id the organisation
+   trusts and issues a single-use ``login_id`` with the ``nonce`` the ID token must carry;
 2. read the provider's discovery document;
 3. listen on ``http://127.0.0.1:<free port>/callback`` (this machine only), open the browser
-   at the authorization URL with a fresh ``state``, ``nonce`` and S256 code challenge;
+   at the authorization URL with a fresh ``state``, that ``nonce`` and an S256 code challenge;
 4. take the code the browser brings back (the state must match), exchange it with the
    verifier for an ID token;
-5. hand the ID token to the control plane, which verifies it and returns a session.
+5. hand the ID token and the login id to the control plane, which verifies the token (its
+   nonce included) and returns a session.
 
 The verifier, code and ID token stay in memory; nothing here is logged.
 """
@@ -81,11 +83,13 @@ def id_token_from_provider(
     open_browser: Opener,
     timeout: float = TIMEOUT,
     client_secret: str | None = None,
+    nonce: str | None = None,
 ) -> str:
-    """Run the code + PKCE flow with a loopback redirect; the ID token the provider issued."""
+    """Run the code + PKCE flow with a loopback redirect; the ID token the provider issued.
+    ``nonce`` is the one the control plane issued for this login (a fresh one without)."""
     meta = _discover(issuer)
     verifier, challenge = _pkce()
-    state, nonce = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    state, nonce = secrets.token_urlsafe(16), nonce or secrets.token_urlsafe(16)
     answer = _Answer()
     server = _listener(answer)
     redirect = f"http://127.0.0.1:{server.server_address[1]}/callback"
@@ -151,12 +155,13 @@ def sso_login(
     (the client keeps the token)."""
     if not org_id.strip():
         raise ValidationError("give the organisation's id (org_…) for single sign-on")
-    provider = cp.sso_config(org_id.strip())
+    login = cp.sso_start(org_id.strip())
     id_token = id_token_from_provider(
-        str(provider["issuer"]),
-        str(provider["client_id"]),
+        str(login["issuer"]),
+        str(login["client_id"]),
         open_browser,
         timeout,
-        provider.get("client_secret"),
+        login.get("client_secret"),
+        str(login["nonce"]),
     )
-    return dict(cp.sso_login(org_id.strip(), id_token))
+    return dict(cp.sso_login(org_id.strip(), id_token, str(login["login_id"])))

@@ -9,22 +9,33 @@ unknown e-mail in that organisation becomes an account on first login (it has no
 With ``require_sso`` the organisation's password logins are refused. A provider that insists
 on a client secret even from native apps gets the one it issued for them
 (``native_client_secret``, public by nature: RFC 8252 §8.5).
+
+The control plane binds each login to a nonce it issues itself (:meth:`SingleSignOn.start`):
+the app puts that nonce in its authorization request and hands back the login id with the ID
+token; the login is single-use and expires, and the token's ``nonce`` must equal the one
+issued, so an ID token obtained elsewhere, or a replayed one, is refused here and not only by
+the app. The provider's discovery document and JWKS are fetched through
+:mod:`control_plane.outbound` (no internal addresses unless the settings allow them).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import jwt
 import sqlalchemy as sa
 
-from common.cpclient import check_url
 from common.errors import AuthenticationError, NotFoundError, UnavailableError, ValidationError
+from control_plane import outbound
 from control_plane import schema as t
-from control_plane.db import iso, new_id
+from control_plane.db import aware, iso, new_id
+from control_plane.errors import OutboundRefused, RateLimitedError
 from control_plane.services.accounts import LOCAL, check_email
 from control_plane.services.principal import RANK, ROLES, Principal
 from control_plane.services.users import LOCKED_HASH
@@ -37,10 +48,32 @@ if TYPE_CHECKING:
     from control_plane.services.accounts import Accounts
     from control_plane.services.audit import Audit
     from control_plane.services.users import Users
+    from control_plane.settings import ControlPlaneSettings
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 DISCOVERY_TTL = 300.0
 SSO_SUBJECT = "sso"  # the throttle's account name for refused ID tokens
+LOGIN_TTL = 600  # seconds a started login may take (the browser step included)
+STARTS_PER_SOURCE = 20  # logins one address may have started and not finished
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def _expired(expires_at: Any, now: Any) -> bool:
+    ends, at = aware(expires_at), aware(now)
+    return ends is None or at is None or ends <= at
+
+
+def outbound_policy(settings: ControlPlaneSettings) -> outbound.OutboundPolicy:
+    """What the control plane may fetch from identity providers, from its settings."""
+    return outbound.OutboundPolicy(
+        allowed_networks=tuple(settings.sso.allowed_networks),
+        allow_plain_http=settings.sso.allow_plain_http,
+        max_bytes=settings.sso.fetch_max_bytes,
+        timeout=settings.sso.fetch_timeout_seconds,
+    )
 
 
 def _refused(why: str) -> AuthenticationError:
@@ -50,9 +83,11 @@ def _refused(why: str) -> AuthenticationError:
 def _check_config(doc: dict[str, Any]) -> dict[str, Any]:
     """The settable fields, checked (ValidationError naming the field)."""
     issuer = doc.get("issuer")
-    if not isinstance(issuer, str) or not issuer:
-        raise ValidationError("issuer must be the provider's URL", details={"field": "issuer"})
-    check_url(issuer)  # https, or http only to this machine (tests, a local provider)
+    if not isinstance(issuer, str) or not 1 <= len(issuer) <= 500:
+        raise ValidationError(
+            "issuer must be the provider's URL (at most 500 characters)",
+            details={"field": "issuer"},
+        )
     client_id = doc.get("client_id")
     if not isinstance(client_id, str) or not 1 <= len(client_id) <= 200:
         raise ValidationError("client_id must be 1 to 200 characters")
@@ -105,6 +140,7 @@ class SingleSignOn:
         audit: Audit,
         accounts: Accounts,
         users: Users,
+        policy: outbound.OutboundPolicy,
     ) -> None:
         self.engine = engine
         self.clock = clock
@@ -112,11 +148,16 @@ class SingleSignOn:
         self.audit = audit
         self.accounts = accounts
         self.users = users
+        self.policy = policy
         self._keys: dict[str, tuple[float, jwt.PyJWKSet]] = {}
 
     async def configure(self, who: Principal, doc: dict[str, Any]) -> dict[str, Any]:
         """Set (replace) the organisation's provider, group mapping and password policy."""
         values = _check_config(doc)
+        try:  # the admin learns now, not at the first login, that the address is refused
+            await outbound.check_url(values["issuer"], self.policy, "the issuer URL")
+        except UnavailableError as exc:
+            raise ValidationError(f"{exc.message}; check the issuer URL") from None
         row = {
             **values,
             "role_map": json.dumps(values["role_map"], sort_keys=True),
@@ -147,19 +188,73 @@ class SingleSignOn:
             public["client_secret"] = doc["native_client_secret"]
         return public
 
+    async def start(self, org_id: Any, source: str = LOCAL) -> dict[str, Any]:
+        """Begin a login: what :meth:`public` says, plus a fresh single-use ``login_id`` and
+        the ``nonce`` the app must send the provider (both expire after ``expires_in`` s)."""
+        if not isinstance(org_id, str):
+            raise ValidationError("org_id must be a string")
+        public = await self.public(org_id)
+        login_id, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        now, src = self.clock(), _hash(source)[:32]
+        logins = t.sso_logins
+        async with self.engine.begin() as conn:
+            await conn.execute(logins.delete().where(logins.c.expires_at <= now))
+            q = sa.select(sa.func.count()).select_from(logins).where(logins.c.source == src)
+            if (await conn.scalar(q) or 0) >= STARTS_PER_SOURCE:
+                raise RateLimitedError(
+                    LOGIN_TTL,
+                    f"{STARTS_PER_SOURCE} single sign-ins from this address are still open; "
+                    "finish one, or try again when they expire",
+                )
+            await conn.execute(
+                logins.insert().values(
+                    id_hash=_hash(login_id),
+                    org_id=org_id,
+                    nonce=nonce,
+                    source=src,
+                    expires_at=now + timedelta(seconds=LOGIN_TTL),
+                )
+            )
+        return {**public, "login_id": login_id, "nonce": nonce, "expires_in": LOGIN_TTL}
+
+    async def _take_login(self, org_id: str, login_id: str) -> str:
+        """The nonce issued for ``login_id`` in this organisation, used up (single use)."""
+        logins = t.sso_logins
+        async with self.engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    logins.delete()
+                    .where(logins.c.id_hash == _hash(login_id))
+                    .returning(logins.c.org_id, logins.c.nonce, logins.c.expires_at)
+                )
+            ).first()
+        if row is None or row.org_id != org_id or _expired(row.expires_at, self.clock()):
+            raise _refused("this sign-in was not started here, was already used or has expired")
+        return str(row.nonce)
+
     async def _jwks(self, issuer: str) -> jwt.PyJWKSet:
-        """The provider's signing keys (discovery + JWKS, cached a few minutes)."""
+        """The provider's signing keys (discovery + JWKS, cached a few minutes), fetched
+        through :mod:`control_plane.outbound`."""
         cached = self._keys.get(issuer)
         if cached is not None and time.monotonic() - cached[0] < DISCOVERY_TTL:
             return cached[1]
+        discovery = f"{issuer}/.well-known/openid-configuration"
         try:
-            async with httpx.AsyncClient(timeout=10) as http:
-                found = await http.get(f"{issuer}/.well-known/openid-configuration")
-                found.raise_for_status()
-                keys = await http.get(str(found.json()["jwks_uri"]))
-                keys.raise_for_status()
-                keyset = jwt.PyJWKSet.from_dict(keys.json())
-        except (httpx.HTTPError, KeyError, ValueError, jwt.PyJWTError) as exc:
+            found = await outbound.fetch(discovery, self.policy, "the issuer URL")
+            if found.status != 200:
+                raise ValueError(f"{discovery} answered HTTP {found.status}")
+            jwks_uri = found.json()["jwks_uri"]
+            if not isinstance(jwks_uri, str):
+                raise ValueError("its discovery document has no jwks_uri")
+            keys = await outbound.fetch(jwks_uri, self.policy, "the provider's jwks_uri")
+            if keys.status != 200:
+                raise ValueError(f"{jwks_uri} answered HTTP {keys.status}")
+            keyset = jwt.PyJWKSet.from_dict(keys.json())
+        except (OutboundRefused, UnavailableError) as exc:
+            raise UnavailableError(
+                f"the identity provider {issuer} cannot be read: {exc.message}"
+            ) from None
+        except (KeyError, ValueError, TypeError, jwt.PyJWTError) as exc:
             raise UnavailableError(
                 f"the identity provider {issuer} cannot be read: {exc}"
             ) from None
@@ -200,14 +295,29 @@ class SingleSignOn:
         mapped = [config["role_map"][g] for g in groups if g in config["role_map"]]
         return max(mapped, key=RANK.__getitem__) if mapped else None
 
-    async def login(self, org_id: Any, id_token: Any, source: str = LOCAL) -> dict[str, Any]:
-        """A session for the operator named by a valid ID token of the organisation's provider."""
-        if not isinstance(org_id, str) or not isinstance(id_token, str) or len(id_token) > 20_000:
-            raise ValidationError("org_id and id_token must be strings")
+    async def login(
+        self, org_id: Any, id_token: Any, login_id: Any, source: str = LOCAL
+    ) -> dict[str, Any]:
+        """A session for the operator named by a valid ID token of the organisation's provider,
+        issued for the login :meth:`start` began (its nonce; single use)."""
+        if (
+            not isinstance(org_id, str)
+            or not isinstance(id_token, str)
+            or not isinstance(login_id, str)
+            or len(id_token) > 20_000
+            or len(login_id) > 100
+        ):
+            raise ValidationError("org_id, id_token and login_id must be strings")
         await self.limiter.admit(SSO_SUBJECT, source)
         try:
+            nonce = await self._take_login(org_id, login_id)
             config = await self.config(org_id)
             claims = await self._claims(config, id_token)
+            got = claims.get("nonce")
+            if not isinstance(got, str) or not hmac.compare_digest(got.encode(), nonce.encode()):
+                raise _refused(
+                    "the ID token was not issued for this sign-in (nonce); sign in again"
+                )
             email = check_email(claims.get("email"))
         except (AuthenticationError, NotFoundError, ValidationError):
             await self.limiter.failed(SSO_SUBJECT, source)

@@ -31,8 +31,17 @@ async def sso_public(request: web.Request) -> web.Response:
     return web.json_response(await cp_of(request).sso.public(request.match_info["org_id"]))
 
 
+async def sso_start(request: web.Request) -> web.Response:
+    """POST /auth/sso/{org_id}/start — provider, client id, a login id and its nonce."""
+    org_id = request.match_info["org_id"]
+    return web.json_response(await cp_of(request).sso.start(org_id, client_source(request)))
+
+
 async def sso_login(request: web.Request) -> web.Response:
-    """POST /auth/sso {org_id, id_token} → a session token."""
-    doc = await json_object(request, {"org_id", "id_token"}, frozenset({"org_id", "id_token"}))
-    result = await cp_of(request).sso.login(doc["org_id"], doc["id_token"], client_source(request))
+    """POST /auth/sso {org_id, id_token, login_id} → a session token."""
+    names = frozenset({"org_id", "id_token", "login_id"})
+    doc = await json_object(request, set(names), names)
+    result = await cp_of(request).sso.login(
+        doc["org_id"], doc["id_token"], doc["login_id"], client_source(request)
+    )
     return web.json_response(result)

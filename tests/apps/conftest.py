@@ -187,12 +187,13 @@ class LiveControlPlane:
 
 
 def start_control_plane(
-    tmp_path: Path, ssl_context: ssl.SSLContext | None = None
+    tmp_path: Path, ssl_context: ssl.SSLContext | None = None, **extra: Any
 ) -> LiveControlPlane:
-    """Build, start and seed a control plane; the caller stops ``.server``."""
+    """Build, start and seed a control plane (``extra`` settings); the caller stops
+    ``.server``."""
     from control_plane.app import build_app
 
-    server = LiveServer(build_app(cp_settings(tmp_path)), ssl_context)
+    server = LiveServer(build_app(cp_settings(tmp_path, **extra)), ssl_context)
     try:
         from control_plane.views.context import CP
 
@@ -207,6 +208,21 @@ def start_control_plane(
 def live_cp(tmp_path: Path) -> Iterator[LiveControlPlane]:
     """A real control plane on a real port, in a background thread."""
     running = start_control_plane(tmp_path)
+    try:
+        yield running
+    finally:
+        running.server.stop()
+
+
+# The test identity provider runs on this machine over plain HTTP: a control plane must be told
+# explicitly that it may fetch from there (by default it refuses loopback and http://).
+SSO_LOOPBACK = {"sso": {"allowed_networks": ["127.0.0.1/32"], "allow_plain_http": True}}
+
+
+@pytest.fixture
+def sso_cp(tmp_path: Path) -> Iterator[LiveControlPlane]:
+    """A real control plane that may fetch from an identity provider on 127.0.0.1."""
+    running = start_control_plane(tmp_path, **SSO_LOOPBACK)
     try:
         yield running
     finally:

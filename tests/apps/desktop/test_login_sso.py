@@ -16,18 +16,18 @@ def test_desktop_login_dialog_signs_in_with_sso(
     qtbot: Any,
     qloop: Any,
     keyring_env: dict[str, str],
-    live_cp: LiveControlPlane,
+    sso_cp: LiveControlPlane,
     provider: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from apps.desktop.login_dialog import LoginDialog
 
-    org = configure(live_cp, provider)
+    org = configure(sso_cp, provider)
     set_user(provider, "dave@example.com", ["kv-admins"])
     monkeypatch.setattr("webbrowser.open", browser("dave@example.com"))
     dialog = LoginDialog()
     qtbot.addWidget(dialog)
-    dialog.inputs["url"].setText(live_cp.url)
+    dialog.inputs["url"].setText(sso_cp.url)
     assert dialog.sso_button.isVisible() or dialog.sso_button.text() == "Sign in with SSO…"
     dialog.submit_sso(org)
     qtbot.waitUntil(lambda: dialog.session is not None, timeout=30_000)

@@ -13,7 +13,7 @@ __all__ = ["provider"]  # the provider fixture, shared with tests/apps/test_sso.
 
 async def test_tui_login_screen_signs_in_with_sso(
     keyring_env: dict[str, str],
-    live_cp: LiveControlPlane,
+    sso_cp: LiveControlPlane,
     provider: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -25,13 +25,13 @@ async def test_tui_login_screen_signs_in_with_sso(
     from tests.apps.tui.conftest import SIZE, settle
     from tests.apps.tui.test_login_screen import fill, wait_for
 
-    org = configure(live_cp, provider)
+    org = configure(sso_cp, provider)
     set_user(provider, "carol@example.com", ["kv-ops"])
     monkeypatch.setattr("webbrowser.open", browser("carol@example.com"))
     app = KeyVaultApp()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
-        fill(app, url=live_cp.url)
+        fill(app, url=sso_cp.url)
         await pilot.press("ctrl+o")
         await wait_for(pilot, lambda: isinstance(app.screen, SsoPromptScreen))
         app.screen.query_one("#sso-org", Input).value = org
@@ -42,4 +42,4 @@ async def test_tui_login_screen_signs_in_with_sso(
         shell = app.shell
         assert shell is not None and shell.session.profile.email == "carol@example.com"
         await wait_for(pilot, lambda: shell.online)
-    assert CredentialStore().get_session_token(live_cp.url, "carol@example.com")
+    assert CredentialStore().get_session_token(sso_cp.url, "carol@example.com")
