@@ -18,7 +18,7 @@ import kopf
 import pytest
 
 from k8s_operator import vaultsecret_handlers as handlers
-from k8s_operator.api import HttpKubeApi, KubeApiError
+from k8s_operator.api import HttpKubeApi
 from k8s_operator.secret_sync import (
     AgentConnection,
     Login,
@@ -451,11 +451,9 @@ async def test_values_never_reach_status_logs_or_errors(
 async def test_the_operators_own_client_is_reused_for_the_sync_kinds(
     server: RecordedApiServer, vault: Vault
 ) -> None:
-    """In the operator, ``memo.api`` is the VaultAgent handlers' HttpKubeApi (which refuses
-    Secrets); the VaultSecret handlers reach Secrets through the same HTTP client."""
+    """In the operator, ``memo.api`` is the VaultAgent handlers' HttpKubeApi; the VaultSecret
+    handlers reach Secrets and Deployments through the same HTTP client."""
     operator_api = HttpKubeApi(server.api().client)
-    with pytest.raises(KubeApiError, match="does not manage objects of kind Secret"):
-        await operator_api.get("Secret", "default", "shop-env")
     memo = kopf.Memo(api=operator_api, agent_login=StaticToken("kvt_x"), agent_reader=vault.read)
     patch = kopf.Patch()
     await handlers.sync_handler(body=vault_secret(), patch=patch, memo=memo, logger=LOG)
