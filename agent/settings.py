@@ -387,6 +387,8 @@ def _loopback_http(url: str) -> bool:
 
     parts = urlsplit(url)
     return parts.scheme == "http" and _is_loopback(parts.hostname or "")
+
+
 # ---------------------------------------------------------------- templates (issue 17)
 
 TEMPLATE_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
