@@ -238,8 +238,12 @@ class SecretService:
             body = f'{{"secret_id":"{secret_id}"}}'  # ids are [a-z0-9_] only: no escaping needed
             hot.INSERT_OUTBOX.run(conn, ("inventory", body, now))
 
-    def _committed(self) -> None:
-        """A write has committed: the feed wakes the uplink if it recorded a change."""
+    def _committed(self, secret_id: str | None = None) -> None:
+        """A write has committed: the feed wakes the uplink if it recorded a change, and the
+        written secret's cached DEKs go (``Envelope.forget``; every value and state change of a
+        secret, here and in the rotation engine, passes its id)."""
+        if secret_id is not None:
+            self.keys.forget(secret_id)
         self.feed.committed()
 
     def cached_id(self, ref: str) -> str | None:
@@ -453,7 +457,7 @@ class SecretService:
             return new, sealed
 
         new, sealed = await self.store.write(txn)
-        self._committed()
+        self._committed(new.id)
         if sealed is not None:
             self._remember(new, sealed)
         else:
@@ -496,7 +500,7 @@ class SecretService:
             return meta
 
         meta = await self.store.write(txn)
-        self._committed()
+        self._committed(meta.id)
         self._forget(meta.id)
         return meta
 
@@ -516,7 +520,7 @@ class SecretService:
             return _meta(row)
 
         meta = await self.store.write(txn)
-        self._committed()
+        self._committed(meta.id)
         self._forget(meta.id)
         await asyncio.to_thread(self.store.scrub)
         return meta

@@ -257,7 +257,7 @@ class RotationEngine:
                 log.error("rotation of %s failed unexpectedly: %s", meta.id, type(exc).__name__)
             raise RotationFailedError(reason) from None
         promoted = await self.store.write(self._promote(meta, policy, version, also))
-        self.secrets._committed()
+        self.secrets._committed(meta.id)
         self.secrets._remember(promoted, sealed)
         self._audit(actor, meta.id, "ok", 200, None)
         return promoted
@@ -398,7 +398,7 @@ class RotationEngine:
             self.secrets._changed(conn, meta.id, now)
 
         await self.store.write(txn)
-        self.secrets._committed()
+        self.secrets._committed(meta.id)
 
     def _record_failure(
         self,
@@ -488,7 +488,7 @@ class RotationEngine:
                 return True
 
             if await self.store.write(txn):
-                self.secrets._committed()
+                self.secrets._committed(row.secret_id)
                 log.warning("rotation of %s was interrupted by the last stop; discarded it",
                             row.secret_id)  # fmt: skip
         return len(rows)
