@@ -476,6 +476,11 @@ class Plan:
     write_seconds: float = 5
     put_seconds: float = 4
     rss_idle_seconds: float = 2.0
+    stream_clients: int = 2000  # issue 18: 2,000 operators on replica A ...
+    stream_remote: int = 500  # ... and 500 on replica B (through Redis)
+    stream_events: int = 20
+    uplink_agents: int = 2000  # issue 18: connecting 2,000 agents
+    uplink_seconds: float = 2  # held after connecting (the uplink bench's own window is 60 s)
 
     @classmethod
     def quick(cls) -> Plan:
@@ -492,4 +497,6 @@ class Plan:
             write_count=10_000,
             write_seconds=2,
             put_seconds=2,
+            stream_events=10,
+            uplink_agents=200,
         )
