@@ -497,6 +497,8 @@ class Plan:
             write_count=10_000,
             write_seconds=2,
             put_seconds=2,
+            stream_clients=1000,  # quick: half the fleet; the full run measures the target's size
+            stream_remote=250,
             stream_events=10,
-            uplink_agents=200,
+            uplink_agents=100,
         )
