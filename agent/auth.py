@@ -100,11 +100,24 @@ def sql_regex(glob: str) -> str:
     return f"^{body}$"
 
 
+POLICY_MEMO = 1024  # decisions one policy remembers (a policy is immutable: no invalidation)
+MEMO_NAME = 256  # names longer than this (none is valid) are not remembered
+
+
 @dataclass(frozen=True)
 class Policy:
-    """A token's rules."""
+    """A token's rules.
+
+    Decisions are memoised per policy object (``(capability, name) -> bool``, at most
+    :data:`POLICY_MEMO`, then forgotten at once): a policy never changes after it is parsed, and
+    a token's policy is re-read with the token, so a revocation or a new policy is a new object.
+    The memo holds names and booleans only, never a token or a value.
+    """
 
     rules: tuple[Rule, ...]
+    _memo: dict[tuple[str, str], bool] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
 
     @classmethod
     def parse(cls, doc: Any) -> Policy:
@@ -120,7 +133,19 @@ class Policy:
 
     def allows(self, capability: str, name: str) -> bool:
         """Whether any rule grants ``capability`` on ``name``."""
-        return any(rule.grants(capability, name) for rule in self.rules)
+        key = (capability, name)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = any(rule.grants(capability, name) for rule in self.rules)
+            self._remember(key, hit)
+        return hit
+
+    def _remember(self, key: tuple[str, str], decision: bool) -> None:
+        if len(key[1]) > MEMO_NAME:  # longer than any valid name: decided, not remembered
+            return
+        if len(self._memo) >= POLICY_MEMO:
+            self._memo.clear()
+        self._memo[key] = decision
 
     def patterns(self, capability: str) -> list[str]:
         """The regular expressions of the names ``capability`` is granted on, in the dialect
@@ -133,7 +158,12 @@ class Policy:
 
     def sees(self, name: str) -> bool:
         """Whether any rule grants anything at all on ``name`` (it may know the name exists)."""
-        return any(rule.regex.fullmatch(name) for rule in self.rules)  # any capability
+        key = ("", name)  # "" is no capability: the key of "any capability"
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = any(rule.regex.fullmatch(name) for rule in self.rules)  # any capability
+            self._remember(key, hit)
+        return hit
 
     def to_json(self) -> list[dict[str, Any]]:
         """The policy as stored and shown."""

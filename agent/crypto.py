@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +50,8 @@ KDF_MIN_ITERATIONS = 100_000
 KDF_MAX_ITERATIONS = 10_000_000  # the CLI's and the API's bound; a header above it is forged
 KDF_DEFAULT_ITERATIONS = 600_000
 HEADER_FORMAT = 1
+DEK_CACHE_SECRETS = 4096  # secrets whose unwrapped DEK keys (AES-GCM objects) are kept
+DEK_CACHE_VERSIONS = 4  # versions kept per secret (reads of old versions are rare)
 
 Random = Callable[[int], bytes]
 Clock = Callable[[], datetime]
@@ -361,14 +364,26 @@ class SealedValue:
     ciphertext: bytes
 
 
+_DekKey = tuple[int, int, bytes]  # (version, KEK version, wrapped DEK) of one secret
+
+
 class Envelope:
-    """Seal and open secret values for one vault under its master key and live KEKs."""
+    """Seal and open secret values for one vault under its master key and live KEKs.
+
+    Opening a value unwraps its DEK under a KEK and builds an AES-GCM object for it; the
+    object is kept in a bounded LRU (:data:`DEK_CACHE_SECRETS` secrets ×
+    :data:`DEK_CACHE_VERSIONS` versions), keyed by the exact sealed row it came from (secret,
+    version, KEK version, wrapped DEK), so a changed row is a miss, never a stale hit. It holds
+    DEK keys only, never a plaintext value. It is emptied for a secret on every write to it
+    (:meth:`forget`), for a KEK when that KEK is unloaded, and whole on a rekey.
+    """
 
     def __init__(self, vault_id: str, master: MasterKey, *, rng: Random = os.urandom) -> None:
         self.vault_id = vault_id
         self._wrap_key = AESGCM(master.subkey("kek-wrap"))
         self._rng = rng
         self._keks: dict[int, AESGCM] = {}
+        self._deks: OrderedDict[str, dict[_DekKey, AESGCM]] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"Envelope(vault_id={self.vault_id!r}, keks={sorted(self._keks)})"
@@ -386,8 +401,22 @@ class Envelope:
         self._keks[version] = AESGCM(raw)
 
     def unload_kek(self, version: int) -> None:
-        """Forget a KEK (after it is destroyed)."""
+        """Forget a KEK (after it is destroyed), and every DEK it wrapped."""
         self._keks.pop(version, None)
+        for sid in list(self._deks):
+            kept = {k: v for k, v in self._deks[sid].items() if k[1] != version}
+            if kept:
+                self._deks[sid] = kept
+            else:
+                del self._deks[sid]
+
+    def forget(self, secret_id: str) -> None:
+        """Drop the cached DEKs of one secret (it was written, deleted or destroyed)."""
+        self._deks.pop(secret_id, None)
+
+    def cached_deks(self) -> dict[str, list[_DekKey]]:
+        """What the DEK cache holds, by secret id (for tests and diagnostics; no key bytes)."""
+        return {sid: list(found) for sid, found in self._deks.items()}
 
     def rewrap_kek_for(self, new_master: MasterKey, version: int, wrapped: bytes) -> bytes:
         """Re-wrap a stored KEK under a new master key (rekey)."""
@@ -418,8 +447,9 @@ class Envelope:
         )
 
     def use_master(self, master: MasterKey) -> None:
-        """Switch to a new master key after a rekey (loaded KEKs stay loaded)."""
+        """Switch to a new master key after a rekey (loaded KEKs stay loaded; cached DEKs go)."""
         self._wrap_key = AESGCM(master.subkey("kek-wrap"))
+        self._deks.clear()
 
     def _kek(self, version: int) -> AESGCM:
         try:
@@ -451,10 +481,30 @@ class Envelope:
 
     def open(self, secret_id: str, version: int, sealed: SealedValue) -> bytes:
         """Decrypt one secret version; any mismatch raises the opaque IntegrityError."""
-        dek = self._dek(secret_id, version, sealed.kek_version, sealed.wrapped_dek)
         return _open(
-            AESGCM(dek), sealed.ciphertext, _aad("value", self.vault_id, secret_id, version)
+            self._value_key(secret_id, version, sealed),
+            sealed.ciphertext,
+            _aad("value", self.vault_id, secret_id, version),
         )
+
+    def _value_key(self, secret_id: str, version: int, sealed: SealedValue) -> AESGCM:
+        """The AES-GCM object of a value's DEK: from the LRU, or unwrapped and remembered."""
+        key = (version, sealed.kek_version, sealed.wrapped_dek)
+        found = self._deks.get(secret_id)
+        if found is not None:
+            aead = found.get(key)
+            if aead is not None:
+                self._deks.move_to_end(secret_id)
+                return aead
+        aead = AESGCM(self._dek(secret_id, version, sealed.kek_version, sealed.wrapped_dek))
+        if found is None:
+            found = self._deks[secret_id] = {}
+            if len(self._deks) > DEK_CACHE_SECRETS:
+                self._deks.popitem(last=False)
+        elif len(found) >= DEK_CACHE_VERSIONS:
+            found.clear()
+        found[key] = aead
+        return aead
 
     def rewrap(
         self, secret_id: str, version: int, sealed: SealedValue, new_kek: int
@@ -462,9 +512,11 @@ class Envelope:
         """Re-wrap one value's DEK under KEK ``new_kek``; the value's ciphertext is unchanged.
 
         The DEK is unwrapped and the value opened first, so a damaged row is found here rather
-        than after the old KEK is gone.
+        than after the old KEK is gone. The secret's cached DEKs are dropped.
         """
+        self.forget(secret_id)
         self.open(secret_id, version, sealed)
+        self.forget(secret_id)
         dek = self._dek(secret_id, version, sealed.kek_version, sealed.wrapped_dek)
         wrapped = _seal(
             self._kek(new_kek),

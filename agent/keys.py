@@ -181,6 +181,10 @@ class KeyManager:
         """Open a stored value."""
         return self.envelope.open(secret_id, version, sealed)
 
+    def forget(self, secret_id: str) -> None:
+        """Drop a secret's cached DEKs (after a write to it)."""
+        self.envelope.forget(secret_id)
+
     # ------------------------------------------------------------------ KEK rotation
     async def rotate_kek(self, progress: Progress | None = None) -> KekRotation:
         """New KEK, online re-wrap of every DEK, proof none is left on the old, then destroy it."""

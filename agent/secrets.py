@@ -239,8 +239,12 @@ class SecretService:
             hot.INSERT_OUTBOX.run(conn, ("inventory", body, now))
 
     def _committed(self, meta: SecretMeta | None = None, event: ChangeEvent = "updated") -> None:
-        """A write has committed: the feed wakes the uplink if it recorded a change and tells
-        its subscribers what changed (name, id, version: never the value)."""
+        """A write has committed: the written secret's cached DEKs go (``Envelope.forget``; every
+        value and state change of a secret, here and in the rotation engine, passes its meta),
+        the feed wakes the uplink if it recorded a change and tells its subscribers what changed
+        (name, id, version: never the value)."""
+        if meta is not None:
+            self.keys.forget(meta.id)
         change = SecretChange(meta.name, meta.id, meta.version, event) if meta else None
         self.feed.committed(change)
 

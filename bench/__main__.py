@@ -11,10 +11,10 @@ import time
 import traceback
 from pathlib import Path
 
-from bench import kdf, read_tls, rss, writes
+from bench import control, kdf, read_tls, rss, writes
 from bench.harness import Plan, Report, ab_available, loadavg, log, median, workspace
 
-BENCHES = ("writes", "read", "kdf", "rss")
+BENCHES = ("writes", "read", "kdf", "rss", "stream", "uplink")
 
 
 def machine() -> str:
@@ -126,8 +126,12 @@ def main(argv: list[str] | None = None) -> int:
                         read_tls.run(sub, procs, plan, report)
                     elif name == "kdf":
                         kdf.run(sub, procs, plan, report)
-                    else:
+                    elif name == "rss":
                         rss.run(sub, procs, plan, report)
+                    elif name == "stream":
+                        control.run_stream(sub, plan, report)
+                    else:
+                        control.run_uplink(sub, plan, report)
                 except KeyboardInterrupt:
                     raise
                 except Exception as exc:

@@ -464,11 +464,11 @@ def runs_table(runs: Sequence[tuple[str, AbResult]]) -> str:
 class Plan:
     """How long and how often each benchmark runs (``--quick`` or full)."""
 
-    read_rounds: int = 7
+    read_rounds: int = 5  # was 7: the full run also holds issue 18's control-plane benches now
     read_seconds: float = 6
     read_max_requests: int = 400_000
     warmup_seconds: float = 3
-    kdf_rounds: int = 5
+    kdf_rounds: int = 4
     kdf_seconds: float = 4
     pbkdf2_repeats: int = 5
     write_rounds: int = 3
@@ -476,6 +476,11 @@ class Plan:
     write_seconds: float = 5
     put_seconds: float = 4
     rss_idle_seconds: float = 2.0
+    stream_clients: int = 2000  # issue 18: 2,000 operators on replica A ...
+    stream_remote: int = 500  # ... and 500 on replica B (through Redis)
+    stream_events: int = 20
+    uplink_agents: int = 2000  # issue 18: connecting 2,000 agents
+    uplink_seconds: float = 2  # held after connecting (the uplink bench's own window is 60 s)
 
     @classmethod
     def quick(cls) -> Plan:
@@ -492,4 +497,8 @@ class Plan:
             write_count=10_000,
             write_seconds=2,
             put_seconds=2,
+            stream_clients=1000,  # quick: half the fleet; the full run measures the target's size
+            stream_remote=250,
+            stream_events=10,
+            uplink_agents=100,
         )

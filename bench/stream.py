@@ -40,6 +40,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bench.harness import _die_with_parent
 from common.events import POLICY_CREATED, encode, make
 
 CLI = "from control_plane.cli import control_plane_group; control_plane_group()"
@@ -83,7 +84,13 @@ class Fleet:
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(self, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            args,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # gone even if the bench is killed with -9
+        )
         self.procs.append(proc)
         return proc
 
@@ -370,7 +377,9 @@ async def _run_bare(args: argparse.Namespace, fleet: Fleet) -> dict[str, Any]:
 
 def bare_main(port: int) -> None:
     """Entry point of the bare broadcast server child process."""
-    web.run_app(_bare_app(), host="127.0.0.1", port=port, print=None)
+    from common.eventloop import new_event_loop  # the control plane's loop (uvloop): like for like
+
+    web.run_app(_bare_app(), host="127.0.0.1", port=port, print=None, loop=new_event_loop())
 
 
 def _row(label: str, lat: list[float], missing: int | str, rss: str) -> str:
@@ -431,6 +440,21 @@ async def _main(args: argparse.Namespace) -> int:
         "targets (p95 <= 200 ms, RSS <= 40 KiB/conn connected and after events, nothing "
         f"missing): {'met' if ok else 'NOT met'}"
     )
+    if args.json is not None:  # for ``python -m bench``'s table
+        figures = {
+            "clients": args.clients,
+            "remote": args.remote,
+            "events": args.events,
+            "cp_p50_ms": _percentile(every, 0.5) * 1000,
+            "cp_p95_ms": _percentile(every, 0.95) * 1000,
+            "bare_p50_ms": _percentile(bare_all, 0.5) * 1000,
+            "bare_p95_ms": _percentile(bare_all, 0.95) * 1000,
+            "cp_missing": cp["missing"],
+            "bare_missing": bare["missing"],
+            "cp_rss_kib_per_conn": max(cp["rss_connect"], cp["rss_events"]),
+            "load": [load_before[0], load_after[0]],
+        }
+        args.json.write_text(json.dumps(figures), encoding="utf-8")
     return 0 if ok else 1
 
 
@@ -445,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--json", type=Path, help="also write the key figures to this file")
     return asyncio.run(_main(parser.parse_args(argv)))
 
 

@@ -441,10 +441,12 @@ async def main_async(args: argparse.Namespace) -> str:
                 p99, n = _window_quantile(cp["snapshots"][0], cp["snapshots"][1], 0.99)
                 p50, _ = _window_quantile(cp["snapshots"][0], cp["snapshots"][1], 0.50)
                 cp["hb_p99_ms"], cp["hb_p50_ms"], cp["hb_n"] = p99 * 1000, p50 * 1000, n
-                print("  control plane: agent death → alert", file=sys.stderr)
-                offline = await _offline_latency(
-                    api, token, probe, str(ca_file), gateway, args.interval
-                )
+                offline: list[float] = []
+                if not args.connect_only:
+                    print("  control plane: agent death → alert", file=sys.stderr)
+                    offline = await _offline_latency(
+                        api, token, probe, str(ca_file), gateway, args.interval
+                    )
             finally:
                 await sims.close()
 
@@ -457,6 +459,15 @@ async def main_async(args: argparse.Namespace) -> str:
                 bare["hb_p99_ms"] = stats["p99"] * 1000
             finally:
                 await sims.close()
+            if args.json is not None:  # for ``python -m bench``'s table
+                keep = ("connected", "alive", "connect_s", "rss_per_conn_kib", "cpu_pct")
+                figures = {
+                    "agents": args.agents,
+                    "cp": {k: cp[k] for k in keep},
+                    "bare": {k: bare[k] for k in keep},
+                    "hb_p99_ms": cp["hb_p99_ms"],
+                }
+                args.json.write_text(json.dumps(figures), encoding="utf-8")
             return _table(cp, bare, offline, args)
         finally:
             fleet.stop()
@@ -473,7 +484,7 @@ def _get(url: str) -> bytes:
         return bytes(response.read())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     """Parse arguments, run, print the table (and append it to ``--out``)."""
     p = argparse.ArgumentParser(prog="python -m bench.uplink", description=__doc__.split("\n\n")[0])
     p.add_argument("--agents", type=int, default=2000)
@@ -485,7 +496,13 @@ def main() -> None:
     p.add_argument("--hb-metric", default="keyvault_cp_uplink_heartbeat_seconds")
     p.add_argument("--quick", action="store_true", help="200 agents, 20 s window")
     p.add_argument("--out", type=Path, help="append the table to this file")
-    args = p.parse_args()
+    p.add_argument(
+        "--connect-only",
+        action="store_true",
+        help="skip the agent-death → alert probe (for python -m bench: connect time and RSS)",
+    )
+    p.add_argument("--json", type=Path, help="also write the key figures to this file")
+    args = p.parse_args(argv)
     if args.quick:
         args.agents, args.duration = 200, 20.0
     table = asyncio.run(main_async(args))

@@ -18,6 +18,7 @@ from agent.api.authlimit import SUMMARY_OP, FailedAuthLimiter
 from agent.api.context import AGENT, AUDIT, RequestAudit
 from agent.api.lifecycle import add_background_services
 from agent.api.routes import PUBLIC, add_routes
+from agent.api.secret_views import READ_BODIES, ReadPrefixes
 from agent.assembly import Agent
 from common.errors import AuthenticationError, IntegrityError, KeyVaultError, UnavailableError
 from serverkit.body import MAX_BODY
@@ -125,6 +126,7 @@ def build_app(agent: Agent, *, background: bool = False) -> web.Application:
     app[AGENT] = agent
     app[MAX_BODY] = agent.settings.max_body_bytes
     app[AUTH_LIMIT] = FailedAuthLimiter()
+    app[READ_BODIES] = ReadPrefixes()
     app.on_shutdown.append(_flush_auth_summaries)
     app.on_shutdown.append(_end_change_streams)
     if background:

@@ -398,6 +398,7 @@ class RotationEngine:
             self.secrets._changed(conn, meta.id, now)
 
         await self.store.write(txn)
+        self.secrets.keys.forget(meta.id)  # the discarded pending version's DEK
         self.secrets._committed()
 
     def _record_failure(
@@ -488,6 +489,7 @@ class RotationEngine:
                 return True
 
             if await self.store.write(txn):
+                self.secrets.keys.forget(row.secret_id)
                 self.secrets._committed()
                 log.warning("rotation of %s was interrupted by the last stop; discarded it",
                             row.secret_id)  # fmt: skip

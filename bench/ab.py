@@ -1,0 +1,63 @@
+"""Agent against agent: this tree's read path against another commit's, interleaved.
+
+``python -m bench.ab [--base main] [--rounds 5] [--seconds 4]`` exports ``--base`` with
+``git archive`` into a temp folder, starts one agent from each tree (the base one with that folder
+first on ``PYTHONPATH``, same virtualenv) and the bare server, and runs benchmark 1's ab line on
+them in interleaved rounds. It prints medians and the per-round ratios, chiefly server CPU per
+read, which a busy machine disturbs least. This is how docs/performance.md's "before" of issue 18
+was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tarfile
+from io import BytesIO
+
+from bench.harness import REPO, Plan, median, workspace
+from bench.read_tls import measure
+from bench.servers import agent_target, init_agent, seed_secret, start_agent, start_bare
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the A/B and print its figures."""
+    parser = argparse.ArgumentParser(prog="python -m bench.ab", description=__doc__)
+    parser.add_argument("--base", default="main", help="the commit to compare against")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=4)
+    args = parser.parse_args(argv)
+    archive = subprocess.run(
+        ["git", "archive", args.base], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    with workspace() as (folder, procs):
+        base = folder / "base-tree"
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(base, filter="data")
+        targets = []
+        for name, env in (("this", None), ("base", {"PYTHONPATH": str(base)})):
+            setup = init_agent(folder / name)
+            proc = start_agent(procs, setup, name=name, env=env)
+            sid, body = seed_secret(setup)
+            targets.append(agent_target(proc, setup, sid, name=name))
+        targets.append(start_bare(procs, folder, setup.tls, body, setup.client_pem(), sid))
+        res, _ = measure(targets, Plan.quick(), args.rounds, args.seconds, "ab")
+        for n in ("this", "base", "bare"):
+            rs = res[n]
+            print(
+                f"{n:>5}: {median([r.rps for r in rs]):>8,.0f} req/s · "
+                f"{median([r.server_cpu_us for r in rs]):.0f} µs CPU/read · "
+                f"p99 {median([r.p99_ms for r in rs]):.0f} ms"
+            )
+
+        def ratio(a: str, b: str, attr: str) -> float:
+            pairs = zip(res[a], res[b], strict=True)
+            return median([getattr(x, attr) / getattr(y, attr) for x, y in pairs])
+
+        print(f"CPU per read this / {args.base}: {ratio('this', 'base', 'server_cpu_us'):.3f}")
+        print(f"req/s this / bare: {ratio('this', 'bare', 'rps'):.3f}")
+        print(f"req/s {args.base} / bare: {ratio('base', 'bare', 'rps'):.3f}")
+
+
+if __name__ == "__main__":
+    main()
