@@ -4,10 +4,12 @@ other's logs, and a replica's lost log is still caught (real agent processes, re
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from agent.audit.checkpoint import PROBLEMS
 from agent.crypto import generate_key_file
 from agent.provision import InitOptions, initialise
 from agent.store.db import Store
@@ -85,3 +87,64 @@ def test_three_replicas_on_one_store_restart_without_false_alerts(
     finally:
         _stop(procs)
     assert _alerts(pg_url) == []
+
+
+def test_a_wiped_replica_volume_is_caught_as_that_replicas_log_missing(
+    tmp_path: Path, pg_url: str
+) -> None:
+    dirs = _replicas(tmp_path, pg_url, 2)
+    names = ["vault-0", "vault-1"]
+    procs = _start(dirs, names)
+    try:
+        _serve(procs, 1)
+    finally:
+        _stop(procs)
+    shutil.rmtree(dirs[1].path)  # pod vault-1's volume wiped; its init joins the store again
+    initialise(
+        InitOptions(dirs[1].path, key_file=tmp_path / "master.key", storage_url=pg_url, port=0,
+                    join=True)
+    )  # fmt: skip
+    procs = _start(dirs, names)
+    try:
+        _serve(procs, 2)  # it serves, on a new chain, and says so
+        broken = _health(procs[1])
+        assert broken["status"] == "broken" and broken["epoch"] == 2
+        assert "missing" in str(broken["problem"])
+        assert _health(procs[0])["status"] == "ok"  # the other replica is not disturbed
+    finally:
+        _stop(procs)
+    assert _alerts(pg_url) == [PROBLEMS["missing"]]
+
+
+def test_a_renamed_replica_with_a_long_name_still_has_its_own_log_checked(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A name too long for the per-host row an older version wrote (it refused to start on
+    PostgreSQL), and a new name later (a container recreated, a host renamed): the log's own
+    id still finds its checkpoint, so a rolled-back log is caught and not quietly adopted."""
+    (folder,) = _replicas(tmp_path, pg_url, 1)
+    long_name = "payments-production-keyvault-agent-" + "x" * 28 + "-0"
+    (proc,) = _start([folder], [long_name])
+    try:
+        _serve([proc], 1)
+    finally:
+        _stop([proc])
+    files = ("audit.log", "audit.head", "audit.id")
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in files:
+        shutil.copy2(folder.path / name, copy / name)
+    (proc,) = _start([folder], [long_name])
+    try:
+        _serve([proc], 2)
+    finally:
+        _stop([proc])
+    for name in files:  # the older copy of the log restored
+        shutil.copy2(copy / name, folder.path / name)
+    (proc,) = _start([folder], ["renamed-host"])
+    try:
+        audit = _health(proc)
+        assert audit["status"] == "broken" and "rolled back" in str(audit["problem"])
+    finally:
+        _stop([proc])
+    assert _alerts(pg_url) == [PROBLEMS["rolled back"]]
