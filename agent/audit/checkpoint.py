@@ -392,13 +392,19 @@ def write_log_id(folder: Path, key: CheckpointKey, log_id: str) -> None:
     tag = key.seal("audit log id", log_id)
     text = json.dumps({"log": log_id, "tag": tag}, sort_keys=True, separators=(",", ":"))
     tmp = folder / f"{LOG_ID_NAME}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, (text + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, folder / LOG_ID_NAME)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, (text + "\n").encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, folder / LOG_ID_NAME)
+    except OSError as exc:
+        raise UnavailableError(
+            f"the audit log identity file {folder / LOG_ID_NAME} cannot be written: "
+            f"{exc.strerror or exc}; check the data folder is writable and not full"
+        ) from None
 
 
 def identify(

@@ -30,7 +30,7 @@ from agent.audit.checkpoint import (
 from agent.store import schema as t
 from agent.store.db import Store
 from agent.uplink import meta, outbox
-from common.errors import IntegrityError
+from common.errors import IntegrityError, UnavailableError
 
 KEY = bytes(range(32))
 VAULT = "vlt_guard"
@@ -355,3 +355,16 @@ def test_an_older_versions_checkpoint_still_catches_a_rolled_back_log(
     audit, guard = _open_as("vault-0", folder, store, legacy)
     audit.close()
     assert guard.state.problem == "rolled back"
+
+
+def test_an_identity_file_that_cannot_be_written_is_a_clear_error(
+    tmp_path: Path, store: Store
+) -> None:
+    folder = tmp_path / "vault-0"
+    (folder / "audit.id.tmp").mkdir(parents=True)  # in the way of the atomic write
+    with pytest.raises(UnavailableError, match=r"audit\.id cannot be written.*not full"):
+        _open_as("vault-0", folder, store)
+    (folder / "audit.id.tmp").rmdir()  # fixed: the store already names the log, all is quiet
+    assert _run_as("vault-0", folder, store, 1).state.problem is None
+    assert read_log_id(folder, CheckpointKey(KEY, VAULT)) is not None
+    assert _alerts(store) == []
