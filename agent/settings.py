@@ -431,7 +431,7 @@ class AgentSettings(BaseSettings):
     replica_name: str | None = Field(
         None,
         validation_alias=AliasChoices("replica_name", "KEYVAULT_REPLICA_NAME", "POD_NAME"),
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,252}$",
         description="This replica's stable name on a shared PostgreSQL store (the StatefulSet pod "
         "name); its audit log is bound to it, so a replica whose log is gone is noticed. "
         "Default: the host name and data folder.",
