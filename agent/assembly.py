@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 
 from agent import platform
 from agent.audit import AuditLog
-from agent.audit.checkpoint import CHECKPOINT_KEY, AuditGuard, CheckpointKey, open_audit
+from agent.audit.checkpoint import (
+    CHECKPOINT_KEY,
+    AuditGuard,
+    CheckpointKey,
+    Replica,
+    open_audit,
+)
 from agent.auth import TokenService
 from agent.changes import Wakeup
 from agent.crypto import KeySource
@@ -142,6 +148,7 @@ class Agent:
                 ),
                 CheckpointKey(keys.audit_key, keys.vault_id, _checkpoint_row(settings, store)),
                 store,
+                None if store.backend == "sqlite" else replica(settings),
             )
         except BaseException:
             store.close()
@@ -205,11 +212,17 @@ def _unlock(store: Store, settings: AgentSettings, source: KeySource | None) -> 
 
 
 def _checkpoint_row(settings: AgentSettings, store: Store) -> str:
-    """The audit checkpoint's ``kv_meta`` key: one per audit log (replicas on one PostgreSQL
-    store each have their own log)."""
+    """The audit checkpoint's ``kv_meta`` key on SQLite; on PostgreSQL the per-host row an
+    older version kept, adopted once (each log now has its own row, by its log id)."""
     if store.backend == "sqlite":
         return CHECKPOINT_KEY
     return f"{CHECKPOINT_KEY}:{rotation_owner(settings)}"
+
+
+def replica(settings: AgentSettings) -> Replica:
+    """This agent among the replicas of a shared store: ``replica_name`` (the pod name), else
+    the host name and data folder."""
+    return Replica(settings.replica_name or rotation_owner(settings))
 
 
 def rotation_owner(settings: AgentSettings) -> str:

@@ -584,6 +584,14 @@ class AgentSettings(BaseSettings):
     tls: TLSSettings = Field(default_factory=TLSSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     audit_fsync: bool = Field(False, description="fsync the audit log after every entry.")
+    replica_name: str | None = Field(
+        None,
+        validation_alias=AliasChoices("replica_name", "KEYVAULT_REPLICA_NAME", "POD_NAME"),
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,252}$",
+        description="This replica's stable name on a shared PostgreSQL store (the StatefulSet pod "
+        "name); its audit log is bound to it, so a replica whose log is gone is noticed. "
+        "Default: the host name and data folder.",
+    )
     max_body_bytes: int = Field(
         256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest request body accepted."
     )

@@ -7,9 +7,19 @@ both its files restored from an older copy. The keystore (``kv_meta``) therefore
     tag = HMAC-SHA256(HKDF(audit key, "keyvault audit checkpoint"), vault, epoch, seq, mac)
 
 The audit key is wrapped by the master key, so only the vault's owner can write a checkpoint that
-verifies, and a rekey (which re-wraps the audit key) keeps it valid. Replicas sharing one
-PostgreSQL store each keep their own row (``audit.checkpoint:<replica>``), bound into the tag. The checkpoint follows the
+verifies, and a rekey (which re-wraps the audit key) keeps it valid. The checkpoint follows the
 log at most :data:`CHECKPOINT_EVERY` seconds behind and is written at a clean shutdown.
+
+Replicas sharing one PostgreSQL store each write their own log (:class:`Replica`). Each log has
+an identity, a random *log id* made with it and kept in ``audit.id`` beside it; its checkpoint is
+the row ``audit.log:<log id>`` (the row's name is bound into the tag), and the row
+``audit.replica:<hash of the replica name>`` names the log id that replica writes (tagged too).
+A replica checks only its own log. Its log missing while the store names one for it is
+"missing"; its folder holding another log than the one the store names for it is "replaced".
+A replica name the store does not know starts a new log id: legitimate for a new replica, and
+also all that a replica whose whole folder was wiped *and* whose name changed looks like (so
+name replicas stably: ``replica_name``, the StatefulSet pod name). A SQLite store holds one
+agent's log: its checkpoint stays the single row ``audit.checkpoint``.
 
 At start (:func:`open_audit`), a log that is missing, shorter than the checkpoint, no longer holds
 the checkpointed entry, or cannot be opened at all, is a *problem*: its files are kept aside in
@@ -28,6 +38,7 @@ import hmac
 import json
 import logging
 import os
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,6 +61,9 @@ from common.errors import IntegrityError, UnavailableError
 
 log = logging.getLogger("keyvault.agent.audit")
 CHECKPOINT_KEY = "audit.checkpoint"
+LOG_ID_NAME = "audit.id"  # the log's identity file, beside audit.log
+LOG_ROW = "audit.log:"  # + log id: that log's checkpoint
+REPLICA_ROW = "audit.replica:"  # + hash of the replica name: the log id that replica writes
 CHECKPOINT_EVERY = 1.0  # seconds between checkpoints while entries are written
 PROBLEMS = {  # fixed texts: they go to /health and, as the alert message, upstream
     "missing": "the audit log was missing at start (deleted?); a new audit chain was started",
@@ -61,6 +75,10 @@ PROBLEMS = {  # fixed texts: they go to /health and, as the alert message, upstr
     "checkpoint": "the audit checkpoint in the keystore failed its check (edited?); a new "
     "audit chain was started",
     "removed": "the audit log was removed or replaced while the agent ran",
+    "replaced": "the audit log in this replica's folder is not the one the keystore names for "
+    "this replica (its own log is gone: volume swapped or copied?); a new audit chain was started",
+    "identity": "the audit log's identity file audit.id failed its check (edited?); a new "
+    "audit chain was started",
 }
 
 
@@ -111,10 +129,19 @@ class CheckpointKey:
     def __repr__(self) -> str:
         return f"CheckpointKey(vault_id={self.vault_id!r}, row={self.row!r})"
 
-    def _tag(self, c: Checkpoint) -> str:
-        doc = [self.vault_id, self.row, c.epoch, c.seq, c.mac]
-        msg = json.dumps(doc, separators=(",", ":"))
+    def for_log(self, log_id: str) -> CheckpointKey:
+        """The same key for the checkpoint row of log ``log_id``."""
+        other = object.__new__(CheckpointKey)
+        other._key, other.vault_id, other.row = self._key, self.vault_id, LOG_ROW + log_id
+        return other
+
+    def seal(self, *parts: str | int) -> str:
+        """The tag of ``parts`` under this vault (checkpoints, log ids, replica bindings)."""
+        msg = json.dumps([self.vault_id, *parts], separators=(",", ":"))
         return hmac.new(self._key, msg.encode(), hashlib.sha256).hexdigest()
+
+    def _tag(self, c: Checkpoint) -> str:
+        return self.seal(self.row, c.epoch, c.seq, c.mac)
 
     def encode(self, c: Checkpoint) -> str:
         """The ``kv_meta`` value of a checkpoint."""
@@ -151,7 +178,8 @@ def write_checkpoint(conn: Connection, row: str, value: str) -> None:
 
 
 def _files(folder: Path) -> list[Path]:
-    return [p for p in (folder / LOG_NAME, folder / HEAD_NAME) if p.exists()]
+    names = (LOG_NAME, HEAD_NAME, LOG_ID_NAME)
+    return [folder / name for name in names if (folder / name).exists()]
 
 
 def _has_entries(folder: Path) -> bool:
@@ -247,16 +275,22 @@ class AuditGuard:
 
 
 def open_audit(
-    make_log: Callable[[], AuditLog], key: CheckpointKey, store: Store
+    make_log: Callable[[], AuditLog],
+    key: CheckpointKey,
+    store: Store,
+    replica: Replica | None = None,
 ) -> tuple[AuditLog, AuditGuard]:
     """Open the audit log (``make_log()``) against the keystore's checkpoint (blocking).
 
+    With ``replica`` (a shared PostgreSQL store) the log's identity picks its checkpoint row
+    (:func:`identify`) and ``key.row`` is only the row an older version kept, adopted once.
     A problem sets the damaged files aside, starts the next epoch with a new log, forgets the
     uplink's audit cursor and queues an ``audit_failure`` alert — all before the agent serves.
     """
     state = AuditState()
-    checkpoint = _load(store, key, state)
     audit = make_log()
+    found = identify(audit.folder, key, store, replica, state)
+    checkpoint = found.checkpoint
     epoch = checkpoint.epoch if checkpoint else 1
     if not _usable(audit, checkpoint, state):  # keep what is left, start the next epoch
         aside = set_aside(audit.folder, epoch)
@@ -271,19 +305,141 @@ def open_audit(
     state.epoch = epoch
     current = Checkpoint(epoch, *audit.head)
     broken = state.problem
+    log_key = found.key
 
     def save(conn: Connection) -> None:
-        write_checkpoint(conn, key.row, key.encode(current))
+        write_checkpoint(conn, log_key.row, log_key.encode(current))
+        if replica is not None:
+            write_checkpoint(conn, replica.row, replica.binding(key, found.log_id))
+            if found.legacy:  # the older version's row now lives on as the log's own
+                conn.execute(delete(t.meta).where(t.meta.c.key == key.row))
         if broken:
             conn.execute(delete(t.meta).where(t.meta.c.key == meta.AUDIT_CURSOR))
             _queue_alert(conn, PROBLEMS[broken])
 
     try:
-        store.write_sync(save)
+        store.write_sync(save)  # the store first: a crash before the id file is written
+        if replica is not None:  # leaves the replica's row naming the log, which still fits
+            write_log_id(audit.folder, key, found.log_id)
     except BaseException:
         audit.close()
         raise
-    return audit, AuditGuard(key, state, current)
+    return audit, AuditGuard(log_key, state, current)
+
+
+# --------------------------------------------------------------------------- identity
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One of the agents sharing a PostgreSQL store, by its stable name (``replica_name``)."""
+
+    name: str
+
+    @property
+    def row(self) -> str:
+        """Its ``kv_meta`` row (the name hashed: any length fits the 64-character key)."""
+        return REPLICA_ROW + hashlib.sha256(self.name.encode()).hexdigest()[:32]
+
+    def binding(self, key: CheckpointKey, log_id: str) -> str:
+        """The row's value: the log id this replica writes, tagged."""
+        tag = key.seal("audit replica", self.name, log_id)
+        return json.dumps({"log": log_id, "tag": tag}, sort_keys=True, separators=(",", ":"))
+
+    def bound(self, key: CheckpointKey, raw: str) -> str:
+        """The log id in a stored binding; IntegrityError when it fails its check."""
+        return _sealed_id(key, raw, "audit replica", self.name)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which log the folder should hold: its id, its checkpoint and the key of its row."""
+
+    log_id: str
+    key: CheckpointKey
+    checkpoint: Checkpoint | None
+    legacy: bool = False  # the checkpoint came from an older version's per-host row
+
+
+def _sealed_id(key: CheckpointKey, raw: str, *context: str) -> str:
+    try:
+        doc = json.loads(raw)
+        log_id, tag = str(doc["log"]), str(doc["tag"])
+    except (ValueError, KeyError, TypeError):
+        raise IntegrityError("an audit log identity record is garbled") from None
+    ok = len(log_id) == 32 and all(c in "0123456789abcdef" for c in log_id)
+    if not ok or not hmac.compare_digest(tag, key.seal(*context, log_id)):
+        raise IntegrityError("an audit log identity record failed its check")
+    return log_id
+
+
+def read_log_id(folder: Path, key: CheckpointKey) -> str | None:
+    """The log id in ``folder/audit.id`` (None: no such file); IntegrityError if it fails."""
+    try:
+        raw = (folder / LOG_ID_NAME).read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        raise IntegrityError("the audit log identity file cannot be read") from None
+    return _sealed_id(key, raw, "audit log id")
+
+
+def write_log_id(folder: Path, key: CheckpointKey, log_id: str) -> None:
+    """Write ``folder/audit.id`` (0600, atomically) unless it already names ``log_id``."""
+    with contextlib.suppress(IntegrityError):
+        if read_log_id(folder, key) == log_id:
+            return
+    tag = key.seal("audit log id", log_id)
+    text = json.dumps({"log": log_id, "tag": tag}, sort_keys=True, separators=(",", ":"))
+    tmp = folder / f"{LOG_ID_NAME}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, (text + "\n").encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, folder / LOG_ID_NAME)
+    except OSError as exc:
+        raise UnavailableError(
+            f"the audit log identity file {folder / LOG_ID_NAME} cannot be written: "
+            f"{exc.strerror or exc}; check the data folder is writable and not full"
+        ) from None
+
+
+def identify(
+    folder: Path, key: CheckpointKey, store: Store, replica: Replica | None, state: AuditState
+) -> Identity:
+    """Which log ``folder`` should hold and its checkpoint (problems found are noted).
+
+    Without a replica (a SQLite store: one log) it is the single row ``key.row``. Otherwise the
+    folder's ``audit.id`` and the store's row for the replica decide: both agreeing, or one of
+    them alone, name the log (a lost ``audit.id`` is rebuilt; a log gone while the store names
+    one for this replica is then found "missing"); disagreeing, the folder holds another log
+    than this replica's ("replaced"). Neither: a new log id, adopting an older version's row.
+    """
+    if replica is None:
+        return Identity("", key, _load(store, key, state))
+    try:
+        local = read_log_id(folder, key)
+    except IntegrityError:
+        state.note("identity")
+        local = None
+    raw = store.read_sync(lambda conn: read_checkpoint(conn, replica.row))
+    bound = None
+    if raw is not None:
+        try:
+            bound = replica.bound(key, raw)
+        except IntegrityError:
+            state.note("checkpoint")
+    if local is not None and bound is not None and local != bound:
+        state.note("replaced")
+    log_id = bound or local
+    if log_id is not None:
+        return Identity(log_id, key.for_log(log_id), _load(store, key.for_log(log_id), state))
+    log_id = secrets.token_hex(16)
+    legacy = _load(store, key, state)  # the row an older version kept for this host and folder
+    return Identity(log_id, key.for_log(log_id), legacy, legacy=legacy is not None)
 
 
 def _load(store: Store, key: CheckpointKey, state: AuditState) -> Checkpoint | None:
@@ -318,9 +474,10 @@ def _usable(audit: AuditLog, checkpoint: Checkpoint | None, state: AuditState) -
         return True
     audit.close()
     if problem == "missing":  # open made these files for a new chain: nothing to keep
-        for path in _files(audit.folder):
-            path.unlink()
-    state.note(problem or "checkpoint")
+        for path in (audit.log_path, audit.head_path):
+            path.unlink(missing_ok=True)
+    if state.problem is None:
+        state.note(problem or "checkpoint")
     return False
 
 

@@ -10,22 +10,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from agent.audit import AuditLog
 from agent.audit.checkpoint import (
     CHECKPOINT_KEY,
+    LOG_ID_NAME,
+    LOG_ROW,
     PROBLEMS,
+    REPLICA_ROW,
     AuditGuard,
     Checkpoint,
     CheckpointKey,
+    Replica,
     open_audit,
     read_checkpoint,
+    read_log_id,
 )
 from agent.store import schema as t
 from agent.store.db import Store
 from agent.uplink import meta, outbox
-from common.errors import IntegrityError
+from common.errors import IntegrityError, UnavailableError
 
 KEY = bytes(range(32))
 VAULT = "vlt_guard"
@@ -219,4 +224,147 @@ def test_a_log_from_before_checkpoints_is_adopted(tmp_path: Path, store: Store) 
     audit.close()
     assert guard.state.problem is None and guard.state.epoch == 1
     assert CheckpointKey(KEY, VAULT).decode(_stored(store)) == Checkpoint(1, *head)
+    assert _alerts(store) == []
+
+
+# --------------------------------------------------------------------------- replicas
+
+
+def _open_as(
+    name: str, folder: Path, store: Store, legacy: str = CHECKPOINT_KEY
+) -> tuple[AuditLog, AuditGuard]:
+    return open_audit(
+        lambda: AuditLog(folder, KEY), CheckpointKey(KEY, VAULT, legacy), store, Replica(name)
+    )
+
+
+def _run_as(name: str, folder: Path, store: Store, entries: int) -> AuditGuard:
+    audit, guard = _open_as(name, folder, store)
+    try:
+        for _ in range(entries):
+            audit.append(op="secrets.read", outcome="ok", status=200)
+        guard.save_sync(audit, store)
+    finally:
+        audit.close()
+    return guard
+
+
+def test_replicas_on_one_store_each_check_their_own_log(tmp_path: Path, store: Store) -> None:
+    folders = {name: tmp_path / name for name in ("vault-0", "vault-1", "vault-2")}
+    for round_ in range(3):  # interleaved runs of different lengths: no replica sees another's
+        for i, (name, folder) in enumerate(folders.items()):
+            guard = _run_as(name, folder, store, 2 + i + round_)
+            assert guard.state.problem is None and guard.state.epoch == 1
+    ids = {read_log_id(f, CheckpointKey(KEY, VAULT)) for f in folders.values()}
+    assert len(ids) == 3 and None not in ids
+    rows = store.read_sync(lambda c: list(c.execute(select(t.meta.c.key)).scalars()))
+    assert sorted(r for r in rows if r.startswith(LOG_ROW)) == sorted(LOG_ROW + i for i in ids)
+    assert len([r for r in rows if r.startswith(REPLICA_ROW)]) == 3
+    assert _alerts(store) == []
+
+
+def test_a_wiped_replica_folder_is_its_log_missing_and_others_stay_quiet(
+    tmp_path: Path, store: Store
+) -> None:
+    a, b = tmp_path / "vault-0", tmp_path / "vault-1"
+    _run_as("vault-0", a, store, 4)
+    _run_as("vault-1", b, store, 3)
+    shutil.rmtree(b)  # pod vault-1's volume wiped (its id file with it)
+    audit, guard = _open_as("vault-1", b, store)
+    audit.close()
+    assert guard.state.problem == "missing" and guard.state.epoch == 2
+    assert _alerts(store) == [PROBLEMS["missing"]]
+    assert _run_as("vault-0", a, store, 1).state.problem is None
+    assert _run_as("vault-1", b, store, 1).state.problem is None  # the new chain: quiet
+    assert len(_alerts(store)) == 1
+
+
+def test_another_replicas_folder_in_place_of_ones_own_is_replaced(
+    tmp_path: Path, store: Store
+) -> None:
+    a, b = tmp_path / "vault-0", tmp_path / "vault-1"
+    _run_as("vault-0", a, store, 4)
+    _run_as("vault-1", b, store, 3)
+    shutil.rmtree(b)
+    shutil.copytree(a, b)  # vault-1's log deleted, a copy of vault-0's put in its place
+    audit, guard = _open_as("vault-1", b, store)
+    audit.close()
+    assert guard.state.problem == "replaced" and guard.state.epoch == 2
+    assert list(b.glob("audit-damaged-*/audit.id"))  # the copy is kept aside as evidence
+    assert _run_as("vault-0", a, store, 1).state.problem is None
+    assert _alerts(store) == [PROBLEMS["replaced"]]
+
+
+def test_a_lost_identity_file_is_rebuilt_and_an_edited_one_is_reported(
+    tmp_path: Path, store: Store
+) -> None:
+    folder = tmp_path / "vault-0"
+    _run_as("vault-0", folder, store, 3)
+    first = (folder / LOG_ID_NAME).read_text()
+    (folder / LOG_ID_NAME).unlink()  # the log is where the replica's checkpoint says: quiet
+    assert _run_as("vault-0", folder, store, 1).state.problem is None
+    assert (folder / LOG_ID_NAME).read_text() == first
+    doc = json.loads(first)
+    doc["log"] = "0" * 32
+    (folder / LOG_ID_NAME).write_text(json.dumps(doc))
+    audit, guard = _open_as("vault-0", folder, store)
+    audit.close()
+    assert guard.state.problem == "identity" and _alerts(store) == [PROBLEMS["identity"]]
+
+
+def test_a_new_replica_name_starts_a_new_log_quietly(tmp_path: Path, store: Store) -> None:
+    _run_as("vault-0", tmp_path / "a", store, 3)
+    guard = _run_as("vault-3", tmp_path / "d", store, 1)  # scaled up: a new pod, a new log id
+    assert guard.state.problem is None and guard.state.epoch == 1
+    assert _alerts(store) == []
+
+
+def test_an_older_versions_per_host_checkpoint_is_adopted_once(
+    tmp_path: Path, store: Store
+) -> None:
+    folder, legacy = tmp_path / "vault-0", "audit.checkpoint:host:0123456789abcdef"
+    old = open_audit(lambda: AuditLog(folder, KEY), CheckpointKey(KEY, VAULT, legacy), store)
+    audit, guard = old
+    for _ in range(3):
+        audit.append(op="secrets.read", outcome="ok", status=200)
+    guard.save_sync(audit, store)
+    audit.close()
+    audit, guard = _open_as("vault-0", folder, store, legacy)  # the upgrade: checked, moved
+    audit.close()
+    assert guard.state.problem is None and guard.key.row.startswith(LOG_ROW)
+    assert store.read_sync(lambda c: read_checkpoint(c, legacy)) is None
+    assert guard.key.decode(store.read_sync(lambda c: read_checkpoint(c, guard.key.row))).seq == 3
+
+
+def test_an_older_versions_checkpoint_still_catches_a_rolled_back_log(
+    tmp_path: Path, store: Store
+) -> None:
+    folder, copy, legacy = tmp_path / "vault-0", tmp_path / "copy", "audit.checkpoint:host:ab"
+    for entries in (2, 3):
+        audit, guard = open_audit(
+            lambda: AuditLog(folder, KEY), CheckpointKey(KEY, VAULT, legacy), store
+        )
+        for _ in range(entries):
+            audit.append(op="secrets.read", outcome="ok", status=200)
+        guard.save_sync(audit, store)
+        audit.close()
+        if not copy.exists():
+            shutil.copytree(folder, copy)
+    shutil.rmtree(folder)
+    shutil.copytree(copy, folder)
+    audit, guard = _open_as("vault-0", folder, store, legacy)
+    audit.close()
+    assert guard.state.problem == "rolled back"
+
+
+def test_an_identity_file_that_cannot_be_written_is_a_clear_error(
+    tmp_path: Path, store: Store
+) -> None:
+    folder = tmp_path / "vault-0"
+    (folder / "audit.id.tmp").mkdir(parents=True)  # in the way of the atomic write
+    with pytest.raises(UnavailableError, match=r"audit\.id cannot be written.*not full"):
+        _open_as("vault-0", folder, store)
+    (folder / "audit.id.tmp").rmdir()  # fixed: the store already names the log, all is quiet
+    assert _run_as("vault-0", folder, store, 1).state.problem is None
+    assert read_log_id(folder, CheckpointKey(KEY, VAULT)) is not None
     assert _alerts(store) == []
