@@ -2,8 +2,8 @@
 # A Docker engine of our own, for machines where none runs: `start` launches dockerd with its
 # data, exec root and socket under ${KEYVAULT_DOCKER_DIR:-${XDG_CACHE_HOME:-~/.cache}/keyvault/dockerd}
 # (image layers survive between runs, so later builds reuse them) unless that socket already
-# answers; `stop` stops the dockerd it started, by the pid it recorded; `env` prints
-# DOCKER_HOST=unix://… for `eval`. Needs root and the Debian package docker.io.
+# answers; `stop` stops the dockerd it started, by the pid it recorded; `status` exits 0 when
+# the socket answers; `env` prints DOCKER_HOST=unix://… for `eval`. Needs root and the Debian package docker.io.
 set -euo pipefail
 dir="${KEYVAULT_DOCKER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/keyvault/dockerd}"
 sock="$dir/docker.sock"
@@ -15,6 +15,7 @@ answers() { docker version >/dev/null 2>&1; }
 
 case "${1:-start}" in
   env) echo "DOCKER_HOST=$DOCKER_HOST" ;;
+  status) answers ;;
   start)
     mkdir -p "$dir"
     exec 9>"$dir/.lock"
