@@ -27,19 +27,23 @@ start=$SECONDS
 # the classic builder runs every stage before the target: `agent` (the last) builds all three,
 # then the other two targets are cache hits
 log="$lockdir/docker-build.log"
-built() { # what: the build's output goes to $log, shown when it fails
+built() { # $what: the build's output goes to $log, shown when it fails
   "$@" >"$log" 2>&1 && return 0
   grep -v -e DEPRECATED -e 'BuildKit is currently' -e 'environment-variable' "$log" | tail -30 >&2
   say "building $what failed (full log: $log); rerun: DOCKER_HOST=$DOCKER_HOST DOCKER_BUILDKIT=0 ${*}"
   exit 1
 }
+services=""
+if [ "${1:-}" = "--test" ]; then  # needs only the runtime base: build it alongside ours
+  log="$lockdir/docker-build-services.log" what=services built docker build \
+    --build-arg "BASE=$KEYVAULT_RUNTIME_IMAGE" -t keyvault-test/services:bookworm \
+    -f tests/deploy/stack/services.Dockerfile tests/deploy/stack &
+  services=$!
+fi
 for target in agent control-plane operator; do
   what=$target built docker build "${args[@]}" --target "$target" \
     -t "keyvault/$target:$version" -t "keyvault/$target:latest" .
 done
-if [ "${1:-}" = "--test" ]; then
-  what=services built docker build --build-arg "BASE=$KEYVAULT_RUNTIME_IMAGE" \
-    -t keyvault-test/services:bookworm -f tests/deploy/stack/services.Dockerfile tests/deploy/stack
-fi
+if [ -n "$services" ]; then wait "$services"; fi
 say "images built in $((SECONDS - start)) s"
 echo "DOCKER_HOST=$DOCKER_HOST"
