@@ -30,7 +30,7 @@ if [ "${KEYVAULT_DOCKER:-auto}" != off ]; then
   mkdir -p .cache
   scripts/docker_daemon.sh status || started_dockerd=1
   echo "==> building the images in the background (log: .cache/docker-images.log)"
-  scripts/docker_images.sh --test >.cache/docker-images.log 2>&1 &
+  timeout 900 scripts/docker_images.sh --test >.cache/docker-images.log 2>&1 &
 fi
 
 echo "==> ruff";        ruff check . && ruff format --check .
