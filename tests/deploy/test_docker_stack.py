@@ -243,6 +243,12 @@ def test_compose_stack_enrolls_an_agent_and_serves_a_secret(stack: Stack) -> Non
         # Redis asks for a password: the control plane uses the one from its secret file
         unauth = stack.compose("exec", "-T", "redis", "redis-cli", "get", "x", check=False)
         assert "NOAUTH" in unauth, unauth
+        with_password = 'REDISCLI_AUTH="$(sed -n "s/^requirepass //p" /run/secrets/redis_conf)" '
+        clients = stack.compose(
+            "exec", "-T", "redis", "sh", "-c", with_password + "redis-cli client list"
+        ).splitlines()
+        others = [c for c in clients if "cmd=client" not in c]
+        assert others, clients  # the control plane is connected (not in embedded mode)
 
         stack.compose("up", "-d", "--no-build", "agent")
         wait_for("the agent became healthy", lambda: stack.health("agent") == "healthy", 120,
