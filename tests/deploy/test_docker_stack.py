@@ -146,6 +146,14 @@ def test_images_hold_only_their_target_an_sbom_and_labels(docker_env: dict[str, 
         docker_env, f"keyvault/agent:{VERSION}", "python -c 'import control_plane'"
     )
     assert agent_only.returncode != 0 and "No module named 'control_plane'" in agent_only.stderr
+    # the Kubernetes operator's pods run `keyvault agent init|enroll|run` in the agent image
+    cli = in_image(
+        docker_env, f"keyvault/agent:{VERSION}", "keyvault --help; echo ==; keyvault agent --help"
+    )
+    assert cli.returncode == 0, cli.stderr
+    top, agent_help = cli.stdout.split("==\n")
+    assert "agent" in top and "control-plane" not in top and "secrets" not in top, top
+    assert all(f" {c} " in agent_help for c in ("init", "enroll", "run")), agent_help
 
 
 def test_operator_image_runs_the_kopf_operator(docker_env: dict[str, str]) -> None:
