@@ -13,7 +13,9 @@
 4. when an enrollment token is given and the folder is not enrolled yet, enroll;
 5. serve until SIGTERM, then exit 0.
 
-``python -m agent.docker_entrypoint health`` is the image's HEALTHCHECK: ``GET /api/v1/health``.
+``python -m agent.docker_entrypoint health`` asks ``GET /api/v1/health`` (a full check, for people);
+the image's HEALTHCHECK only checks the heartbeat file (``KEYVAULT_HEARTBEAT_FILE``,
+serverkit/heartbeat.py) is fresh, which spawns no interpreter.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ ENV_VARS: dict[str, str] = {
     "KEYVAULT_VAULT_NAME": "The vault's name in the control plane (default: the host name).",
     "KEYVAULT_TLS_HOSTNAMES": "Comma-separated extra DNS names for the self-signed certificate.",
     "KEYVAULT_ADMIN_TOKEN_FILE": "Where first start writes the admin token (default <data>/admin.token).",
+    "KEYVAULT_HEARTBEAT_FILE": "Once serving, touch this file every 5 s (the image's HEALTHCHECK "
+    "checks it is fresh); unset: no file.",
 }
 
 
@@ -180,9 +184,22 @@ def run(env: Mapping[str, str]) -> None:
     """Prepare, then serve until SIGTERM/SIGINT."""
     from agent.serve import serve
     from common.eventloop import run_event_loop
+    from serverkit.heartbeat import Heartbeat
 
     settings = prepare(env)
-    run_event_loop(serve(settings, on_ready=lambda url: log.info("listening on %s", url)))
+    heartbeat = Heartbeat.from_env(env)
+
+    def ready(url: str) -> None:
+        log.info("listening on %s", url)
+        heartbeat.start()
+
+    async def main() -> None:
+        try:
+            await serve(settings, on_ready=ready)
+        finally:
+            heartbeat.stop()
+
+    run_event_loop(main())
 
 
 def health(env: Mapping[str, str]) -> None:

@@ -2,9 +2,10 @@
 
 ``python -m control_plane.container`` (the image's ENTRYPOINT) reads the settings from the
 ``KEYVAULT_CP_…`` environment (and ``<app dir>/config/control-plane.yaml`` when present), takes
-the database URL from a file when ``KEYVAULT_CP_DATABASE_URL_FILE`` is set (it holds a
-password), brings the schema to the newest revision, and serves the operator API and the agent
-gateway. ``python -m control_plane.container health`` is the image's HEALTHCHECK.
+the database and Redis URLs from files when ``KEYVAULT_CP_DATABASE_URL_FILE`` /
+``KEYVAULT_CP_REDIS_URL_FILE`` are set (they hold passwords), brings the schema to the newest
+revision, and serves the operator API and the agent gateway. ``python -m control_plane.container health`` asks the operator API (a full check, for
+people); the image's HEALTHCHECK only checks the heartbeat file (serverkit/heartbeat.py).
 """
 
 from __future__ import annotations
@@ -30,11 +31,15 @@ ENV_VARS: dict[str, str] = {
     APP_DIR_ENV: "Base folder of the container layout (default /app).",
     "KEYVAULT_CP_CONFIG": "YAML settings file (default <app dir>/config/control-plane.yaml when present).",
     "KEYVAULT_CP_DATABASE_URL_FILE": "File holding database_url (first line), so its password stays out of the environment.",
+    "KEYVAULT_CP_REDIS_URL_FILE": "File holding redis_url (first line), so Redis's password "
+    "stays out of the environment: redis://:PASSWORD@host:6379/0.",
     "KEYVAULT_CP_READY_FILE": 'Once listening, write {"api_url", "gateway_url"} here as JSON.',
     "KEYVAULT_CP_OWNER_PASSWORD_FILE": "File holding the first owner's password (for `init`).",
     "KEYVAULT_CP_OWNER_PASSWORD": "The first owner's password (for `init`; prefer the file).",
     "KEYVAULT_CP_API_TLS_DIR": "Where the first start issues the operator API's certificate from "
     "the service CA when no tls_cert_file is set (default <app dir>/tls; clients trust ca.crt).",
+    "KEYVAULT_HEARTBEAT_FILE": "Once listening, touch this file every 5 s (the image's "
+    "HEALTHCHECK checks it is fresh); unset: no file.",
     "KEYVAULT_CP_API_NAMES": "Comma-separated names/IPs for that certificate "
     "(default control-plane,localhost,127.0.0.1).",
 }
@@ -49,26 +54,36 @@ def config_file(env: Mapping[str, str]) -> Path | None:
     return default if default.exists() else None
 
 
-def database_url_from_file(env: Mapping[str, str]) -> str | None:
-    """The first line of ``KEYVAULT_CP_DATABASE_URL_FILE``, or None when it is not set."""
-    path = env.get("KEYVAULT_CP_DATABASE_URL_FILE")
+def url_from_file(env: Mapping[str, str], variable: str, what: str) -> str | None:
+    """The first line of the file ``variable`` names, or None when it is not set."""
+    path = env.get(variable)
     if not path:
         return None
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ConfigError(
-            f"database URL file {path} (KEYVAULT_CP_DATABASE_URL_FILE) cannot be read: "
-            f"{exc.strerror}"
+            f"{what} file {path} ({variable}) cannot be read: {exc.strerror}"
         ) from None
     if not lines or not lines[0].strip():
-        raise ConfigError(f"database URL file {path} (KEYVAULT_CP_DATABASE_URL_FILE) is empty")
+        raise ConfigError(f"{what} file {path} ({variable}) is empty")
     return lines[0].strip()
+
+
+def database_url_from_file(env: Mapping[str, str]) -> str | None:
+    """The first line of ``KEYVAULT_CP_DATABASE_URL_FILE``, or None when it is not set."""
+    return url_from_file(env, "KEYVAULT_CP_DATABASE_URL_FILE", "database URL")
+
+
+def redis_url_from_file(env: Mapping[str, str]) -> str | None:
+    """The first line of ``KEYVAULT_CP_REDIS_URL_FILE`` (a URL with Redis's password), or None."""
+    return url_from_file(env, "KEYVAULT_CP_REDIS_URL_FILE", "Redis URL")
 
 
 def load(env: Mapping[str, str]) -> ControlPlaneSettings:
     """Settings from the YAML file, the environment and the database URL file."""
-    return load_cp_settings(config_file(env), {"database_url": database_url_from_file(env)})
+    files = {"database_url": database_url_from_file(env), "redis_url": redis_url_from_file(env)}
+    return load_cp_settings(config_file(env), files)  # an unset file overrides nothing
 
 
 def api_tls(env: Mapping[str, str], settings: ControlPlaneSettings) -> ControlPlaneSettings:
@@ -130,6 +145,7 @@ def run(env: Mapping[str, str]) -> None:
     """Check the settings, migrate, then serve until SIGTERM/SIGINT."""
     from common.eventloop import run_event_loop
     from control_plane.serve import serve
+    from serverkit.heartbeat import Heartbeat
 
     settings = load(env)
     if settings.ca_passphrase() is None:
@@ -144,14 +160,20 @@ def run(env: Mapping[str, str]) -> None:
     logging.getLogger("keyvault.cp.container").info("database is at the newest revision")
     settings = api_tls(env, settings)
     ready = env.get("KEYVAULT_CP_READY_FILE")
+    heartbeat = Heartbeat.from_env(env)
+
+    def echo(line: str) -> None:  # serve echoes its URLs once both servers listen
+        print(line, file=sys.stderr, flush=True)
+        heartbeat.start()
+
+    async def main() -> None:
+        try:
+            await serve(settings, ready_file=Path(ready) if ready else None, echo=echo)
+        finally:
+            heartbeat.stop()
+
     try:
-        run_event_loop(
-            serve(
-                settings,
-                ready_file=Path(ready) if ready else None,
-                echo=lambda line: print(line, file=sys.stderr, flush=True),
-            )
-        )
+        run_event_loop(main())
     except OSError as exc:
         raise ConfigError(f"cannot listen: {exc.strerror or exc}") from None
 

@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Debian packages the tests need (installed by setup.sh's KEYVAULT_APT_PACKAGES hook when
 # missing): a real Secret Service for the operator's keyring tests (tests/apps), the libraries
-# offscreen Qt loads (tests/apps/desktop), systemd-analyze for the unit check (tests/deploy)
+# offscreen Qt loads (tests/apps/desktop), systemd-analyze for the unit check (tests/deploy),
+# a Docker engine, debootstrap and docker-compose for the image and compose-stack test, objdump
+# for the binary's build and glibc check (tests/deploy)
 export KEYVAULT_APT_PACKAGES="gnome-keyring dbus libegl1 libgl1 libxkbcommon0 libfontconfig1 \
-libdbus-1-3 systemd ${KEYVAULT_APT_PACKAGES:-}"
+libdbus-1-3 systemd docker.io debootstrap docker-compose binutils ${KEYVAULT_APT_PACKAGES:-}"
 scripts/setup.sh dev
 export PATH="$PWD/.venv/bin:$PATH"
 
@@ -20,8 +22,23 @@ redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || {
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no || true
 }
 
+# tests/deploy/test_docker_stack.py needs the three images: build them now, in the background,
+# while ruff, mypy and the other tests run (mostly download and disk work); the test waits on
+# the same lock, then finds every layer cached. KEYVAULT_DOCKER=off skips this head start.
+started_dockerd=""
+if [ "${KEYVAULT_DOCKER:-auto}" != off ]; then
+  mkdir -p .cache
+  scripts/docker_daemon.sh status || started_dockerd=1
+  echo "==> building the images in the background (log: .cache/docker-images.log)"
+  timeout 900 scripts/docker_images.sh --test >.cache/docker-images.log 2>&1 &
+fi
+
 echo "==> ruff";        ruff check . && ruff format --check .
 echo "==> mypy";        mypy
 echo "==> layering";    lint-imports
 echo "==> pytest"
-exec pytest -n "${KEYVAULT_TEST_WORKERS:-2}" --dist loadfile -q "$@"
+rc=0
+pytest -n "${KEYVAULT_TEST_WORKERS:-2}" --dist loadfile -q "$@" || rc=$?
+wait  # the background image build, if the tests did not need it
+if [ -n "$started_dockerd" ]; then scripts/docker_daemon.sh stop; fi  # ours: stop it by its pid
+exit "$rc"

@@ -39,7 +39,7 @@ class UnitOptions:
     shutdown_timeout: float = 10.0
     read_paths: tuple[Path, ...] = field(default=())  # files it reads outside data_dir
     key_file: Path | None = None  # the master key, passed with LoadCredential= when set
-    frozen: bool = False  # the single binary: its launcher is the main process, the agent a child
+    frozen: bool = False  # the single binary (one folder: the program is the agent itself)
 
 
 def quote(arg: str) -> str:
@@ -155,7 +155,7 @@ def render_unit(opts: UnitOptions) -> str:
         raise ConfigError("the data folder and program paths must not contain line breaks")
     home, why = protect_home(opts)
     return UNIT_TEMPLATE.format(
-        notify_access="all" if opts.frozen else "main",
+        notify_access="main",  # the one-folder binary is the agent itself: no launcher
         watchdog=WATCHDOG_SECONDS,
         credential=credential_lines(opts.key_file),
         protect_home_why=why,

@@ -1,6 +1,13 @@
-"""Build the single-file agent binary with PyInstaller: ``python deploy/binary/build.py``.
+"""Build the agent binary with PyInstaller: ``python deploy/binary/build.py``.
 
-Prints the binary's path on standard output. With ``--cache DIR`` a binary built from the same
+One folder, not one self-extracting file: ``dist/keyvault-agent/keyvault-agent`` next to its
+``_internal/`` libraries, shipped as ``dist/keyvault-agent-<version>-linux-<arch>.tar.gz``. A
+one-file build unpacks itself into ``$TMPDIR`` and runs from there, so it fails where ``/tmp``
+is mounted ``noexec`` (the CIS default), and its launcher is a second process: SIGKILL of the
+launcher left the agent running and a 53 MB temp folder behind. The one-folder executable *is*
+the agent process, writes nothing to ``$TMPDIR`` and starts faster (nothing to unpack).
+
+Prints the executable's path on standard output. With ``--cache DIR`` a build from the same
 sources (hash of the agent's code, this script, Python and PyInstaller versions) is reused.
 """
 
@@ -8,15 +15,24 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import platform
 import shutil
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "keyvault-agent"
 ENTRY = ROOT / "deploy" / "binary" / "entry.py"
-SOURCES = ("agent", "common", "apps/__init__.py", "apps/cli/__init__.py", "apps/cli/secrets_cmd.py")
+SOURCES = (
+    "agent",
+    "common",
+    "serverkit",
+    "apps/__init__.py",
+    "apps/cli/__init__.py",
+    "apps/cli/secrets_cmd.py",
+)
 MIGRATIONS = "agent/store/migrations"
 
 # Never needed by the agent; some are pulled in by optional imports of what it does use.
@@ -48,7 +64,7 @@ def source_hash() -> str:
 
 
 def pyinstaller_args(dist: Path, work: Path) -> list[str]:
-    """The PyInstaller command line for a one-file agent binary."""
+    """The PyInstaller command line for the one-folder agent build."""
     sep = ":"  # PyInstaller's SRC:DEST separator (";" was only for Windows before 6.0)
     data = [
         f"{ROOT / MIGRATIONS}/*.py{sep}{MIGRATIONS}",
@@ -57,7 +73,7 @@ def pyinstaller_args(dist: Path, work: Path) -> list[str]:
     ]
     args = [
         str(ENTRY),
-        "--onefile",
+        "--onedir",  # no self-extraction: works with a noexec TMPDIR, no launcher process
         "--name", NAME,
         "--noconfirm",
         "--strip",  # symbol tables off the shared libraries: less to unpack at each start
@@ -76,23 +92,34 @@ def pyinstaller_args(dist: Path, work: Path) -> list[str]:
     return args
 
 
+def version() -> str:
+    """The project's version, from pyproject.toml."""
+    import tomllib
+
+    with (ROOT / "pyproject.toml").open("rb") as fh:
+        return str(tomllib.load(fh)["project"]["version"])
+
+
 def build(dist: Path) -> Path:
-    """Build the binary into ``dist`` (a fresh PyInstaller work folder each time)."""
+    """Build ``dist/keyvault-agent/`` and its tarball (a fresh PyInstaller work folder each time)."""
     import PyInstaller.__main__
 
     dist.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kv-pyi-") as work:
         PyInstaller.__main__.run(pyinstaller_args(dist, Path(work)))
-    binary = dist / NAME
+    binary = dist / NAME / NAME
     if not binary.is_file():
         raise SystemExit(f"error: PyInstaller finished but {binary} is missing")
+    archive = dist / f"{NAME}-{version()}-linux-{platform.machine()}.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(dist / NAME, arcname=NAME)
     return binary
 
 
 def cached_build(cache: Path) -> Path:
-    """Reuse ``cache/<hash>/keyvault-agent`` if present, else build it there."""
+    """Reuse ``cache/<hash>/keyvault-agent/keyvault-agent`` if present, else build it there."""
     folder = cache / source_hash()
-    binary = folder / NAME
+    binary = folder / NAME / NAME
     if binary.is_file():
         return binary
     if cache.exists():

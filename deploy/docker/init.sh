@@ -31,6 +31,11 @@ if [ ! -s secrets/postgres_password ]; then
   make_secret postgres_password "$pg_password"
   make_secret cp_database_url "postgresql+psycopg://keyvault:${pg_password}@postgres:5432/keyvault"
 fi
+if [ ! -s secrets/redis_conf ]; then
+  redis_password=$(rand_hex)
+  make_secret redis_conf "requirepass $redis_password"
+  make_secret cp_redis_url "redis://:${redis_password}@redis:6379/0"
+fi
 make_secret cp_ca_key_passphrase "$(rand_hex)"
 make_secret cp_owner_password "$(rand_hex)"
 

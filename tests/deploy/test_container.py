@@ -27,7 +27,17 @@ from tests.deploy.dockerfile import Dockerfile, parse
 from tests.deploy.test_config_reference import load_generator
 
 ROOT = Path(__file__).resolve().parents[2]
-FINAL = {"agent": "agent.docker_entrypoint", "control-plane": "control_plane.container"}
+FINAL = {
+    "agent": "agent.docker_entrypoint",
+    "control-plane": "control_plane.container",
+    "operator": "k8s_operator",
+}
+SERVERS = ("agent", "control-plane")  # the targets with ports and a heartbeat health check
+HEARTBEAT_CHECK = [
+    "/bin/sh",
+    "-c",
+    'test -n "$(find "$KEYVAULT_HEARTBEAT_FILE" -newermt \'-20 seconds\' 2>/dev/null)"',
+]
 STANDARD_ENV = {"PATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PIP_NO_CACHE_DIR"}
 STANDARD_ENV |= {"PIP_DISABLE_PIP_VERSION_CHECK"}
 
@@ -61,7 +71,13 @@ def ignored(path: str) -> bool:
     ]
     parts = Path(path).parts
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    return any(fnmatch.fnmatch(p, pat.removeprefix("**/")) for pat in patterns for p in prefixes)
+    excluded = False
+    for pattern in patterns:  # the last matching pattern wins; "!" re-includes
+        negate = pattern.startswith("!")
+        pat = pattern.removeprefix("!").removeprefix("**/")
+        if any(fnmatch.fnmatch(p, pat) for p in prefixes):
+            excluded = not negate
+    return excluded
 
 
 def test_stages_bases_and_copy_sources(dockerfile: Dockerfile) -> None:
@@ -69,7 +85,8 @@ def test_stages_bases_and_copy_sources(dockerfile: Dockerfile) -> None:
     assert set(FINAL) <= set(names) and len(names) == len(set(names))
     for index, stage in enumerate(dockerfile.stages):
         base = dockerfile.resolve(stage.base)
-        assert base in names[:index] or base.startswith("python:3.11-slim"), base
+        local_bases = ("python:3.11-slim", "keyvault/python-runtime:3.11")  # scripts/docker_base.sh
+        assert base in names[:index] or base.startswith(local_bases), base
         for copy in stage.ops("COPY"):
             *sources, _dest = copy.words()
             if "from" in copy.flags:
@@ -83,19 +100,37 @@ def test_stages_bases_and_copy_sources(dockerfile: Dockerfile) -> None:
 def test_final_stages_are_small_non_root_and_start_our_entrypoints(dockerfile: Dockerfile) -> None:
     runtime_run = " ".join(i.args for i in dockerfile.stage("runtime").ops("RUN"))
     assert "--uid 10001" in runtime_run and "build-essential" not in runtime_run
+    assert dockerfile.resolve(dockerfile.stage("runtime").base).startswith(
+        "keyvault/python-runtime"
+    )
     for target, module in FINAL.items():
         user = dockerfile.effective(target, "USER")
         assert user is not None and user.args.split(":")[0] not in ("root", "0")
         assert user.args.split(":")[0] == "10001"
         copies = [c for s in dockerfile.chain(target) for c in s.ops("COPY")]
-        assert copies and all(c.flags.get("from", "").startswith("build-") for c in copies)
-        assert all(c.words() == ["/opt/venv", "/opt/venv"] for c in copies)
+        # only the target's venv and its SBOM, from that target's builder stage
+        assert {c.flags.get("from") for c in copies} == {f"build-{target}"}
+        assert sorted(c.words() for c in copies) == [
+            ["/opt/sbom.cdx.json", "/usr/share/keyvault/sbom.cdx.json"],
+            ["/opt/venv", "/opt/venv"],
+        ]
         entry = dockerfile.effective(target, "ENTRYPOINT")
         assert entry is not None and entry.words() == ["python", "-m", module]
         check = dockerfile.effective(target, "HEALTHCHECK")
-        assert check is not None and check.args.startswith("CMD [")
-        assert json.loads(check.args.removeprefix("CMD")) == ["python", "-m", module, "health"]
-        assert callable(importlib.import_module(module).main)
+        assert check is not None
+        if target in SERVERS:  # a shell and find on the heartbeat file: no interpreter
+            assert check.args.startswith("CMD [")
+            assert json.loads(check.args.split("CMD", 1)[1]) == HEARTBEAT_CHECK
+            assert dockerfile.env(target)["KEYVAULT_HEARTBEAT_FILE"].startswith("/tmp/")
+        else:  # the kubelet probes kopf's /healthz
+            assert check.args == "NONE"
+        labels = {k for s in dockerfile.chain(target) for i in s.ops("LABEL") for k in i.pairs()}
+        for key in ("title", "description", "version", "revision", "created", "source"):
+            assert f"org.opencontainers.image.{key}" in labels, (target, key)
+        module_main = importlib.import_module(
+            f"{module}.__main__" if target == "operator" else module
+        )
+        assert callable(module_main.main)
 
 
 def test_exposed_ports_are_the_settings_defaults(dockerfile: Dockerfile) -> None:
@@ -135,9 +170,10 @@ def test_compose_services_build_targets_and_health(
         if "build" in svc:
             assert svc["build"]["context"] == "." and svc["build"]["target"] in stage_names
             assert svc["build"]["target"] == name
-            test = svc["healthcheck"]["test"]
-            assert test == ["CMD", "python", "-m", FINAL[name], "health"]
+            assert "test" not in svc["healthcheck"]  # the image's heartbeat check
             assert svc.get("init") is True  # PID 1 that forwards SIGTERM and reaps
+            assert svc["read_only"] is True and svc["cap_drop"] == ["ALL"]
+            assert svc["tmpfs"] == ["/tmp"] and "no-new-privileges:true" in svc["security_opt"]
     assert services["agent"]["depends_on"] == {"control-plane": {"condition": "service_healthy"}}
 
 
@@ -146,8 +182,14 @@ def test_compose_ports_match_the_settings(compose: dict[str, Any]) -> None:
     cp = ControlPlaneSettings.model_fields
     assert services["agent"]["ports"] == ["8080:8080"]
     assert AgentSettings.model_fields["port"].default == 8080
-    published = {int(p.split(":")[1]) for p in services["control-plane"]["ports"]}
+    ports = services["control-plane"]["ports"]
+    published = {int(p.rsplit(":", 1)[1]) for p in ports}
     assert published == {cp["port"].default, cp["gateway_port"].default}
+    # the operator API (8443) only on loopback; the gateway is mutual TLS; no service but ours
+    # publishes anything (PostgreSQL and Redis stay on the compose network)
+    assert f"127.0.0.1:{cp['port'].default}:{cp['port'].default}" in ports
+    assert "KEYVAULT_CP_API_NAMES" in services["control-plane"]["environment"]  # API over TLS
+    assert not services["postgres"].get("ports") and not services["redis"].get("ports")
     url = services["agent"]["environment"]["CONTROL_PLANE_URL"]
     assert url == f"https://control-plane:{cp['gateway_port'].default}"
     names = yaml.safe_load(services["control-plane"]["environment"]["KEYVAULT_CP_GATEWAY_NAMES"])
@@ -165,6 +207,8 @@ def test_compose_environment_is_read_by_our_code_and_holds_no_secret(
             secretish = any(w in key for w in ("PASSWORD", "PASSPHRASE", "SECRET", "TOKEN"))
             assert not secretish or key.endswith("_FILE"), f"{name}: {key} inlines a secret"
             assert "@" not in str(value), f"{name}: {key} looks like a URL with credentials"
+    assert "KEYVAULT_CP_REDIS_URL" not in services["control-plane"]["environment"]
+    assert services["redis"]["command"][:2] == ["redis-server", "/run/secrets/redis_conf"]
     pg_env = services["postgres"]["environment"]
     assert "POSTGRES_PASSWORD" not in pg_env and "POSTGRES_PASSWORD_FILE" in pg_env
     declared = set(compose["secrets"])
@@ -205,6 +249,12 @@ def test_compose_paths_exist_after_init_script(compose: dict[str, Any], tmp_path
     pg_password = (tmp_path / "secrets" / "postgres_password").read_text().strip()
     assert f":{pg_password}@postgres:5432/keyvault" in url
     assert pg_password not in done.stdout + done.stderr
+    redis_conf = (tmp_path / "secrets" / "redis_conf").read_text().split()
+    assert redis_conf[0] == "requirepass" and len(redis_conf[1]) == 64
+    redis_url = (tmp_path / "secrets" / "cp_redis_url").read_text().strip()
+    assert redis_url == f"redis://:{redis_conf[1]}@redis:6379/0"
+    assert redis_conf[1] not in done.stdout + done.stderr
+    ControlPlaneSettings(redis_url=redis_url)
     (tmp_path / "config" / "agent.yaml").rename(tmp_path / "agent.yaml")
     from common.settings import load_settings
 

@@ -265,3 +265,24 @@ def test_control_plane_without_ca_passphrase_or_database_url_file(
     assert cp_container.main(["health"]) == 78
     assert "KEYVAULT_CP_DATABASE_URL_FILE" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing created
+
+
+def test_control_plane_reads_the_redis_url_from_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """KEYVAULT_CP_REDIS_URL_FILE keeps Redis's password out of the environment; a bad file is
+    one line naming the variable, with nothing created and the password never echoed."""
+    use_env(monkeypatch, clean_env(KEYVAULT_APP_DIR=str(tmp_path / "app")))
+    secret = tmp_path / "redis_url"
+    secret.write_text("redis://:pw-9d1c@redis:6379/0\n")
+    monkeypatch.setenv("KEYVAULT_CP_REDIS_URL_FILE", str(secret))
+    assert cp_container.load(os.environ).redis_url == "redis://:pw-9d1c@redis:6379/0"
+    secret.write_text("\n")
+    assert cp_container.main(["health"]) == 78
+    err = capsys.readouterr().err
+    assert "KEYVAULT_CP_REDIS_URL_FILE" in err and "is empty" in err and len(err.splitlines()) == 1
+    monkeypatch.setenv("KEYVAULT_CP_REDIS_URL_FILE", str(tmp_path / "missing"))
+    assert cp_container.main(["health"]) == 78
+    err = capsys.readouterr().err
+    assert "cannot be read" in err and "pw-9d1c" not in err
+    assert not (tmp_path / "app").exists()

@@ -198,7 +198,7 @@ def test_protect_home_follows_the_program_and_the_data() -> None:
     assert "# ProtectHome=read-only, not yes: the program" in text
 
 
-def test_the_key_is_a_credential_and_the_binary_may_notify_from_its_child() -> None:
+def test_the_key_is_a_credential_and_the_binary_notifies_as_the_main_process() -> None:
     unit = _unit("/usr/bin/keyvault", "/srv/kv", key="/etc/keyvault/50% key")
     assert unit["LoadCredential"] == f"{KEY_CREDENTIAL}:/etc/keyvault/50%% key"  # literal path
     assert unit["Environment"] == f"KEYVAULT_MASTER_KEY_CREDENTIAL={KEY_CREDENTIAL}"
@@ -206,4 +206,4 @@ def test_the_key_is_a_credential_and_the_binary_may_notify_from_its_child() -> N
     frozen = render_unit(
         UnitOptions(["/opt/kv/keyvault-agent", "run"], Path("/srv/kv"), frozen=True)
     )
-    assert "NotifyAccess=all" in frozen  # the single binary's launcher is the main process
+    assert "NotifyAccess=main" in frozen  # the one-folder binary is the agent: no launcher
