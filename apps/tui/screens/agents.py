@@ -21,7 +21,7 @@ from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.widgets.confirm import ConfirmScreen
 from apps.tui.widgets.form import FORM_CSS, clear_errors, field_row, show_error
-from apps.tui.widgets.tables import Cell, fill_table, selected_key
+from apps.tui.widgets.tables import CutTable, fill_table, selected_key
 from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
@@ -58,8 +58,7 @@ class AgentsScreen(KeyVaultScreen):
         """The list and the form."""
         with Horizontal():
             with Vertical(id="agents-pane"):
-                table: DataTable[Cell] = DataTable(id="agents", cursor_type="row")
-                table.add_columns("Name", "URL", "TLS files")
+                table = CutTable(("Name", "URL", "TLS files"), id="agents", zebra_stripes=False)
                 yield table
                 yield Static(
                     "enter: open its secrets · n: connect an agent · x: remove\n"

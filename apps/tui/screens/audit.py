@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Input, Select, Static
 
 from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
-from apps.tui.widgets.tables import Cell, fill_table, when
+from apps.tui.widgets.tables import CutTable, fill_table, when
 
 COLUMNS = ("#", "When (UTC)", "Actor", "Action", "Target", "Source", "Outcome")
 CONTROL_PLANE = "control_plane"
@@ -49,9 +49,7 @@ class AuditScreen(KeyVaultScreen):
             )
             yield Select(self._sources(), prompt="any source", id="audit-source")
             yield Input(placeholder="/ search loaded rows", id="audit-text")
-        table: DataTable[Cell] = DataTable(id="audit", cursor_type="row", zebra_stripes=True)
-        table.add_columns(*COLUMNS)
-        yield table
+        yield CutTable(COLUMNS, id="audit")
         yield Static("", id="audit-status")
 
     def _sources(self) -> list[tuple[str, str]]:

@@ -12,7 +12,7 @@ from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.screens.policy_form import PolicyFormScreen
 from apps.tui.widgets.confirm import ConfirmScreen
-from apps.tui.widgets.tables import Cell, fill_table, selected_key, when
+from apps.tui.widgets.tables import CutTable, fill_table, selected_key, when
 
 COLUMNS = ("Name", "Selects", "Every", "Notice", "Rotator", "Vaults", "Updated")
 
@@ -37,9 +37,7 @@ class PoliciesScreen(KeyVaultScreen):
     def compose_body(self) -> ComposeResult:
         """The status line and the table."""
         yield Static("", id="policies-status")
-        table: DataTable[Cell] = DataTable(id="policies", cursor_type="row", zebra_stripes=True)
-        table.add_columns(*COLUMNS)
-        yield table
+        yield CutTable(COLUMNS, id="policies")
 
     def on_mount(self) -> None:
         """Paint what the view model has and load the rest."""
