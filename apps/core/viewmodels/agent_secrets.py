@@ -17,7 +17,7 @@ from apps.core.filtering import matching
 from apps.core.viewmodels.base import Listener, ViewModel, when
 from apps.core.viewmodels.policies import parse_pairs
 from common.client import AsyncAgentClient
-from common.errors import ValidationError
+from common.errors import KeyVaultError, ValidationError
 
 # the agent's own rules (agent/secrets.py); it stays the authority
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
@@ -164,6 +164,20 @@ class AgentSecretsViewModel(ViewModel[AgentSecretsState]):
         """Close the agent client's connections."""
         if self._client is not None:
             await self._client.aclose()
+
+    async def token_names(self) -> dict[str, str]:
+        """The agent's token ids → names (needs an admin token; otherwise, or on any error,
+        none): the audit log then names the workload that acted."""
+        try:
+            doc = await self.client.list_tokens()
+        except KeyVaultError:
+            return {}
+        tokens = doc.get("tokens") if isinstance(doc, dict) else None
+        return {
+            str(t["id"]): str(t["name"])
+            for t in tokens or ()
+            if isinstance(t, dict) and t.get("id") and t.get("name")
+        }
 
     # ------------------------------------------------------------ loading
     async def _all(self, deleted: bool) -> list[SecretRow]:
