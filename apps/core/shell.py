@@ -201,16 +201,12 @@ class Shell:
 
         model = AgentSecretsViewModel(agent, self.agents.token(agent))
         self._agent_models.add(model)  # closed with the shell if its screen did not close it
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # made outside the event loop (a script): tokens stay short ids
-            return model
-        self._spawn(self._learn_tokens(model))
+        model.learn_tokens = self._learn_tokens
         return model
 
-    async def _learn_tokens(self, model: AgentSecretsViewModel) -> None:
-        """An agent's token names, so its audit entries name the workload (best effort)."""
-        for token_id, name in (await model.token_names()).items():
+    def _learn_tokens(self, names: dict[str, str]) -> None:
+        """An agent's token names, so its audit entries name the workload."""
+        for token_id, name in names.items():
             self.names.learn(token_id, name)
 
     # ------------------------------------------------------------ live status

@@ -8,6 +8,7 @@ dropped by :meth:`~AgentSecretsViewModel.hide` or any change to the secret; the 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -143,6 +144,8 @@ class AgentSecretsViewModel(ViewModel[AgentSecretsState]):
         self.agent = agent
         self._token = token
         self._client = client
+        #: told the agent's token names once, on the first load (the shell's NameBook)
+        self.learn_tokens: Callable[[dict[str, str]], None] | None = None
 
     def __repr__(self) -> str:
         return f"AgentSecretsViewModel(agent={self.agent.name!r}, url={self.agent.url!r})"
@@ -198,6 +201,9 @@ class AgentSecretsViewModel(ViewModel[AgentSecretsState]):
             if self.state.show_deleted:
                 rows += await self._all(True)
             self._show(rows)
+            learn, self.learn_tokens = self.learn_tokens, None
+            if learn is not None:
+                learn(await self.token_names())
 
         await self._load(work)
 

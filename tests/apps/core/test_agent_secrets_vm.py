@@ -198,8 +198,12 @@ async def test_token_names_from_a_real_agent_name_the_audit_actor(
     token list gives its name; a token nobody has named reads short, never as the raw id."""
     from apps.core.names import NameBook
 
+    learned: dict[str, str] = {}
+    vm.learn_tokens = learned.update  # what the shell's NameBook is told on the first load
+    await vm.refresh()
     names = await vm.token_names()
     assert names and all(k.startswith("tok_") and v for k, v in names.items())
+    assert learned == names and vm.learn_tokens is None
     book = NameBook()
     unknown = "tok_3p4zyzgvnscdlsh5"
     assert book.label(unknown) == "token 3p4z"
