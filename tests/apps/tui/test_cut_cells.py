@@ -84,3 +84,19 @@ async def test_the_header_keeps_its_counts_for_a_long_title_at_140_columns(
         open_alerts = sum(1 for a in fake_cp.alerts.values() if a["state"] == "open")
         assert f"{open_alerts} open alerts · {open_alerts} unread" in plain, plain
         assert cell_len(plain) <= status.content_region.width, (plain, status.region)
+
+
+async def test_the_help_wraps_inside_an_80_column_terminal(fake_app: KeyVaultApp) -> None:
+    from apps.tui.screens.help import HelpScreen
+
+    async with fake_app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("question_mark")
+        await settle(pilot)
+        assert isinstance(fake_app.screen, HelpScreen)
+        body = fake_app.screen.query_one("#help-body")
+        assert body.region.right <= 80 and body.region.x >= 0, body.region
+        for part in ("#help-credentials", "#help-keys"):
+            widget = fake_app.screen.query_one(part, Static)
+            assert widget.region.right <= body.region.right, (part, widget.region)
+            assert widget.virtual_size.width <= widget.content_region.width + 1, part
