@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QHeaderView, QLabel, QMessageBox, QTableView, QWid
 
 from apps.desktop import theme
 from apps.desktop.models import SORT_ROLE, RowTableModel
-from apps.desktop.views import error_label, fast_table
+from apps.desktop.views import error_label, fast_table, fit_headers
 from common.errors import KeyVaultError
 
 
@@ -96,6 +96,7 @@ def table_for(
     if stretch is not None:
         header.setStretchLastSection(False)
         header.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
+    fit_headers(table)
     table.setSortingEnabled(True)
     header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
     return table

@@ -25,7 +25,7 @@ from apps.desktop import clipboard
 from apps.desktop.models import stamp
 from apps.desktop.models.secrets_model import NAME, SecretsTableModel, secret_key
 from apps.desktop.tasks import run_task
-from apps.desktop.views import follow, title_row, view_layout
+from apps.desktop.views import fit_headers, follow, title_row, view_layout
 from apps.desktop.views.ops_kit import ask, proxy_for, select_key, selected, show_status, table_for
 from apps.desktop.views.secret_dialog import SecretDialog
 
@@ -134,6 +134,7 @@ class SecretsView(QWidget):
         self.versions.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         for column, width in enumerate((52, 118, 62)):
             self.versions.setColumnWidth(column, width)
+        fit_headers(self.versions)  # "Version" was clipped to "Versio"
         side = QWidget()
         side_layout = QVBoxLayout(side)
         side_layout.setContentsMargins(0, 0, 0, 0)
