@@ -16,6 +16,7 @@ from apps.core.timefmt import readable_times
 from common.errors import NotFoundError, ValidationError
 
 VAULT_PREFIX = "vlt_"
+CONTROL_PLANE = "control_plane"  # an audit entry's source when no vault reported it
 SECRET_PREFIX = "sec_"  # noqa: S105 - an id prefix, not a password
 
 
@@ -123,6 +124,12 @@ class NameBook:
         if vault_id and (vault_id, secret_id) in self._secrets:
             return self._secrets[(vault_id, secret_id)]
         return self._by_secret.get(secret_id, secret_id)
+
+    def source(self, source: str | None) -> str:
+        """Where an audit entry comes from: "control plane", or the reporting vault's name."""
+        if source == CONTROL_PLANE:
+            return "control plane"
+        return self.vault(source)
 
     def label(self, ref: str | None, vault_id: str | None = None) -> str:
         """The name for any id (vault, secret, user, policy…), else the id itself."""

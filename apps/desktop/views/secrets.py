@@ -114,7 +114,7 @@ class SecretsView(QWidget):
         split.addWidget(side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
-        split.setSizes([780, 310])
+        split.setSizes([690, 400])  # the versions' four columns fit
         layout = view_layout(self)
         layout.addLayout(row)
         layout.addLayout(bar)

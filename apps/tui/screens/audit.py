@@ -76,14 +76,6 @@ class AuditScreen(KeyVaultScreen):
     def paint(self, state: Any) -> None:
         """Rows matching the local text filter, newest first; the status line."""
         rows = sorted(state.visible, key=lambda r: r.seq, reverse=True)
-        vaults = self.shell.vaults
-
-        def source(vault_id: str) -> str:
-            vault = vaults.row(vault_id)  # a vault's name reads better than its id
-            if vault is not None:
-                return vault.name
-            return "control plane" if vault_id == CONTROL_PLANE else vault_id
-
         names = self.shell.names
         fill_table(
             self.query_one("#audit", DataTable),
@@ -96,7 +88,7 @@ class AuditScreen(KeyVaultScreen):
                         names.label(r.actor) or "—",
                         r.action,
                         names.label(r.target, r.vault_id) or "—",
-                        source(r.source),
+                        names.source(r.source) or "—",
                         r.outcome,
                     ),
                 )
