@@ -166,6 +166,7 @@ class Shell:
         except KeyVaultError:
             return
         self.names.learn_inventory(vault_id, items, opener)
+        self.audit.renamed()  # rows shown with the secrets' ids now read with their names
 
     # ------------------------------------------------------------ the metadata key
     async def import_metadata_key(self, path: Path) -> MetadataKey:
@@ -208,6 +209,8 @@ class Shell:
         """An agent's token names, so its audit entries name the workload."""
         for token_id, name in names.items():
             self.names.learn(token_id, name)
+        if names:
+            self.audit.renamed()
 
     # ------------------------------------------------------------ live status
     def on_status(self, listener: StatusListener) -> Callable[[], None]:

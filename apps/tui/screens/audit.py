@@ -14,9 +14,17 @@ from textual.widgets import DataTable, Input, Select, Static
 
 from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
-from apps.tui.widgets.tables import CutTable, fill_table, when
+from apps.tui.widgets.tables import Column, CutTable, fill_table, when
 
-COLUMNS = ("#", "When (UTC)", "Actor", "Action", "Target", "Source", "Outcome")
+COLUMNS = (
+    Column("#", "seq", keep=5),
+    Column("When (UTC)", "at", keep=16),  # a cut timestamp says nothing: the names give way
+    Column("Actor", "actor"),
+    Column("Action", "action"),
+    Column("Target", "target"),
+    Column("Source", "source"),
+    Column("Outcome", "outcome", keep=7),
+)
 CONTROL_PLANE = "control_plane"
 
 

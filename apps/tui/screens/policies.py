@@ -12,9 +12,12 @@ from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.screens.policy_form import PolicyFormScreen
 from apps.tui.widgets.confirm import ConfirmScreen
-from apps.tui.widgets.tables import CutTable, fill_table, selected_key, when
+from apps.tui.widgets.tables import Column, CutTable, fill_table, selected_key, when
 
-COLUMNS = ("Name", "Selects", "Every", "Notice", "Rotator", "Vaults", "Updated")
+COLUMNS: tuple[Column | str, ...] = (
+    *("Name", "Selects", "Every", "Notice", "Rotator", "Vaults"),
+    Column("Updated", "updated", keep=16),  # a cut timestamp says nothing
+)
 
 
 class PoliciesScreen(KeyVaultScreen):

@@ -19,11 +19,14 @@ SCROLLBAR = 2  # the vertical scrollbar's cells, kept free so no column hides un
 
 @dataclass(frozen=True)
 class Column:
-    """One column: its title, key, and width (None: as wide as its widest cell)."""
+    """One column: its title, key, width (None: as wide as its widest cell) and the width
+    it keeps when the terminal is too narrow for every column (``keep``: e.g. a timestamp,
+    useless once cut)."""
 
     title: str
     key: str
     width: int | None = None
+    keep: int = 0
 
 
 def cut(cell: object) -> object:
@@ -80,7 +83,7 @@ class CutTable(DataTable[Any]):
             widest = max((_width(cells[index]) for _, cells in self.shown), default=0)
             title = cell_len(spec.title)
             natural.append(spec.width or max(title, widest, 1))
-            minimum.append(min(natural[-1], max(title, 4)))
+            minimum.append(min(natural[-1], max(title, 4, spec.keep)))
         width = self.size.width or (self.app.size.width if self.is_attached else 0)
         if not width:
             return tuple(natural)
