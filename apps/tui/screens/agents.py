@@ -42,7 +42,9 @@ class AgentsScreen(KeyVaultScreen):
     AgentsScreen #agents-pane { width: 1fr; padding: 0 1; }
     AgentsScreen #agents { height: 1fr; }
     AgentsScreen #agents-help { height: auto; color: $text-muted; padding: 1 0 0 0; }
-    AgentsScreen #connect { width: 76; height: 1fr; border: round $primary; padding: 0 1; }
+    AgentsScreen #connect {
+        width: 60%; max-width: 76; height: 1fr; border: round $primary; padding: 0 1;
+    }
     AgentsScreen #connect .form-row > Label { width: 14; }
     """
     )

@@ -100,3 +100,17 @@ async def test_the_help_wraps_inside_an_80_column_terminal(fake_app: KeyVaultApp
             widget = fake_app.screen.query_one(part, Static)
             assert widget.region.right <= body.region.right, (part, widget.region)
             assert widget.virtual_size.width <= widget.content_region.width + 1, part
+
+
+async def test_the_agents_screen_leaves_its_list_readable_at_80_columns(
+    fake_app: KeyVaultApp,
+) -> None:
+    """The connect form used to take 76 of 80 columns, wrapping the list's help a few
+    letters a line."""
+    async with fake_app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("s")
+        await settle(pilot)
+        pane = fake_app.screen.query_one("#agents-pane")
+        form = fake_app.screen.query_one("#connect")
+        assert pane.region.width >= 28 and form.region.right <= 80, (pane.region, form.region)
+        assert form.region.width >= 40
