@@ -114,3 +114,15 @@ async def test_the_agents_screen_leaves_its_list_readable_at_80_columns(
         form = fake_app.screen.query_one("#connect")
         assert pane.region.width >= 28 and form.region.right <= 80, (pane.region, form.region)
         assert form.region.width >= 40
+
+
+async def test_one_line_status_lines_end_in_an_ellipsis_when_cut(fake_app: KeyVaultApp) -> None:
+    """Status and fact lines are one line, cut with "…" (not wrapped into a one-line box)."""
+    async with fake_app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("u")
+        await settle(pilot)
+        totals = fake_app.screen.query_one("#usage-totals", Static)
+        totals.update("x " * 100)
+        await pilot.pause()
+        line = totals.render_line(0).text
+        assert line.rstrip().endswith("…") and len(line) <= 80, line
