@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from apps.core.viewmodels.agent_secrets import AgentSecretsViewModel, SecretRow
     from common.errors import KeyVaultError
 
-WIDTHS = (190, 64, 150, 62, 150, 130)
+WIDTHS = (190, 64, 110, 62, 150, 130)  # a masked value is short; a revealed one ends in "…"
 
 
 class SecretsView(QWidget):
@@ -114,7 +114,7 @@ class SecretsView(QWidget):
         split.addWidget(side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
-        split.setSizes([690, 400])  # the versions' four columns fit
+        split.setSizes([730, 360])  # the versions panel: its four columns fit
         layout = view_layout(self)
         layout.addLayout(row)
         layout.addLayout(bar)
