@@ -114,7 +114,7 @@ class SecretsView(QWidget):
         split.addWidget(side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
-        split.setSizes([730, 360])  # the versions panel: its four columns fit
+        split.setSizes([690, 400])  # the versions panel: its four columns fit
         layout = view_layout(self)
         layout.addLayout(row)
         layout.addLayout(bar)
