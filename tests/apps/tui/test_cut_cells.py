@@ -126,3 +126,16 @@ async def test_one_line_status_lines_end_in_an_ellipsis_when_cut(fake_app: KeyVa
         await pilot.pause()
         line = totals.render_line(0).text
         assert line.rstrip().endswith("…") and len(line) <= 80, line
+
+
+async def test_the_header_title_is_readable_on_the_light_theme(fake_app: KeyVaultApp) -> None:
+    """The accent title was pale orange on the light theme's grey panel."""
+    async with fake_app.run_test(size=(140, 40)) as pilot:
+        await settle(pilot)
+        title = fake_app.screen.query_one("#header-title", Static)
+        dark = title.styles.color
+        fake_app.theme = "textual-light"
+        await pilot.pause()
+        await pilot.pause()
+        light = title.styles.color
+        assert light.brightness < dark.brightness - 0.15, (light, dark)
