@@ -47,7 +47,7 @@ def _fields(fn: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--rotator", type=click.Choice(["random", "postgres", "command"])),
         click.option("--settings", help="Rotator settings, 'key=value, …' (e.g. 'length=40')."),
-        click.option("--scope", help="'all', or vault ids 'vlt_…, vlt_…'."),
+        click.option("--scope", help="'all', or vault names or ids: 'web-1, vlt_…'."),
     ]
     for option in reversed(options):
         fn = option(fn)

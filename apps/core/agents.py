@@ -44,8 +44,8 @@ class AgentProfile:
     @classmethod
     def from_form(cls, values: dict[str, str]) -> AgentProfile:
         """A profile from a connect form (name, url, and data_dir or ca/cert/key files): TLS
-        paths from the agent's data folder, else the three files; a missing file is a
-        ``ValidationError`` tagged with its field."""
+        paths from the agent's data folder, else the three files; a missing file, or no client
+        certificate and key for an https agent, is a ``ValidationError`` tagged with its field."""
         name, url = values["name"], values["url"]
         data_dir = values.get("data_dir", "").strip()
         if data_dir:
@@ -59,6 +59,13 @@ class AgentProfile:
         for key, path in files.items():
             if path and not Path(path).expanduser().is_file():
                 raise ValidationError(f"no file {path}", details={"field": key})
+        missing = [k for k in ("cert_file", "key_file") if not files[k]]
+        if missing and url.strip().startswith("https://"):
+            raise ValidationError(  # agents require mutual TLS by default: CA-only fails later
+                "the agent asks for a client certificate (mutual TLS): give the client cert "
+                "and key files, or the agent's data folder",
+                details={"field": missing[0]},
+            )
         return cls(name, url, **files)
 
     @classmethod

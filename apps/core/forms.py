@@ -95,7 +95,9 @@ POLICY_FORM = FormSpec(
             placeholder="length=32",
             help="rotator settings k=v, … (never secrets)",
         ),
-        FieldSpec("scope", "Vaults", placeholder="all", help='"all" or vault ids: vlt_a, vlt_b'),
+        FieldSpec(
+            "scope", "Vaults", placeholder="all", help='"all", or vault names or ids: web-1, vlt_…'
+        ),
     ),
 )
 

@@ -16,6 +16,7 @@ from apps.core.timefmt import readable_times
 from common.errors import NotFoundError, ValidationError
 
 VAULT_PREFIX = "vlt_"
+CONTROL_PLANE = "control_plane"  # an audit entry's source when no vault reported it
 SECRET_PREFIX = "sec_"  # noqa: S105 - an id prefix, not a password
 
 
@@ -58,7 +59,16 @@ def find_secret(items: Iterable[dict[str, Any]], opener: LabelOpener, ref: str) 
     raise NotFoundError(f"no secret {ref!r} in vault {opener.vault_id}; {hint}")
 
 
-ID_PATTERN = re.compile(r"\b(?:vlt|sec|pol|usr|cmd|enr)_[a-z0-9]{4,40}\b")
+ID_PATTERN = re.compile(r"\b(?:vlt|sec|pol|usr|cmd|enr|tok)_[a-z0-9]{4,40}\b")
+TOKEN_PREFIX = "tok_"  # noqa: S105 - an id prefix, not a password
+
+
+def short_token(token_id: str) -> str:
+    """An agent token nobody has named, readable: ``tok_3p4zyzgv…`` → ``token 3p4z``
+    (its first characters tell two tokens apart; the full id is in the agent's token list)."""
+    return f"token {token_id.removeprefix(TOKEN_PREFIX)[:4]}"
+
+
 Vaults = Callable[[str], str | None]
 
 
@@ -70,9 +80,11 @@ class NameBook:
     """Names for the ids the control plane hands out, learned as the apps load data.
 
     Vault names come from the fleet (``vault_name``), users from what the apps have seen
-    (``learn_user``), policies from their list, secret names from inventories opened locally
+    (``learn_user``), policies from their list, agent tokens from an agent's token list (an
+    unnamed one reads ``token 3p4z``), secret names from inventories opened locally
     with the metadata key (``learn_inventory``; ``forget_secrets`` when the key changes). An id
-    nobody has named stays as it is, so nothing is ever hidden.
+    nobody has named stays as it is, so nothing is ever hidden (a
+    token id is shortened: the control plane never knows its name).
     """
 
     def __init__(self, vault_name: Vaults | None = None) -> None:
@@ -113,6 +125,12 @@ class NameBook:
             return self._secrets[(vault_id, secret_id)]
         return self._by_secret.get(secret_id, secret_id)
 
+    def source(self, source: str | None) -> str:
+        """Where an audit entry comes from: "control plane", or the reporting vault's name."""
+        if source == CONTROL_PLANE:
+            return "control plane"
+        return self.vault(source)
+
     def label(self, ref: str | None, vault_id: str | None = None) -> str:
         """The name for any id (vault, secret, user, policy…), else the id itself."""
         if not ref:
@@ -121,6 +139,8 @@ class NameBook:
             return self.vault(ref)
         if ref.startswith(SECRET_PREFIX):
             return self.secret(vault_id, ref)
+        if ref.startswith(TOKEN_PREFIX) and ref not in self._names:
+            return short_token(ref)  # an agent's workload token: named only on its agent
         return self._names.get(ref, ref)
 
     def humanize(self, text: str, vault_id: str | None = None) -> str:

@@ -135,19 +135,22 @@ def _selector(name_glob: str, labels_text: str) -> dict[str, Any]:
 
 
 def _scope(text: str) -> dict[str, Any]:
+    """``all``, or vault names and/or ids as typed (the view model resolves names to ids
+    against the fleet, so a name that matches no vault is shown next to this field too)."""
     value = text.strip()
     if not value or value.lower() == "all":
         return {"all": True}
-    ids = sorted({part.strip() for part in value.split(",") if part.strip()})
-    bad = [i for i in ids if not i.startswith("vlt_") or len(i) > 40]
+    refs = scope_ids(value)
+    bad = [r for r in refs if len(r) > 100 or not r.isprintable()]
     if bad:
-        raise _fail(f"{bad[0]!r} is not a vault id (vlt_…); or write all", "scope")
-    if len(ids) > 1000:
+        raise _fail(f"{bad[0][:40]!r} is not a vault name or id; or write all", "scope")
+    if len(refs) > 1000:
         raise _fail("at most 1000 vaults", "scope")
-    return {"vault_ids": ids}
+    return {"vault_ids": refs}
 
 
 def scope_ids(text: str) -> list[str]:
+    """The vault names or ids of a scope field (none for ``all``), sorted, each once."""
     value = text.strip()
     if not value or value.lower() == "all":
         return []

@@ -166,6 +166,7 @@ class Shell:
         except KeyVaultError:
             return
         self.names.learn_inventory(vault_id, items, opener)
+        self.audit.renamed()  # rows shown with the secrets' ids now read with their names
 
     # ------------------------------------------------------------ the metadata key
     async def import_metadata_key(self, path: Path) -> MetadataKey:
@@ -201,7 +202,15 @@ class Shell:
 
         model = AgentSecretsViewModel(agent, self.agents.token(agent))
         self._agent_models.add(model)  # closed with the shell if its screen did not close it
+        model.learn_tokens = self._learn_tokens
         return model
+
+    def _learn_tokens(self, names: dict[str, str]) -> None:
+        """An agent's token names, so its audit entries name the workload."""
+        for token_id, name in names.items():
+            self.names.learn(token_id, name)
+        if names:
+            self.audit.renamed()
 
     # ------------------------------------------------------------ live status
     def on_status(self, listener: StatusListener) -> Callable[[], None]:

@@ -53,6 +53,13 @@ def test_policies_from_the_command_line(
     one_error_line(duplicate, 65, "already exists")  # a name only apps can see
     missing_vault = run("policies", "create", *args[2:], "--name", "x", "--scope", "vlt_nope")
     one_error_line(missing_vault, 64, "no vault vlt_nope")
+    vault_id = live_cp.enroll_vault("web-1")  # a vault by its name, as the apps' forms take it
+    named = run("policies", "create", *args[2:], "--name", "web", "--scope", "web-1", "--json")
+    assert named.exit_code == 0, named.output
+    assert json.loads(named.stdout)["scope"] == {"vault_ids": [vault_id]}
+    one_error_line(run("policies", "edit", json.loads(named.stdout)["id"], "--scope", "web-2"),
+                   64, "no vault web-2")  # fmt: skip
+    assert run("policies", "delete", json.loads(named.stdout)["id"], "--yes").exit_code == 0
 
     edited = run("policies", "edit", policy_id, "--interval-days", "7", "--json")
     assert edited.exit_code == 0, edited.output

@@ -8,6 +8,7 @@ dropped by :meth:`~AgentSecretsViewModel.hide` or any change to the secret; the 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,7 @@ from apps.core.filtering import matching
 from apps.core.viewmodels.base import Listener, ViewModel, when
 from apps.core.viewmodels.policies import parse_pairs
 from common.client import AsyncAgentClient
-from common.errors import ValidationError
+from common.errors import KeyVaultError, ValidationError
 
 # the agent's own rules (agent/secrets.py); it stays the authority
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
@@ -143,6 +144,8 @@ class AgentSecretsViewModel(ViewModel[AgentSecretsState]):
         self.agent = agent
         self._token = token
         self._client = client
+        #: told the agent's token names once, on the first load (the shell's NameBook)
+        self.learn_tokens: Callable[[dict[str, str]], None] | None = None
 
     def __repr__(self) -> str:
         return f"AgentSecretsViewModel(agent={self.agent.name!r}, url={self.agent.url!r})"
@@ -165,6 +168,20 @@ class AgentSecretsViewModel(ViewModel[AgentSecretsState]):
         if self._client is not None:
             await self._client.aclose()
 
+    async def token_names(self) -> dict[str, str]:
+        """The agent's token ids → names (needs an admin token; otherwise, or on any error,
+        none): the audit log then names the workload that acted."""
+        try:
+            doc = await self.client.list_tokens()
+        except KeyVaultError:
+            return {}
+        tokens = doc.get("tokens") if isinstance(doc, dict) else None
+        return {
+            str(t["id"]): str(t["name"])
+            for t in tokens or ()
+            if isinstance(t, dict) and t.get("id") and t.get("name")
+        }
+
     # ------------------------------------------------------------ loading
     async def _all(self, deleted: bool) -> list[SecretRow]:
         rows: list[SecretRow] = []
@@ -184,6 +201,9 @@ class AgentSecretsViewModel(ViewModel[AgentSecretsState]):
             if self.state.show_deleted:
                 rows += await self._all(True)
             self._show(rows)
+            learn, self.learn_tokens = self.learn_tokens, None
+            if learn is not None:
+                learn(await self.token_names())
 
         await self._load(work)
 

@@ -92,6 +92,10 @@ class AuditViewModel(ViewModel[AuditState]):
             self._seen_values["source"].add(row.source)
         return rows, page.get("next_before")
 
+    def renamed(self) -> None:
+        """Names were learned for ids the rows show: tell the screens to repaint them."""
+        self._set()
+
     def suggest(self, field: str, prefix: str) -> list[str]:
         """Values seen for ``action`` or ``source`` that start with ``prefix`` (sorted)."""
         seen = self._seen_values.get(field, set())

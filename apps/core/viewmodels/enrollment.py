@@ -131,6 +131,14 @@ def _ttl_seconds(ttl_hours: float | int | str) -> int:
     return seconds
 
 
+#: what moves a followed agent once its vault is known; at most EARLY_KEPT such events
+#: are kept while it is not
+_FOLLOWED = frozenset(
+    {events.VAULT_STATUS.name, events.VAULT_REFUSED.name, events.INVENTORY_CHANGED.name}
+)
+EARLY_KEPT = 50
+
+
 class EnrollmentViewModel(ViewModel[EnrollmentState]):
     """Make single-use enrollment tokens for new agents."""
 
@@ -142,6 +150,9 @@ class EnrollmentViewModel(ViewModel[EnrollmentState]):
         self.gateway_url = gateway_url
         #: the key file the command names (None: the organisation has no metadata key yet)
         self.key_file: str | None = None
+        #: events about some vault that arrived before the followed agent's vault id was
+        #: known (its registration still being looked up): replayed once it is
+        self._early: list[tuple[str, dict[str, Any]]] = []
 
     async def refresh(self) -> None:
         """Load the tokens (errors go to ``state.error``)."""
@@ -181,6 +192,7 @@ class EnrollmentViewModel(ViewModel[EnrollmentState]):
         )
         row = TokenRow.from_json({**doc, "state": "active", "created_at": doc.get("created_at")})
         follow = Follow(created.id, vault_name)
+        self._early = []
         self._set(created=created, tokens=(row, *self.state.tokens), follow=follow)
         return created
 
@@ -190,7 +202,7 @@ class EnrollmentViewModel(ViewModel[EnrollmentState]):
         if follow is None or follow.stage in ("ready",):
             return False
         if follow.vault_id is None:
-            return kind == events.VAULT_REGISTERED.name
+            return kind in _FOLLOWED or kind == events.VAULT_REGISTERED.name
         return data.get("vault_id") == follow.vault_id
 
     async def on_event(self, kind: str, data: dict[str, Any]) -> None:
@@ -199,11 +211,18 @@ class EnrollmentViewModel(ViewModel[EnrollmentState]):
         follow = self.state.follow
         if follow is None or not self.needs(kind, data):
             return
+        if follow.vault_id is None and kind != events.VAULT_REGISTERED.name:
+            self._early = [*self._early[-(EARLY_KEPT - 1) :], (kind, data)]
+            return  # which vault is ours is not known yet (a refusal can come that fast)
         if kind == events.VAULT_REGISTERED.name:
             await self.refresh()  # the token now names the vault it enrolled
             mine = next((t for t in self.state.tokens if t.id == follow.token_id), None)
             if mine is not None and mine.vault_id:
                 self._follow(stage="enrolled", vault_id=mine.vault_id)
+                early, self._early = self._early, []
+                for then_kind, then_data in early:
+                    if then_data.get("vault_id") == mine.vault_id:
+                        await self.on_event(then_kind, then_data)
         elif kind == events.VAULT_STATUS.name and data.get("status") == "online":
             if follow.stage in ("waiting", "enrolled", "refused"):
                 self._follow(stage="connected", reason=None)

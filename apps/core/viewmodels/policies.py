@@ -17,6 +17,7 @@ from typing import Any
 
 from apps.core.filtering import matching
 from apps.core.intents import IntentMaker, KeySource
+from apps.core.names import find_vault
 from apps.core.policy_draft import (
     DAY,
     ROTATORS,
@@ -30,7 +31,7 @@ from apps.core.policy_draft import (
 )
 from apps.core.viewmodels.base import Listener, ViewModel, when
 from common import events
-from common.errors import ConflictError, ValidationError
+from common.errors import ConflictError, KeyVaultError, ValidationError
 
 # the draft's names, still importable from here (the forms and other view models use them)
 __all__ = ["ROTATORS", "PoliciesState", "PoliciesViewModel", "PolicyDraft", "PolicyRow",
@@ -187,16 +188,28 @@ class PoliciesViewModel(ViewModel[PoliciesState]):
             errors = dict(exc.details.get("fields") or {})
         else:
             errors = {}
-        ids = scope_ids(draft.scope)
-        if ids and "scope" not in errors:
-            known = {v["id"] async for v in self.client.iter_vaults()}
-            missing = [i for i in ids if i not in known]
-            if missing:
-                errors["scope"] = f"no vault {missing[0]} in this organisation"
+        refs = scope_ids(draft.scope)
+        if refs and "scope" not in errors:
+            ids, problem = await self._vault_ids(refs)
+            if problem:
+                errors["scope"] = problem
+            elif not errors:
+                fields["scope"] = {"vault_ids": ids}
         if errors:
             raise fields_error(errors)
         await self._check_name(fields["name"], policy_id)
         return fields
+
+    async def _vault_ids(self, refs: list[str]) -> tuple[list[str], str]:
+        """The ids of the vaults named (by name or id) in a scope, or the first problem."""
+        vaults = [v async for v in self.client.iter_vaults()]
+        ids: set[str] = set()
+        for ref in refs:
+            try:
+                ids.add(str(find_vault(vaults, ref)["id"]))
+            except KeyVaultError as exc:
+                return [], exc.message
+        return sorted(ids), ""
 
     def row(self, policy_id: str) -> PolicyRow | None:
         """The loaded row of a policy, or None."""

@@ -35,7 +35,7 @@ class AuditTableModel(RowTableModel[AuditRow]):
             self.names.label(row.actor) or DASH,
             row.action,
             self.names.label(row.target, row.vault_id) or DASH,
-            self.names.vault(row.vault_id) if row.vault_id else (row.source or DASH),
+            self.names.source(row.source) or DASH,
             row.outcome or DASH,
         )
         return values[column]

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QFontMetrics
 from PySide6.QtWidgets import QHBoxLayout, QHeaderView, QLabel, QTableView, QVBoxLayout, QWidget
 
 
@@ -67,6 +68,33 @@ def fast_table(widths: tuple[int, ...], stretch: int | None = None) -> QTableVie
     return table
 
 
+#: a header's padding and sort arrow, beyond its title's text
+HEADER_ROOM = 34
+
+
+def fit_headers(table: QTableView) -> None:
+    """Every column at least as wide as its title (and the sort arrow), so no header is ever
+    clipped; a cell or title that still does not fit ends in "…" (the one truncation rule of
+    the desktop tables, as ``CutTable`` is the TUI's)."""
+    header = table.horizontalHeader()
+    header.setTextElideMode(Qt.TextElideMode.ElideRight)
+    table.setTextElideMode(Qt.TextElideMode.ElideRight)
+    model = table.model()
+    if model is None:
+        return
+    font = header.font()
+    font.setBold(True)  # the themes draw titles bold: measure them so
+    metrics = QFontMetrics(font)
+    for column in range(model.columnCount()):
+        title = str(model.headerData(column, Qt.Orientation.Horizontal) or "")
+        need = metrics.horizontalAdvance(title) + HEADER_ROOM
+        if header.sectionResizeMode(column) != QHeaderView.ResizeMode.Stretch and (
+            table.columnWidth(column) < need
+        ):
+            table.setColumnWidth(column, need)
+        header.setMinimumSectionSize(min(header.minimumSectionSize(), need))
+
+
 def attach(table: QTableView, model: Any) -> None:
     """Set the table's model, then its column widths (widths need the columns to exist)."""
     table.setModel(model)
@@ -75,6 +103,7 @@ def attach(table: QTableView, model: Any) -> None:
     stretch = int(table.property("kv_stretch"))
     if stretch >= 0:
         table.horizontalHeader().setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
+    fit_headers(table)
 
 
 def follow(

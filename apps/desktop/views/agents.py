@@ -32,7 +32,7 @@ from apps.core.agents import AgentProfile
 from apps.core.forms import AGENT_FORM
 from apps.core.navigation import area
 from apps.desktop.tasks import run_task
-from apps.desktop.views import title_row, view_layout
+from apps.desktop.views import fit_headers, title_row, view_layout
 from apps.desktop.views.ops_kit import FieldErrors, ask, show_status
 from apps.desktop.views.secrets import SecretsView
 from common.errors import KeyVaultError
@@ -95,9 +95,10 @@ class AgentsView(QWidget):
         header = self.list.horizontalHeader()
         header.setStretchLastSection(True)
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        self.list.setTextElideMode(Qt.TextElideMode.ElideLeft)
         self.list.setColumnWidth(0, 140)
         self.list.setColumnWidth(1, 220)
+        fit_headers(self.list)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideLeft)  # a path's end tells files apart
         self.list.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
         self.list.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         self.list.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)

@@ -4,27 +4,25 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (
-    QFrame,
     QGridLayout,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QMessageBox,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
 from apps.core.navigation import area
-from apps.desktop import clipboard, theme
+from apps.desktop import clipboard
 from apps.desktop.models import stamp
 from apps.desktop.models.tokens_model import TokensTableModel
 from apps.desktop.tasks import run_task
 from apps.desktop.views import follow, title_row, view_layout
 from apps.desktop.views.ops_kit import (
     FieldErrors,
+    ShownOncePanel,
     ask,
     proxy_for,
     selected,
@@ -42,52 +40,27 @@ if TYPE_CHECKING:
 WIDTHS = (240, 80, 130, 130, 130, 200)
 
 
-class CreatedPanel(QFrame):
-    """The token just made: the exact command to run, a copy button, when it expires."""
+class CreatedPanel(ShownOncePanel):
+    """The token just made: the exact command to run, a copy button, when it expires, and
+    the new agent followed from pending to its first inventory."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.setObjectName("createdPanel")
-        colour = theme.status_color("ok")
-        border = colour.name() if colour else "#1a7f37"
-        self.setStyleSheet(
-            f"QFrame#createdPanel {{ border: 2px solid {border}; border-radius: 6px; }}"
-        )
-        title = QLabel(
-            "<b>Token created.</b> It is shown only now — run this on the new agent's host:"
-        )
-        self.command = QLineEdit()
-        self.command.setReadOnly(True)
-        self.command.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-        self.copy_button = QPushButton("Copy command")
-        self.note = QLabel()
-        self.note.setObjectName("muted")
         self.follow = QLabel()
         self.follow.setObjectName("follow")
-        row = QHBoxLayout()
-        row.addWidget(self.command, 1)
-        row.addWidget(self.copy_button)
-        layout = QVBoxLayout(self)
-        layout.addWidget(title)
-        layout.addLayout(row)
-        layout.addWidget(self.note)
-        layout.addWidget(self.follow)
-        self.hide()
+        self.body.addWidget(self.follow)
 
     def show_token(self, created: CreatedToken | None) -> None:
         """Show a new token's command, or hide and forget it."""
         if created is None:
-            self.command.clear()
-            self.note.clear()
-            self.hide()
+            self.forget()
             return
-        self.command.setText(created.command)
-        self.command.setCursorPosition(0)
-        self.note.setText(
+        self.show_command(
+            "<b>Token created.</b> It is shown only now — run this on the new agent's host:",
+            created.command,
             f"Single use · expires {stamp(created.expires_at)} · the copy is wiped from the "
-            "clipboard after 30 s · leaving this view forgets the token"
+            "clipboard after 30 s · leaving this view forgets the token",
         )
-        self.show()
 
 
 class EnrollmentView(QWidget):

@@ -20,7 +20,14 @@ from apps.core.navigation import area
 from apps.core.timefmt import ago
 from apps.core.viewmodels.home import NOUNS, HomeState, NeedItem
 from apps.desktop import theme
-from apps.desktop.views import error_label, follow, show_error, title_row, view_layout
+from apps.desktop.views import (
+    error_label,
+    fit_headers,
+    follow,
+    show_error,
+    title_row,
+    view_layout,
+)
 
 if TYPE_CHECKING:
     from apps.core.shell import Shell
@@ -67,6 +74,7 @@ class HomeView(QWidget):
         self.table.setColumnWidth(0, 90)
         self.table.setColumnWidth(1, 190)
         self.table.setColumnWidth(3, 110)
+        fit_headers(self.table)
         self.table.cellDoubleClicked.connect(lambda row, _col: self.open_row(row))
         self.table.cellActivated.connect(lambda row, _col: self.open_row(row))
         self.go_button.clicked.connect(lambda: self.open_row(self.table.currentRow()))

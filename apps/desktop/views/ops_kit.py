@@ -6,11 +6,23 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QObject, QSortFilterProxyModel, Qt
-from PySide6.QtWidgets import QHeaderView, QLabel, QMessageBox, QTableView, QWidget
+from PySide6.QtGui import QFontDatabase
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
 from apps.desktop import theme
 from apps.desktop.models import SORT_ROLE, RowTableModel
-from apps.desktop.views import error_label, fast_table
+from apps.desktop.views import error_label, fast_table, fit_headers
 from common.errors import KeyVaultError
 
 
@@ -96,6 +108,7 @@ def table_for(
     if stretch is not None:
         header.setStretchLastSection(False)
         header.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
+    fit_headers(table)
     table.setSortingEnabled(True)
     header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)
     return table
@@ -134,3 +147,50 @@ def ask(parent: QWidget, question: str, yes: str, then: Callable[[], None]) -> Q
     box.buttonClicked.connect(lambda button: then() if button is yes_button else None)
     box.open()
     return box
+
+
+class ShownOncePanel(QFrame):
+    """A token shown only now (an enrollment token, an invitation or password reset): a
+    framed title, the exact command to run (read-only, monospace), a copy button and a note.
+    ``show_command`` fills it, ``forget`` clears and hides it; the views connect
+    ``copy_button`` to their clipboard copy (wiped after 30 s)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("shownOnce")
+        colour = theme.status_color("ok")
+        border = colour.name() if colour else "#1a7f37"
+        self.setStyleSheet(
+            f"QFrame#shownOnce {{ border: 2px solid {border}; border-radius: 6px; }}"
+        )
+        self.title = QLabel()
+        self.title.setWordWrap(True)
+        self.command = QLineEdit()
+        self.command.setReadOnly(True)
+        self.command.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.copy_button = QPushButton("Copy command")
+        self.note = QLabel()
+        self.note.setObjectName("muted")
+        self.note.setWordWrap(True)
+        row = QHBoxLayout()
+        row.addWidget(self.command, 1)
+        row.addWidget(self.copy_button)
+        self.body = QVBoxLayout(self)
+        self.body.addWidget(self.title)
+        self.body.addLayout(row)
+        self.body.addWidget(self.note)
+        self.hide()
+
+    def show_command(self, title: str, command: str, note: str) -> None:
+        """Show ``command`` under ``title`` (rich text) with ``note`` below it."""
+        self.title.setText(title)
+        self.command.setText(command)
+        self.command.setCursorPosition(0)
+        self.note.setText(note)
+        self.show()
+
+    def forget(self) -> None:
+        """Clear the command (the token goes with it) and hide."""
+        self.command.clear()
+        self.note.clear()
+        self.hide()

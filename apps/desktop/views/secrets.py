@@ -25,7 +25,7 @@ from apps.desktop import clipboard
 from apps.desktop.models import stamp
 from apps.desktop.models.secrets_model import NAME, SecretsTableModel, secret_key
 from apps.desktop.tasks import run_task
-from apps.desktop.views import follow, title_row, view_layout
+from apps.desktop.views import fit_headers, follow, title_row, view_layout
 from apps.desktop.views.ops_kit import ask, proxy_for, select_key, selected, show_status, table_for
 from apps.desktop.views.secret_dialog import SecretDialog
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from apps.core.viewmodels.agent_secrets import AgentSecretsViewModel, SecretRow
     from common.errors import KeyVaultError
 
-WIDTHS = (190, 64, 150, 62, 150, 130)
+WIDTHS = (190, 64, 110, 62, 150, 130)  # a masked value is short; a revealed one ends in "…"
 
 
 class SecretsView(QWidget):
@@ -114,7 +114,7 @@ class SecretsView(QWidget):
         split.addWidget(side)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
-        split.setSizes([780, 310])
+        split.setSizes([690, 400])  # the versions panel: its four columns fit
         layout = view_layout(self)
         layout.addLayout(row)
         layout.addLayout(bar)
@@ -134,6 +134,7 @@ class SecretsView(QWidget):
         self.versions.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         for column, width in enumerate((52, 118, 62)):
             self.versions.setColumnWidth(column, width)
+        fit_headers(self.versions)  # "Version" was clipped to "Versio"
         side = QWidget()
         side_layout = QVBoxLayout(side)
         side_layout.setContentsMargins(0, 0, 0, 0)

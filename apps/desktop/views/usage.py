@@ -11,9 +11,10 @@ from PySide6.QtCharts import (
     QBarSet,
     QChart,
     QChartView,
+    QDateTimeAxis,
     QValueAxis,
 )
-from PySide6.QtCore import QEvent, Qt
+from PySide6.QtCore import QDateTime, QEvent, Qt
 from PySide6.QtGui import QColor, QPainter, QPalette
 from PySide6.QtWidgets import QApplication, QButtonGroup, QComboBox, QLabel, QPushButton, QWidget
 
@@ -48,6 +49,15 @@ def totals_text(state: Any) -> str:
     return " · ".join(parts)
 
 
+def date_ticks(count: int) -> int:
+    """Ticks for a date axis over ``count`` days (each day a slot, ticks at midnights): a
+    whole number of days between ticks, 5 to 8 ticks."""
+    for ticks in (8, 7, 6, 5):
+        if count % (ticks - 1) == 0:
+            return ticks
+    return 6 if count >= 5 else count + 1
+
+
 def day_labels(days: tuple[str, ...], most: int = 10) -> list[str]:
     """'MM-DD' under at most ``most`` days, evenly spread; the other categories stay blank
     (distinct zero-width strings, as categories must differ) instead of elided to '…'."""
@@ -68,6 +78,12 @@ class UsageChart(QChartView):
         self.x_axis, self.y_axis = QBarCategoryAxis(), QValueAxis()
         self.y_axis.setLabelFormat("%d")
         self.plot.addAxis(self.x_axis, Qt.AlignmentFlag.AlignBottom)
+        # 30 or 90 slots are too narrow for a date each: a date axis under the bars (one slot
+        # a day, ticks at midnights) labels a few of them instead
+        self.date_axis = QDateTimeAxis()
+        self.date_axis.setFormat("MM-dd")
+        self.date_axis.setGridLineVisible(False)
+        self.plot.addAxis(self.date_axis, Qt.AlignmentFlag.AlignBottom)
         self.plot.addAxis(self.y_axis, Qt.AlignmentFlag.AlignLeft)
         self.setChart(self.plot)
         self._shown: tuple[tuple[str, ...], dict[str, tuple[int, ...]]] = ((), {})
@@ -98,10 +114,18 @@ class UsageChart(QChartView):
         chart.legend().setVisible(bool(series))
         self.x_axis.clear()
         self.x_axis.append(day_labels(days))
-        # 30 or 90 narrow slots elide any date: the range is named under the title instead
-        self.x_axis.setLabelsVisible(len(days) <= 10)
-        if len(days) > 10 and series:
-            chart.setTitle(f"{self.title} · {days[0]} → {days[-1]}")
+        # 30 or 90 narrow slots elide any date: the date axis labels them, the title names
+        # the range
+        wide = len(days) > 10
+        self.x_axis.setLabelsVisible(not wide)
+        self.date_axis.setVisible(wide)
+        if wide:
+            first = QDateTime.fromString(days[0], Qt.DateFormat.ISODate)
+            self.date_axis.setRange(first, first.addDays(len(days)))
+            self.date_axis.setTickCount(date_ticks(len(days)))
+            self.date_axis.setLabelsColor(self.y_axis.labelsColor())
+            if series:
+                chart.setTitle(f"{self.title} · {days[0]} → {days[-1]}")
         bars = QBarSeries()
         top = 0
         for at, (name, counts) in enumerate(sorted(series.items())):

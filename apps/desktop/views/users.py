@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtWidgets import (
@@ -20,7 +21,15 @@ from apps.desktop import clipboard
 from apps.desktop.models.users_model import UsersTableModel
 from apps.desktop.tasks import run_task
 from apps.desktop.views import follow, title_row, view_layout
-from apps.desktop.views.ops_kit import FieldErrors, ask, proxy_for, selected, show_status, table_for
+from apps.desktop.views.ops_kit import (
+    FieldErrors,
+    ShownOncePanel,
+    ask,
+    proxy_for,
+    selected,
+    show_status,
+    table_for,
+)
 from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
@@ -30,6 +39,10 @@ if TYPE_CHECKING:
     from apps.core.viewmodels.users import UserRow
 
 WIDTHS = (320, 100, 160)
+
+
+#: what an issued token is, as the shown-once panel titles it
+KINDS = {"invitation": "Invitation", "reset": "Password reset"}
 
 
 class UsersView(QWidget):
@@ -51,11 +64,8 @@ class UsersView(QWidget):
         self.reset_button = QPushButton("Reset password…")
         self.sessions_button = QPushButton("End sessions…")
         self.errors = FieldErrors(["email", "role"])
-        self.issued = QLineEdit()
-        self.issued.setReadOnly(True)
-        self.issued.hide()
-        self.copy_button = QPushButton("Copy command")
-        self.copy_button.hide()
+        self.shown = ShownOncePanel()  # the invitation / reset token, shown only now
+        self.issued, self.copy_button = self.shown.command, self.shown.copy_button
         self.status = QLabel()
         self.status.setObjectName("summary")
         self.question: QMessageBox | None = None
@@ -79,9 +89,6 @@ class UsersView(QWidget):
             form.addWidget(widget)
         form.addWidget(self.invite_button)
         form.addWidget(self.role_button)
-        shown = QHBoxLayout()
-        shown.addWidget(self.issued, 1)
-        shown.addWidget(self.copy_button)
         bottom = QHBoxLayout()
         bottom.addWidget(self.status, 1)
         for button in (self.reset_button, self.sessions_button, self.remove_button):
@@ -91,7 +98,7 @@ class UsersView(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.errors.labels["email"])
         layout.addWidget(self.errors.form)
-        layout.addLayout(shown)
+        layout.addWidget(self.shown)
         layout.addWidget(self.table, 1)
         layout.addLayout(bottom)
 
@@ -113,9 +120,16 @@ class UsersView(QWidget):
         """The list, the token shown once, the status line, which buttons apply."""
         self.model.set_rows(state.users)
         issued = state.issued
-        self.issued.setVisible(issued is not None)
-        self.copy_button.setVisible(issued is not None)
-        self.issued.setText(issued.command if issued else "")
+        if issued is None:
+            self.shown.forget()
+        elif self.issued.text() != issued.command:
+            self.shown.show_command(
+                f"<b>{KINDS.get(issued.kind, issued.kind)} for {html.escape(issued.email)}.</b>"
+                " It is shown only now — send them this command:",
+                issued.command,
+                "Single use · the copy is wiped from the clipboard after 30 s · "
+                "leaving this view forgets it",
+            )
         manage = self.vm.can_manage
         for widget in (self.email, self.role, self.invite_button, self.role_button):
             widget.setEnabled(manage)
@@ -127,8 +141,6 @@ class UsersView(QWidget):
             if manage
             else (f"you have {len(state.sessions)} live session(s); only admins manage users")
         )
-        if issued is not None:
-            text = f"{issued.kind} for {issued.email}: shown only now · " + text
         show_status(self.status, text + (" · loading…" if state.loading else ""), state.error)
 
     def chosen(self) -> UserRow | None:

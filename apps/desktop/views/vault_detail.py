@@ -123,6 +123,9 @@ class VaultDetailView(QWidget):
         for command in state.commands:
             line = command_text(command, humanize, vault_id)
             self.commands.addItem(f"{stamp(command.created_at)}  {line}")
+        if not state.commands:  # an empty box reads as broken: say why it is empty
+            self.commands.addItem("No commands yet: Rotate secret or Resync sends one.")
+            self.commands.item(0).setFlags(Qt.ItemFlag.NoItemFlags)
         show_error(self.error, state.error)
 
     def refresh(self) -> None:

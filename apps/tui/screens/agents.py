@@ -21,7 +21,7 @@ from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.widgets.confirm import ConfirmScreen
 from apps.tui.widgets.form import FORM_CSS, clear_errors, field_row, show_error
-from apps.tui.widgets.tables import Cell, fill_table, selected_key
+from apps.tui.widgets.tables import CutTable, fill_table, selected_key
 from common.errors import KeyVaultError
 
 if TYPE_CHECKING:
@@ -42,7 +42,9 @@ class AgentsScreen(KeyVaultScreen):
     AgentsScreen #agents-pane { width: 1fr; padding: 0 1; }
     AgentsScreen #agents { height: 1fr; }
     AgentsScreen #agents-help { height: auto; color: $text-muted; padding: 1 0 0 0; }
-    AgentsScreen #connect { width: 76; height: 1fr; border: round $primary; padding: 0 1; }
+    AgentsScreen #connect {
+        width: 60%; max-width: 76; height: 1fr; border: round $primary; padding: 0 1;
+    }
     AgentsScreen #connect .form-row > Label { width: 14; }
     """
     )
@@ -58,8 +60,7 @@ class AgentsScreen(KeyVaultScreen):
         """The list and the form."""
         with Horizontal():
             with Vertical(id="agents-pane"):
-                table: DataTable[Cell] = DataTable(id="agents", cursor_type="row")
-                table.add_columns("Name", "URL", "TLS files")
+                table = CutTable(("Name", "URL", "TLS files"), id="agents", zebra_stripes=False)
                 yield table
                 yield Static(
                     "enter: open its secrets · n: connect an agent · x: remove\n"

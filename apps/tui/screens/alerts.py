@@ -13,15 +13,15 @@ from apps.core.navigation import area
 from apps.core.timefmt import ago
 from apps.core.viewmodels.alerts import AlertRow, AlertsState, AlertsViewModel
 from apps.tui.screens.base import KeyVaultScreen
-from apps.tui.widgets.tables import add_cut_row
+from apps.tui.widgets.tables import Column, fill_table, table_body
 from apps.tui.widgets.tones import style_of
 
-COLUMNS: tuple[tuple[str, str, int | None], ...] = (
-    ("Severity", "severity", 9),
-    ("State", "state", 13),
-    ("Vault", "vault", 24),
-    ("Message", "message", 60),
-    ("Raised", "raised", 9),
+COLUMNS = (
+    Column("Severity", "severity", 9),
+    Column("State", "state", 13),
+    Column("Vault", "vault", 24),
+    Column("Message", "message", 60),
+    Column("Raised", "raised", 9),
 )
 STATE_STYLE = {"open": "bold", "acknowledged": "", "resolved": "dim"}
 
@@ -59,12 +59,7 @@ class AlertsScreen(KeyVaultScreen):
 
     def compose_body(self) -> ComposeResult:
         """Summary line, error line, the table."""
-        yield Static(id="summary", classes="summary")
-        yield Static(id="error", classes="error-line")
-        table: DataTable[Any] = DataTable(id="alerts", cursor_type="row", zebra_stripes=True)
-        for title, key, width in COLUMNS:
-            table.add_column(title, key=key, width=width)
-        yield table
+        yield from table_body("alerts", COLUMNS)
 
     def on_mount(self) -> None:
         """Follow the view model; the alerts are now read."""
@@ -82,16 +77,12 @@ class AlertsScreen(KeyVaultScreen):
             self.model.mark_read()  # seen as it arrives
             return
         now = self.now()
-        table = self.query_one(DataTable)
-        selected = self._selected_id()
-        table.clear()
+        rows = []
         for row in state.rows:
             vault = self.shell.vaults.row(row.vault_id) if row.vault_id else None
             message = self.shell.names.humanize(row.message, row.vault_id)
-            cells = alert_cells(row, vault.name if vault else None, now, message)
-            add_cut_row(table, cells, row.id)
-        if selected is not None and selected in table.rows:
-            table.move_cursor(row=table.get_row_index(selected), animate=False)
+            rows.append((row.id, alert_cells(row, vault.name if vault else None, now, message)))
+        fill_table(self.query_one(DataTable), rows)
         live = sum(1 for r in state.rows if r.state != "resolved")
         text = f"{live} open or acknowledged"
         text += " · showing resolved too" if state.show_resolved else " · resolved hidden (t)"

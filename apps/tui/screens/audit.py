@@ -14,9 +14,17 @@ from textual.widgets import DataTable, Input, Select, Static
 
 from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
-from apps.tui.widgets.tables import Cell, fill_table, when
+from apps.tui.widgets.tables import Column, CutTable, fill_table, when
 
-COLUMNS = ("#", "When (UTC)", "Actor", "Action", "Target", "Source", "Outcome")
+COLUMNS = (
+    Column("#", "seq", keep=5),
+    Column("When (UTC)", "at", keep=16),  # a cut timestamp says nothing: the names give way
+    Column("Actor", "actor"),
+    Column("Action", "action"),
+    Column("Target", "target"),
+    Column("Source", "source"),
+    Column("Outcome", "outcome", keep=7),
+)
 CONTROL_PLANE = "control_plane"
 
 
@@ -49,9 +57,7 @@ class AuditScreen(KeyVaultScreen):
             )
             yield Select(self._sources(), prompt="any source", id="audit-source")
             yield Input(placeholder="/ search loaded rows", id="audit-text")
-        table: DataTable[Cell] = DataTable(id="audit", cursor_type="row", zebra_stripes=True)
-        table.add_columns(*COLUMNS)
-        yield table
+        yield CutTable(COLUMNS, id="audit")
         yield Static("", id="audit-status")
 
     def _sources(self) -> list[tuple[str, str]]:
@@ -78,14 +84,6 @@ class AuditScreen(KeyVaultScreen):
     def paint(self, state: Any) -> None:
         """Rows matching the local text filter, newest first; the status line."""
         rows = sorted(state.visible, key=lambda r: r.seq, reverse=True)
-        vaults = self.shell.vaults
-
-        def source(vault_id: str) -> str:
-            vault = vaults.row(vault_id)  # a vault's name reads better than its id
-            if vault is not None:
-                return vault.name
-            return "control plane" if vault_id == CONTROL_PLANE else vault_id
-
         names = self.shell.names
         fill_table(
             self.query_one("#audit", DataTable),
@@ -98,7 +96,7 @@ class AuditScreen(KeyVaultScreen):
                         names.label(r.actor) or "—",
                         r.action,
                         names.label(r.target, r.vault_id) or "—",
-                        source(r.source),
+                        names.source(r.source) or "—",
                         r.outcome,
                     ),
                 )

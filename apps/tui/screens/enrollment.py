@@ -15,10 +15,14 @@ from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.widgets.confirm import ConfirmScreen
 from apps.tui.widgets.form import FORM_CSS, clear_errors, show_error
-from apps.tui.widgets.tables import Cell, fill_table, selected_key, when
+from apps.tui.widgets.tables import Cell, Column, CutTable, fill_table, selected_key, when
 from common.errors import KeyVaultError
 
-COLUMNS = ("Description", "State", "Created", "Expires", "Used", "Vault")
+COLUMNS: tuple[Column | str, ...] = (
+    *("Description", "State"),
+    *(Column(title, title.lower(), keep=16) for title in ("Created", "Expires", "Used")),
+    "Vault",
+)
 STATE_STYLE = {"active": "green", "used": "dim", "expired": "yellow", "revoked": "red"}
 
 
@@ -79,8 +83,7 @@ class EnrollmentScreen(KeyVaultScreen):
             yield Static("", id="created-command")
             yield Static("", id="created-note")
             yield Static("", id="created-follow")
-        table: DataTable[Cell] = DataTable(id="tokens", cursor_type="row", zebra_stripes=True)
-        table.add_columns(*COLUMNS)
+        table = CutTable(COLUMNS, id="tokens")
         yield table
         yield Static("", id="tokens-status")
 

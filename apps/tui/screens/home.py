@@ -14,14 +14,14 @@ from apps.core.navigation import area
 from apps.core.timefmt import ago
 from apps.core.viewmodels.home import NOUNS, HomeState, HomeViewModel, NeedItem
 from apps.tui.screens.base import KeyVaultScreen
-from apps.tui.widgets.tables import add_cut_row
+from apps.tui.widgets.tables import Column, fill_table, table_body
 from apps.tui.widgets.tones import style_of
 
-COLUMNS: tuple[tuple[str, str, int | None], ...] = (
-    ("Severity", "severity", 8),
-    ("Since", "since", 8),
-    ("What", "category", 20),
-    ("Problem", "title", None),  # last, so a narrow terminal cuts only its end
+COLUMNS = (
+    Column("Severity", "severity", 8),
+    Column("Since", "since", 8),
+    Column("What", "category", 20),
+    Column("Problem", "title", None),  # last, so a narrow terminal cuts only its end
 )
 
 
@@ -51,12 +51,7 @@ class HomeScreen(KeyVaultScreen):
 
     def compose_body(self) -> ComposeResult:
         """Summary line, error line, the list."""
-        yield Static(id="summary", classes="summary")
-        yield Static(id="error", classes="error-line")
-        table: DataTable[Any] = DataTable(id="needs", cursor_type="row", zebra_stripes=True)
-        for title, key, width in COLUMNS:
-            table.add_column(title, key=key, width=width)
-        yield table
+        yield from table_body("needs", COLUMNS)
 
     def on_mount(self) -> None:
         """Follow the view model; relative times tick every 30 s."""
@@ -67,14 +62,8 @@ class HomeScreen(KeyVaultScreen):
 
     def show(self, state: HomeState) -> None:
         """Repaint from the state (a handful of rows: a full repaint is cheap)."""
-        table = self.query_one(DataTable)
-        selected = self._selected_key()
-        table.clear()
         now = self.now()
-        for item in state.items:
-            add_cut_row(table, need_cells(item, now), item.key)
-        if selected is not None and selected in table.rows:
-            table.move_cursor(row=table.get_row_index(selected), animate=False)
+        fill_table(self.query_one(DataTable), ((i.key, need_cells(i, now)) for i in state.items))
         summary = state.summary()
         if state.items:
             summary += " · Enter goes where it is fixed"

@@ -12,9 +12,12 @@ from apps.core.navigation import area
 from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.screens.policy_form import PolicyFormScreen
 from apps.tui.widgets.confirm import ConfirmScreen
-from apps.tui.widgets.tables import Cell, fill_table, selected_key, when
+from apps.tui.widgets.tables import Column, CutTable, fill_table, selected_key, when
 
-COLUMNS = ("Name", "Selects", "Every", "Notice", "Rotator", "Vaults", "Updated")
+COLUMNS: tuple[Column | str, ...] = (
+    *("Name", "Selects", "Every", "Notice", "Rotator", "Vaults"),
+    Column("Updated", "updated", keep=16),  # a cut timestamp says nothing
+)
 
 
 class PoliciesScreen(KeyVaultScreen):
@@ -37,9 +40,7 @@ class PoliciesScreen(KeyVaultScreen):
     def compose_body(self) -> ComposeResult:
         """The status line and the table."""
         yield Static("", id="policies-status")
-        table: DataTable[Cell] = DataTable(id="policies", cursor_type="row", zebra_stripes=True)
-        table.add_columns(*COLUMNS)
-        yield table
+        yield CutTable(COLUMNS, id="policies")
 
     def on_mount(self) -> None:
         """Paint what the view model has and load the rest."""

@@ -20,7 +20,7 @@ from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.screens.secret_form import SecretFormScreen
 from apps.tui.widgets.clipboard import terminal_clipboard
 from apps.tui.widgets.confirm import ConfirmScreen
-from apps.tui.widgets.tables import Cell, fill_table, selected_key, when
+from apps.tui.widgets.tables import Cell, CutTable, fill_table, selected_key, when
 
 if TYPE_CHECKING:
     from apps.core.agents import AgentProfile
@@ -88,13 +88,13 @@ class SecretsScreen(KeyVaultScreen):
             yield Input(placeholder="/ filter by name", id="secrets-filter")
             yield Static(f"{self.agent.name} · {self.agent.url} · mutual TLS", id="secrets-agent")
         with Horizontal():
-            table: DataTable[Cell] = DataTable(id="secrets", cursor_type="row", zebra_stripes=True)
-            table.add_columns(*COLUMNS)
+            table = CutTable(COLUMNS, id="secrets")
             yield table
             with Vertical(id="versions-pane"):
                 yield Static("Versions", id="versions-title")
-                versions: DataTable[Cell] = DataTable(id="versions", cursor_type="row")
-                versions.add_columns("Version", "Created", "Origin", "")
+                versions = CutTable(
+                    ("Version", "Created", "Origin", ""), id="versions", zebra_stripes=False
+                )
                 yield versions
         yield Static("", id="secrets-status")
 

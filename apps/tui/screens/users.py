@@ -16,7 +16,7 @@ from apps.core.viewmodels.users import ROLES
 from apps.tui.screens.base import KeyVaultScreen
 from apps.tui.widgets.confirm import ConfirmScreen
 from apps.tui.widgets.form import FORM_CSS, clear_errors, show_error
-from apps.tui.widgets.tables import Cell, fill_table, selected_key, when
+from apps.tui.widgets.tables import CutTable, fill_table, selected_key, when
 from common.errors import KeyVaultError
 
 COLUMNS = ("E-mail", "Role", "Since")
@@ -63,9 +63,7 @@ class UsersScreen(KeyVaultScreen):
             yield Static("", id="email-error", classes="field-error")
             yield Static("", id="form-error", classes="form-error")
         yield Static("", id="issued", classes="hidden")
-        table: DataTable[Cell] = DataTable(id="users", cursor_type="row", zebra_stripes=True)
-        table.add_columns(*COLUMNS)
-        yield table
+        yield CutTable(COLUMNS, id="users")
         yield Static("", id="users-status")
 
     def on_mount(self) -> None:

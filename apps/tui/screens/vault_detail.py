@@ -20,18 +20,18 @@ from apps.core.viewmodels.vault_detail import (
     command_text,
 )
 from apps.tui.screens.base import KeyVaultScreen, due_text, expires_text
-from apps.tui.widgets.tables import add_cut_row
+from apps.tui.widgets.tables import Column, fill_table, table_body
 from apps.tui.widgets.tones import style_of
 
-COLUMNS: tuple[tuple[str, str, int | None], ...] = (
-    ("Name", "name", 28),
-    ("Labels", "labels", 26),
-    ("Ver", "version", 4),
-    ("Updated", "updated", 10),
-    ("Policy", "policy", 14),
-    ("Rotation", "rotation", 10),
-    ("Last rotated", "last_rotated", 12),
-    ("Next due", "next_due", 11),
+COLUMNS = (
+    Column("Name", "name", 28),
+    Column("Labels", "labels", 26),
+    Column("Ver", "version", 4),
+    Column("Updated", "updated", 10),
+    Column("Policy", "policy", 14),
+    Column("Rotation", "rotation", 10),
+    Column("Last rotated", "last_rotated", 12),
+    Column("Next due", "next_due", 11),
 )
 FINAL_STATES = ("succeeded", "failed", "expired", "cancelled")
 
@@ -110,10 +110,7 @@ class VaultDetailScreen(KeyVaultScreen):
         yield Static(id="facts", classes="facts")
         yield Static(id="key-hint", classes="hint")
         yield Static(id="error", classes="error-line")
-        table: DataTable[Any] = DataTable(id="inventory", cursor_type="row", zebra_stripes=True)
-        for title, key, width in COLUMNS:
-            table.add_column(title, key=key, width=width)
-        yield table
+        yield from table_body("inventory", COLUMNS, status=False)
 
     def on_mount(self) -> None:
         """Follow the view model and load the vault."""
@@ -143,14 +140,9 @@ class VaultDetailScreen(KeyVaultScreen):
         self._report_finished(state)
 
     def _fill(self, state: VaultDetailState, now: Any) -> None:
-        table = self.query_one(DataTable)
-        selected = self._selected_id()
-        table.clear()
         policies = {p.id: p.name for p in self.shell.policies.state.rows}
-        for row in state.items:
-            add_cut_row(table, inventory_cells(row, now, policies), row.secret_id)
-        if selected is not None and selected in table.rows:
-            table.move_cursor(row=table.get_row_index(selected), animate=False)
+        rows = ((r.secret_id, inventory_cells(r, now, policies)) for r in state.items)
+        fill_table(self.query_one(DataTable), rows)
 
     def _report_finished(self, state: VaultDetailState) -> None:
         command_vault = state.vault.id if state.vault is not None else None

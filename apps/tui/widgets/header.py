@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -65,9 +66,10 @@ def _compact_nav(current: str | None, gap: str) -> Text:
     return text
 
 
-def status_text(app: Any, compact: bool = False) -> Text:
+def status_text(app: Any, compact: bool = False, email: bool = True) -> Text:
     """The right-hand side of the header for the app's current shell (or none yet); compact
-    leaves out the e-mail and puts the live state and alert counts first so they always show."""
+    leaves out the e-mail and puts the live state and alert counts first so they always show
+    (``email=False``: the full header without the e-mail, for a long screen title)."""
     shell = getattr(app, "shell", None)
     text = Text()
     if getattr(app, "memory_keyring", False):
@@ -81,7 +83,7 @@ def status_text(app: Any, compact: bool = False) -> Text:
     profile = shell.session.profile
     who = Text()
     who.append(profile.org_name or profile.org_id or "?", style="bold")
-    if not compact:
+    if not compact and email:
         who.append(f" · {profile.email}")
     if profile.role:
         who.append(f" ({profile.role})", style="dim")
@@ -150,10 +152,17 @@ class AppHeader(Vertical):
 
     def refresh_status(self) -> None:
         """Repaint from the app's shell: status line and offline banner."""
-        compact = self.app.size.width < COMPACT_BELOW
-        title = self.query_one("#header-title", Static)
-        title.update(self.title_text if compact else f"KeyVault · {self.title_text}")
-        self.query_one("#header-status", Static).update(status_text(self.app, compact))
+        width = self.app.size.width
+        compact = width < COMPACT_BELOW
+        title_text = self.title_text if compact else f"KeyVault · {self.title_text}"
+        status = status_text(self.app, compact)
+        if not compact and cell_len(title_text) + status.cell_len + 4 > width:
+            # a long screen title: drop the brand and the e-mail before cutting any count
+            title_text, status = self.title_text, status_text(self.app, email=False)
+            if cell_len(title_text) + status.cell_len + 4 > width:
+                status = status_text(self.app, compact=True)
+        self.query_one("#header-title", Static).update(title_text)
+        self.query_one("#header-status", Static).update(status)
         nav = self.query_one("#header-nav", Static)
         nav.display = getattr(self.app, "shell", None) is not None
         current = mode_of(type(self.screen).__name__)

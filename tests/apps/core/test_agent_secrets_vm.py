@@ -189,3 +189,25 @@ async def test_a_copied_value_never_enters_the_state(vm: AgentSecretsViewModel) 
     assert vm.state.revealed == {"db/copy": VALUE}  # revealed before: still revealed
     with pytest.raises(e.NotFoundError):
         await vm.value_to_copy("no/such")
+
+
+async def test_token_names_from_a_real_agent_name_the_audit_actor(
+    vm: AgentSecretsViewModel,
+) -> None:
+    """The control plane's audit names a workload by its token id only: the agent's own
+    token list gives its name; a token nobody has named reads short, never as the raw id."""
+    from apps.core.names import NameBook
+
+    learned: dict[str, str] = {}
+    vm.learn_tokens = learned.update  # what the shell's NameBook is told on the first load
+    await vm.refresh()
+    names = await vm.token_names()
+    assert names and all(k.startswith("tok_") and v for k, v in names.items())
+    assert learned == names and vm.learn_tokens is None
+    book = NameBook()
+    unknown = "tok_3p4zyzgvnscdlsh5"
+    assert book.label(unknown) == "token 3p4z"
+    assert book.humanize(f"revoked {unknown}") == "revoked token 3p4z"
+    for token_id, name in names.items():
+        book.learn(token_id, name)
+        assert book.label(token_id) == name

@@ -170,3 +170,28 @@ async def test_a_bad_vault_name_is_tagged_before_any_request() -> None:
         await vm.create("", 1, name="no spaces please")
     assert info.value.details == {"field": "name"}
     assert fake.called("create_enrollment_token") == []
+
+
+async def test_a_refusal_that_comes_before_the_registration_is_known_is_kept() -> None:
+    """The gateway can refuse the agent while the app still looks up which vault the token
+    registered: the refusal is kept and shown once that vault is known, not dropped."""
+    from tests.apps.fake_shell import build_fake_shell
+
+    fake = FakeControlPlane()
+    shell = build_fake_shell(fake)
+    await shell.start()
+    try:
+        vm = shell.enrollment
+        created = await vm.create("", 1, name="payments-prod")
+        vault_id = fake.add_vault("payments-prod", status="pending")
+        fake.tokens[created.id].update(state="used", vault_id=vault_id, used_at=iso(fake.now))
+        refused = {"vault_id": vault_id, "code": "metadata_key", "message": "key differs"}
+        shell.route_event("vault.refused", {**refused, "vault_id": "vlt_someone_else"})
+        shell.route_event("vault.refused", refused)  # before the registration is looked up
+        shell.route_event("vault.registered", {"vault_id": vault_id, "name": "payments-prod"})
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert vm.state.follow is not None
+        assert vm.state.follow.text == "the control plane refused the agent: key differs"
+    finally:
+        await shell.close()

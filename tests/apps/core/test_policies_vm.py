@@ -71,7 +71,11 @@ def test_a_draft_becomes_the_api_body() -> None:
         ({"settings": "colour=red"}, "settings"),
         ({"rotator": "postgres", "settings": "role=app"}, "settings"),
         ({"rotator": "command", "settings": ""}, "settings"),
-        ({"scope": "vlt_a, prod"}, "scope"),
+        (
+            {"scope": "vlt_a, " + "v" * 101},
+            "scope",
+        ),  # names are resolved later: only too long fails here
+        ({"scope": "web-1, bad\tname"}, "scope"),
     ],
 )
 def test_bad_fields_are_tagged(changes: dict[str, str], field: str) -> None:
@@ -218,3 +222,24 @@ def test_editing_keeps_intervals_that_are_not_whole_days() -> None:
     assert body["interval_seconds"] == 3600 and body["notice_seconds"] == 600
     assert body["rotator"]["settings"] == {"exclude_lookalikes": True}
     assert body["scope"] == {"vault_ids": ["vlt_a"]}
+
+
+async def test_a_scope_takes_vault_names_against_the_real_control_plane(
+    live_cp: LiveControlPlane,
+) -> None:
+    """Vault names (or ids) in the scope become ids; a name no vault has is an error next
+    to the scope field, with every other problem, and nothing is created."""
+    import asyncio
+    from dataclasses import replace
+
+    web = await asyncio.to_thread(live_cp.enroll_vault, "web-1")
+    db = await asyncio.to_thread(live_cp.enroll_vault, "db-1")
+    async with AsyncControlPlaneClient(live_cp.url, live_cp.token()) as cp:
+        vm = PoliciesViewModel(cp, key_source=lambda: KEY)
+        row = await vm.create(replace(DRAFT, scope=f"web-1, {db}"))
+        assert row.doc["scope"] == {"vault_ids": sorted([web, db])}
+        with pytest.raises(e.ValidationError) as caught:
+            await vm.create(replace(DRAFT, name="other", scope="web-1, web-2", notice_days="99"))
+        fields = caught.value.details["fields"]
+        assert "no vault web-2" in fields["scope"] and "notice_days" in fields
+        assert [r.name for r in vm.state.rows] == [DRAFT.name]

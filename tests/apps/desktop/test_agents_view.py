@@ -69,9 +69,15 @@ def test_build_profile_from_three_files(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("x")
     values = {"name": "a", "url": "https://h:1", "data_dir": "", "cert_file": "", "key_file": ""}
-    profile = AgentProfile.from_form({**values, "ca_file": str(ca)})
-    assert profile.ca_file == str(ca) and profile.cert_file is None
-    assert tls_text(profile) == "CA only"
+    with pytest.raises(ValidationError) as caught:  # agents require mutual TLS by default
+        AgentProfile.from_form({**values, "ca_file": str(ca)})
+    assert caught.value.details == {"field": "cert_file"}
+    assert "client cert and key" in caught.value.message
+    (tmp_path / "c.crt").write_text("x")
+    with pytest.raises(ValidationError) as caught:
+        AgentProfile.from_form({**values, "ca_file": str(ca), "cert_file": str(tmp_path / "c.crt")})
+    assert caught.value.details == {"field": "key_file"}
+    assert tls_text(AgentProfile("a", "https://h:1", ca_file=str(ca))) == "CA only"  # saved before
     missing = {**values, "ca_file": str(tmp_path / "no-such.pem")}
     with pytest.raises(ValidationError) as caught:
         AgentProfile.from_form(missing)

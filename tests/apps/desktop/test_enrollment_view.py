@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from PySide6.QtGui import QGuiApplication
 from pytestqt.qtbot import QtBot
@@ -10,10 +11,12 @@ from pytestqt.qtbot import QtBot
 from apps.core.shell import Shell
 from apps.desktop.models.tokens_model import DESCRIPTION, STATE
 from apps.desktop.views.enrollment import EnrollmentView
+from common.cpclient import ControlPlaneClient
 from common.tls import make_csr
-from tests.apps.conftest import LiveControlPlane
+from tests.apps.conftest import ORG_KEY, LiveControlPlane
 from tests.apps.desktop.conftest import drive
 from tests.apps.desktop.ops_helpers import shoot
+from tests.apps.real_agent import enroll_and_run
 
 WAIT = 15_000
 
@@ -97,3 +100,50 @@ def test_revoke_token(qtbot: QtBot, live_shell: Shell) -> None:
     doc = drive(qtbot, live_shell.client.list_enrollment_tokens())
     assert [t["state"] for t in doc["items"]] == ["revoked"]
     assert not view.revoke_button.isEnabled()
+
+
+def _create_token(qtbot: QtBot, view: EnrollmentView, name: str) -> str:
+    """Make a token for vault ``name`` in the view; the command shown."""
+    view.name.setText(name)
+    view.create_button.click()
+    qtbot.waitUntil(lambda: view.created.isVisible(), timeout=WAIT)
+    return view.created.command.text()
+
+
+def test_a_real_new_agent_is_followed_to_its_first_inventory(
+    qtbot: QtBot, live_shell: Shell, live_cp: LiveControlPlane, tmp_path: Path
+) -> None:
+    """The command shown, run as written on a new host, enrolls a real agent process; the
+    view follows it over its mutual-TLS uplink: enrolled → connected → first inventory."""
+    with ControlPlaneClient(live_cp.url, live_cp.token()) as cp:  # the org's key, registered
+        cp.put_metadata_key(ORG_KEY.fingerprint)
+    view = EnrollmentView(live_shell)
+    qtbot.addWidget(view)
+    view.show()
+    drive(qtbot, live_shell.start())
+    qtbot.waitUntil(lambda: live_shell.online, timeout=WAIT)
+    command = _create_token(qtbot, view, "web-4")
+    agent = enroll_and_run(tmp_path, command, ORG_KEY)
+    try:
+        qtbot.waitUntil(lambda: "ready:" in view.created.follow.text(), timeout=30_000)
+        assert "reported" in view.created.follow.text()
+    finally:
+        agent.stop()
+
+
+def test_a_refused_agent_shows_why(
+    qtbot: QtBot, live_shell: Shell, live_cp: LiveControlPlane, tmp_path: Path
+) -> None:
+    """A real agent with a metadata key the organisation has not registered is refused by
+    the gateway: the view says so and why (``vault.refused``), not "pending" forever."""
+    view = EnrollmentView(live_shell)
+    qtbot.addWidget(view)
+    view.show()
+    drive(qtbot, live_shell.start())
+    qtbot.waitUntil(lambda: live_shell.online, timeout=WAIT)
+    agent = enroll_and_run(tmp_path, _create_token(qtbot, view, "web-5"), ORG_KEY)
+    try:
+        qtbot.waitUntil(lambda: "refused" in view.created.follow.text(), timeout=30_000)
+        assert "metadata key" in view.created.follow.text()
+    finally:
+        agent.stop()

@@ -179,3 +179,39 @@ def test_reload_is_f5_and_ctrl_r_like_the_tui(
         before = len(fake_cp.called("list_vaults"))
         qtbot.keyClick(window, key, modifier)
         qtbot.waitUntil(lambda b=before: len(fake_cp.called("list_vaults")) > b)
+
+
+def test_no_table_header_is_clipped_and_cells_end_in_an_ellipsis(
+    qtbot: Any, fake_shell: Shell
+) -> None:
+    """Every column of every view is at least as wide as its bold title ("Versio" was the
+    secrets panel's "Version"), and what still does not fit is cut with "…"."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QFontMetrics
+    from PySide6.QtWidgets import QHeaderView, QTableView
+
+    from apps.core.viewmodels.agent_secrets import AgentSecretsViewModel
+    from apps.desktop.views.secrets import SecretsView
+    from tests.apps.tui.test_snapshots_ops import AGENT, FakeAgentClient
+
+    window = open_window(qtbot, fake_shell)
+    for key, *_ in NAV:
+        window.show_view(key)
+    tables = window.findChildren(QTableView)
+    model = AgentSecretsViewModel(AGENT, "kvt_fake", client=FakeAgentClient())
+    secrets = SecretsView(fake_shell, AGENT, model=model)
+    qtbot.addWidget(secrets)
+    tables += secrets.findChildren(QTableView)  # the versions panel too
+    assert len(tables) >= 8
+    for table in tables:
+        header, model = table.horizontalHeader(), table.model()
+        font = header.font()
+        font.setBold(True)
+        metrics = QFontMetrics(font)
+        assert header.textElideMode() == Qt.TextElideMode.ElideRight
+        assert table.textElideMode() in (Qt.TextElideMode.ElideRight, Qt.TextElideMode.ElideLeft)
+        for column in range(model.columnCount()):
+            if header.sectionResizeMode(column) == QHeaderView.ResizeMode.Stretch:
+                continue
+            title = str(model.headerData(column, Qt.Orientation.Horizontal) or "")
+            assert table.columnWidth(column) >= metrics.horizontalAdvance(title) + 16, title

@@ -135,7 +135,11 @@ def test_every_error_at_once_next_to_its_field(
     dialog.save()
     qtbot.waitUntil(lambda: "no vault vlt_nope" in dialog.errors.text("scope"), timeout=WAIT)
     assert dialog.errors.text("name") == "" and server_policies(live_cp) == []
-    dialog.reject()
+    vault_id = live_cp.enroll_vault("db-1")
+    dialog.set_values(scope="db-1")  # a vault by its name
+    dialog.save()
+    qtbot.waitUntil(lambda: len(server_policies(live_cp)) == 1, timeout=WAIT)
+    assert server_policies(live_cp)[0]["scope"] == {"vault_ids": [vault_id]}
 
 
 def test_a_policy_scope_shows_vault_names_not_ids(

@@ -73,8 +73,14 @@ def test_daily_counts_are_bars_in_distinct_colours_and_follow_the_dark_theme(qap
     chart.show_series(long, {"read": tuple(range(30))})
     # 30 narrow slots would elide every date: the range goes in the title instead
     assert not chart.x_axis.labelsVisible() and "2026-01-01 → 2026-01-30" in chart.plot.title()
+    # ...and a date axis labels a few of them (one slot a day, ticks at midnights)
+    assert chart.date_axis.isVisible() and chart.date_axis.labelsVisible()
+    assert chart.date_axis.min().toString("yyyy-MM-dd") == "2026-01-01"
+    assert chart.date_axis.min().daysTo(chart.date_axis.max()) == 30
+    assert chart.date_axis.tickCount() == 7  # every 5 days
     chart.show_series(days, {"read": (1, 2, 3)})
     assert chart.x_axis.labelsVisible() and chart.x_axis.categories() == list(days_short(days))
+    assert not chart.date_axis.isVisible()
     try:
         theme.apply(qapp, "dark")  # no redraw asked: the chart follows the theme by itself
         qapp.processEvents()

@@ -42,6 +42,12 @@ def test_invite_role_reset_remove(
     args = shlex.split(view.issued.text())
     assert args[:3] == ["keyvault", "users", "accept"] and args[-1].startswith("kvi_")
     assert args[-1] not in view.status.text()
+    # the same shown-once panel as a new enrollment token's
+    from apps.desktop.views.enrollment import CreatedPanel
+    from apps.desktop.views.ops_kit import ShownOncePanel
+
+    assert isinstance(view.shown, ShownOncePanel) and issubclass(CreatedPanel, ShownOncePanel)
+    assert "Invitation for new@example.com" in view.shown.title.text()
     live_cp.server.run(live_cp.cp.accounts.accept(args[-1], "a long enough password"))
     view.refresh()
     qtbot.waitUntil(lambda: view.proxy.rowCount() == 2, timeout=WAIT)

@@ -86,9 +86,12 @@ def test_open_a_vault_from_the_window(qtbot: Any, fake_shell: Shell) -> None:
     assert isinstance(detail, VaultDetailView)
     qtbot.waitUntil(lambda: detail.model.rowCount() == 6)
     assert detail.title.text() == view.model.data(source.siblingAtColumn(NAME))
+    assert "No commands yet" in detail.commands.item(0).text()  # not an empty box
     detail.table.selectRow(0)
     detail.rotate_button.click()
-    qtbot.waitUntil(lambda: detail.commands.count() == 1)
+    qtbot.waitUntil(
+        lambda: detail.commands.count() == 1 and "rotate" in detail.commands.item(0).text()
+    )
     line = detail.commands.item(0).text()
     assert "rotate app/secret-" in line and "sec_" not in line, line  # the name, not the id
     detail.back_button.click()

@@ -48,3 +48,23 @@ async def test_missing_data_folder_is_named(live_shell: Shell, tmp_path: object)
         await wait_for(pilot, lambda: error.has_class("shown"))
         assert "tls/ca.crt" in str(error.content)
         assert screen.query_one("#agents", DataTable).row_count == 0
+
+
+async def test_a_ca_only_connection_asks_for_the_client_certificate(
+    live_shell: Shell, agent_process: AgentProcess
+) -> None:
+    """Agents require mutual TLS: a CA file alone is refused next to the client cert field."""
+    app = KeyVaultApp(live_shell)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("s")
+        await wait_for(pilot, lambda: isinstance(app.screen, AgentsScreen))
+        screen = app.screen
+        ca = agent_process.dir.path / "tls" / "ca.crt"
+        values = {"name": "a", "url": agent_process.url, "ca_file": str(ca), "token": "kvt_x"}
+        for field, value in values.items():
+            screen.query_one(f"#{field}", Input).value = value
+        await pilot.click("#save")
+        error = screen.query_one("#cert_file-error", Static)
+        await wait_for(pilot, lambda: error.has_class("shown"))
+        assert "client cert and key" in str(error.content)
+        assert live_shell.agents.list() == []

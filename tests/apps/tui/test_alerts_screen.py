@@ -48,11 +48,11 @@ async def test_alerts_coloured_by_severity(fake_app: KeyVaultApp) -> None:
         assert "yellow" in str(shown["warning"][0].style)
         assert "blue" in str(shown["info"][0].style)
         assert {r[1].plain for r in shown.values()} == {"open"}
-        assert shown["critical"][2] == "web-00000"  # the vault's name, not its id
+        assert str(shown["critical"][2]) == "web-00000"  # the vault's name, not its id
         # ids in a message read as names too
         assert shown["critical"][3].plain == "vault offline on web-00000"
-        assert shown["critical"][4] == "1h ago"
-        assert shown["info"][4] == "58m ago"
+        assert str(shown["critical"][4]) == "1h ago"
+        assert str(shown["info"][4]) == "58m ago"
 
 
 async def test_acknowledge_resolve_and_show_resolved(
@@ -122,7 +122,7 @@ async def test_live_alert_from_the_real_control_plane(
         await wait_for(pilot, lambda: len(rows(app)) == 1)
         assert "1 open alert · 0 unread" in header_text(app)
         row = rows(app)[0]
-        assert row[0].plain == "critical" and row[2] == "db-1"
+        assert row[0].plain == "critical" and str(row[2]) == "db-1"
         assert row[3].plain == "db-1 is offline"
 
         async def server_state() -> str:

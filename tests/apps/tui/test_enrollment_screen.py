@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import shlex
+from pathlib import Path
+from typing import Any
 
 from textual.widgets import DataTable, Input, Static
 
 from apps.core.shell import Shell
 from apps.tui.app import KeyVaultApp
 from apps.tui.screens.enrollment import EnrollmentScreen
+from common.cpclient import ControlPlaneClient
 from common.tls import make_csr
-from tests.apps.conftest import LiveControlPlane
+from tests.apps.conftest import ORG_KEY, LiveControlPlane
+from tests.apps.real_agent import enroll_and_run
 from tests.apps.tui.conftest import SIZE
 from tests.apps.tui.test_secrets_screen import notifications, wait_for
 
@@ -98,3 +103,54 @@ async def test_revoke_token(live_shell: Shell) -> None:
         await wait_for(pilot, lambda: "revoked" in str(table.get_row_at(0)))
         doc = await live_shell.client.list_enrollment_tokens()
         assert [t["state"] for t in doc["items"]] == ["revoked"]
+
+
+async def _create_token(app: KeyVaultApp, pilot: Any, name: str) -> tuple[Any, str]:
+    """Open the screen, make a token for vault ``name``; (screen, the command shown)."""
+    await pilot.press("e")
+    await wait_for(pilot, lambda: isinstance(app.screen, EnrollmentScreen))
+    screen = app.screen
+    screen.query_one("#name", Input).value = name
+    await pilot.click("#create")
+    panel = screen.query_one("#created")
+    await wait_for(pilot, lambda: panel.has_class("shown"))
+    return screen, str(screen.query_one("#created-command", Static).content)
+
+
+async def test_a_real_new_agent_is_followed_to_its_first_inventory(
+    live_shell: Shell, live_cp: LiveControlPlane, tmp_path: Path
+) -> None:
+    """The command shown, run as written on a new host, enrolls a real agent process; the
+    screen follows it over its mutual-TLS uplink: enrolled → connected → first inventory."""
+    with ControlPlaneClient(live_cp.url, live_cp.token()) as cp:  # the org's key, registered
+        cp.put_metadata_key(ORG_KEY.fingerprint)
+    app = KeyVaultApp(live_shell)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, command = await _create_token(app, pilot, "web-4")
+        follow = screen.query_one("#created-follow", Static)
+        assert "--metadata-key-file" in command
+        agent = await asyncio.to_thread(enroll_and_run, tmp_path, command, ORG_KEY)
+        try:
+            await wait_for(pilot, lambda: "ready:" in str(follow.content), timeout=30)
+            assert "reported" in str(follow.content)
+            vault = next(v for v in live_shell.vaults.state.rows if v.name == "web-4")
+            assert vault.status == "online"
+        finally:
+            await asyncio.to_thread(agent.stop)
+
+
+async def test_a_refused_agent_shows_why(
+    live_shell: Shell, live_cp: LiveControlPlane, tmp_path: Path
+) -> None:
+    """A real agent with a metadata key the organisation has not registered is refused by
+    the gateway: the screen says so and why (``vault.refused``), not "pending" forever."""
+    app = KeyVaultApp(live_shell)
+    async with app.run_test(size=SIZE) as pilot:
+        screen, command = await _create_token(app, pilot, "web-5")
+        follow = screen.query_one("#created-follow", Static)
+        agent = await asyncio.to_thread(enroll_and_run, tmp_path, command, ORG_KEY)
+        try:
+            await wait_for(pilot, lambda: "refused" in str(follow.content), timeout=30)
+            assert "metadata key" in str(follow.content)
+        finally:
+            await asyncio.to_thread(agent.stop)

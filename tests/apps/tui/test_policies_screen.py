@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import httpx
@@ -140,6 +141,11 @@ async def test_every_error_at_once_next_to_its_field(
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: "no vault vlt_nope" in error_of(form, "scope"))
         assert error_of(form, "name") == "" and server_policies(live_cp) == []
+        vault_id = await asyncio.to_thread(live_cp.enroll_vault, "db-1")
+        fill(form, scope="db-1")  # a vault by its name
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: len(server_policies(live_cp)) == 1)
+        assert server_policies(live_cp)[0]["scope"] == {"vault_ids": [vault_id]}
 
 
 async def test_a_policy_scope_shows_vault_names_not_ids(

@@ -49,10 +49,10 @@ async def test_inventory_with_names_opened_locally(
         assert len(rows) == 7
         by_name = {str(r[0]): r for r in rows}
         assert "app/secret-0" in by_name
-        assert by_name["app/secret-0"][1] == "env=prod, team=web"
+        assert str(by_name["app/secret-0"][1]) == "env=prod, team=web"
         overdue = by_name["db/password"]
-        assert overdue[4] == fake_cp.policies[policy]["name"]  # the name, not the id
-        assert overdue[5] == "ok"
+        assert str(overdue[4]) == fake_cp.policies[policy]["name"]  # the name, not the id
+        assert str(overdue[5]) == "ok"
         assert overdue[7].plain == "2026-01-13" and "red" in str(overdue[7].style)
         facts = texts(fake_app, "#facts")
         assert "web-00000" in facts and "online" in facts and "7 secrets" in facts
