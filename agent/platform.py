@@ -122,6 +122,61 @@ def make_private_fd(fd: int) -> None:
         fchmod(fd, 0o600)
 
 
+def set_mode_fd(fd: int, mode: int) -> None:
+    """Give an open file ``mode`` (POSIX; on Windows the folder's ACL decides)."""
+    fchmod = getattr(os, "fchmod", None)
+    if fchmod is not None:
+        fchmod(fd, mode)
+
+
+def owner_ids(owner: str | None, group: str | None) -> tuple[int, int]:
+    """The uid and gid a file should get (-1 leaves one unchanged); ``ValueError`` says why a
+    name is unknown, or that owners are POSIX-only."""
+    if owner is None and group is None:
+        return -1, -1
+    if WINDOWS:
+        raise ValueError("owner and group are POSIX settings; on Windows the folder's ACL decides")
+    import grp
+    import pwd
+
+    uid = gid = -1
+    if owner is not None:
+        try:
+            uid = pwd.getpwuid(int(owner)).pw_uid if owner.isdigit() else pwd.getpwnam(owner).pw_uid
+        except KeyError:
+            raise ValueError(f"owner {owner!r} is not a user on this machine") from None
+    if group is not None:
+        try:
+            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise ValueError(f"group {group!r} is not a group on this machine") from None
+    return uid, gid
+
+
+def check_ownership(owner: str | None, group: str | None) -> None:
+    """An owner or group this process can give a file: it must exist, and only root may give a
+    file away (``ValueError`` with the fix)."""
+    uid, gid = owner_ids(owner, group)
+    root = is_root()
+    if uid != -1 and uid != effective_uid() and not root:
+        raise ValueError(
+            f"owner {owner!r}: only an agent running as root can give a file to another "
+            "user; remove owner or run the agent as root"
+        )
+    if gid != -1 and not root and gid not in os.getgroups() and gid != os.getegid():
+        raise ValueError(
+            f"group {group!r}: the agent is not root and not in that group; remove group, "
+            "add the agent's user to it or run the agent as root"
+        )
+
+
+def set_owner_fd(fd: int, uid: int, gid: int) -> None:
+    """Give an open file ``uid``/``gid`` (-1 leaves one unchanged; a no-op on Windows)."""
+    fchown = getattr(os, "fchown", None)
+    if fchown is not None and (uid != -1 or gid != -1):
+        fchown(fd, uid, gid)
+
+
 def folder_acl_accounts(service_account: str) -> tuple[str, ...]:
     """Who may use the agent's data folder on Windows: SYSTEM, the service, Administrators."""
     return ("NT AUTHORITY\\SYSTEM", service_account, "BUILTIN\\Administrators")

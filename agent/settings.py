@@ -503,31 +503,10 @@ class TemplateSpec(_Section):
 
 
 def _check_ownership(owner: str | None, group: str | None) -> None:
-    """An owner or group the agent can set: it must exist, and only root may give a file away."""
-    import grp
-    import pwd
+    """An owner or group the agent can set (``agent.platform.check_ownership``)."""
+    from agent.platform import check_ownership
 
-    root = os.geteuid() == 0
-    if owner is not None:
-        try:
-            uid = pwd.getpwuid(int(owner)).pw_uid if owner.isdigit() else pwd.getpwnam(owner).pw_uid
-        except KeyError:
-            raise ValueError(f"owner {owner!r} is not a user on this machine") from None
-        if uid != os.geteuid() and not root:
-            raise ValueError(
-                f"owner {owner!r}: only an agent running as root can give a file to another "
-                "user; remove owner or run the agent as root"
-            )
-    if group is not None:
-        try:
-            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise ValueError(f"group {group!r} is not a group on this machine") from None
-        if not root and gid not in os.getgroups() and gid != os.getegid():
-            raise ValueError(
-                f"group {group!r}: the agent is not root and not in that group; remove group, "
-                "add the agent's user to it or run the agent as root"
-            )
+    check_ownership(owner, group)
 
 
 class TemplateLimits(_Section):

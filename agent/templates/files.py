@@ -8,12 +8,12 @@ over the destination; the folder is then flushed too, so the rename survives a c
 from __future__ import annotations
 
 import contextlib
-import grp
 import hashlib
 import os
-import pwd
 import tempfile
 from pathlib import Path
+
+from agent.platform import fsync_dir, owner_ids, set_mode_fd, set_owner_fd
 
 
 def digest(data: bytes) -> bytes:
@@ -30,13 +30,8 @@ def current_digest(path: Path) -> bytes | None:
 
 
 def ids(owner: str | None, group: str | None) -> tuple[int, int]:
-    """uid and gid for ``os.fchown`` (-1 leaves one unchanged)."""
-    uid = gid = -1
-    if owner is not None:
-        uid = int(owner) if owner.isdigit() else pwd.getpwnam(owner).pw_uid
-    if group is not None:
-        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-    return uid, gid
+    """uid and gid for the rendered file (-1 leaves one unchanged)."""
+    return owner_ids(owner, group)
 
 
 def replace(path: Path, data: bytes, mode: int, uid: int = -1, gid: int = -1) -> None:
@@ -48,9 +43,8 @@ def replace(path: Path, data: bytes, mode: int, uid: int = -1, gid: int = -1) ->
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
-            if uid != -1 or gid != -1:
-                os.fchown(fd, uid, gid)
-            os.fchmod(fd, mode)
+            set_owner_fd(fd, uid, gid)
+            set_mode_fd(fd, mode)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -58,11 +52,7 @@ def replace(path: Path, data: bytes, mode: int, uid: int = -1, gid: int = -1) ->
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    fsync_dir(path.parent)
 
 
 def fix_mode(path: Path, mode: int, uid: int = -1, gid: int = -1) -> None:

@@ -20,7 +20,6 @@ upstream (an index and a reason code: no name, no path); the next good render sa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -38,6 +37,7 @@ from sqlalchemy.engine import Connection
 
 from agent.background import Background
 from agent.changes import ChangeFeed, Wakeup
+from agent.platform import kill_group
 from agent.templates import files, sandbox
 from agent.templates.sandbox import TemplateFailure
 from common.errors import ConfigError, NotFoundError, UnavailableError, ValidationError
@@ -437,8 +437,7 @@ async def _run_command(argv: list[str], timeout: float, reads: sandbox.Reads, na
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+        kill_group(proc.pid)
         await proc.wait()
         raise TemplateFailure(
             sandbox.RELOAD_FAILED, f"{argv[0]} did not finish within {timeout} s (killed)"

@@ -1,7 +1,7 @@
 """What only a real Windows proves: msvcrt locks, binary file modes, NTFS ACLs, a real service.
 
-Collected everywhere, skipped off Windows; ``.github/workflows/windows.yml`` runs them on
-``windows-latest`` (``-m windows``). The simulated form of the portability checks runs on every
+Collected only on Windows (``tests/conftest.py`` ignores the file elsewhere; the skip mark stays
+as a guard); ``.github/workflows/windows.yml`` runs them on ``windows-latest`` (``-m windows``). The simulated form of the portability checks runs on every
 system: ``tests/deploy/test_windows_portability.py``.
 """
 
