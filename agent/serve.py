@@ -36,7 +36,15 @@ async def serve(
     on_ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Lock the data folder, open the agent, serve until SIGTERM/SIGINT (or ``stop``), then close."""
+    """Lock the data folder, open the agent, serve until SIGTERM/SIGINT (or ``stop``), then close.
+
+    With ``workers`` above 1 this process only supervises that many serving processes
+    (agent/supervise.py)."""
+    if settings.workers > 1:
+        from agent.supervise import supervise
+
+        await supervise(settings, source=source, on_ready=on_ready, stop=stop)
+        return
     harden_process()
     notifier = Notifier()
     lock = DataDirLock(settings.data_dir)
@@ -59,7 +67,11 @@ async def _serve(
     on_ready: Callable[[str], None] | None,
     stop: asyncio.Event,
     notifier: Notifier,
+    *,
+    worker: bool = False,
 ) -> None:
+    """Serve ``agent`` until ``stop``; a ``worker`` shares its port (SO_REUSEPORT) and leaves
+    ``agent.url`` to its supervisor."""
     settings = agent.settings
     ssl_ctx = None
     _log_client_cert_choice(settings)
@@ -81,7 +93,14 @@ async def _serve(
     except BaseException:
         await runner.cleanup()
         raise
-    site = web.TCPSite(runner, settings.bind, settings.port, ssl_context=ssl_ctx, backlog=1024)
+    site = web.TCPSite(
+        runner,
+        settings.bind,
+        settings.port,
+        ssl_context=ssl_ctx,
+        backlog=1024,
+        reuse_port=True if worker else None,
+    )
     try:
         await site.start()
     except OSError as exc:
@@ -89,7 +108,8 @@ async def _serve(
         raise _listen_error(settings, exc) from None
     port = _bound_port(site, settings.port)
     url = settings.model_copy(update={"port": port}).base_url
-    _write_url(settings.data_dir, url)
+    if not worker:
+        _write_url(settings.data_dir, url)
     loop = asyncio.get_running_loop()
     log.debug(
         "event loop %s; client certificates %s; audit fsync %s; store %s",
@@ -126,7 +146,8 @@ async def _serve(
         deadline = loop.time() + settings.shutdown_timeout
         await runner.cleanup()  # requests drain while the uplink and scheduler stop
         await agent.jobs.drain(max(0.1, deadline - loop.time()))
-        (settings.data_dir / "agent.url").unlink(missing_ok=True)
+        if not worker:
+            (settings.data_dir / "agent.url").unlink(missing_ok=True)
         await notifier.stop_watchdog(watchdog)
         log.info("agent stopped")
 
