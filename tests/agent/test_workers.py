@@ -145,6 +145,37 @@ def test_concurrent_writes_through_both_workers_all_land(two_workers: AgentProce
             assert kv.get(name)["value"] == f"v{k}-{i}"
 
 
+def test_a_change_stream_hears_of_writes_through_the_other_worker(
+    two_workers: AgentProcess,
+) -> None:
+    events: list[dict[str, Any]] = []
+    opened = threading.Event()
+    stream_client = two_workers.client()
+
+    def follow() -> None:
+        try:
+            for event in stream_client.changes(on_open=opened.set):
+                events.append(event)
+        except Exception:
+            pass  # the client is closed under it at the end
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        assert opened.wait(10)
+        names = iter(range(SPREAD))
+        _spread(two_workers, None, lambda kv: kv.create(f"stream/s{next(names)}", "v"))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(e["event"] == "resync" for e in events):
+            time.sleep(0.05)
+    finally:
+        stream_client.close()
+        thread.join(1)
+    # the stream's worker sent its own writes by name; the other worker's came as "resync"
+    assert any(e["event"] == "resync" for e in events), events
+    assert all("value" not in e for e in events)
+
+
 def test_sigterm_stops_every_worker_and_every_audit_log_verifies(tmp_path: Path) -> None:
     folder = init_agent_dir(tmp_path / "agent", client_cert="required")
     running = start_agent(folder, env=TWO)
