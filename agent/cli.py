@@ -563,13 +563,21 @@ def backup_cmd(data_dir: Path | None, config: Path | None, out: Path) -> None:
 
 def _backup_into(settings: AgentSettings, db: Path, out: Path) -> int:
     from agent.audit import snapshot
+    from agent.audit.checkpoint import LOG_ID_NAME
     from agent.store.db import backup_sqlite
+    from agent.workers import audit_folders
 
     with click.progressbar(length=4, label="backing up") as bar:
         pages = backup_sqlite(db, out / "store.db")
         bar.update(1)
         if (settings.data_dir / "audit.head").exists():
             snapshot(settings.data_dir, out)
+        for folder in audit_folders(settings.data_dir)[1:]:  # worker processes' logs
+            if (folder / "audit.head").exists():
+                (out / folder.name).mkdir(mode=0o700)
+                snapshot(folder, out / folder.name)
+                if (folder / LOG_ID_NAME).exists():
+                    shutil.copy2(folder / LOG_ID_NAME, out / folder.name / LOG_ID_NAME)
         if (settings.data_dir / CONFIG_NAME).exists():
             shutil.copy2(settings.data_dir / CONFIG_NAME, out / CONFIG_NAME)
         bar.update(1)

@@ -176,7 +176,9 @@ def test_a_change_stream_hears_of_writes_through_the_other_worker(
     assert all("value" not in e for e in events)
 
 
-def test_sigterm_stops_every_worker_and_every_audit_log_verifies(tmp_path: Path) -> None:
+def test_sigterm_stops_every_worker_and_every_audit_log_verifies_and_backs_up(
+    tmp_path: Path,
+) -> None:
     folder = init_agent_dir(tmp_path / "agent", client_cert="required")
     running = start_agent(folder, env=TWO)
     try:
@@ -201,6 +203,14 @@ def test_sigterm_stops_every_worker_and_every_audit_log_verifies(tmp_path: Path)
     assert verified.returncode == 0, verified.stderr
     assert "audit log OK" in verified.stdout
     assert "audit log audit-w1 OK" in verified.stdout
+    backup = subprocess.run(
+        [sys.executable, "-m", "apps.cli.main", "agent", "backup", "--data-dir",
+         str(folder.path), "--out", str(tmp_path / "backup")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert backup.returncode == 0, backup.stderr
+    for name in ("audit.log", "audit.head", "audit.id"):  # every worker's log is backed up
+        assert (tmp_path / "backup" / "audit-w1" / name).exists()
 
 
 def test_a_worker_that_dies_stops_the_agent_with_a_non_zero_exit(tmp_path: Path) -> None:
