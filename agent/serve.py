@@ -1,7 +1,8 @@
 """Running the agent as a daemon: single instance, TLS, graceful SIGTERM, bounded shutdown.
 
 Under systemd (``Type=notify``) it reports start-up, readiness and shutdown and pets the
-watchdog from the event loop (:mod:`agent.service.notify`).
+watchdog from the event loop (:mod:`agent.service.notify`). With ``workers: N`` it hands over to
+:mod:`agent.supervise`, which runs :func:`worker_main` N times.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from aiohttp import web
@@ -22,7 +25,8 @@ from agent.crypto import KeySource
 from agent.hardening import harden_process, make_private
 from agent.service.notify import Notifier
 from agent.settings import AgentSettings
-from common.errors import ConfigError
+from agent.workers import WorkerRole
+from common.errors import ConfigError, KeyVaultError
 from common.tls import server_context
 from serverkit.runner import EdgeRunner
 
@@ -43,7 +47,7 @@ async def serve(
     if settings.workers > 1:
         from agent.supervise import supervise
 
-        await supervise(settings, source=source, on_ready=on_ready, stop=stop)
+        await supervise(settings, source=source, on_ready=on_ready, stop=stop, target=worker_main)
         return
     harden_process()
     notifier = Notifier()
@@ -180,3 +184,52 @@ def _bound_port(site: web.TCPSite, wanted: int) -> int:
 
 def _write_url(data_dir: Path, url: str) -> None:
     (data_dir / "agent.url").write_text(url + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------- one of several workers
+
+
+def worker_main(
+    settings: AgentSettings, role: WorkerRole, source: KeySource | None, conn: Connection
+) -> None:
+    """A worker process: open the agent as ``role`` and serve until SIGTERM (spawn target)."""
+    from agent.logs import setup_logging
+    from common.eventloop import run_event_loop
+
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):  # systemd hears the parent
+        os.environ.pop(name, None)
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        run_event_loop(_serve_worker(settings, role, source, conn))
+    except KeyVaultError as exc:
+        _tell(conn, ("error", exc.message))
+        log.error("worker %d: %s", role.index, exc.message)
+        raise SystemExit(1) from None
+    except Exception:
+        _tell(conn, ("error", "unexpected error"))
+        log.exception("worker %d failed", role.index)
+        raise SystemExit(1) from None
+    finally:
+        conn.close()
+
+
+def _tell(conn: Connection, message: tuple[str, str]) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        conn.send(message)
+
+
+async def _serve_worker(
+    settings: AgentSettings, role: WorkerRole, source: KeySource | None, conn: Connection
+) -> None:
+    harden_process()
+    agent = await asyncio.to_thread(Agent.open, settings, source, role)
+    try:
+        await _serve(
+            agent,
+            lambda url: _tell(conn, ("ready", url)),
+            asyncio.Event(),
+            Notifier(),
+            worker=True,
+        )
+    finally:
+        await asyncio.to_thread(agent.close)

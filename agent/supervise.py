@@ -27,16 +27,16 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
-from agent.assembly import Agent, DataDirLock
+from agent.assembly import DataDirLock
 from agent.crypto import KeySource
 from agent.errors import AgentError
 from agent.hardening import harden_process
 from agent.service.notify import Notifier
 from agent.settings import AgentSettings
 from agent.workers import GEN_NAME, WorkerRole, create_counters
-from common.errors import KeyVaultError
 
 log = logging.getLogger("keyvault.agent")
+WorkerMain = Callable[[AgentSettings, WorkerRole, KeySource | None, Connection], None]
 KILL_AFTER = 5.0  # seconds past shutdown_timeout before a worker that has not stopped is killed
 POLL = 0.1  # seconds between looks at the workers' liveness
 
@@ -51,8 +51,10 @@ async def supervise(
     source: KeySource | None = None,
     on_ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
+    target: WorkerMain,
 ) -> None:
-    """Run ``settings.workers`` serving processes until SIGTERM/SIGINT (or ``stop``)."""
+    """Run ``settings.workers`` serving processes, each ``target(settings, role, source,
+    conn)`` in a fresh interpreter, until SIGTERM/SIGINT (or ``stop``)."""
     harden_process()
     stop = stop or asyncio.Event()
     notifier = Notifier()
@@ -73,7 +75,8 @@ async def supervise(
         ctx = multiprocessing.get_context("spawn")
         url = ""
         for index in range(settings.workers):  # worker 0 first: it migrates the store
-            workers.append(_start(ctx, settings, WorkerRole(index, settings.workers), source))
+            role = WorkerRole(index, settings.workers)
+            workers.append(_start(ctx, target, settings, role, source))
             url = await _ready(index, *workers[index], stop)
             if stop.is_set():
                 return
@@ -113,13 +116,14 @@ def _reserve(bind: str) -> socket.socket:
 
 def _start(
     ctx: multiprocessing.context.SpawnContext,
+    target: WorkerMain,
     settings: AgentSettings,
     role: WorkerRole,
     source: KeySource | None,
 ) -> tuple[BaseProcess, Connection]:
     theirs, ours = ctx.Pipe(duplex=False)
     proc = ctx.Process(
-        target=worker_main,
+        target=target,
         args=(settings, role, source, ours),
         name=f"keyvault-agent-w{role.index}",
         daemon=False,
@@ -185,51 +189,3 @@ async def _stop_all(workers: list[tuple[BaseProcess, Connection]], budget: float
     for proc, conn in workers:
         proc.join(timeout=1)
         conn.close()
-
-
-def worker_main(
-    settings: AgentSettings, role: WorkerRole, source: KeySource | None, conn: Connection
-) -> None:
-    """A worker process: open the agent as ``role`` and serve until SIGTERM (spawn target)."""
-    from agent.logs import setup_logging
-    from common.eventloop import run_event_loop
-
-    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):  # systemd hears the parent
-        os.environ.pop(name, None)
-    setup_logging(settings.log_level, settings.log_format)
-    try:
-        run_event_loop(_serve_worker(settings, role, source, conn))
-    except KeyVaultError as exc:
-        _tell(conn, ("error", exc.message))
-        log.error("worker %d: %s", role.index, exc.message)
-        raise SystemExit(1) from None
-    except Exception:
-        _tell(conn, ("error", "unexpected error"))
-        log.exception("worker %d failed", role.index)
-        raise SystemExit(1) from None
-    finally:
-        conn.close()
-
-
-def _tell(conn: Connection, message: tuple[str, str]) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        conn.send(message)
-
-
-async def _serve_worker(
-    settings: AgentSettings, role: WorkerRole, source: KeySource | None, conn: Connection
-) -> None:
-    from agent.serve import _serve
-
-    harden_process()
-    agent = await asyncio.to_thread(Agent.open, settings, source, role)
-    try:
-        await _serve(
-            agent,
-            lambda url: _tell(conn, ("ready", url)),
-            asyncio.Event(),
-            Notifier(),
-            worker=True,
-        )
-    finally:
-        await asyncio.to_thread(agent.close)
