@@ -230,6 +230,44 @@ def test_a_worker_that_dies_stops_the_agent_with_a_non_zero_exit(tmp_path: Path)
     assert "Traceback" not in log
 
 
+def test_two_workers_on_postgresql_refuse_a_revoked_token_and_keep_their_own_logs(
+    tmp_path: Path, pg_url: str
+) -> None:
+    folder = init_agent_dir(tmp_path / "agent", storage_url=pg_url, client_cert="required")
+    running = start_agent(folder, env=TWO)
+    try:
+        with running.client() as admin:
+            admin.create("pg/s", "one")
+            reader = admin.create_token("reader", [{"path": "pg/**", "capabilities": ["read"]}])
+        token = reader["token"]
+        assert _spread(running, token, lambda kv: kv.get("pg/s")["value"]) == ["one"] * SPREAD
+        with running.client() as admin:
+            admin.revoke_token(reader["info"]["id"])
+        refused = _spread(running, token, lambda kv: kv.get("pg/s")["value"])
+        assert all(isinstance(r, AuthenticationError) for r in refused), refused
+        assert running.stop(timeout=20) == 0
+    finally:
+        if running.proc.poll() is None:
+            running.proc.kill()
+    # each worker is its own replica on the shared store: its own log id, and both verify
+    ids = {(folder.path / d / "audit.id").read_text() for d in (".", "audit-w1")}
+    assert len(ids) == 2
+    verified = subprocess.run(
+        [sys.executable, "-m", "apps.cli.main", "agent", "audit", "verify", "--data-dir",
+         str(folder.path)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
+    assert "audit log audit-w1 OK" in verified.stdout
+    again = start_agent(folder, env=TWO)  # a restart finds both logs where the store says
+    try:
+        health = _spread(again, None, lambda kv: kv.health()["audit"]["status"])
+        assert health == ["ok"] * SPREAD  # both workers found their own log intact
+    finally:
+        again.stop()
+    assert "new audit chain" not in (folder.path / "agent.log").read_text()
+
+
 def test_workers_above_one_are_refused_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
     assert AgentSettings().workers == 1  # the default: one process, as always
     monkeypatch.setattr(sys, "platform", "darwin")
