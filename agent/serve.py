@@ -190,11 +190,19 @@ def _write_url(data_dir: Path, url: str) -> None:
 
 
 def worker_main(
-    settings: AgentSettings, role: WorkerRole, source: KeySource | None, conn: Connection
+    settings: AgentSettings,
+    role: WorkerRole,
+    source: KeySource | None,
+    conn: Connection,
+    parent: int,
 ) -> None:
-    """A worker process: open the agent as ``role`` and serve until SIGTERM (spawn target)."""
+    """A worker process: open the agent as ``role`` and serve until SIGTERM (spawn target);
+    it gets SIGTERM too if the supervisor ``parent`` dies, however it dies."""
+    from agent import platform
     from agent.logs import setup_logging
     from common.eventloop import run_event_loop
+
+    platform.die_with_parent(parent)
 
     for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):  # systemd hears the parent
         os.environ.pop(name, None)

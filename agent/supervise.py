@@ -11,7 +11,9 @@ It reports ready (``on_ready``, ``agent.url``, systemd) once every worker listen
 SIGINT stops every worker (each drains its requests within ``shutdown_timeout``; one still
 running after that and :data:`KILL_AFTER` more seconds is killed). A worker that exits on its
 own is not restarted: the supervisor stops the others and fails with a non-zero exit, so the
-service manager (systemd, Kubernetes) restarts the whole agent, all logs checkpointed.
+service manager (systemd, Kubernetes) restarts the whole agent, all logs checkpointed. A
+supervisor that is killed takes its workers with it (``PR_SET_PDEATHSIG``): no worker serves on
+without the lock.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from agent.settings import AgentSettings
 from agent.workers import GEN_NAME, WorkerRole, create_counters
 
 log = logging.getLogger("keyvault.agent")
-WorkerMain = Callable[[AgentSettings, WorkerRole, KeySource | None, Connection], None]
+WorkerMain = Callable[[AgentSettings, WorkerRole, KeySource | None, Connection, int], None]
 KILL_AFTER = 5.0  # seconds past shutdown_timeout before a worker that has not stopped is killed
 POLL = 0.1  # seconds between looks at the workers' liveness
 
@@ -54,7 +56,7 @@ async def supervise(
     target: WorkerMain,
 ) -> None:
     """Run ``settings.workers`` serving processes, each ``target(settings, role, source,
-    conn)`` in a fresh interpreter, until SIGTERM/SIGINT (or ``stop``)."""
+    conn, supervisor pid)`` in a fresh interpreter, until SIGTERM/SIGINT (or ``stop``)."""
     harden_process()
     stop = stop or asyncio.Event()
     notifier = Notifier()
@@ -124,7 +126,7 @@ def _start(
     theirs, ours = ctx.Pipe(duplex=False)
     proc = ctx.Process(
         target=target,
-        args=(settings, role, source, ours),
+        args=(settings, role, source, ours, os.getpid()),
         name=f"keyvault-agent-w{role.index}",
         daemon=False,
     )

@@ -268,6 +268,24 @@ def test_two_workers_on_postgresql_refuse_a_revoked_token_and_keep_their_own_log
     assert "new audit chain" not in (folder.path / "agent.log").read_text()
 
 
+def test_workers_of_a_killed_supervisor_stop_and_free_the_folder(tmp_path: Path) -> None:
+    folder = init_agent_dir(tmp_path / "agent", client_cert="required")
+    running = start_agent(folder, env=TWO)
+    workers = _children(running.proc.pid)
+    running.proc.kill()
+    running.proc.wait(10)
+    deadline = time.monotonic() + 15
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers)
+    again = start_agent(folder, env=TWO)  # the folder is free again, and serves
+    try:
+        with again.client() as kv:
+            assert kv.health()["audit"]["status"] == "ok"
+    finally:
+        again.stop()
+
+
 def test_workers_above_one_are_refused_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
     assert AgentSettings().workers == 1  # the default: one process, as always
     monkeypatch.setattr(sys, "platform", "darwin")
