@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from agent.settings import AgentSettings
 from common.errors import AuthenticationError, NotFoundError
-from tests.conftest import AgentProcess, init_agent_dir, start_agent
+from tests.conftest import AgentDir, AgentProcess, init_agent_dir, start_agent
 
 ROOT = Path(__file__).resolve().parents[2]
 SPREAD = 24  # fresh connections per step: both workers are hit (checked through their logs)
@@ -284,6 +284,19 @@ def test_workers_of_a_killed_supervisor_stop_and_free_the_folder(tmp_path: Path)
             assert kv.health()["audit"]["status"] == "ok"
     finally:
         again.stop()
+
+
+def test_the_default_is_one_process_with_nothing_shared(agent_dir: AgentDir) -> None:
+    running = start_agent(agent_dir)
+    try:
+        assert _children(running.proc.pid) == []  # no supervisor: the agent serves itself
+        with running.client() as kv:
+            kv.create("one/s", "v")
+            assert kv.get("one/s")["value"] == "v"
+        assert not (agent_dir.path / "workers.gen").exists()
+        assert not list(agent_dir.path.glob("audit-w*"))
+    finally:
+        assert running.stop() == 0
 
 
 def test_workers_above_one_are_refused_off_linux(monkeypatch: pytest.MonkeyPatch) -> None:
