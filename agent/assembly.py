@@ -22,7 +22,7 @@ from agent.audit.checkpoint import (
     open_audit,
 )
 from agent.auth import TokenService
-from agent.changes import Wakeup
+from agent.changes import SecretChange, Wakeup
 from agent.crypto import KeySource
 from agent.errors import AlreadyRunningError
 from agent.jobs import JobRunner
@@ -32,6 +32,7 @@ from agent.secrets import SecretService
 from agent.settings import AgentSettings
 from agent.store.db import Store
 from agent.uplink.status import UplinkStatus
+from agent.workers import GEN_NAME, SharedChanges, WorkerRole
 from agent.workload import JwtLogin
 from common.errors import ConfigError, IntegrityError
 
@@ -124,11 +125,21 @@ class Agent:
     version: str = VERSION
     rotation: RotationEngine | None = None  # policy-driven rotation (docs/rotation.md)
     jwt_login: JwtLogin | None = None  # workload identity (docs/workloads.md)
+    worker: WorkerRole | None = None  # one of several worker processes (agent/workers.py)
+    shared: SharedChanges | None = None  # how the workers tell each other of their writes
     _enrolled_vault: str | None = None
 
     @classmethod
-    def open(cls, settings: AgentSettings, source: KeySource | None = None) -> Agent:
-        """Open the store, migrate it, unlock the keys once and open the audit log (blocking)."""
+    def open(
+        cls,
+        settings: AgentSettings,
+        source: KeySource | None = None,
+        worker: WorkerRole | None = None,
+    ) -> Agent:
+        """Open the store, migrate it, unlock the keys once and open the audit log (blocking).
+
+        A ``worker`` after the first writes its own audit log (``audit-w<k>/``) under the
+        replica name ``<replica>-w<k>``, with its own checkpoint row."""
         if not settings.data_dir.is_dir():
             raise ConfigError(
                 f"data folder {settings.data_dir} does not exist; run `keyvault agent init` first"
@@ -139,16 +150,17 @@ class Agent:
             store.check()
             store.migrate()
             keys = _unlock(store, settings, source)
+            folder, row, log_replica = _audit_identity(settings, store, worker)
             audit, guard = open_audit(
                 lambda: AuditLog(
-                    settings.data_dir,
+                    folder,
                     keys.audit_key,
                     fsync=settings.audit_fsync,
                     on_append=appended.notify,
                 ),
-                CheckpointKey(keys.audit_key, keys.vault_id, _checkpoint_row(settings, store)),
+                CheckpointKey(keys.audit_key, keys.vault_id, row),
                 store,
-                None if store.backend == "sqlite" else replica(settings),
+                log_replica,
             )
         except BaseException:
             store.close()
@@ -167,7 +179,26 @@ class Agent:
             secrets, settings.rotation, owner=rotation_owner(settings), audit=audit,
             vault_id=agent.control_plane_vault_id,
         )  # fmt: skip
+        if worker is not None and worker.count > 1:
+            agent.join_workers(worker)
         return agent
+
+    def join_workers(self, worker: WorkerRole) -> None:
+        """Share writes with the other workers: bump our counter after each commit, and let
+        the caches catch up with theirs (agent/workers.py)."""
+        self.worker = worker
+        self.shared = SharedChanges(self.settings.data_dir / GEN_NAME, worker.index, worker.count)
+        self.store.on_commit = self.shared.bump
+        self.tokens.catch_up = self.catch_up
+        self.secrets.catch_up = self.catch_up
+
+    def catch_up(self) -> None:
+        """If another worker committed a write since we last looked: forget every cache that
+        could now be stale and tell change subscribers to re-read (``resync``)."""
+        if self.shared is not None and self.shared.moved():
+            self.tokens.forget_cached()
+            self.secrets.forget_cached()
+            self.secrets.feed.committed(SecretChange("", "", 0, "resync"))
 
     def control_plane_vault_id(self) -> str | None:
         """The vault id the control plane knows this agent by (None when not enrolled)."""
@@ -186,6 +217,8 @@ class Agent:
             log.exception("writing the last audit checkpoint failed")
         self.audit.close()
         self.store.close()
+        if self.shared is not None:
+            self.shared.close()
 
     @property
     def uptime(self) -> float:
@@ -209,6 +242,18 @@ def _unlock(store: Store, settings: AgentSettings, source: KeySource | None) -> 
         return keys
     rekey.discard(settings.data_dir)
     return keys
+
+
+def _audit_identity(
+    settings: AgentSettings, store: Store, worker: WorkerRole | None
+) -> tuple[Path, str, Replica | None]:
+    """The audit log's folder, its checkpoint row and its replica (None: the single SQLite
+    log). Worker 0 is the agent as one process has it; worker k is replica ``<name>-w<k>``."""
+    if worker is None or worker.index == 0:
+        log_replica = None if store.backend == "sqlite" else replica(settings)
+        return settings.data_dir, _checkpoint_row(settings, store), log_replica
+    own = Replica(replica(settings).name + worker.name_suffix)
+    return worker.audit_folder(settings.data_dir), f"{CHECKPOINT_KEY}:{own.name}", own
 
 
 def _checkpoint_row(settings: AgentSettings, store: Store) -> str:

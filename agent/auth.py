@@ -15,6 +15,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -229,6 +230,13 @@ class TokenService:
         self._clock = clock
         self._rng = rng
         self._cache: dict[str, tuple[float, Token]] = {}
+        self._epoch = 0  # bumped by forget_cached: a row read before it is not cached
+        self.catch_up: Callable[[], None] = _nothing  # set by worker processes (agent/workers.py)
+
+    def forget_cached(self) -> None:
+        """Drop every cached token (another worker process changed the store)."""
+        self._epoch += 1
+        self._cache.clear()
 
     def new_token(
         self, name: str, policy: Policy, ttl: timedelta | None = None
@@ -286,6 +294,7 @@ class TokenService:
         if cached and now - cached[0] < CACHE_SECONDS:
             token = cached[1]
         else:
+            epoch = self._epoch
             try:
                 token = await self.store.read(_by_hash(digest, self.rows))
             except IntegrityError:  # a row the agent did not write (reported by RowAuth)
@@ -294,7 +303,9 @@ class TokenService:
                 raise AuthenticationError("unknown or revoked token")
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[digest] = (now, token)
+            self.catch_up()
+            if epoch == self._epoch:
+                self._cache[digest] = (now, token)
         if token.revoked_at:
             raise AuthenticationError("unknown or revoked token")
         if token.expires_at and datetime.fromisoformat(token.expires_at) <= self._clock():
@@ -337,6 +348,10 @@ class TokenService:
         token = await self.store.write(txn)
         self._cache.clear()
         return token
+
+
+def _nothing() -> None:
+    """The default :attr:`TokenService.catch_up`: one process, nothing to catch up with."""
 
 
 def _by_hash(digest: str, rows: RowAuth) -> Any:

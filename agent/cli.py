@@ -499,6 +499,7 @@ def audit_verify_cmd(data_dir: Path | None, config: Path | None) -> None:
     from agent.audit import verify
     from agent.keys import KeyManager
     from agent.store.db import Store
+    from agent.workers import audit_folders
 
     settings = load_agent_settings(config, data_dir)
     store = Store(settings.storage_url)
@@ -506,16 +507,21 @@ def audit_verify_cmd(data_dir: Path | None, config: Path | None) -> None:
         keys = KeyManager.unlock(store, key_source(settings))
     finally:
         store.close()
-    report = verify(settings.data_dir, keys.audit_key)
-    for problem in report.problems:
-        click.echo(f"  ✗ {problem}")
-    if not report.ok:
-        raise KeyVaultError(
-            f"audit log FAILED verification ({len(report.problems)} problem(s) shown above)"
+    failed: list[str] = []
+    for folder in audit_folders(settings.data_dir):  # its own, then each worker process's
+        report = verify(folder, keys.audit_key)
+        label = "audit log" if folder == settings.data_dir else f"audit log {folder.name}"
+        prefix = "" if folder == settings.data_dir else f"{folder.name}: "
+        for problem in report.problems:
+            click.echo(f"  ✗ {prefix}{problem}")
+        if not report.ok:
+            failed.append(f"{label} ({len(report.problems)} problem(s))")
+            continue
+        click.echo(
+            f"{label} OK: {report.entries} entries, chain intact up to entry {report.head_seq}"
         )
-    click.echo(
-        f"audit log OK: {report.entries} entries, chain intact up to entry {report.head_seq}"
-    )
+    if failed:
+        raise KeyVaultError(f"{', '.join(failed)} FAILED verification: problems shown above")
 
 
 @agent_group.command("backup")
@@ -557,13 +563,21 @@ def backup_cmd(data_dir: Path | None, config: Path | None, out: Path) -> None:
 
 def _backup_into(settings: AgentSettings, db: Path, out: Path) -> int:
     from agent.audit import snapshot
+    from agent.audit.checkpoint import LOG_ID_NAME
     from agent.store.db import backup_sqlite
+    from agent.workers import audit_folders
 
     with click.progressbar(length=4, label="backing up") as bar:
         pages = backup_sqlite(db, out / "store.db")
         bar.update(1)
         if (settings.data_dir / "audit.head").exists():
             snapshot(settings.data_dir, out)
+        for folder in audit_folders(settings.data_dir)[1:]:  # worker processes' logs
+            if (folder / "audit.head").exists():
+                (out / folder.name).mkdir(mode=0o700)
+                snapshot(folder, out / folder.name)
+                if (folder / LOG_ID_NAME).exists():
+                    shutil.copy2(folder / LOG_ID_NAME, out / folder.name / LOG_ID_NAME)
         if (settings.data_dir / CONFIG_NAME).exists():
             shutil.copy2(settings.data_dir / CONFIG_NAME, out / CONFIG_NAME)
         bar.update(1)

@@ -275,6 +275,20 @@ def disable_core_dumps() -> bool:
     return True
 
 
+def die_with_parent(parent: int) -> None:
+    """Linux: SIGTERM this process when its parent dies (a worker of a killed supervisor must
+    not keep serving without the data folder's lock); exit at once if it already has."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        raise SystemExit(1)
+
+
 def lower_priority() -> None:
     """The lowest CPU priority for this process (``nice 19``; nothing where there is no nice)."""
     nice = getattr(os, "nice", None)

@@ -79,6 +79,10 @@ class _Cached:
 # ---------------------------------------------------------------- validation
 
 
+def _nothing() -> None:
+    """The default :attr:`SecretService.catch_up`: one process, nothing to catch up with."""
+
+
 def validate_name(name: Any) -> str:
     """A secret name: segments of letters, digits, ``_ . -`` joined by ``/``."""
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
@@ -163,7 +167,22 @@ class SecretService:
         self._cache_on = cache
         self._by_id: dict[str, _Cached] = {}
         self._by_name: dict[str, str] = {}
+        self._epoch = 0  # bumped by forget_cached: an answer fetched before it is not kept
+        # Worker processes (agent/workers.py) set this: it forgets the caches of every
+        # service when another worker has committed a write since it last looked.
+        self.catch_up: Callable[[], None] = _nothing
         keys.rewrap_listeners.append(self._on_rewrap)
+
+    def forget_cached(self) -> None:
+        """Drop every cached secret (another worker process changed the store)."""
+        self._epoch += 1
+        self._by_id.clear()
+        self._by_name.clear()
+
+    def _fresh(self, epoch: int) -> bool:
+        """Whether an answer fetched since ``epoch`` may be cached (no other worker wrote since)."""
+        self.catch_up()
+        return epoch == self._epoch
 
     # ---------------------------------------------------------- helpers
     def new_id(self) -> str:
@@ -276,8 +295,9 @@ class SecretService:
                 hit.meta.version,
                 self.keys.open(hit.meta.id, hit.meta.version, hit.sealed).decode(),
             )
+        epoch = self._epoch
         meta, ver, sealed = await self.store.read(self._fetch(ref, version))
-        if version is None:
+        if version is None and self._fresh(epoch):
             self._remember(meta, sealed)
         return meta, ver, self.keys.open(meta.id, ver, sealed).decode()
 
@@ -398,9 +418,11 @@ class SecretService:
             _insert_version(conn, meta.id, 1, sealed, now, "create")
             self._changed(conn, meta.id, now)
 
+        epoch = self._epoch
         await self.store.write(txn)
         self._committed(meta, "created")
-        self._remember(meta, sealed)
+        if self._fresh(epoch):
+            self._remember(meta, sealed)
         return meta
 
     async def update(
@@ -458,14 +480,15 @@ class SecretService:
                 also(conn, new)
             return new, sealed
 
+        epoch = self._epoch
         new, sealed = await self.store.write(txn)
         self._committed(new, "rotated" if origin == "rotate" else "updated")
-        if sealed is not None:
-            self._remember(new, sealed)
-        else:
-            cached = self._by_id.get(new.id)
-            if cached:
-                self._remember(new, cached.sealed)
+        if self._fresh(epoch):
+            if sealed is None:  # metadata only: keep the cached value under the new meta
+                cached = self._by_id.get(new.id)
+                sealed = cached.sealed if cached else None
+            if sealed is not None:
+                self._remember(new, sealed)
         return new
 
     async def rotate(

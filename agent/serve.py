@@ -1,7 +1,8 @@
 """Running the agent as a daemon: single instance, TLS, graceful SIGTERM, bounded shutdown.
 
 Under systemd (``Type=notify``) it reports start-up, readiness and shutdown and pets the
-watchdog from the event loop (:mod:`agent.service.notify`).
+watchdog from the event loop (:mod:`agent.service.notify`). With ``workers: N`` it hands over to
+:mod:`agent.supervise`, which runs :func:`worker_main` N times.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import signal
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from aiohttp import web
@@ -22,7 +25,8 @@ from agent.crypto import KeySource
 from agent.hardening import harden_process, make_private
 from agent.service.notify import Notifier
 from agent.settings import AgentSettings
-from common.errors import ConfigError
+from agent.workers import WorkerRole
+from common.errors import ConfigError, KeyVaultError
 from common.tls import server_context
 from serverkit.runner import EdgeRunner
 
@@ -36,7 +40,15 @@ async def serve(
     on_ready: Callable[[str], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Lock the data folder, open the agent, serve until SIGTERM/SIGINT (or ``stop``), then close."""
+    """Lock the data folder, open the agent, serve until SIGTERM/SIGINT (or ``stop``), then close.
+
+    With ``workers`` above 1 this process only supervises that many serving processes
+    (agent/supervise.py)."""
+    if settings.workers > 1:
+        from agent.supervise import supervise
+
+        await supervise(settings, source=source, on_ready=on_ready, stop=stop, target=worker_main)
+        return
     harden_process()
     notifier = Notifier()
     lock = DataDirLock(settings.data_dir)
@@ -59,7 +71,11 @@ async def _serve(
     on_ready: Callable[[str], None] | None,
     stop: asyncio.Event,
     notifier: Notifier,
+    *,
+    worker: bool = False,
 ) -> None:
+    """Serve ``agent`` until ``stop``; a ``worker`` shares its port (SO_REUSEPORT) and leaves
+    ``agent.url`` to its supervisor."""
     settings = agent.settings
     ssl_ctx = None
     _log_client_cert_choice(settings)
@@ -81,7 +97,14 @@ async def _serve(
     except BaseException:
         await runner.cleanup()
         raise
-    site = web.TCPSite(runner, settings.bind, settings.port, ssl_context=ssl_ctx, backlog=1024)
+    site = web.TCPSite(
+        runner,
+        settings.bind,
+        settings.port,
+        ssl_context=ssl_ctx,
+        backlog=1024,
+        reuse_port=True if worker else None,
+    )
     try:
         await site.start()
     except OSError as exc:
@@ -89,7 +112,8 @@ async def _serve(
         raise _listen_error(settings, exc) from None
     port = _bound_port(site, settings.port)
     url = settings.model_copy(update={"port": port}).base_url
-    _write_url(settings.data_dir, url)
+    if not worker:
+        _write_url(settings.data_dir, url)
     loop = asyncio.get_running_loop()
     log.debug(
         "event loop %s; client certificates %s; audit fsync %s; store %s",
@@ -126,7 +150,8 @@ async def _serve(
         deadline = loop.time() + settings.shutdown_timeout
         await runner.cleanup()  # requests drain while the uplink and scheduler stop
         await agent.jobs.drain(max(0.1, deadline - loop.time()))
-        (settings.data_dir / "agent.url").unlink(missing_ok=True)
+        if not worker:
+            (settings.data_dir / "agent.url").unlink(missing_ok=True)
         await notifier.stop_watchdog(watchdog)
         log.info("agent stopped")
 
@@ -159,3 +184,60 @@ def _bound_port(site: web.TCPSite, wanted: int) -> int:
 
 def _write_url(data_dir: Path, url: str) -> None:
     (data_dir / "agent.url").write_text(url + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------- one of several workers
+
+
+def worker_main(
+    settings: AgentSettings,
+    role: WorkerRole,
+    source: KeySource | None,
+    conn: Connection,
+    parent: int,
+) -> None:
+    """A worker process: open the agent as ``role`` and serve until SIGTERM (spawn target);
+    it gets SIGTERM too if the supervisor ``parent`` dies, however it dies."""
+    from agent import platform
+    from agent.logs import setup_logging
+    from common.eventloop import run_event_loop
+
+    platform.die_with_parent(parent)
+
+    for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):  # systemd hears the parent
+        os.environ.pop(name, None)
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        run_event_loop(_serve_worker(settings, role, source, conn))
+    except KeyVaultError as exc:
+        _tell(conn, ("error", exc.message))
+        log.error("worker %d: %s", role.index, exc.message)
+        raise SystemExit(1) from None
+    except Exception:
+        _tell(conn, ("error", "unexpected error"))
+        log.exception("worker %d failed", role.index)
+        raise SystemExit(1) from None
+    finally:
+        conn.close()
+
+
+def _tell(conn: Connection, message: tuple[str, str]) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        conn.send(message)
+
+
+async def _serve_worker(
+    settings: AgentSettings, role: WorkerRole, source: KeySource | None, conn: Connection
+) -> None:
+    harden_process()
+    agent = await asyncio.to_thread(Agent.open, settings, source, role)
+    try:
+        await _serve(
+            agent,
+            lambda url: _tell(conn, ("ready", url)),
+            asyncio.Event(),
+            Notifier(),
+            worker=True,
+        )
+    finally:
+        await asyncio.to_thread(agent.close)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -571,6 +572,15 @@ class AgentSettings(BaseSettings):
         "name); its audit log is bound to it, so a replica whose log is gone is noticed. "
         "Default: the host name and data folder.",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Serving processes on the same port (SO_REUSEPORT, Linux only). 1: one "
+        "process, as always. More: reads use more than one core; each worker writes its own "
+        "audit log (audit-w<k>/) and only worker 0 runs the uplink, scheduler, templates and "
+        "webhooks (docs/performance.md).",
+    )
     max_body_bytes: int = Field(
         256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest request body accepted."
     )
@@ -629,6 +639,11 @@ class AgentSettings(BaseSettings):
         explicit = "client_cert" in self.tls.model_fields_set
         if self.tls.client_cert == "required" and not self.tls.enabled and explicit:
             raise ValueError("tls.client_cert=required needs tls.enabled=true")
+        if self.workers > 1 and not sys.platform.startswith("linux"):
+            raise ValueError(
+                f"workers is {self.workers} but more than one worker needs Linux (the workers "
+                "share the port with SO_REUSEPORT); set workers: 1 on this platform"
+            )
         self._check_templates()
         return self
 

@@ -206,6 +206,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14 and 15)
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a supervisor and its worker processes)."""
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(x) for x in (task / "children").read_text().split()]
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants (one process: :func:`cpu_seconds`)."""
+    total = 0.0
+    for each in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(each)
+    return total
+
+
+def tree_rss_kib(pid: int) -> int:
+    """VmRSS of ``pid`` and its live descendants, in KiB."""
+    total = 0
+    for each in process_tree(pid):
+        with contextlib.suppress(OSError, KeyError):
+            total += rss_kib(each)[0]
+    return total
+
+
 def rss_kib(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) of a process in KiB."""
     values = {}
@@ -380,7 +410,7 @@ def run_ab(
     argv = ab_argv(
         target, requests=requests, seconds=seconds, concurrency=concurrency, put_file=put_file
     )
-    cpu0 = cpu_seconds(target.pid) if target.pid else None
+    cpu0 = tree_cpu_seconds(target.pid) if target.pid else None
     load = loadavg()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
@@ -392,10 +422,10 @@ def run_ab(
         client = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
         result.client_cpu_us = client / result.complete * 1e6
         if cpu0 is not None and target.pid:
-            result.server_cpu_us = (cpu_seconds(target.pid) - cpu0) / result.complete * 1e6
+            result.server_cpu_us = (tree_cpu_seconds(target.pid) - cpu0) / result.complete * 1e6
     if target.pid:
         with contextlib.suppress(OSError, KeyError):
-            result.server_rss_mib = rss_kib(target.pid)[0] / 1024
+            result.server_rss_mib = tree_rss_kib(target.pid) / 1024
     result.load = load
     return result
 

@@ -8,9 +8,10 @@ an audit entry cannot be written the caller gets 503 and none of the view's byte
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
@@ -20,6 +21,7 @@ from agent.api.lifecycle import add_background_services
 from agent.api.routes import PUBLIC, add_routes
 from agent.api.secret_views import READ_BODIES, ReadPrefixes
 from agent.assembly import Agent
+from agent.workers import follow
 from common.errors import AuthenticationError, IntegrityError, KeyVaultError, UnavailableError
 from serverkit.body import MAX_BODY
 from serverkit.edge import error_response, respond
@@ -116,19 +118,45 @@ def _outcome(failure: KeyVaultError) -> str:
     return "denied" if failure.http_status in (401, 403) else "error"
 
 
+@web.middleware
+async def catch_up(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With several worker processes: before anything else, forget what another worker's
+    committed writes made stale (agent/workers.py)."""
+    request.app[AGENT].catch_up()
+    return await handler(request)
+
+
+async def _follow_workers(app: web.Application) -> AsyncIterator[None]:
+    """While the app runs, catch up with the other workers even with no request coming in
+    (background readers, open change streams)."""
+    stop = asyncio.Event()
+    task = asyncio.get_running_loop().create_task(follow(app[AGENT].catch_up, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
 def build_app(agent: Agent, *, background: bool = False) -> web.Application:
     """The agent API for an opened :class:`Agent`.
 
     With ``background`` the app also runs the agent's uplink and rotation scheduler for as
     long as it runs (``agent.api.lifecycle``); tests of the API alone leave them off.
     """
-    app = web.Application(middlewares=[edge], client_max_size=agent.settings.max_body_bytes)
+    several = agent.shared is not None  # one of several worker processes
+    app = web.Application(
+        middlewares=[catch_up, edge] if several else [edge],
+        client_max_size=agent.settings.max_body_bytes,
+    )
     app[AGENT] = agent
     app[MAX_BODY] = agent.settings.max_body_bytes
     app[AUTH_LIMIT] = FailedAuthLimiter()
     app[READ_BODIES] = ReadPrefixes()
     app.on_shutdown.append(_flush_auth_summaries)
     app.on_shutdown.append(_end_change_streams)
+    if several:
+        app.cleanup_ctx.append(_follow_workers)
     if background:
         add_background_services(app, agent)
     add_routes(app)

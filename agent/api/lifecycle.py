@@ -32,7 +32,7 @@ STOP_BUDGET = 5.0  # seconds each service gets to stop before it is cancelled
 class Services:
     """The running background services of one agent."""
 
-    uplink: Uplink
+    uplink: Uplink | None  # None on a worker process after the first (agent/workers.py)
     scheduler: Scheduler | None
     checkpoints: Checkpointer
     timeout: float
@@ -42,7 +42,8 @@ class Services:
 
     def start(self) -> None:
         """Start every service on the running loop."""
-        self.uplink.start()
+        if self.uplink is not None:
+            self.uplink.start()
         self.checkpoints.start()
         if self.webhooks is not None:
             self.webhooks.start()
@@ -63,7 +64,9 @@ class Services:
         await self._stopping
 
     async def _stop(self) -> None:
-        parts = [self.uplink.stop(self.timeout), self.checkpoints.stop(self.timeout)]
+        parts = [self.checkpoints.stop(self.timeout)]
+        if self.uplink is not None:
+            parts.append(self.uplink.stop(self.timeout))
         if self.scheduler is not None:
             parts.append(self.scheduler.stop(self.timeout))
         if self.webhooks is not None:
@@ -78,19 +81,24 @@ SERVICES = web.AppKey("services", Services)
 
 def open_services(agent: Agent) -> Services:
     """The uplink (prepared: a bad metadata key stops the start here), the scheduler, the
-    audit checkpoints and the templates (compiled: a bad template stops the start here)."""
+    audit checkpoints and the templates (compiled: a bad template stops the start here).
+
+    A worker process after the first keeps only its own audit log's checkpoints: the others
+    run once, on worker 0."""
+    checkpoints = Checkpointer(agent.audit_guard, agent.audit, agent.store)
+    timeout = min(STOP_BUDGET, agent.settings.shutdown_timeout)
+    if agent.worker is not None and not agent.worker.runs_services:
+        return Services(None, None, checkpoints, timeout)
     uplink = Uplink(agent)
     uplink.prepare()
     scheduler = None
     if agent.rotation is not None:
         scheduler = Scheduler(agent.rotation, policies_version=lambda: uplink.policies_version)
-    checkpoints = Checkpointer(agent.audit_guard, agent.audit, agent.store)
     templates = None
     if agent.settings.templates:  # Jinja2 is imported only by an agent that renders templates
         from agent.templates.service import Templates
 
         templates = Templates(agent)
-    timeout = min(STOP_BUDGET, agent.settings.shutdown_timeout)
     webhooks = None
     if agent.settings.webhooks:  # a missing signing secret stops the start here
         webhooks = WebhookSender(agent.settings.webhooks, agent.secrets.feed, agent.keys.vault_id)

@@ -253,7 +253,9 @@ class AuditGuard:
         current = self.due(audit)
         if current is not None:
             value = self.key.encode(current)
-            await store.write(lambda conn: write_checkpoint(conn, self.key.row, value))
+            await store.write(
+                lambda conn: write_checkpoint(conn, self.key.row, value), shared=False
+            )
             self.saved = current
 
     def save_sync(self, audit: AuditLog, store: Store) -> None:
@@ -261,7 +263,7 @@ class AuditGuard:
         current = self.due(audit)
         if current is not None:
             value = self.key.encode(current)
-            store.write_sync(lambda conn: write_checkpoint(conn, self.key.row, value))
+            store.write_sync(lambda conn: write_checkpoint(conn, self.key.row, value), shared=False)
             self.saved = current
 
     async def watch(self, audit: AuditLog, store: Store) -> None:

@@ -63,6 +63,7 @@ class _Op:
     fn: Callable[[Connection], Any]
     loop: asyncio.AbstractEventLoop | None
     future: Any  # asyncio.Future or concurrent.futures.Future
+    shared: bool = True  # whether other worker processes' caches must hear of this write
 
 
 def _sqlite_engine(url: str, synchronous: str, immediate: bool, pool_size: int) -> Engine:
@@ -107,6 +108,9 @@ class Store:
         self._writer = threading.Thread(target=self._write_loop, name="kv-write", daemon=True)
         self._writer.start()
         self._closed = False
+        # Called on the writer thread after a commit that changed shared state, before any
+        # caller hears of it: worker processes use it to invalidate each other's caches.
+        self.on_commit: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         return f"Store(backend={self.backend!r})"
@@ -222,21 +226,23 @@ class Store:
         ) as exc:  # wrapped, or from a hot.py cursor
             raise UnavailableError(f"the store cannot be read: {_short(exc)}") from exc
 
-    async def write(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn(conn)`` in the next group commit; returns once it is durable."""
+    async def write(self, fn: Callable[[Connection], T], *, shared: bool = True) -> T:
+        """Run ``fn(conn)`` in the next group commit; returns once it is durable.
+
+        ``shared=False`` marks bookkeeping no other worker caches (audit checkpoints)."""
         if self._closed:
             raise UnavailableError("the store is closed; the agent is shutting down")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Op(fn, loop, fut))
+        self._queue.put(_Op(fn, loop, fut, shared))
         return await fut
 
-    def write_sync(self, fn: Callable[[Connection], T]) -> T:
+    def write_sync(self, fn: Callable[[Connection], T], *, shared: bool = True) -> T:
         """Run ``fn(conn)`` through the writer thread and wait (for tools without a loop)."""
         import concurrent.futures
 
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put(_Op(fn, None, fut))
+        self._queue.put(_Op(fn, None, fut, shared))
         return fut.result()
 
     # ------------------------------------------------------------------ writer thread
@@ -269,6 +275,10 @@ class Store:
         results = self._together(batch) if len(batch) > 1 else None
         if results is None:
             results = [self._alone(op) for op in batch]
+        if self.on_commit is not None and any(
+            ok and op.shared for op, (ok, _) in zip(batch, results, strict=True)
+        ):
+            self.on_commit()
         _deliver(batch, results)
 
     def _together(self, batch: list[_Op]) -> list[tuple[bool, Any]] | None:
