@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -277,7 +277,17 @@ class Store:
             if self._held is not None:
                 self._held.close()
             self._held = self._write_engine.connect()
-        yield self._held
+        try:
+            yield self._held
+        except KeyVaultError:
+            raise  # an operation's own refusal (a conflict, a missing secret): the link is fine
+        except BaseException:
+            # a statement, the commit or the rollback failed: the next batch gets a fresh
+            # connection, as a pool checkout would have given it
+            held, self._held = self._held, None
+            with suppress(Exception):
+                held.close()
+            raise
 
     def _commit_batch(self, batch: list[_Op]) -> None:
         """Run a batch in one transaction; if any op fails, replay each op alone.
