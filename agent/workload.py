@@ -21,15 +21,17 @@ import ssl
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jwt
 import re2
 
 from agent.auth import Policy, Token, TokenService
 from agent.settings import JwtIssuer, JwtRole, JwtSettings
 from agent.text import is_safe_line
 from common.errors import AuthenticationError
+
+if TYPE_CHECKING:
+    import jwt
 
 log = logging.getLogger("keyvault.agent.jwt")
 
@@ -101,6 +103,8 @@ class Jwks:
         return next(iter(self._keys.values())) if len(self._keys) == 1 else None
 
     async def _refresh(self) -> None:
+        import jwt  # PyJWT (+ its cryptography algorithms, ~1.5 MiB) only once JWT login is used
+
         async with self._lock:
             try:
                 raw = await self._fetch()
@@ -149,6 +153,8 @@ def _read_bounded(path: Any) -> bytes:
 
 def parse_jwks(raw: bytes) -> dict[str | None, jwt.PyJWK]:
     """The usable public keys of a JWKS document, by kid (symmetric keys are dropped)."""
+    import jwt
+
     doc = json.loads(raw)
     if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
         raise ValueError("a JWKS is an object with a 'keys' list")
@@ -211,6 +217,8 @@ class JwtLogin:
 
     async def verify(self, role: JwtRole, token: str) -> dict[str, Any]:
         """The claims of ``token`` if it passes every check for ``role``; else JwtLoginError."""
+        import jwt
+
         issuer = self._issuers[role.issuer]
         if len(token) > MAX_JWT_BYTES:
             raise JwtLoginError("the JWT is larger than 16 KiB")

@@ -16,8 +16,9 @@ import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -96,7 +97,8 @@ class Store:
         self.url = url
         self.backend = "sqlite" if url.startswith("sqlite") else "postgresql"
         if self.backend == "sqlite":
-            self._write_engine = _sqlite_engine(url, sqlite_synchronous, True, 1)
+            # two: the writer thread keeps one for good, migrate() takes the other
+            self._write_engine = _sqlite_engine(url, sqlite_synchronous, True, 2)
             self._read_engine = _sqlite_engine(url, sqlite_synchronous, False, readers)
         else:
             self._write_engine = create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
@@ -105,6 +107,7 @@ class Store:
             )
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="kv-read")
         self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._held: Connection | None = None  # the writer thread's own connection (SQLite)
         self._writer = threading.Thread(target=self._write_loop, name="kv-write", daemon=True)
         self._writer.start()
         self._closed = False
@@ -263,6 +266,34 @@ class Store:
                     break
                 batch.append(nxt)
             self._commit_batch(batch)
+        if self._held is not None:
+            self._held.close()
+            self._held = None
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """The writer's connection: on SQLite one kept for the thread's life (a pool checkout,
+        its reset and return cost ~8 µs a write, see docs/performance.md); on PostgreSQL one
+        checked out per batch so the pool's pre-ping catches a restarted server."""
+        if self.backend != "sqlite":
+            with self._write_engine.connect() as conn:
+                yield conn
+            return
+        if self._held is None or self._held.invalidated or self._held.closed:
+            if self._held is not None:
+                self._held.close()
+            self._held = self._write_engine.connect()
+        try:
+            yield self._held
+        except KeyVaultError:
+            raise  # an operation's own refusal (a conflict, a missing secret): the link is fine
+        except BaseException:
+            # a statement, the commit or the rollback failed: the next batch gets a fresh
+            # connection, as a pool checkout would have given it
+            held, self._held = self._held, None
+            with suppress(Exception):
+                held.close()
+            raise
 
     def _commit_batch(self, batch: list[_Op]) -> None:
         """Run a batch in one transaction; if any op fails, replay each op alone.
@@ -283,14 +314,14 @@ class Store:
 
     def _together(self, batch: list[_Op]) -> list[tuple[bool, Any]] | None:
         try:
-            with self._write_engine.connect() as conn, conn.begin():
+            with self._connection() as conn, conn.begin():
                 return [(True, op.fn(conn)) for op in batch]
         except Exception:
             return None
 
     def _alone(self, op: _Op) -> tuple[bool, Any]:
         try:
-            with self._write_engine.connect() as conn, conn.begin():
+            with self._connection() as conn, conn.begin():
                 return True, op.fn(conn)
         except KeyVaultError as exc:
             return False, exc

@@ -76,3 +76,35 @@ async def test_group_commit_isolates_a_failing_write(tmp_path: Path) -> None:
         assert count == 50
     finally:
         store.close()
+
+
+async def test_the_writer_replaces_its_connection_after_a_driver_error(tmp_path: Path) -> None:
+    """The SQLite writer keeps one connection; a statement the driver rejects gets its caller a
+    clear error and the next write a fresh connection, while a refusal of the service's own
+    (a KeyVaultError such as a conflict) keeps it."""
+    from sqlalchemy import text
+
+    from common.errors import UnavailableError
+
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.migrate()
+    try:
+        await store.write(lambda c: c.execute(t.meta.insert().values(key="a", value="v")))
+        first = store._held
+        assert first is not None
+
+        def refuse(conn):
+            raise ConflictError("already there")
+
+        with pytest.raises(ConflictError):
+            await store.write(refuse)
+        assert store._held is first
+
+        with pytest.raises(UnavailableError, match="cannot be written"):
+            await store.write(lambda c: c.execute(text("SELECT * FROM no_such_table")))
+        assert store._held is None or store._held is not first
+        await store.write(lambda c: c.execute(t.meta.insert().values(key="b", value="v")))
+        keys = store.read_sync(lambda c: sorted(c.execute(select(t.meta.c.key)).scalars()))
+        assert {"a", "b"} <= set(keys)
+    finally:
+        store.close()
