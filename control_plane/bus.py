@@ -165,10 +165,10 @@ class InProcessBus(EventBus):
 class RedisBus(EventBus):
     """Redis pub/sub on one channel per deployment; survives Redis restarts by resubscribing.
 
-    An event published here goes to this replica's own subscribers at once, without the
-    round trip through Redis; on the channel it is ``"<origin> <event JSON>"`` (``origin``:
-    a random id per bus) so this replica skips its own copy when Redis echoes it back. A
-    message without the origin prefix (a plain JSON object) is delivered as it is.
+    An event published here goes to this replica's own subscribers as soon as Redis has
+    taken it, without waiting for it to come back. On the channel it is ``"<origin> <event
+    JSON>"`` (``origin``: a random id per bus), so this replica skips its own copy when Redis
+    echoes it; a message without that prefix (a plain JSON object) is delivered as it is.
     """
 
     def __init__(self, redis: Redis, prefix: str) -> None:
@@ -181,14 +181,15 @@ class RedisBus(EventBus):
         self._origin = os.urandom(8).hex()
 
     async def publish(self, event: Event) -> None:
-        """Deliver to this replica's subscribers now, then to the others through Redis (if
-        Redis is down, only this replica's subscribers get it)."""
+        """Send through Redis to the other replicas, then deliver to this replica's own
+        subscribers without waiting for Redis's echo (the other replicas fan out meanwhile);
+        if Redis is down, only this replica's subscribers get it."""
         text = json.dumps(event)
-        self._hub.deliver(str(event.get("org_id")), text)
         try:
             await self._redis.publish(self.channel, f"{self._origin} {text}")
         except (RedisError, OSError) as exc:
-            log.warning("redis publish failed (%s); delivered locally only", type(exc).__name__)
+            log.warning("redis publish failed (%s); delivering locally only", type(exc).__name__)
+        self._hub.deliver(str(event.get("org_id")), text)
 
     async def route(self, message: dict[str, Any]) -> None:
         """Publish on the uplink channel; if Redis is down, this replica still acts on it."""
