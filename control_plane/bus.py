@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable
@@ -162,7 +163,13 @@ class InProcessBus(EventBus):
 
 
 class RedisBus(EventBus):
-    """Redis pub/sub on one channel per deployment; survives Redis restarts by resubscribing."""
+    """Redis pub/sub on one channel per deployment; survives Redis restarts by resubscribing.
+
+    An event published here goes to this replica's own subscribers as soon as Redis has
+    taken it, without waiting for it to come back. On the channel it is ``"<origin> <event
+    JSON>"`` (``origin``: a random id per bus), so this replica skips its own copy when Redis
+    echoes it; a message without that prefix (a plain JSON object) is delivered as it is.
+    """
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         super().__init__()
@@ -171,15 +178,18 @@ class RedisBus(EventBus):
         self.uplink_channel = f"{prefix}:uplink"
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._origin = os.urandom(8).hex()
 
     async def publish(self, event: Event) -> None:
-        """Publish through Redis; if Redis is down, local subscribers still get it."""
+        """Send through Redis to the other replicas, then deliver to this replica's own
+        subscribers without waiting for Redis's echo (the other replicas fan out meanwhile);
+        if Redis is down, only this replica's subscribers get it."""
         text = json.dumps(event)
         try:
-            await self._redis.publish(self.channel, text)
+            await self._redis.publish(self.channel, f"{self._origin} {text}")
         except (RedisError, OSError) as exc:
             log.warning("redis publish failed (%s); delivering locally only", type(exc).__name__)
-            self._hub.deliver(str(event.get("org_id")), text)
+        self._hub.deliver(str(event.get("org_id")), text)
 
     async def route(self, message: dict[str, Any]) -> None:
         """Publish on the uplink channel; if Redis is down, this replica still acts on it."""
@@ -230,6 +240,10 @@ class RedisBus(EventBus):
             if name == self.uplink_channel:
                 self._deliver_route(text)
                 return
+            if not text.startswith("{"):
+                origin, _, text = text.partition(" ")
+                if origin == self._origin:
+                    return  # this replica's own event: its subscribers already have it
             event = json.loads(text)
         except (TypeError, ValueError):
             return

@@ -78,7 +78,22 @@ def make_engine(url: str) -> AsyncEngine:
     # no pre-ping (it costs a round trip per checkout): SQLAlchemy invalidates the whole pool on
     # the first disconnect error, so after a PostgreSQL restart one operation fails and the
     # next ones reconnect (sweeps retry; tests/control_plane/test_outages.py).
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=False)
+    # Up to 30 connections, as before (10 + 20 overflow), but all of them stay open when
+    # returned: under a burst (agents reconnecting after a restart) overflow connections were
+    # closed on return and opened again a moment later, a TCP connect and PostgreSQL login
+    # each time (~9 % of the replica's CPU while agents connected, docs/performance.md).
+    # Connections are opened only when that many are in use at once.
+    return create_async_engine(url, pool_size=30, max_overflow=0, pool_pre_ping=False)
+
+
+def autocommit(engine: AsyncEngine) -> AsyncEngine:
+    """``engine`` for single statements that need no transaction around them (a lone SELECT,
+    or one UPDATE that is atomic by itself): on PostgreSQL each runs in autocommit mode, one
+    round trip instead of BEGIN + statement + COMMIT/ROLLBACK (the driver sends no ROLLBACK
+    for a connection that is idle when it goes back to the pool). SQLite: ``engine`` itself."""
+    if not is_postgres(engine):
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

@@ -157,12 +157,12 @@ class AgentLink:
             raise UplinkRefusedError(
                 uplink.ERR_UNKNOWN_VAULT, "hello.vault_id is not the client certificate's name"
             )
-        registered = await self.services.presence.fingerprint(self.vault.org_id)
+        registered = self.vault.key_fingerprint  # read with the vault's row at the upgrade
         if hello.metadata_key_fingerprint != registered:
             raise UplinkRefusedError(uplink.ERR_METADATA_KEY, _mismatch(registered, hello))
         self.fingerprint = hello.metadata_key_fingerprint
-        self.gen = await self.services.presence.connect(self.vault, hello.agent_version)
-        self._audit_floor = await self.services.ingest.heads.head(self.vault.id)
+        connected = await self.services.presence.connect(self.vault, hello.agent_version)
+        self.gen, self._audit_floor = connected.gen, connected.audit_head
         self._last_heartbeat = self.services.clock()
         await self.switchboard.attach(self)
         interval = self.services.settings.uplink_heartbeat_seconds

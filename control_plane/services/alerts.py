@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 from common import events, webhooks
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
-from control_plane.db import iso, new_id
+from control_plane.db import autocommit, iso, new_id
 from control_plane.services.principal import Principal
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class Alerts:
         spawn: Spawn,
     ) -> None:
         self.engine = engine
+        self.single = autocommit(engine)  # one-statement reads: one round trip each
         self.clock = clock
         self.settings = settings
         self.metrics = metrics
@@ -152,7 +153,7 @@ class Alerts:
 
     async def resolve_key(self, org_id: str, key: str, by: str = "system") -> dict[str, Any] | None:
         """Resolve the live alert for ``key`` if there is one (e.g. the vault came back)."""
-        async with self.engine.connect() as conn:
+        async with self.single.connect() as conn:
             q = sa.select(t.alerts.c.id).where(
                 t.alerts.c.org_id == org_id, t.alerts.c.open_key == key
             )

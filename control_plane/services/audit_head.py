@@ -49,14 +49,6 @@ class AuditHeads:
         self.engine = engine
         self.alerts = alerts
 
-    async def head(self, vault_id: str) -> Head:
-        """The highest ``(epoch, seq)`` the vault has sent."""
-        v = t.vaults
-        q = sa.select(v.c.audit_epoch, v.c.audit_seq).where(v.c.id == vault_id)
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(q)).first()
-        return (int(row.audit_epoch), int(row.audit_seq)) if row is not None else (1, 0)
-
     async def check_events(
         self, conn: Any, vault: VaultRef, events: list[AgentEvent]
     ) -> tuple[Head, list[Finding]]:

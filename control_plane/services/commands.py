@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from common import intents, uplink
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
-from control_plane.db import iso, new_sorted_id
+from control_plane.db import autocommit, iso, new_sorted_id
 from control_plane.services.principal import Principal
 
 if TYPE_CHECKING:
@@ -109,6 +109,7 @@ class Commands:
         vaults: Vaults,
     ) -> None:
         self.engine = engine
+        self.single = autocommit(engine)  # one-statement reads: one round trip each
         self.clock = clock
         self.bus = bus
         self.vaults = vaults
@@ -182,7 +183,7 @@ class Commands:
             .order_by(c.c.id)
             .limit(1000)
         )
-        async with self.engine.connect() as conn:
+        async with self.single.connect() as conn:
             return [command_frame(r) for r in await conn.execute(q)]
 
     async def mark_sent(self, command_ids: builtins.list[str]) -> None:

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from common import events, intents
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
-from control_plane.db import iso, new_id
+from control_plane.db import autocommit, iso, new_id
 from control_plane.services.policy_rules import (
     CLEAR,
     MAX_POLICIES,
@@ -86,6 +86,7 @@ class Policies:
         sink: EventSink,
     ) -> None:
         self.engine = engine
+        self.single = autocommit(engine)  # one-statement reads: one round trip each
         self.clock = clock
         self.sink = sink
 
@@ -202,7 +203,7 @@ class Policies:
             .where(p.c.org_id == org_id, sa.or_(p.c.deleted_at.is_(None), p.c.intent.is_not(None)))
             .order_by(p.c.id)
         )
-        async with self.engine.connect() as conn:
+        async with self.single.connect() as conn:
             return [uplink_policy(r) for r in await conn.execute(q)]
 
     async def get(self, who: Principal, policy_id: str) -> dict[str, Any]:

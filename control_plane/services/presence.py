@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from common import events, uplink
 from common.errors import ValidationError
 from common.tls import CertificateAuthority, TLSError
 from control_plane import schema as t
-from control_plane.db import aware, is_postgres, iso
+from control_plane.db import autocommit, aware, is_postgres, iso
 from control_plane.errors import UplinkRefusedError
 
 if TYPE_CHECKING:
@@ -44,6 +44,18 @@ class VaultRef:
     org_id: str
     name: str
     serial: str = ""  # the client certificate's serial (hex), for renewal bookkeeping
+    # the organisation's registered metadata-key fingerprint, read with the vault's row by
+    # identify() (the hello is checked against it without another query)
+    key_fingerprint: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Connected:
+    """What :meth:`VaultPresence.connect` recorded and read back in the same statement."""
+
+    gen: int  # the connection's generation
+    audit_head: tuple[int, int]  # the vault's audit head, (epoch, seq)
+    offline_alert: bool  # a live "vault offline" alert is waiting to be resolved
 
 
 def _common_name(cert: x509.Certificate) -> str | None:
@@ -176,6 +188,7 @@ class VaultPresence:
         vaults: Vaults,
     ) -> None:
         self.engine = engine
+        self.single = autocommit(engine)  # one-statement reads and writes: one round trip each
         self.clock = clock
         self.settings = settings
         self.sink = sink
@@ -201,16 +214,21 @@ class VaultPresence:
         except ValidationError:
             raise unknown from None
         v = t.vaults
-        q = sa.select(
-            v.c.id,
-            v.c.org_id,
-            v.c.name,
-            v.c.revoked_at,
-            v.c.cert_serial,
-            v.c.prev_cert_serial,
-            v.c.prev_cert_valid_until,
-        ).where(v.c.id == vault_id)
-        async with self.engine.connect() as conn:
+        q = (
+            sa.select(
+                v.c.id,
+                v.c.org_id,
+                v.c.name,
+                v.c.revoked_at,
+                v.c.cert_serial,
+                v.c.prev_cert_serial,
+                v.c.prev_cert_valid_until,
+                t.orgs.c.metadata_key_fingerprint,
+            )
+            .join(t.orgs, t.orgs.c.id == v.c.org_id)
+            .where(v.c.id == vault_id)
+        )
+        async with self.single.connect() as conn:
             row = (await conn.execute(q)).first()
         if row is None:
             raise unknown
@@ -221,7 +239,13 @@ class VaultPresence:
             org_ca.cert, x509.SubjectKeyIdentifier
         ):
             raise unknown
-        vault = VaultRef(row.id, row.org_id, row.name, format(cert.serial_number, "x"))
+        vault = VaultRef(
+            row.id,
+            row.org_id,
+            row.name,
+            format(cert.serial_number, "x"),
+            key_fingerprint=row.metadata_key_fingerprint,
+        )
         if not self._serial_ok(row, vault.serial):
             await self._superseded(vault)
         return vault
@@ -253,18 +277,18 @@ class VaultPresence:
             "this client certificate was replaced by a renewal; enroll the agent again",
         )
 
-    async def fingerprint(self, org_id: str) -> str | None:
-        """The organisation's registered metadata-key fingerprint."""
-        q = sa.select(t.orgs.c.metadata_key_fingerprint).where(t.orgs.c.id == org_id)
-        async with self.engine.connect() as conn:
-            return (await conn.execute(q)).scalar()
-
-    async def connect(self, vault: VaultRef, agent_version: str) -> int:
-        """Record a new connection; returns its generation. Publishes ``vault.status`` online
-        and resolves a live offline alert."""
-        now, v = self.clock(), t.vaults
-        async with self.engine.begin() as conn:
-            gen = (
+    async def connect(self, vault: VaultRef, agent_version: str) -> Connected:
+        """Record a new connection (one statement: the new generation, the vault's audit head
+        and whether an offline alert is live come back with it). Publishes ``vault.status``
+        online and resolves a live offline alert."""
+        now, v, a = self.clock(), t.vaults, t.alerts
+        alert_open = (
+            sa.select(a.c.id)
+            .where(a.c.org_id == v.c.org_id, a.c.open_key == f"vault_offline:{vault.id}")
+            .exists()
+        )
+        async with self.single.begin() as conn:
+            row = (
                 await conn.execute(
                     v.update()
                     .where(v.c.id == vault.id, v.c.revoked_at.is_(None))
@@ -275,16 +299,18 @@ class VaultPresence:
                         last_heartbeat_at=now,
                         agent_version=agent_version,
                     )
-                    .returning(v.c.conn_gen)
+                    .returning(v.c.conn_gen, v.c.audit_epoch, v.c.audit_seq, alert_open)
                 )
-            ).scalar()
-        if gen is None:
+            ).first()
+        if row is None:
             raise UplinkRefusedError(uplink.ERR_REVOKED, f"vault {vault.id} has been revoked")
-        await self.came_back(vault)
-        return int(gen)
+        done = Connected(int(row[0]), (int(row[1]), int(row[2])), bool(row[3]))
+        await self.came_back(vault, resolve=done.offline_alert)
+        return done
 
-    async def came_back(self, vault: VaultRef) -> None:
-        """Publish ``vault.status`` online and resolve a live offline alert."""
+    async def came_back(self, vault: VaultRef, *, resolve: bool = True) -> None:
+        """Publish ``vault.status`` online and (with ``resolve``) resolve a live offline
+        alert."""
         await self.sink.publish(
             events.make(
                 events.VAULT_STATUS,
@@ -293,7 +319,8 @@ class VaultPresence:
                 {"vault_id": vault.id, "status": "online"},
             )
         )
-        await self.alerts.resolve_key(vault.org_id, f"vault_offline:{vault.id}")
+        if resolve:
+            await self.alerts.resolve_key(vault.org_id, f"vault_offline:{vault.id}")
 
     async def refused(self, vault: VaultRef, code: str, message: str) -> None:
         """Tell the vault's operators why its agent's connection was refused (``vault.refused``:
@@ -315,14 +342,14 @@ class VaultPresence:
     async def why_stale(self, vault_id: str) -> str:
         """Why a connection's write did not count: ``vault_revoked`` or ``replaced``."""
         q = sa.select(t.vaults.c.revoked_at).where(t.vaults.c.id == vault_id)
-        async with self.engine.connect() as conn:
+        async with self.single.connect() as conn:
             row = (await conn.execute(q)).first()
         return uplink.ERR_REVOKED if row is None or row.revoked_at is not None else "replaced"
 
     async def disconnect(self, vault_id: str, gen: int) -> bool:
         """Record the end of a connection; False if a newer one already took over."""
         v = t.vaults
-        async with self.engine.begin() as conn:
+        async with self.single.begin() as conn:
             done = await conn.execute(
                 v.update()
                 .where(v.c.id == vault_id, v.c.conn_gen == gen)
@@ -335,7 +362,7 @@ class VaultPresence:
         or is revoked, or its last heartbeat is still recent. True when an alert was raised."""
         v = t.vaults
         q = sa.select(v.c.conn_gen, v.c.revoked_at, v.c.last_heartbeat_at).where(v.c.id == vault.id)
-        async with self.engine.connect() as conn:
+        async with self.single.connect() as conn:
             row = (await conn.execute(q)).first()
         if row is None or row.conn_gen != gen or row.revoked_at is not None:
             return False

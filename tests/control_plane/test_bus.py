@@ -42,6 +42,13 @@ async def test_redis_bus_crosses_instances(redis_url: str, redis_prefix: str) ->
             assert event["data"] == {"n": 1}
             await asyncio.sleep(0.1)
             assert stranger.queue.empty()  # another deployment's prefix hears nothing
+        with one.subscribe("org_a") as mine, two.subscribe("org_a") as theirs:
+            await one.publish({"type": "local", "org_id": "org_a", "data": {}})
+            # the publishing replica's subscribers have it at once, not from Redis's echo
+            assert json.loads(mine.queue.get_nowait())["type"] == "local"
+            assert json.loads(await asyncio.wait_for(theirs.get(), 5))["type"] == "local"
+            await asyncio.sleep(0.2)
+            assert mine.queue.empty()  # Redis's echo of its own event is not delivered twice
     finally:
         for b in (one, two, other):
             await b.close()

@@ -34,10 +34,10 @@ async def test_one_batch_tells_each_connection_whether_it_counted(api: Api) -> N
     owner = await api.org("Acme", "owner@acme.test")
     a, b, c = [await _vault(api, owner, f"vault-{i}") for i in range(3)]
     presence = api.cp.presence
-    old_a = await presence.connect(a, "0.1.0")
-    new_a = await presence.connect(a, "0.1.0")  # replaces old_a
-    gen_b = await presence.connect(b, "0.1.0")
-    gen_c = await presence.connect(c, "0.1.0")
+    old_a = (await presence.connect(a, "0.1.0")).gen
+    new_a = (await presence.connect(a, "0.1.0")).gen  # replaces old_a
+    gen_b = (await presence.connect(b, "0.1.0")).gen
+    gen_c = (await presence.connect(c, "0.1.0")).gen
     status, _ = await api.call("POST", f"/vaults/{c.id}/revoke", owner)
     assert status == 200
 
@@ -76,7 +76,7 @@ async def test_one_batch_tells_each_connection_whether_it_counted(api: Api) -> N
 async def test_a_failed_batch_fails_its_heartbeats_and_the_next_one_works(api: Api) -> None:
     owner = await api.org("Acme", "owner@acme.test")
     a = await _vault(api, owner, "vault-a")
-    gen = await api.cp.presence.connect(a, "0.1.0")
+    gen = (await api.cp.presence.connect(a, "0.1.0")).gen
     batcher = api.cp.presence.heartbeats
     write = batcher._write
 

@@ -106,7 +106,7 @@ def test_vaults_go_online_and_offline_live(
     qtbot.waitUntil(lambda: live_shell.online, timeout=10_000)
     assert status_of(view, vault_id) == "pending"
     ref = VaultRef(vault_id, live_cp.org_id, "web-1")
-    gen = live_cp.server.run(live_cp.cp.presence.connect(ref, "0.1.0"))  # the agent connects
+    gen = live_cp.server.run(live_cp.cp.presence.connect(ref, "0.1.0")).gen  # the agent connects
     qtbot.waitUntil(lambda: status_of(view, vault_id) == "online", timeout=10_000)
     live_cp.server.run(live_cp.cp.presence.disconnect(vault_id, gen))
     live_cp.server.run(live_cp.cp.vaults.raise_offline(live_cp.org_id, vault_id, "web-1 gone"))
