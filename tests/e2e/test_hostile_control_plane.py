@@ -196,6 +196,15 @@ def test_a_hostile_control_plane_cannot_make_the_agent_act(
         r = c.post(f"/vaults/{vault_id}/commands",
                    json=SEAL.command(vault_id, "rotate", {"secret_id": root}))  # fmt: skip
         assert r.status_code == 202, r.text
+        legit_cmd = r.json()["id"]
+
+    def results() -> dict[str, str]:
+        rows = db.execute("SELECT id, state, result FROM cp_commands").fetchall()
+        return {r[0]: f"{r[1]}: {r[2]}" for r in rows}
+
+    # the connected agent gets the operator's command at once: let it finish (refused) before
+    # the restart below, or the stop may land while it runs ("stopped while running")
+    wait_for(lambda: results().get(legit_cmd, "").startswith("failed"), 30, "command refused")
     # forged frames straight on Redis: a command and a policy list (the gateway drops the
     # latter), each relayed by whichever replica holds the socket
     bus = redis.Redis.from_url(REDIS_URL)
@@ -208,10 +217,6 @@ def test_a_hostile_control_plane_cannot_make_the_agent_act(
     agent.start(env={"KEYVAULT_UPLINK__TRACE_FILE": str(trace)})
     _refused(trace, "is meant for another vault")
     _refused(trace, "expired")
-
-    def results() -> dict[str, str]:
-        rows = db.execute("SELECT id, state, result FROM cp_commands").fetchall()
-        return {r[0]: f"{r[1]}: {r[2]}" for r in rows}
 
     wait_for(lambda: all(v.startswith("failed") for v in results().values()), 30, "all failed")
     assert any("protected" in v for v in results().values()), results()
