@@ -69,7 +69,16 @@ def error_from_response(status: int, body: Any, fallback: str) -> e.KeyVaultErro
 
 def _read(resp: httpx.Response, call: _Call) -> Any:
     if resp.is_success:
-        return resp.text if call.raw else resp.json()
+        if call.raw:
+            return resp.text
+        try:
+            return resp.json()
+        except ValueError:
+            raise e.UnavailableError(
+                f"{resp.url.scheme}://{resp.url.netloc.decode()} answered {call.method} "
+                f"{call.path} with something that is not JSON: is it a KeyVault agent's "
+                "address? Check the URL and port (`keyvault agent run` prints them)"
+            ) from None
     try:
         body = resp.json()
     except ValueError:

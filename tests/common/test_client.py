@@ -48,3 +48,34 @@ def test_wrong_token_and_unreachable(agent_process: AgentProcess) -> None:
             UnavailableError, match=r"cannot reach the agent at https://127\.0\.0\.1:1"
         ):
             kv.list()
+
+
+def test_a_server_that_is_not_an_agent_is_a_clear_error() -> None:
+    """A 200 that is not JSON (some other web server at that address) is an UnavailableError
+    naming the address and the fix, never a raw decoding error."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html>not an agent</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        with AgentClient(url, "kvt_x") as kv, pytest.raises(UnavailableError) as caught:
+            kv.get("svc/api-key")
+        message = str(caught.value)
+        assert "not JSON" in message and url in message and "agent" in message
+    finally:
+        server.shutdown()
+        server.server_close()
