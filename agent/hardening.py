@@ -49,6 +49,15 @@ def create_private(path: Path, data: bytes) -> Path:
     return path
 
 
+def publish_file(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` at once (temporary file + rename): a reader polling for the
+    file (a supervisor waiting for ``agent.url``) sees no file or the whole file, never an empty
+    one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def make_private(*paths: Path) -> None:
     """Tighten existing files to 0600 (a store made by an older version, or by another tool)."""
     for path in paths:

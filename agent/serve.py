@@ -22,7 +22,7 @@ from aiohttp import web
 from agent.api.app import build_app
 from agent.assembly import Agent, DataDirLock
 from agent.crypto import KeySource
-from agent.hardening import harden_process, make_private
+from agent.hardening import harden_process, make_private, publish_file
 from agent.service.notify import Notifier
 from agent.settings import AgentSettings
 from agent.workers import WorkerRole
@@ -183,7 +183,7 @@ def _bound_port(site: web.TCPSite, wanted: int) -> int:
 
 
 def _write_url(data_dir: Path, url: str) -> None:
-    (data_dir / "agent.url").write_text(url + "\n", encoding="utf-8")
+    publish_file(data_dir / "agent.url", url + "\n")
 
 
 # --------------------------------------------------------------- one of several workers

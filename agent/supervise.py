@@ -32,7 +32,7 @@ from multiprocessing.process import BaseProcess
 from agent.assembly import DataDirLock
 from agent.crypto import KeySource
 from agent.errors import AgentError
-from agent.hardening import harden_process
+from agent.hardening import harden_process, publish_file
 from agent.service.notify import Notifier
 from agent.settings import AgentSettings
 from agent.workers import GEN_NAME, WorkerRole, create_counters
@@ -82,7 +82,7 @@ async def supervise(
             url = await _ready(index, *workers[index], stop)
             if stop.is_set():
                 return
-        (settings.data_dir / "agent.url").write_text(url + "\n", encoding="utf-8")
+        publish_file(settings.data_dir / "agent.url", url + "\n")
         log.info("agent serving on %s with %d worker processes", url, settings.workers)
         if on_ready:
             on_ready(url)

@@ -1,0 +1,34 @@
+"""``agent.url`` is published at once: a supervisor polling for it never reads an empty file."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from agent.hardening import publish_file
+
+
+def test_a_polling_reader_sees_no_file_or_the_whole_file(tmp_path: Path) -> None:
+    target = tmp_path / "agent.url"
+    stop = threading.Event()
+    seen: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(target.read_text(encoding="utf-8"))
+            except FileNotFoundError:
+                continue
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for n in range(300):
+            target.unlink(missing_ok=True)  # as a clean stop removes it
+            publish_file(target, f"https://127.0.0.1:{8000 + n}\n")
+    finally:
+        stop.set()
+        thread.join()
+    assert seen, "the reader never saw the file"
+    assert all(text.startswith("https://127.0.0.1:") and text.endswith("\n") for text in seen)
+    assert [p.name for p in tmp_path.iterdir()] == ["agent.url"]  # no temporary file left
