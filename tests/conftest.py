@@ -174,3 +174,20 @@ def agent_process(agent_dir: AgentDir) -> Iterator[AgentProcess]:
     finally:
         if running.proc.poll() is None:
             running.stop()
+
+
+# Files that run long (real processes end to end, the README walk, many agents) go to the
+# workers first: `--dist loadfile` hands files out in collection order, so a long file collected
+# last would leave one worker running alone at the end of the suite.
+SLOW_FIRST = ("tests/e2e/", "tests/docs/test_readme.py", "tests/agent/test_audit_replicas.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put the long files first (stable: the order inside each group is kept)."""
+    root = Path(str(config.rootpath))
+
+    def slow(item: pytest.Item) -> bool:
+        rel = Path(str(item.path)).relative_to(root).as_posix()
+        return rel.startswith(SLOW_FIRST)
+
+    items.sort(key=lambda item: 0 if slow(item) else 1)
