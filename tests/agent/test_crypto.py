@@ -774,7 +774,9 @@ def test_rewrap_in_a_fresh_process_after_rotation(vault: Vault) -> None:
 
 
 def test_rewrap_refuses_a_damaged_value_before_the_old_kek_is_gone(vault: Vault) -> None:
-    damaged = replace(vault.a1, ciphertext=vault.a1.ciphertext[:-1] + b"\x00")
+    damaged = replace(
+        vault.a1, ciphertext=vault.a1.ciphertext[:-1] + bytes([vault.a1.ciphertext[-1] ^ 1])
+    )
     refused(lambda: vault.envelope.rewrap(Vault.A, 1, damaged, 2), *vault.plaintexts)
     refused(lambda: vault.envelope.rewrap(Vault.B, 1, vault.a1, 2), *vault.plaintexts)
 
