@@ -19,7 +19,8 @@ from agent.crypto import KDF_DEFAULT_ITERATIONS, KeySource, generate_key_file
 from agent.keys import KeyManager
 from agent.store.db import Store
 from common.errors import ConfigError
-from common.tls import CertificateAuthority, write_pem
+from common.pki import CertificateAuthority
+from common.tls import write_pem
 
 
 @dataclass(frozen=True)

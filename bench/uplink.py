@@ -41,7 +41,8 @@ import aiohttp
 from bench.stream import PASSWORD, Fleet, _database, _rss_kib, _wait_http
 from bench.uplink_sim import Identity, load_identities, worker
 from common.events import ALERT_RAISED
-from common.tls import CertificateAuthority, client_context, make_csr, spki_pin, write_pem
+from common.pki import CertificateAuthority, make_csr, spki_pin
+from common.tls import client_context, write_pem
 from common.uplink import BOOTSTRAP_PATH, REGISTER_PATH
 
 CLI = "from control_plane.cli import control_plane_group; control_plane_group()"

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from common.errors import ConfigError
-from common.tls import server_context, spki_pin, write_pem
+from common.pki import spki_pin
+from common.tls import server_context, write_pem
 from control_plane.settings import ControlPlaneSettings
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from typing import Any
 
 from cryptography import x509
 
-from common.tls import CertificateAuthority, cert_not_after
+from common.pki import CertificateAuthority, cert_not_after
 from k8s_operator.api import KubeApi
 from k8s_operator.crd import MAX_REPLICAS, AgentSpec
 from k8s_operator.resources import headless_name, metadata, tls_secret_names

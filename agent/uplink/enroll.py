@@ -46,7 +46,7 @@ from common.errors import (
     UnavailableError,
     ValidationError,
 )
-from common.tls import make_csr, spki_pin
+from common.pki import make_csr, spki_pin
 from common.uplink import BOOTSTRAP_PATH, REGISTER_PATH, opaque_id
 
 log = logging.getLogger("keyvault.agent.enroll")

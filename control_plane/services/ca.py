@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from common.errors import ConfigError, IntegrityError
-from common.tls import CertificateAuthority
+from common.pki import CertificateAuthority
 from control_plane import schema as t
 
 if TYPE_CHECKING:

@@ -20,7 +20,8 @@ from cryptography.x509.oid import NameOID
 
 from common import events, uplink
 from common.errors import ValidationError
-from common.tls import CertificateAuthority, TLSError
+from common.pki import CertificateAuthority
+from common.tls import TLSError
 from control_plane import schema as t
 from control_plane.db import autocommit, aware, is_postgres, iso
 from control_plane.errors import UplinkRefusedError

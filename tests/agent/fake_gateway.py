@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
 
 from common import uplink
-from common.tls import CertificateAuthority, generate_private_key, server_context, write_pem
+from common.pki import CertificateAuthority, generate_private_key
+from common.tls import server_context, write_pem
 
 
 def _ca_cert(

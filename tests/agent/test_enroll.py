@@ -17,7 +17,7 @@ from agent.uplink.enroll import enroll, parse_token
 from agent.uplink.errors import AlreadyEnrolledError, EnrollmentRefusedError, PinMismatchError
 from agent.uplink.state import UplinkFiles, same_key
 from common.errors import UnavailableError, ValidationError
-from common.tls import CertificateAuthority
+from common.pki import CertificateAuthority
 from common.uplink import BOOTSTRAP_PATH, REGISTER_PATH
 from tests.agent.fake_gateway import FakeGateway
 from tests.conftest import AgentDir, init_agent_dir

@@ -46,7 +46,8 @@ from common.errors import (
     NotFoundError,
     UnavailableError,
 )
-from common.tls import CertificateAuthority, client_context
+from common.pki import CertificateAuthority
+from common.tls import client_context
 from tests.conftest import AgentDir, AgentProcess, init_agent_dir, start_agent
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,7 +17,7 @@ from agent.uplink.state import (
     UplinkFiles,
 )
 from common.errors import ConfigError
-from common.tls import CertificateAuthority, make_csr
+from common.pki import CertificateAuthority, make_csr
 
 
 @pytest.fixture

@@ -174,7 +174,7 @@ class LiveControlPlane:
 
     def enroll_vault(self, name: str = "web-1") -> str:
         """Register a vault the way an agent does (CSR + enrollment token); returns its id."""
-        from common.tls import make_csr
+        from common.pki import make_csr
 
         headers = {"Authorization": f"Bearer {self.token()}"}
         created = httpx.post(self.url + "/api/v1/enrollment-tokens", json={}, headers=headers)

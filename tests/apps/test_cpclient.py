@@ -95,7 +95,8 @@ def test_unreachable_and_bad_urls() -> None:
 
 @pytest.fixture
 def tls_cp(tmp_path: Path) -> Iterator[tuple[LiveControlPlane, Path]]:
-    from common.tls import CertificateAuthority, server_context
+    from common.pki import CertificateAuthority
+    from common.tls import server_context
 
     ca = CertificateAuthority.create("test root")
     cert, key = ca.issue_server_cert(["localhost"])

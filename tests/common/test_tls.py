@@ -22,22 +22,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.errors import ConfigError, IntegrityError, ValidationError
-from common.tls import (
+from common.pki import (
     CertificateAuthority,
-    PinMismatchError,
-    TLSError,
     cert_common_name,
     cert_not_after,
     cert_serial,
-    client_context,
     load_private_key,
     make_csr,
     private_key_pem,
-    server_context,
     spki_pin,
     verify_pin,
-    write_pem,
 )
+from common.tls import PinMismatchError, TLSError, client_context, server_context, write_pem
 
 REFUSED = (
     ssl.SSLError,

@@ -17,7 +17,8 @@ from typing import Any
 import aiohttp
 
 from common import uplink
-from common.tls import client_context, make_csr, spki_pin, write_pem
+from common.pki import make_csr, spki_pin
+from common.tls import client_context, write_pem
 from tests.control_plane.conftest import Api
 
 

@@ -16,7 +16,8 @@ import pytest
 from cryptography import x509
 
 from common import uplink
-from common.tls import CertificateAuthority, client_context, spki_pin, write_pem
+from common.pki import CertificateAuthority, spki_pin
+from common.tls import client_context, write_pem
 from tests.control_plane.conftest import Api
 from tests.control_plane.mock_agent import bootstrap, enroll, insecure_context, org_id, ws_url
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from cryptography import x509
 
 from common import uplink
-from common.tls import make_csr
+from common.pki import make_csr
 from control_plane import schema as t
 from tests.control_plane.conftest import Api
 from tests.control_plane.mock_agent import Enrolled, enroll, event, org_id

@@ -9,7 +9,7 @@ import json
 import sqlalchemy as sa
 
 from common import uplink
-from common.tls import make_csr
+from common.pki import make_csr
 from control_plane import schema as t
 from control_plane.services.presence import VaultRef
 from tests.control_plane.conftest import Api

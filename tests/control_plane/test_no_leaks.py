@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from common.tls import make_csr
+from common.pki import make_csr
 from tests.control_plane.conftest import PASSWORD, Api
 from tests.control_plane.test_vaults import enroll_token, register
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from common.tls import make_csr
+from common.pki import make_csr
 from tests.control_plane.conftest import Api
 from tests.control_plane.test_vaults import enroll_token, register
 

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from cryptography import x509
 
 from common import uplink
-from common.tls import make_csr, write_pem
+from common.pki import make_csr
+from common.tls import write_pem
 from control_plane import schema as t
 from control_plane.app import build_app
 from control_plane.gateway.app import GATEWAY

@@ -7,7 +7,7 @@ import asyncio
 import sqlalchemy as sa
 from cryptography import x509
 
-from common.tls import make_csr, spki_pin
+from common.pki import make_csr, spki_pin
 from control_plane import schema as t
 from tests.control_plane.conftest import Api
 

@@ -19,7 +19,8 @@ import kopf
 import pytest
 from aiohttp import web
 
-from common.tls import CertificateAuthority, server_context
+from common.pki import CertificateAuthority
+from common.tls import server_context
 from k8s_operator import vaultsecret_handlers as handlers
 from k8s_operator.secret_sync import StaticToken
 from tests.conftest import AgentProcess, init_agent_dir, start_agent

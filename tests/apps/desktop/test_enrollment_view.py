@@ -12,7 +12,7 @@ from apps.core.shell import Shell
 from apps.desktop.models.tokens_model import DESCRIPTION, STATE
 from apps.desktop.views.enrollment import EnrollmentView
 from common.cpclient import ControlPlaneClient
-from common.tls import make_csr
+from common.pki import make_csr
 from tests.apps.conftest import ORG_KEY, LiveControlPlane
 from tests.apps.desktop.conftest import drive
 from tests.apps.desktop.ops_helpers import shoot

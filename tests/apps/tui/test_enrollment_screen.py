@@ -13,7 +13,7 @@ from apps.core.shell import Shell
 from apps.tui.app import KeyVaultApp
 from apps.tui.screens.enrollment import EnrollmentScreen
 from common.cpclient import ControlPlaneClient
-from common.tls import make_csr
+from common.pki import make_csr
 from tests.apps.conftest import ORG_KEY, LiveControlPlane
 from tests.apps.real_agent import enroll_and_run
 from tests.apps.tui.conftest import SIZE
