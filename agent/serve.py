@@ -14,8 +14,8 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -29,6 +29,9 @@ from agent.workers import WorkerRole
 from common.errors import ConfigError, KeyVaultError
 from common.tls import server_context
 from serverkit.runner import EdgeRunner
+
+if TYPE_CHECKING:  # a worker's pipe; multiprocessing is not imported by one process
+    from multiprocessing.connection import Connection
 
 log = logging.getLogger("keyvault.agent")
 

@@ -10,14 +10,16 @@ ended by terminating the worker — a budget that holds even if matching itself 
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 from array import array
 from collections.abc import Sequence
-from multiprocessing.pool import Pool
+from typing import TYPE_CHECKING
 
 from agent import platform
 from agent.rotation import policy as pol
 from agent.rotation.planning import Planned, plan_from_store
+
+if TYPE_CHECKING:  # multiprocessing is imported on first use: not by an idle agent (~0.4 MiB)
+    from multiprocessing.pool import Pool
 
 
 def _lower_priority() -> None:
@@ -44,6 +46,8 @@ class Evaluator:
 
     def _worker(self) -> Pool:
         if self._pool is None:
+            import multiprocessing
+
             ctx = multiprocessing.get_context("spawn")
             self._pool = ctx.Pool(1, initializer=_lower_priority)
         return self._pool
@@ -61,10 +65,12 @@ class Evaluator:
             return [None] * len(names)
         chosen = list(policies)
         args = (chosen, "\n".join(names), "\n".join(labels), list(protected))
+        from multiprocessing import TimeoutError as WorkerTimeout  # loaded by _worker()
+
         job = self._worker().apply_async(_assign_indexes, args)
         try:
             found = array("i", await asyncio.to_thread(job.get, budget))
-        except multiprocessing.TimeoutError:
+        except WorkerTimeout:
             self.close()
             raise pol.BudgetExceededError(
                 "evaluating the rotation policies took longer than "
@@ -84,10 +90,12 @@ class Evaluator:
         """A whole pass's plan, read and computed in the worker
         (:func:`agent.rotation.planning.plan_from_store`); BudgetExceededError past ``budget``."""
         args = (url, vault_id, list(protected), now, jitter)
+        from multiprocessing import TimeoutError as WorkerTimeout  # loaded by _worker()
+
         job = self._worker().apply_async(plan_from_store, args)
         try:
             found: Planned = await asyncio.to_thread(job.get, budget)
-        except multiprocessing.TimeoutError:
+        except WorkerTimeout:
             self.close()
             raise pol.BudgetExceededError(
                 "evaluating the rotation policies took longer than "
