@@ -4,16 +4,26 @@ A fresh agent (key file, SQLite) is started with ``keyvault agent run``, one 1 K
 created and read 200 times over 4 keep-alive mutual-TLS connections (ab), then the agent idles
 for 2 s and ``VmRSS`` (and the peak, ``VmHWM``) is read from ``/proc/PID/status``.
 
-The single-file binary (``dist/keyvault-agent``, or ``KEYVAULT_BENCH_BINARY``) is measured the
-same way when it has been built (``scripts/build_binary.sh``, ~50 s, not done by the bench). A
-PyInstaller one-file binary is two processes (the bootloader and the Python it unpacks), so its
-figure is the sum of both.
+The single binary (``dist/keyvault-agent/keyvault-agent``, the one-folder build, or
+``KEYVAULT_BENCH_BINARY``) is measured the same way when it has been built
+(``scripts/build_binary.sh``, ~50 s, not done by the bench). Its figure is the sum of the process
+and its children (a one-file build was two processes: the bootloader and the Python it unpacks).
+
+``python -m bench.rss --base REF [--rounds N]`` compares this tree's idle RSS with another
+commit's (``git archive``, first on ``PYTHONPATH``), the two agents started alternately, and
+prints each side's median and the difference: how each change in docs/performance.md's memory
+sections was measured.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import statistics
+import subprocess
+import tarfile
 import time
+from io import BytesIO
 from pathlib import Path
 
 from bench.harness import (
@@ -26,8 +36,9 @@ from bench.harness import (
     rss_kib,
     run_ab,
     wait_for,
+    workspace,
 )
-from bench.servers import agent_target, init_agent, seed_secret, start_agent
+from bench.servers import AgentSetup, agent_target, init_agent, seed_secret, start_agent
 
 TARGET_MIB = 64
 
@@ -58,8 +69,10 @@ def run(folder: Path, procs: Processes, plan: Plan, report: Report) -> None:
 
 
 def binary_path() -> Path | None:
-    """The built single-file agent, if there is one."""
+    """The built agent binary, if there is one (one-folder build: ``dist/keyvault-agent/``)."""
     path = Path(os.environ.get("KEYVAULT_BENCH_BINARY") or REPO / "dist" / "keyvault-agent")
+    if path.is_dir():
+        path = path / "keyvault-agent"
     return path if path.is_file() and os.access(path, os.X_OK) else None
 
 
@@ -75,12 +88,13 @@ def _tree_rss_kib(pid: int) -> int:
 def run_binary(folder: Path, procs: Processes, plan: Plan, report: Report) -> None:
     """The single binary's idle RSS, measured like the agent's; a row saying why not otherwise."""
     binary = binary_path()
-    figure = "single-file binary: idle RSS after start + 200 reads, idle 2 s (both processes)"
+    figure = "single binary (one-folder build): idle RSS after start + 200 reads, idle 2 s"
     if binary is None:
         report.add(
             "4b",
             figure,
-            "not measured: no dist/keyvault-agent (scripts/build_binary.sh builds it in ~50 s)",
+            "not measured: no dist/keyvault-agent/keyvault-agent "
+            "(scripts/build_binary.sh builds it in ~50 s)",
         )
         return
     setup = init_agent(folder / "agent-bin")
@@ -102,3 +116,58 @@ def run_binary(folder: Path, procs: Processes, plan: Plan, report: Report) -> No
         "4b", figure, f"{rss / 1024:.1f} MiB", f"≤ {TARGET_MIB} MiB", rss / 1024 <= TARGET_MIB
     )
     procs.close()
+
+
+def _idle_rss_mib(procs: Processes, setup: AgentSetup, name: str, env: dict[str, str]) -> float:
+    """One start of ``agent run``: the secret (made on the first start), 200 reads, 2 s idle;
+    its VmRSS in MiB."""
+    proc = start_agent(procs, setup, name=name, env=env)
+    try:
+        secret_id = _secret_ids.get(setup.data_dir) or seed_secret(setup)[0]
+        _secret_ids[setup.data_dir] = secret_id
+        result = run_ab(
+            agent_target(proc, setup, secret_id), requests=200, seconds=10, concurrency=4
+        )
+        if not result.ok:
+            raise RuntimeError(f"the warm-up reads failed: {result}")
+        time.sleep(Plan().rss_idle_seconds)
+        return rss_kib(proc.pid)[0] / 1024
+    finally:
+        procs.close()
+
+
+_secret_ids: dict[Path, str] = {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.rss --base REF``: this tree's idle RSS against REF's, interleaved."""
+    parser = argparse.ArgumentParser(prog="python -m bench.rss", description=__doc__)
+    parser.add_argument("--base", default="main", help="the commit to compare against")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    archive = subprocess.run(
+        ["git", "archive", args.base], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    with workspace() as (folder, procs):
+        base = folder / "base-tree"
+        with tarfile.open(fileobj=BytesIO(archive)) as tar:
+            tar.extractall(base, filter="data")
+        trees = {"base": {"PYTHONPATH": str(base)}, "this": {}}
+        setups = {name: init_agent(folder / name) for name in trees}
+        figures: dict[str, list[float]] = {name: [] for name in trees}
+        for round_ in range(args.rounds):
+            order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
+            for name in order:
+                mib = _idle_rss_mib(procs, setups[name], f"{name}-{round_}", trees[name])
+                figures[name].append(mib)
+                log(f"round {round_ + 1}: {name} idle {mib:.1f} MiB")
+    medians = {name: statistics.median(values) for name, values in figures.items()}
+    for name, values in figures.items():
+        print(f"{name}: median {medians[name]:.1f} MiB ({', '.join(f'{v:.1f}' for v in values)})")
+    print(
+        f"this - base: {medians['this'] - medians['base']:+.1f} MiB (load {os.getloadavg()[0]:.2f})"
+    )
+
+
+if __name__ == "__main__":
+    main()
