@@ -8,7 +8,7 @@ the Service. The pods require client certificates from the same CA; a second cer
 (``<name>-client-tls``) is the one their health probe presents.
 
 In the default mode (``spec.tls: {}``) the operator makes the CA with the ``cryptography``
-library (via :mod:`common.tls`) once, in the Secret ``<name>-ca`` owned by the VaultAgent, and
+library (via :mod:`common.pki`) once, in the Secret ``<name>-ca`` owned by the VaultAgent, and
 never replaces it: objects are created with POST, and one that exists is left alone. The
 certificates are issued from it and re-issued only when they are missing, within
 :data:`RENEW_BEFORE` of expiry, or (the server's) naming other hosts than it should. With ``spec.tls.issuerRef`` cert-manager ``Certificate``
