@@ -18,7 +18,7 @@ from agent import platform
 from agent.rotation import policy as pol
 from agent.rotation.planning import Planned, plan_from_store
 
-if TYPE_CHECKING:  # multiprocessing is imported on first use: not by an idle agent (~0.4 MiB)
+if TYPE_CHECKING:  # multiprocessing is imported on first use: not by an idle agent (~1 MiB)
     from multiprocessing.pool import Pool
 
 
@@ -65,7 +65,7 @@ class Evaluator:
             return [None] * len(names)
         chosen = list(policies)
         args = (chosen, "\n".join(names), "\n".join(labels), list(protected))
-        from multiprocessing import TimeoutError as WorkerTimeout  # loaded by _worker()
+        from multiprocessing import TimeoutError as WorkerTimeout  # imported on first use
 
         job = self._worker().apply_async(_assign_indexes, args)
         try:
@@ -90,7 +90,7 @@ class Evaluator:
         """A whole pass's plan, read and computed in the worker
         (:func:`agent.rotation.planning.plan_from_store`); BudgetExceededError past ``budget``."""
         args = (url, vault_id, list(protected), now, jitter)
-        from multiprocessing import TimeoutError as WorkerTimeout  # loaded by _worker()
+        from multiprocessing import TimeoutError as WorkerTimeout  # imported on first use
 
         job = self._worker().apply_async(plan_from_store, args)
         try:
