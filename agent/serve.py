@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from agent.api import fastread
 from agent.api.app import build_app
 from agent.assembly import Agent, DataDirLock
 from agent.crypto import KeySource
@@ -86,8 +87,10 @@ async def _serve(
             client_ca_file=settings.client_ca_path if settings.tls.client_cert != "none" else None,
             require_client_cert=settings.tls.client_cert == "required",
         )
+    app = build_app(agent, background=True)  # the uplink and scheduler start with the app
     runner = EdgeRunner(
-        build_app(agent, background=True),  # the uplink and scheduler start with the app
+        app,
+        front=fastread.front(agent, app),  # the hot read, ahead of the router
         access_log=None,
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout,
