@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
@@ -115,6 +116,11 @@ async def _serve(
         raise _listen_error(settings, exc) from None
     port = _bound_port(site, settings.port)
     url = settings.model_copy(update={"port": port}).base_url
+    # What start-up built lives as long as the process: collect once, then keep it out of
+    # every later collection (each request's garbage is young; a full collection no longer
+    # walks the whole heap). docs/performance.md, issue 18 round 3.
+    gc.collect()
+    gc.freeze()
     if not worker:
         _write_url(settings.data_dir, url)
     loop = asyncio.get_running_loop()
