@@ -281,6 +281,24 @@ class TokenService:
         self.store.write_sync(lambda conn: conn.execute(t.tokens.insert().values(**row)))
         return secret, token
 
+    def cached(self, header: str | None) -> Token | None:
+        """The live token an ``Authorization`` header names, when the answer is in the cache
+        (fresh, not revoked, not expired); None when :meth:`authenticate` must decide."""
+        if not header:
+            return None
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.startswith(TOKEN_PREFIX):
+            return None
+        hit = self._cache.get(hash_token(secret.strip()))
+        if hit is None or time.monotonic() - hit[0] >= CACHE_SECONDS:
+            return None
+        token = hit[1]
+        if token.revoked_at or (
+            token.expires_at and datetime.fromisoformat(token.expires_at) <= self._clock()
+        ):
+            return None
+        return token
+
     async def authenticate(self, header: str | None) -> Token:
         """Resolve an ``Authorization: Bearer …`` header to a live token, or raise 401."""
         if not header:

@@ -173,6 +173,11 @@ class SecretService:
         self.catch_up: Callable[[], None] = _nothing
         keys.rewrap_listeners.append(self._on_rewrap)
 
+    @property
+    def caching(self) -> bool:
+        """Whether this service keeps current secrets in memory (SQLite: one writer)."""
+        return self._cache_on
+
     def forget_cached(self) -> None:
         """Drop every cached secret (another worker process changed the store)."""
         self._epoch += 1
@@ -271,6 +276,13 @@ class SecretService:
         """The id a reference resolves to, if it is in the cache."""
         return ref if ID_RE.fullmatch(ref) else self._by_name.get(ref)
 
+    def cached_current(self, ref: str) -> tuple[SecretMeta, SealedValue] | None:
+        """The metadata and sealed current value of a secret by id or name, if both are in the
+        cache (never for PostgreSQL, whose other replicas may write); None otherwise."""
+        sid = ref if ID_RE.fullmatch(ref) else self._by_name.get(ref)
+        hit = self._by_id.get(sid) if sid else None
+        return (hit.meta, hit.sealed) if hit is not None else None
+
     # ---------------------------------------------------------- reads
     async def meta(self, ref: str, *, include_deleted: bool = False) -> SecretMeta:
         """Metadata of a secret by id or name (404 if unknown or, by default, deleted)."""
@@ -287,14 +299,10 @@ class SecretService:
 
     async def reveal(self, ref: str, version: int | None = None) -> tuple[SecretMeta, int, str]:
         """Metadata, the version served, and the plaintext value."""
-        sid = self.cached_id(ref)
-        hit = self._by_id.get(sid) if sid else None
-        if hit and (version is None or version == hit.meta.version):
-            return (
-                hit.meta,
-                hit.meta.version,
-                self.keys.open(hit.meta.id, hit.meta.version, hit.sealed).decode(),
-            )
+        hit = self.cached_current(ref)
+        if hit and (version is None or version == hit[0].version):
+            meta, sealed = hit
+            return meta, meta.version, self.keys.open(meta.id, meta.version, sealed).decode()
         epoch = self._epoch
         meta, ver, sealed = await self.store.read(self._fetch(ref, version))
         if version is None and self._fresh(epoch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from agent.api import fastread
 from agent.api.app import build_app
 from agent.assembly import Agent, DataDirLock
 from agent.crypto import KeySource
@@ -89,8 +91,10 @@ async def _serve(
             client_ca_file=settings.client_ca_path if settings.tls.client_cert != "none" else None,
             require_client_cert=settings.tls.client_cert == "required",
         )
+    app = build_app(agent, background=True)  # the uplink and scheduler start with the app
     runner = EdgeRunner(
-        build_app(agent, background=True),  # the uplink and scheduler start with the app
+        app,
+        front=fastread.front(agent, app),  # the hot read, ahead of the router
         access_log=None,
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout,
@@ -115,6 +119,11 @@ async def _serve(
         raise _listen_error(settings, exc) from None
     port = _bound_port(site, settings.port)
     url = settings.model_copy(update={"port": port}).base_url
+    # What start-up built lives as long as the process: collect once, then keep it out of
+    # every later collection (each request's garbage is young; a full collection no longer
+    # walks the whole heap). docs/performance.md, issue 18 round 3.
+    gc.collect()
+    gc.freeze()
     if not worker:
         _write_url(settings.data_dir, url)
     loop = asyncio.get_running_loop()

@@ -16,6 +16,7 @@ internals: the version is pinned to 3.x in ``pyproject.toml``, and
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -69,14 +70,32 @@ class _JsonErrorServer(Server):
         return _JsonErrorHandler(self, loop=self._loop, **self._kwargs)
 
 
-class EdgeRunner(web.AppRunner):
-    """``web.AppRunner`` with JSON parser errors and a request-head time limit."""
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
-    def __init__(self, app: web.Application, *, head_timeout: float = HEAD_TIMEOUT, **kw: Any):
+
+class EdgeRunner(web.AppRunner):
+    """``web.AppRunner`` with JSON parser errors and a request-head time limit.
+
+    ``front``, when given, receives the application's request handler and returns the one the
+    server calls instead: a fast path that hands everything it does not answer itself to the
+    application (``agent.api.fastread``).
+    """
+
+    def __init__(
+        self,
+        app: web.Application,
+        *,
+        head_timeout: float = HEAD_TIMEOUT,
+        front: Callable[[Handler], Handler] | None = None,
+        **kw: Any,
+    ):
         kw.setdefault("keepalive_timeout", head_timeout)
         super().__init__(app, **kw)
+        self._front = front
 
     async def _make_server(self) -> Server:
         server = await super()._make_server()
         server.__class__ = _JsonErrorServer  # same state, our protocol class
+        if self._front is not None:
+            server.request_handler = self._front(server.request_handler)
         return server

@@ -13,14 +13,18 @@ One folder holds two files:
   ``"mac"`` added last, so every byte of it is covered. The key comes from the caller (derived
   from the vault master key): whoever edits the file cannot recompute the chain.
 * ``audit.head`` -- one fixed-length record naming the latest entry, ``{seq, mac}``, with its
-  own ``HMAC(key, "head\\n" + seq + "\\n" + mac)``, rewritten in place after every append. A log
-  whose tail was cut off no longer reaches its head.
+  own ``HMAC(key, "head\\n" + seq + "\\n" + mac)``, rewritten in place: after every append
+  outside an event loop, and once per loop turn inside one (the agent's server), however many
+  entries the turn appended (at most ``MAX_HEAD_LAG`` = 64 behind). A log whose tail was cut
+  off no longer reaches its head.
 
-Crashes: the line is written with one ``write`` before the head, so a process killed between
-the two leaves the log one entry ahead of its head -- the one allowance ``verify`` makes. A kill
-during the line's own write can leave a torn last line with no newline; it was never
-acknowledged and :meth:`AuditLog.open` cuts it away. Without ``fsync`` every acknowledged entry
-survives the process being killed at any instant (it is in the kernel's page cache); with
+Crashes: each line is written with one ``write`` before its request is answered, and the head
+after it, so a process killed in between leaves the log ahead of its head by the entries since
+the last head write (one, or up to ``MAX_HEAD_LAG`` inside an event loop) -- the allowance
+``verify`` makes, and :meth:`AuditLog.open` brings the head forward only when those entries
+verify and chain back to the entry the head names. A kill during the line's own write can leave
+a torn last line with no newline; it was never acknowledged and :meth:`AuditLog.open` cuts it
+away. Without ``fsync`` every acknowledged entry survives the process being killed at any instant (it is in the kernel's page cache); with
 ``fsync=True`` it also survives a power loss or a kernel crash.
 
 What the chain cannot show on its own: both files rolled back together to an earlier state, or

@@ -14,6 +14,10 @@ HEAD_NAME = "audit.head"
 HEAD_SIZE = 256  # bytes in the head record, its newline included
 HEAD_VERSION = 1
 MAX_LINE = 16 * 1024  # longest entry, newline included; a torn tail is shorter than one entry
+# Entries the head may trail the log by: inside an event loop the head is rewritten once per
+# loop turn, not per entry (and at once when it trails by this many), so a process killed
+# in between leaves the log up to this many entries ahead of its head.
+MAX_HEAD_LAG = 64
 MIN_KEY_BYTES = 16
 MAX_PROBLEMS = 20  # problems a report lists; the rest are counted
 

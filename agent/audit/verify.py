@@ -15,6 +15,7 @@ from agent.audit._format import (
     _TORN_RETRIES,
     HEAD_NAME,
     LOG_NAME,
+    MAX_HEAD_LAG,
     MAX_LINE,
     MAX_PROBLEMS,
     _Bad,
@@ -162,9 +163,9 @@ def verify(folder: Path, mac_key: bytes) -> VerifyReport:
     """Check an audit folder end to end in constant memory.
 
     Finds edited, deleted, reordered and garbled lines, a torn last line, a tail cut off below
-    the head, a missing or garbled head, and entries past the head beyond the one a crash may
-    leave. A key that verifies nothing is reported once, not once per entry. Safe to run while
-    the agent appends (it reads the head first and re-reads it at the end).
+    the head, a missing or garbled head, and entries past the head beyond the ``MAX_HEAD_LAG``
+    a crash may leave. A key that verifies nothing is reported once, not once per entry. Safe
+    to run while the agent appends (it reads the head first and re-reads it at the end).
     """
     folder = Path(folder)
     mac = _Mac(bytes(mac_key))
@@ -209,7 +210,8 @@ def verify(folder: Path, mac_key: bytes) -> VerifyReport:
 
 
 def _check_head(chain: _Chain, head: tuple[int, str], later: tuple[int, str] | None) -> None:
-    """The log must reach the head and go at most one entry past it (a crash between writes)."""
+    """The log must reach the head and go at most ``MAX_HEAD_LAG`` entries past it (a crash
+    before the head caught up: the head is rewritten once per event-loop turn)."""
     add = chain.findings.add
     seq, entry_mac = head
     last = chain.last_seq
@@ -220,9 +222,9 @@ def _check_head(chain: _Chain, head: tuple[int, str], later: tuple[int, str] | N
     elif seq > 0 and chain.head_entry_mac not in (None, entry_mac):
         add(f"entry {seq}: the head names another MAC for it (the head and log do not match)")
     top = max(seq, later[0] if later else seq)
-    if last > top + 1:
+    if last > top + MAX_HEAD_LAG:
         add(
-            f"the log runs to entry {last} but its head says {top}: entries {top + 2} to "
+            f"the log runs to entry {last} but its head says {top}: entries {top + MAX_HEAD_LAG + 1} to "
             f"{last} were never acknowledged (appended outside the agent, or the head was "
             "rolled back)"
         )

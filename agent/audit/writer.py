@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import logging
@@ -19,6 +20,7 @@ from agent.audit._format import (
     HEAD_NAME,
     HEAD_SIZE,
     LOG_NAME,
+    MAX_HEAD_LAG,
     MAX_LINE,
     MIN_KEY_BYTES,
     _Bad,
@@ -69,6 +71,14 @@ def _tail(fd: int, size: int) -> tuple[bytes | None, int]:
     return buf[prev_nl + 1 : nl], end
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running on this thread, if any (where the head write can wait a turn)."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 # --------------------------------------------------------------------------- writer
 
 
@@ -103,6 +113,8 @@ class AuditLog:
         self._head_fd: int | None = None
         self._seq = 0
         self._last = ""  # mac of entry _seq
+        self._head_seq = 0  # the entry audit.head names (trails _seq until the turn's end)
+        self._head_due = False  # a head write is scheduled for the end of this loop turn
         self._size = 0  # bytes of acknowledged entries; a failed append is cut back to this
         self._dirty = False  # a failed append may have left bytes past _size or a stale head
 
@@ -173,7 +185,8 @@ class AuditLog:
         return self
 
     def close(self) -> None:
-        """Close the files and release the lock; idempotent."""
+        """Bring the head up to date, close the files and release the lock; idempotent."""
+        self.flush_head()
         for fd in (self._fd, self._head_fd):
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -213,7 +226,9 @@ class AuditLog:
             seq, last, prev = self._check_last(last_raw)
         if head == (seq, last):
             pass
-        elif head[0] == seq - 1 and head[1] == prev:
+        elif (head[0] == seq - 1 and head[1] == prev) or (
+            seq - MAX_HEAD_LAG <= head[0] < seq and self._reaches(fd, end, head)
+        ):  # killed before the head caught up: bring it forward
             _pwrite_all(self._require_head(), _head_record(self._mac, seq, last))
         elif head[0] > seq:
             raise self._refuse(
@@ -230,6 +245,29 @@ class AuditLog:
             )
             os.ftruncate(fd, end)
         self._seq, self._last, self._size, self._dirty = seq, last, end, False
+        self._head_seq = seq
+
+    def _reaches(self, fd: int, end: int, head: tuple[int, str]) -> bool:
+        """Whether the entries after the one ``head`` names (at most ``MAX_HEAD_LAG``, the
+        most a kill can leave unnamed) each verify and chain back to exactly that entry."""
+        start = max(0, end - (MAX_HEAD_LAG + 2) * MAX_LINE)
+        lines = platform.pread(fd, end - start, start).split(b"\n")[:-1]
+        if start > 0:
+            lines = lines[1:]  # the first piece may be the end of a longer line
+        want_seq, want_mac = None, None
+        for raw in reversed(lines):
+            try:
+                entry = _parse_entry(raw)
+            except _Bad:
+                return False
+            if not _entry_ok(self._mac, entry, raw):
+                return False
+            if want_seq is not None and (entry["seq"], entry["mac"]) != (want_seq, want_mac):
+                return False
+            if entry["seq"] == head[0]:
+                return bool(entry["mac"] == head[1])
+            want_seq, want_mac = entry["seq"] - 1, entry["prev"]
+        return head == (0, "") and start == 0 and want_seq == 0 and want_mac == ""
 
     def _check_last(self, raw: bytes) -> tuple[int, str, str]:
         try:
@@ -337,8 +375,10 @@ class AuditLog:
                 f"audit entry of {len(data):,} bytes is over the {MAX_LINE:,}-byte limit; "
                 "keep `extra` small"
             )
+        loop = _running_loop()
+        later = loop is not None and seq - self._head_seq < MAX_HEAD_LAG
         try:
-            self._write(data, _head_record(self._mac, seq, mac))
+            self._write(data, None if later else _head_record(self._mac, seq, mac))
         except OSError as exc:
             with contextlib.suppress(OSError):
                 self._repair()
@@ -347,11 +387,34 @@ class AuditLog:
                 "requests are refused until it can"
             ) from exc
         self._seq, self._last, self._size = seq, mac, self._size + len(data)
+        if not later:
+            self._head_seq = seq
+        elif not self._head_due and loop is not None:
+            self._head_due = True
+            loop.call_soon(self.flush_head)  # once per loop turn, however many entries
         if self._on_append is not None:
             self._on_append()
         return seq
 
-    def _write(self, line: bytes, head: bytes) -> None:
+    def flush_head(self) -> None:
+        """Rewrite the head for the newest entry if it trails (the per-turn write that
+        :meth:`append` schedules inside an event loop). A failure is logged and leaves the
+        log marked for repair: the next append rewrites the head first, or is refused."""
+        self._head_due = False
+        if self._head_seq == self._seq or self._head_fd is None:
+            return
+        try:
+            _pwrite_all(self._head_fd, _head_record(self._mac, self._seq, self._last))
+            if self.fsync:
+                os.fdatasync(self._head_fd)
+        except OSError as exc:
+            self._dirty = True
+            _log.error("the audit head file could not be written: %s", exc.strerror or exc)
+            return
+        self._head_seq = self._seq
+
+    def _write(self, line: bytes, head: bytes | None) -> None:
+        """The entry's line, then (unless deferred: ``None``) the head naming it."""
         fd, head_fd = self._fd, self._head_fd
         if fd is None or head_fd is None:
             raise OSError(errno.EBADF, "the audit log is not open")
@@ -363,9 +426,10 @@ class AuditLog:
             raise OSError(errno.EIO, f"short write ({written} of {len(line)} bytes)")
         if self.fsync:
             os.fdatasync(fd)
-        _pwrite_all(head_fd, head)
-        if self.fsync:
-            os.fdatasync(head_fd)
+        if head is not None:
+            _pwrite_all(head_fd, head)
+            if self.fsync:
+                os.fdatasync(head_fd)
         self._dirty = False
 
     def _repair(self) -> None:
@@ -375,6 +439,7 @@ class AuditLog:
         os.ftruncate(self._fd, self._size)
         _pwrite_all(self._head_fd, _head_record(self._mac, self._seq, self._last))
         self._dirty = False
+        self._head_seq = self._seq
 
 
 # --------------------------------------------------------------------------- readers

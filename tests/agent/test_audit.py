@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent.audit import HEAD_SIZE, AuditLog, iter_entries, verify
+from agent.audit._format import MAX_HEAD_LAG, _head_record, _Mac
 from common.errors import IntegrityError, UnavailableError
 
 KEY = bytes(range(32))
@@ -320,14 +322,93 @@ def test_killed_between_the_two_writes_is_allowed(tmp_path: Path) -> None:
     with AuditLog(tmp_path, KEY) as log:
         assert log.head[0] == 21
     assert json.loads((tmp_path / "audit.head").read_bytes())["seq"] == 21
-    # two entries past the head is not a crash
+    # up to MAX_HEAD_LAG entries past the head: killed before the per-turn head write
     old_head = (tmp_path / "audit.head").read_bytes()
-    fill(tmp_path, 2)
+    fill(tmp_path, MAX_HEAD_LAG)
+    (tmp_path / "audit.head").write_bytes(old_head)
+    report = verify(tmp_path, KEY)
+    assert report.ok and report.entries == 21 + MAX_HEAD_LAG, report.problems
+    with AuditLog(tmp_path, KEY) as log:
+        assert log.head[0] == 21 + MAX_HEAD_LAG
+    # one more than that is not a crash
+    top = 21 + MAX_HEAD_LAG
+    old_head = (tmp_path / "audit.head").read_bytes()
+    fill(tmp_path, MAX_HEAD_LAG + 1)
     (tmp_path / "audit.head").write_bytes(old_head)
     (problem,) = verify(tmp_path, KEY).problems
-    assert "runs to entry 23 but its head says 21" in problem
+    assert f"runs to entry {top + MAX_HEAD_LAG + 1} but its head says {top}" in problem
     with pytest.raises(UnavailableError):
         AuditLog(tmp_path, KEY).open()
+
+
+def test_entries_past_the_head_must_chain_back_to_it(tmp_path: Path) -> None:
+    fill(tmp_path, 10)
+    old_head = (tmp_path / "audit.head").read_bytes()
+    fill(tmp_path, 5)
+    (tmp_path / "audit.head").write_bytes(old_head)
+    lines = log_lines(tmp_path)
+    # entry 12 swapped for an entry of another chain: the entries past the head no longer
+    # reach it, so this is no crash to recover from
+    stranger = tmp_path / "other"
+    fill(stranger, 12)
+    write_lines(tmp_path, [*lines[:11], log_lines(stranger)[11], *lines[12:]])
+    with pytest.raises((UnavailableError, IntegrityError)):
+        AuditLog(tmp_path, KEY).open()
+    # the head naming an entry the log does not hold (another MAC for entry 10) is refused too
+    write_lines(tmp_path, lines)
+    (tmp_path / "audit.head").write_bytes(_head_record(_Mac(KEY), 10, "0" * 64))
+    with pytest.raises((UnavailableError, IntegrityError)):
+        AuditLog(tmp_path, KEY).open()
+
+
+LOOP_CRASH_CHILD = """
+import asyncio, sys
+from pathlib import Path
+from agent.audit import AuditLog
+folder, key = Path(sys.argv[1]), bytes.fromhex(sys.argv[2])
+log = AuditLog(folder, key).open()
+
+async def main():
+    i = 0
+    while True:
+        for _ in range(1 + i % 40):  # several entries per loop turn, as under load
+            i += 1
+            seq = log.append(op="secret.read", outcome="allowed", status=200,
+                             extra={"pad": "x" * (i * 97 % 400)})
+            sys.stdout.write(f"{seq}\\n")
+        sys.stdout.flush()
+        await asyncio.sleep(0)
+
+asyncio.run(main())
+"""
+
+
+def test_sigkill_inside_an_event_loop_loses_no_acknowledged_entry(tmp_path: Path) -> None:
+    """Inside a loop the head is written once per turn: a kill leaves it up to MAX_HEAD_LAG
+    entries behind, which verify accepts and open brings forward; nothing acknowledged is lost."""
+    folder = tmp_path / "audit"
+    for round_ in range(3):
+        acks = tmp_path / f"acks-{round_}.txt"
+        with acks.open("wb") as out:
+            proc = child(LOOP_CRASH_CHILD, folder, stdout=out)
+            try:
+                wait_for_bytes(acks)
+                time.sleep(0.2 + 0.1 * round_)
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+        acked = [int(x) for x in acks.read_bytes().split(b"\n")[:-1]]
+        head_seq = json.loads((folder / "audit.head").read_bytes())["seq"]
+        report = verify(folder, KEY)
+        assert all("the last line is incomplete" in p for p in report.problems), report
+        assert 0 <= report.entries - head_seq <= MAX_HEAD_LAG
+        with AuditLog(folder, KEY) as log:
+            seqs = {e["seq"] for e in iter_entries(folder)}
+            assert set(acked) <= seqs
+            assert log.head[0] >= acked[-1]
+            log.append(op="after-crash", outcome="allowed", status=200)
+    report = verify(folder, KEY)
+    assert report.ok, report.problems
 
 
 def test_write_failure_raises_and_does_not_advance(tmp_path: Path) -> None:
@@ -484,3 +565,45 @@ def test_naive_utc_and_aware_clocks_agree(tmp_path: Path) -> None:
     a, b = (datetime.fromisoformat(e["time"]) for e in iter_entries(tmp_path))
     assert a == now and timedelta(0) <= b - a < timedelta(seconds=5)
     assert len(a.isoformat()) == len(b.isoformat())
+
+
+async def test_inside_an_event_loop_the_head_is_written_once_per_turn(tmp_path: Path) -> None:
+    with AuditLog(tmp_path, KEY) as log:
+        log.append(op="x", outcome="allowed", status=200)
+        await asyncio.sleep(0)
+        on_disk = lambda: json.loads((tmp_path / "audit.head").read_bytes())["seq"]  # noqa: E731
+        assert on_disk() == 1
+        for _ in range(5):
+            log.append(op="x", outcome="allowed", status=200)
+        assert (on_disk(), log.head[0]) == (1, 6)  # acknowledged; the head waits for the turn
+        await asyncio.sleep(0)
+        assert on_disk() == 6
+        for _ in range(MAX_HEAD_LAG + 3):  # never more than MAX_HEAD_LAG behind
+            log.append(op="x", outcome="allowed", status=200)
+            assert log.head[0] - on_disk() < MAX_HEAD_LAG
+        assert verify(tmp_path, KEY).ok
+    assert on_disk() == log.head[0]  # close writes it
+
+
+async def test_a_failed_head_write_is_repaired_by_the_next_append_or_refuses_it(
+    tmp_path: Path,
+) -> None:
+    log = AuditLog(tmp_path, KEY).open()
+    try:
+        log.append(op="x", outcome="allowed", status=200)
+        good = log._head_fd
+        log._head_fd = os.open(tmp_path / "audit.head", os.O_RDONLY)  # pwrite fails: EBADF
+        try:
+            log.append(op="x", outcome="allowed", status=200)
+            await asyncio.sleep(0)  # the turn's head write fails, and is logged
+            with pytest.raises(UnavailableError):
+                log.append(op="x", outcome="allowed", status=200)  # repair fails: refused
+        finally:
+            os.close(log._head_fd)
+            log._head_fd = good
+        assert log.append(op="x", outcome="allowed", status=200) == 3
+        await asyncio.sleep(0)
+    finally:
+        log.close()
+    report = verify(tmp_path, KEY)
+    assert report.ok and (report.entries, report.head_seq) == (3, 3), report.problems

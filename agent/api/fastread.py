@@ -1,0 +1,109 @@
+"""The hot read: ``GET /api/v1/secrets/{ref}`` answered in one function when nothing is unusual.
+
+The server hands every request to :class:`FastRead` first (``serverkit.runner.EdgeRunner``'s
+``front``). A read whose token, secret and data key are already in this process's caches is
+answered here with the same checks, the same audit entry (written before the response leaves:
+fail-closed), the same metrics and the same bytes as the full path (``agent.api.app.edge`` around
+``agent.api.secret_views.read_secret``), without aiohttp's router and middleware chain.
+
+Anything else goes to the application untouched: another route or method, a query string, a
+path with escapes or a sub-path, a token or secret not in the cache, a policy that says no, a
+deleted secret, a value that does not open. The full path then gives the answer or the error
+and its audit entry. Nothing is written, counted or logged before that hand-over, so no request
+is answered or audited twice. Why this exists, with figures: docs/performance.md (issue 18,
+round 3, "The hot read").
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from time import perf_counter
+
+from aiohttp import web
+
+from agent.api.secret_views import NO_STORE, READ_BODIES
+from agent.assembly import Agent
+from common.errors import UnavailableError
+from serverkit.edge import error_response
+
+log = logging.getLogger("keyvault.agent.api")
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+PATH = "/api/v1/secrets/"
+ROUTE = "secrets.read"  # the route's name in agent/api/routes.py: the audit op and metrics label
+# A reference whose raw and decoded forms are the same text: no escapes, no dot segments, no
+# sub-path, no query. Every secret id and most names; the rest take the full path.
+PLAIN_REF = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,255}")
+
+
+class FastRead:
+    """The server's request handler: the hot read when it applies, else ``slow(request)``."""
+
+    def __init__(self, agent: Agent, app: web.Application, slow: Handler) -> None:
+        self._agent = agent
+        self._bodies = app[READ_BODIES]
+        self._slow = slow
+        self._several = agent.shared is not None  # worker processes: catch up first
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Answer ``request``."""
+        response = self._read(request)
+        return response if response is not None else await self._slow(request)
+
+    def _read(self, request: web.BaseRequest) -> web.Response | None:
+        """The response of a hot read, or None to leave the request to the full path."""
+        if request.method != "GET":
+            return None
+        path = request.raw_path
+        if not path.startswith(PATH) or not PLAIN_REF.fullmatch(path, len(PATH)):
+            return None
+        started = perf_counter()
+        agent = self._agent
+        if self._several:
+            agent.catch_up()
+        token = agent.tokens.cached(request.headers.get("Authorization"))
+        if token is None:
+            return None
+        hit = agent.secrets.cached_current(path[len(PATH) :])
+        if hit is None:
+            return None
+        meta, sealed = hit
+        if meta.deleted_at or not token.policy.allows("read", meta.name):
+            return None  # the full path words the 403/404 and audits it
+        try:
+            value = agent.keys.open(meta.id, meta.version, sealed).decode()
+        except Exception:  # the full path meets the same failure and reports it
+            return None
+        try:
+            agent.audit.append(
+                op=ROUTE,
+                outcome="ok",
+                status=200,
+                actor=token.id,
+                target=meta.id,
+                remote=request.remote,
+            )
+        except UnavailableError as exc:  # as agent.api.app.edge: no entry, no value
+            agent.metrics.audit_failures += 1
+            log.error("audit log write failed; refusing request: %s", exc.message)
+            refused = error_response(exc)
+            agent.metrics.observe(ROUTE, refused.status, perf_counter() - started)
+            return refused
+        response = web.Response(
+            body=self._bodies.body(meta, meta.version, value),
+            content_type="application/json",
+            headers=NO_STORE,
+        )
+        agent.metrics.observe(ROUTE, 200, perf_counter() - started)
+        return response
+
+
+def front(agent: Agent, app: web.Application) -> Callable[[Handler], Handler] | None:
+    """What ``EdgeRunner`` puts in front of the app: the hot read, when this agent caches
+    secrets (SQLite; on PostgreSQL another replica may write, so every read takes the full
+    path and there is nothing to put in front)."""
+    if not agent.secrets.caching:
+        return None
+    return lambda slow: FastRead(agent, app, slow)
