@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select
@@ -41,6 +42,8 @@ LABEL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,62}$")
 MAX_NAME = 200
 MAX_LABELS = 32
 MAX_DESCRIPTION = 1000
+# RFC 4648 base32 digits (A-Z then 2-7) mapped to the id alphabet in ASCII order (2-7 then a-z)
+_IN_ORDER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "234567abcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass(frozen=True)
@@ -185,9 +188,18 @@ class SecretService:
         return epoch == self._epoch
 
     # ---------------------------------------------------------- helpers
-    def new_id(self) -> str:
-        """A random opaque id (``sec_`` + 26 base32 characters)."""
-        return "sec_" + base64.b32encode(self._rng(16)).decode().lower().rstrip("=")[:26]
+    def new_id(self, created: datetime) -> str:
+        """An opaque id: ``sec_``, the creation time (10 characters), 80 random bits (16).
+
+        The time comes first, in base32 digits whose ASCII order is their value order, so ids
+        made together sort together: a create adds to the last pages of the id indexes instead
+        of a random page of each (fewer pages per commit, docs/performance.md). The time is no
+        secret (``created_at`` is shown and reported wherever the id is); the random part keeps
+        ids unguessable and unique.
+        """
+        millis = int(created.timestamp() * 1000) & (1 << 48) - 1
+        stamp = base64.b32encode(millis.to_bytes(6, "big")).decode()[:10].translate(_IN_ORDER)
+        return "sec_" + stamp + base64.b32encode(self._rng(10)).decode().lower()
 
     def _check_value(self, value: Any) -> bytes:
         if not isinstance(value, str):
@@ -401,8 +413,9 @@ class SecretService:
         raw = self._check_value(value)
         description = validate_description(description)
         labels = validate_labels(labels or {})
-        now = self._clock().isoformat()
-        meta = SecretMeta(self.new_id(), name, 1, description, labels, now, now, None)
+        created = self._clock()
+        now = created.isoformat()
+        meta = SecretMeta(self.new_id(created), name, 1, description, labels, now, now, None)
         sealed = self.keys.seal(meta.id, 1, raw)
 
         def txn(conn: Connection) -> None:
