@@ -189,7 +189,8 @@ class SecretService:
 
     # ---------------------------------------------------------- helpers
     def new_id(self, created: datetime) -> str:
-        """An opaque id: ``sec_``, the creation time (10 characters), 80 random bits (16).
+        """An opaque id: ``sec_`` + 26 base32 digits of the creation time's 48 bits (in ms)
+        followed by 80 random bits.
 
         The time comes first, in base32 digits whose ASCII order is their value order, so ids
         made together sort together: a create adds to the last pages of the id indexes instead
@@ -198,8 +199,8 @@ class SecretService:
         ids unguessable and unique.
         """
         millis = int(created.timestamp() * 1000) & (1 << 48) - 1
-        stamp = base64.b32encode(millis.to_bytes(6, "big")).decode()[:10].translate(_IN_ORDER)
-        return "sec_" + stamp + base64.b32encode(self._rng(10)).decode().lower()
+        raw = millis.to_bytes(6, "big") + self._rng(10)  # 128 bits: 26 base32 digits
+        return "sec_" + base64.b32encode(raw).decode()[:26].translate(_IN_ORDER)
 
     def _check_value(self, value: Any) -> bytes:
         if not isinstance(value, str):
