@@ -423,7 +423,7 @@ class SecretService:
             mac = self.keys.rows.name_mac(meta.id, name)
             try:
                 hot.INSERT_SECRET.run(
-                    conn, (meta.id, name, 1, description, json.dumps(labels), now, now, None, mac)
+                    conn, (meta.id, name, 1, description, _labels_json(labels), now, now, None, mac)
                 )
             except conn.dialect.loaded_dbapi.IntegrityError:
                 raise ConflictError(
@@ -572,10 +572,15 @@ def _insert_version(
     hot.INSERT_VERSION.run(conn, row)
 
 
+def _labels_json(labels: dict[str, str]) -> str:
+    """The labels column: ``json.dumps``, without its ~2 µs for the usual empty labels."""
+    return json.dumps(labels) if labels else "{}"
+
+
 def _write_row(conn: Connection, meta: SecretMeta) -> None:
     """Store a secret's mutable columns as ``meta`` has them."""
     hot.UPDATE_SECRET.run(
         conn,
-        (meta.version, meta.description, json.dumps(meta.labels), meta.updated_at,
+        (meta.version, meta.description, _labels_json(meta.labels), meta.updated_at,
          meta.deleted_at, meta.id),
     )  # fmt: skip

@@ -48,3 +48,54 @@ async def test_created_secrets_get_ordered_ids(agent: Agent) -> None:
     assert stamps == sorted(stamps)
     assert all(ID_RE.fullmatch(i) for i in ids)
     assert (await agent.secrets.reveal(ids[7]))[2] == "value"
+
+
+def test_name_mac_memo_is_bounded_and_refuses_what_it_refused_before() -> None:
+    """The memo of name-binding MACs gives the MAC recomputing gives, a renamed or re-MACed
+    row is refused however warm it is, and it holds at most ``NAME_MACS`` pairs."""
+    import os
+
+    from agent.rowauth import NAME_MACS, RowAuth
+    from common.errors import IntegrityError
+
+    auth, other = RowAuth(os.urandom(32)), RowAuth(os.urandom(32))
+    mac = auth.name_mac("sec_a", "db/x")
+    assert mac == auth._compute_name_mac("sec_a", "db/x")
+    auth.check_name("sec_a", "db/x", mac)
+    for sid, name, bad in (
+        ("sec_a", "db/y", mac),  # renamed behind the agent's back
+        ("sec_b", "db/x", mac),  # the binding moved to another id
+        ("sec_a", "db/x", other.name_mac("sec_a", "db/x")),  # a MAC under another key
+        ("sec_a", "db/x", None),
+    ):
+        with pytest.raises(IntegrityError):
+            auth.check_name(sid, name, bad)
+    for i in range(NAME_MACS + 50):
+        auth.name_mac(f"sec_{i}", "n")
+    assert auth._name_macs.cache_info().currsize == NAME_MACS
+
+
+async def test_a_renamed_row_is_refused_on_update_after_its_mac_was_remembered(
+    agent: Agent,
+) -> None:
+    """Update reads the row inside its transaction and checks the name binding: a row renamed
+    in the store after the agent remembered its MAC is refused and nothing is written."""
+    from sqlalchemy import text
+
+    from common.errors import IntegrityError
+
+    meta = await agent.secrets.create("app/one", "v1")
+    await agent.secrets.update(meta.id, value="v2")  # the binding's MAC is now remembered
+    await agent.store.write(
+        lambda c: c.execute(
+            text("UPDATE kv_secrets SET name = 'app/two' WHERE id = :id"), {"id": meta.id}
+        )
+    )
+    with pytest.raises(IntegrityError):
+        await agent.secrets.update(meta.id, value="v3")
+    version = await agent.store.read(
+        lambda c: c.execute(
+            text("SELECT current_version FROM kv_secrets WHERE id = :id"), {"id": meta.id}
+        ).scalar_one()
+    )
+    assert version == 2
