@@ -469,26 +469,32 @@ class SecretService:
                 raise NotFoundError(
                     f"no secret {ref!r}" if row is None else f"secret {ref!r} is deleted"
                 )
-            meta = _meta(row)
             sealed = None
-            version = meta.version
+            version = row.current_version
             if raw is not None:
-                version = meta.version + 1
-                sealed = self.keys.seal(meta.id, version, raw)
+                version += 1
+                sealed = self.keys.seal(row.id, version, raw)
                 try:
-                    _insert_version(conn, meta.id, version, sealed, now, origin)
+                    _insert_version(conn, row.id, version, sealed, now, origin)
                 except conn.dialect.loaded_dbapi.IntegrityError:  # a pending rotation's version
                     raise ConflictError(
                         f"secret {ref!r} is being rotated; try again in a moment"
                     ) from None
-            new = replace(
-                meta,
+            # the new row built once from the old (unchanged labels keep their stored JSON)
+            labels_json = row.labels if labels is None else _labels_json(labels)
+            new = SecretMeta(
+                id=row.id,
+                name=row.name,
                 version=version,
+                description=row.description if description is None else description,
+                labels=json.loads(labels_json) if labels is None else labels,
+                created_at=row.created_at,
                 updated_at=now,
-                description=meta.description if description is None else description,
-                labels=meta.labels if labels is None else labels,
+                deleted_at=None,
             )
-            _write_row(conn, new)
+            hot.UPDATE_SECRET.run(
+                conn, (version, new.description, labels_json, now, None, row.id)
+            )
             self._changed(conn, new.id, now)
             if also is not None:
                 also(conn, new)

@@ -99,3 +99,27 @@ async def test_a_renamed_row_is_refused_on_update_after_its_mac_was_remembered(
         ).scalar_one()
     )
     assert version == 2
+
+
+async def test_update_builds_the_new_row_from_the_stored_one(agent: Agent) -> None:
+    """A value update keeps the stored labels and description; a metadata update changes only
+    what it names; the store (not only the cache) holds each result."""
+    from sqlalchemy import text
+
+    meta = await agent.secrets.create("app/l", "v1", description="d", labels={"team": "a"})
+    up = await agent.secrets.update(meta.id, value="v2")
+    assert (up.version, up.labels, up.description) == (2, {"team": "a"}, "d")
+    up = await agent.secrets.update(meta.id, labels={"team": "b", "env": "prod"})
+    assert (up.version, up.labels, up.description) == (2, {"team": "b", "env": "prod"}, "d")
+    up = await agent.secrets.update(meta.id, description="e", value="v3")
+    assert (up.version, up.labels, up.description) == (3, {"team": "b", "env": "prod"}, "e")
+    agent.secrets.forget_cached()
+    stored = await agent.secrets.meta(meta.id)
+    assert stored == up
+    row = await agent.store.read(
+        lambda c: c.execute(
+            text("SELECT labels, updated_at FROM kv_secrets WHERE id = :id"), {"id": meta.id}
+        ).one()
+    )
+    assert row.labels == '{"team": "b", "env": "prod"}' and row.updated_at == up.updated_at
+    assert (await agent.secrets.reveal("app/l"))[1:] == (3, "v3")
