@@ -492,9 +492,7 @@ class SecretService:
                 updated_at=now,
                 deleted_at=None,
             )
-            hot.UPDATE_SECRET.run(
-                conn, (version, new.description, labels_json, now, None, row.id)
-            )
+            hot.UPDATE_SECRET.run(conn, (version, new.description, labels_json, now, None, row.id))
             self._changed(conn, new.id, now)
             if also is not None:
                 also(conn, new)
