@@ -123,3 +123,28 @@ async def test_update_builds_the_new_row_from_the_stored_one(agent: Agent) -> No
     )
     assert row.labels == '{"team": "b", "env": "prod"}' and row.updated_at == up.updated_at
     assert (await agent.secrets.reveal("app/l"))[1:] == (3, "v3")
+
+
+@pytest.mark.parametrize(
+    "name", ["db/prod/password", "", 'q"uote\\back\nline', "é\u2028\U0001f511", "\ud800"]
+)
+def test_name_mac_bytes_are_those_of_json_dumps(name: str) -> None:
+    """The fast name-binding MAC is HMAC-SHA256 over exactly ``json.dumps([id, name])`` with
+    compact separators, as stored rows' MACs were computed: for any string, and for a value
+    that is not one (a tampered row) it falls back to json.dumps itself."""
+    import hashlib
+    import hmac
+    import json
+    import os
+
+    from agent.rowauth import RowAuth, _derive
+
+    row_key = os.urandom(32)
+    auth = RowAuth(row_key)
+
+    def reference(sid: object, nm: object) -> str:
+        data = json.dumps([sid, nm], separators=(",", ":")).encode()
+        return hmac.new(_derive(row_key, "name"), data, hashlib.sha256).hexdigest()
+
+    assert auth.name_mac("sec_abc", name) == reference("sec_abc", name)
+    assert auth._compute_name_mac("sec_abc", 7) == reference("sec_abc", 7)  # type: ignore[arg-type]
