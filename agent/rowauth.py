@@ -17,11 +17,13 @@ elsewhere.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import os
 from collections.abc import Callable, Mapping
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -33,6 +35,7 @@ from common.errors import IntegrityError, NotFoundError
 
 TOKEN_FIELDS = ("id", "name", "token_hash", "policy", "created_at", "expires_at", "revoked_at")
 BAD_CURSOR = "no page at this 'after' cursor (not one this agent issued for this token and listing); start the listing again without it"
+NAME_MACS = 4096  # name-binding MACs remembered (~0.5 KiB each: ~2 MiB at most)
 CURSOR_PATTERN = "^[A-Za-z0-9_-]{39,1024}$"  # base64url of nonce + sealed name + tag
 
 
@@ -46,6 +49,8 @@ class RowAuth:
     def __init__(self, row_key: bytes, *, on_tamper: Callable[[str], None] | None = None) -> None:
         self._token_key = _derive(row_key, "token")
         self._name_key = _derive(row_key, "name")
+        self._name_hmac = hmac.new(self._name_key, digestmod=hashlib.sha256)
+        self._name_macs = functools.lru_cache(maxsize=NAME_MACS)(self._compute_name_mac)
         self._cursor = AESGCM(_derive(row_key, "cursor"))
         self.on_tamper = on_tamper
 
@@ -67,9 +72,26 @@ class RowAuth:
 
     # ------------------------------------------------------------------ name binding
     def name_mac(self, secret_id: str, name: str) -> str:
-        """The MAC binding a secret's name to its id."""
-        data = json.dumps([secret_id, name], separators=(",", ":")).encode()
-        return hmac.new(self._name_key, data, hashlib.sha256).hexdigest()
+        """The MAC binding a secret's name to its id.
+
+        Memoised (:data:`NAME_MACS` pairs, least recently used out): a pure function of the
+        pair under this object's key, so a remembered MAC is the one recomputing would give. A
+        create computes it and the next write or read of that secret checks it for ~0.3 µs
+        instead of ~7 µs (docs/performance.md, issue 18 round 3). It holds ids, names and their
+        MACs, which the store holds anyway: nothing secret.
+        """
+        return self._name_macs(secret_id, name)
+
+    def _compute_name_mac(self, secret_id: str, name: str) -> str:
+        if isinstance(secret_id, str) and isinstance(name, str):
+            # the bytes json.dumps([secret_id, name], separators=(",", ":")) gives, built with
+            # its own string encoder (5.6 against 1.6 µs with the keyed hash copied, not rebuilt)
+            data = f"[{_json_string(secret_id)},{_json_string(name)}]"
+        else:  # not what the agent stores: whatever json makes of it, as before
+            data = json.dumps([secret_id, name], separators=(",", ":"))
+        mac = self._name_hmac.copy()
+        mac.update(data.encode())
+        return mac.hexdigest()
 
     def check_name(self, secret_id: str, name: str, mac: str | None) -> None:
         """Raise (and report) unless ``name`` is the name the agent gave ``secret_id``."""

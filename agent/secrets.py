@@ -19,6 +19,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select
@@ -41,6 +42,8 @@ LABEL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,62}$")
 MAX_NAME = 200
 MAX_LABELS = 32
 MAX_DESCRIPTION = 1000
+# RFC 4648 base32 digits (A-Z then 2-7) mapped to the id alphabet in ASCII order (2-7 then a-z)
+_IN_ORDER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "234567abcdefghijklmnopqrstuvwxyz")
 
 
 @dataclass(frozen=True)
@@ -190,9 +193,19 @@ class SecretService:
         return epoch == self._epoch
 
     # ---------------------------------------------------------- helpers
-    def new_id(self) -> str:
-        """A random opaque id (``sec_`` + 26 base32 characters)."""
-        return "sec_" + base64.b32encode(self._rng(16)).decode().lower().rstrip("=")[:26]
+    def new_id(self, created: datetime) -> str:
+        """An opaque id: ``sec_`` + 26 base32 digits of the creation time's 48 bits (in ms)
+        followed by 80 random bits.
+
+        The time comes first, in base32 digits whose ASCII order is their value order, so ids
+        made together sort together: a create adds to the last pages of the id indexes instead
+        of a random page of each (fewer pages per commit, docs/performance.md). The time is no
+        secret (``created_at`` is shown and reported wherever the id is); the random part keeps
+        ids unguessable and unique.
+        """
+        millis = int(created.timestamp() * 1000) & (1 << 48) - 1
+        raw = millis.to_bytes(6, "big") + self._rng(10)  # 128 bits: 26 base32 digits
+        return "sec_" + base64.b32encode(raw).decode()[:26].translate(_IN_ORDER)
 
     def _check_value(self, value: Any) -> bytes:
         if not isinstance(value, str):
@@ -409,15 +422,16 @@ class SecretService:
         raw = self._check_value(value)
         description = validate_description(description)
         labels = validate_labels(labels or {})
-        now = self._clock().isoformat()
-        meta = SecretMeta(self.new_id(), name, 1, description, labels, now, now, None)
+        created = self._clock()
+        now = created.isoformat()
+        meta = SecretMeta(self.new_id(created), name, 1, description, labels, now, now, None)
         sealed = self.keys.seal(meta.id, 1, raw)
 
         def txn(conn: Connection) -> None:
             mac = self.keys.rows.name_mac(meta.id, name)
             try:
                 hot.INSERT_SECRET.run(
-                    conn, (meta.id, name, 1, description, json.dumps(labels), now, now, None, mac)
+                    conn, (meta.id, name, 1, description, _labels_json(labels), now, now, None, mac)
                 )
             except conn.dialect.loaded_dbapi.IntegrityError:
                 raise ConflictError(
@@ -463,26 +477,30 @@ class SecretService:
                 raise NotFoundError(
                     f"no secret {ref!r}" if row is None else f"secret {ref!r} is deleted"
                 )
-            meta = _meta(row)
             sealed = None
-            version = meta.version
+            version = row.current_version
             if raw is not None:
-                version = meta.version + 1
-                sealed = self.keys.seal(meta.id, version, raw)
+                version += 1
+                sealed = self.keys.seal(row.id, version, raw)
                 try:
-                    _insert_version(conn, meta.id, version, sealed, now, origin)
+                    _insert_version(conn, row.id, version, sealed, now, origin)
                 except conn.dialect.loaded_dbapi.IntegrityError:  # a pending rotation's version
                     raise ConflictError(
                         f"secret {ref!r} is being rotated; try again in a moment"
                     ) from None
-            new = replace(
-                meta,
+            # the new row built once from the old (unchanged labels keep their stored JSON)
+            labels_json = row.labels if labels is None else _labels_json(labels)
+            new = SecretMeta(
+                id=row.id,
+                name=row.name,
                 version=version,
+                description=row.description if description is None else description,
+                labels=json.loads(labels_json) if labels is None else labels,
+                created_at=row.created_at,
                 updated_at=now,
-                description=meta.description if description is None else description,
-                labels=meta.labels if labels is None else labels,
+                deleted_at=None,
             )
-            _write_row(conn, new)
+            hot.UPDATE_SECRET.run(conn, (version, new.description, labels_json, now, None, row.id))
             self._changed(conn, new.id, now)
             if also is not None:
                 also(conn, new)
@@ -566,10 +584,15 @@ def _insert_version(
     hot.INSERT_VERSION.run(conn, row)
 
 
+def _labels_json(labels: dict[str, str]) -> str:
+    """The labels column: ``json.dumps``, without its ~2 µs for the usual empty labels."""
+    return json.dumps(labels) if labels else "{}"
+
+
 def _write_row(conn: Connection, meta: SecretMeta) -> None:
     """Store a secret's mutable columns as ``meta`` has them."""
     hot.UPDATE_SECRET.run(
         conn,
-        (meta.version, meta.description, json.dumps(meta.labels), meta.updated_at,
+        (meta.version, meta.description, _labels_json(meta.labels), meta.updated_at,
          meta.deleted_at, meta.id),
     )  # fmt: skip

@@ -1,9 +1,14 @@
 """The agent store: a synchronous SQLAlchemy engine driven from dedicated threads.
 
 Reads run on a small thread pool. Writes go to one writer thread that *group-commits*: every
-write waiting when a transaction starts joins it (each in its own savepoint, so one failing
-write does not sink the others), and each caller is answered only after the commit. An
+write waiting when a transaction starts joins it (a failing write is replayed alone, so it
+does not sink the others), and each caller is answered only after the commit. An
 acknowledged write is therefore durable, and concurrent writers share the cost of one commit.
+
+The writes an event loop submits while it runs its ready tasks are handed to the writer
+together, once the loop has run them all (one wake-up per loop iteration, not one per write):
+the writer then runs its batch while the loop waits for it, instead of the two threads passing
+the GIL back and forth on every system call while both are busy (docs/performance.md).
 
 SQLite runs in WAL mode with the configured ``synchronous`` level; PostgreSQL (psycopg 3) is
 the second backend, on the same code.
@@ -106,7 +111,10 @@ class Store:
                 url, pool_size=readers, max_overflow=0, pool_pre_ping=True
             )
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="kv-read")
-        self._queue: queue.SimpleQueue[_Op | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Op] | None] = queue.SimpleQueue()
+        # per event loop, the writes submitted since its last hand-over (see _hand_over)
+        self._submitted: dict[asyncio.AbstractEventLoop, list[_Op]] = {}
+        self._submit_lock = threading.Lock()  # nothing is queued after close()'s stop mark
         self._held: Connection | None = None  # the writer thread's own connection (SQLite)
         self._writer = threading.Thread(target=self._write_loop, name="kv-write", daemon=True)
         self._writer.start()
@@ -180,10 +188,11 @@ class Store:
 
     def close(self) -> None:
         """Finish queued writes, then release every connection."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
+        with self._submit_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
         self._writer.join(timeout=10)
         self._readers.shutdown(wait=True)
         self._write_engine.dispose()
@@ -237,15 +246,36 @@ class Store:
             raise UnavailableError("the store is closed; the agent is shutting down")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Op(fn, loop, fut, shared))
+        op = _Op(fn, loop, fut, shared)
+        submitted = self._submitted.get(loop)
+        if submitted is None:
+            self._submitted[loop] = [op]
+            loop.call_soon(self._hand_over, loop)  # after the tasks ready now have run
+        else:
+            submitted.append(op)
         return await fut
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Give the writer every write ``loop`` submitted in this iteration, in one piece."""
+        ops = self._submitted.pop(loop, [])
+        for start in range(0, len(ops), MAX_BATCH):
+            self._submit(ops[start : start + MAX_BATCH])
+
+    def _submit(self, ops: list[_Op]) -> None:
+        """Queue ``ops`` for the writer, or refuse them if the store has closed meanwhile."""
+        with self._submit_lock:
+            if not self._closed:
+                self._queue.put(ops)
+                return
+        closed = UnavailableError("the store is closed; the agent is shutting down")
+        _deliver(ops, [(False, closed)] * len(ops))
 
     def write_sync(self, fn: Callable[[Connection], T], *, shared: bool = True) -> T:
         """Run ``fn(conn)`` through the writer thread and wait (for tools without a loop)."""
         import concurrent.futures
 
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put(_Op(fn, None, fut, shared))
+        self._submit([_Op(fn, None, fut, shared)])
         return fut.result()
 
     # ------------------------------------------------------------------ writer thread
@@ -255,7 +285,7 @@ class Store:
             first = self._queue.get()
             if first is None:
                 break
-            batch = [first]
+            batch = first
             while len(batch) < MAX_BATCH:
                 try:
                     nxt = self._queue.get_nowait()
@@ -264,7 +294,7 @@ class Store:
                 if nxt is None:
                     stop = True
                     break
-                batch.append(nxt)
+                batch = batch + nxt
             self._commit_batch(batch)
         if self._held is not None:
             self._held.close()

@@ -108,3 +108,47 @@ async def test_the_writer_replaces_its_connection_after_a_driver_error(tmp_path:
         assert {"a", "b"} <= set(keys)
     finally:
         store.close()
+
+
+async def test_writes_of_one_loop_iteration_reach_the_writer_together(tmp_path: Path) -> None:
+    """The writes a loop submits while running its ready tasks are handed to the writer in one
+    piece, once they have all run: one group commit for all of them, each caller answered."""
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.migrate()
+    sizes: list[int] = []
+    commit = store._commit_batch
+
+    def record(batch):
+        sizes.append(len(batch))
+        commit(batch)
+
+    store._commit_batch = record  # type: ignore[method-assign]
+
+    def put(key: str):
+        return lambda c: c.execute(t.meta.insert().values(key=key, value="v")) and key
+
+    try:
+        keys = await asyncio.gather(*(store.write(put(f"k-{i}")) for i in range(40)))
+        assert keys == [f"k-{i}" for i in range(40)]
+        assert sizes == [40]
+        assert await asyncio.to_thread(store.write_sync, put("sync")) == "sync"
+    finally:
+        store.close()
+
+
+async def test_a_write_handed_over_after_close_is_refused_not_lost(tmp_path: Path) -> None:
+    """A write submitted just before close() and handed over after it gets a clear error."""
+    from common.errors import UnavailableError
+
+    store = Store(f"sqlite:///{tmp_path / 's.db'}")
+    store.migrate()
+    pending = asyncio.ensure_future(
+        store.write(lambda c: c.execute(t.meta.insert().values(key="late", value="v")))
+    )
+    await asyncio.sleep(0)  # submitted; its hand-over runs in the next loop iteration
+    assert store._submitted
+    store.close()
+    with pytest.raises(UnavailableError, match="closed"):
+        await asyncio.wait_for(pending, 5)
+    with pytest.raises(UnavailableError, match="closed"):
+        store.write_sync(lambda c: None)
