@@ -33,9 +33,10 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 PATH = "/api/v1/secrets/"
 ROUTE = "secrets.read"  # the route's name in agent/api/routes.py: the audit op and metrics label
-# A reference whose raw and decoded forms are the same text: no escapes, no dot segments, no
+# A reference whose only escape is "%2F" (how clients send the "/" of a name such as
+# "prod/db/password": `urllib.parse.quote(name, safe="")`): no other escape, no dot segment, no
 # sub-path, no query. Every secret id and most names; the rest take the full path.
-PLAIN_REF = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,255}")
+PLAIN_REF = re.compile(r"(?:[A-Za-z0-9_~-]|%2[Ff])(?:[A-Za-z0-9_.~-]|%2[Ff]){0,255}")
 
 
 class FastRead:
@@ -66,7 +67,10 @@ class FastRead:
         token = agent.tokens.cached(request.headers.get("Authorization"))
         if token is None:
             return None
-        hit = agent.secrets.cached_current(path[len(PATH) :])
+        ref = path[len(PATH) :]
+        if "%" in ref:
+            ref = ref.replace("%2F", "/").replace("%2f", "/")
+        hit = agent.secrets.cached_current(ref)
         if hit is None:
             return None
         meta, sealed = hit

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from agent.api import fastread
 from agent.api.app import build_app
@@ -52,7 +54,8 @@ class Pair:
     async def one(self, base: str, method: str, path: str, token: str | None, **kw: Any) -> Any:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         headers.update(kw.pop("headers", {}))
-        async with self.session.request(method, base + path, headers=headers, **kw) as resp:
+        url = URL(base + path, encoded=True)  # sent as written: no requoting by the client
+        async with self.session.request(method, url, headers=headers, **kw) as resp:
             body = await resp.read()
             return resp.status, body, dict(resp.headers)
 
@@ -131,10 +134,18 @@ async def _token(p: Pair, rules: list[tuple[str, list[str]]], ttl: int | None = 
 
 async def test_a_cached_read_by_id_and_by_name_is_answered_by_the_hot_read(pair: Pair) -> None:
     sid = await _create(pair, "app/db.password")
-    for ref in (sid, "app/db.password".replace("/", "%2F"), sid):
+    # by id; by name as clients send it (quote(name, safe=""): "/" is "%2F"), either case;
+    # with any other escape the full path answers (the same bytes)
+    for ref, hot_expected in (
+        (sid, True),
+        (quote("app/db.password", safe=""), True),
+        ("app%2fdb.password", True),
+        ("app%2Fdb%2Epassword", False),
+        ("%61pp%2Fdb.password", False),
+    ):
         status, body, hot = await pair.both("GET", f"/api/v1/secrets/{ref}")
-        assert status == 200 and json.loads(body)["value"] == VALUE
-        assert hot == ("%" not in ref)  # an escaped name takes the full path
+        assert status == 200 and json.loads(body)["value"] == VALUE, ref
+        assert hot == hot_expected, ref
     await _create(pair, "plain-name.v2")
     status, body, hot = await pair.both("GET", "/api/v1/secrets/plain-name.v2")
     assert status == 200 and hot
@@ -168,6 +179,9 @@ async def test_refusals_and_misses_are_handed_to_the_full_path(pair: Pair) -> No
         ("GET", f"/api/v1/secrets/{sid}/", None, 404),
         ("GET", f"/api/v1/secrets/{sid}/versions", None, 200),
         ("GET", "/api/v1/secrets/..", None, 404),
+        ("GET", "/api/v1/secrets/other%2Fb", reader, 403),
+        ("GET", "/api/v1/secrets/team%2Fmissing", reader, 404),
+        ("GET", "/api/v1/secrets/.%2Fteam%2Fa", None, 404),
         ("HEAD", f"/api/v1/secrets/{sid}", None, 405),
         ("DELETE", "/api/v1/secrets/" + "x" * 300, None, 404),
     ]
