@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from importlib import resources
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -94,6 +97,30 @@ def autocommit(engine: AsyncEngine) -> AsyncEngine:
     if not is_postgres(engine):
         return engine
     return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
+@contextlib.asynccontextmanager
+async def driver(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """PostgreSQL only: the psycopg connection of one of ``engine``'s pooled connections, in
+    autocommit mode, for fixed statements on hot paths (an agent's connect sequence), where
+    SQLAlchemy's per-statement machinery costs the process several times what psycopg does
+    (``bench/db_statement.py``). A connection that fails or is interrupted mid-statement is
+    invalidated, not returned to the pool."""
+    async with autocommit(engine).connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        try:
+            yield raw
+        except BaseException:
+            await conn.invalidate()
+            raise
+
+
+async def fetch(engine: AsyncEngine, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """PostgreSQL only: the rows (named tuples) of one statement run by :func:`driver`."""
+    async with driver(engine) as raw:
+        cur = raw.cursor(row_factory=namedtuple_row)
+        await cur.execute(sql, params)
+        return list(await cur.fetchall()) if cur.description is not None else []
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

@@ -269,7 +269,8 @@ class AgentLink:
 
     async def _heartbeat(self, health: dict[str, Any]) -> None:
         started = time.perf_counter()
-        if not await self.services.presence.heartbeat(self.vault.id, self.gen, health):
+        current, offline_alert = await self.services.presence.beat(self.vault.id, self.gen, health)
+        if not current:
             if await self.services.presence.why_stale(self.vault.id) == uplink.ERR_REVOKED:
                 raise UplinkRefusedError(
                     uplink.ERR_REVOKED, f"vault {self.vault.id} has been revoked"
@@ -279,7 +280,7 @@ class AgentLink:
         limit = timedelta(seconds=self.services.settings.offline_after_seconds)
         if now - self._last_heartbeat > limit:  # it was offline: say it is back
             await self.services.presence.came_back(self.vault)
-        elif self._heartbeats == 0:
+        elif self._heartbeats == 0 and offline_alert:  # raised while it was connecting
             await self.services.alerts.resolve_key(
                 self.vault.org_id, f"vault_offline:{self.vault.id}"
             )

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from common import intents, uplink
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
-from control_plane.db import autocommit, iso, new_sorted_id
+from control_plane.db import autocommit, fetch, is_postgres, iso, new_sorted_id
 from control_plane.services.principal import Principal
 
 if TYPE_CHECKING:
@@ -95,6 +95,14 @@ def check_command(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if args:
         raise ValidationError("resync takes no args")
     return command, {}
+
+
+# Commands.unfinished_frames on PostgreSQL (the SQLAlchemy query below is used on SQLite)
+_PG_UNFINISHED = """
+SELECT id, command, args, intent FROM cp_commands
+WHERE vault_id = %s AND state IN ('pending', 'sent')
+ORDER BY id LIMIT 1000
+"""
 
 
 class Commands:
@@ -176,6 +184,8 @@ class Commands:
 
     async def unfinished_frames(self, vault_id: str) -> builtins.list[dict[str, Any]]:
         """The ``command`` frames of a vault's pending and sent commands, oldest first."""
+        if is_postgres(self.engine):  # on every agent connect: the driver's connection
+            return [command_frame(r) for r in await fetch(self.engine, _PG_UNFINISHED, (vault_id,))]
         c = t.commands
         q = (
             sa.select(c)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from common import events, intents
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
-from control_plane.db import autocommit, iso, new_id
+from control_plane.db import autocommit, fetch, is_postgres, iso, new_id
 from control_plane.services.policy_rules import (
     CLEAR,
     MAX_POLICIES,
@@ -73,6 +73,14 @@ def _clear(header: intents.Header) -> str:
     scope = {"all": True} if header.vault_ids is None else {"vault_ids": list(header.vault_ids)}
     return json.dumps({"interval_seconds": header.interval_seconds,
                        "notice_seconds": header.notice_seconds, "scope": scope})  # fmt: skip
+
+
+# Policies.for_uplink on PostgreSQL (the SQLAlchemy query below is used on SQLite)
+_PG_UPLINK = """
+SELECT id, name, version, body, intent FROM cp_policies
+WHERE org_id = %s AND (deleted_at IS NULL OR intent IS NOT NULL)
+ORDER BY id
+"""
 
 
 class Policies:
@@ -197,6 +205,8 @@ class Policies:
 
     async def for_uplink(self, org_id: str) -> builtins.list[dict[str, Any]]:
         """Every policy of the organisation in the uplink's shape (sealed deletions included)."""
+        if is_postgres(self.engine):  # on every agent connect: the driver's connection
+            return [uplink_policy(r) for r in await fetch(self.engine, _PG_UPLINK, (org_id,))]
         p = t.policies
         q = (
             sa.select(p)

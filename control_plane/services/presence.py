@@ -22,7 +22,7 @@ from common import events, uplink
 from common.errors import ValidationError
 from common.tls import CertificateAuthority, TLSError
 from control_plane import schema as t
-from control_plane.db import autocommit, aware, is_postgres, iso
+from control_plane.db import autocommit, aware, fetch, is_postgres, iso
 from control_plane.errors import UplinkRefusedError
 
 if TYPE_CHECKING:
@@ -73,17 +73,42 @@ def _key_id(cert: x509.Certificate, kind: type[Any]) -> bytes | None:
     return bytes(value) if value else None
 
 
+# What a heartbeat's batch tells its connection: (the generation is still current, a live
+# "vault offline" alert of the vault exists).
+Counted = tuple[bool, bool]
+
 # One heartbeat waiting to be written: vault id, connection generation, time, health JSON and
-# the future its connection awaits (True while that generation is current).
-_Beat = tuple[str, int, datetime, str, "asyncio.Future[bool]"]
+# the future its connection awaits.
+_Beat = tuple[str, int, datetime, str, "asyncio.Future[Counted]"]
 
 # PostgreSQL: the whole batch in one statement; RETURNING names the rows whose connection was
-# still current (and the vault not revoked), so each connection learns whether it counted.
+# still current (and the vault not revoked), so each connection learns whether it counted, and
+# whether an offline alert waits to be resolved (the first heartbeat after a connect resolves it
+# without a query of its own).
 _PG_HEARTBEATS = """
 UPDATE cp_vaults AS v SET last_heartbeat_at = b.at, health = b.health
 FROM unnest(%s::text[], %s::int[], %s::timestamptz[], %s::text[]) AS b(id, gen, at, health)
 WHERE v.id = b.id AND v.conn_gen = b.gen AND v.revoked_at IS NULL
-RETURNING v.id, v.conn_gen
+RETURNING v.id, v.conn_gen, EXISTS (
+    SELECT 1 FROM cp_alerts AS a WHERE a.org_id = v.org_id AND a.open_key = 'vault_offline:' || v.id
+)
+"""
+
+# The connect sequence's statements on PostgreSQL, run on the driver's connection
+# (control_plane.db.fetch): the same as the SQLAlchemy queries used on SQLite below.
+_PG_IDENTIFY = """
+SELECT v.id, v.org_id, v.name, v.revoked_at, v.cert_serial, v.prev_cert_serial,
+       v.prev_cert_valid_until, o.metadata_key_fingerprint
+FROM cp_vaults AS v JOIN cp_orgs AS o ON o.id = v.org_id
+WHERE v.id = %s
+"""
+_PG_CONNECT = """
+UPDATE cp_vaults AS v
+SET conn_gen = v.conn_gen + 1, connected_at = %s, disconnected_at = NULL,
+    last_heartbeat_at = %s, agent_version = %s
+WHERE v.id = %s AND v.revoked_at IS NULL
+RETURNING v.conn_gen, v.audit_epoch, v.audit_seq,
+          EXISTS (SELECT 1 FROM cp_alerts AS a WHERE a.org_id = v.org_id AND a.open_key = %s)
 """
 
 
@@ -103,10 +128,11 @@ class HeartbeatBatcher:
         self._queue: list[_Beat] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def record(self, vault_id: str, gen: int, health: dict[str, Any]) -> bool:
-        """Queue one heartbeat and wait until its batch is committed; False if the
-        connection is no longer current (replaced, or the vault was revoked)."""
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def record(self, vault_id: str, gen: int, health: dict[str, Any]) -> Counted:
+        """Queue one heartbeat and wait until its batch is committed; (False, False) if the
+        connection is no longer current (replaced, or the vault was revoked), else (True,
+        whether a live "vault offline" alert of the vault exists)."""
+        done: asyncio.Future[Counted] = asyncio.get_running_loop().create_future()
         self._queue.append((vault_id, gen, self.clock(), json.dumps(health), done))
         if self._writer is None:
             self._writer = self.spawn(self._drain(), "uplink-heartbeats")
@@ -127,15 +153,17 @@ class HeartbeatBatcher:
                     continue
                 for vault_id, gen, _, _, done in batch:
                     if not done.done():
-                        done.set_result((vault_id, gen) in current)
+                        alert = current.get((vault_id, gen))
+                        done.set_result((alert is not None, bool(alert)))
         finally:
             self._writer = None
             for beat in (*batch, *self._queue):  # cancelled (shutdown): nobody waits forever
                 beat[4].cancel()
             self._queue = []
 
-    async def _write(self, batch: list[_Beat]) -> set[tuple[str, int]]:
-        """Record ``batch`` in one transaction; the (vault id, generation) pairs that counted."""
+    async def _write(self, batch: list[_Beat]) -> dict[tuple[str, int], bool]:
+        """Record ``batch`` in one transaction; the (vault id, generation) pairs that counted,
+        each with whether a live "vault offline" alert of the vault exists."""
         latest = {(b[0], b[1]): b for b in batch}  # a connection's newest heartbeat wins
         if not is_postgres(self.engine):
             return await self._write_each(list(latest.values()))
@@ -155,11 +183,11 @@ class HeartbeatBatcher:
             except Exception:
                 await conn.invalidate()  # a broken connection must not go back to the pool
                 raise
-        return {(row[0], row[1]) for row in rows}
+        return {(row[0], row[1]): bool(row[2]) for row in rows}
 
-    async def _write_each(self, beats: list[_Beat]) -> set[tuple[str, int]]:
-        """SQLite: one UPDATE per heartbeat, all in one transaction."""
-        v, current = t.vaults, set()
+    async def _write_each(self, beats: list[_Beat]) -> dict[tuple[str, int], bool]:
+        """SQLite: one UPDATE (and alert lookup) per heartbeat, all in one transaction."""
+        v, a, current = t.vaults, t.alerts, {}
         async with self.engine.begin() as conn:
             for vault_id, gen, at, health, _ in beats:
                 done = await conn.execute(
@@ -168,7 +196,12 @@ class HeartbeatBatcher:
                     .values(last_heartbeat_at=at, health=health)
                 )
                 if done.rowcount == 1:
-                    current.add((vault_id, gen))
+                    alert = sa.select(a.c.id).where(
+                        a.c.org_id == v.c.org_id,
+                        v.c.id == vault_id,
+                        a.c.open_key == f"vault_offline:{vault_id}",
+                    )
+                    current[(vault_id, gen)] = (await conn.execute(alert)).first() is not None
         return current
 
 
@@ -213,23 +246,7 @@ class VaultPresence:
             uplink.opaque_id(vault_id, "certificate common name")
         except ValidationError:
             raise unknown from None
-        v = t.vaults
-        q = (
-            sa.select(
-                v.c.id,
-                v.c.org_id,
-                v.c.name,
-                v.c.revoked_at,
-                v.c.cert_serial,
-                v.c.prev_cert_serial,
-                v.c.prev_cert_valid_until,
-                t.orgs.c.metadata_key_fingerprint,
-            )
-            .join(t.orgs, t.orgs.c.id == v.c.org_id)
-            .where(v.c.id == vault_id)
-        )
-        async with self.single.connect() as conn:
-            row = (await conn.execute(q)).first()
+        row = await self._vault_row(str(vault_id))
         if row is None:
             raise unknown
         if row.revoked_at is not None:
@@ -249,6 +266,29 @@ class VaultPresence:
         if not self._serial_ok(row, vault.serial):
             await self._superseded(vault)
         return vault
+
+    async def _vault_row(self, vault_id: str) -> Any:
+        """The vault's row joined with its organisation's metadata-key fingerprint, or None."""
+        if is_postgres(self.engine):
+            rows = await fetch(self.engine, _PG_IDENTIFY, (vault_id,))
+            return rows[0] if rows else None
+        v = t.vaults
+        q = (
+            sa.select(
+                v.c.id,
+                v.c.org_id,
+                v.c.name,
+                v.c.revoked_at,
+                v.c.cert_serial,
+                v.c.prev_cert_serial,
+                v.c.prev_cert_valid_until,
+                t.orgs.c.metadata_key_fingerprint,
+            )
+            .join(t.orgs, t.orgs.c.id == v.c.org_id)
+            .where(v.c.id == vault_id)
+        )
+        async with self.single.connect() as conn:
+            return (await conn.execute(q)).first()
 
     def _serial_ok(self, row: Any, serial: str) -> bool:
         """The vault's current serial, or the previous one inside its overlap."""
@@ -281,27 +321,33 @@ class VaultPresence:
         """Record a new connection (one statement: the new generation, the vault's audit head
         and whether an offline alert is live come back with it). Publishes ``vault.status``
         online and resolves a live offline alert."""
-        now, v, a = self.clock(), t.vaults, t.alerts
-        alert_open = (
-            sa.select(a.c.id)
-            .where(a.c.org_id == v.c.org_id, a.c.open_key == f"vault_offline:{vault.id}")
-            .exists()
-        )
-        async with self.single.begin() as conn:
-            row = (
-                await conn.execute(
-                    v.update()
-                    .where(v.c.id == vault.id, v.c.revoked_at.is_(None))
-                    .values(
-                        conn_gen=v.c.conn_gen + 1,
-                        connected_at=now,
-                        disconnected_at=None,
-                        last_heartbeat_at=now,
-                        agent_version=agent_version,
+        now, alert_key = self.clock(), f"vault_offline:{vault.id}"
+        if is_postgres(self.engine):
+            params = (now, now, agent_version, vault.id, alert_key)
+            rows = await fetch(self.engine, _PG_CONNECT, params)
+            row = rows[0] if rows else None
+        else:
+            v, a = t.vaults, t.alerts
+            alert_open = (
+                sa.select(a.c.id)
+                .where(a.c.org_id == v.c.org_id, a.c.open_key == alert_key)
+                .exists()
+            )
+            async with self.single.begin() as conn:
+                row = (
+                    await conn.execute(
+                        v.update()
+                        .where(v.c.id == vault.id, v.c.revoked_at.is_(None))
+                        .values(
+                            conn_gen=v.c.conn_gen + 1,
+                            connected_at=now,
+                            disconnected_at=None,
+                            last_heartbeat_at=now,
+                            agent_version=agent_version,
+                        )
+                        .returning(v.c.conn_gen, v.c.audit_epoch, v.c.audit_seq, alert_open)
                     )
-                    .returning(v.c.conn_gen, v.c.audit_epoch, v.c.audit_seq, alert_open)
-                )
-            ).first()
+                ).first()
         if row is None:
             raise UplinkRefusedError(uplink.ERR_REVOKED, f"vault {vault.id} has been revoked")
         done = Connected(int(row[0]), (int(row[1]), int(row[2])), bool(row[3]))
@@ -337,6 +383,10 @@ class VaultPresence:
     async def heartbeat(self, vault_id: str, gen: int, health: dict[str, Any]) -> bool:
         """Record a heartbeat (batched with the replica's others); False if the connection is
         no longer current (replaced by a newer one, or the vault was revoked)."""
+        return (await self.heartbeats.record(vault_id, gen, health))[0]
+
+    async def beat(self, vault_id: str, gen: int, health: dict[str, Any]) -> Counted:
+        """Like :meth:`heartbeat`: (still current, a live "vault offline" alert exists)."""
         return await self.heartbeats.record(vault_id, gen, health)
 
     async def why_stale(self, vault_id: str) -> str:
