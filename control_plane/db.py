@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
 from datetime import UTC, date, datetime
 from importlib import resources
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -20,6 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from common.errors import UnavailableError
 
+K = TypeVar("K", bound=Hashable)
+A = TypeVar("A")
+V = TypeVar("V")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
 
@@ -161,3 +165,79 @@ async def ping(engine: AsyncEngine) -> None:
             await conn.execute(text("SELECT 1"))
     except (SQLAlchemyError, OSError) as exc:
         raise UnavailableError("the database is unreachable") from exc
+
+
+class Batcher(Generic[K, A, V]):
+    """Concurrent one-key statements of the same kind, run as one statement for many keys.
+
+    ``run`` takes ``{key: argument}`` and returns ``{key: value}`` (a key it leaves out gets
+    None). While one batch runs, the calls that arrive queue up, and then go together in the
+    next one: no fixed delay, a lone call runs at once (natural group commit, like the
+    heartbeats' ``HeartbeatBatcher``). Every call's statement therefore starts after the call
+    was made. With ``share``, calls for a key already in the next batch share its answer (reads);
+    without, such a call waits for a later batch (writes, one per call).
+    """
+
+    def __init__(
+        self,
+        run: Callable[[dict[K, A]], Awaitable[dict[K, V]]],
+        spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]],
+        name: str,
+        *,
+        share: bool,
+    ) -> None:
+        self._run, self._spawn, self._name, self._share = run, spawn, name, share
+        self._queue: list[tuple[K, A, asyncio.Future[V | None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def __call__(self, key: K, arg: A) -> V | None:
+        """Queue ``key`` (with ``arg``) and wait for its batch's answer (or its error)."""
+        done: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_consume)
+        self._queue.append((key, arg, done))
+        if self._writer is None:
+            self._writer = self._spawn(self._drain(), self._name)
+        return await asyncio.shield(done)  # one caller's cancellation spares the others
+
+    def _next(self) -> dict[K, tuple[A, list[asyncio.Future[V | None]]]]:
+        batch: dict[K, tuple[A, list[asyncio.Future[V | None]]]] = {}
+        later = []
+        for key, arg, done in self._queue:
+            if key not in batch:
+                batch[key] = (arg, [done])
+            elif self._share:
+                batch[key][1].append(done)
+            else:
+                later.append((key, arg, done))
+        self._queue = later
+        return batch
+
+    async def _drain(self) -> None:
+        batch: dict[K, tuple[A, list[asyncio.Future[V | None]]]] = {}
+        try:
+            while self._queue:
+                batch = self._next()
+                try:
+                    found = await self._run({key: arg for key, (arg, _) in batch.items()})
+                except Exception as exc:
+                    for _, waiters in batch.values():
+                        for done in waiters:
+                            if not done.done():
+                                done.set_exception(exc)
+                    continue
+                for key, (_, waiters) in batch.items():
+                    for done in waiters:
+                        if not done.done():
+                            done.set_result(found.get(key))
+        finally:
+            self._writer = None
+            waiting = [d for _, ws in batch.values() for d in ws] + [q[2] for q in self._queue]
+            for done in waiting:  # cancelled (shutdown): nobody waits forever
+                done.cancel()
+            self._queue = []
+
+
+def _consume(done: asyncio.Future[Any]) -> None:
+    """Mark a batch's error as seen even when its caller was cancelled meanwhile."""
+    if not done.cancelled():
+        done.exception()

@@ -25,7 +25,7 @@ from aiohttp import WSMsgType, web
 
 from common import uplink
 from common.errors import ValidationError
-from control_plane.db import iso
+from control_plane.db import Batcher, iso
 from control_plane.errors import UplinkRefusedError
 from control_plane.gateway import frames
 from control_plane.services.policies import applies_to
@@ -60,6 +60,10 @@ class LinkServices:
     commands: Commands
     ingest: Ingest
     alerts: Alerts
+    # the connect sequence's reads, shared by the agents connecting at the same time
+    # (control_plane.db.Batcher): an organisation's policies, a vault's unfinished commands
+    org_policies: Batcher[str, None, list[dict[str, Any]]]
+    unfinished: Batcher[str, None, list[dict[str, Any]]]
 
 
 class _Replaced(Exception):
@@ -175,8 +179,8 @@ class AgentLink:
                 "heartbeat_interval_seconds": int(interval) if interval.is_integer() else interval,
             }
         )
-        await self._send_policies(await self.services.policies.for_uplink(self.vault.org_id))
-        pending = await self.services.commands.unfinished_frames(self.vault.id)
+        await self._send_policies(await self.services.org_policies(self.vault.org_id, None) or [])
+        pending = await self.services.unfinished(self.vault.id, None) or []
         for frame in pending:
             self._sent.add(frame["id"])
             await self._send(frame)

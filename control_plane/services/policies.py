@@ -75,11 +75,11 @@ def _clear(header: intents.Header) -> str:
                        "notice_seconds": header.notice_seconds, "scope": scope})  # fmt: skip
 
 
-# Policies.for_uplink on PostgreSQL (the SQLAlchemy query below is used on SQLite)
+# Policies.for_uplinks on PostgreSQL (for_uplink's SQLAlchemy query is used on SQLite)
 _PG_UPLINK = """
-SELECT id, name, version, body, intent FROM cp_policies
-WHERE org_id = %s AND (deleted_at IS NULL OR intent IS NOT NULL)
-ORDER BY id
+SELECT org_id, id, name, version, body, intent FROM cp_policies
+WHERE org_id = ANY(%s::text[]) AND (deleted_at IS NULL OR intent IS NOT NULL)
+ORDER BY org_id, id
 """
 
 
@@ -205,8 +205,6 @@ class Policies:
 
     async def for_uplink(self, org_id: str) -> builtins.list[dict[str, Any]]:
         """Every policy of the organisation in the uplink's shape (sealed deletions included)."""
-        if is_postgres(self.engine):  # on every agent connect: the driver's connection
-            return [uplink_policy(r) for r in await fetch(self.engine, _PG_UPLINK, (org_id,))]
         p = t.policies
         q = (
             sa.select(p)
@@ -215,6 +213,19 @@ class Policies:
         )
         async with self.single.connect() as conn:
             return [uplink_policy(r) for r in await conn.execute(q)]
+
+    async def for_uplinks(
+        self, org_ids: dict[str, None]
+    ) -> dict[str, builtins.list[dict[str, Any]]]:
+        """:meth:`for_uplink` of several organisations at once (the agents connecting at the same
+        time, ``gateway/agent_link.py``); on PostgreSQL one statement on the driver's
+        connection."""
+        if not is_postgres(self.engine):
+            return {org_id: await self.for_uplink(org_id) for org_id in org_ids}
+        found: dict[str, builtins.list[dict[str, Any]]] = {org_id: [] for org_id in org_ids}
+        for row in await fetch(self.engine, _PG_UPLINK, (list(org_ids),)):
+            found[row.org_id].append(uplink_policy(row))
+        return found
 
     async def get(self, who: Principal, policy_id: str) -> dict[str, Any]:
         """One policy."""

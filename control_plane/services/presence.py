@@ -22,7 +22,7 @@ from common import events, uplink
 from common.errors import ValidationError
 from common.tls import CertificateAuthority, TLSError
 from control_plane import schema as t
-from control_plane.db import autocommit, aware, fetch, is_postgres, iso
+from control_plane.db import Batcher, autocommit, aware, fetch, is_postgres, iso
 from control_plane.errors import UplinkRefusedError
 
 if TYPE_CHECKING:
@@ -94,21 +94,24 @@ RETURNING v.id, v.conn_gen, EXISTS (
 )
 """
 
-# The connect sequence's statements on PostgreSQL, run on the driver's connection
+# The connect sequence's statements on PostgreSQL, for all the vaults of a batch (agents that
+# connect meanwhile, control_plane.db.Batcher), run on the driver's connection
 # (control_plane.db.fetch): the same as the SQLAlchemy queries used on SQLite below.
 _PG_IDENTIFY = """
 SELECT v.id, v.org_id, v.name, v.revoked_at, v.cert_serial, v.prev_cert_serial,
        v.prev_cert_valid_until, o.metadata_key_fingerprint
 FROM cp_vaults AS v JOIN cp_orgs AS o ON o.id = v.org_id
-WHERE v.id = %s
+WHERE v.id = ANY(%s::text[])
 """
 _PG_CONNECT = """
 UPDATE cp_vaults AS v
-SET conn_gen = v.conn_gen + 1, connected_at = %s, disconnected_at = NULL,
-    last_heartbeat_at = %s, agent_version = %s
-WHERE v.id = %s AND v.revoked_at IS NULL
-RETURNING v.conn_gen, v.audit_epoch, v.audit_seq,
-          EXISTS (SELECT 1 FROM cp_alerts AS a WHERE a.org_id = v.org_id AND a.open_key = %s)
+SET conn_gen = v.conn_gen + 1, connected_at = b.at, disconnected_at = NULL,
+    last_heartbeat_at = b.at, agent_version = b.version
+FROM unnest(%s::text[], %s::timestamptz[], %s::text[]) AS b(id, at, version)
+WHERE v.id = b.id AND v.revoked_at IS NULL
+RETURNING v.id, v.conn_gen, v.audit_epoch, v.audit_seq, EXISTS (
+    SELECT 1 FROM cp_alerts AS a WHERE a.org_id = v.org_id AND a.open_key = 'vault_offline:' || v.id
+)
 """
 
 
@@ -230,6 +233,9 @@ class VaultPresence:
         self.alerts = alerts
         self.vaults = vaults
         self.heartbeats = HeartbeatBatcher(engine, clock, spawn)
+        # agents connecting at once (a fleet reconnecting) share statements
+        self._rows = Batcher(self._vault_rows, spawn, "uplink-identify", share=True)
+        self._connects = Batcher(self._connect_rows, spawn, "uplink-connect", share=False)
 
     async def identify(self, cert: x509.Certificate) -> VaultRef:
         """The vault a verified client certificate names (CN), or UplinkRefusedError (403).
@@ -246,7 +252,7 @@ class VaultPresence:
             uplink.opaque_id(vault_id, "certificate common name")
         except ValidationError:
             raise unknown from None
-        row = await self._vault_row(str(vault_id))
+        row = await self._rows(str(vault_id), None)
         if row is None:
             raise unknown
         if row.revoked_at is not None:
@@ -267,11 +273,19 @@ class VaultPresence:
             await self._superseded(vault)
         return vault
 
-    async def _vault_row(self, vault_id: str) -> Any:
-        """The vault's row joined with its organisation's metadata-key fingerprint, or None."""
+    async def _vault_rows(self, ids: dict[str, None]) -> dict[str, Any]:
+        """Vaults' rows, each joined with its organisation's metadata-key fingerprint."""
         if is_postgres(self.engine):
-            rows = await fetch(self.engine, _PG_IDENTIFY, (vault_id,))
-            return rows[0] if rows else None
+            return {r.id: r for r in await fetch(self.engine, _PG_IDENTIFY, (list(ids),))}
+        found = {}
+        for vault_id in ids:
+            row = await self._vault_row(vault_id)
+            if row is not None:
+                found[vault_id] = row
+        return found
+
+    async def _vault_row(self, vault_id: str) -> Any:
+        """SQLite: one vault's row joined with its organisation's metadata-key fingerprint."""
         v = t.vaults
         q = (
             sa.select(
@@ -321,38 +335,50 @@ class VaultPresence:
         """Record a new connection (one statement: the new generation, the vault's audit head
         and whether an offline alert is live come back with it). Publishes ``vault.status``
         online and resolves a live offline alert."""
-        now, alert_key = self.clock(), f"vault_offline:{vault.id}"
-        if is_postgres(self.engine):
-            params = (now, now, agent_version, vault.id, alert_key)
-            rows = await fetch(self.engine, _PG_CONNECT, params)
-            row = rows[0] if rows else None
-        else:
-            v, a = t.vaults, t.alerts
-            alert_open = (
-                sa.select(a.c.id)
-                .where(a.c.org_id == v.c.org_id, a.c.open_key == alert_key)
-                .exists()
-            )
-            async with self.single.begin() as conn:
-                row = (
-                    await conn.execute(
-                        v.update()
-                        .where(v.c.id == vault.id, v.c.revoked_at.is_(None))
-                        .values(
-                            conn_gen=v.c.conn_gen + 1,
-                            connected_at=now,
-                            disconnected_at=None,
-                            last_heartbeat_at=now,
-                            agent_version=agent_version,
-                        )
-                        .returning(v.c.conn_gen, v.c.audit_epoch, v.c.audit_seq, alert_open)
-                    )
-                ).first()
+        row = await self._connects(vault.id, (self.clock(), agent_version))
         if row is None:
             raise UplinkRefusedError(uplink.ERR_REVOKED, f"vault {vault.id} has been revoked")
-        done = Connected(int(row[0]), (int(row[1]), int(row[2])), bool(row[3]))
+        done = Connected(int(row[1]), (int(row[2]), int(row[3])), bool(row[4]))
         await self.came_back(vault, resolve=done.offline_alert)
         return done
+
+    async def _connect_rows(self, batch: dict[str, tuple[datetime, str]]) -> dict[str, Any]:
+        """Record a connection of each vault of ``batch`` (id → time, agent version); for each
+        one not revoked: (id, new generation, audit epoch, audit seq, offline alert live)."""
+        if is_postgres(self.engine):
+            ids, args = list(batch), list(batch.values())
+            params = (ids, [a[0] for a in args], [a[1] for a in args])
+            return {r[0]: r for r in await fetch(self.engine, _PG_CONNECT, params)}
+        found = {}
+        for vault_id, (now, agent_version) in batch.items():
+            row = await self._connect_one(vault_id, now, agent_version)
+            if row is not None:
+                found[vault_id] = row
+        return found
+
+    async def _connect_one(self, vault_id: str, now: datetime, agent_version: str) -> Any:
+        """SQLite: :meth:`_connect_rows` for one vault."""
+        v, a = t.vaults, t.alerts
+        alert_open = (
+            sa.select(a.c.id)
+            .where(a.c.org_id == v.c.org_id, a.c.open_key == f"vault_offline:{vault_id}")
+            .exists()
+        )
+        async with self.single.begin() as conn:
+            return (
+                await conn.execute(
+                    v.update()
+                    .where(v.c.id == vault_id, v.c.revoked_at.is_(None))
+                    .values(
+                        conn_gen=v.c.conn_gen + 1,
+                        connected_at=now,
+                        disconnected_at=None,
+                        last_heartbeat_at=now,
+                        agent_version=agent_version,
+                    )
+                    .returning(v.c.id, v.c.conn_gen, v.c.audit_epoch, v.c.audit_seq, alert_open)
+                )
+            ).first()
 
     async def came_back(self, vault: VaultRef, *, resolve: bool = True) -> None:
         """Publish ``vault.status`` online and (with ``resolve``) resolve a live offline
