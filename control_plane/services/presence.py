@@ -84,10 +84,14 @@ _Beat = tuple[str, int, datetime, str, "asyncio.Future[Counted]"]
 # PostgreSQL: the whole batch in one statement; RETURNING names the rows whose connection was
 # still current (and the vault not revoked), so each connection learns whether it counted, and
 # whether an offline alert waits to be resolved (the first heartbeat after a connect resolves it
-# without a query of its own).
+# without a query of its own). Heartbeats are ephemeral (the next one comes within seconds):
+# losing the last few to a database crash is harmless, waiting for the WAL flush is not, so the
+# statement turns synchronous_commit off for its own transaction (set_config(…, true), the
+# SET LOCAL of a statement run in autocommit): one round trip, not BEGIN, SET, UPDATE, COMMIT.
 _PG_HEARTBEATS = """
 UPDATE cp_vaults AS v SET last_heartbeat_at = b.at, health = b.health
-FROM unnest(%s::text[], %s::int[], %s::timestamptz[], %s::text[]) AS b(id, gen, at, health)
+FROM unnest(%s::text[], %s::int[], %s::timestamptz[], %s::text[]) AS b(id, gen, at, health),
+     (SELECT set_config('synchronous_commit', 'off', true)) AS local_setting
 WHERE v.id = b.id AND v.conn_gen = b.gen AND v.revoked_at IS NULL
 RETURNING v.id, v.conn_gen, EXISTS (
     SELECT 1 FROM cp_alerts AS a WHERE a.org_id = v.org_id AND a.open_key = 'vault_offline:' || v.id
@@ -172,20 +176,9 @@ class HeartbeatBatcher:
             return await self._write_each(list(latest.values()))
         beats = list(latest.values())
         params = ([b[0] for b in beats], [b[1] for b in beats], [b[2] for b in beats])
-        async with self.engine.connect() as conn:
-            # the driver's connection, for this one fixed statement: SQLAlchemy's per-call
-            # machinery would cost more than the statement itself at this rate
-            raw: Any = (await conn.get_raw_connection()).driver_connection
-            try:
-                async with raw.transaction():
-                    # heartbeats are ephemeral (the next one comes within seconds): losing the
-                    # last few to a database crash is harmless, waiting for the WAL flush is not
-                    await raw.execute("SET LOCAL synchronous_commit = off")
-                    cur = await raw.execute(_PG_HEARTBEATS, (*params, [b[3] for b in beats]))
-                    rows = await cur.fetchall()
-            except Exception:
-                await conn.invalidate()  # a broken connection must not go back to the pool
-                raise
+        # the driver's connection, for this one fixed statement: SQLAlchemy's per-call machinery
+        # would cost more than the statement itself at this rate
+        rows = await fetch(self.engine, _PG_HEARTBEATS, (*params, [b[3] for b in beats]))
         return {(row[0], row[1]): bool(row[2]) for row in rows}
 
     async def _write_each(self, beats: list[_Beat]) -> dict[tuple[str, int], bool]:

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from common import uplink
-from control_plane.db import Batcher
+from control_plane.db import Batcher, driver
 from control_plane.errors import UplinkRefusedError
+from control_plane.services.presence import _PG_HEARTBEATS
 from tests.control_plane.conftest import Api
 from tests.control_plane.mock_agent import enroll, org_id
 from tests.control_plane.test_commands import ROTATE
@@ -224,3 +225,22 @@ async def test_first_heartbeat_resolves_an_alert_raised_while_connecting(
     assert lookups == 1
     await link.close()
     await stream.close()
+
+
+async def test_heartbeat_batch_turns_synchronous_commit_off_for_itself_only(
+    api: Api, mode: str
+) -> None:
+    if mode != "production":
+        pytest.skip("PostgreSQL's synchronous_commit")
+    owner = await api.org("Acme", "owner@acme.test")
+    a = await _vault(api, owner, "vault-a")
+    gen = (await api.cp.presence.connect(a, "0.1.0")).gen
+    async with driver(api.cp.engine) as raw:
+        cur = await raw.execute(
+            _PG_HEARTBEATS.replace("RETURNING", "RETURNING current_setting('synchronous_commit'),"),
+            ([a.id], [gen], [api.cp.clock()], ["{}"]),
+        )
+        assert (await cur.fetchall())[0][0] == "off"  # while the statement runs
+        # and not after it: the pooled connection keeps durable commits for everyone else
+        cur = await raw.execute("SELECT current_setting('synchronous_commit')")
+        assert (await cur.fetchone())[0] == "on"
