@@ -168,7 +168,7 @@ class AgentLink:
         connected = await self.services.presence.connect(self.vault, hello.agent_version)
         self.gen, self._audit_floor = connected.gen, connected.audit_head
         self._last_heartbeat = self.services.clock()
-        await self.switchboard.attach(self)
+        await self.switchboard.attach(self, announce=connected.earlier_open)
         interval = self.services.settings.uplink_heartbeat_seconds
         await self._send(
             {

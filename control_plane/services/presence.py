@@ -56,6 +56,9 @@ class Connected:
     gen: int  # the connection's generation
     audit_head: tuple[int, int]  # the vault's audit head, (epoch, seq)
     offline_alert: bool  # a live "vault offline" alert is waiting to be resolved
+    # an earlier connection of the vault may still be open somewhere (it never connected, or
+    # its last connection recorded its end: False, and no other replica needs telling)
+    earlier_open: bool = True
 
 
 def _common_name(cert: x509.Certificate) -> str | None:
@@ -107,15 +110,22 @@ SELECT v.id, v.org_id, v.name, v.revoked_at, v.cert_serial, v.prev_cert_serial,
 FROM cp_vaults AS v JOIN cp_orgs AS o ON o.id = v.org_id
 WHERE v.id = ANY(%s::text[])
 """
+# (``earlier`` locks the rows first, so it reads the state the update replaces, even when
+# another connect of the vault commits meanwhile.)
 _PG_CONNECT = """
+WITH earlier AS (
+    SELECT id, connected_at IS NOT NULL AND disconnected_at IS NULL AS open
+    FROM cp_vaults WHERE id = ANY(%s::text[]) FOR UPDATE
+)
 UPDATE cp_vaults AS v
 SET conn_gen = v.conn_gen + 1, connected_at = b.at, disconnected_at = NULL,
     last_heartbeat_at = b.at, agent_version = b.version
 FROM unnest(%s::text[], %s::timestamptz[], %s::text[]) AS b(id, at, version)
+JOIN earlier ON earlier.id = b.id
 WHERE v.id = b.id AND v.revoked_at IS NULL
 RETURNING v.id, v.conn_gen, v.audit_epoch, v.audit_seq, EXISTS (
     SELECT 1 FROM cp_alerts AS a WHERE a.org_id = v.org_id AND a.open_key = 'vault_offline:' || v.id
-)
+), earlier.open
 """
 
 
@@ -331,16 +341,19 @@ class VaultPresence:
         row = await self._connects(vault.id, (self.clock(), agent_version))
         if row is None:
             raise UplinkRefusedError(uplink.ERR_REVOKED, f"vault {vault.id} has been revoked")
-        done = Connected(int(row[1]), (int(row[2]), int(row[3])), bool(row[4]))
+        # SQLite (one process, no other replica) reads no earlier state: True
+        earlier_open = bool(row[5]) if len(row) > 5 else True
+        done = Connected(int(row[1]), (int(row[2]), int(row[3])), bool(row[4]), earlier_open)
         await self.came_back(vault, resolve=done.offline_alert)
         return done
 
     async def _connect_rows(self, batch: dict[str, tuple[datetime, str]]) -> dict[str, Any]:
         """Record a connection of each vault of ``batch`` (id → time, agent version); for each
-        one not revoked: (id, new generation, audit epoch, audit seq, offline alert live)."""
+        one not revoked: (id, new generation, audit epoch, audit seq, offline alert live,
+        and on PostgreSQL whether its earlier connection may still be open)."""
         if is_postgres(self.engine):
             ids, args = list(batch), list(batch.values())
-            params = (ids, [a[0] for a in args], [a[1] for a in args])
+            params = (ids, ids, [a[0] for a in args], [a[1] for a in args])
             return {r[0]: r for r in await fetch(self.engine, _PG_CONNECT, params)}
         found = {}
         for vault_id, (now, agent_version) in batch.items():

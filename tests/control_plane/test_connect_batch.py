@@ -244,3 +244,52 @@ async def test_heartbeat_batch_turns_synchronous_commit_off_for_itself_only(
         # and not after it: the pooled connection keeps durable commits for everyone else
         cur = await raw.execute("SELECT current_setting('synchronous_commit')")
         assert (await cur.fetchone())[0] == "on"
+
+
+async def test_a_connect_knows_whether_an_earlier_connection_may_be_open(
+    api: Api, mode: str
+) -> None:
+    owner = await api.org("Acme", "owner@acme.test")
+    a = await _vault(api, owner, "vault-a")
+    presence = api.cp.presence
+    first = await presence.connect(a, "0.1.0")
+    second = await presence.connect(a, "0.1.0")  # the first was never closed
+    assert await presence.disconnect(a.id, second.gen)
+    third = await presence.connect(a, "0.1.0")  # the last one recorded its end
+    assert not await presence.disconnect(a.id, second.gen)  # an old one's end changes nothing
+    fourth = await presence.connect(a, "0.1.0")
+    if mode == "production":
+        assert [c.earlier_open for c in (first, second, third, fourth)] == [
+            False,
+            True,
+            False,
+            True,
+        ]
+    else:  # SQLite: one process, nothing to tell other replicas; always said
+        assert all(c.earlier_open for c in (first, second, third, fourth))
+
+
+async def test_takeover_is_announced_only_when_an_earlier_connection_may_be_open(
+    api: Api, tmp_path: Path
+) -> None:
+    owner = await api.org("Acme", "owner@acme.test")
+    agent = await enroll(api, owner, tmp_path / "agent")
+    bus = api.cp.bus
+    routes: list[dict[str, Any]] = []
+    route = bus.route
+
+    async def spied(message: dict[str, Any]) -> None:
+        routes.append(message)
+        await route(message)
+
+    bus.route = spied  # type: ignore[method-assign]
+    first = await agent.online()
+    second = await agent.online()  # takes over the first, which is still open
+    code, _ = await first.closed()
+    assert code == uplink.CLOSE_REPLACED
+    takeovers = [m["takeover"] for m in routes if "takeover" in m]
+    if api.cp.settings.redis_url:
+        assert takeovers == [2]  # the first connect had nothing to announce
+    else:
+        assert takeovers == [1, 2]
+    await second.close()
