@@ -205,6 +205,8 @@ class Policies:
 
     async def for_uplink(self, org_id: str) -> builtins.list[dict[str, Any]]:
         """Every policy of the organisation in the uplink's shape (sealed deletions included)."""
+        if is_postgres(self.engine):
+            return (await self.for_uplinks({org_id: None}))[org_id]
         p = t.policies
         q = (
             sa.select(p)
