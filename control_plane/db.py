@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
 from datetime import UTC, date, datetime
 from importlib import resources
@@ -103,6 +104,9 @@ def autocommit(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
+_AUTOCOMMIT: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
+
+
 @contextlib.asynccontextmanager
 async def driver(engine: AsyncEngine) -> AsyncIterator[Any]:
     """PostgreSQL only: the psycopg connection of one of ``engine``'s pooled connections, in
@@ -110,7 +114,10 @@ async def driver(engine: AsyncEngine) -> AsyncIterator[Any]:
     SQLAlchemy's per-statement machinery costs the process several times what psycopg does
     (``bench/db_statement.py``). A connection that fails or is interrupted mid-statement is
     invalidated, not returned to the pool."""
-    async with autocommit(engine).connect() as conn:
+    single = _AUTOCOMMIT.get(engine)
+    if single is None:  # an option engine is cheap to keep and costs a little to make
+        single = _AUTOCOMMIT[engine] = autocommit(engine)
+    async with single.connect() as conn:
         raw = (await conn.get_raw_connection()).driver_connection
         try:
             yield raw
