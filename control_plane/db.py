@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
 from datetime import UTC, date, datetime
 from importlib import resources
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from alembic import command
 from alembic.config import Config
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -17,6 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from common.errors import UnavailableError
 
+K = TypeVar("K", bound=Hashable)
+A = TypeVar("A")
+V = TypeVar("V")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
 
@@ -96,6 +104,36 @@ def autocommit(engine: AsyncEngine) -> AsyncEngine:
     return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
+_AUTOCOMMIT: weakref.WeakKeyDictionary[AsyncEngine, AsyncEngine] = weakref.WeakKeyDictionary()
+
+
+@contextlib.asynccontextmanager
+async def driver(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """PostgreSQL only: the psycopg connection of one of ``engine``'s pooled connections, in
+    autocommit mode, for fixed statements on hot paths (an agent's connect sequence), where
+    SQLAlchemy's per-statement machinery costs the process several times what psycopg does
+    (``bench/db_statement.py``). A connection that fails or is interrupted mid-statement is
+    invalidated, not returned to the pool."""
+    single = _AUTOCOMMIT.get(engine)
+    if single is None:  # an option engine is cheap to keep and costs a little to make
+        single = _AUTOCOMMIT[engine] = autocommit(engine)
+    async with single.connect() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        try:
+            yield raw
+        except BaseException:
+            await conn.invalidate()
+            raise
+
+
+async def fetch(engine: AsyncEngine, sql: str, params: tuple[Any, ...]) -> list[Any]:
+    """PostgreSQL only: the rows (named tuples) of one statement run by :func:`driver`."""
+    async with driver(engine) as raw:
+        cur = raw.cursor(row_factory=namedtuple_row)
+        await cur.execute(sql, params)
+        return list(await cur.fetchall()) if cur.description is not None else []
+
+
 def is_postgres(engine: AsyncEngine) -> bool:
     """True for PostgreSQL, False for SQLite."""
     return engine.dialect.name == "postgresql"
@@ -134,3 +172,79 @@ async def ping(engine: AsyncEngine) -> None:
             await conn.execute(text("SELECT 1"))
     except (SQLAlchemyError, OSError) as exc:
         raise UnavailableError("the database is unreachable") from exc
+
+
+class Batcher(Generic[K, A, V]):
+    """Concurrent one-key statements of the same kind, run as one statement for many keys.
+
+    ``run`` takes ``{key: argument}`` and returns ``{key: value}`` (a key it leaves out gets
+    None). While one batch runs, the calls that arrive queue up, and then go together in the
+    next one: no fixed delay, a lone call runs at once (natural group commit, like the
+    heartbeats' ``HeartbeatBatcher``). Every call's statement therefore starts after the call
+    was made. With ``share``, calls for a key already in the next batch share its answer (reads);
+    without, such a call waits for a later batch (writes, one per call).
+    """
+
+    def __init__(
+        self,
+        run: Callable[[dict[K, A]], Awaitable[dict[K, V]]],
+        spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]],
+        name: str,
+        *,
+        share: bool,
+    ) -> None:
+        self._run, self._spawn, self._name, self._share = run, spawn, name, share
+        self._queue: list[tuple[K, A, asyncio.Future[V | None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def __call__(self, key: K, arg: A) -> V | None:
+        """Queue ``key`` (with ``arg``) and wait for its batch's answer (or its error)."""
+        done: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_consume)
+        self._queue.append((key, arg, done))
+        if self._writer is None:
+            self._writer = self._spawn(self._drain(), self._name)
+        return await asyncio.shield(done)  # one caller's cancellation spares the others
+
+    def _next(self) -> dict[K, tuple[A, list[asyncio.Future[V | None]]]]:
+        batch: dict[K, tuple[A, list[asyncio.Future[V | None]]]] = {}
+        later = []
+        for key, arg, done in self._queue:
+            if key not in batch:
+                batch[key] = (arg, [done])
+            elif self._share:
+                batch[key][1].append(done)
+            else:
+                later.append((key, arg, done))
+        self._queue = later
+        return batch
+
+    async def _drain(self) -> None:
+        batch: dict[K, tuple[A, list[asyncio.Future[V | None]]]] = {}
+        try:
+            while self._queue:
+                batch = self._next()
+                try:
+                    found = await self._run({key: arg for key, (arg, _) in batch.items()})
+                except Exception as exc:
+                    for _, waiters in batch.values():
+                        for done in waiters:
+                            if not done.done():
+                                done.set_exception(exc)
+                    continue
+                for key, (_, waiters) in batch.items():
+                    for done in waiters:
+                        if not done.done():
+                            done.set_result(found.get(key))
+        finally:
+            self._writer = None
+            waiting = [d for _, ws in batch.values() for d in ws] + [q[2] for q in self._queue]
+            for done in waiting:  # cancelled (shutdown): nobody waits forever
+                done.cancel()
+            self._queue = []
+
+
+def _consume(done: asyncio.Future[Any]) -> None:
+    """Mark a batch's error as seen even when its caller was cancelled meanwhile."""
+    if not done.cancelled():
+        done.exception()

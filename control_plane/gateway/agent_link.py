@@ -25,7 +25,7 @@ from aiohttp import WSMsgType, web
 
 from common import uplink
 from common.errors import ValidationError
-from control_plane.db import iso
+from control_plane.db import Batcher, iso
 from control_plane.errors import UplinkRefusedError
 from control_plane.gateway import frames
 from control_plane.services.policies import applies_to
@@ -60,6 +60,10 @@ class LinkServices:
     commands: Commands
     ingest: Ingest
     alerts: Alerts
+    # the connect sequence's reads, shared by the agents connecting at the same time
+    # (control_plane.db.Batcher): an organisation's policies, a vault's unfinished commands
+    org_policies: Batcher[str, None, list[dict[str, Any]]]
+    unfinished: Batcher[str, None, list[dict[str, Any]]]
 
 
 class _Replaced(Exception):
@@ -164,7 +168,7 @@ class AgentLink:
         connected = await self.services.presence.connect(self.vault, hello.agent_version)
         self.gen, self._audit_floor = connected.gen, connected.audit_head
         self._last_heartbeat = self.services.clock()
-        await self.switchboard.attach(self)
+        await self.switchboard.attach(self, announce=connected.earlier_open)
         interval = self.services.settings.uplink_heartbeat_seconds
         await self._send(
             {
@@ -175,8 +179,8 @@ class AgentLink:
                 "heartbeat_interval_seconds": int(interval) if interval.is_integer() else interval,
             }
         )
-        await self._send_policies(await self.services.policies.for_uplink(self.vault.org_id))
-        pending = await self.services.commands.unfinished_frames(self.vault.id)
+        await self._send_policies(await self.services.org_policies(self.vault.org_id, None) or [])
+        pending = await self.services.unfinished(self.vault.id, None) or []
         for frame in pending:
             self._sent.add(frame["id"])
             await self._send(frame)
@@ -269,7 +273,8 @@ class AgentLink:
 
     async def _heartbeat(self, health: dict[str, Any]) -> None:
         started = time.perf_counter()
-        if not await self.services.presence.heartbeat(self.vault.id, self.gen, health):
+        current, offline_alert = await self.services.presence.beat(self.vault.id, self.gen, health)
+        if not current:
             if await self.services.presence.why_stale(self.vault.id) == uplink.ERR_REVOKED:
                 raise UplinkRefusedError(
                     uplink.ERR_REVOKED, f"vault {self.vault.id} has been revoked"
@@ -279,7 +284,7 @@ class AgentLink:
         limit = timedelta(seconds=self.services.settings.offline_after_seconds)
         if now - self._last_heartbeat > limit:  # it was offline: say it is back
             await self.services.presence.came_back(self.vault)
-        elif self._heartbeats == 0:
+        elif self._heartbeats == 0 and offline_alert:  # raised while it was connecting
             await self.services.alerts.resolve_key(
                 self.vault.org_id, f"vault_offline:{self.vault.id}"
             )

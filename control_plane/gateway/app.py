@@ -22,6 +22,7 @@ from aiohttp import web
 from common.errors import KeyVaultError, NotFoundError
 from common.tls import server_context, write_pem
 from common.uplink import BOOTSTRAP_PATH, REGISTER_PATH, UPLINK_PATH
+from control_plane.db import Batcher
 from control_plane.gateway import views as g
 from control_plane.gateway.agent_link import LinkServices
 from control_plane.gateway.switchboard import AgentSwitchboard
@@ -104,6 +105,12 @@ class Gateway:
             commands=cp.commands,
             ingest=cp.ingest,
             alerts=cp.alerts,
+            org_policies=Batcher(
+                cp.policies.for_uplinks, cp.spawn, "uplink-policies-read", share=True
+            ),
+            unfinished=Batcher(
+                cp.commands.unfinished_of, cp.spawn, "uplink-commands-read", share=True
+            ),
         )
         self.url = ""
         self.port = 0

@@ -95,9 +95,10 @@ class AgentSwitchboard:
             return []
         return [s for v in entry[1] if (s := self._sessions.get(v)) is not None]
 
-    async def attach(self, session: Link) -> None:
+    async def attach(self, session: Link, *, announce: bool = True) -> None:
         """Hold ``session``: an older socket of its vault is closed with 4409, here and (via
-        the bus) on every other replica."""
+        the bus, unless ``announce`` is False: no earlier connection can be open) on every
+        other replica."""
         vault = session.vault
         older = self._sessions.get(vault.id)
         if older is not None and older.gen > session.gen:  # lost a race with a newer connect
@@ -112,7 +113,8 @@ class AgentSwitchboard:
             sub.sink = lambda text, org=vault.org_id: self._on_org_event(org, text)
             entry = self._orgs[vault.org_id] = (sub, set())
         entry[1].add(vault.id)
-        await self.bus.route({"vault_id": vault.id, "takeover": session.gen})
+        if announce:
+            await self.bus.route({"vault_id": vault.id, "takeover": session.gen})
 
     def detach(self, session: Link) -> None:
         """Forget ``session`` (if it is still the one held for its vault)."""

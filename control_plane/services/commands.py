@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from common import intents, uplink
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
-from control_plane.db import autocommit, iso, new_sorted_id
+from control_plane.db import autocommit, fetch, is_postgres, iso, new_sorted_id
 from control_plane.services.principal import Principal
 
 if TYPE_CHECKING:
@@ -95,6 +95,18 @@ def check_command(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if args:
         raise ValidationError("resync takes no args")
     return command, {}
+
+
+# Commands.unfinished_of on PostgreSQL (unfinished_frames's SQLAlchemy query is used on SQLite)
+_PG_UNFINISHED = """
+SELECT c.vault_id, c.id, c.command, c.args, c.intent
+FROM unnest(%s::text[]) AS b(id), LATERAL (
+    SELECT vault_id, id, command, args, intent FROM cp_commands
+    WHERE vault_id = b.id AND state IN ('pending', 'sent')
+    ORDER BY id LIMIT 1000
+) AS c
+ORDER BY c.vault_id, c.id
+"""
 
 
 class Commands:
@@ -176,6 +188,8 @@ class Commands:
 
     async def unfinished_frames(self, vault_id: str) -> builtins.list[dict[str, Any]]:
         """The ``command`` frames of a vault's pending and sent commands, oldest first."""
+        if is_postgres(self.engine):
+            return (await self.unfinished_of({vault_id: None}))[vault_id]
         c = t.commands
         q = (
             sa.select(c)
@@ -185,6 +199,19 @@ class Commands:
         )
         async with self.single.connect() as conn:
             return [command_frame(r) for r in await conn.execute(q)]
+
+    async def unfinished_of(
+        self, vault_ids: dict[str, None]
+    ) -> dict[str, builtins.list[dict[str, Any]]]:
+        """:meth:`unfinished_frames` of several vaults at once (the agents connecting at the same
+        time, ``gateway/agent_link.py``); on PostgreSQL one statement on the driver's
+        connection."""
+        if not is_postgres(self.engine):
+            return {vault_id: await self.unfinished_frames(vault_id) for vault_id in vault_ids}
+        found: dict[str, builtins.list[dict[str, Any]]] = {v: [] for v in vault_ids}
+        for row in await fetch(self.engine, _PG_UNFINISHED, (list(vault_ids),)):
+            found[row.vault_id].append(command_frame(row))
+        return found
 
     async def mark_sent(self, command_ids: builtins.list[str]) -> None:
         """pending → sent (a command already sent or finished is left alone)."""

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from common import events, intents
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
-from control_plane.db import autocommit, iso, new_id
+from control_plane.db import autocommit, fetch, is_postgres, iso, new_id
 from control_plane.services.policy_rules import (
     CLEAR,
     MAX_POLICIES,
@@ -73,6 +73,14 @@ def _clear(header: intents.Header) -> str:
     scope = {"all": True} if header.vault_ids is None else {"vault_ids": list(header.vault_ids)}
     return json.dumps({"interval_seconds": header.interval_seconds,
                        "notice_seconds": header.notice_seconds, "scope": scope})  # fmt: skip
+
+
+# Policies.for_uplinks on PostgreSQL (for_uplink's SQLAlchemy query is used on SQLite)
+_PG_UPLINK = """
+SELECT org_id, id, name, version, body, intent FROM cp_policies
+WHERE org_id = ANY(%s::text[]) AND (deleted_at IS NULL OR intent IS NOT NULL)
+ORDER BY org_id, id
+"""
 
 
 class Policies:
@@ -197,6 +205,8 @@ class Policies:
 
     async def for_uplink(self, org_id: str) -> builtins.list[dict[str, Any]]:
         """Every policy of the organisation in the uplink's shape (sealed deletions included)."""
+        if is_postgres(self.engine):
+            return (await self.for_uplinks({org_id: None}))[org_id]
         p = t.policies
         q = (
             sa.select(p)
@@ -205,6 +215,19 @@ class Policies:
         )
         async with self.single.connect() as conn:
             return [uplink_policy(r) for r in await conn.execute(q)]
+
+    async def for_uplinks(
+        self, org_ids: dict[str, None]
+    ) -> dict[str, builtins.list[dict[str, Any]]]:
+        """:meth:`for_uplink` of several organisations at once (the agents connecting at the same
+        time, ``gateway/agent_link.py``); on PostgreSQL one statement on the driver's
+        connection."""
+        if not is_postgres(self.engine):
+            return {org_id: await self.for_uplink(org_id) for org_id in org_ids}
+        found: dict[str, builtins.list[dict[str, Any]]] = {org_id: [] for org_id in org_ids}
+        for row in await fetch(self.engine, _PG_UPLINK, (list(org_ids),)):
+            found[row.org_id].append(uplink_policy(row))
+        return found
 
     async def get(self, who: Principal, policy_id: str) -> dict[str, Any]:
         """One policy."""

@@ -23,7 +23,7 @@ from common.errors import ValidationError
 from common.pki import CertificateAuthority
 from common.tls import TLSError
 from control_plane import schema as t
-from control_plane.db import autocommit, aware, is_postgres, iso
+from control_plane.db import Batcher, autocommit, aware, fetch, is_postgres, iso
 from control_plane.errors import UplinkRefusedError
 
 if TYPE_CHECKING:
@@ -57,6 +57,9 @@ class Connected:
     gen: int  # the connection's generation
     audit_head: tuple[int, int]  # the vault's audit head, (epoch, seq)
     offline_alert: bool  # a live "vault offline" alert is waiting to be resolved
+    # an earlier connection of the vault may still be open somewhere (it never connected, or
+    # its last connection recorded its end: False, and no other replica needs telling)
+    earlier_open: bool = True
 
 
 def _common_name(cert: x509.Certificate) -> str | None:
@@ -74,17 +77,56 @@ def _key_id(cert: x509.Certificate, kind: type[Any]) -> bytes | None:
     return bytes(value) if value else None
 
 
+# What a heartbeat's batch tells its connection: (the generation is still current, a live
+# "vault offline" alert of the vault exists).
+Counted = tuple[bool, bool]
+
 # One heartbeat waiting to be written: vault id, connection generation, time, health JSON and
-# the future its connection awaits (True while that generation is current).
-_Beat = tuple[str, int, datetime, str, "asyncio.Future[bool]"]
+# the future its connection awaits.
+_Beat = tuple[str, int, datetime, str, "asyncio.Future[Counted]"]
 
 # PostgreSQL: the whole batch in one statement; RETURNING names the rows whose connection was
-# still current (and the vault not revoked), so each connection learns whether it counted.
+# still current (and the vault not revoked), so each connection learns whether it counted, and
+# whether an offline alert waits to be resolved (the first heartbeat after a connect resolves it
+# without a query of its own). Heartbeats are ephemeral (the next one comes within seconds):
+# losing the last few to a database crash is harmless, waiting for the WAL flush is not, so the
+# statement turns synchronous_commit off for its own transaction (set_config(…, true), the
+# SET LOCAL of a statement run in autocommit): one round trip, not BEGIN, SET, UPDATE, COMMIT.
 _PG_HEARTBEATS = """
 UPDATE cp_vaults AS v SET last_heartbeat_at = b.at, health = b.health
-FROM unnest(%s::text[], %s::int[], %s::timestamptz[], %s::text[]) AS b(id, gen, at, health)
+FROM unnest(%s::text[], %s::int[], %s::timestamptz[], %s::text[]) AS b(id, gen, at, health),
+     (SELECT set_config('synchronous_commit', 'off', true)) AS local_setting
 WHERE v.id = b.id AND v.conn_gen = b.gen AND v.revoked_at IS NULL
-RETURNING v.id, v.conn_gen
+RETURNING v.id, v.conn_gen, EXISTS (
+    SELECT 1 FROM cp_alerts AS a WHERE a.org_id = v.org_id AND a.open_key = 'vault_offline:' || v.id
+)
+"""
+
+# The connect sequence's statements on PostgreSQL, for all the vaults of a batch (agents that
+# connect meanwhile, control_plane.db.Batcher), run on the driver's connection
+# (control_plane.db.fetch): the same as the SQLAlchemy queries used on SQLite below.
+_PG_IDENTIFY = """
+SELECT v.id, v.org_id, v.name, v.revoked_at, v.cert_serial, v.prev_cert_serial,
+       v.prev_cert_valid_until, o.metadata_key_fingerprint
+FROM cp_vaults AS v JOIN cp_orgs AS o ON o.id = v.org_id
+WHERE v.id = ANY(%s::text[])
+"""
+# (``earlier`` locks the rows first, so it reads the state the update replaces, even when
+# another connect of the vault commits meanwhile.)
+_PG_CONNECT = """
+WITH earlier AS (
+    SELECT id, connected_at IS NOT NULL AND disconnected_at IS NULL AS open
+    FROM cp_vaults WHERE id = ANY(%s::text[]) FOR UPDATE
+)
+UPDATE cp_vaults AS v
+SET conn_gen = v.conn_gen + 1, connected_at = b.at, disconnected_at = NULL,
+    last_heartbeat_at = b.at, agent_version = b.version
+FROM unnest(%s::text[], %s::timestamptz[], %s::text[]) AS b(id, at, version)
+JOIN earlier ON earlier.id = b.id
+WHERE v.id = b.id AND v.revoked_at IS NULL
+RETURNING v.id, v.conn_gen, v.audit_epoch, v.audit_seq, EXISTS (
+    SELECT 1 FROM cp_alerts AS a WHERE a.org_id = v.org_id AND a.open_key = 'vault_offline:' || v.id
+), earlier.open
 """
 
 
@@ -104,10 +146,11 @@ class HeartbeatBatcher:
         self._queue: list[_Beat] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def record(self, vault_id: str, gen: int, health: dict[str, Any]) -> bool:
-        """Queue one heartbeat and wait until its batch is committed; False if the
-        connection is no longer current (replaced, or the vault was revoked)."""
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    async def record(self, vault_id: str, gen: int, health: dict[str, Any]) -> Counted:
+        """Queue one heartbeat and wait until its batch is committed; (False, False) if the
+        connection is no longer current (replaced, or the vault was revoked), else (True,
+        whether a live "vault offline" alert of the vault exists)."""
+        done: asyncio.Future[Counted] = asyncio.get_running_loop().create_future()
         self._queue.append((vault_id, gen, self.clock(), json.dumps(health), done))
         if self._writer is None:
             self._writer = self.spawn(self._drain(), "uplink-heartbeats")
@@ -128,39 +171,30 @@ class HeartbeatBatcher:
                     continue
                 for vault_id, gen, _, _, done in batch:
                     if not done.done():
-                        done.set_result((vault_id, gen) in current)
+                        alert = current.get((vault_id, gen))
+                        done.set_result((alert is not None, bool(alert)))
         finally:
             self._writer = None
             for beat in (*batch, *self._queue):  # cancelled (shutdown): nobody waits forever
                 beat[4].cancel()
             self._queue = []
 
-    async def _write(self, batch: list[_Beat]) -> set[tuple[str, int]]:
-        """Record ``batch`` in one transaction; the (vault id, generation) pairs that counted."""
+    async def _write(self, batch: list[_Beat]) -> dict[tuple[str, int], bool]:
+        """Record ``batch`` in one transaction; the (vault id, generation) pairs that counted,
+        each with whether a live "vault offline" alert of the vault exists."""
         latest = {(b[0], b[1]): b for b in batch}  # a connection's newest heartbeat wins
         if not is_postgres(self.engine):
             return await self._write_each(list(latest.values()))
         beats = list(latest.values())
         params = ([b[0] for b in beats], [b[1] for b in beats], [b[2] for b in beats])
-        async with self.engine.connect() as conn:
-            # the driver's connection, for this one fixed statement: SQLAlchemy's per-call
-            # machinery would cost more than the statement itself at this rate
-            raw: Any = (await conn.get_raw_connection()).driver_connection
-            try:
-                async with raw.transaction():
-                    # heartbeats are ephemeral (the next one comes within seconds): losing the
-                    # last few to a database crash is harmless, waiting for the WAL flush is not
-                    await raw.execute("SET LOCAL synchronous_commit = off")
-                    cur = await raw.execute(_PG_HEARTBEATS, (*params, [b[3] for b in beats]))
-                    rows = await cur.fetchall()
-            except Exception:
-                await conn.invalidate()  # a broken connection must not go back to the pool
-                raise
-        return {(row[0], row[1]) for row in rows}
+        # the driver's connection, for this one fixed statement: SQLAlchemy's per-call machinery
+        # would cost more than the statement itself at this rate
+        rows = await fetch(self.engine, _PG_HEARTBEATS, (*params, [b[3] for b in beats]))
+        return {(row[0], row[1]): bool(row[2]) for row in rows}
 
-    async def _write_each(self, beats: list[_Beat]) -> set[tuple[str, int]]:
-        """SQLite: one UPDATE per heartbeat, all in one transaction."""
-        v, current = t.vaults, set()
+    async def _write_each(self, beats: list[_Beat]) -> dict[tuple[str, int], bool]:
+        """SQLite: one UPDATE (and alert lookup) per heartbeat, all in one transaction."""
+        v, a, current = t.vaults, t.alerts, {}
         async with self.engine.begin() as conn:
             for vault_id, gen, at, health, _ in beats:
                 done = await conn.execute(
@@ -169,7 +203,12 @@ class HeartbeatBatcher:
                     .values(last_heartbeat_at=at, health=health)
                 )
                 if done.rowcount == 1:
-                    current.add((vault_id, gen))
+                    alert = sa.select(a.c.id).where(
+                        a.c.org_id == v.c.org_id,
+                        v.c.id == vault_id,
+                        a.c.open_key == f"vault_offline:{vault_id}",
+                    )
+                    current[(vault_id, gen)] = (await conn.execute(alert)).first() is not None
         return current
 
 
@@ -198,6 +237,9 @@ class VaultPresence:
         self.alerts = alerts
         self.vaults = vaults
         self.heartbeats = HeartbeatBatcher(engine, clock, spawn)
+        # agents connecting at once (a fleet reconnecting) share statements
+        self._rows = Batcher(self._vault_rows, spawn, "uplink-identify", share=True)
+        self._connects = Batcher(self._connect_rows, spawn, "uplink-connect", share=False)
 
     async def identify(self, cert: x509.Certificate) -> VaultRef:
         """The vault a verified client certificate names (CN), or UplinkRefusedError (403).
@@ -214,23 +256,7 @@ class VaultPresence:
             uplink.opaque_id(vault_id, "certificate common name")
         except ValidationError:
             raise unknown from None
-        v = t.vaults
-        q = (
-            sa.select(
-                v.c.id,
-                v.c.org_id,
-                v.c.name,
-                v.c.revoked_at,
-                v.c.cert_serial,
-                v.c.prev_cert_serial,
-                v.c.prev_cert_valid_until,
-                t.orgs.c.metadata_key_fingerprint,
-            )
-            .join(t.orgs, t.orgs.c.id == v.c.org_id)
-            .where(v.c.id == vault_id)
-        )
-        async with self.single.connect() as conn:
-            row = (await conn.execute(q)).first()
+        row = await self._rows(str(vault_id), None)
         if row is None:
             raise unknown
         if row.revoked_at is not None:
@@ -250,6 +276,37 @@ class VaultPresence:
         if not self._serial_ok(row, vault.serial):
             await self._superseded(vault)
         return vault
+
+    async def _vault_rows(self, ids: dict[str, None]) -> dict[str, Any]:
+        """Vaults' rows, each joined with its organisation's metadata-key fingerprint."""
+        if is_postgres(self.engine):
+            return {r.id: r for r in await fetch(self.engine, _PG_IDENTIFY, (list(ids),))}
+        found = {}
+        for vault_id in ids:
+            row = await self._vault_row(vault_id)
+            if row is not None:
+                found[vault_id] = row
+        return found
+
+    async def _vault_row(self, vault_id: str) -> Any:
+        """SQLite: one vault's row joined with its organisation's metadata-key fingerprint."""
+        v = t.vaults
+        q = (
+            sa.select(
+                v.c.id,
+                v.c.org_id,
+                v.c.name,
+                v.c.revoked_at,
+                v.c.cert_serial,
+                v.c.prev_cert_serial,
+                v.c.prev_cert_valid_until,
+                t.orgs.c.metadata_key_fingerprint,
+            )
+            .join(t.orgs, t.orgs.c.id == v.c.org_id)
+            .where(v.c.id == vault_id)
+        )
+        async with self.single.connect() as conn:
+            return (await conn.execute(q)).first()
 
     def _serial_ok(self, row: Any, serial: str) -> bool:
         """The vault's current serial, or the previous one inside its overlap."""
@@ -282,17 +339,43 @@ class VaultPresence:
         """Record a new connection (one statement: the new generation, the vault's audit head
         and whether an offline alert is live come back with it). Publishes ``vault.status``
         online and resolves a live offline alert."""
-        now, v, a = self.clock(), t.vaults, t.alerts
+        row = await self._connects(vault.id, (self.clock(), agent_version))
+        if row is None:
+            raise UplinkRefusedError(uplink.ERR_REVOKED, f"vault {vault.id} has been revoked")
+        # SQLite (one process, no other replica) reads no earlier state: True
+        earlier_open = bool(row[5]) if len(row) > 5 else True
+        done = Connected(int(row[1]), (int(row[2]), int(row[3])), bool(row[4]), earlier_open)
+        await self.came_back(vault, resolve=done.offline_alert)
+        return done
+
+    async def _connect_rows(self, batch: dict[str, tuple[datetime, str]]) -> dict[str, Any]:
+        """Record a connection of each vault of ``batch`` (id → time, agent version); for each
+        one not revoked: (id, new generation, audit epoch, audit seq, offline alert live,
+        and on PostgreSQL whether its earlier connection may still be open)."""
+        if is_postgres(self.engine):
+            ids, args = list(batch), list(batch.values())
+            params = (ids, ids, [a[0] for a in args], [a[1] for a in args])
+            return {r[0]: r for r in await fetch(self.engine, _PG_CONNECT, params)}
+        found = {}
+        for vault_id, (now, agent_version) in batch.items():
+            row = await self._connect_one(vault_id, now, agent_version)
+            if row is not None:
+                found[vault_id] = row
+        return found
+
+    async def _connect_one(self, vault_id: str, now: datetime, agent_version: str) -> Any:
+        """SQLite: :meth:`_connect_rows` for one vault."""
+        v, a = t.vaults, t.alerts
         alert_open = (
             sa.select(a.c.id)
-            .where(a.c.org_id == v.c.org_id, a.c.open_key == f"vault_offline:{vault.id}")
+            .where(a.c.org_id == v.c.org_id, a.c.open_key == f"vault_offline:{vault_id}")
             .exists()
         )
         async with self.single.begin() as conn:
-            row = (
+            return (
                 await conn.execute(
                     v.update()
-                    .where(v.c.id == vault.id, v.c.revoked_at.is_(None))
+                    .where(v.c.id == vault_id, v.c.revoked_at.is_(None))
                     .values(
                         conn_gen=v.c.conn_gen + 1,
                         connected_at=now,
@@ -300,14 +383,9 @@ class VaultPresence:
                         last_heartbeat_at=now,
                         agent_version=agent_version,
                     )
-                    .returning(v.c.conn_gen, v.c.audit_epoch, v.c.audit_seq, alert_open)
+                    .returning(v.c.id, v.c.conn_gen, v.c.audit_epoch, v.c.audit_seq, alert_open)
                 )
             ).first()
-        if row is None:
-            raise UplinkRefusedError(uplink.ERR_REVOKED, f"vault {vault.id} has been revoked")
-        done = Connected(int(row[0]), (int(row[1]), int(row[2])), bool(row[3]))
-        await self.came_back(vault, resolve=done.offline_alert)
-        return done
 
     async def came_back(self, vault: VaultRef, *, resolve: bool = True) -> None:
         """Publish ``vault.status`` online and (with ``resolve``) resolve a live offline
@@ -338,6 +416,10 @@ class VaultPresence:
     async def heartbeat(self, vault_id: str, gen: int, health: dict[str, Any]) -> bool:
         """Record a heartbeat (batched with the replica's others); False if the connection is
         no longer current (replaced by a newer one, or the vault was revoked)."""
+        return (await self.heartbeats.record(vault_id, gen, health))[0]
+
+    async def beat(self, vault_id: str, gen: int, health: dict[str, Any]) -> Counted:
+        """Like :meth:`heartbeat`: (still current, a live "vault offline" alert exists)."""
         return await self.heartbeats.record(vault_id, gen, health)
 
     async def why_stale(self, vault_id: str) -> str:
