@@ -177,6 +177,14 @@ def run(folder: Path, procs: Processes, plan: Plan, report: Report) -> None:
             f"≥ {BAO_TARGET}",
             bao_ratio >= BAO_TARGET,
         )
+        two_bao = paired_ratio(results, WORKERS_TARGET, "openbao")
+        report.add(
+            "1",
+            "ratio agent, 2 workers / OpenBao (req/s)",
+            fmt_ratio(two_bao),
+            f"≥ {BAO_TARGET}",
+            two_bao >= BAO_TARGET,
+        )
     report.sections.append(
         (
             f"Benchmark 1 runs ({plan.read_rounds} rounds × {plan.read_seconds:.0f} s, response bodies: {sizes})",
