@@ -227,11 +227,10 @@ async def test_first_heartbeat_resolves_an_alert_raised_while_connecting(
     await stream.close()
 
 
+@pytest.mark.parametrize("mode", ["production"], indirect=True)  # PostgreSQL's setting
 async def test_heartbeat_batch_turns_synchronous_commit_off_for_itself_only(
     api: Api, mode: str
 ) -> None:
-    if mode != "production":
-        pytest.skip("PostgreSQL's synchronous_commit")
     owner = await api.org("Acme", "owner@acme.test")
     a = await _vault(api, owner, "vault-a")
     gen = (await api.cp.presence.connect(a, "0.1.0")).gen
