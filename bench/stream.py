@@ -31,6 +31,7 @@ import json
 import multiprocessing
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -49,6 +50,7 @@ from bench.harness import _die_with_parent
 from common.eventloop import run_event_loop
 from common.events import POLICY_CREATED, encode, make
 
+IDLE_SECONDS = 5.0
 CLI = "from control_plane.cli import control_plane_group; control_plane_group()"
 PASSWORD = "benchmark operator password"
 POLICY = {
@@ -256,11 +258,20 @@ class Listener:
         host, port = parts.hostname or "127.0.0.1", parts.port or 80
         request = RawClient.upgrade_request(f"{host}:{port}", parts.path, headers)
         loop = asyncio.get_running_loop()
-        transport, proto = await loop.create_connection(
-            lambda: RawClient(request, self._record(tag)), host, port
-        )
-        await proto.ready
-        self.transports.append(transport)
+        for attempt in range(5):  # a server short of database connections answers 500: retry
+            transport, proto = await loop.create_connection(
+                lambda: RawClient(request, self._record(tag)), host, port
+            )
+            try:
+                await proto.ready
+            except ConnectionError:
+                transport.close()
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.5 * (attempt + 1))
+            else:
+                self.transports.append(transport)
+                return
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, tag: str) -> None:
         record = self._record(tag)
@@ -403,6 +414,8 @@ class Side:
     server_cpu: float = 0.0
     client_cpu: float = 0.0
     rss: tuple[float, float] = (0.0, 0.0)
+    spans: list[tuple[float, float]] = field(default_factory=list)  # per event: first, last
+    idle_cpu: float = 0.0  # CPU seconds per second with every client connected and no event
 
 
 async def _event(clients: Clients, side: Side, i: int) -> None:
@@ -417,6 +430,9 @@ async def _event(clients: Clients, side: Side, i: int) -> None:
     side.missing += side.expected - len(arrivals)
     for tag, t in arrivals:
         side.latencies.setdefault(tag, []).append(t - started)
+    if arrivals:
+        times = [t for _, t in arrivals]
+        side.spans.append((min(times) - started, max(times) - started))
 
 
 async def _measure(clients: Clients, sides: list[Side], events: int) -> None:
@@ -525,6 +541,10 @@ async def _run(args: argparse.Namespace, fleet: Fleet, db_urls: list[str]) -> li
             for side, pid, n, before in watched:
                 side.rss = ((_rss_kib(pid) - before) / max(1, n), 0.0)
             sides = [side for side, *_ in started] + [bare]
+            idle = [_cpu_seconds(side.pids) for side in sides]
+            await asyncio.sleep(IDLE_SECONDS)  # the background: heartbeats, session re-checks
+            for side, cpu in zip(sides, idle, strict=True):
+                side.idle_cpu = (_cpu_seconds(side.pids) - cpu) / IDLE_SECONDS
             await _measure(clients, sides, args.events)
             for side, pid, n, before in watched:
                 side.rss = (side.rss[0], (_rss_kib(pid) - before) / max(1, n))
@@ -591,8 +611,12 @@ def _rss(side: Side) -> str:
 
 def _cpu(side: Side) -> str:
     deliveries = max(1, side.events * side.expected - side.missing)
+    first = statistics.median(f for f, _ in side.spans) * 1000 if side.spans else float("nan")
+    last = statistics.median(la for _, la in side.spans) * 1000 if side.spans else float("nan")
     return (
-        f"{side.server_cpu / max(1, side.events) * 1000:.1f} ms/event · "
+        f"first delivery {first:.1f} ms, last {last:.1f} ms (medians) · "
+        f"{side.server_cpu / max(1, side.events) * 1000:.1f} ms/event "
+        f"(idle {side.idle_cpu * 1000:.0f} ms/s) · "
         f"clients {side.client_cpu / deliveries * 1e6:.1f} µs/delivery"
     )
 
