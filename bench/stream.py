@@ -11,14 +11,18 @@ an A/B of the server code in one run. RSS growth per connection is read from A's
 server's ``/proc/<pid>/status``; the CPU each server used per event from ``/proc/<pid>/stat``.
 Everything binds 127.0.0.1 and every process, database and Redis key it makes is removed.
 
-The clients run in ``--client-procs`` worker processes (default 1), each holding an equal share
-of every group; arrival times use ``time.perf_counter`` (CLOCK_MONOTONIC, the same clock in
-every process). The default ``raw`` client (:class:`RawClient`) parses frames in the protocol's
-``data_received`` and takes the time as the bytes land: ~10 µs of client CPU per message. The
-``aiohttp`` client (the benchmark's client before issue 18 round 3) took ~40 µs and stamped each
-message only when its reading task ran, after the loop had handed every ready socket's bytes to
-aiohttp: a server that wrote all its sockets in one burst was charged for the client's parsing of
-all of them, one that wrote slowly was not.
+The clients run in ``--client-procs`` worker processes (default 2). With the default layout
+(``--client-layout replica``) worker 0 holds replica A's clients and worker 1 replica B's, and the
+bare server's 2,000 + 500 are split the same way: each server gets the same client processes with
+the same shares. With one client process fed by A and B at once, A's synchronous 2,000-write loop
+took 140-230 ms of wall time for 29 ms of CPU (60 ms with no clients on B), so the figure measured
+the shared client more than the replicas. Arrival times use ``time.perf_counter``
+(CLOCK_MONOTONIC, the same clock in every process). The default ``raw`` client
+(:class:`RawClient`) parses frames in the protocol's ``data_received`` and takes the time as the
+bytes land (~11-14 µs of client CPU per message). The ``aiohttp`` client (the benchmark's client
+before issue 18 round 3) stamps each message only when its reading task runs, after the loop has
+handed every ready socket's bytes to aiohttp: a server that writes all its sockets in one burst is
+charged for the client's parsing of all of them, one that writes slowly is not.
 """
 
 from __future__ import annotations
@@ -346,11 +350,15 @@ class Clients:
         return await asyncio.to_thread(conn.recv)
 
     async def connect(
-        self, url: str, n: int, headers: dict[str, str], tag: str, group: str
+        self, url: str, n: int, headers: dict[str, str], tag: str, group: str, worker: int | None
     ) -> None:
-        """Connect ``n`` clients to ``url``; ``group`` names the server they count for."""
+        """Connect ``n`` clients to ``url``, all in one ``worker`` or (None) spread evenly over
+        the workers; ``group`` names the server they count for."""
         k = len(self._conns)
-        shares = [n // k + (1 if i < n % k else 0) for i in range(k)]
+        if worker is None:
+            shares = [n // k + (1 if i < n % k else 0) for i in range(k)]
+        else:
+            shares = [n if i == worker % k else 0 for i in range(k)]
         old = self._shares.get(group, [0] * k)
         self._shares[group] = [a + b for a, b in zip(old, shares, strict=True)]
         answers = await asyncio.gather(
@@ -526,17 +534,21 @@ async def _run(args: argparse.Namespace, fleet: Fleet, db_urls: list[str]) -> li
             # RSS growth per connection of the server the clients connect to first: replica A
             # (per A's clients) and the bare server (per client); read again after the events
             watched: list[tuple[Side, int, int, int]] = []  # side, pid, clients, RSS before
+            # "replica": A's clients in worker 0 and B's in worker 1, the bare server's 2,000 +
+            # 500 the same way; "even": every group spread over every worker
+            near, far = (0, 1) if args.client_layout == "replica" else (None, None)
             for side, pids, urls, headers in started:
                 watched.append((side, pids[0], args.clients, _rss_kib(pids[0])))
                 await clients.connect(
-                    f"{urls[0]}/api/v1/stream", args.clients, headers, "local", side.group
+                    f"{urls[0]}/api/v1/stream", args.clients, headers, "local", side.group, near
                 )
                 await asyncio.sleep(1)
                 await clients.connect(
-                    f"{urls[1]}/api/v1/stream", args.remote, headers, "remote", side.group
+                    f"{urls[1]}/api/v1/stream", args.remote, headers, "remote", side.group, far
                 )
             watched.append((bare, bare_proc.pid, total, _rss_kib(bare_proc.pid)))
-            await clients.connect(f"{bare_url}/stream", total, {}, "bare", "bare")
+            await clients.connect(f"{bare_url}/stream", args.clients, {}, "bare", "bare", near)
+            await clients.connect(f"{bare_url}/stream", args.remote, {}, "bare", "bare", far)
             await asyncio.sleep(1)
             for side, pid, n, before in watched:
                 side.rss = ((_rss_kib(pid) - before) / max(1, n), 0.0)
@@ -700,7 +712,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--remote", type=int, default=500, help="stream clients on replica B")
     parser.add_argument("--events", type=int, default=20, help="events to publish")
     parser.add_argument(
-        "--client-procs", type=int, default=1, help="client worker processes (>= 1)"
+        "--client-procs", type=int, default=2, help="client worker processes (>= 1)"
+    )
+    parser.add_argument(
+        "--client-layout",
+        choices=("replica", "even"),
+        default="replica",
+        help="replica: replica A's clients in worker 0, B's in worker 1, the bare server's "
+        "2,000 + 500 alike; even: every group spread over every worker",
     )
     parser.add_argument(
         "--client",
