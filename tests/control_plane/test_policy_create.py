@@ -54,3 +54,25 @@ async def test_unknown_vault_stores_nothing(api: Api) -> None:
     assert status == 400 and "no vault vlt_missing" in json.dumps(body), body
     _, listing = await api.call("GET", "/policies", owner)
     assert listing["items"] == []
+
+
+async def test_sealed_policy_create_is_stored_announced_and_unique(api: Api) -> None:
+    from common import intents
+    from common.metadata_key import MetadataKey
+
+    owner, org_id = await _org(api)
+    vault_id = await new_vault(api, owner)
+    header = intents.policy_header(
+        intents.new_id("pol"), 1, interval_seconds=3600, notice_seconds=0, vault_ids=[vault_id]
+    )
+    key = MetadataKey(bytes(range(32)))  # the app's; the control plane cannot open the intent
+    sealed = intents.IntentKeys(key).seal(header, {"name": "n", "rotator": {}})
+    with api.cp.bus.subscribe(org_id) as sub:
+        status, pol = await api.call("POST", "/policies", owner, json={"intent": sealed})
+        assert status == 201, pol
+        assert pol["sealed"] and pol["intent"] == sealed and pol["id"] == header.id
+        assert pol["scope"] == {"vault_ids": [vault_id]}
+        assert json.loads(sub.queue.get_nowait())["data"] == pol
+        assert (await api.call("POST", "/policies", owner, json={"intent": sealed}))[0] == 409
+        assert sub.queue.empty()
+    assert (await api.call("GET", f"/policies/{pol['id']}", owner))[1] == pol
