@@ -165,8 +165,8 @@ class InProcessBus(EventBus):
 class RedisBus(EventBus):
     """Redis pub/sub on one channel per deployment; survives Redis restarts by resubscribing.
 
-    An event published here goes to this replica's own subscribers as soon as Redis has
-    taken it, without waiting for it to come back. On the channel it is ``"<origin> <event
+    An event published here goes to this replica's own subscribers as soon as the PUBLISH is
+    written to Redis, before Redis's reply and without waiting for it to come back. On the channel it is ``"<origin> <event
     JSON>"`` (``origin``: a random id per bus), so this replica skips its own copy when Redis
     echoes it; a message without that prefix (a plain JSON object) is delivered as it is.
     """
@@ -181,15 +181,27 @@ class RedisBus(EventBus):
         self._origin = os.urandom(8).hex()
 
     async def publish(self, event: Event) -> None:
-        """Send through Redis to the other replicas, then deliver to this replica's own
-        subscribers without waiting for Redis's echo (the other replicas fan out meanwhile);
-        if Redis is down, only this replica's subscribers get it."""
+        """Send through Redis to the other replicas and deliver to this replica's own
+        subscribers while Redis forwards it: the PUBLISH is written first, the local fan-out
+        runs, then Redis's reply is read (the echo is skipped). If Redis is down, only this
+        replica's subscribers get it."""
         text = json.dumps(event)
+        pool = self._redis.connection_pool
+        conn = None
         try:
-            await self._redis.publish(self.channel, f"{self._origin} {text}")
+            conn = await pool.get_connection()  # connected and checked by the pool
+            await conn.send_command("PUBLISH", self.channel, f"{self._origin} {text}")
         except (RedisError, OSError) as exc:
             log.warning("redis publish failed (%s); delivering locally only", type(exc).__name__)
-        self._hub.deliver(str(event.get("org_id")), text)
+            if conn is not None:
+                await conn.disconnect()
+                await pool.release(conn)
+                conn = None
+        try:
+            self._hub.deliver(str(event.get("org_id")), text)
+        finally:
+            if conn is not None:
+                await _read_reply(pool, conn)
 
     async def route(self, message: dict[str, Any]) -> None:
         """Publish on the uplink channel; if Redis is down, this replica still acts on it."""
@@ -249,6 +261,21 @@ class RedisBus(EventBus):
             return
         if isinstance(event, dict):
             self._hub.deliver(str(event.get("org_id")), text)
+
+
+async def _read_reply(pool: Any, conn: Any) -> None:
+    """Read a sent command's reply, then give the connection back to ``pool`` (closed first
+    unless the reply was read: it must never reach the connection's next user)."""
+    clean = False
+    try:
+        await conn.read_response()
+        clean = True
+    except (RedisError, OSError) as exc:
+        log.warning("redis publish failed (%s); delivered locally", type(exc).__name__)
+    finally:
+        if not clean:
+            await conn.disconnect()
+        await pool.release(conn)
 
 
 class BusSink:

@@ -15,7 +15,7 @@ from argon2 import PasswordHasher
 from common import events
 from common.errors import AuthenticationError, ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
-from control_plane.db import aware, iso, new_id
+from control_plane.db import autocommit, aware, iso, new_id
 from control_plane.services.passwords import PasswordPool
 from control_plane.services.principal import RANK, ROLES, Principal
 
@@ -83,6 +83,7 @@ class Accounts:
         audit: Audit,
     ) -> None:
         self.engine = engine
+        self.single = autocommit(engine)  # the session check: one SELECT, one round trip
         self.clock = clock
         self.settings = settings
         self.limiter = limiter
@@ -208,7 +209,7 @@ class Accounts:
             .join(t.users, t.users.c.id == t.sessions.c.user_id)
             .where(t.sessions.c.token_hash == token_hash(token))
         )
-        async with self.engine.connect() as conn:
+        async with self.single.connect() as conn:  # every request: no BEGIN/ROLLBACK around it
             row = (await conn.execute(query)).first()
         if row is None or row.revoked_at is not None:
             raise bad

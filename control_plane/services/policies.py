@@ -127,13 +127,27 @@ class Policies:
                 }
             )
 
-    async def _check_room(self, conn: Any, org_id: str) -> None:
+    async def _insert(self, org_id: str, values: dict[str, Any], vault_ids: Any) -> Any:
+        """Store a new policy and return its row as stored; ConflictError when the organisation
+        already holds :data:`MAX_POLICIES` (tombstones included) or the name is taken.
+
+        The room check rides in the INSERT (``INSERT … SELECT … WHERE (SELECT count(*) …) < max
+        RETURNING …``), so a policy that names no vaults is one statement, one round trip in
+        autocommit; one that names vaults checks them first, in the same transaction. This is
+        the request behind every ``policy.created`` event: its round trips come before the event.
+        """
         p = t.policies
-        count = (
-            await conn.execute(sa.select(sa.func.count()).where(p.c.org_id == org_id))
-        ).scalar_one()
-        if count >= MAX_POLICIES:
+        row = {"org_id": org_id, **values}
+        room = sa.select(sa.func.count()).where(p.c.org_id == org_id).scalar_subquery()
+        chosen = sa.select(*(sa.literal(v, p.c[k].type).label(k) for k, v in row.items()))
+        query = p.insert().from_select(list(row), chosen.where(room < MAX_POLICIES)).returning(p)
+        engine = self.engine if vault_ids else self.single
+        async with engine.begin() as conn:
+            await self._check_vaults(conn, org_id, vault_ids)
+            stored = (await conn.execute(query)).first()
+        if stored is None:
             raise ConflictError(f"an organisation holds at most {MAX_POLICIES} policies")
+        return stored
 
     async def create(self, who: Principal, doc: dict[str, Any]) -> dict[str, Any]:
         """A new policy: a sealed intent (``{"intent": …}``), or plaintext fields (legacy)."""
@@ -141,25 +155,14 @@ class Policies:
             return await self._create_sealed(who, doc)
         fields = validate(doc, partial=False)
         name = fields.pop("name")
-        now, policy_id = self.clock(), new_id("pol")
+        now = self.clock()
+        values = {"id": new_id("pol"), "name": name, "body": json.dumps(fields), "version": 1}
+        values |= {"created_at": now, "updated_at": now}
         try:
-            async with self.engine.begin() as conn:
-                await self._check_vaults(conn, who.org_id, fields["scope"].get("vault_ids"))
-                await self._check_room(conn, who.org_id)
-                await conn.execute(
-                    t.policies.insert().values(
-                        id=policy_id,
-                        org_id=who.org_id,
-                        name=name,
-                        body=json.dumps(fields),
-                        version=1,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                policy = policy_json(await self._row(conn, who.org_id, policy_id))
+            row = await self._insert(who.org_id, values, fields["scope"].get("vault_ids"))
         except sa.exc.IntegrityError:
             raise ConflictError(f"a policy named {name!r} already exists") from None
+        policy = policy_json(row)
         await self._publish(events.POLICY_CREATED, who.org_id, policy)
         return policy
 
@@ -170,25 +173,13 @@ class Policies:
         if header.revision != 1:
             raise fail({"intent": "a new policy's first revision is 1"})
         now = self.clock()
+        values = {"id": header.id, "name": header.id, "body": _clear(header), "version": 1}
+        values |= {"intent": json.dumps(doc["intent"]), "created_at": now, "updated_at": now}
         try:
-            async with self.engine.begin() as conn:
-                await self._check_vaults(conn, who.org_id, header.vault_ids)
-                await self._check_room(conn, who.org_id)
-                await conn.execute(
-                    t.policies.insert().values(
-                        id=header.id,
-                        org_id=who.org_id,
-                        name=header.id,
-                        body=_clear(header),
-                        version=1,
-                        intent=json.dumps(doc["intent"]),
-                        created_at=now,
-                        updated_at=now,
-                    )
-                )
-                policy = policy_json(await self._row(conn, who.org_id, header.id))
+            row = await self._insert(who.org_id, values, header.vault_ids)
         except sa.exc.IntegrityError:
             raise ConflictError(f"a policy {header.id} already exists") from None
+        policy = policy_json(row)
         await self._publish(events.POLICY_CREATED, who.org_id, policy)
         return policy
 

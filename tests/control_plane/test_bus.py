@@ -54,3 +54,69 @@ async def test_redis_bus_crosses_instances(redis_url: str, redis_prefix: str) ->
             await b.close()
         for client in (r1, r2, r3):
             await client.aclose()
+
+
+async def test_redis_publish_fans_out_before_reading_the_reply(
+    redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, listener = Redis.from_url(redis_url), Redis.from_url(redis_url)
+    one, two = RedisBus(client, redis_prefix), RedisBus(listener, redis_prefix)
+    await one.start()
+    await two.start()
+    pool = client.connection_pool
+    get_connection = pool.get_connection
+    queued_at_reply: list[int] = []
+    wrapped: list[object] = []
+
+    async def watched(*args: object, **kwargs: object) -> object:
+        conn = await get_connection(*args, **kwargs)
+        if conn in wrapped:  # the pool hands the same connection out again
+            return conn
+        wrapped.append(conn)
+        read = conn.read_response
+
+        async def read_response(*a: object, **k: object) -> object:
+            queued_at_reply.append(mine.queue.qsize())
+            return await read(*a, **k)
+
+        monkeypatch.setattr(conn, "read_response", read_response)
+        return conn
+
+    try:
+        with one.subscribe("org_a") as mine, two.subscribe("org_a") as theirs:
+            monkeypatch.setattr(pool, "get_connection", watched)
+            for n in range(3):
+                await one.publish({"type": "t", "org_id": "org_a", "data": {"n": n}})
+            # the local subscriber had each event before Redis's reply was read
+            assert queued_at_reply == [1, 2, 3]
+            for n in range(3):
+                assert json.loads(mine.queue.get_nowait())["data"] == {"n": n}
+                assert json.loads(await asyncio.wait_for(theirs.get(), 5))["data"] == {"n": n}
+            # every reply was read: the pooled connection answers the next command correctly
+            assert await client.get(f"{redis_prefix}:absent") is None
+            assert await client.publish(f"{redis_prefix}:nobody", "x") == 0
+    finally:
+        await one.close()
+        await two.close()
+        await client.aclose()
+        await listener.aclose()
+
+
+async def test_redis_publish_with_redis_down_delivers_locally(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = Redis(host="127.0.0.1", port=port, socket_connect_timeout=1)
+    bus = RedisBus(client, "kvtest-down")
+    try:
+        with bus.subscribe("org_a") as sub:
+            await bus.publish({"type": "t", "org_id": "org_a", "data": {}})
+            assert json.loads(sub.queue.get_nowait())["type"] == "t"
+            assert sub.queue.empty()  # exactly once
+        assert "delivering locally only" in caplog.text
+    finally:
+        await client.aclose()
