@@ -14,7 +14,6 @@ mutual TLS. Where Docker cannot be started this skips, or fails with ``CI=true``
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import ssl
@@ -30,7 +29,6 @@ import pytest
 import yaml
 
 from common.client import AgentClient
-from tests.conftest import need_service
 
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = "0.1.0"
@@ -60,29 +58,6 @@ def wait_for(what: str, probe: Callable[[], bool], timeout: float, diag: Callabl
         if time.monotonic() > deadline:
             pytest.fail(f"{what} within {timeout:.0f} s\n{diag()}")
         time.sleep(0.5)
-
-
-@pytest.fixture(scope="module")
-def docker_env() -> dict[str, str]:
-    """The environment of a Docker engine holding freshly built images (built here or in the
-    background by scripts/test.sh; either way this waits for the same lock)."""
-    missing = [
-        t for t in ("docker", "dockerd", "debootstrap", "docker-compose") if not shutil.which(t)
-    ]
-    if missing:
-        need_service("Docker", RuntimeError(f"not installed: {', '.join(missing)}"))
-    started = time.monotonic()
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "docker_images.sh"), "--test"],
-        capture_output=True,
-        text=True,
-        timeout=840,
-    )
-    if done.returncode != 0:
-        need_service("Docker", RuntimeError(done.stderr.strip()[-2000:]))
-    host = done.stdout.strip().splitlines()[-1].removeprefix("DOCKER_HOST=")
-    print(f"images ready after {time.monotonic() - started:.1f} s: {done.stderr.strip()}")
-    return {**os.environ, "DOCKER_HOST": host, "DOCKER_BUILDKIT": "0"}
 
 
 def normal(name: str) -> str:

@@ -34,13 +34,7 @@ import pytest
 from k8s_operator.crd import parse_spec
 from k8s_operator.resources import build_all
 from k8s_operator.tls import ensure_operator_tls, load_ca
-from tests.deploy.test_docker_stack import (  # noqa: F401 - docker_env is a fixture
-    SERVICES_IMAGE,
-    VERSION,
-    docker_env,
-    run,
-    wait_for,
-)
+from tests.deploy.test_docker_stack import SERVICES_IMAGE, VERSION, run, wait_for
 from tests.k8s.conftest import FakeKubeApi, vault_agent
 
 pytestmark = pytest.mark.timeout(900)
@@ -84,7 +78,7 @@ class Pods:
 
 
 @pytest.fixture
-def pods(docker_env: dict[str, str]) -> Iterator[Pods]:  # noqa: F811 - the imported fixture
+def pods(docker_env: dict[str, str]) -> Iterator[Pods]:
     made = Pods(docker_env)
     made.docker("network", "create", made.network)
     try:
