@@ -11,11 +11,8 @@ was measured.
 from __future__ import annotations
 
 import argparse
-import subprocess
-import tarfile
-from io import BytesIO
 
-from bench.harness import REPO, Plan, median, workspace
+from bench.harness import Plan, base_tree, median, workspace
 from bench.read_tls import measure
 from bench.servers import agent_target, init_agent, seed_secret, start_agent, start_bare
 
@@ -27,13 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=4)
     args = parser.parse_args(argv)
-    archive = subprocess.run(
-        ["git", "archive", args.base], cwd=REPO, capture_output=True, check=True
-    ).stdout
     with workspace() as (folder, procs):
-        base = folder / "base-tree"
-        with tarfile.open(fileobj=BytesIO(archive)) as tar:
-            tar.extractall(base, filter="data")
+        base = base_tree(folder, args.base)
         targets = []
         for name, env in (("this", None), ("base", {"PYTHONPATH": str(base)})):
             setup = init_agent(folder / name)

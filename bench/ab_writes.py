@@ -17,12 +17,10 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import time
-from io import BytesIO
 from pathlib import Path
 
-from bench.harness import REPO, median, workspace
+from bench.harness import REPO, base_tree, median, workspace
 
 
 def child(folder: Path, mode: str) -> None:
@@ -63,13 +61,8 @@ def main(argv: list[str] | None = None) -> None:
         return child(args.child, args.mode)
     from bench.writes import raw_writes
 
-    archive = subprocess.run(
-        ["git", "archive", args.base], cwd=REPO, capture_output=True, check=True
-    ).stdout
     with workspace() as (folder, _procs):
-        base = folder / "base-tree"
-        with tarfile.open(fileobj=BytesIO(archive)) as tar:
-            tar.extractall(base, filter="data")
+        base = base_tree(folder, args.base)
         trees = {"this": REPO, "base": base}
         kids: dict[str, subprocess.Popen[str]] = {}
         try:

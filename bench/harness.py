@@ -21,11 +21,13 @@ import ssl
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +173,19 @@ def workspace(keep: bool = False) -> Iterator[tuple[Path, Processes]]:
             log(f"kept {folder}")
         else:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def base_tree(folder: Path, ref: str) -> Path:
+    """Commit ``ref`` of this repository unpacked into ``folder/base-tree`` (``git archive``):
+    the "before" of an interleaved A/B, run from there with that folder first on
+    ``PYTHONPATH`` and this tree's virtualenv."""
+    archive = subprocess.run(
+        ["git", "archive", ref], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    base = folder / "base-tree"
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(base, filter="data")
+    return base
 
 
 def wait_for(check: Callable[[], bool], proc: Proc, timeout: float, what: str) -> None:

@@ -20,10 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import tarfile
 import time
-from io import BytesIO
 from pathlib import Path
 
 from bench.harness import (
@@ -31,6 +28,7 @@ from bench.harness import (
     Plan,
     Processes,
     Report,
+    base_tree,
     log,
     read_url_file,
     rss_kib,
@@ -145,13 +143,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", default="main", help="the commit to compare against")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
-    archive = subprocess.run(
-        ["git", "archive", args.base], cwd=REPO, capture_output=True, check=True
-    ).stdout
     with workspace() as (folder, procs):
-        base = folder / "base-tree"
-        with tarfile.open(fileobj=BytesIO(archive)) as tar:
-            tar.extractall(base, filter="data")
+        base = base_tree(folder, args.base)
         trees = {"base": {"PYTHONPATH": str(base)}, "this": {}}
         setups = {name: init_agent(folder / name) for name in trees}
         figures: dict[str, list[float]] = {name: [] for name in trees}
