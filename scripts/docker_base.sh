@@ -3,10 +3,9 @@
 #   python:3.11-slim-bookworm            Debian 12 + python3, python3-venv, pip (builder stages)
 #   keyvault/python-runtime:3.11-bookworm Debian 12 + python3 only: no pip, no venv module
 # Both come from one `debootstrap --variant=minbase bookworm` root. The root file systems are
-# cached as tarballs under ${XDG_CACHE_HOME:-~/.cache}/keyvault/docker-base/<key>/, where <key>
-# hashes the recipe (RECIPE, suite, mirror, package lists: bump RECIPE when changing how the root
-# is made), and imported into the Docker engine at
-# $DOCKER_HOST only when the engine lacks an image carrying that key as a label. Prints the two
+# cached as tarballs under ${XDG_CACHE_HOME:-~/.cache}/keyvault/docker-base/<recipe hash>/, the
+# hash of RECIPE, suite, mirror and package lists (bump RECIPE when changing how the root is
+# made), and imported into the Docker engine at $DOCKER_HOST only when the engine lacks an image carrying that hash as a label. Prints the two
 # image IDs as shell assignments (KEYVAULT_BUILDER_IMAGE=sha256:… KEYVAULT_RUNTIME_IMAGE=…) on
 # stdout, progress on stderr. Safe to run again and concurrently (one flock).
 # Needs root and the Debian package debootstrap; `--no-import` only fills the cache.
@@ -19,8 +18,8 @@ RECIPE=1
 SUITE=bookworm
 RUNTIME_PKGS="python3 ca-certificates tzdata"
 BUILDER_PKGS="python3-venv python3-pip"
-key="$(echo "$RECIPE $SUITE $MIRROR $RUNTIME_PKGS / $BUILDER_PKGS" | sha256sum | cut -c1-16)"
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/keyvault/docker-base/$key"
+recipe_hash="$(echo "$RECIPE $SUITE $MIRROR $RUNTIME_PKGS / $BUILDER_PKGS" | sha256sum | cut -c1-16)"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/keyvault/docker-base/$recipe_hash"
 mkdir -p "$cache"
 exec 9>"$cache/.lock"
 flock 9
@@ -75,13 +74,13 @@ command -v docker >/dev/null || fail "no docker client" "apt-get install -y dock
 docker version >/dev/null 2>&1 \
   || fail "no Docker engine at ${DOCKER_HOST:-the default socket}" "scripts/docker_daemon.sh start"
 
-import_tar() { # tarball, tag: import unless the engine's image already carries this key
+import_tar() { # tarball, tag: import unless the engine's image already carries this recipe hash
   local have
-  have="$(docker image inspect -f '{{index .Config.Labels "org.keyvault.base-key"}}' "$2" 2>/dev/null || true)"
-  if [ "$have" != "$key" ]; then
+  have="$(docker image inspect -f '{{index .Config.Labels "org.keyvault.base-recipe"}}' "$2" 2>/dev/null || true)"
+  if [ "$have" != "$recipe_hash" ]; then
     say "importing $2"
     docker import \
-      --change "LABEL org.keyvault.base-key=$key" \
+      --change "LABEL org.keyvault.base-recipe=$recipe_hash" \
       --change 'LABEL org.opencontainers.image.base.name=debian:bookworm' \
       --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
       --change 'CMD ["python3"]' \
