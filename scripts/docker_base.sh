@@ -7,7 +7,8 @@
 # hash of RECIPE, suite, mirror and package lists (bump RECIPE when changing how the root is
 # made), and imported into the Docker engine at $DOCKER_HOST only when the engine lacks an image
 # carrying that hash as a label. Prints the two image IDs as shell assignments
-# (KEYVAULT_BUILDER_IMAGE=sha256:… KEYVAULT_RUNTIME_IMAGE=…) on stdout, progress on stderr. Safe to run again and concurrently (one flock).
+# (KEYVAULT_BUILDER_IMAGE=sha256:… KEYVAULT_RUNTIME_IMAGE=…) on stdout, progress on stderr.
+# Safe to run again and concurrently (one flock).
 # Needs root and the Debian package debootstrap; `--no-import` only fills the cache.
 set -euo pipefail
 import=1
