@@ -292,7 +292,7 @@ class SecretService:
     def cached_current(self, ref: str) -> tuple[SecretMeta, SealedValue] | None:
         """The metadata and sealed current value of a secret by id or name, if both are in the
         cache (never for PostgreSQL, whose other replicas may write); None otherwise."""
-        sid = ref if ID_RE.fullmatch(ref) else self._by_name.get(ref)
+        sid = self.cached_id(ref)
         hit = self._by_id.get(sid) if sid else None
         return (hit.meta, hit.sealed) if hit is not None else None
 

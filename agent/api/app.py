@@ -73,11 +73,17 @@ async def edge(request: web.Request, handler: Handler) -> web.StreamResponse:
                 extra=info.extra,
             )
     except UnavailableError as exc:
-        agent.metrics.audit_failures += 1
-        log.error("audit log write failed; refusing request: %s", exc.message)
-        response = error_response(exc)
+        response = audit_refusal(agent, exc)
     agent.metrics.observe(route, response.status, time.perf_counter() - started)
     return response
+
+
+def audit_refusal(agent: Agent, exc: UnavailableError) -> web.Response:
+    """The answer to a request whose audit entry could not be written (counted and logged):
+    the error, never the view's bytes."""
+    agent.metrics.audit_failures += 1
+    log.error("audit log write failed; refusing request: %s", exc.message)
+    return error_response(exc)
 
 
 def _audited(request: web.Request, failure: KeyVaultError | None) -> bool:

@@ -16,20 +16,17 @@ round 3, "The hot read").
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from time import perf_counter
 
 from aiohttp import web
 
+from agent.api.app import audit_refusal
 from agent.api.secret_views import NO_STORE, READ_BODIES
 from agent.assembly import Agent
 from common.errors import UnavailableError
-from serverkit.edge import error_response
-
-log = logging.getLogger("keyvault.agent.api")
-Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+from serverkit.runner import Handler
 
 PATH = "/api/v1/secrets/"
 ROUTE = "secrets.read"  # the route's name in agent/api/routes.py: the audit op and metrics label
@@ -90,9 +87,7 @@ class FastRead:
                 remote=request.remote,
             )
         except UnavailableError as exc:  # as agent.api.app.edge: no entry, no value
-            agent.metrics.audit_failures += 1
-            log.error("audit log write failed; refusing request: %s", exc.message)
-            refused = error_response(exc)
+            refused = audit_refusal(agent, exc)
             agent.metrics.observe(ROUTE, refused.status, perf_counter() - started)
             return refused
         response = web.Response(
