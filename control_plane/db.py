@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import secrets
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Hashable, Iterable
 from datetime import UTC, date, datetime
 from importlib import resources
 from typing import Any, Generic, TypeVar
@@ -24,6 +24,7 @@ from common.errors import UnavailableError
 
 K = TypeVar("K", bound=Hashable)
 A = TypeVar("A")
+T = TypeVar("T")
 V = TypeVar("V")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
@@ -132,6 +133,17 @@ async def fetch(engine: AsyncEngine, sql: str, params: tuple[Any, ...]) -> list[
         cur = raw.cursor(row_factory=namedtuple_row)
         await cur.execute(sql, params)
         return list(await cur.fetchall()) if cur.description is not None else []
+
+
+async def fetch_grouped(
+    engine: AsyncEngine, sql: str, keys: Iterable[str], field: str, make: Callable[[Any], T]
+) -> dict[str, list[T]]:
+    """PostgreSQL only: ``sql`` run once for all ``keys`` (its one parameter, an array), each
+    row made by ``make`` and listed under its ``field`` (a key with no row gets ``[]``)."""
+    found: dict[str, list[T]] = {key: [] for key in keys}
+    for row in await fetch(engine, sql, (list(found),)):
+        found[getattr(row, field)].append(make(row))
+    return found
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from common import intents, uplink
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
-from control_plane.db import autocommit, fetch, is_postgres, iso, new_sorted_id
+from control_plane.db import autocommit, fetch_grouped, is_postgres, iso, new_sorted_id
 from control_plane.services.principal import Principal
 
 if TYPE_CHECKING:
@@ -208,10 +208,9 @@ class Commands:
         connection."""
         if not is_postgres(self.engine):
             return {vault_id: await self.unfinished_frames(vault_id) for vault_id in vault_ids}
-        found: dict[str, builtins.list[dict[str, Any]]] = {v: [] for v in vault_ids}
-        for row in await fetch(self.engine, _PG_UNFINISHED, (list(vault_ids),)):
-            found[row.vault_id].append(command_frame(row))
-        return found
+        return await fetch_grouped(
+            self.engine, _PG_UNFINISHED, vault_ids, "vault_id", command_frame
+        )
 
     async def mark_sent(self, command_ids: builtins.list[str]) -> None:
         """pending → sent (a command already sent or finished is left alone)."""

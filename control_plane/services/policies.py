@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from common import events, intents
 from common.errors import ConflictError, NotFoundError, ValidationError
 from control_plane import schema as t
-from control_plane.db import autocommit, fetch, is_postgres, iso, new_id
+from control_plane.db import autocommit, fetch_grouped, is_postgres, iso, new_id
 from control_plane.services.policy_rules import (
     CLEAR,
     MAX_POLICIES,
@@ -215,10 +215,7 @@ class Policies:
         connection."""
         if not is_postgres(self.engine):
             return {org_id: await self.for_uplink(org_id) for org_id in org_ids}
-        found: dict[str, builtins.list[dict[str, Any]]] = {org_id: [] for org_id in org_ids}
-        for row in await fetch(self.engine, _PG_UPLINK, (list(org_ids),)):
-            found[row.org_id].append(uplink_policy(row))
-        return found
+        return await fetch_grouped(self.engine, _PG_UPLINK, org_ids, "org_id", uplink_policy)
 
     async def get(self, who: Principal, policy_id: str) -> dict[str, Any]:
         """One policy."""
