@@ -80,6 +80,15 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProce
             running.stop()
 
 
+def _audit_verify(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    """``keyvault agent audit verify`` on the folder, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "apps.cli.main", "agent", "audit", "verify", "--data-dir",
+         str(data_dir)],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+
+
 def test_a_token_revoked_through_one_worker_is_refused_at_once_by_every_worker(
     two_workers: AgentProcess,
 ) -> None:
@@ -195,11 +204,7 @@ def test_sigterm_stops_every_worker_and_every_audit_log_verifies_and_backs_up(
         if running.proc.poll() is None:
             running.proc.kill()
     assert not (folder.path / "agent.url").exists()
-    verified = subprocess.run(
-        [sys.executable, "-m", "apps.cli.main", "agent", "audit", "verify", "--data-dir",
-         str(folder.path)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-    )  # fmt: skip
+    verified = _audit_verify(folder.path)
     assert verified.returncode == 0, verified.stderr
     assert "audit log OK" in verified.stdout
     assert "audit log audit-w1 OK" in verified.stdout
@@ -252,11 +257,7 @@ def test_two_workers_on_postgresql_refuse_a_revoked_token_and_keep_their_own_log
     # each worker is its own replica on the shared store: its own log id, and both verify
     ids = {(folder.path / d / "audit.id").read_text() for d in (".", "audit-w1")}
     assert len(ids) == 2
-    verified = subprocess.run(
-        [sys.executable, "-m", "apps.cli.main", "agent", "audit", "verify", "--data-dir",
-         str(folder.path)],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-    )  # fmt: skip
+    verified = _audit_verify(folder.path)
     assert verified.returncode == 0, verified.stderr
     assert "audit log audit-w1 OK" in verified.stdout
     again = start_agent(folder, env=TWO)  # a restart finds both logs where the store says
