@@ -299,9 +299,9 @@ class SecretService:
     # ---------------------------------------------------------- reads
     async def meta(self, ref: str, *, include_deleted: bool = False) -> SecretMeta:
         """Metadata of a secret by id or name (404 if unknown or, by default, deleted)."""
-        sid = self.cached_id(ref)
-        if sid and sid in self._by_id:
-            return self._by_id[sid].meta
+        hit = self.cached_current(ref)
+        if hit is not None:
+            return hit[0]
         row = await self.store.read(lambda c: self._row(c, ref))
         if row is None:
             raise NotFoundError(f"no secret {ref!r}")
