@@ -263,7 +263,7 @@ def test_operator_rendered_pods_serve_a_secret_over_mutual_tls(pods: Pods, tmp_p
                       headers=headers, timeout=10).raise_for_status()  # fmt: skip
     logs = pods.logs()
     assert value not in logs and DB_PASSWORD not in logs and admin not in logs
-    print(f"two operator-rendered pods served a secret {time.monotonic() - started:.1f} s in")
+    print(f"two operator-rendered pods answered reads {time.monotonic() - started:.1f} s in")
 
 
 def dict_env(container: dict[str, Any]) -> dict[str, str]:
