@@ -62,18 +62,26 @@ class SecretsScreen(KeyVaultScreen):
     SecretsScreen #secrets-status.error { color: $error; }
     """
     BINDINGS = [
-        Binding("ctrl+t", "toggle_reveal", "Reveal/hide value", key_display="ctrl+t"),
-        Binding("c", "copy", "Copy value"),
-        Binding("n", "new", "New secret"),
-        Binding("E", "edit", "Edit (new version)"),
+        # short words, so the whole set fits one footer line at 140 columns; the long meaning
+        # is the tooltip, and `?` lists every key
+        Binding(
+            "ctrl+t",
+            "toggle_reveal",
+            "Reveal",
+            key_display="ctrl+t",
+            tooltip="Reveal or hide the value",
+        ),
+        Binding("c", "copy", "Copy", tooltip="Copy the value to the clipboard"),
+        Binding("n", "new", "New", tooltip="New secret"),
+        Binding("E", "edit", "Edit", tooltip="Edit: store a new version"),
         Binding("r", "rotate", "Rotate"),
-        Binding("d", "delete", "Delete"),
-        Binding("U", "undelete", "Undelete"),
-        Binding("D", "toggle_deleted", "Show deleted"),
-        Binding("V", "toggle_versions", "Versions"),
+        Binding("d", "delete", "Delete", tooltip="Delete (can be undone)"),
+        Binding("U", "undelete", "Undelete", tooltip="Bring the selected deleted secret back"),
+        Binding("D", "toggle_deleted", "Deleted", tooltip="Show or hide deleted secrets"),
+        Binding("V", "toggle_versions", "Versions", tooltip="The selected secret's versions"),
         Binding("slash", "focus_filter", "Filter"),
         Binding("f5,ctrl+r", "refresh", "Reload", key_display="F5"),
-        Binding("escape", "back", "Back to agents"),
+        Binding("escape", "back", "Back", tooltip="Back to agents"),
     ]
 
     def __init__(self, agent: AgentProfile, model: AgentSecretsViewModel | None = None) -> None:
@@ -81,6 +89,7 @@ class SecretsScreen(KeyVaultScreen):
         self.agent = agent
         self.model: AgentSecretsViewModel | None = model
         self.TITLE_TEXT = f"Secrets on {agent.name}"
+        self._deleted_shown = False  # whether the footer offers Undelete (check_action)
 
     def compose_body(self) -> ComposeResult:
         """Filter bar, the table and the versions panel, the status line."""
@@ -123,6 +132,9 @@ class SecretsScreen(KeyVaultScreen):
             self.query_one("#versions", DataTable),
             ((str(v.version), _version_cells(v)) for v in state.versions),
         )
+        if state.show_deleted != self._deleted_shown:
+            self._deleted_shown = state.show_deleted
+            self.refresh_bindings()  # Undelete is offered only while deleted secrets show
         status = self.query_one("#secrets-status", Static)
         status.set_class(bool(state.error), "error")
         count = len(state.visible)
@@ -263,6 +275,12 @@ class SecretsScreen(KeyVaultScreen):
                 lambda: model.delete(name),
                 f"deleted {name}",
             )
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Undelete only while deleted secrets are shown: nothing else could be undeleted."""
+        if action == "undelete":
+            return self._deleted_shown
+        return True
 
     def action_undelete(self) -> None:
         """Bring the selected deleted secret back."""

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, Static
@@ -25,6 +26,7 @@ from apps.core.rules import (
 )
 from apps.core.viewmodels.vaults import VaultRow, VaultsState, VaultsViewModel
 from apps.tui.screens.base import KeyVaultScreen, expires_text
+from apps.tui.widgets.tables import SCROLLBAR, fit_widths
 from apps.tui.widgets.tones import LIVE_STYLE, style_of
 
 #: (header, key in VaultRow / the view model's sort columns, width)
@@ -37,6 +39,9 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("Cert expires", "cert_expiry", 12),
     ("ID", "id", 30),
 )
+#: the width each column keeps when the terminal is too narrow for all of them (the widest
+#: give way first, cut with "…": a name keeps enough to be told apart, "offline" stays whole)
+KEEP = {"name": 16, "status": 7, "last_seen": 9, "secret_count": 7, "version": 7, "cert_expiry": 7}
 #: one shared (never mutated) cell per status: 10,000 rows need not build 10,000 Text objects
 STATUS_CELLS = {status: Text(status, style=style_of(status)) for status in STATUS_TONES}
 LIVE_CELL = Text(LIVE, style=LIVE_STYLE)
@@ -52,6 +57,28 @@ class FleetTable(DataTable[Any]):
     that work is thrown away, and for 10,000 rows it is most of a rebuild's cost. Only the
     virtual size (rows × height) is still computed.
     """
+
+    def on_resize(self, event: events.Resize) -> None:
+        """A narrower or wider terminal: refit the columns instead of scrolling sideways."""
+        self.refit()
+
+    def refit(self) -> None:
+        """Give each column its :data:`COLUMNS` width when they all fit, else cut the widest
+        first (none below its :data:`KEEP` width); only the widths change, not the rows."""
+        columns = self.ordered_columns
+        if not self.size.width or [c.key.value for c in columns] != [k for _, k, _ in COLUMNS]:
+            return  # not laid out yet, or not the fleet's columns
+        natural = [width for _, _, width in COLUMNS]
+        keep = [min(width, KEEP.get(key, 4)) for _, key, width in COLUMNS]
+        room = self.size.width - SCROLLBAR - 2 * self.cell_padding * len(columns)
+        widths = fit_widths(natural, keep, room)
+        if [column.width for column in columns] == widths:
+            return
+        for column, width in zip(columns, widths, strict=True):
+            column.width = width
+        self._require_update_dimensions = True
+        self._clear_caches()
+        self.refresh()
 
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         """Skip per-cell measuring: every column has a fixed width."""

@@ -186,3 +186,25 @@ def test_add_keyed_rows_matches_add_row() -> None:
     import asyncio
 
     asyncio.run(run())
+
+
+async def test_columns_fit_an_80_column_terminal_and_widen_again(fake_app: KeyVaultApp) -> None:
+    """At 80×24 every column stays on screen, cut with "…" (no sideways scrolling hides the
+    status or the certificate); a wider terminal gives the columns their full widths back."""
+    from apps.tui.screens.vaults import COLUMNS, KEEP
+
+    async with fake_app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        table = table_of(fake_app)
+        widths = [column.width for column in table.ordered_columns]
+        assert table.virtual_size.width <= table.scrollable_content_region.width, widths
+        assert table.max_scroll_x == 0
+        for (_, key, natural), width in zip(COLUMNS, widths, strict=True):
+            assert min(natural, KEEP.get(key, 4)) <= width < natural or width == natural
+        row = table.get_row("vlt_000004")
+        assert row[1].plain == "offline"  # whole: its column keeps 7 cells
+        lines = "\n".join(strip.text for strip in table.render_lines(table.region.reset_offset))
+        assert "offline" in lines and "…" in lines
+        await pilot.resize_terminal(160, 40)
+        await pilot.pause()
+        assert [c.width for c in table.ordered_columns] == [w for _, _, w in COLUMNS]
