@@ -28,6 +28,17 @@ if TYPE_CHECKING:
 FIELDS = ("url", "email", "password", "ca_file")
 
 
+PATH_FIELD_MAX = 560  # px: a CA path wider than this scrolls (its full text is the tooltip)
+
+
+def _fit_path(edit: QLineEdit, path: str) -> None:
+    """Widen a path field to show the whole path (up to :data:`PATH_FIELD_MAX`), with the
+    path as its tooltip; a longer path shows its end, the file's name, as a field does."""
+    needed = edit.fontMetrics().horizontalAdvance(path) + 24  # the frame and text margins
+    edit.setMinimumWidth(max(320, min(needed, PATH_FIELD_MAX)))
+    edit.setToolTip(path)
+
+
 class LoginDialog(QDialog):
     """Log in to a control plane; ``session`` is set when the dialog is accepted."""
 
@@ -93,6 +104,7 @@ class LoginDialog(QDialog):
             if name == "ca_file":
                 row = QHBoxLayout()
                 row.addWidget(edit, 1)
+                edit.textChanged.connect(lambda text, e=edit: _fit_path(e, text))
                 browse = QPushButton("Browse…")
                 browse.setAutoDefault(False)
                 browse.clicked.connect(self._browse)

@@ -33,7 +33,21 @@ def mode_of(screen_class: str) -> str | None:
 COMPACT_BELOW = 120  # columns: under this the header drops what the footer also says
 
 
-def nav_text(current: str | None, compact: bool = False, width: int | None = None) -> Text:
+def key_style(app: Any) -> str:
+    """The style of a key letter and of a warning word in the header: yellow on the dark
+    theme; on a light one the theme's ``text-warning`` (a darker amber that reads on grey)."""
+    theme = getattr(app, "current_theme", None)
+    if theme is None or theme.dark:
+        return "bold yellow"
+    return f"bold {app.get_css_variables().get('text-warning', 'dark_orange3')}"
+
+
+def nav_text(
+    current: str | None,
+    compact: bool = False,
+    width: int | None = None,
+    keys: str = "bold yellow",
+) -> Text:
     """The navigation line: every mode with its key, the current one highlighted; compact
     (a narrow terminal, 80 columns) uses one-word titles and leaves help/quit to the footer,
     spaced tighter when that is what makes every area fit in ``width`` columns. A key and its
@@ -42,26 +56,26 @@ def nav_text(current: str | None, compact: bool = False, width: int | None = Non
         text = Text(" ")
         for mode, (_, _, title, key) in FLEET_MODES.items():
             style = "bold reverse" if mode == current else ""
-            text.append(f" {key} ", style=style or "bold yellow")
+            text.append(f" {key} ", style=style or keys)
             text.append(f"{title} ", style=style)
             text.append(" ")
         text.append("  ? help  ^p palette  q quit", style="dim")
         return text
     for gap in (" ", ""):
-        text = _compact_nav(current, gap)
+        text = _compact_nav(current, gap, keys)
         if width is None or text.cell_len <= width:
             break
     return text
 
 
-def _compact_nav(current: str | None, gap: str) -> Text:
+def _compact_nav(current: str | None, gap: str, keys: str) -> Text:
     """One-word titles, each entry `` key title`` followed by ``gap``."""
     text = Text()
     for mode, (_, _, title, key) in FLEET_MODES.items():
         style = "bold reverse" if mode == current else ""
         shown = title.split()[0].replace("Enrollment", "Enroll")
         text.append(" ")
-        text.append(key, style=style or "bold yellow")
+        text.append(key, style=style or keys)
         text.append(f"\xa0{shown}{gap}", style=style)
     return text
 
@@ -74,7 +88,7 @@ def status_text(app: Any, compact: bool = False, email: bool = True) -> Text:
     text = Text()
     if getattr(app, "memory_keyring", False):
         text.append(
-            "memory keyring" if compact else "credentials in memory only", style="bold yellow"
+            "memory keyring" if compact else "credentials in memory only", style=key_style(app)
         )
         text.append("  ")
     if shell is None:
@@ -144,6 +158,7 @@ class AppHeader(Vertical):
         signal = getattr(self.app, "status_signal", None)
         if signal is not None:
             signal.subscribe(self, lambda _: self.refresh_status())
+        self.watch(self.app, "theme", lambda _: self.refresh_status(), init=False)
         self.refresh_status()
 
     def on_resize(self) -> None:
@@ -166,7 +181,7 @@ class AppHeader(Vertical):
         nav = self.query_one("#header-nav", Static)
         nav.display = getattr(self.app, "shell", None) is not None
         current = mode_of(type(self.screen).__name__)
-        nav.update(nav_text(current, compact, self.app.size.width))
+        nav.update(nav_text(current, compact, self.app.size.width, key_style(self.app)))
         banner = self.query_one("#offline-banner", Static)
         message = banner_text(self.app)
         banner.display = message is not None

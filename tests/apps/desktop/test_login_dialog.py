@@ -62,3 +62,23 @@ def test_wrong_then_right_password_against_the_real_control_plane(
     again = LoginDialog()  # the profile pre-fills the next login
     qtbot.addWidget(again)
     assert again.inputs["url"].text() == live_cp.url and again.inputs["email"].text() == OWNER
+
+
+def test_a_ca_path_is_shown_whole(qtbot: Any, desktop_config: Any, monkeypatch: Any) -> None:
+    """The demo's CA path was cut at its start ("mp/kv-desk-…/ca.crt"): the field widens to
+    show a path whole, keeps a very long one within bounds, and carries it as its tooltip."""
+    from apps.desktop.login_dialog import PATH_FIELD_MAX
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(desktop_config))
+    dialog = LoginDialog(CredentialStore.memory())
+    qtbot.addWidget(dialog)
+    path = "/tmp/kv-desk-okq4rwij/demo/control-plane/tls/ca.crt"
+    fill(dialog, ca_file=path)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    edit = dialog.inputs["ca_file"]
+    assert edit.fontMetrics().horizontalAdvance(path) < edit.contentsRect().width()
+    assert edit.toolTip() == path
+    fill(dialog, ca_file="/x" * 400)
+    assert edit.minimumWidth() == PATH_FIELD_MAX
+    assert edit.toolTip() == "/x" * 400

@@ -139,3 +139,35 @@ async def test_the_header_title_is_readable_on_the_light_theme(fake_app: KeyVaul
         await pilot.pause()
         light = title.styles.color
         assert light.brightness < dark.brightness - 0.15, (light, dark)
+
+
+async def test_the_navigation_keys_are_readable_on_the_light_theme(fake_app: KeyVaultApp) -> None:
+    """The key letters (and "credentials in memory only") were pale yellow on the light
+    theme's grey header; they now take the theme's darker warning text, and switch back."""
+    from textual.color import Color
+
+    def key_colours() -> set[str]:
+        nav = fake_app.screen.query_one("#header-nav", Static)
+        text = nav.render_line(0)
+        return {
+            seg.style.color.name if seg.style.color.triplet is None else seg.style.color.triplet.hex
+            for seg in text
+            if seg.text.strip() in {"a", "p"} and seg.style and seg.style.color
+        }
+
+    async with fake_app.run_test(size=(140, 40)) as pilot:
+        await settle(pilot)
+        dark = key_colours()
+        fake_app.theme = "textual-light"
+        await pilot.pause()
+        await pilot.pause()
+        light = key_colours()
+        assert len(light) == 1 and light != dark, (light, dark)
+        background = Color.parse(fake_app.get_css_variables()["panel"])
+        key = Color.parse(next(iter(light)))
+        lum = [c.brightness for c in (key, background)]
+        assert max(lum) - min(lum) > 0.3, (key, background)
+        fake_app.theme = "textual-dark"
+        await pilot.pause()
+        await pilot.pause()
+        assert key_colours() == dark
