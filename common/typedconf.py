@@ -277,6 +277,7 @@ class Model:
                 continue
             declared = cls.__dict__.get(name, MISSING)
             info = declared if isinstance(declared, FieldInfo) else FieldInfo(declared)
+            _supported(hint, f"{cls.__name__}.{name}")
             info.annotation = hint
             fields[name] = info
             if name in cls.__dict__:
@@ -336,6 +337,21 @@ class Model:
         return all(getattr(self, n) == getattr(other, n) for n in self.model_fields)
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like a pydantic model
+
+
+def _supported(hint: Any, where: str) -> None:
+    """Refuse, when the model is defined, a field type :func:`_convert` cannot validate."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType, list, dict):
+        for arg in typing.get_args(hint):
+            _supported(arg, where)
+    elif not (
+        hint is Any
+        or origin is Literal
+        or hint in _SCALARS
+        or (isinstance(hint, type) and issubclass(hint, Model))
+    ):
+        raise TypeError(f"{where}: typedconf cannot validate fields of type {hint!r}")
 
 
 def _dump(value: Any) -> Any:
@@ -657,7 +673,7 @@ def _json(raw: str, loc: Loc, lenient: bool, problems: _Problems) -> Any:
             return raw
         # the message names the position only: the value itself may be a secret
         where = f"{exc.msg} at character {exc.pos + 1}"
-        problems.add(loc, f"not valid JSON ({where}); give a list, mapping or section as JSON")
+        problems.add(loc, f"not valid JSON ({where}): a list, mapping or section is given as JSON")
         return _BAD
 
 

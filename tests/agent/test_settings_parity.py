@@ -907,14 +907,14 @@ EXPECTED = {
     "bad json env": (
         "changed",
         "invalid setting webhooks (KEYVAULT_WEBHOOKS): not valid JSON (Expecting "
-        "property name enclosed in double quotes at character 3); give a list, mapping "
-        "or section as JSON",
+        "property name enclosed in double quotes at character 3): a list, mapping "
+        "or section is given as JSON",
     ),
     "bad json nested env": (
         "changed",
         "invalid setting rotation.protected_names "
         "(KEYVAULT_ROTATION__PROTECTED_NAMES): not valid JSON (Expecting value "
-        "at character 1); give a list, mapping or section as JSON",
+        "at character 1): a list, mapping or section is given as JSON",
     ),
     "dict entry env unknown key": (
         "error",
