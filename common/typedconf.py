@@ -659,7 +659,7 @@ def env_values(
                 out[name] = nested
             continue
         value = _json(raw, (name,), lenient, problems)
-        if value is _BAD:
+        if value is _BAD or value is None:  # JSON null: as if the variable were not set
             continue
         out[name] = merge(value, nested) if isinstance(value, dict) else value
     return out, problems

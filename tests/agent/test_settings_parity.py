@@ -390,6 +390,71 @@ CASES = [
         {},
         {},
     ),
+    ("env list index", "", {"KEYVAULT_TEMPLATES__0__MODE": "0600"}, {}),
+    ("empty env path", "", {"KEYVAULT_MASTER_KEY_FILE": ""}, {}),
+    (
+        "bare alias names",
+        "",
+        {
+            "MASTER_PASSPHRASE": "from the bare name",
+            "REPLICA_NAME": "bare-1",
+            "MASTER_KEY_CREDENTIAL": "cred",
+        },
+        {},
+    ),
+    ("env section json deep", "", {"KEYVAULT_AUTH__JWT": '{"max_ttl_s": 120}'}, {}),
+    ("env nested deep", "", {"KEYVAULT_AUTH__JWT__MAX_TTL_S": "120"}, {}),
+    (
+        "env issuers json",
+        "",
+        {
+            "KEYVAULT_AUTH__JWT__ISSUERS": '[{"name": "c", "issuer": "i", "jwks_file": "/j", "audiences": ["a"]}]'
+        },
+        {},
+    ),
+    (
+        "env dict json then entry",
+        "",
+        {
+            "KEYVAULT_ROTATION__POSTGRES": '{"main": {"dsn_file": "/a"}}',
+            "KEYVAULT_ROTATION__POSTGRES__MAIN__HOST": "h",
+        },
+        {},
+    ),
+    (
+        "env entry then dict json",
+        "",
+        {
+            "KEYVAULT_ROTATION__POSTGRES__MAIN__HOST": "h",
+            "KEYVAULT_ROTATION__POSTGRES": '{"main": {"dsn_file": "/a"}}',
+        },
+        {},
+    ),
+    (
+        "yaml loose scalars",
+        "audit_fsync: 1\nport: 8081.0\nuplink:\n  batch_size: '7'\n",
+        {"KEYVAULT_WORKERS": " 2 "},
+        {},
+    ),
+    ("flags with a path", "", {}, {"data_dir": "/flag/dir", "port": 0, "log_level": "WARNING"}),
+    (
+        "env empty json list",
+        "",
+        {"KEYVAULT_WEBHOOKS": "[]", "KEYVAULT_ROTATION__PROTECTED_NAMES": ""},
+        {},
+    ),
+    ("env null section", "", {"KEYVAULT_TLS": "null"}, {}),
+    ("env bool words", "", {"KEYVAULT_TLS__ENABLED": "OFF", "KEYVAULT_AUDIT_FSYNC": "T"}, {}),
+    ("env number words", "", {"KEYVAULT_UPLINK__BACKOFF_CAP": "inf"}, {}),
+    (
+        "claims via env",
+        "",
+        {
+            "KEYVAULT_AUTH__JWT__ROLES": '[{"name": "r", "issuer": "c", "bound_claims": {"a": ["x"]}, "policy": {"read": ["a/**"]}}]',
+            "KEYVAULT_AUTH__JWT__ISSUERS": '[{"name": "c", "issuer": "i", "jwks_url": "https://j", "audiences": ["a"]}]',
+        },
+        {},
+    ),
 ]
 
 
@@ -907,8 +972,8 @@ EXPECTED = {
     "bad json env": (
         "changed",
         "invalid setting webhooks (KEYVAULT_WEBHOOKS): not valid JSON (Expecting "
-        "property name enclosed in double quotes at character 3): a list, mapping "
-        "or section is given as JSON",
+        "property name enclosed in double quotes at character 3): a list, mapping or "
+        "section is given as JSON",
     ),
     "bad json nested env": (
         "changed",
@@ -1043,6 +1108,162 @@ EXPECTED = {
         "(KEYVAULT_WEBHOOKS__0__TIMEOUT_S): Input should be greater than 0; "
         "invalid setting webhooks.0.bogus (KEYVAULT_WEBHOOKS__0__BOGUS): "
         "Extra inputs are not permitted",
+    ),
+    "env list index": (
+        "error",
+        "invalid setting templates (KEYVAULT_TEMPLATES): Input should be a valid list",
+    ),
+    "empty env path": ("ok", {"master_key_file": "."}),
+    "bare alias names": (
+        "error",
+        "invalid settings: set master_key_credential or master_passphrase, not both",
+    ),
+    "env section json deep": (
+        "ok",
+        {"auth": {"jwt": {"issuers": [], "max_ttl_s": 120, "roles": []}}},
+    ),
+    "env nested deep": ("ok", {"auth": {"jwt": {"issuers": [], "max_ttl_s": 120, "roles": []}}}),
+    "env issuers json": (
+        "ok",
+        {
+            "auth": {
+                "jwt": {
+                    "issuers": [
+                        {
+                            "audiences": ["a"],
+                            "issuer": "i",
+                            "jwks_ca_file": None,
+                            "jwks_file": "/j",
+                            "jwks_refresh_s": 300,
+                            "jwks_url": None,
+                            "max_clock_skew_s": 60,
+                            "name": "c",
+                        }
+                    ],
+                    "max_ttl_s": 3600,
+                    "roles": [],
+                }
+            }
+        },
+    ),
+    "env dict json then entry": (
+        "ok",
+        {
+            "rotation": {
+                "commands": {},
+                "evaluation_budget_seconds": 10,
+                "jitter_fraction": 0.1,
+                "postgres": {
+                    "main": {
+                        "dbname": None,
+                        "dsn_file": "/a",
+                        "host": "h",
+                        "port": None,
+                        "roles": [],
+                    }
+                },
+                "protected_names": [],
+                "retry_base_seconds": 60,
+                "scan_interval_seconds": 60,
+            }
+        },
+    ),
+    "env entry then dict json": (
+        "ok",
+        {
+            "rotation": {
+                "commands": {},
+                "evaluation_budget_seconds": 10,
+                "jitter_fraction": 0.1,
+                "postgres": {
+                    "main": {
+                        "dbname": None,
+                        "dsn_file": "/a",
+                        "host": None,
+                        "port": None,
+                        "roles": [],
+                    }
+                },
+                "protected_names": [],
+                "retry_base_seconds": 60,
+                "scan_interval_seconds": 60,
+            }
+        },
+    ),
+    "yaml loose scalars": (
+        "ok",
+        {
+            "audit_fsync": True,
+            "port": 8081,
+            "uplink": {
+                "ack_timeout": 60.0,
+                "backoff_base": 0.5,
+                "backoff_cap": 60.0,
+                "batch_size": 7,
+                "enroll_poll_interval": 3.0,
+                "heartbeat_interval": 30.0,
+                "renew_at": 0.667,
+                "trace_file": None,
+            },
+            "workers": 2,
+        },
+    ),
+    "flags with a path": ("ok", {"data_dir": "/flag/dir", "log_level": "WARNING", "port": 0}),
+    "env empty json list": (
+        "error",
+        "invalid setting rotation.protected_names "
+        "(KEYVAULT_ROTATION__PROTECTED_NAMES): Input should be a valid list",
+    ),
+    "env null section": ("ok", {}),
+    "env bool words": (
+        "ok",
+        {
+            "audit_fsync": True,
+            "tls": {
+                "cert_file": None,
+                "client_ca_file": None,
+                "client_cert": "required",
+                "enabled": False,
+                "key_file": None,
+            },
+        },
+    ),
+    "env number words": (
+        "error",
+        "invalid setting uplink.backoff_cap (KEYVAULT_UPLINK__BACKOFF_CAP): Input "
+        "should be less than or equal to 3600",
+    ),
+    "claims via env": (
+        "ok",
+        {
+            "auth": {
+                "jwt": {
+                    "issuers": [
+                        {
+                            "audiences": ["a"],
+                            "issuer": "i",
+                            "jwks_ca_file": None,
+                            "jwks_file": None,
+                            "jwks_refresh_s": 300,
+                            "jwks_url": "https://j",
+                            "max_clock_skew_s": 60,
+                            "name": "c",
+                        }
+                    ],
+                    "max_ttl_s": 3600,
+                    "roles": [
+                        {
+                            "bound_claims": {"a": ["x"]},
+                            "bound_subject": None,
+                            "issuer": "c",
+                            "name": "r",
+                            "policy": {"read": ["a/**"]},
+                            "ttl_s": 900,
+                        }
+                    ],
+                }
+            }
+        },
     ),
 }
 
