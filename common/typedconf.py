@@ -320,8 +320,7 @@ class Model:
 
     def model_copy(self: M, *, update: Mapping[str, Any] | None = None) -> M:
         """A shallow copy, with ``update`` applied as is (not validated, as pydantic does)."""
-        new = copy.copy(self)
-        new.__dict__ = dict(self.__dict__)
+        new = copy.copy(self)  # a new __dict__ with the same values
         if update:
             new.__dict__.update(update)
             new.__dict__["_fields_set"] = frozenset(self.model_fields_set | set(update))
