@@ -30,7 +30,7 @@ from pathlib import Path
 from agent import CONFIG_NAME, platform
 from agent.settings import AgentSettings
 from common.errors import ConfigError, KeyVaultError
-from common.settings import load_settings
+from common.typedconf import load_settings
 
 log = logging.getLogger("keyvault.agent.docker_entrypoint")
 

@@ -1,8 +1,10 @@
 """The agent's typed settings (``KEYVAULT_…``) and how ``keyvault agent`` loads them.
 
-The generic loader (YAML file < environment < flags, with errors that name the key) lives in
-:mod:`common.settings`; this module holds the agent's models and :func:`load_agent_settings`,
-which finds ``<data-dir>/agent.yaml`` when no ``--config`` is given.
+The generic loader (YAML file < environment < flags, with errors that name the key) and the
+model layer live in :mod:`common.typedconf` (standard library only: a running agent never imports
+pydantic); this module holds the agent's models and :func:`load_agent_settings`, which finds
+``<data-dir>/agent.yaml`` when no ``--config`` is given. A model's ``_check`` method validates it
+as a whole once its fields are valid; ``_before`` rewrites its input first.
 """
 
 from __future__ import annotations
@@ -12,18 +14,15 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Any, ClassVar, Literal
 
 from agent import CONFIG_NAME
 from common import globs
-from common.settings import ENV_PREFIX, load_settings
+from common.typedconf import ENV_PREFIX, AliasChoices, Field, Model, SecretStr, load_settings
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Section(Model):
+    """A section of the settings: unknown keys are refused."""
 
 
 class TLSSettings(_Section):
@@ -104,11 +103,9 @@ class UplinkSettings(_Section):
         "debugging and audits; frames never hold a secret value, key, token or name).",
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> UplinkSettings:
+    def _check(self) -> None:
         if self.backoff_base > self.backoff_cap:
             raise ValueError("uplink.backoff_base must not be larger than uplink.backoff_cap")
-        return self
 
 
 ROTATION_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,39}$"
@@ -150,11 +147,9 @@ class CommandHook(_Section):
         30, ge=1, le=600, description="Seconds before the program's process group is killed."
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> CommandHook:
+    def _check(self) -> None:
         if not Path(self.argv[0]).is_absolute():
             raise ValueError("argv[0] must be an absolute path to the program")
-        return self
 
 
 class RotationSettings(_Section):
@@ -191,8 +186,7 @@ class RotationSettings(_Section):
         "secrets; a longer pass is stopped, skipped and alerted.",
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> RotationSettings:
+    def _check(self) -> None:
         for glob in self.protected_names:
             found = globs.problem(glob)
             if found is not None:
@@ -203,7 +197,6 @@ class RotationSettings(_Section):
                     raise ValueError(
                         f"rotation.{kind} name {name!r} must match {ROTATION_NAME_PATTERN}"
                     )
-        return self
 
 
 # ---------------------------------------------------------------- workload identity (JWT login)
@@ -250,15 +243,13 @@ class JwtIssuer(_Section):
         300, ge=10, le=86400, description="Seconds between JWKS refreshes."
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> JwtIssuer:
+    def _check(self) -> None:
         if not _JWT_NAME_RE.match(self.name):
             raise ValueError(f"issuer name {self.name!r} must match {JWT_NAME_PATTERN}")
         if (self.jwks_file is None) == (self.jwks_url is None):
             raise ValueError(f"issuer {self.name!r}: set exactly one of jwks_file and jwks_url")
         if self.jwks_url is not None and not self.jwks_url.startswith("https://"):
             raise ValueError(f"issuer {self.name!r}: jwks_url must be an https:// URL")
-        return self
 
 
 class JwtRole(_Section):
@@ -281,8 +272,7 @@ class JwtRole(_Section):
     )
     ttl_s: int = Field(900, ge=1, description="Seconds the minted token lives (<= max_ttl_s).")
 
-    @model_validator(mode="after")
-    def _check(self) -> JwtRole:
+    def _check(self) -> None:
         if not _JWT_NAME_RE.match(self.name):
             raise ValueError(f"role name {self.name!r} must match {JWT_NAME_PATTERN}")
         if not self.bound_claims and self.bound_subject is None:
@@ -311,7 +301,6 @@ class JwtRole(_Section):
             found = claim_glob_problem(glob)
             if found is not None:
                 raise ValueError(f"role {self.name!r}: {glob!r}: {found}")
-        return self
 
 
 class JwtSettings(_Section):
@@ -323,8 +312,7 @@ class JwtSettings(_Section):
         3600, ge=60, le=86400, description="Longest life of a token minted by a JWT login."
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> JwtSettings:
+    def _check(self) -> None:
         issuers = [i.name for i in self.issuers]
         if len(set(issuers)) != len(issuers):
             raise ValueError("auth.jwt.issuers: names must be unique")
@@ -342,7 +330,6 @@ class JwtSettings(_Section):
                     f"role {role.name!r}: ttl_s {role.ttl_s} is above auth.jwt.max_ttl_s "
                     f"({self.max_ttl_s})"
                 )
-        return self
 
 
 class AuthSettings(_Section):
@@ -368,8 +355,7 @@ class WebhookSettings(_Section):
     timeout_s: float = Field(5, gt=0, le=60, description="Seconds one delivery attempt may take.")
     retries: int = Field(5, ge=0, le=10, description="Retries after a failed delivery (backoff).")
 
-    @model_validator(mode="after")
-    def _check(self) -> WebhookSettings:
+    def _check(self) -> None:
         if (self.secret_env is None) == (self.secret_file is None):
             raise ValueError(f"webhook {self.url!r}: set exactly one of secret_env and secret_file")
         if not (self.url.startswith("https://") or _loopback_http(self.url)):
@@ -380,7 +366,6 @@ class WebhookSettings(_Section):
             found = globs.problem(glob)
             if found is not None:
                 raise ValueError(f"webhook {self.url!r}: names {glob!r}: {found}")
-        return self
 
 
 def _loopback_http(url: str) -> bool:
@@ -401,13 +386,11 @@ class SignalReload(_Section):
     pid_file: Path = Field(description="File holding the pid of the process to signal.")
     signal: str = Field("SIGHUP", description="Signal name, e.g. SIGHUP, SIGUSR1.")
 
-    @model_validator(mode="after")
-    def _check(self) -> SignalReload:
+    def _check(self) -> None:
         import signal as _signal
 
         if self.signal not in _signal.Signals.__members__:
             raise ValueError(f"signal {self.signal!r} is not a signal name (e.g. SIGHUP)")
-        return self
 
 
 class TemplateReload(_Section):
@@ -424,13 +407,11 @@ class TemplateReload(_Section):
         30, gt=0, le=600, description="Seconds before the command's process group is killed."
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> TemplateReload:
+    def _check(self) -> None:
         if (self.command is None) == (self.signal is None):
             raise ValueError("on_change needs exactly one of command or signal")
         if self.command is not None and not Path(self.command[0]).is_absolute():
             raise ValueError("on_change.command[0] must be an absolute path to the program")
-        return self
 
 
 class TemplateSpec(_Section):
@@ -471,18 +452,16 @@ class TemplateSpec(_Section):
         "renders it as an empty string.",
     )
 
-    @model_validator(mode="before")
     @classmethod
-    def _octal_mode(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("mode"), str):
+    def _before(cls, data: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(data.get("mode"), str):
             try:
                 data = {**data, "mode": int(data["mode"], 8)}
             except ValueError:
                 raise ValueError(f"mode {data['mode']!r} must be octal, e.g. '0640'") from None
         return data
 
-    @model_validator(mode="after")
-    def _check(self) -> TemplateSpec:
+    def _check(self) -> None:
         if (self.source is None) == (self.inline is None):
             raise ValueError("a template needs exactly one of source or inline")
         if not self.destination.is_absolute():
@@ -495,7 +474,6 @@ class TemplateSpec(_Section):
             self.name = re.sub(r"[^a-z0-9_.-]", "-", self.destination.name.lower()).lstrip("._-")
             self.name = (self.name or "template")[:63]
         _check_ownership(self.owner, self.group)
-        return self
 
     @property
     def label(self) -> str:
@@ -525,12 +503,10 @@ class TemplateLimits(_Section):
     )
 
 
-class AgentSettings(BaseSettings):
+class AgentSettings(Model):
     """Settings of ``keyvault agent``."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", populate_by_name=True
-    )
+    model_config: ClassVar[dict[str, Any]] = {"env_prefix": ENV_PREFIX}
 
     data_dir: Path = Field(
         Path("./keyvault-data"),
@@ -626,8 +602,7 @@ class AgentSettings(BaseSettings):
         "control plane sees opaque ids only.",
     )
 
-    @model_validator(mode="after")
-    def _check(self) -> AgentSettings:
+    def _check(self) -> None:
         if self.master_key_file is not None and self.master_passphrase is not None:
             raise ValueError("set master_key_file or master_passphrase, not both")
         if self.master_key_credential is not None and self.master_passphrase is not None:
@@ -645,7 +620,6 @@ class AgentSettings(BaseSettings):
                 "share the port with SO_REUSEPORT); set workers: 1 on this platform"
             )
         self._check_templates()
-        return self
 
     def _check_templates(self) -> None:
         if len(self.templates) > self.template_limits.max_templates:

@@ -12,7 +12,8 @@ and its children (a one-file build was two processes: the bootloader and the Pyt
 ``python -m bench.rss --base REF [--rounds N]`` compares this tree's idle RSS with another
 commit's (``git archive``, first on ``PYTHONPATH``), the two agents started alternately, and
 prints each side's median and the difference: how each change in docs/performance.md's memory
-sections was measured.
+sections was measured. It also prints each side's median start time (``agent run`` started to
+``agent.url`` written, polled every 50 ms; a key file, so no passphrase stretching).
 """
 
 from __future__ import annotations
@@ -116,10 +117,14 @@ def run_binary(folder: Path, procs: Processes, plan: Plan, report: Report) -> No
     procs.close()
 
 
-def _idle_rss_mib(procs: Processes, setup: AgentSetup, name: str, env: dict[str, str]) -> float:
+def _idle_rss_mib(
+    procs: Processes, setup: AgentSetup, name: str, env: dict[str, str]
+) -> tuple[float, float]:
     """One start of ``agent run``: the secret (made on the first start), 200 reads, 2 s idle;
-    its VmRSS in MiB."""
+    its VmRSS in MiB and its start time (to ``agent.url``) in seconds."""
+    started = time.perf_counter()
     proc = start_agent(procs, setup, name=name, env=env)
+    start_s = time.perf_counter() - started
     try:
         secret_id = _secret_ids.get(setup.data_dir) or seed_secret(setup)[0]
         _secret_ids[setup.data_dir] = secret_id
@@ -129,7 +134,7 @@ def _idle_rss_mib(procs: Processes, setup: AgentSetup, name: str, env: dict[str,
         if not result.ok:
             raise RuntimeError(f"the warm-up reads failed: {result}")
         time.sleep(Plan().rss_idle_seconds)
-        return rss_kib(proc.pid)[0] / 1024
+        return rss_kib(proc.pid)[0] / 1024, start_s
     finally:
         procs.close()
 
@@ -148,18 +153,24 @@ def main(argv: list[str] | None = None) -> None:
         trees = {"base": {"PYTHONPATH": str(base)}, "this": {}}
         setups = {name: init_agent(folder / name) for name in trees}
         figures: dict[str, list[float]] = {name: [] for name in trees}
+        starts: dict[str, list[float]] = {name: [] for name in trees}
         for round_ in range(args.rounds):
             order = list(trees) if round_ % 2 == 0 else list(reversed(trees))
             for name in order:
-                mib = _idle_rss_mib(procs, setups[name], f"{name}-{round_}", trees[name])
+                mib, start_s = _idle_rss_mib(procs, setups[name], f"{name}-{round_}", trees[name])
                 figures[name].append(mib)
-                log(f"round {round_ + 1}: {name} idle {mib:.1f} MiB")
+                starts[name].append(start_s)
+                log(f"round {round_ + 1}: {name} idle {mib:.1f} MiB, started in {start_s:.2f} s")
     medians = {name: statistics.median(values) for name, values in figures.items()}
     for name, values in figures.items():
         print(f"{name}: median {medians[name]:.1f} MiB ({', '.join(f'{v:.1f}' for v in values)})")
     print(
         f"this - base: {medians['this'] - medians['base']:+.1f} MiB (load {os.getloadavg()[0]:.2f})"
     )
+    start_medians = {name: statistics.median(values) for name, values in starts.items()}
+    for name, values in starts.items():
+        listed = ", ".join(f"{v:.2f}" for v in values)
+        print(f"{name}: start to agent.url, median {start_medians[name]:.2f} s ({listed})")
 
 
 if __name__ == "__main__":

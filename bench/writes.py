@@ -40,7 +40,7 @@ def open_agent(data_dir: Path, synchronous: str) -> Agent:
     from agent.assembly import Agent
     from agent.provision import CONFIG_NAME
     from agent.settings import AgentSettings
-    from common.settings import load_settings
+    from common.typedconf import load_settings
 
     settings = load_settings(
         AgentSettings,

@@ -22,11 +22,24 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, SecretStr
-from pydantic.fields import FieldInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from common import typedconf  # noqa: E402 - after the path is set
+
+# The agent's models are common.typedconf's (no pydantic at run time), the control plane's are
+# pydantic's; both describe their fields alike (annotation, default, description, metadata).
+FieldInfo = Any
+MODELS = (BaseModel, typedconf.Model)
+ALIASES = (AliasChoices, typedconf.AliasChoices)
+
+
+def is_model(annotation: Any) -> bool:
+    """A settings model of either kind."""
+    return isinstance(annotation, type) and issubclass(annotation, MODELS)
+
 
 OUTPUT = ROOT / "docs" / "configuration.md"
 NAME = "<name>"
@@ -82,9 +95,15 @@ def type_name(annotation: Any) -> str:
         return f"list of {type_name(args[0])}"
     if origin is dict:
         return f"mapping of name to {type_name(args[1])}"
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    if is_model(annotation):
         return "section"
-    plain = {Path: "path", SecretStr: "secret string", str: "string", bool: "boolean"}
+    plain = {
+        Path: "path",
+        SecretStr: "secret string",
+        typedconf.SecretStr: "secret string",
+        str: "string",
+        bool: "boolean",
+    }
     return plain.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 
@@ -95,7 +114,7 @@ def default_text(field: FieldInfo) -> str:
     value = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
     if value is None:
         return "unset"
-    if isinstance(value, BaseModel):
+    if isinstance(value, MODELS):
         return "section"
     if isinstance(value, bool):
         return "`true`" if value else "`false`"
@@ -107,37 +126,35 @@ def default_text(field: FieldInfo) -> str:
 def env_names(name: str, field: FieldInfo, env_path: str) -> tuple[str, ...]:
     """The environment variables that set a field (aliases replace the prefixed name)."""
     alias = field.validation_alias
-    if isinstance(alias, AliasChoices):
+    if isinstance(alias, ALIASES):
         return tuple(c for c in alias.choices if isinstance(c, str) and c.isupper())
     return (f"{env_path}{name}".upper(),)
 
 
-def _model_of(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
+def _model_of(annotation: Any) -> tuple[Any, bool]:
     """(nested model, is it the values of a mapping) for a field's annotation."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    if is_model(annotation):
         return annotation, False
     args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is dict and isinstance(args[1], type):
-        if issubclass(args[1], BaseModel):
-            return args[1], True
+    if typing.get_origin(annotation) is dict and is_model(args[1]):
+        return args[1], True
     return None, False
 
 
-def _item_model(annotation: Any) -> type[BaseModel] | None:
+def _item_model(annotation: Any) -> Any:
     """The model of a list's items (``templates: list[TemplateSpec]``), if it is one."""
     args = typing.get_args(annotation)
-    if typing.get_origin(annotation) is list and args and isinstance(args[0], type):
-        if issubclass(args[0], BaseModel):
-            return args[0]
+    if typing.get_origin(annotation) is list and args and is_model(args[0]):
+        return args[0]
     return None
 
 
 def sections(
-    model: type[BaseModel], env_path: str, key_path: str = "", doc: str | None = None
+    model: Any, env_path: str, key_path: str = "", doc: str | None = None
 ) -> Iterator[Section]:
     """The model's own fields as one section, then each nested section, depth first."""
     own: list[Entry] = []
-    nested: list[tuple[type[BaseModel], str, str, str]] = []
+    nested: list[tuple[Any, str, str, str]] = []
     for name, field in model.model_fields.items():
         key = f"{key_path}{name}"
         item = _item_model(field.annotation)
@@ -199,7 +216,7 @@ class Program:
     """A program whose settings are documented."""
 
     title: str
-    model: type[BaseModel]
+    model: Any
     env_prefix: str
     intro: str
     container_env: dict[str, str]

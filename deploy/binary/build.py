@@ -45,6 +45,7 @@ EXCLUDES = (
     "schemathesis", "hypothesis", "pytest", "_pytest", "IPython", "jedi", "mypy", "numpy",
     "sqlalchemy.dialects.mysql", "sqlalchemy.dialects.mssql", "sqlalchemy.dialects.oracle",
     "sqlalchemy.testing",
+    "pydantic", "pydantic_core", "pydantic_settings", "common.settings",
 )  # fmt: skip
 
 

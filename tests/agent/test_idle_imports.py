@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # Loaded only by the code that needs them: certificates are made or parsed by enrollment,
 # renewal and `init` (common.pki), PyJWT by JWT login, the PostgreSQL dialect by a PostgreSQL
 # store, Alembic by a migration, Jinja2 by templates, httpx and the other commands by the CLI,
-# multiprocessing by the rotation policy worker and `workers: N`.
+# multiprocessing by the rotation policy worker and `workers: N`. pydantic never: the agent's
+# settings are common.typedconf's (only the control plane's are pydantic models).
 NOT_AT_IDLE = (
     "common.pki",
     "cryptography.x509",
@@ -43,6 +44,9 @@ NOT_AT_IDLE = (
     "control_plane",
     "apps.cli.secrets_cmd",
     "apps.core",
+    "pydantic",
+    "pydantic_core",
+    "pydantic_settings",
 )
 
 # The child runs the entry point in its main thread; a helper thread waits for the go file

@@ -185,9 +185,8 @@ async def test_login_without_configuration_or_with_bad_body(api: Api) -> None:
 
 
 def test_settings_refuse_unsafe_roles(tmp_path: Path) -> None:
-    from pydantic import ValidationError
-
     from agent.settings import JwtSettings
+    from common.typedconf import ValidationError
 
     issuer = {"name": "c", "issuer": "i", "jwks_file": str(tmp_path), "audiences": ["a"]}
     role = {"name": "r", "issuer": "c", "policy": {"read": ["a/**"]}}

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
 from agent.settings import AgentSettings
 from common.errors import AuthenticationError, NotFoundError
+from common.typedconf import ValidationError
 from tests.conftest import AgentDir, AgentProcess, init_agent_dir, start_agent
 
 ROOT = Path(__file__).resolve().parents[2]

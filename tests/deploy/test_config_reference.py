@@ -8,10 +8,12 @@ import sys
 import typing
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from pydantic import BaseModel
 
 from agent.settings import AgentSettings
+from common.typedconf import Model
 from control_plane.settings import ControlPlaneSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,17 +31,22 @@ def load_generator() -> ModuleType:
     return module
 
 
-def leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+def is_model(ann: Any) -> bool:
+    """A settings model: pydantic's (control plane) or common.typedconf's (agent)."""
+    return isinstance(ann, type) and issubclass(ann, BaseModel | Model)
+
+
+def leaf_keys(model: Any, prefix: str = "") -> list[str]:
     """Every field's dotted key, nested models (and mappings of them) flattened."""
     keys = []
     for name, field in model.model_fields.items():
         ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
+        if is_model(ann):
             keys += leaf_keys(ann, f"{prefix}{name}.")
             continue
         keys.append(prefix + name)
         args = typing.get_args(ann)
-        if len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], BaseModel):
+        if len(args) == 2 and is_model(args[1]):
             keys += leaf_keys(args[1], f"{prefix}{name}.<name>.")
     return keys
 
