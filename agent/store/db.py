@@ -13,10 +13,9 @@ the GIL back and forth on every system call while both are busy (docs/performanc
 Operations receive an :class:`agent.store.sql.Connection` (plain SQL text, ``?`` placeholders).
 SQLite is driven through the standard library's ``sqlite3`` directly, in WAL mode with the
 configured ``synchronous`` level: the writer thread holds one connection for its life and the
-readers share a small pool. PostgreSQL (psycopg 3) is the second backend, on the same code: its
-connections come from a SQLAlchemy pool (pre-ping, so a restarted server is reconnected to);
-SQLAlchemy is imported only on that path and for Alembic migrations, never by an agent running
-on SQLite.
+readers share a small pool. PostgreSQL is the second backend, on the same code, through psycopg 3
+directly: small pools whose connections are pinged when taken, so a restarted server is
+reconnected to. SQLAlchemy (with Alembic) is imported only when a migration is due.
 """
 
 from __future__ import annotations
@@ -32,15 +31,12 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from agent.store.migrations import HEAD_REVISION
 from agent.store.sql import Connection, ResultError, regexp
 from common.errors import KeyVaultError, UnavailableError
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
 
 T = TypeVar("T")
 log = logging.getLogger("keyvault.agent.store")
@@ -181,49 +177,107 @@ class _SqliteBackend:
                 raw.close()
 
 
+class _PgPool:
+    """A few psycopg 3 connections, each pinged when it is taken (a server restart since its
+    last use shows there, and a new connection replaces it) and dropped when it breaks."""
+
+    def __init__(self, conninfo: str, size: int) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        self._conninfo = conninfo
+        self._idle: list[Any] = []
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A connection in a transaction, committed when the block ends (rolled back if it
+        raises; a connection whose rollback fails is closed, never reused)."""
+        if not self._slots.acquire(timeout=30):
+            raise UnavailableError("the store's connections are all busy; try again")
+        try:
+            raw = self._checkout()
+            try:
+                yield Connection(raw, "postgresql", self._psycopg.IntegrityError)
+                raw.commit()
+            except BaseException:
+                try:
+                    raw.rollback()
+                except Exception:
+                    _close_quietly(raw)
+                raise
+            finally:
+                self._checkin(raw)
+        finally:
+            self._slots.release()
+
+    def _checkout(self) -> Any:
+        while True:
+            with self._lock:
+                raw = self._idle.pop() if self._idle else None
+            if raw is None:
+                return self._psycopg.connect(self._conninfo)
+            if raw.closed or raw.broken:
+                continue
+            try:
+                raw.execute(";")  # the pre-ping (an empty statement, as SQLAlchemy's)
+            except self._psycopg.Error:
+                _close_quietly(raw)
+                continue
+            return raw
+
+    def _checkin(self, raw: Any) -> None:
+        if raw.closed or raw.broken:
+            _close_quietly(raw)
+            return
+        with self._lock:
+            if not self._closed:
+                self._idle.append(raw)
+                return
+        _close_quietly(raw)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for raw in idle:
+            _close_quietly(raw)
+
+
+def _close_quietly(raw: Any) -> None:
+    with suppress(Exception):
+        raw.close()
+
+
+def libpq_url(url: str) -> str:
+    """The libpq connection URI of a ``postgresql+psycopg://`` storage URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.startswith("postgresql"):
+        raise UnavailableError(
+            "a PostgreSQL storage URL has the form postgresql+psycopg://user@host:5432/database; "
+            "fix storage.url in the agent's configuration"
+        )
+    return f"postgresql://{rest}"
+
+
 class _PostgresBackend:
-    """psycopg 3 connections from SQLAlchemy pools (pre-ping; imported on this path only)."""
+    """psycopg 3 directly (imported on this path only): a writer pool of one, a reader pool."""
 
     name = "postgresql"
 
     def __init__(self, url: str, readers: int) -> None:
         import psycopg
-        from sqlalchemy import create_engine
-        from sqlalchemy.exc import SQLAlchemyError
 
-        # a pool checkout's failure (the pre-ping's reconnect) arrives wrapped by SQLAlchemy
-        self.errors: tuple[type[BaseException], ...] = (psycopg.Error, SQLAlchemyError)
-        self.integrity_error = psycopg.IntegrityError
-        self.write_engine: Engine = create_engine(
-            url, pool_size=1, max_overflow=0, pool_pre_ping=True
-        )
-        self.read_engine: Engine = create_engine(
-            url, pool_size=readers, max_overflow=0, pool_pre_ping=True
-        )
-
-    @contextmanager
-    def transaction(self, engine: Engine) -> Iterator[Connection]:
-        """A pooled connection (pinged on checkout) in a transaction, committed on success."""
-        fairy = engine.raw_connection()
-        raw: Any = fairy.dbapi_connection
-        try:
-            yield Connection(raw, "postgresql", self.integrity_error)
-            raw.commit()
-        except BaseException:
-            try:
-                raw.rollback()
-            except Exception:
-                fairy.invalidate()  # the link is gone: the pool opens a new one next time
-            else:
-                if getattr(raw, "broken", False) or raw.closed:
-                    fairy.invalidate()
-            raise
-        finally:
-            fairy.close()
+        self.errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        conninfo = libpq_url(url)
+        self.writer = _PgPool(conninfo, 1)
+        self.readers = _PgPool(conninfo, readers)
 
     def close(self) -> None:
-        self.write_engine.dispose()
-        self.read_engine.dispose()
+        self.writer.close()
+        self.readers.close()
 
 
 class Store:
@@ -262,15 +316,20 @@ class Store:
     def migration_connection(self) -> Iterator[Any]:
         """A SQLAlchemy connection in a write transaction, for Alembic (imports SQLAlchemy).
 
-        On SQLite it is a connection of its own with the store's pragmas and ``BEGIN
-        IMMEDIATE`` (the writer's transactions wait for it, and it for them); on PostgreSQL it
-        comes from the writer's pool."""
-        if self._pg is not None:
-            with self._pg.write_engine.begin() as conn:
-                yield conn
-            return
+        It is a connection of its own: on SQLite with the store's pragmas and ``BEGIN
+        IMMEDIATE`` (the writer's transactions wait for it, and it for them); on PostgreSQL the
+        migration first takes the advisory lock (:func:`hold_migration_lock`)."""
         from sqlalchemy import create_engine, event
         from sqlalchemy.pool import NullPool
+
+        if self._pg is not None:
+            engine = create_engine(self.url, poolclass=NullPool)
+            try:
+                with engine.begin() as conn:
+                    yield conn
+            finally:
+                engine.dispose()
+            return
 
         assert self._sqlite is not None
         backend = self._sqlite
@@ -388,7 +447,7 @@ class Store:
                 yield conn
         else:
             assert self._pg is not None
-            with self._pg.transaction(self._pg.read_engine) as conn:
+            with self._pg.readers.transaction() as conn:
                 yield conn
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
@@ -479,7 +538,7 @@ class Store:
         On PostgreSQL one is checked out per batch so the pool's pre-ping catches a restarted
         server."""
         if self._pg is not None:
-            with self._pg.transaction(self._pg.write_engine) as conn:
+            with self._pg.writer.transaction() as conn:
                 yield conn
             return
         assert self._sqlite is not None

@@ -197,3 +197,29 @@ def test_safe_url_hides_only_the_password() -> None:
 def test_a_bad_sqlite_url_is_a_clear_error() -> None:
     with pytest.raises(UnavailableError, match=r"sqlite:///path/to/store\.db"):
         Store("sqlite:relative.db")
+
+
+def test_a_current_postgres_store_runs_without_sqlalchemy(pg_url: str) -> None:
+    """Only a due migration loads SQLAlchemy: a store already at the head revision reads and
+    writes through psycopg alone (a child process, so this test's own imports do not count)."""
+    import subprocess
+    import sys
+
+    migrated = Store(pg_url)
+    migrated.migrate()
+    migrated.close()
+    code = (
+        "import sys\n"
+        "from agent.store.db import Store\n"
+        "s = Store(sys.argv[1])\n"
+        "assert s.migrate() is False\n"
+        f"s.write_sync(lambda c: c.execute({PUT!r}, ('k', 'v')))\n"
+        f"assert s.read_sync(lambda c: c.execute({GET!r}, ('k',)).one().value) == 'v'\n"
+        "s.check()\n"
+        "s.close()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, pg_url], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
