@@ -23,9 +23,9 @@ from tests.conftest import AgentDir, AgentProcess, init_agent_dir
 ROOT = Path(__file__).resolve().parents[2]
 
 # Loaded only by the code that needs them: certificates are made or parsed by enrollment,
-# renewal and `init` (common.pki), PyJWT by JWT login, SQLAlchemy (with its PostgreSQL dialect)
-# by a PostgreSQL store or a migration (the store runs plain SQL on sqlite3), Alembic by a migration, Jinja2 by templates, httpx and the other commands by the CLI,
-# multiprocessing by the rotation policy worker and `workers: N`.
+# renewal and `init` (common.pki), PyJWT by JWT login, SQLAlchemy and Alembic by a migration only
+# (the store runs plain SQL on sqlite3 or psycopg), Jinja2 by templates, httpx and the other
+# commands by the CLI, multiprocessing by the rotation policy worker and `workers: N`.
 NOT_AT_IDLE = (
     "common.pki",
     "cryptography.x509",
