@@ -20,14 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.engine import Connection
-
 from agent.crypto import Clock, Random, utcnow
 from agent.globmatch import Glob
 from agent.rowauth import RowAuth
-from agent.store import schema as t
 from agent.store.db import Store
+from agent.store.sql import Connection
 from agent.text import is_safe_line
 from common.errors import (
     AuthenticationError,
@@ -270,7 +267,7 @@ class TokenService:
     ) -> tuple[str, Token]:
         """Create and store a token; returns (secret, token)."""
         secret, row, token = self.new_token(name, policy, ttl)
-        await self.store.write(lambda conn: conn.execute(t.tokens.insert().values(**row)))
+        await self.store.write(lambda conn: _insert_token(conn, row))
         return secret, token
 
     def create_sync(
@@ -278,7 +275,7 @@ class TokenService:
     ) -> tuple[str, Token]:
         """Blocking :meth:`create` for offline tools."""
         secret, row, token = self.new_token(name, policy, ttl)
-        self.store.write_sync(lambda conn: conn.execute(t.tokens.insert().values(**row)))
+        self.store.write_sync(lambda conn: _insert_token(conn, row))
         return secret, token
 
     def cached(self, header: str | None) -> Token | None:
@@ -334,7 +331,7 @@ class TokenService:
         """Every token, newest first."""
 
         def q(conn: Connection) -> list[Token]:
-            rows = conn.execute(select(t.tokens).order_by(t.tokens.c.created_at.desc())).all()
+            rows = conn.execute(_SELECT_TOKENS + "ORDER BY created_at DESC").all()
             out = []
             for row in rows:
                 try:
@@ -350,16 +347,15 @@ class TokenService:
         now = self._clock().isoformat()
 
         def txn(conn: Connection) -> Token:
-            row = conn.execute(select(t.tokens).where(t.tokens.c.id == token_id)).one_or_none()
+            row = conn.execute(_SELECT_TOKENS + "WHERE id = ?", (token_id,)).one_or_none()
             if row is None:
                 raise NotFoundError(f"no token with id {token_id!r}")
             token = _row_to_token(row, self.rows)
             if not row.revoked_at:
                 revoked = {**row._mapping, "revoked_at": now}
                 conn.execute(
-                    update(t.tokens)
-                    .where(t.tokens.c.id == token_id)
-                    .values(revoked_at=now, mac=self.rows.token_mac(revoked))
+                    "UPDATE kv_tokens SET revoked_at = ?, mac = ? WHERE id = ?",
+                    (now, self.rows.token_mac(revoked), token_id),
                 )
             return token
 
@@ -368,13 +364,36 @@ class TokenService:
         return token
 
 
+# the kv_tokens columns, in the table's order (rows are read with their names)
+_TOKEN_COLUMNS = (
+    "id",
+    "name",
+    "token_hash",
+    "policy",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+    "mac",
+)
+_SELECT_TOKENS = f"SELECT {', '.join(_TOKEN_COLUMNS)} FROM kv_tokens "  # noqa: S608
+_INSERTED = ("id", "name", "token_hash", "policy", "created_at", "expires_at", "mac")
+_INSERT_TOKEN = (
+    f"INSERT INTO kv_tokens ({', '.join(_INSERTED)}) VALUES ({', '.join('?' * len(_INSERTED))})"  # noqa: S608
+)
+
+
+def _insert_token(conn: Connection, row: dict[str, Any]) -> None:
+    """Store a new token's row (as :meth:`TokenService.new_token` built it)."""
+    conn.execute(_INSERT_TOKEN, [row[column] for column in _INSERTED])
+
+
 def _nothing() -> None:
     """The default :attr:`TokenService.catch_up`: one process, nothing to catch up with."""
 
 
 def _by_hash(digest: str, rows: RowAuth) -> Any:
     def q(conn: Connection) -> Token | None:
-        row = conn.execute(select(t.tokens).where(t.tokens.c.token_hash == digest)).one_or_none()
+        row = conn.execute(_SELECT_TOKENS + "WHERE token_hash = ?", (digest,)).one_or_none()
         return _row_to_token(row, rows) if row else None
 
     return q

@@ -13,9 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.engine import Connection
-
 from agent.crypto import (
     KDF_DEFAULT_ITERATIONS,
     Clock,
@@ -31,8 +28,8 @@ from agent.crypto import (
 )
 from agent.errors import NotInitialisedError
 from agent.rowauth import RowAuth
-from agent.store import schema as t
 from agent.store.db import Store, hold_migration_lock
+from agent.store.sql import Connection, placeholders
 from common.errors import ConflictError, IntegrityError
 
 HEADER_KEY = "keystore_header"
@@ -51,15 +48,21 @@ class KekRotation:
     destroyed: list[int]
 
 
+_INSERT_KEK = "INSERT INTO kv_keks (version, wrapped, state, created_at) VALUES (?, ?, ?, ?)"
+
+
 def _meta_get(conn: Connection, key: str) -> str | None:
-    return conn.execute(select(t.meta.c.value).where(t.meta.c.key == key)).scalar_one_or_none()
+    value: str | None = conn.execute(
+        "SELECT value FROM kv_meta WHERE key = ?", (key,)
+    ).scalar_one_or_none()
+    return value
 
 
 def _meta_put(conn: Connection, key: str, value: str) -> None:
     if _meta_get(conn, key) is None:
-        conn.execute(t.meta.insert().values(key=key, value=value))
+        conn.execute("INSERT INTO kv_meta (key, value) VALUES (?, ?)", (key, value))
     else:
-        conn.execute(update(t.meta).where(t.meta.c.key == key).values(value=value))
+        conn.execute("UPDATE kv_meta SET value = ? WHERE key = ?", (value, key))
 
 
 class KeyManager:
@@ -123,14 +126,7 @@ class KeyManager:
             _meta_put(conn, "vault_id", vault_id)
             _meta_put(conn, AUDIT_KEY, envelope.wrap_aux("audit", audit_key).hex())
             _meta_put(conn, ROWS_KEY, envelope.wrap_aux("rows", row_key).hex())
-            conn.execute(
-                t.keks.insert().values(
-                    version=1,
-                    wrapped=envelope.new_kek(1),
-                    state="active",
-                    created_at=clock().isoformat(),
-                )
-            )
+            conn.execute(_INSERT_KEK, (1, envelope.new_kek(1), "active", clock().isoformat()))
 
         store.write_sync(write)
         return cls(store, envelope, 1, audit_key, clock, row_key)
@@ -143,9 +139,7 @@ class KeyManager:
 
         def load(conn: Connection) -> tuple[str | None, str | None, list[Any], str | None]:
             rows = conn.execute(
-                select(t.keks.c.version, t.keks.c.wrapped, t.keks.c.state).where(
-                    t.keks.c.state != "destroyed"
-                )
+                "SELECT version, wrapped, state FROM kv_keks WHERE state != 'destroyed'"
             ).all()
             meta = _meta_get(conn, HEADER_KEY), _meta_get(conn, AUDIT_KEY)
             return *meta, list(rows), _meta_get(conn, ROWS_KEY)
@@ -200,18 +194,13 @@ class KeyManager:
         now = self._clock().isoformat()
 
         def add_kek(conn: Connection) -> int:
-            version = int(conn.execute(select(func.max(t.keks.c.version))).scalar_one()) + 1
+            version = int(conn.execute("SELECT max(version) FROM kv_keks").scalar_one()) + 1
             wrapped = self.envelope.new_kek(version)
             conn.execute(
-                update(t.keks)
-                .where(t.keks.c.state == "active")
-                .values(state="retired", retired_at=now)
+                "UPDATE kv_keks SET state = 'retired', retired_at = ? WHERE state = 'active'",
+                (now,),
             )
-            conn.execute(
-                t.keks.insert().values(
-                    version=version, wrapped=wrapped, state="active", created_at=now
-                )
-            )
+            conn.execute(_INSERT_KEK, (version, wrapped, "active", now))
             return version
 
         new = await self.store.write(add_kek)
@@ -260,12 +249,11 @@ class KeyManager:
     def _rekey_txn(self, header: KeystoreHeader, master: MasterKey) -> Callable[[Connection], None]:
         def txn(conn: Connection) -> None:
             for version, wrapped in conn.execute(
-                select(t.keks.c.version, t.keks.c.wrapped).where(t.keks.c.state != "destroyed")
+                "SELECT version, wrapped FROM kv_keks WHERE state != 'destroyed'"
             ).all():
                 conn.execute(
-                    update(t.keks)
-                    .where(t.keks.c.version == version)
-                    .values(wrapped=self.envelope.rewrap_kek_for(master, version, wrapped))
+                    "UPDATE kv_keks SET wrapped = ? WHERE version = ?",
+                    (self.envelope.rewrap_kek_for(master, version, wrapped), version),
                 )
             audit = bytes.fromhex(_meta_get(conn, AUDIT_KEY) or "")
             _meta_put(conn, AUDIT_KEY, self.envelope.rewrap_aux_for(master, "audit", audit).hex())
@@ -281,18 +269,14 @@ class KeyManager:
         def q(conn: Connection) -> list[dict[str, Any]]:
             counts: dict[int, int] = dict(
                 conn.execute(
-                    select(t.versions.c.kek_version, func.count()).group_by(
-                        t.versions.c.kek_version
-                    )
-                ).all()
+                    "SELECT kek_version, count(*) FROM kv_versions GROUP BY kek_version"
+                ).fetchall()
             )
             return [
                 {"version": v, "state": s, "created_at": c, "values": counts.get(v, 0)}
                 for v, s, c in conn.execute(
-                    select(t.keks.c.version, t.keks.c.state, t.keks.c.created_at).order_by(
-                        t.keks.c.version
-                    )
-                ).all()
+                    "SELECT version, state, created_at FROM kv_keks ORDER BY version"
+                ).fetchall()
             ]
 
         return await self.store.read(q)
@@ -306,12 +290,16 @@ def _adopt_rows(envelope: Envelope, row_key: bytes) -> Callable[[Connection], by
         if _meta_get(conn, ROWS_KEY) is not None:  # another replica adopted them first
             return envelope.unwrap_aux("rows", bytes.fromhex(_meta_get(conn, ROWS_KEY) or ""))
         auth = RowAuth(row_key)
-        for row in conn.execute(select(t.tokens)).mappings().all():
-            mac = auth.token_mac(dict(row))
-            conn.execute(update(t.tokens).where(t.tokens.c.id == row["id"]).values(mac=mac))
-        for sid, name in conn.execute(select(t.secrets.c.id, t.secrets.c.name)).all():
+        tokens = conn.execute(
+            "SELECT id, name, token_hash, policy, created_at, expires_at, revoked_at, mac "
+            "FROM kv_tokens"
+        ).mappings()
+        for row in tokens:
+            mac = auth.token_mac(row)
+            conn.execute("UPDATE kv_tokens SET mac = ? WHERE id = ?", (mac, row["id"]))
+        for sid, name in conn.execute("SELECT id, name FROM kv_secrets").fetchall():
             mac = auth.name_mac(sid, name)
-            conn.execute(update(t.secrets).where(t.secrets.c.id == sid).values(mac=mac))
+            conn.execute("UPDATE kv_secrets SET mac = ? WHERE id = ?", (mac, sid))
         _meta_put(conn, ROWS_KEY, envelope.wrap_aux("rows", row_key).hex())
         return row_key
 
@@ -320,23 +308,19 @@ def _adopt_rows(envelope: Envelope, row_key: bytes) -> Callable[[Connection], by
 
 def _count_not_on(version: int) -> Callable[[Connection], int]:
     def q(conn: Connection) -> int:
-        stmt = (
-            select(func.count()).select_from(t.versions).where(t.versions.c.kek_version != version)
-        )
-        return int(conn.execute(stmt).scalar_one())
+        sql = "SELECT count(*) FROM kv_versions WHERE kek_version != ?"
+        return int(conn.execute(sql, (version,)).scalar_one())
 
     return q
 
 
 def _rows_not_on(version: int, limit: int) -> Callable[[Connection], list[Any]]:
     def q(conn: Connection) -> list[Any]:
-        v = t.versions.c
-        stmt = (
-            select(v.secret_id, v.version, v.kek_version, v.wrapped_dek, v.ciphertext)
-            .where(v.kek_version != version)
-            .limit(limit)
-        )
-        return list(conn.execute(stmt).all())
+        return conn.execute(
+            "SELECT secret_id, version, kek_version, wrapped_dek, ciphertext FROM kv_versions "
+            "WHERE kek_version != ? LIMIT ?",
+            (version, limit),
+        ).all()
 
     return q
 
@@ -345,12 +329,11 @@ def _apply_rewraps(
     updates: list[tuple[str, int, int, SealedValue]],
 ) -> Callable[[Connection], None]:
     def txn(conn: Connection) -> None:
-        v = t.versions.c
         for sid, ver, old, sealed in updates:
             conn.execute(
-                update(t.versions)
-                .where(v.secret_id == sid, v.version == ver, v.kek_version == old)
-                .values(kek_version=sealed.kek_version, wrapped_dek=sealed.wrapped_dek)
+                "UPDATE kv_versions SET kek_version = ?, wrapped_dek = ? "
+                "WHERE secret_id = ? AND version = ? AND kek_version = ?",
+                (sealed.kek_version, sealed.wrapped_dek, sid, ver, old),
             )
 
     return txn
@@ -360,21 +343,22 @@ def _destroy_retired(now: str) -> Callable[[Connection], list[int]]:
     def txn(conn: Connection) -> list[int]:
         retired = [
             int(r)
-            for r in conn.execute(
-                select(t.keks.c.version).where(t.keks.c.state == "retired")
-            ).scalars()
+            for r in conn.execute("SELECT version FROM kv_keks WHERE state = 'retired'").scalars()
         ]
-        in_use = conn.execute(
-            select(func.count())
-            .select_from(t.versions)
-            .where(t.versions.c.kek_version.in_(retired))
-        ).scalar_one()
+        in_use = (
+            conn.execute(
+                f"SELECT count(*) FROM kv_versions WHERE kek_version IN ({placeholders(len(retired))})",  # noqa: S608
+                retired,
+            ).scalar_one()
+            if retired
+            else 0
+        )
         if in_use:
             raise IntegrityError(f"{in_use} values still use a retired key; nothing was destroyed")
         conn.execute(
-            update(t.keks)
-            .where(t.keks.c.state == "retired")
-            .values(state="destroyed", wrapped=b"", retired_at=now)
+            "UPDATE kv_keks SET state = 'destroyed', wrapped = ?, retired_at = ? "
+            "WHERE state = 'retired'",
+            (b"", now),
         )
         return retired
 

@@ -210,6 +210,6 @@ def _config(
 
 def without_password(url: str) -> str:
     """``url`` with its password removed (user, host, database and options kept)."""
-    from sqlalchemy.engine import make_url
+    from agent.store.db import replace_password
 
-    return make_url(url)._replace(password=None).render_as_string(hide_password=False)
+    return replace_password(url, None)

@@ -22,17 +22,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
-from sqlalchemy.engine import Connection
-
 from agent.changes import ChangeEvent, ChangeFeed, SecretChange
 from agent.crypto import Clock, Random, SealedValue, utcnow
 from agent.generate import GeneratorSpec
 from agent.keys import KeyManager
 from agent.store import hot
-from agent.store import schema as t
 from agent.store.db import Store
-from agent.store.hot import SecretRow
+from agent.store.hot import SECRET_COLUMNS, SecretRow
+from agent.store.sql import Connection
 from agent.text import is_safe_line, is_safe_text
 from common.errors import ConflictError, IntegrityError, NotFoundError, ValidationError
 
@@ -42,6 +39,7 @@ LABEL_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,62}$")
 MAX_NAME = 200
 MAX_LABELS = 32
 MAX_DESCRIPTION = 1000
+_COLUMNS = ", ".join(SECRET_COLUMNS)  # our own constant column names
 # RFC 4648 base32 digits (A-Z then 2-7) mapped to the id alphabet in ASCII order (2-7 then a-z)
 _IN_ORDER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "234567abcdefghijklmnopqrstuvwxyz")
 
@@ -249,7 +247,7 @@ class SecretService:
         """The secrets row for an id or a name, or None; a name the agent did not give that
         id (a row renamed behind its back) is an integrity error, reported."""
         stmt = hot.SECRET_BY_ID if ID_RE.fullmatch(ref) else hot.SECRET_BY_NAME
-        found = stmt.run(conn, (ref,)).fetchone()
+        found = conn.execute(stmt, (ref,)).fetchone()
         if not found:
             return None
         row = SecretRow(*found)
@@ -273,7 +271,7 @@ class SecretService:
         """Record an inventory change marker in the write's transaction (enrolled agents only)."""
         if self.feed.tracking:
             body = f'{{"secret_id":"{secret_id}"}}'  # ids are [a-z0-9_] only: no escaping needed
-            hot.INSERT_OUTBOX.run(conn, ("inventory", body, now))
+            conn.execute(hot.INSERT_OUTBOX, ("inventory", body, now))
 
     def _committed(self, meta: SecretMeta | None = None, event: ChangeEvent = "updated") -> None:
         """A write has committed: the written secret's cached DEKs go (``Envelope.forget``; every
@@ -333,7 +331,7 @@ class SecretService:
             if meta.deleted_at:
                 raise NotFoundError(f"secret {ref!r} is deleted; undelete it first to read it")
             ver = meta.version if version is None else version
-            vrow = hot.VERSION_ROW.run(conn, (meta.id, ver)).fetchone()
+            vrow = conn.execute(hot.VERSION_ROW, (meta.id, ver)).fetchone()
             if vrow is None:
                 raise NotFoundError(f"secret {ref!r} has no version {ver}")
             return meta, ver, SealedValue(vrow[0], bytes(vrow[1]), bytes(vrow[2]))
@@ -358,19 +356,25 @@ class SecretService:
         start = self.keys.rows.open_cursor(after, context) if after is not None else None
 
         def q(conn: Connection) -> list[Any]:
-            c = t.secrets.c
-            stmt = select(t.secrets).order_by(c.name).limit(limit + 1)
+            where = ["deleted_at IS NOT NULL" if deleted else "deleted_at IS NULL"]
+            params: list[Any] = []
             if visible is not None:
                 if not visible:
                     return []
-                stmt = stmt.where(or_(*[c.name.regexp_match(p) for p in visible]))
+                match = f"name {conn.regexp} ?"
+                where.append("(" + " OR ".join([match] * len(visible)) + ")")
+                params += visible
             if prefix:
                 escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-                stmt = stmt.where(c.name.like(escaped + "%", escape="\\"))
+                where.append("name LIKE ? ESCAPE '\\'")
+                params.append(escaped + "%")
             if start is not None:
-                stmt = stmt.where(c.name > start)
-            stmt = stmt.where(c.deleted_at.is_not(None) if deleted else c.deleted_at.is_(None))
-            return list(conn.execute(stmt).all())
+                where.append("name > ?")
+                params.append(start)
+            params.append(limit + 1)
+            # our constant columns and conditions only; every value is a bound parameter
+            sql = f"SELECT {_COLUMNS} FROM kv_secrets WHERE {' AND '.join(where)} ORDER BY name LIMIT ?"  # noqa: S608
+            return conn.execute(sql, params).all()
 
         rows = await self.store.read(q)
         page = rows[:limit]
@@ -383,11 +387,10 @@ class SecretService:
         meta = await self.meta(ref, include_deleted=True)
 
         def q(conn: Connection) -> list[dict[str, Any]]:
-            v = t.versions.c
             rows = conn.execute(
-                select(v.version, v.created_at, v.origin)
-                .where(v.secret_id == meta.id, v.state.is_(None))
-                .order_by(v.version.desc())
+                "SELECT version, created_at, origin FROM kv_versions "
+                "WHERE secret_id = ? AND state IS NULL ORDER BY version DESC",
+                (meta.id,),
             ).all()
             return [
                 {
@@ -406,9 +409,7 @@ class SecretService:
         return int(
             await self.store.read(
                 lambda c: c.execute(
-                    select(func.count())
-                    .select_from(t.secrets)
-                    .where(t.secrets.c.deleted_at.is_(None))
+                    "SELECT count(*) FROM kv_secrets WHERE deleted_at IS NULL"
                 ).scalar_one()
             )
         )
@@ -430,10 +431,11 @@ class SecretService:
         def txn(conn: Connection) -> None:
             mac = self.keys.rows.name_mac(meta.id, name)
             try:
-                hot.INSERT_SECRET.run(
-                    conn, (meta.id, name, 1, description, _labels_json(labels), now, now, None, mac)
+                conn.execute(
+                    hot.INSERT_SECRET,
+                    (meta.id, name, 1, description, _labels_json(labels), now, now, None, mac),
                 )
-            except conn.dialect.loaded_dbapi.IntegrityError:
+            except conn.IntegrityError:
                 raise ConflictError(
                     f"a secret named {name!r} already exists (it may be deleted: undelete or destroy it)"
                 ) from None
@@ -484,7 +486,7 @@ class SecretService:
                 sealed = self.keys.seal(row.id, version, raw)
                 try:
                     _insert_version(conn, row.id, version, sealed, now, origin)
-                except conn.dialect.loaded_dbapi.IntegrityError:  # a pending rotation's version
+                except conn.IntegrityError:  # a pending rotation's version
                     raise ConflictError(
                         f"secret {ref!r} is being rotated; try again in a moment"
                     ) from None
@@ -500,7 +502,9 @@ class SecretService:
                 updated_at=now,
                 deleted_at=None,
             )
-            hot.UPDATE_SECRET.run(conn, (version, new.description, labels_json, now, None, row.id))
+            conn.execute(
+                hot.UPDATE_SECRET, (version, new.description, labels_json, now, None, row.id)
+            )
             self._changed(conn, new.id, now)
             if also is not None:
                 also(conn, new)
@@ -565,8 +569,8 @@ class SecretService:
                 raise NotFoundError(f"no secret {ref!r}")
             if row.deleted_at is None:
                 raise ConflictError(f"secret {ref!r} must be deleted before it can be destroyed")
-            conn.execute(delete(t.versions).where(t.versions.c.secret_id == row.id))
-            conn.execute(delete(t.secrets).where(t.secrets.c.id == row.id))
+            conn.execute("DELETE FROM kv_versions WHERE secret_id = ?", (row.id,))
+            conn.execute("DELETE FROM kv_secrets WHERE id = ?", (row.id,))
             self._changed(conn, row.id, now)
             return _meta(row)
 
@@ -581,7 +585,7 @@ def _insert_version(
     conn: Connection, sid: str, version: int, sealed: SealedValue, now: str, origin: str
 ) -> None:
     row = (sid, version, sealed.kek_version, sealed.wrapped_dek, sealed.ciphertext, now, origin)
-    hot.INSERT_VERSION.run(conn, row)
+    conn.execute(hot.INSERT_VERSION, row)
 
 
 def _labels_json(labels: dict[str, str]) -> str:
@@ -591,8 +595,8 @@ def _labels_json(labels: dict[str, str]) -> str:
 
 def _write_row(conn: Connection, meta: SecretMeta) -> None:
     """Store a secret's mutable columns as ``meta`` has them."""
-    hot.UPDATE_SECRET.run(
-        conn,
+    conn.execute(
+        hot.UPDATE_SECRET,
         (meta.version, meta.description, _labels_json(meta.labels), meta.updated_at,
          meta.deleted_at, meta.id),
     )  # fmt: skip

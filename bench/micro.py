@@ -236,10 +236,15 @@ def _rows(prefix: str, n: int) -> Iterator[dict[str, Any]]:
 
 def write_path(folder: Path, n: int = 2_000) -> None:
     """One INSERT into the secrets table, written the store's way and cheaper ways."""
-    from agent.store import schema as t
-    from agent.store.db import _sqlite_engine
+    from sqlalchemy import create_engine, event
 
-    engine = _sqlite_engine(f"sqlite:///{folder / 'micro.db'}", "NORMAL", True, 1)
+    from agent.store import schema as t
+    from agent.store.db import sqlite_connect
+    from agent.store.sql import Connection as StoreConnection
+
+    path = str(folder / "micro.db")
+    engine = create_engine("sqlite://", creator=lambda: sqlite_connect(path, "NORMAL"))
+    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     t.metadata.create_all(engine)
     insert = t.secrets.insert()
     columns = "id, name, current_version, description, labels, created_at, updated_at"
@@ -280,6 +285,12 @@ def write_path(folder: Path, n: int = 2_000) -> None:
         measure(
             "sqlite3 cursor of the same connection",
             lambda c, r: c.connection.driver_connection.execute(sql, tuple(r.values())),
+        )
+        measure(
+            "store Connection.execute(fixed SQL, tuple)  (agent/store/sql.py, the agent today)",
+            lambda c, r: StoreConnection(
+                c.connection.driver_connection, "sqlite", Exception
+            ).execute(sql, tuple(r.values())),
         )
     finally:
         engine.dispose()

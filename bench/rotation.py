@@ -53,8 +53,6 @@ def _open(folder: Path) -> Any:
 
 def _fill(agent: Any, count: int) -> None:
     """Insert ``count`` secrets straight into the store (the pass reads only kv_secrets)."""
-    from agent.store import schema as t
-
     rng = random.Random(5)
     now = "2999-01-01T00:00:00+00:00"  # created "in the future": nothing is due, nothing rotates
     rows = []
@@ -64,13 +62,14 @@ def _fill(agent: Any, count: int) -> None:
             if rng.random() < 0.6:
                 labels[key] = f"{key}{rng.randrange(values)}"
         name = f"app{rng.randrange(12)}/{rng.choice(['db', 'web', 'jobs'])}/s{i:06d}"
-        rows.append({"id": f"sec_{i:026d}", "name": name, "current_version": 1,
-                     "description": "", "labels": json.dumps(labels), "created_at": now,
-                     "updated_at": now, "deleted_at": None})  # fmt: skip
+        rows.append((f"sec_{i:026d}", name, 1, "", json.dumps(labels), now, now))
 
     def txn(conn: Any) -> None:
-        for start in range(0, len(rows), 5000):
-            conn.execute(t.secrets.insert(), rows[start : start + 5000])
+        conn.executemany(
+            "INSERT INTO kv_secrets (id, name, current_version, description, labels, created_at, "
+            "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
 
     agent.store.write_sync(txn)
 

@@ -47,15 +47,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import delete, select, update
-from sqlalchemy.engine import Connection
 
 from agent.audit._format import HEAD_NAME, LOG_NAME
 from agent.audit.reader import iter_entries
 from agent.audit.writer import AuditLog
 from agent.background import Background
-from agent.store import schema as t
 from agent.store.db import Store
+from agent.store.sql import Connection
 from agent.uplink import meta, outbox
 from common.errors import IntegrityError, UnavailableError
 
@@ -163,15 +161,17 @@ class CheckpointKey:
 
 def read_checkpoint(conn: Connection, row: str = CHECKPOINT_KEY) -> str | None:
     """The raw stored checkpoint, or None."""
-    q = select(t.meta.c.value).where(t.meta.c.key == row)
-    return conn.execute(q).scalar_one_or_none()
+    value: str | None = conn.execute(
+        "SELECT value FROM kv_meta WHERE key = ?", (row,)
+    ).scalar_one_or_none()
+    return value
 
 
 def write_checkpoint(conn: Connection, row: str, value: str) -> None:
     """Store a checkpoint (insert or replace)."""
-    done = conn.execute(update(t.meta).where(t.meta.c.key == row).values(value=value))
+    done = conn.execute("UPDATE kv_meta SET value = ? WHERE key = ?", (value, row))
     if done.rowcount == 0:
-        conn.execute(t.meta.insert().values(key=row, value=value))
+        conn.execute("INSERT INTO kv_meta (key, value) VALUES (?, ?)", (row, value))
 
 
 # --------------------------------------------------------------------------- at start
@@ -314,9 +314,9 @@ def open_audit(
         if replica is not None:
             write_checkpoint(conn, replica.row, replica.binding(key, found.log_id))
             if found.legacy:  # the older version's row now lives on as the log's own
-                conn.execute(delete(t.meta).where(t.meta.c.key == key.row))
+                conn.execute("DELETE FROM kv_meta WHERE key = ?", (key.row,))
         if broken:
-            conn.execute(delete(t.meta).where(t.meta.c.key == meta.AUDIT_CURSOR))
+            conn.execute("DELETE FROM kv_meta WHERE key = ?", (meta.AUDIT_CURSOR,))
             _queue_alert(conn, PROBLEMS[broken])
 
     try:

@@ -26,9 +26,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, false, or_, select, update
-from sqlalchemy.engine import Connection
-
 from agent.audit import AuditLog
 from agent.crypto import Clock, SealedValue, utcnow
 from agent.rotation import policy as pol
@@ -42,7 +39,8 @@ from agent.rotation.rotators import (
 )
 from agent.secrets import SecretMeta, SecretService, _insert_version, _meta, _write_row
 from agent.settings import RotationSettings
-from agent.store import schema as t
+from agent.store.hot import INSERT_OUTBOX
+from agent.store.sql import Connection
 from common.errors import ConflictError, KeyVaultError, NotFoundError, UnavailableError
 
 log = logging.getLogger("keyvault.agent.rotation")
@@ -127,13 +125,16 @@ def _apply_and_verify(rotator: Rotator, new: str, current: str | None) -> None:
     rotator.verify(new)
 
 
+_DISCARD_PENDING = "DELETE FROM kv_versions WHERE secret_id = ? AND version = ? AND state = ?"
+
+
 def _iso(when: datetime) -> str:
     return when.isoformat()
 
 
 def _enqueue(conn: Connection, kind: str, data: dict[str, Any], now: str) -> None:
     body = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    conn.execute(t.outbox.insert().values(kind=kind, body=body, created_at=now))
+    conn.execute(INSERT_OUTBOX, (kind, body, now))
 
 
 class RotationEngine:
@@ -185,7 +186,7 @@ class RotationEngine:
         """The policies in scope for this vault, lowest id first (parsed once per version)."""
         doc = await self.store.read(
             lambda c: c.execute(
-                select(t.meta.c.value).where(t.meta.c.key == POLICIES_KEY)
+                "SELECT value FROM kv_meta WHERE key = ?", (POLICIES_KEY,)
             ).scalar_one_or_none()
         )
         return self.policies_from(doc)
@@ -273,10 +274,6 @@ class RotationEngine:
         except UnavailableError:
             log.error("audit log write failed after rotating %s", target)
 
-    def _lease_free(self, now: str) -> Any:
-        r = t.rotation.c
-        return or_(r.lease_until.is_(None), r.lease_until < now, r.lease_owner == self.owner)
-
     def _stage(
         self, meta: SecretMeta, policy: pol.Policy, version: int, sealed: SealedValue, claimed: bool
     ) -> Callable[[Connection], None]:
@@ -290,37 +287,28 @@ class RotationEngine:
                 raise NotFoundError(f"no secret {meta.id!r} (or it is deleted)")
             if row.current_version != meta.version:
                 raise ConflictError("the secret changed while the rotation started; try again")
-            r = t.rotation.c
             got = conn.execute(
-                update(t.rotation)
-                .where(r.secret_id == meta.id, self._lease_free(now))
-                .values(
-                    lease_owner=self.owner, lease_until=until, state=PENDING, policy_id=policy.id
-                )
+                "UPDATE kv_rotation SET lease_owner = ?, lease_until = ?, state = ?, "
+                "policy_id = ? WHERE secret_id = ? "
+                "AND (lease_until IS NULL OR lease_until < ? OR lease_owner = ?)",
+                (self.owner, until, PENDING, policy.id, meta.id, now, self.owner),
             ).rowcount
             if not got:
                 exists = conn.execute(
-                    select(r.secret_id).where(r.secret_id == meta.id)
+                    "SELECT secret_id FROM kv_rotation WHERE secret_id = ?", (meta.id,)
                 ).scalar_one_or_none()
                 if exists is not None:
                     raise LeaseHeldError("a rotation of this secret is already running")
                 due = _iso(self.next_due(now_dt, policy.interval_seconds))
                 conn.execute(
-                    t.rotation.insert().values(
-                        secret_id=meta.id,
-                        policy_id=policy.id,
-                        next_due_at=due,
-                        state=PENDING,
-                        attempts=0,
-                        lease_owner=self.owner,
-                        lease_until=until,
-                    )
+                    "INSERT INTO kv_rotation (secret_id, policy_id, next_due_at, state, "
+                    "attempts, lease_owner, lease_until) VALUES (?, ?, ?, ?, 0, ?, ?)",
+                    (meta.id, policy.id, due, PENDING, self.owner, until),
                 )
             _insert_version(conn, meta.id, version, sealed, now, "rotate")
             conn.execute(
-                update(t.versions)
-                .where(t.versions.c.secret_id == meta.id, t.versions.c.version == version)
-                .values(state=PENDING)
+                "UPDATE kv_versions SET state = ? WHERE secret_id = ? AND version = ?",
+                (PENDING, meta.id, version),
             )
             self.secrets._changed(conn, meta.id, now)
 
@@ -341,28 +329,17 @@ class RotationEngine:
             row = self.secrets._row(conn, meta.id)
             if row is None:
                 raise NotFoundError(f"secret {meta.id!r} was destroyed during its rotation")
-            v = t.versions.c
             conn.execute(
-                update(t.versions)
-                .where(v.secret_id == meta.id, v.version == version)
-                .values(state=None)
+                "UPDATE kv_versions SET state = NULL WHERE secret_id = ? AND version = ?",
+                (meta.id, version),
             )
             new = replace(_meta(row), version=version, updated_at=now)
             _write_row(conn, new)
-            r = t.rotation.c
             conn.execute(
-                update(t.rotation)
-                .where(r.secret_id == meta.id)
-                .values(
-                    state="ok",
-                    last_rotated_at=now,
-                    next_due_at=due,
-                    attempts=0,
-                    last_reason=None,
-                    lease_owner=None,
-                    lease_until=None,
-                    policy_id=policy.id,
-                )
+                "UPDATE kv_rotation SET state = 'ok', last_rotated_at = ?, next_due_at = ?, "
+                "attempts = 0, last_reason = NULL, lease_owner = NULL, lease_until = NULL, "
+                "policy_id = ? WHERE secret_id = ?",
+                (now, due, policy.id, meta.id),
             )
             out = Outcome(meta.id, policy.id, "ok", None, version, now, due)
             _enqueue(conn, ROTATION, out.to_json(), now)
@@ -387,12 +364,7 @@ class RotationEngine:
 
         def txn(conn: Connection) -> None:
             if pending is not None:
-                v = t.versions.c
-                conn.execute(
-                    delete(t.versions).where(
-                        v.secret_id == meta.id, v.version == pending, v.state == PENDING
-                    )
-                )
+                conn.execute(_DISCARD_PENDING, (meta.id, pending, PENDING))
             self._record_failure(conn, meta.id, policy.id, reason, meta.version, now_dt,
                                  leased=leased)  # fmt: skip
             self.secrets._changed(conn, meta.id, now)
@@ -413,21 +385,27 @@ class RotationEngine:
         leased: bool,
     ) -> None:
         now = _iso(now_dt)
-        r = t.rotation.c
         found = conn.execute(
-            select(r.attempts, r.lease_owner, r.lease_until).where(r.secret_id == secret_id)
+            "SELECT attempts, lease_owner, lease_until FROM kv_rotation WHERE secret_id = ?",
+            (secret_id,),
         ).first()
         attempts = (int(found.attempts) if found else 0) + 1
         retry = _iso(self.retry_at(now_dt, attempts))
-        values: dict[str, Any] = {"state": "failed", "last_reason": reason, "attempts": attempts,
-                                  "next_due_at": retry, "policy_id": policy_id}  # fmt: skip
+        values = ("failed", reason, attempts, retry, policy_id)
         if found is None:
-            conn.execute(t.rotation.insert().values(secret_id=secret_id, **values))
+            conn.execute(
+                "INSERT INTO kv_rotation (state, last_reason, attempts, next_due_at, policy_id, "
+                "secret_id) VALUES (?, ?, ?, ?, ?, ?)",
+                (*values, secret_id),
+            )
         else:
             mine = found.lease_owner in (None, self.owner) or (found.lease_until or "") < now
-            if leased or mine:
-                values.update(lease_owner=None, lease_until=None)
-            conn.execute(update(t.rotation).where(r.secret_id == secret_id).values(**values))
+            release = ", lease_owner = NULL, lease_until = NULL" if leased or mine else ""
+            conn.execute(
+                "UPDATE kv_rotation SET state = ?, last_reason = ?, attempts = ?, "  # noqa: S608
+                f"next_due_at = ?, policy_id = ?{release} WHERE secret_id = ?",
+                (*values, secret_id),
+            )
         out = Outcome(secret_id, policy_id, "failed", reason, version, now, retry)
         _enqueue(conn, ROTATION, out.to_json(), now)
 
@@ -438,32 +416,17 @@ class RotationEngine:
         now_dt = self.clock()
         now = _iso(now_dt)
         # after start, our own leases may be rotations in flight: only expired ones count
-        mine = t.rotation.c.lease_owner == self.owner if at_start else false()
+        mine = " OR r.lease_owner = ?" if at_start else ""
+        sql = (
+            "SELECT v.secret_id, v.version, v.kek_version, v.wrapped_dek, v.ciphertext, "  # noqa: S608
+            "r.policy_id FROM kv_versions v "
+            "LEFT OUTER JOIN kv_rotation r ON r.secret_id = v.secret_id WHERE v.state = ? "
+            f"AND (r.lease_owner IS NULL{mine} OR r.lease_until IS NULL OR r.lease_until < ?)"
+        )
+        params = (PENDING, self.owner, now) if at_start else (PENDING, now)
 
         def q(conn: Connection) -> list[Any]:
-            v, r = t.versions.c, t.rotation.c
-            return list(
-                conn.execute(
-                    select(
-                        v.secret_id,
-                        v.version,
-                        v.kek_version,
-                        v.wrapped_dek,
-                        v.ciphertext,
-                        r.policy_id,
-                    )
-                    .select_from(t.versions.outerjoin(t.rotation, r.secret_id == v.secret_id))
-                    .where(
-                        v.state == PENDING,
-                        or_(
-                            r.lease_owner.is_(None),
-                            mine,
-                            r.lease_until.is_(None),
-                            r.lease_until < now,
-                        ),
-                    )
-                ).all()
-            )
+            return conn.execute(sql, params).all()
 
         rows = await self.store.read(q)
         if not rows:
@@ -475,12 +438,7 @@ class RotationEngine:
             pending = int(row.version)
 
             def txn(conn: Connection, row: Any = row, pending: int = pending) -> bool:
-                v = t.versions.c
-                gone = conn.execute(
-                    delete(t.versions).where(
-                        v.secret_id == row.secret_id, v.version == pending, v.state == PENDING
-                    )
-                ).rowcount
+                gone = conn.execute(_DISCARD_PENDING, (row.secret_id, pending, PENDING)).rowcount
                 if not gone:
                     return False  # another replica recovered it first
                 self._record_failure(conn, row.secret_id, row.policy_id or "", INTERRUPTED,
@@ -518,16 +476,10 @@ class RotationEngine:
         until = _iso(now_dt + timedelta(seconds=self.lease_seconds()))
 
         def txn(conn: Connection) -> bool:
-            r = t.rotation.c
             got = conn.execute(
-                update(t.rotation)
-                .where(
-                    r.secret_id == secret_id,
-                    r.next_due_at <= now,
-                    r.state != PENDING,
-                    or_(r.lease_until.is_(None), r.lease_until < now),
-                )
-                .values(lease_owner=self.owner, lease_until=until)
+                "UPDATE kv_rotation SET lease_owner = ?, lease_until = ? WHERE secret_id = ? "
+                "AND next_due_at <= ? AND state != ? AND (lease_until IS NULL OR lease_until < ?)",
+                (self.owner, until, secret_id, now, PENDING, now),
             ).rowcount
             return bool(got)
 
@@ -537,11 +489,10 @@ class RotationEngine:
         """Drop our lease (a claimed rotation that did not start)."""
 
         def txn(conn: Connection) -> None:
-            r = t.rotation.c
             conn.execute(
-                update(t.rotation)
-                .where(and_(r.secret_id == secret_id, r.lease_owner == self.owner))
-                .values(lease_owner=None, lease_until=None)
+                "UPDATE kv_rotation SET lease_owner = NULL, lease_until = NULL "
+                "WHERE secret_id = ? AND lease_owner = ?",
+                (secret_id, self.owner),
             )
 
         await self.store.write(txn)

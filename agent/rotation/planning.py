@@ -15,20 +15,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-
 from agent.rotation import policy as pol
-from agent.store import hot
+from agent.store.db import Store
+from agent.store.sql import Connection
 
 PENDING = "pending"
-_SECRETS = hot.Statement(
-    "SELECT id, name, labels, created_at FROM kv_secrets WHERE deleted_at IS NULL"
-)
-_SCHEDULE = hot.Statement(
+_SECRETS = "SELECT id, name, labels, created_at FROM kv_secrets WHERE deleted_at IS NULL"
+_SCHEDULE = (
     "SELECT secret_id, next_due_at, state, lease_until, policy_id, last_rotated_at FROM kv_rotation"
 )
-_ENGINES: dict[str, Engine] = {}  # one per store URL in the worker process
+_STORES: dict[str, Store] = {}  # one per store URL in the worker process (one reader)
 
 
 @dataclass
@@ -47,10 +43,10 @@ def snapshot(conn: Connection) -> tuple[str | None, list[Any], dict[str, tuple[A
     """The stored policy list, live secrets (id, name, labels, created_at) and the schedule
     (plain DB-API cursors: row objects would cost more than the evaluation)."""
     raw = conn.execute(
-        sa.text("SELECT value FROM kv_meta WHERE key = 'uplink.policies'")
+        "SELECT value FROM kv_meta WHERE key = 'uplink.policies'"
     ).scalar_one_or_none()
-    secrets = _SECRETS.run(conn, ()).fetchall()
-    schedule = {row[0]: row[1:] for row in _SCHEDULE.run(conn, ()).fetchall()}
+    secrets = conn.execute(_SECRETS).fetchall()
+    schedule = {row[0]: row[1:] for row in conn.execute(_SCHEDULE).fetchall()}
     return raw, secrets, schedule
 
 
@@ -102,12 +98,9 @@ def plan_from_store(
     url: str, vault_id: str | None, protected: list[str], now: str, jitter: float
 ) -> Planned:
     """In the worker: read the store (its own read-only use of it) and compute the plan."""
-    engine = _ENGINES.get(url)
-    if engine is None:
-        engine = _ENGINES[url] = sa.create_engine(url, pool_size=1, max_overflow=0) if (
-            url.startswith("postgresql")
-        ) else sa.create_engine(url)  # fmt: skip
-    with engine.connect() as conn:
-        raw, secrets, schedule = snapshot(conn)
+    store = _STORES.get(url)
+    if store is None:
+        store = _STORES[url] = Store(url, readers=1)
+    raw, secrets, schedule = store.read_sync(snapshot)
     return compute(raw, secrets, schedule, vault_id=vault_id, protected=protected, now=now,
                    jitter=jitter)  # fmt: skip

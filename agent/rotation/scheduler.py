@@ -19,15 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
-
 from agent.background import Background
 from agent.rotation import policy as pol
 from agent.rotation.engine import PENDING, POLICIES_KEY, RotationEngine, RotationFailedError
 from agent.rotation.evaluate import Evaluator
-from agent.store import schema as t
+from agent.store.sql import Connection, placeholders
 from agent.uplink import outbox
 from common.errors import KeyVaultError
 
@@ -187,33 +183,33 @@ class Scheduler(Background):
         secrets = self.engine.secrets
 
         def txn(conn: Connection) -> None:
-            if inserts:
-                if conn.dialect.name == "postgresql":
-                    # imported here: PostgreSQL's dialect costs ~1.5 MiB an SQLite agent never uses
-                    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-                    stmt: Any = pg_insert(t.rotation).on_conflict_do_nothing(
-                        index_elements=["secret_id"]
-                    )
-                else:
-                    stmt = sqlite_insert(t.rotation).on_conflict_do_nothing(
-                        index_elements=["secret_id"]
-                    )
-                for start in range(0, len(inserts), CHUNK):
-                    conn.execute(stmt, inserts[start : start + CHUNK])
-            r = t.rotation.c
+            if inserts:  # ON CONFLICT: SQLite >= 3.24 and PostgreSQL spell it the same
+                conn.executemany(
+                    "INSERT INTO kv_rotation (secret_id, policy_id, next_due_at, state, attempts) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (secret_id) DO NOTHING",
+                    [
+                        (
+                            i["secret_id"],
+                            i["policy_id"],
+                            i["next_due_at"],
+                            i["state"],
+                            i["attempts"],
+                        )
+                        for i in inserts
+                    ],
+                )
             if changes:
-                conn.execute(
-                    update(t.rotation)
-                    .where(r.secret_id == bindparam("sid"), r.state != PENDING)
-                    .values(policy_id=bindparam("pid"), next_due_at=bindparam("due")),
-                    changes,
+                conn.executemany(
+                    "UPDATE kv_rotation SET policy_id = ?, next_due_at = ? "
+                    "WHERE secret_id = ? AND state != ?",
+                    [(c["pid"], c["due"], c["sid"], PENDING) for c in changes],
                 )
             for start in range(0, len(dropped), CHUNK):
+                chunk = dropped[start : start + CHUNK]
                 conn.execute(
-                    delete(t.rotation).where(
-                        r.secret_id.in_(dropped[start : start + CHUNK]), r.state != PENDING
-                    )
+                    f"DELETE FROM kv_rotation WHERE secret_id IN ({placeholders(len(chunk))}) "  # noqa: S608
+                    "AND state != ?",
+                    (*chunk, PENDING),
                 )
             if secrets.track_changes:  # the inventory carries policy_id and the schedule
                 for sid in [i["secret_id"] for i in inserts] + [c["sid"] for c in changes]:
@@ -226,7 +222,7 @@ class Scheduler(Background):
 
 def _policies_and_any(conn: Connection) -> tuple[str | None, bool]:
     raw = conn.execute(
-        select(t.meta.c.value).where(t.meta.c.key == POLICIES_KEY)
+        "SELECT value FROM kv_meta WHERE key = ?", (POLICIES_KEY,)
     ).scalar_one_or_none()
-    some = conn.execute(select(t.rotation.c.secret_id).limit(1)).first()
+    some = conn.execute("SELECT secret_id FROM kv_rotation LIMIT 1").first()
     return raw, some is not None

@@ -1,4 +1,4 @@
-"""The agent store: a synchronous SQLAlchemy engine driven from dedicated threads.
+"""The agent store: plain SQL on DB-API connections driven from dedicated threads.
 
 Reads run on a small thread pool. Writes go to one writer thread that *group-commits*: every
 write waiting when a transaction starts joins it (a failing write is replayed alone, so it
@@ -10,8 +10,12 @@ together, once the loop has run them all (one wake-up per loop iteration, not on
 the writer then runs its batch while the loop waits for it, instead of the two threads passing
 the GIL back and forth on every system call while both are busy (docs/performance.md).
 
-SQLite runs in WAL mode with the configured ``synchronous`` level; PostgreSQL (psycopg 3) is
-the second backend, on the same code.
+Operations receive an :class:`agent.store.sql.Connection` (plain SQL text, ``?`` placeholders).
+SQLite is driven through the standard library's ``sqlite3`` directly, in WAL mode with the
+configured ``synchronous`` level: the writer thread holds one connection for its life and the
+readers share a small pool. PostgreSQL is the second backend, on the same code, through psycopg 3
+directly: small pools whose connections are pinged when taken, so a restarted server is
+reconnected to. SQLAlchemy (with Alembic) is imported only when a migration is due.
 """
 
 from __future__ import annotations
@@ -28,17 +32,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
-
-from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from urllib.parse import urlsplit
 
 from agent.store.migrations import HEAD_REVISION
+from agent.store.sql import Connection, ResultError, regexp
 from common.errors import KeyVaultError, UnavailableError
 
 T = TypeVar("T")
 log = logging.getLogger("keyvault.agent.store")
 MAX_BATCH = 256
+SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
 # pg_advisory_xact_lock key held while the agent store migrates (a fixed 63-bit number: the
@@ -47,21 +50,29 @@ MAX_BATCH = 256
 MIGRATION_LOCK_KEY = 0x37C4_4277_748B_1D8D
 
 
-def hold_migration_lock(conn: Connection) -> None:
+def hold_migration_lock(conn: Any) -> None:
     """Take the migration lock for the rest of this transaction (PostgreSQL; SQLite's write
     transactions are already exclusive). Also used by the key manager's one-time data step
-    after migration 0004, so two replicas never adopt different row keys."""
+    after migration 0004, so two replicas never adopt different row keys. ``conn`` is a
+    store :class:`~agent.store.sql.Connection` or (during a migration) a SQLAlchemy one."""
+    if isinstance(conn, Connection):
+        if conn.backend == "postgresql":
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
+        return
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
 
 
-def _revision_in(conn: Connection) -> str | None:
-    """The schema revision seen by this connection (None before the first migration)."""
-    from sqlalchemy import inspect
+def _revision_in(conn: Any) -> str | None:
+    """The schema revision seen by this SQLAlchemy connection (None before the first one)."""
+    from sqlalchemy import inspect, text
 
     if not inspect(conn).has_table("alembic_version"):
         return None
-    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
+    value: str | None = conn.execute(
+        text("SELECT version_num FROM alembic_version")
+    ).scalar_one_or_none()
+    return value
 
 
 @dataclass
@@ -72,27 +83,201 @@ class _Op:
     shared: bool = True  # whether other worker processes' caches must hear of this write
 
 
-def _sqlite_engine(url: str, synchronous: str, immediate: bool, pool_size: int) -> Engine:
-    engine = create_engine(url, pool_size=pool_size, max_overflow=0, pool_pre_ping=False)
+def _sqlite_file(url: str) -> str:
+    """The database path of a ``sqlite:///path`` URL (``sqlite://`` alone: in memory)."""
+    if url in ("sqlite://", "sqlite:///:memory:"):
+        return ":memory:"
+    if not url.startswith("sqlite:///"):
+        raise UnavailableError(
+            "a SQLite storage URL has the form sqlite:///path/to/store.db; "
+            "fix storage.url in the agent's configuration"
+        )
+    return url.removeprefix("sqlite:///").split("?", 1)[0]
 
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
-        dbapi_conn.isolation_level = None  # let SQLAlchemy's BEGIN below drive transactions
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA synchronous={synchronous}")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA secure_delete=ON")  # a deleted row's bytes are zeroed, not left free
-        cur.execute("PRAGMA busy_timeout=10000")
-        cur.close()
 
-    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+def sqlite_connect(path: str, synchronous: str) -> sqlite3.Connection:
+    """A connection with the store's pragmas; transactions are begun explicitly."""
+    if synchronous.upper() not in SQLITE_SYNCHRONOUS:
+        raise UnavailableError(
+            f"sqlite synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}, "
+            f"not {synchronous!r}"
+        )
+    raw = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+    try:
+        raw.execute("PRAGMA journal_mode=WAL")
+        raw.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        raw.execute("PRAGMA foreign_keys=ON")
+        raw.execute("PRAGMA secure_delete=ON")  # a deleted row's bytes are zeroed, not left free
+        raw.execute("PRAGMA busy_timeout=10000")
+        raw.create_function("regexp", 2, regexp, deterministic=True)
+    except BaseException:
+        raw.close()
+        raise
+    return raw
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin)
 
-    return engine
+class _SqliteBackend:
+    """sqlite3 connections: the writer's own (held by the writer thread), a pool of readers."""
+
+    name = "sqlite"
+
+    def __init__(self, url: str, synchronous: str, readers: int) -> None:
+        self.path = _sqlite_file(url)
+        self.synchronous = synchronous
+        self.errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+        self._idle: list[sqlite3.Connection] = []
+        self._slots = threading.BoundedSemaphore(readers)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def connect(self) -> sqlite3.Connection:
+        return sqlite_connect(self.path, self.synchronous)
+
+    def wrap(self, raw: sqlite3.Connection) -> Connection:
+        return Connection(raw, "sqlite", sqlite3.IntegrityError)
+
+    @contextmanager
+    def reader(self) -> Iterator[Connection]:
+        """A pooled reader connection in a read transaction (committed when ``fn`` returns)."""
+        if not self._slots.acquire(timeout=30):
+            raise UnavailableError("the store's reader connections are all busy; try again")
+        try:
+            with self._lock:
+                raw = self._idle.pop() if self._idle else None
+            if raw is None:
+                raw = self.connect()
+            try:
+                raw.execute("BEGIN")
+                yield self.wrap(raw)
+                raw.execute("COMMIT")
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    if raw.in_transaction:
+                        raw.execute("ROLLBACK")
+                if raw.in_transaction:  # the link is in a state we cannot trust: drop it
+                    raw.close()
+                    raw = None
+                raise
+            finally:
+                if raw is not None:
+                    with self._lock:
+                        if self._closed:
+                            raw.close()
+                        else:
+                            self._idle.append(raw)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for raw in idle:
+            with suppress(sqlite3.Error):
+                raw.close()
+
+
+class _PgPool:
+    """A few psycopg 3 connections, each pinged when it is taken (a server restart since its
+    last use shows there, and a new connection replaces it) and dropped when it breaks."""
+
+    def __init__(self, conninfo: str, size: int) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        self._conninfo = conninfo
+        self._idle: list[Any] = []
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A connection in a transaction, committed when the block ends (rolled back if it
+        raises; a connection whose rollback fails is closed, never reused)."""
+        if not self._slots.acquire(timeout=30):
+            raise UnavailableError("the store's connections are all busy; try again")
+        try:
+            raw = self._checkout()
+            try:
+                yield Connection(raw, "postgresql", self._psycopg.IntegrityError)
+                raw.commit()
+            except BaseException:
+                try:
+                    raw.rollback()
+                except Exception:
+                    _close_quietly(raw)
+                raise
+            finally:
+                self._checkin(raw)
+        finally:
+            self._slots.release()
+
+    def _checkout(self) -> Any:
+        while True:
+            with self._lock:
+                raw = self._idle.pop() if self._idle else None
+            if raw is None:
+                return self._psycopg.connect(self._conninfo)
+            if raw.closed or raw.broken:
+                continue
+            try:
+                raw.execute(";")  # the pre-ping (an empty statement, as SQLAlchemy's)
+            except self._psycopg.Error:
+                _close_quietly(raw)
+                continue
+            return raw
+
+    def _checkin(self, raw: Any) -> None:
+        if raw.closed or raw.broken:
+            _close_quietly(raw)
+            return
+        with self._lock:
+            if not self._closed:
+                self._idle.append(raw)
+                return
+        _close_quietly(raw)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for raw in idle:
+            _close_quietly(raw)
+
+
+def _close_quietly(raw: Any) -> None:
+    with suppress(Exception):
+        raw.close()
+
+
+def libpq_url(url: str) -> str:
+    """The libpq connection URI of a ``postgresql+psycopg://`` storage URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.startswith("postgresql"):
+        raise UnavailableError(
+            "a PostgreSQL storage URL has the form postgresql+psycopg://user@host:5432/database; "
+            "fix storage.url in the agent's configuration"
+        )
+    return f"postgresql://{rest}"
+
+
+class _PostgresBackend:
+    """psycopg 3 directly (imported on this path only): a writer pool of one, a reader pool."""
+
+    name = "postgresql"
+
+    def __init__(self, url: str, readers: int) -> None:
+        import psycopg
+
+        self.errors: tuple[type[BaseException], ...] = (psycopg.Error,)
+        conninfo = libpq_url(url)
+        self.writer = _PgPool(conninfo, 1)
+        self.readers = _PgPool(conninfo, readers)
+
+    def close(self) -> None:
+        self.writer.close()
+        self.readers.close()
 
 
 class Store:
@@ -101,15 +286,15 @@ class Store:
     def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", readers: int = 2) -> None:
         self.url = url
         self.backend = "sqlite" if url.startswith("sqlite") else "postgresql"
+        self._sqlite: _SqliteBackend | None = None
+        self._pg: _PostgresBackend | None = None
+        self._errors: tuple[type[BaseException], ...]  # the driver's (and pool's) errors
         if self.backend == "sqlite":
-            # two: the writer thread keeps one for good, migrate() takes the other
-            self._write_engine = _sqlite_engine(url, sqlite_synchronous, True, 2)
-            self._read_engine = _sqlite_engine(url, sqlite_synchronous, False, readers)
+            self._sqlite = _SqliteBackend(url, sqlite_synchronous, readers)
+            self._errors = self._sqlite.errors
         else:
-            self._write_engine = create_engine(url, pool_size=1, max_overflow=0, pool_pre_ping=True)
-            self._read_engine = create_engine(
-                url, pool_size=readers, max_overflow=0, pool_pre_ping=True
-            )
+            self._pg = _PostgresBackend(url, readers)
+            self._errors = self._pg.errors
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="kv-read")
         self._queue: queue.SimpleQueue[list[_Op] | None] = queue.SimpleQueue()
         # per event loop, the writes submitted since its last hand-over (see _hand_over)
@@ -127,24 +312,60 @@ class Store:
         return f"Store(backend={self.backend!r})"
 
     # ------------------------------------------------------------------ lifecycle
+    @contextmanager
+    def migration_connection(self) -> Iterator[Any]:
+        """A SQLAlchemy connection in a write transaction, for Alembic (imports SQLAlchemy).
+
+        It is a connection of its own: on SQLite with the store's pragmas and ``BEGIN
+        IMMEDIATE`` (the writer's transactions wait for it, and it for them); on PostgreSQL the
+        migration first takes the advisory lock (:func:`hold_migration_lock`)."""
+        from sqlalchemy import create_engine, event
+        from sqlalchemy.pool import NullPool
+
+        if self._pg is not None:
+            engine = create_engine(self.url, poolclass=NullPool)
+            try:
+                with engine.begin() as conn:
+                    yield conn
+            finally:
+                engine.dispose()
+            return
+
+        assert self._sqlite is not None
+        backend = self._sqlite
+        engine = create_engine(
+            "sqlite://", creator=backend.connect, poolclass=NullPool
+        )  # the URL only picks the dialect: the creator opens the store's file
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        try:
+            with engine.begin() as conn:
+                yield conn
+        finally:
+            engine.dispose()
+
     def migrate(self) -> bool:
         """Bring the schema to the newest Alembic revision; True when this call migrated it.
 
         One migration at a time per store: on PostgreSQL the transaction first takes the
         advisory lock :data:`MIGRATION_LOCK_KEY` (replicas of one agent starting together wait
         for the first, then find the schema current); SQLite's write transaction is
-        ``BEGIN IMMEDIATE`` and its data folder is locked by the agent. Alembic is loaded only
-        when a migration is due.
+        ``BEGIN IMMEDIATE`` and its data folder is locked by the agent. Alembic (and with it
+        SQLAlchemy) is loaded only when a migration is due.
         """
         if self.revision() == HEAD_REVISION:
             return False
         from alembic import command
         from alembic.config import Config
+        from sqlalchemy.exc import SQLAlchemyError
 
         cfg = Config()
         cfg.set_main_option("script_location", str(resources.files("agent.store") / "migrations"))
         try:
-            with self._write_engine.begin() as conn:
+            with self.migration_connection() as conn:
                 hold_migration_lock(conn)
                 before = _revision_in(conn)
                 if before == HEAD_REVISION:
@@ -152,9 +373,9 @@ class Store:
                     return False
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, *self._errors) as exc:  # type: ignore[misc]
             raise UnavailableError(
-                f"the store at {self.safe_url} cannot be migrated: {exc}"
+                f"the store at {self.safe_url} cannot be migrated: {_short(exc)}"
             ) from exc
         log.info("store schema migrated from %s to %s", before or "empty", HEAD_REVISION)
         return True
@@ -162,19 +383,20 @@ class Store:
     def revision(self) -> str | None:
         """The schema revision the store is at (None when it has no schema yet)."""
         try:
-            with self._read_engine.connect() as conn:
-                return conn.execute(
-                    text("SELECT version_num FROM alembic_version")
+            with self._reading() as conn:
+                value: str | None = conn.execute(
+                    "SELECT version_num FROM alembic_version"
                 ).scalar_one_or_none()
-        except (OperationalError, DBAPIError):
+                return value
+        except (ResultError, UnavailableError, *self._errors):  # type: ignore[misc]
             return None
 
     def check(self) -> None:
         """Open a connection once, with a clear error if the store cannot be reached."""
         try:
-            with self._read_engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
-        except SQLAlchemyError as exc:
+            with self._reading() as conn:
+                conn.execute("SELECT 1")
+        except self._errors as exc:
             raise UnavailableError(
                 f"the store at {self.safe_url} cannot be opened: {_short(exc)}"
             ) from exc
@@ -182,9 +404,7 @@ class Store:
     @property
     def safe_url(self) -> str:
         """The URL without a password, for messages."""
-        from sqlalchemy.engine import make_url
-
-        return make_url(self.url).render_as_string(hide_password=True)
+        return safe_url(self.url)
 
     def close(self) -> None:
         """Finish queued writes, then release every connection."""
@@ -195,8 +415,10 @@ class Store:
             self._queue.put(None)
         self._writer.join(timeout=10)
         self._readers.shutdown(wait=True)
-        self._write_engine.dispose()
-        self._read_engine.dispose()
+        if self._sqlite is not None:
+            self._sqlite.close()
+        if self._pg is not None:
+            self._pg.close()
 
     def scrub(self) -> None:
         """Push every committed page into the database file and empty the WAL (blocking).
@@ -218,6 +440,16 @@ class Store:
             conn.close()
 
     # ------------------------------------------------------------------ access
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        if self._sqlite is not None:
+            with self._sqlite.reader() as conn:
+                yield conn
+        else:
+            assert self._pg is not None
+            with self._pg.readers.transaction() as conn:
+                yield conn
+
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` in a read transaction on a reader thread."""
         loop = asyncio.get_running_loop()
@@ -225,17 +457,12 @@ class Store:
 
     def read_sync(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` in a read transaction on the calling thread."""
-        dbapi_error = self._read_engine.dialect.loaded_dbapi.Error
         try:
-            with self._read_engine.begin() as conn:
+            with self._reading() as conn:
                 return fn(conn)
         except KeyVaultError:
             raise
-        except (
-            OperationalError,
-            DBAPIError,
-            dbapi_error,
-        ) as exc:  # wrapped, or from a hot.py cursor
+        except self._errors as exc:
             raise UnavailableError(f"the store cannot be read: {_short(exc)}") from exc
 
     async def write(self, fn: Callable[[Connection], T], *, shared: bool = True) -> T:
@@ -297,32 +524,44 @@ class Store:
                 batch = batch + nxt
             self._commit_batch(batch)
         if self._held is not None:
-            self._held.close()
+            with suppress(Exception):
+                self._held._raw.close()
             self._held = None
 
     @contextmanager
-    def _connection(self) -> Iterator[Connection]:
-        """The writer's connection: on SQLite one kept for the thread's life (a pool checkout,
-        its reset and return cost ~8 µs a write, see docs/performance.md); on PostgreSQL one
-        checked out per batch so the pool's pre-ping catches a restarted server."""
-        if self.backend != "sqlite":
-            with self._write_engine.connect() as conn:
+    def _transaction(self) -> Iterator[Connection]:
+        """A write transaction, committed when the block ends (rolled back if it raises).
+
+        On SQLite the writer keeps one connection for the thread's life (a checkout per batch
+        cost ~8 µs a write, see docs/performance.md) and begins ``BEGIN IMMEDIATE``; after a
+        failure of the statement, commit or rollback the next batch gets a fresh connection.
+        On PostgreSQL one is checked out per batch so the pool's pre-ping catches a restarted
+        server."""
+        if self._pg is not None:
+            with self._pg.writer.transaction() as conn:
                 yield conn
             return
-        if self._held is None or self._held.invalidated or self._held.closed:
-            if self._held is not None:
-                self._held.close()
-            self._held = self._write_engine.connect()
+        assert self._sqlite is not None
+        if self._held is None:
+            self._held = self._sqlite.wrap(self._sqlite.connect())
+        held = self._held
+        raw: sqlite3.Connection = held._raw
         try:
-            yield self._held
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                yield held
+            except BaseException:
+                raw.execute("ROLLBACK")
+                raise
+            raw.execute("COMMIT")
         except KeyVaultError:
             raise  # an operation's own refusal (a conflict, a missing secret): the link is fine
         except BaseException:
             # a statement, the commit or the rollback failed: the next batch gets a fresh
             # connection, as a pool checkout would have given it
-            held, self._held = self._held, None
+            self._held = None
             with suppress(Exception):
-                held.close()
+                raw.close()
             raise
 
     def _commit_batch(self, batch: list[_Op]) -> None:
@@ -344,14 +583,14 @@ class Store:
 
     def _together(self, batch: list[_Op]) -> list[tuple[bool, Any]] | None:
         try:
-            with self._connection() as conn, conn.begin():
+            with self._transaction() as conn:
                 return [(True, op.fn(conn)) for op in batch]
         except Exception:
             return None
 
     def _alone(self, op: _Op) -> tuple[bool, Any]:
         try:
-            with self._connection() as conn, conn.begin():
+            with self._transaction() as conn:
                 return True, op.fn(conn)
         except KeyVaultError as exc:
             return False, exc
@@ -386,6 +625,23 @@ def _short(exc: BaseException) -> str:
     """A one-line description of a driver error without the SQL and parameters."""
     orig = getattr(exc, "orig", None) or exc
     return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+def safe_url(url: str) -> str:
+    """A storage URL with its password shown as ``***``, for messages."""
+    return replace_password(url, "***")
+
+
+def replace_password(url: str, password: str | None) -> str:
+    """``url`` with its password replaced (None: removed); user, host, database and options
+    are kept as written."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    secret = "" if password is None else f":{password}"
+    return parts._replace(netloc=f"{user}{secret}@{hostport}").geturl()
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -1,4 +1,8 @@
-"""The agent store's tables (SQLAlchemy Core). Values are only ever stored sealed."""
+"""The agent store's tables (SQLAlchemy Core). Values are only ever stored sealed.
+
+For Alembic (``migrations/env.py``), tests and benches only: the running agent's statements are
+plain SQL (:mod:`agent.store.sql`) and nothing on its path imports this module (or SQLAlchemy).
+"""
 
 from __future__ import annotations
 

@@ -32,12 +32,11 @@ from functools import partial
 from typing import TYPE_CHECKING, Protocol
 
 import jinja2
-from sqlalchemy import select
-from sqlalchemy.engine import Connection
 
 from agent.background import Background
 from agent.changes import ChangeFeed, Wakeup
 from agent.platform import kill_group
+from agent.store.sql import Connection, placeholders
 from agent.templates import files, sandbox
 from agent.templates.sandbox import TemplateFailure
 from common.errors import ConfigError, NotFoundError, UnavailableError, ValidationError
@@ -406,17 +405,15 @@ def _moved(
 
 def _versions(names: list[str], conn: Connection) -> dict[str, tuple[str, int]]:
     """name → (id, current version) of the live secrets among ``names``."""
-    from agent.store import schema as t
-
-    c = t.secrets.c
     out: dict[str, tuple[str, int]] = {}
     for start in range(0, len(names), _CHUNK):
+        chunk = names[start : start + _CHUNK]
         rows = conn.execute(
-            select(c.id, c.name, c.current_version).where(
-                c.name.in_(names[start : start + _CHUNK]), c.deleted_at.is_(None)
-            )
-        ).all()
-        out.update({r.name: (r.id, int(r.current_version)) for r in rows})
+            "SELECT id, name, current_version FROM kv_secrets "  # noqa: S608
+            f"WHERE name IN ({placeholders(len(chunk))}) AND deleted_at IS NULL",
+            chunk,
+        ).fetchall()
+        out.update({name: (sid, int(version)) for sid, name, version in rows})
     return out
 
 

@@ -11,12 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.engine import Connection
-
 from agent.audit import iter_entries
 from agent.secrets import ID_RE
-from agent.store import schema as t
+from agent.store.sql import Connection, placeholders
 
 SECRET_OPS = "secrets."  # noqa: S105 - a route-name prefix, not a secret
 
@@ -43,11 +40,11 @@ def resolve(conn: Connection, entries: Sequence[dict[str, Any]]) -> dict[str, st
     """Secret name -> id for the names that appear as targets (one query per 500 names)."""
     names = sorted(_names(entries))
     found: dict[str, str] = {}
-    c = t.secrets.c
     for start in range(0, len(names), 500):
         chunk = names[start : start + 500]
-        for row in conn.execute(select(c.name, c.id).where(c.name.in_(chunk))):
-            found[row.name] = row.id
+        sql = f"SELECT name, id FROM kv_secrets WHERE name IN ({placeholders(len(chunk))})"  # noqa: S608
+        for name, sid in conn.execute(sql, chunk).fetchall():
+            found[name] = sid
     return found
 
 

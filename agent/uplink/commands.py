@@ -13,16 +13,13 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.engine import Connection
-
 from agent.assembly import Agent
 from agent.crypto import Clock, utcnow
 from agent.generate import GeneratorSpec
 from agent.rotation.engine import RotationFailedError
 from agent.rotation.limits import Protected
 from agent.secrets import ID_RE, SecretMeta
-from agent.store import schema as t
+from agent.store.sql import Connection
 from agent.uplink import outbox
 from common.errors import (
     ConflictError,
@@ -73,9 +70,8 @@ class CommandRunner:
         def part(conn: Connection) -> None:
             outbox.enqueue(conn, outbox.COMMAND_RESULT, result, now)
             conn.execute(
-                update(t.commands)
-                .where(t.commands.c.id == command_id)
-                .values(state="done", finished_at=now, result=json.dumps(result))
+                "UPDATE kv_commands SET state = 'done', finished_at = ?, result = ? WHERE id = ?",
+                (now, json.dumps(result), command_id),
             )
 
         return part
@@ -85,14 +81,15 @@ class CommandRunner:
         now = self._now()
 
         def txn(conn: Connection) -> tuple[bool, str | None]:
-            c = t.commands.c
-            seen = conn.execute(select(c.state, c.result).where(c.id == command_id)).first()
+            seen = conn.execute(
+                "SELECT state, result FROM kv_commands WHERE id = ?", (command_id,)
+            ).first()
             if seen is not None:
                 return False, seen.result
             conn.execute(
-                t.commands.insert().values(
-                    id=command_id, command=command, state="running", received_at=now
-                )
+                "INSERT INTO kv_commands (id, command, state, received_at) "
+                "VALUES (?, ?, 'running', ?)",
+                (command_id, command, now),
             )
             return True, None
 
@@ -101,8 +98,8 @@ class CommandRunner:
     async def recover(self) -> int:
         """Report every command a crash left ``running`` as failed; returns how many."""
         running = await self.agent.store.read(
-            lambda c: list(
-                c.execute(select(t.commands.c.id).where(t.commands.c.state == "running")).scalars()
+            lambda c: (
+                c.execute("SELECT id FROM kv_commands WHERE state = 'running'").scalars().all()
             )
         )
         for command_id in running:

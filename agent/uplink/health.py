@@ -9,12 +9,9 @@ import time
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import Connection
-
 from agent.assembly import Agent
-from agent.store import schema as t
 from agent.store.db import sqlite_path
+from agent.store.sql import Connection
 from agent.uplink import outbox
 
 ALERT_EVERY = 300.0  # seconds: at most one alert of each kind in this time
@@ -32,18 +29,18 @@ def policies_version(policies: list[Any]) -> str:
 
 
 def _counts(conn: Connection) -> dict[str, int]:
-    def count(table: Any, *where: Any) -> int:
-        return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())
+    def count(sql: str) -> int:
+        return int(conn.execute(sql).scalar_one())
 
     return {
-        "secrets": count(t.secrets, t.secrets.c.deleted_at.is_(None)),
-        "versions": count(t.versions),
-        "tokens": count(t.tokens, t.tokens.c.revoked_at.is_(None)),
+        "secrets": count("SELECT count(*) FROM kv_secrets WHERE deleted_at IS NULL"),
+        "versions": count("SELECT count(*) FROM kv_versions"),
+        "tokens": count("SELECT count(*) FROM kv_tokens WHERE revoked_at IS NULL"),
     }
 
 
 def _pg_size(conn: Connection) -> int:
-    return int(conn.execute(text("SELECT pg_database_size(current_database())")).scalar_one())
+    return int(conn.execute("SELECT pg_database_size(current_database())").scalar_one())
 
 
 def storage_bytes(agent: Agent) -> int:

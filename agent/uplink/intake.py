@@ -26,11 +26,10 @@ from collections import OrderedDict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from agent.assembly import Agent
 from agent.rotation import limits
 from agent.rotation.policy import Policy
+from agent.store.sql import Connection
 from agent.uplink import meta, outbox
 from agent.uplink.health import policies_version
 from common import intents

@@ -12,16 +12,22 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.engine import Connection
-
 from agent.crypto import utcnow
-from agent.store import schema as t
+from agent.store.hot import SECRET_COLUMNS
+from agent.store.sql import Connection, placeholders
 from agent.uplink import outbox
 from common.metadata_key import MetadataKey
 from common.uplink import MAX_FRAME
 
 FRAME_BUDGET = MAX_FRAME - 64 * 1024  # room for the frame's envelope
+
+
+# a secret's row with its rotation schedule (our own constant column names)
+_CURRENT = (
+    f"SELECT {', '.join('s.' + c for c in SECRET_COLUMNS)}, r.policy_id, "  # noqa: S608
+    "r.state AS rotation_state, r.last_rotated_at, r.next_due_at "
+    "FROM kv_secrets s LEFT OUTER JOIN kv_rotation r ON r.secret_id = s.id "
+)
 
 
 def _secrets(conn: Connection, ids: Sequence[str]) -> dict[str, Any]:
@@ -30,19 +36,8 @@ def _secrets(conn: Connection, ids: Sequence[str]) -> dict[str, Any]:
     ids = list(ids)
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        r = t.rotation.c
-        stmt = (
-            select(
-                t.secrets,
-                r.policy_id,
-                r.state.label("rotation_state"),
-                r.last_rotated_at,
-                r.next_due_at,
-            )
-            .select_from(t.secrets.outerjoin(t.rotation, r.secret_id == t.secrets.c.id))
-            .where(t.secrets.c.id.in_(chunk))
-        )
-        for row in conn.execute(stmt):
+        sql = _CURRENT + f"WHERE s.id IN ({placeholders(len(chunk))})"
+        for row in conn.execute(sql, chunk).all():
             found[row.id] = row
     return found
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.engine import Connection
-
-from agent.store import schema as t
+from agent.store.sql import Connection
 
 AUDIT_CURSOR = "uplink.audit_cursor"  # {"vault_id", "seq"}: last audit seq the CP acknowledged
 POLICIES = "uplink.policies"  # {"version", "policies"}: the list the CP sent last
@@ -17,16 +14,16 @@ SYNCED_VAULT = "uplink.synced_vault"  # the vault id a full resync was queued fo
 
 def get(conn: Connection, key: str) -> Any:
     """The JSON value stored under ``key``, or None."""
-    raw = conn.execute(select(t.meta.c.value).where(t.meta.c.key == key)).scalar_one_or_none()
+    raw = conn.execute("SELECT value FROM kv_meta WHERE key = ?", (key,)).scalar_one_or_none()
     return None if raw is None else json.loads(raw)
 
 
 def put(conn: Connection, key: str, value: Any) -> None:
     """Store ``value`` (JSON) under ``key``."""
     raw = json.dumps(value, sort_keys=True, separators=(",", ":"))
-    done = conn.execute(update(t.meta).where(t.meta.c.key == key).values(value=raw))
+    done = conn.execute("UPDATE kv_meta SET value = ? WHERE key = ?", (raw, key))
     if done.rowcount == 0:
-        conn.execute(t.meta.insert().values(key=key, value=raw))
+        conn.execute("INSERT INTO kv_meta (key, value) VALUES (?, ?)", (key, raw))
 
 
 def audit_cursor(conn: Connection, vault_id: str) -> int:

@@ -12,10 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.engine import Connection
-
-from agent.store import schema as t
+from agent.store.hot import INSERT_OUTBOX
+from agent.store.sql import Connection
 from agent.uplink import meta
 
 INVENTORY = "inventory"
@@ -37,26 +35,25 @@ class Row:
 def enqueue(conn: Connection, kind: str, data: dict[str, Any], now: str) -> None:
     """Add one row in the caller's transaction."""
     body = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    conn.execute(t.outbox.insert().values(kind=kind, body=body, created_at=now))
+    conn.execute(INSERT_OUTBOX, (kind, body, now))
 
 
 def oldest(conn: Connection, limit: int) -> list[Row]:
     """The first ``limit`` rows in sequence order."""
-    c = t.outbox.c
     rows = conn.execute(
-        select(c.seq, c.kind, c.body, c.created_at).order_by(c.seq).limit(limit)
-    ).all()
-    return [Row(int(r.seq), r.kind, json.loads(r.body), r.created_at) for r in rows]
+        "SELECT seq, kind, body, created_at FROM kv_outbox ORDER BY seq LIMIT ?", (limit,)
+    ).fetchall()
+    return [Row(int(seq), kind, json.loads(body), at) for seq, kind, body, at in rows]
 
 
 def delete_upto(conn: Connection, seq: int) -> int:
     """Drop every row up to ``seq`` (acknowledged); returns how many."""
-    return int(conn.execute(delete(t.outbox).where(t.outbox.c.seq <= seq)).rowcount or 0)
+    return int(conn.execute("DELETE FROM kv_outbox WHERE seq <= ?", (seq,)).rowcount or 0)
 
 
 def depth(conn: Connection) -> int:
     """How many rows wait."""
-    return int(conn.execute(select(func.count()).select_from(t.outbox)).scalar_one())
+    return int(conn.execute("SELECT count(*) FROM kv_outbox").scalar_one())
 
 
 def resync(now: str, vault_id: str | None = None) -> Callable[[Connection], int]:
@@ -68,13 +65,10 @@ def resync(now: str, vault_id: str | None = None) -> Callable[[Connection], int]
     """
 
     def txn(conn: Connection) -> int:
-        ids = list(conn.execute(select(t.secrets.c.id).order_by(t.secrets.c.id)).scalars())
+        ids = conn.execute("SELECT id FROM kv_secrets ORDER BY id").scalars().all()
         if ids:
-            rows = [
-                {"kind": INVENTORY, "body": json.dumps({"secret_id": i}), "created_at": now}
-                for i in ids
-            ]
-            conn.execute(t.outbox.insert(), rows)
+            rows = [(INVENTORY, json.dumps({"secret_id": i}), now) for i in ids]
+            conn.executemany(INSERT_OUTBOX, rows)
         enqueue(conn, INVENTORY_SYNC, {"secret_ids": ids}, now)
         if vault_id is not None:
             meta.put(conn, meta.SYNCED_VAULT, vault_id)

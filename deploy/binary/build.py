@@ -84,6 +84,10 @@ def pyinstaller_args(dist: Path, work: Path) -> list[str]:
         "--specpath", str(work),
         "--paths", str(ROOT),
         "--hidden-import", "alembic.op",
+        # the migrations' env.py (data, not analysed) needs the Core tables: nothing on the
+        # running path imports them any more (the store runs plain SQL)
+        "--hidden-import", "agent.store.schema",
+        "--hidden-import", "sqlalchemy.dialects.sqlite",
         "--hidden-import", "alembic.context",
     ]  # fmt: skip
     for item in data:

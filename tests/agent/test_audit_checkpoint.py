@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
 
 from agent.audit import AuditLog
 from agent.audit.checkpoint import (
@@ -27,7 +26,6 @@ from agent.audit.checkpoint import (
     read_checkpoint,
     read_log_id,
 )
-from agent.store import schema as t
 from agent.store.db import Store
 from agent.uplink import meta, outbox
 from common.errors import IntegrityError, UnavailableError
@@ -157,9 +155,7 @@ def test_an_edited_checkpoint_is_reported(tmp_path: Path, store: Store) -> None:
     raw["seq"] = 1  # lower it, as if to excuse a cut log
     value = json.dumps(raw)
     store.write_sync(
-        lambda c: c.execute(
-            update(t.meta).where(t.meta.c.key == CHECKPOINT_KEY).values(value=value)
-        )
+        lambda c: c.execute("UPDATE kv_meta SET value = ? WHERE key = ?", (value, CHECKPOINT_KEY))
     )
     _started_over(folder, store, "checkpoint")
 
@@ -257,7 +253,7 @@ def test_replicas_on_one_store_each_check_their_own_log(tmp_path: Path, store: S
             assert guard.state.problem is None and guard.state.epoch == 1
     ids = {read_log_id(f, CheckpointKey(KEY, VAULT)) for f in folders.values()}
     assert len(ids) == 3 and None not in ids
-    rows = store.read_sync(lambda c: list(c.execute(select(t.meta.c.key)).scalars()))
+    rows = store.read_sync(lambda c: c.execute("SELECT key FROM kv_meta").scalars().all())
     assert sorted(r for r in rows if r.startswith(LOG_ROW)) == sorted(LOG_ROW + i for i in ids)
     assert len([r for r in rows if r.startswith(REPLICA_ROW)]) == 3
     assert _alerts(store) == []

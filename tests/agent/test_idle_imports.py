@@ -23,10 +23,10 @@ from tests.conftest import AgentDir, AgentProcess, init_agent_dir
 ROOT = Path(__file__).resolve().parents[2]
 
 # Loaded only by the code that needs them: certificates are made or parsed by enrollment,
-# renewal and `init` (common.pki), PyJWT by JWT login, the PostgreSQL dialect by a PostgreSQL
-# store, Alembic by a migration, Jinja2 by templates, httpx and the other commands by the CLI,
-# multiprocessing by the rotation policy worker and `workers: N`. pydantic never: the agent's
-# settings are common.typedconf's (only the control plane's are pydantic models).
+# renewal and `init` (common.pki), PyJWT by JWT login, SQLAlchemy and Alembic by a migration only
+# (the store runs plain SQL on sqlite3 or psycopg), Jinja2 by templates, httpx and the other
+# commands by the CLI, multiprocessing by the rotation policy worker and `workers: N`. pydantic
+# never: the agent's settings are common.typedconf's (only the control plane's are pydantic).
 NOT_AT_IDLE = (
     "common.pki",
     "cryptography.x509",
@@ -35,6 +35,7 @@ NOT_AT_IDLE = (
     "agent.uplink.enroll",
     "agent.provision",
     "jwt",
+    "sqlalchemy",
     "sqlalchemy.dialects.postgresql",
     "sqlalchemy.orm",
     "alembic",

@@ -97,7 +97,7 @@ def _downgrade(url: str, revision: str) -> None:
     try:
         cfg = Config()
         cfg.set_main_option("script_location", str(resources.files("agent.store") / "migrations"))
-        with store._write_engine.begin() as conn:
+        with store.migration_connection() as conn:
             cfg.attributes["connection"] = conn
             command.downgrade(cfg, revision)
     finally:

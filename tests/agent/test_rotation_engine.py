@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
 
 from agent.assembly import Agent
 from agent.rotation.engine import RotationEngine, RotationFailedError
@@ -18,7 +17,6 @@ from agent.rotation.policy import Policy
 from agent.rotation.rotators import RotationError
 from agent.rotation.scheduler import Scheduler
 from agent.settings import load_agent_settings
-from agent.store import schema as t
 from agent.uplink import meta as uplink_meta
 from agent.uplink import outbox
 from agent.uplink.inventory import events
@@ -71,7 +69,7 @@ async def rotation_events(agent: Agent) -> list[dict[str, Any]]:
 
 async def schedule(agent: Agent, sid: str) -> Any:
     return await agent.store.read(
-        lambda c: c.execute(select(t.rotation).where(t.rotation.c.secret_id == sid)).first()
+        lambda c: c.execute("SELECT * FROM kv_rotation WHERE secret_id = ?", (sid,)).first()
     )
 
 
@@ -163,9 +161,7 @@ async def test_failure_keeps_old_value(agent: Agent, fail_at: str) -> None:
     assert (ver, value) == (1, "old-value")
     pending = await agent.store.read(
         lambda c: (
-            c.execute(select(t.versions.c.version).where(t.versions.c.state.is_not(None)))
-            .scalars()
-            .all()
+            c.execute("SELECT version FROM kv_versions WHERE state IS NOT NULL").scalars().all()
         )
     )
     assert pending == []
@@ -236,9 +232,7 @@ async def test_scheduler_pass_due_dates_and_inventory(agent: Agent, tmp_path: Pa
     # make "old" two hours old: due now
     past = (datetime.fromisoformat(old.created_at) - timedelta(hours=2)).isoformat()
     await agent.store.write(
-        lambda c: c.execute(
-            update(t.secrets).where(t.secrets.c.id == old.id).values(created_at=past)
-        )
+        lambda c: c.execute("UPDATE kv_secrets SET created_at = ? WHERE id = ?", (past, old.id))
     )
     scheduler = Scheduler(engine_of(agent))
     plan = await scheduler.run_pass()

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import func, select, update
 
 from agent.assembly import Agent, key_source
 from agent.keys import KeyManager
@@ -19,7 +18,6 @@ from agent.rotation.engine import RotationEngine
 from agent.rotation.scheduler import Scheduler
 from agent.secrets import SecretService
 from agent.settings import load_agent_settings
-from agent.store import schema as t
 from agent.store.db import Store
 from agent.uplink import meta as uplink_meta
 from agent.uplink import outbox
@@ -39,7 +37,7 @@ async def _seed(agent: Agent, rotator: dict[str, Any], count: int) -> list[str]:
     await agent.store.write(lambda c: uplink_meta.put(c, uplink_meta.POLICIES, doc))
     ids = [(await agent.secrets.create(f"s/{i:04d}", f"old-{i}")).id for i in range(count)]
     past = (datetime.now().astimezone() - timedelta(hours=2)).astimezone().isoformat()
-    await agent.store.write(lambda c: c.execute(update(t.secrets).values(created_at=past)))
+    await agent.store.write(lambda c: c.execute("UPDATE kv_secrets SET created_at = ?", (past,)))
     return ids
 
 
@@ -86,7 +84,7 @@ def test_stop_mid_rotation_keeps_the_old_value(tmp_path: Path, sig: int) -> None
     try:
         pending = store.read_sync(
             lambda c: c.execute(
-                select(func.count()).select_from(t.versions).where(t.versions.c.state == "pending")
+                "SELECT count(*) FROM kv_versions WHERE state = ?", ("pending",)
             ).scalar_one()
         )
         if sig == signal.SIGKILL:
@@ -109,7 +107,7 @@ def test_stop_mid_rotation_keeps_the_old_value(tmp_path: Path, sig: int) -> None
                 assert events[0]["outcome"] == "failed" and events[0]["reason"] == "interrupted"
                 assert events[0]["secret_id"] == sid and events[0]["version"] == 1
                 left = store.read_sync(
-                    lambda c: c.execute(select(func.count()).select_from(t.versions)).scalar_one()
+                    lambda c: c.execute("SELECT count(*) FROM kv_versions").scalar_one()
                 )
                 assert left == 1
             finally:
@@ -148,8 +146,9 @@ async def test_two_replicas_on_postgres_rotate_each_due_secret_once(
         assert sa.rotated + sb.rotated == 200
 
         def versions(c: Any) -> dict[str, int]:
-            v = t.versions.c
-            rows = c.execute(select(v.secret_id, func.count()).group_by(v.secret_id)).all()
+            rows = c.execute(
+                "SELECT secret_id, count(*) FROM kv_versions GROUP BY secret_id"
+            ).fetchall()
             return {r[0]: r[1] for r in rows}
 
         counts = a_store.read_sync(versions)
@@ -192,8 +191,9 @@ def test_two_agent_processes_on_one_postgres_rotate_each_due_secret_once(
         assert sorted(e["secret_id"] for e in events) == sorted(ids)
 
         def versions(c: Any) -> dict[str, int]:
-            v = t.versions.c
-            rows = c.execute(select(v.secret_id, func.count()).group_by(v.secret_id)).all()
+            rows = c.execute(
+                "SELECT secret_id, count(*) FROM kv_versions GROUP BY secret_id"
+            ).fetchall()
             return {r[0]: r[1] for r in rows}
 
         assert store.read_sync(versions) == {sid: 2 for sid in ids}

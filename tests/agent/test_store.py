@@ -7,12 +7,12 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
 
-from agent.store import schema as t
 from agent.store.db import Store
 from agent.store.migrations import HEAD_REVISION
 from common.errors import ConflictError
+
+PUT = "INSERT INTO kv_meta (key, value) VALUES (?, ?)"
 
 
 def test_head_revision_constant_matches_alembic() -> None:
@@ -40,9 +40,7 @@ def test_migrate_is_idempotent(
         assert store.revision() == HEAD_REVISION
         store.migrate()
         assert (
-            store.read_sync(
-                lambda c: c.execute(select(func.count()).select_from(t.secrets)).scalar_one()
-            )
+            store.read_sync(lambda c: c.execute("SELECT count(*) FROM kv_secrets").scalar_one())
             == 0
         )
     finally:
@@ -55,13 +53,13 @@ async def test_group_commit_isolates_a_failing_write(tmp_path: Path) -> None:
 
     def put(key: str):
         def txn(conn):
-            conn.execute(t.meta.insert().values(key=key, value="v"))
+            conn.execute(PUT, (key, "v"))
             return key
 
         return txn
 
     def clash(conn):
-        conn.execute(t.meta.insert().values(key="clash", value="must be rolled back"))
+        conn.execute(PUT, ("clash", "must be rolled back"))
         raise ConflictError("refused on purpose")
 
     try:
@@ -70,9 +68,7 @@ async def test_group_commit_isolates_a_failing_write(tmp_path: Path) -> None:
         results = await asyncio.gather(*jobs, return_exceptions=True)
         assert isinstance(results[25], ConflictError)
         assert [r for i, r in enumerate(results) if i != 25] == [f"k-{i}" for i in range(50)]
-        count = await store.read(
-            lambda c: c.execute(select(func.count()).select_from(t.meta)).scalar_one()
-        )
+        count = await store.read(lambda c: c.execute("SELECT count(*) FROM kv_meta").scalar_one())
         assert count == 50
     finally:
         store.close()
@@ -82,14 +78,13 @@ async def test_the_writer_replaces_its_connection_after_a_driver_error(tmp_path:
     """The SQLite writer keeps one connection; a statement the driver rejects gets its caller a
     clear error and the next write a fresh connection, while a refusal of the service's own
     (a KeyVaultError such as a conflict) keeps it."""
-    from sqlalchemy import text
 
     from common.errors import UnavailableError
 
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     store.migrate()
     try:
-        await store.write(lambda c: c.execute(t.meta.insert().values(key="a", value="v")))
+        await store.write(lambda c: c.execute(PUT, ("a", "v")))
         first = store._held
         assert first is not None
 
@@ -101,10 +96,10 @@ async def test_the_writer_replaces_its_connection_after_a_driver_error(tmp_path:
         assert store._held is first
 
         with pytest.raises(UnavailableError, match="cannot be written"):
-            await store.write(lambda c: c.execute(text("SELECT * FROM no_such_table")))
+            await store.write(lambda c: c.execute("SELECT * FROM no_such_table"))
         assert store._held is None or store._held is not first
-        await store.write(lambda c: c.execute(t.meta.insert().values(key="b", value="v")))
-        keys = store.read_sync(lambda c: sorted(c.execute(select(t.meta.c.key)).scalars()))
+        await store.write(lambda c: c.execute(PUT, ("b", "v")))
+        keys = store.read_sync(lambda c: sorted(c.execute("SELECT key FROM kv_meta").scalars()))
         assert {"a", "b"} <= set(keys)
     finally:
         store.close()
@@ -125,7 +120,7 @@ async def test_writes_of_one_loop_iteration_reach_the_writer_together(tmp_path: 
     store._commit_batch = record  # type: ignore[method-assign]
 
     def put(key: str):
-        return lambda c: c.execute(t.meta.insert().values(key=key, value="v")) and key
+        return lambda c: c.execute(PUT, (key, "v")) and key
 
     try:
         keys = await asyncio.gather(*(store.write(put(f"k-{i}")) for i in range(40)))
@@ -142,9 +137,7 @@ async def test_a_write_handed_over_after_close_is_refused_not_lost(tmp_path: Pat
 
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     store.migrate()
-    pending = asyncio.ensure_future(
-        store.write(lambda c: c.execute(t.meta.insert().values(key="late", value="v")))
-    )
+    pending = asyncio.ensure_future(store.write(lambda c: c.execute(PUT, ("late", "v"))))
     await asyncio.sleep(0)  # submitted; its hand-over runs in the next loop iteration
     assert store._submitted
     store.close()

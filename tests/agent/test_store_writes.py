@@ -80,22 +80,19 @@ async def test_a_renamed_row_is_refused_on_update_after_its_mac_was_remembered(
 ) -> None:
     """Update reads the row inside its transaction and checks the name binding: a row renamed
     in the store after the agent remembered its MAC is refused and nothing is written."""
-    from sqlalchemy import text
 
     from common.errors import IntegrityError
 
     meta = await agent.secrets.create("app/one", "v1")
     await agent.secrets.update(meta.id, value="v2")  # the binding's MAC is now remembered
     await agent.store.write(
-        lambda c: c.execute(
-            text("UPDATE kv_secrets SET name = 'app/two' WHERE id = :id"), {"id": meta.id}
-        )
+        lambda c: c.execute("UPDATE kv_secrets SET name = 'app/two' WHERE id = ?", (meta.id,))
     )
     with pytest.raises(IntegrityError):
         await agent.secrets.update(meta.id, value="v3")
     version = await agent.store.read(
         lambda c: c.execute(
-            text("SELECT current_version FROM kv_secrets WHERE id = :id"), {"id": meta.id}
+            "SELECT current_version FROM kv_secrets WHERE id = ?", (meta.id,)
         ).scalar_one()
     )
     assert version == 2
@@ -104,7 +101,6 @@ async def test_a_renamed_row_is_refused_on_update_after_its_mac_was_remembered(
 async def test_update_builds_the_new_row_from_the_stored_one(agent: Agent) -> None:
     """A value update keeps the stored labels and description; a metadata update changes only
     what it names; the store (not only the cache) holds each result."""
-    from sqlalchemy import text
 
     meta = await agent.secrets.create("app/l", "v1", description="d", labels={"team": "a"})
     up = await agent.secrets.update(meta.id, value="v2")
@@ -118,7 +114,7 @@ async def test_update_builds_the_new_row_from_the_stored_one(agent: Agent) -> No
     assert stored == up
     row = await agent.store.read(
         lambda c: c.execute(
-            text("SELECT labels, updated_at FROM kv_secrets WHERE id = :id"), {"id": meta.id}
+            "SELECT labels, updated_at FROM kv_secrets WHERE id = ?", (meta.id,)
         ).one()
     )
     assert row.labels == '{"team": "b", "env": "prod"}' and row.updated_at == up.updated_at

@@ -20,11 +20,9 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import select
 
 from agent.assembly import Agent
 from agent.settings import load_agent_settings
-from agent.store import schema as t
 from agent.templates import sandbox
 from agent.templates.service import Templates
 from common.errors import ConfigError
@@ -77,9 +75,7 @@ async def _until(check: Callable[[], Any], timeout: float = 5, what: str = "cond
 
 
 def _alerts(agent: Agent) -> list[dict[str, Any]]:
-    rows = agent.store.read_sync(
-        lambda c: c.execute(select(t.outbox.c.kind, t.outbox.c.body)).all()
-    )
+    rows = agent.store.read_sync(lambda c: c.execute("SELECT kind, body FROM kv_outbox").all())
     return [json.loads(r.body) for r in rows if r.kind == "alert"]
 
 

@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy import select
 
 from agent.api.app import build_app
 from agent.assembly import Agent
 from agent.audit import iter_entries
-from agent.store import schema as t
 from agent.uplink import meta, outbox
 from agent.uplink.commands import INTERRUPTED
 from agent.uplink.connection import FRAME_BURST
@@ -272,9 +270,10 @@ async def test_a_command_cut_off_by_a_crash_is_reported_failed_not_rerun(
 
     agent = Agent.open(load_agent_settings(None, enrolled.path))
     agent.store.write_sync(
-        lambda c: c.execute(t.commands.insert().values(
-            id="cmd_cut", command="rotate", state="running", received_at="2026-01-01T00:00:00+00:00"
-        ))
+        lambda c: c.execute(
+            "INSERT INTO kv_commands (id, command, state, received_at) VALUES (?, ?, ?, ?)",
+            ("cmd_cut", "rotate", "running", "2026-01-01T00:00:00+00:00"),
+        )
     )  # fmt: skip
     agent.close()
     async with running_uplink(enrolled) as (agent, _):
@@ -284,7 +283,7 @@ async def test_a_command_cut_off_by_a_crash_is_reported_failed_not_rerun(
         )
         state = await agent.store.read(
             lambda c: c.execute(
-                select(t.commands.c.state).where(t.commands.c.id == "cmd_cut")
+                "SELECT state FROM kv_commands WHERE id = ?", ("cmd_cut",)
             ).scalar_one()
         )
     result = [e["data"] for e in gateway.accepted["outbox"] if e["kind"] == "command_result"]

@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
 
 from agent.assembly import Agent
 from agent.settings import load_agent_settings
-from agent.store import schema as t
 from agent.uplink import audit_stream, inventory, outbox
 from common.errors import ConflictError, NotFoundError
 from common.metadata_key import MetadataKey
@@ -157,8 +155,6 @@ async def test_outbox_depth_counts_rows(agent: Agent) -> None:
         await agent.secrets.create(f"d/{i}", "v")
     assert await agent.store.read(outbox.depth) == 3
     assert (
-        await agent.store.read(
-            lambda c: c.execute(select(func.count()).select_from(t.commands)).scalar_one()
-        )
+        await agent.store.read(lambda c: c.execute("SELECT count(*) FROM kv_commands").scalar_one())
         == 0
     )
