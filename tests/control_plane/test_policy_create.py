@@ -115,3 +115,24 @@ async def test_the_pool_hands_out_the_connection_returned_last(api: Api, mode: s
         async with engine.connect() as conn:
             pids.add((await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar())
     assert len(pids) == 1
+
+
+async def test_the_audit_entry_is_one_statement_committed_at_once(api: Api, mode: str) -> None:
+    """The write's audit entry (after its event) is one INSERT in autocommit on PostgreSQL, not
+    BEGIN + INSERT + COMMIT: committed when it returns, seen at once by any other connection."""
+    import sqlalchemy as sa
+
+    from control_plane import schema as t
+
+    owner, org_id = await _org(api)
+    status, pol = await api.call("POST", "/policies", owner, json=POLICY)
+    assert status == 201
+    async with api.cp.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(t.audit.c.action, t.audit.c.target).where(t.audit.c.org_id == org_id)
+            )
+        ).all()
+    assert ("policies.create", pol["id"]) in [tuple(r) for r in rows]
+    if mode == "production":
+        assert api.cp.audit.single.get_execution_options()["isolation_level"] == "AUTOCOMMIT"
