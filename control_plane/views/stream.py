@@ -34,9 +34,10 @@ from aiohttp import WSMsgType, web
 
 from common import events
 from common.errors import AuthenticationError, KeyVaultError
+from control_plane.background import Spawn
 from control_plane.bus import Subscription
 from control_plane.runtime import ControlPlane
-from control_plane.services.accounts import token_hash
+from control_plane.services.accounts import Accounts, token_hash
 from control_plane.services.principal import Principal
 from control_plane.views.context import INFO, cp_of
 
@@ -135,8 +136,9 @@ class _Sweep:
     session needs the database too).
     """
 
-    def __init__(self, cp: ControlPlane) -> None:
-        self._cp = cp
+    def __init__(self, accounts: Accounts, spawn: Spawn) -> None:
+        self._accounts = accounts  # not the ControlPlane: _SWEEPS must not keep it alive
+        self._spawn = spawn
         self._streams: dict[str, dict[web.WebSocketResponse, Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -144,7 +146,7 @@ class _Sweep:
         """Watch ``ws`` (of the session whose token hashes to ``key``) until :meth:`remove`."""
         self._streams.setdefault(key, {})[ws] = sub
         if self._task is None:
-            self._task = self._cp.spawn(self._run(), "stream-session-sweep")
+            self._task = self._spawn(self._run(), "stream-session-sweep")
 
     def remove(self, key: str, ws: web.WebSocketResponse) -> None:
         """Stop watching ``ws``."""
@@ -176,7 +178,7 @@ class _Sweep:
         if not keys:
             return
         try:
-            live = await self._cp.accounts.live_sessions(keys)
+            live = await self._accounts.live_sessions(keys)
         except Exception as exc:  # the database is down: keep the streams, ask again next time
             log.warning("stream session re-check failed (%s); retrying", type(exc).__name__)
             return
@@ -195,7 +197,7 @@ _SWEEPS: weakref.WeakKeyDictionary[ControlPlane, _Sweep] = weakref.WeakKeyDictio
 def _sweep_of(cp: ControlPlane) -> _Sweep:
     sweep = _SWEEPS.get(cp)
     if sweep is None:
-        sweep = _SWEEPS[cp] = _Sweep(cp)
+        sweep = _SWEEPS[cp] = _Sweep(cp.accounts, cp.spawn)
     return sweep
 
 
