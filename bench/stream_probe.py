@@ -45,7 +45,7 @@ def _stamp(step: str) -> None:
         _current[step] = time.perf_counter()
 
 
-def _around(owner: Any, name: str, before: str | None, after: str | None) -> None:
+def _around(owner: Any, name: str, before: str | None, after: str | None) -> Callable[[], None]:
     original: Callable[..., Any] = getattr(owner, name)
 
     @functools.wraps(original)
@@ -59,10 +59,13 @@ def _around(owner: Any, name: str, before: str | None, after: str | None) -> Non
                 _stamp(after)
 
     setattr(owner, name, wrapped)
+    return lambda: setattr(owner, name, original)
 
 
-def install(path: str | None = None) -> None:
-    """Wrap the control plane's steps; records go to ``path`` (default: ``$KEYVAULT_BENCH_PROBE``)."""
+def install(path: str | None = None) -> Callable[[], None]:
+    """Wrap the control plane's steps; records go to ``path`` (default: ``$KEYVAULT_BENCH_PROBE``).
+
+    Returns a function that puts the originals back (for tests; a probed replica never does)."""
     from aiohttp import web
 
     from control_plane import app, bus
@@ -86,10 +89,12 @@ def install(path: str | None = None) -> None:
                 fh.write(json.dumps(record) + "\n")
 
     app.edge = probed  # build_app reads the name when it builds the application
-    _around(accounts.Accounts, "authenticate", None, "auth")
-    _around(policies.Policies, "_insert", "insert0", "insert1")
-    _around(bus.BusSink, "publish", "publish", None)
-    _around(bus, "_read_reply", None, "reply")
+    undo = [
+        _around(accounts.Accounts, "authenticate", None, "auth"),
+        _around(policies.Policies, "_insert", "insert0", "insert1"),
+        _around(bus.BusSink, "publish", "publish", None),
+        _around(bus, "_read_reply", None, "reply"),
+    ]
     deliver = bus._Hub.deliver
 
     def delivered(self: Any, org_id: str, text: str) -> None:
@@ -98,6 +103,14 @@ def install(path: str | None = None) -> None:
         _stamp("deliver1")
 
     bus._Hub.deliver = delivered  # type: ignore[method-assign]
+
+    def uninstall() -> None:
+        app.edge = edge
+        bus._Hub.deliver = deliver  # type: ignore[method-assign]
+        for restore in undo:
+            restore()
+
+    return uninstall
 
 
 def load(path: str) -> list[dict[str, float]]:

@@ -99,8 +99,8 @@ def make_engine(url: str) -> AsyncEngine:
     # Last in, first out: the connection just returned serves the next statement. Its
     # PostgreSQL backend is awake and hot (catalog caches filled, psycopg's statements prepared
     # after 5 uses), where the default rotation through all 30 handed every statement of a
-    # quiet replica the backend idle longest: the session check took 1.6 ms against 0.23 in a
-    # tight loop (docs/performance.md, "Issue 18, round 4").
+    # quiet replica the backend idle longest: the session check took 1.9 ms, 0.23 in a tight
+    # loop (docs/performance.md, "Issue 18, round 4").
     return create_async_engine(
         url, pool_size=30, max_overflow=0, pool_pre_ping=False, pool_use_lifo=True
     )

@@ -223,7 +223,8 @@ class Accounts:
         if not token.startswith(SESSION_PREFIX) or len(token) > 200:
             raise bad
         # every request, fresh (no cache): one SELECT in autocommit, on PostgreSQL on the
-        # driver's connection (SQLAlchemy's statement machinery cost more than the round trip)
+        # driver's connection (SQLAlchemy's statement machinery: ~290 µs of CPU a statement
+        # against psycopg's ~60, bench.db_statement)
         hashed = token_hash(token)
         if self._pg:
             rows = await fetch(self.engine, _PG_SESSION, (hashed,))

@@ -211,7 +211,9 @@ def _is_ping(data: str) -> bool:
 
 async def _serve(ws: web.WebSocketResponse) -> None:
     """Answer the client's messages until the socket closes (no timer: the sweep re-checks)."""
-    async for msg in ws:
+    async for msg in ws:  # ends at CLOSE, CLOSING or CLOSED
+        if msg.type == WSMsgType.ERROR:
+            return
         if msg.type == WSMsgType.TEXT and _is_ping(msg.data):
             await ws.send_json({"type": events.PONG})
 
