@@ -29,6 +29,7 @@ import json
 import logging
 import struct
 import weakref
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -130,31 +131,56 @@ class _Sweep:
 
     Streams register under their session's token hash (never the token). While any is
     registered, one task wakes every :data:`RECHECK_SECONDS`, asks the database which of those
-    sessions are live (:meth:`Accounts.live_sessions`: one statement, fresh), and closes every
+    sessions are live (:meth:`Accounts.live_sessions`: one statement, fresh), and ends every
     stream of an ended one with 4401, and every stream whose subscription overflowed with 4408.
     If the database cannot answer, nothing is closed and the next sweep asks again (ending a
     session needs the database too).
+
+    The sweep does not close a socket itself: aiohttp's ``close()`` from another task than the
+    one in ``receive()`` drops the connection without waiting for the client's answer, and the
+    client then reports 1006 instead of the code it was sent. It interrupts the stream's own
+    task instead (:meth:`end`), which closes with the code and waits for the answer
+    (:func:`_serve`).
     """
 
     def __init__(self, accounts: Accounts, spawn: Spawn) -> None:
         self._accounts = accounts  # not the ControlPlane: _SWEEPS must not keep it alive
         self._spawn = spawn
-        self._streams: dict[str, dict[web.WebSocketResponse, Subscription]] = {}
+        # token hash -> stream -> (its subscription, the task serving it)
+        self._streams: dict[str, dict[web.WebSocketResponse, _Watched]] = {}
+        self._ending: dict[web.WebSocketResponse, tuple[int, bytes]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def add(self, key: str, ws: web.WebSocketResponse, sub: Subscription) -> None:
-        """Watch ``ws`` (of the session whose token hashes to ``key``) until :meth:`remove`."""
-        self._streams.setdefault(key, {})[ws] = sub
+        """Watch ``ws`` (of the session whose token hashes to ``key``, served by the current
+        task) until :meth:`remove`."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._streams.setdefault(key, {})[ws] = (sub, task)
         if self._task is None:
             self._task = self._spawn(self._run(), "stream-session-sweep")
 
     def remove(self, key: str, ws: web.WebSocketResponse) -> None:
         """Stop watching ``ws``."""
+        self._ending.pop(ws, None)
         group = self._streams.get(key)
         if group is not None:
             group.pop(ws, None)
             if not group:
                 del self._streams[key]
+
+    def end(
+        self, ws: web.WebSocketResponse, task: asyncio.Task[Any], code: int, why: bytes
+    ) -> None:
+        """Have the task serving ``ws`` close it with ``code`` (once)."""
+        if ws in self._ending or ws.closed:
+            return
+        self._ending[ws] = (code, why)
+        task.cancel()  # taken back by _serve, which then closes the socket
+
+    def ending(self, ws: web.WebSocketResponse) -> tuple[int, bytes] | None:
+        """The close :meth:`end` asked for ``ws``, if any (taken: asked once)."""
+        return self._ending.pop(ws, None)
 
     async def _run(self) -> None:
         try:
@@ -165,15 +191,11 @@ class _Sweep:
             self._task = None  # the next stream starts a new sweep
 
     async def sweep(self) -> None:
-        """Close the streams that fell behind, and those whose session ended (all at once: a
-        close waits for the client's answer)."""
-        behind = [
-            ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; reconnect")
-            for group in self._streams.values()
-            for ws, sub in group.items()
-            if sub.overflowed and not ws.closed
-        ]
-        await asyncio.gather(*behind, return_exceptions=True)
+        """End the streams that fell behind, and those whose session ended."""
+        for group in list(self._streams.values()):
+            for ws, (sub, task) in list(group.items()):
+                if sub.overflowed:
+                    self.end(ws, task, CLOSE_TOO_SLOW, b"too slow; reconnect")
         keys = list(self._streams)
         if not keys:
             return
@@ -182,15 +204,13 @@ class _Sweep:
         except Exception as exc:  # the database is down: keep the streams, ask again next time
             log.warning("stream session re-check failed (%s); retrying", type(exc).__name__)
             return
-        ended = [
-            ws.close(code=CLOSE_UNAUTHENTICATED, message=b"session ended")
-            for key in keys
-            if key not in live
-            for ws in list(self._streams.get(key, ()))
-        ]
-        await asyncio.gather(*ended, return_exceptions=True)
+        for key in keys:
+            if key not in live:
+                for ws, (_sub, task) in list(self._streams.get(key, {}).items()):
+                    self.end(ws, task, CLOSE_UNAUTHENTICATED, b"session ended")
 
 
+_Watched = tuple[Subscription, "asyncio.Task[Any]"]
 _SWEEPS: weakref.WeakKeyDictionary[ControlPlane, _Sweep] = weakref.WeakKeyDictionary()
 
 
@@ -209,13 +229,20 @@ def _is_ping(data: str) -> bool:
     return isinstance(doc, dict) and doc.get("type") == events.PING
 
 
-async def _serve(ws: web.WebSocketResponse) -> None:
-    """Answer the client's messages until the socket closes (no timer: the sweep re-checks)."""
-    async for msg in ws:  # ends at CLOSE, CLOSING or CLOSED
-        if msg.type == WSMsgType.ERROR:
-            return
-        if msg.type == WSMsgType.TEXT and _is_ping(msg.data):
-            await ws.send_json({"type": events.PONG})
+async def _serve(ws: web.WebSocketResponse, sweep: _Sweep) -> None:
+    """Answer the client's messages until the socket closes (no timer: the sweep re-checks);
+    when the sweep ends the stream, close it here with its code and wait for the answer."""
+    try:
+        async for msg in ws:  # ends at CLOSE, CLOSING or CLOSED
+            if msg.type == WSMsgType.ERROR:
+                return
+            if msg.type == WSMsgType.TEXT and _is_ping(msg.data):
+                await ws.send_json({"type": events.PONG})
+    except asyncio.CancelledError:
+        ending, task = sweep.ending(ws), asyncio.current_task()
+        if ending is None or task is None or task.uncancel() > 0:
+            raise  # not (only) the sweep's: the server is stopping or the client went away
+        await ws.close(code=ending[0], message=ending[1])
 
 
 async def stream(request: web.Request) -> web.WebSocketResponse:
@@ -249,7 +276,7 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
         sub.sink = outbox.offer  # events queued before the hello went out are sent first
         sweep.add(key, ws, sub)
         try:
-            await _serve(ws)
+            await _serve(ws, sweep)
         finally:
             sweep.remove(key, ws)
             sub.sink = None

@@ -175,12 +175,14 @@ async def test_every_event_on_the_wire_matches_the_contract(api: Api) -> None:
 
 async def _closed_with(ws: Any, code: int, timeout: float = 5.0) -> None:
     """Wait until the server closes ``ws`` and check the close code."""
+    seen = []
     async with asyncio.timeout(timeout):
         while True:
             msg = await ws.receive()
+            seen.append((msg.type, msg.data, msg.extra))
             if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
                 break
-    assert ws.close_code == code
+    assert ws.close_code == code, seen
 
 
 async def test_live_sessions_answers_for_many_tokens_at_once(api: Api) -> None:
@@ -237,6 +239,7 @@ async def test_logout_on_one_replica_closes_that_sessions_streams_on_both(
     await kept.send_json({"type": "auth", "token": other})
     for ws in (*on_a, on_b, kept):
         await next_event(ws, "hello")
+    calls.clear()  # from here on every stream is registered
     await asyncio.sleep(0.5)  # a few sweeps while every session is live
     assert calls and set(calls) == {2}  # one statement for 4 streams of 2 sessions on A
     assert (await b.call("POST", "/auth/logout", owner))[0] == 204
