@@ -29,6 +29,7 @@ import json
 import logging
 import struct
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -85,8 +86,10 @@ class _Outbox:
         transport.write(_frame(text))
         return True
 
-    async def forward(self, sub: Subscription) -> None:
-        """Send what the bus had to queue, in order; close with 4408 once the queue overflowed."""
+    async def forward(self, sub: Subscription, too_slow: Callable[[], None]) -> None:
+        """Send what the bus had to queue, in order; once the queue overflowed, call
+        ``too_slow`` (it has the task serving the socket close it with 4408: see :class:`_Sweep`
+        for why not from here) and stop."""
         ws = self._ws
         while not ws.closed:
             text = await sub.get()
@@ -94,7 +97,7 @@ class _Outbox:
             try:
                 while True:
                     if sub.overflowed:
-                        await ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; reconnect")
+                        too_slow()
                         return
                     await ws.send_str(text)
                     if sub.queue.empty():
@@ -271,8 +274,13 @@ async def stream(request: web.Request) -> web.WebSocketResponse:
         await ws.send_json(
             {"type": events.HELLO, "org_id": principal.org_id, "user_id": principal.user_id}
         )
-        outbox = _Outbox(ws, transport)
-        forwarder = asyncio.create_task(outbox.forward(sub))
+        outbox, handler = _Outbox(ws, transport), asyncio.current_task()
+        assert handler is not None
+
+        def too_slow() -> None:
+            sweep.end(ws, handler, CLOSE_TOO_SLOW, b"too slow; reconnect")
+
+        forwarder = asyncio.create_task(outbox.forward(sub, too_slow))
         sub.sink = outbox.offer  # events queued before the hello went out are sent first
         sweep.add(key, ws, sub)
         try:

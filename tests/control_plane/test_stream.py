@@ -315,3 +315,17 @@ async def test_stream_that_fell_behind_is_closed_by_the_sweep(
     (sub,) = api.cp.bus._hub._subs[hello["org_id"]]  # the stream's subscription
     sub.overflowed = True  # as the bus marks a subscription whose queue overflowed
     await _closed_with(ws, 4408)
+
+
+async def test_stream_whose_queue_overflowed_is_closed_with_4408_by_its_forwarder(
+    api: Api,
+) -> None:
+    """The socket's forwarder finds the overflow when it drains the queue; the task serving the
+    socket closes it, so the client sees 4408 (not 1006) without waiting for a sweep."""
+    owner = await api.org("Acme", "owner@acme.test")
+    ws = await api.client.ws_connect("/api/v1/stream", headers={"Authorization": f"Bearer {owner}"})
+    hello = await next_event(ws, "hello")
+    (sub,) = api.cp.bus._hub._subs[hello["org_id"]]
+    sub.overflowed = True  # as the bus marks a subscription whose queue overflowed
+    sub.queue.put_nowait('{"type": "ping"}')  # wakes the forwarder (RECHECK_SECONDS is 15 s)
+    await _closed_with(ws, 4408, timeout=3)
