@@ -50,6 +50,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bench import stream_probe
 from bench.harness import _die_with_parent
 from common.eventloop import run_event_loop
 from common.events import POLICY_CREATED, encode, make
@@ -423,6 +424,8 @@ class Side:
     client_cpu: float = 0.0
     rss: tuple[float, float] = (0.0, 0.0)
     spans: list[tuple[float, float]] = field(default_factory=list)  # per event: first, last
+    # per event: the request's start and each client group's first arrival (perf_counter)
+    marks: list[dict[str, float]] = field(default_factory=list)
     idle_cpu: float = 0.0  # CPU seconds per second with every client connected and no event
 
 
@@ -441,6 +444,10 @@ async def _event(clients: Clients, side: Side, i: int) -> None:
     if arrivals:
         times = [t for _, t in arrivals]
         side.spans.append((min(times) - started, max(times) - started))
+    mark = {"sent": started}
+    for tag, t in arrivals:
+        mark[tag] = min(t, mark.get(tag, t))
+    side.marks.append(mark)
 
 
 async def _measure(clients: Clients, sides: list[Side], events: int) -> None:
@@ -487,10 +494,14 @@ async def _control_plane(
             check=True,
             capture_output=True,
         )
-    procs = [
-        fleet.start([py, "-c", CLI, "run"], {**base, "KEYVAULT_CP_PORT": str(p)}, tree)
-        for p in ports
-    ]
+    probe = args.probe if tree is None else args.probe.with_suffix(".base") if args.probe else None
+    procs = []
+    for i, p in enumerate(ports):
+        env, cli = {**base, "KEYVAULT_CP_PORT": str(p)}, CLI
+        if probe is not None and i == 0:
+            probe.unlink(missing_ok=True)
+            env[stream_probe.ENV], cli = str(probe.resolve()), stream_probe.PROBE_CLI
+        procs.append(fleet.start([py, "-c", cli, "run"], env, tree))
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     for url in urls:
         _wait_http(f"{url}/api/v1/health")
@@ -554,9 +565,9 @@ async def _run(args: argparse.Namespace, fleet: Fleet, db_urls: list[str]) -> li
                 side.rss = ((_rss_kib(pid) - before) / max(1, n), 0.0)
             sides = [side for side, *_ in started] + [bare]
             idle = [_cpu_seconds(side.pids) for side in sides]
-            await asyncio.sleep(IDLE_SECONDS)  # the background: heartbeats, session re-checks
+            await asyncio.sleep(args.idle_seconds)  # the background: heartbeats, re-checks
             for side, cpu in zip(sides, idle, strict=True):
-                side.idle_cpu = (_cpu_seconds(side.pids) - cpu) / IDLE_SECONDS
+                side.idle_cpu = (_cpu_seconds(side.pids) - cpu) / args.idle_seconds
             await _measure(clients, sides, args.events)
             for side, pid, n, before in watched:
                 side.rss = (side.rss[0], (_rss_kib(pid) - before) / max(1, n))
@@ -633,6 +644,38 @@ def _cpu(side: Side) -> str:
     )
 
 
+def _print_probe(path: Path, cp: Side, label: str) -> None:
+    """The fixed path step by step: medians over the events of replica A's probe records, joined
+    in order with the benchmark's own stamps (request sent, first arrival per client group)."""
+    rows = stream_probe.load(str(path))
+    if len(rows) != len(cp.marks):
+        print(f"\nprobe: {len(rows)} records for {len(cp.marks)} events; no breakdown")
+        return
+    steps = [
+        ("request sent → edge middleware starts (client, HTTP parse, loop)", "sent", "edge"),
+        ("edge → session checked (authenticate: one SELECT)", "edge", "auth"),
+        ("session checked → statement starts (route, body read and checked)", "auth", "insert0"),
+        ("INSERT … RETURNING, committed (one round trip)", "insert0", "insert1"),
+        ("row → event handed to the bus (policy_json, events.make)", "insert1", "publish"),
+        ("bus: encode, PUBLISH written → local fan-out starts", "publish", "deliver0"),
+        ("local fan-out (every socket with room)", "deliver0", "deliver1"),
+        ("fan-out done → Redis's reply read", "deliver1", "reply"),
+        ("reply → edge returns (audit entry, metrics)", "reply", "done"),
+        ("request sent → first arrival, replica A's clients", "sent", "local"),
+        ("request sent → first arrival, replica B's clients (Redis)", "sent", "remote"),
+        ("request sent → edge returns", "sent", "done"),
+    ]
+    joined = [{**row, **mark} for row, mark in zip(rows, cp.marks, strict=True)]
+    print(f"\nfixed path of replica A ({label}), step by step, medians over {len(joined)} events\n")
+    print("| step | median ms | p90 ms |")
+    print("|---|---:|---:|")
+    for label, a, b in steps:
+        spans = [row[b] - row[a] for row in joined if a in row and b in row]
+        if spans:
+            median, p90 = statistics.median(spans), _percentile(spans, 0.9)
+            print(f"| {label} | {median * 1000:.2f} | {p90 * 1000:.2f} |")
+
+
 async def _main(args: argparse.Namespace) -> int:
     fleet = Fleet()
     load_before = os.getloadavg()
@@ -684,6 +727,10 @@ async def _main(args: argparse.Namespace) -> int:
         "targets (p95 <= 200 ms, RSS <= 40 KiB/conn connected and after events, nothing "
         f"missing): {'met' if ok else 'NOT met'}"
     )
+    if args.probe is not None:
+        _print_probe(args.probe, cp, "this tree")
+        if args.base:
+            _print_probe(args.probe.with_suffix(".base"), planes[1], str(args.base))
     if args.json is not None:  # for ``python -m bench``'s table
         figures = {
             "clients": args.clients,
@@ -738,6 +785,19 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=200,
         help="clients connecting at once (each replica's database pool grows with it)",
+    )
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=IDLE_SECONDS,
+        help="how long the idle CPU is measured, every client connected and no event (the "
+        "session re-check runs about every 15 s: measure 30 s or more to include it)",
+    )
+    parser.add_argument(
+        "--probe",
+        type=Path,
+        help="run replica A with bench.stream_probe and print the fixed path step by step "
+        "(medians over the events); FILE receives the probe's records",
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--pg-admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")

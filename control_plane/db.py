@@ -13,10 +13,12 @@ from typing import Any, Generic, TypeVar
 
 from alembic import command
 from alembic.config import Config
+from psycopg import IntegrityError as DriverIntegrityError
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -27,6 +29,8 @@ A = TypeVar("A")
 T = TypeVar("T")
 V = TypeVar("V")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+# a unique or foreign-key violation, through SQLAlchemy or on the driver's connection (fetch)
+DUPLICATE = (SAIntegrityError, DriverIntegrityError)
 
 
 def new_id(prefix: str) -> str:
@@ -92,7 +96,14 @@ def make_engine(url: str) -> AsyncEngine:
     # closed on return and opened again a moment later, a TCP connect and PostgreSQL login
     # each time (~9 % of the replica's CPU while agents connected, docs/performance.md).
     # Connections are opened only when that many are in use at once.
-    return create_async_engine(url, pool_size=30, max_overflow=0, pool_pre_ping=False)
+    # Last in, first out: the connection just returned serves the next statement. Its
+    # PostgreSQL backend is awake and hot (catalog caches filled, psycopg's statements prepared
+    # after 5 uses), where the default rotation through all 30 handed every statement of a
+    # quiet replica the backend idle longest: the session check took 1.9 ms, 0.23 in a tight
+    # loop (docs/performance.md, "Issue 18, round 4").
+    return create_async_engine(
+        url, pool_size=30, max_overflow=0, pool_pre_ping=False, pool_use_lifo=True
+    )
 
 
 def autocommit(engine: AsyncEngine) -> AsyncEngine:
@@ -127,7 +138,9 @@ async def driver(engine: AsyncEngine) -> AsyncIterator[Any]:
             raise
 
 
-async def fetch(engine: AsyncEngine, sql: str, params: tuple[Any, ...]) -> list[Any]:
+async def fetch(
+    engine: AsyncEngine, sql: str, params: tuple[Any, ...] | dict[str, Any]
+) -> list[Any]:
     """PostgreSQL only: the rows (named tuples) of one statement run by :func:`driver`."""
     async with driver(engine) as raw:
         cur = raw.cursor(row_factory=namedtuple_row)

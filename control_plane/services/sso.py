@@ -354,7 +354,5 @@ class SingleSignOn:
                 await conn.execute(t.users.update().where(t.users.c.id == row.id).values(role=role))
             found = (await conn.execute(sa.select(t.users).where(t.users.c.email == email))).first()
         if role is None:
-            if row is not None:
-                self.accounts.forget_sessions(row.id)
             raise _refused("none of your groups at the provider grants a role here")
         return found

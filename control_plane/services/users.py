@@ -135,7 +135,6 @@ class Users:
         if only is not None:
             query = query.where(t.sessions.c.id == only)
         ended = await conn.execute(query.values(revoked_at=self.clock()))
-        self.accounts.forget_sessions(user_id)
         return int(ended.rowcount or 0)
 
     async def _ended(self, org_id: str, user_id: str, count: int) -> None:
@@ -160,7 +159,6 @@ class Users:
             if not (await conn.execute(query.values(role=role))).rowcount:
                 raise ConflictError("the organisation's last owner cannot be demoted")
             row = await self._target(conn, who, user_id)
-        self.accounts.forget_sessions(user_id)
         await self._publish(events.USER_CHANGED, who.org_id, {"user_id": user_id, "role": role})
         return user_json(row)
 
@@ -182,7 +180,6 @@ class Users:
                 t.password_resets.delete().where(t.password_resets.c.user_id == user_id)
             )
             await conn.execute(t.users.delete().where(t.users.c.id == user_id))
-        self.accounts.forget_sessions(user_id)
         await self._publish(events.USER_REMOVED, who.org_id, {"user_id": user_id})
 
     # ------------------------------------------------------------ passwords

@@ -76,3 +76,63 @@ async def test_sealed_policy_create_is_stored_announced_and_unique(api: Api) -> 
         assert (await api.call("POST", "/policies", owner, json={"intent": sealed}))[0] == 409
         assert sub.queue.empty()
     assert (await api.call("GET", f"/policies/{pol['id']}", owner))[1] == pol
+
+
+@pytest.mark.parametrize("mode", ["production"], indirect=True)  # PostgreSQL's setting
+async def test_the_policy_insert_commits_durably(api: Api, mode: str) -> None:
+    """The statement behind every policy.created event runs on the driver's connection with
+    synchronous_commit on: the event is announced only after a durable commit."""
+    from datetime import UTC, datetime
+
+    from control_plane.db import driver
+
+    _owner, org_id = await _org(api)
+    now = datetime.now(UTC)
+    params = {"org_id": org_id, "id": "pol_durable", "name": "durable", "body": "{}"}
+    params |= {"version": 1, "intent": None, "created_at": now, "updated_at": now, "most": 200}
+    query = policies_module._PG_INSERT.replace("RETURNING", "RETURNING current_setting("
+                                               "'synchronous_commit') AS sync,")  # fmt: skip
+    async with driver(api.cp.engine) as raw:
+        assert raw.autocommit  # the INSERT is its own transaction, committed when it returns
+        cur = await raw.execute(query, params)
+        assert (await cur.fetchone())[0] == "on"
+
+
+@pytest.mark.parametrize("mode", ["production"], indirect=True)  # the PostgreSQL pool
+async def test_the_pool_hands_out_the_connection_returned_last(api: Api, mode: str) -> None:
+    """After a burst opened several connections, one statement after another uses the same
+    (warm) PostgreSQL backend instead of rotating through every pooled connection."""
+    import sqlalchemy as sa
+
+    engine = api.cp.engine
+    burst = [await engine.connect() for _ in range(5)]
+    for conn in burst:
+        await conn.execute(sa.text("SELECT 1"))
+    for conn in burst:
+        await conn.close()
+    pids = set()
+    for _ in range(10):
+        async with engine.connect() as conn:
+            pids.add((await conn.execute(sa.text("SELECT pg_backend_pid()"))).scalar())
+    assert len(pids) == 1
+
+
+async def test_the_audit_entry_is_one_statement_committed_at_once(api: Api, mode: str) -> None:
+    """The write's audit entry (after its event) is one INSERT in autocommit on PostgreSQL, not
+    BEGIN + INSERT + COMMIT: committed when it returns, seen at once by any other connection."""
+    import sqlalchemy as sa
+
+    from control_plane import schema as t
+
+    owner, org_id = await _org(api)
+    status, pol = await api.call("POST", "/policies", owner, json=POLICY)
+    assert status == 201
+    async with api.cp.engine.connect() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(t.audit.c.action, t.audit.c.target).where(t.audit.c.org_id == org_id)
+            )
+        ).all()
+    assert ("policies.create", pol["id"]) in [tuple(r) for r in rows]
+    if mode == "production":
+        assert api.cp.audit.single.get_execution_options()["isolation_level"] == "AUTOCOMMIT"

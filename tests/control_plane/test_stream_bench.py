@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import WSMsgType, web
 
 from bench.stream import Listener, RawClient, _event_name
@@ -66,3 +68,35 @@ def test_event_name() -> None:
     assert _event_name(b'{"type": "x", "data": {"name": "n"}}') == "n"
     assert _event_name('{"type": "hello", "org_id": "o"}') is None
     assert _event_name(b"[1]") is None
+
+
+@pytest.mark.postgres
+async def test_probe_stamps_every_step_of_a_policy_event_in_order(
+    aiohttp_client: Any, tmp_path: Path, cp_pg_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """``bench.stream --probe``: one record per POST /policies, every step stamped, in the
+    order the request goes through them; other requests are not recorded."""
+    from bench import stream_probe
+    from control_plane.app import build_app
+    from control_plane.views.context import CP
+    from tests.control_plane.conftest import Api, Clock, make_settings
+    from tests.control_plane.test_policies_alerts import POLICY
+
+    out = tmp_path / "probe.jsonl"
+    uninstall = stream_probe.install(str(out))
+    try:
+        app = build_app(make_settings("production", tmp_path, cp_pg_url, redis_prefix))
+        client = await aiohttp_client(app)
+        api = Api(client, app[CP], Clock())
+        owner = await api.org("Acme", "owner@acme.test")
+        for name in ("one", "two"):
+            status, _ = await api.call("POST", "/policies", owner, json={**POLICY, "name": name})
+            assert status == 201
+        assert (await api.call("GET", "/policies", owner))[0] == 200
+    finally:
+        uninstall()
+    rows = stream_probe.load(str(out))
+    assert len(rows) == 2
+    for row in rows:
+        stamps = [row[step] for step in stream_probe.STEPS]
+        assert stamps == sorted(stamps)
