@@ -131,3 +131,37 @@ def test_every_workers_audit_chain_reaches_the_control_plane_without_names(
     assert again[1] > counts[1]
     assert _cursor(agent, 1) == {"vault_id": vid, "epoch": 1, "seq": again[1]}
     agent.stop()
+
+
+def test_a_workers_chain_that_restarts_ships_under_its_new_epoch_and_alerts(
+    control_plane: ControlPlane, make_agent: Callable[..., FleetAgent]
+) -> None:
+    cp = control_plane
+    agent = make_agent(cp, "restarts")
+    agent.start(env={"KEYVAULT_WORKERS": "2"})
+    assert agent.proc is not None
+    with agent.proc.client() as c:
+        sid = c.create("hchains/restart", value="v")["id"]
+    _spread(agent, lambda kv: kv.get(sid))
+    first = _shipped(cp, agent)
+    agent.stop()
+    for name in ("audit.log", "audit.head"):  # worker 1's log deleted while stopped
+        (agent.dir.path / "audit-w1" / name).unlink()
+
+    agent.start(env={"KEYVAULT_WORKERS": "2"})
+    _spread(agent, lambda kv: kv.get(sid))
+    vid = agent.vault_id
+
+    def new_chain() -> bool:
+        ups = _upstream(cp, vid)[1]
+        fresh = [i for i in ups if i["event_id"].startswith(f"{vid}:w1.a2.")]
+        return len(fresh) == _local(agent)[1] and len(ups) == first[1] + len(fresh)
+
+    wait_for(new_chain, 60, "worker 1's new chain upstream")
+    with cp.api() as c:
+        items = c.get("/alerts", params={"state": "open"}).json()["items"]
+    messages = [a["message"] for a in items if a["kind"] == "audit_failure"]
+    assert any("worker 1's audit chain restarted" in m for m in messages), messages
+    assert not any("its audit chain restarted" in m for m in messages), messages  # chain 0 fine
+    assert _cursor(agent, 1) == {"vault_id": vid, "epoch": 2, "seq": _local(agent)[1]}
+    agent.stop()
