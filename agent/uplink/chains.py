@@ -9,11 +9,13 @@ from its own cursor (:func:`agent.uplink.meta.chain_cursor`), labelled with that
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
+from agent.audit._format import LOG_NAME
 from agent.audit.checkpoint import CheckpointKey, Replica, read_checkpoint
 from agent.workers import audit_folders
 from common.errors import IntegrityError
@@ -22,21 +24,30 @@ from common.uplink import MAX_AUDIT_CHAIN
 
 @dataclass(frozen=True)
 class Chain:
-    """Worker ``number``'s audit log: its folder and its replica name."""
+    """Worker ``number``'s audit log: its folder, its replica name, and its file's mark."""
 
     number: int
     folder: Path
     replica: Replica
+    mark: tuple[int, int] | None = None  # (inode, size) of audit.log when listed; None: absent
 
 
 def worker_chains(data_dir: Path, replica_name: str, limit: int = MAX_AUDIT_CHAIN) -> list[Chain]:
     """The worker audit logs in ``data_dir`` now (``audit-w<k>/``, 1 <= k <= ``limit``): those
-    of workers running, and those left by workers since removed (still to be shipped)."""
+    of workers running, and those left by workers since removed (still to be shipped).
+
+    Each carries its log file's (inode, size) as listed: a log is only appended to, and a new
+    chain is a new file, so an unchanged mark means nothing new to read (blocking)."""
     out = []
     for folder in audit_folders(data_dir)[1:]:
         k = int(folder.name[len("audit-w") :])
         if 1 <= k <= limit:
-            out.append(Chain(k, folder, Replica(f"{replica_name}-w{k}")))
+            try:
+                st = os.stat(folder / LOG_NAME)
+                mark: tuple[int, int] | None = (st.st_ino, st.st_size)
+            except OSError:
+                mark = None
+            out.append(Chain(k, folder, Replica(f"{replica_name}-w{k}"), mark))
     return out
 
 

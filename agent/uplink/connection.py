@@ -387,6 +387,7 @@ class Connection:
         and with its own epoch; a chain that appears later is picked up, one that is gone
         keeps its cursor. Polls every :data:`CHAINS_POLL` seconds while there is nothing new."""
         cursors: dict[int, tuple[int, int]] = {}  # chain -> (epoch, seq) acknowledged
+        seen: dict[int, tuple[int, int] | None] = {}  # chain -> its log's mark when caught up
         resting: dict[int, float] = {}  # chain -> when to try a chain that failed again
         name = replica(self.agent.settings).name
         while True:
@@ -397,8 +398,13 @@ class Connection:
             for chain in found:
                 if resting.get(chain.number, 0.0) > time.monotonic():
                     continue
+                if chain.number in seen and seen[chain.number] == chain.mark:
+                    continue  # the same file, no longer: nothing new since it was caught up
                 try:
-                    busy |= await self._ship_chain(chain, cursors)
+                    sent = await self._ship_chain(chain, cursors)
+                    busy |= sent
+                    if not sent:
+                        seen[chain.number] = chain.mark
                 except (UnavailableError, IntegrityError) as exc:
                     resting[chain.number] = time.monotonic() + AUDIT_RETRY
                     self.link.note_error(
