@@ -4,7 +4,9 @@ After the welcome, four tasks share the socket until one of them ends it: the *r
 (acks, commands, policies, certificates, errors, the close), the *heartbeat* (which also starts
 a renewal when due) and one *sender* per stream. A sender keeps exactly one batch in flight and
 deletes (outbox) or records (audit cursor) only what an ``ack`` covers; an unacknowledged batch
-is sent again on the next connection. The connection's end is an :class:`Outcome` telling the
+is sent again on the next connection. With ``workers: N`` and a control plane whose welcome
+offers ``audit_chains``, a fifth task ships the other workers' audit logs on the ``audit``
+stream too, taking turns with chain 0 so that one audit batch is in flight at a time. The connection's end is an :class:`Outcome` telling the
 service whether to dial again.
 """
 
@@ -164,7 +166,7 @@ class Connection:
 
     # ------------------------------------------------------------------ the whole life
     async def run(self) -> Outcome:
-        """Hello, welcome, then the four tasks until one ends the connection."""
+        """Hello, welcome, then the four (or five) tasks until one ends the connection."""
         try:
             return await self._run()
         finally:
@@ -224,9 +226,9 @@ class Connection:
         theirs = frame.get("heartbeat_interval_seconds")
         if isinstance(theirs, int | float) and not isinstance(theirs, bool) and theirs > 0:
             self.interval = min(self.interval, float(theirs))
-        chains_ = frame.get("audit_chains")
-        if type(chains_) is int and 1 <= chains_:
-            self.audit_chains = min(chains_, MAX_AUDIT_CHAIN)
+        offered = frame.get("audit_chains")  # a control plane that stores worker audit chains
+        if type(offered) is int and offered >= 1:
+            self.audit_chains = min(offered, MAX_AUDIT_CHAIN)
         return None
 
     # ------------------------------------------------------------------ receiving
