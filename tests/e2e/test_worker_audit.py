@@ -5,7 +5,9 @@ mutual TLS), serves reads by *name* through both workers (fresh connections spre
 kernel). Worker 0's uplink ships its own log as chain 0 (ids ``a<seq>``, as always) and worker
 1's log as chain 1 (ids ``w1.a<seq>``): the control plane ends up with every entry of both
 chains, one per local line, and no secret name in any frame sent. With the workers lowered to
-one, chain 1's cursor is kept (not reset), and raised again its new entries follow on.
+one, chain 1's cursor is kept (not reset), and raised again its new entries follow on. A worker
+whose log was lost starts a new epoch and its chain ships under it; a PostgreSQL store works
+the same way.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import ControlPlane, FleetAgent, wait_for
+from tests.conftest import init_agent_dir
+from tests.e2e.conftest import ControlPlane, FleetAgent, enroll, wait_for
 
 SPREAD = 24  # fresh connections: both workers answer some (checked through their logs)
 _ID = re.compile(r"^sec_[A-Za-z0-9]+$")
@@ -165,3 +168,25 @@ def test_a_workers_chain_that_restarts_ships_under_its_new_epoch_and_alerts(
     assert not any("its audit chain restarted" in m for m in messages), messages  # chain 0 fine
     assert _cursor(agent, 1) == {"vault_id": vid, "epoch": 2, "seq": _local(agent)[1]}
     agent.stop()
+
+
+def test_worker_chains_of_an_agent_on_postgresql_reach_the_control_plane(
+    control_plane: ControlPlane, tmp_path: Path, pg_url: str
+) -> None:
+    cp = control_plane
+    folder = init_agent_dir(tmp_path / "pg-agent", storage_url=pg_url)
+    done = enroll(folder, cp.replicas[0].gateway_url, cp.enrollment_token(), "--name", "pg")
+    assert done.returncode == 0, done.stderr
+    agent = FleetAgent(folder)
+    try:
+        agent.start(env={"KEYVAULT_WORKERS": "2"})
+        assert agent.proc is not None
+        with agent.proc.client() as c:
+            sid = c.create("hchains/pg", value="v")["id"]
+        _spread(agent, lambda kv: kv.get("hchains/pg"))
+        counts = _shipped(cp, agent)
+        assert counts[1] > 0
+        chain1 = _upstream(cp, agent.vault_id)[1]
+        assert sid in {i["target"] for i in chain1}
+    finally:
+        agent.stop()
