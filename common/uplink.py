@@ -29,6 +29,10 @@ BOOTSTRAP_PATH = "/api/v1/agent/bootstrap"
 REGISTER_PATH = "/api/v1/vaults/register"
 MAX_FRAME = 4 * 1024 * 1024  # bytes of one message, either way
 MAX_BATCH = 500  # events in one ``events`` frame
+# Worker audit chains (``workers: N``): worker k's audit events carry ``data.chain = k``, ids
+# ``w<k>.a<seq>`` (epoch 1) or ``w<k>.a<epoch>.<seq>``. A control plane that stores them says
+# so with ``welcome.audit_chains`` (the highest chain it accepts); chain 0 carries no ``chain``.
+MAX_AUDIT_CHAIN = 64
 
 # Close codes (RFC 6455 private range) the control plane uses, and what the agent does.
 CLOSE_PROTOCOL = 4400  # malformed or unexpected frame: reconnect with backoff
@@ -106,6 +110,12 @@ def opaque_id(value: Any, field: str, *, optional: bool = False) -> str | None:
     if not isinstance(value, str) or not _OPAQUE_ID.match(value):
         raise ValidationError(f"{field} must be 1-80 characters of A-Z a-z 0-9 _ . : -")
     return value
+
+
+def audit_event_id(seq: int, epoch: int = 1, chain: int = 0) -> str:
+    """The id of audit entry ``seq`` of ``epoch`` on ``chain`` (0: the agent's own log)."""
+    own = f"a{seq}" if epoch == 1 else f"a{epoch}.{seq}"
+    return own if chain == 0 else f"w{chain}.{own}"
 
 
 def error_frame(code: str, message: str) -> dict[str, Any]:

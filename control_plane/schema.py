@@ -203,6 +203,16 @@ alerts = sa.Table(
     sa.Index("ix_cp_alerts_org_state", "org_id", "state", "id"),
 )
 
+# the head of each worker audit chain (``workers: N``: chain k >= 1); chain 0 is cp_vaults'
+audit_chains = sa.Table(
+    "cp_audit_chains",
+    metadata,
+    sa.Column("vault_id", sa.String(40), sa.ForeignKey("cp_vaults.id"), primary_key=True),
+    sa.Column("chain", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("audit_epoch", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("audit_seq", sa.BigInteger, nullable=False, server_default="0"),
+)
+
 audit = sa.Table(
     "cp_audit",
     metadata,

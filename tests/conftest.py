@@ -275,6 +275,7 @@ SLOW_FIRST = (
     "tests/agent/test_cli.py",  # 56 s
     "tests/deploy/test_entrypoints.py",  # 53 s
     "tests/agent/test_run_watch.py",  # 51 s
+    "tests/e2e/test_worker_audit.py",  # 51 s
     "tests/docs/test_readme.py",  # 51 s
     "tests/control_plane/test_rotation_alerts.py",  # 47 s
     "tests/apps/desktop/test_enrollment_view.py",  # 46 s

@@ -14,6 +14,7 @@ from typing import Any
 from agent.audit import iter_entries
 from agent.secrets import ID_RE
 from agent.store.sql import Connection, placeholders
+from common.uplink import audit_event_id
 
 SECRET_OPS = "secrets."  # noqa: S105 - a route-name prefix, not a secret
 
@@ -48,21 +49,33 @@ def resolve(conn: Connection, entries: Sequence[dict[str, Any]]) -> dict[str, st
     return found
 
 
-def event(entry: dict[str, Any], ids: dict[str, str], epoch: int = 1) -> dict[str, Any]:
+def has_entry(folder: Path, seq: int) -> bool:
+    """Whether the log holds entry ``seq`` (blocking): a cursor past its end means the log is
+    shorter than what was acknowledged."""
+    for entry in iter_entries(folder, since_seq=seq - 1):
+        return bool(entry["seq"] == seq)
+    return False
+
+
+def event(
+    entry: dict[str, Any], ids: dict[str, str], epoch: int = 1, chain: int = 0
+) -> dict[str, Any]:
     """The ``audit`` event of one entry; its target only as an opaque secret id (or null).
 
     An intent entry (``outcome: attempt``) has no HTTP status yet: its status is sent as null.
     The chain's ``epoch`` and the entry's chain ``mac`` let the control plane check that the
     vault's audit head only moves forward; ids are ``a<seq>`` in epoch 1 and
     ``a<epoch>.<seq>`` after it, so a new chain's ids never collide with the old one's.
+    Worker k's log (``workers: N``) is chain k: its events carry ``data.chain = k`` and ids
+    ``w<k>.a…``; chain 0's carry no ``chain`` (what older control planes accept).
     """
     target = entry.get("target")
     secret_id = None
     if _about_secret(entry) and isinstance(target, str):
         secret_id = target if ID_RE.fullmatch(target) else ids.get(target)
     actor, status = entry.get("actor"), entry.get("status")
-    return {
-        "id": f"a{entry['seq']}" if epoch == 1 else f"a{epoch}.{entry['seq']}",
+    out: dict[str, Any] = {
+        "id": audit_event_id(entry["seq"], epoch, chain),
         "seq": entry["seq"],
         "kind": "audit",
         "at": entry.get("time"),
@@ -76,3 +89,6 @@ def event(entry: dict[str, Any], ids: dict[str, str], epoch: int = 1) -> dict[st
             "mac": entry.get("mac"),
         },
     }
+    if chain:
+        out["data"]["chain"] = chain
+    return out

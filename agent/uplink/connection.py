@@ -4,7 +4,9 @@ After the welcome, four tasks share the socket until one of them ends it: the *r
 (acks, commands, policies, certificates, errors, the close), the *heartbeat* (which also starts
 a renewal when due) and one *sender* per stream. A sender keeps exactly one batch in flight and
 deletes (outbox) or records (audit cursor) only what an ``ack`` covers; an unacknowledged batch
-is sent again on the next connection. The connection's end is an :class:`Outcome` telling the
+is sent again on the next connection. With ``workers: N`` and a control plane whose welcome
+offers ``audit_chains``, a fifth task ships the other workers' audit logs on the ``audit``
+stream too, taking turns with chain 0 so that one audit batch is in flight at a time. The connection's end is an :class:`Outcome` telling the
 service whether to dial again.
 """
 
@@ -20,12 +22,13 @@ from typing import Any
 
 import aiohttp
 
-from agent.uplink import audit_stream, health, inventory, meta, outbox
+from agent.assembly import replica
+from agent.uplink import audit_stream, chains, health, inventory, meta, outbox
 from agent.uplink.link import Link
 from agent.uplink.renewal import Renewal
 from agent.uplink.state import Enrollment
 from agent.uplink.trace import FrameTrace
-from common.errors import KeyVaultError, UnavailableError, ValidationError
+from common.errors import IntegrityError, KeyVaultError, UnavailableError, ValidationError
 from common.uplink import (
     CLOSE_REFUSED,
     CLOSE_UNAUTHENTICATED,
@@ -35,6 +38,7 @@ from common.uplink import (
     ERR_REVOKED,
     ERR_SUPERSEDED,
     ERR_UNKNOWN_VAULT,
+    MAX_AUDIT_CHAIN,
     PROTOCOL,
     SERVER_TYPES,
     decode,
@@ -45,6 +49,7 @@ log = logging.getLogger("keyvault.agent.uplink")
 WELCOME_TIMEOUT = 15.0
 AUDIT_FALLBACK = 5.0  # seconds after which the audit head is looked at anyway
 AUDIT_RETRY = 60.0  # seconds before reading an unreadable audit log again
+CHAINS_POLL = 1.0  # seconds between looks at the other workers' audit logs (workers: N)
 FRAME_RATE = 50.0  # frames a second the control plane may send, on average ...
 FRAME_BURST = 500  # ... and at once (policies and pending commands after the welcome)
 
@@ -115,6 +120,7 @@ class _Stream:
         self.name = name
         self.in_flight: int | None = None
         self.waiter: asyncio.Future[int] | None = None
+        self.lock = asyncio.Lock()  # one batch in flight, whichever audit chain it is from
 
     def ack(self, upto: Any) -> None:
         if type(upto) is not int or self.in_flight is None or self.waiter is None:
@@ -143,6 +149,7 @@ class Connection:
         self.streams = {"outbox": _Stream("outbox"), "audit": _Stream("audit")}
         self.renewal = Renewal(link.files, self.vault_id, self.settings.renew_at, clock=link.clock)
         self.last_error_code: str | None = None
+        self.audit_chains = 0  # the highest worker audit chain the control plane stores
         self.trace = FrameTrace(self.settings.trace_file)
         self._send_lock = asyncio.Lock()
 
@@ -159,7 +166,7 @@ class Connection:
 
     # ------------------------------------------------------------------ the whole life
     async def run(self) -> Outcome:
-        """Hello, welcome, then the four tasks until one ends the connection."""
+        """Hello, welcome, then the four (or five) tasks until one ends the connection."""
         try:
             return await self._run()
         finally:
@@ -186,6 +193,8 @@ class Connection:
             self._send_outbox,
             self._send_audit,
         ]
+        if self.audit_chains:  # an older control plane gets chain 0 only, as before
+            jobs.append(self._send_worker_audit)
         tasks = [asyncio.create_task(job()) for job in jobs]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -217,6 +226,9 @@ class Connection:
         theirs = frame.get("heartbeat_interval_seconds")
         if isinstance(theirs, int | float) and not isinstance(theirs, bool) and theirs > 0:
             self.interval = min(self.interval, float(theirs))
+        offered = frame.get("audit_chains")  # a control plane that stores worker audit chains
+        if type(offered) is int and offered >= 1:
+            self.audit_chains = min(offered, MAX_AUDIT_CHAIN)
         return None
 
     # ------------------------------------------------------------------ receiving
@@ -301,6 +313,10 @@ class Connection:
     # ------------------------------------------------------------------ the two streams
     async def _deliver(self, stream: _Stream, events: list[dict[str, Any]]) -> int:
         """Send one batch and wait for its ack; returns ``upto``."""
+        async with stream.lock:
+            return await self._deliver_one(stream, events)
+
+    async def _deliver_one(self, stream: _Stream, events: list[dict[str, Any]]) -> int:
         loop = asyncio.get_running_loop()
         stream.in_flight, stream.waiter = events[-1]["seq"], loop.create_future()
         try:
@@ -367,6 +383,73 @@ class Connection:
             doc = {"vault_id": self.vault_id, "seq": upto}
             await store.write(partial(meta.put, key=meta.AUDIT_CURSOR, value=doc))
             cursor = self.link.status.audit_cursor = upto
+
+    async def _send_worker_audit(self) -> Outcome:
+        """Ship the other workers' audit logs (``workers: N``), each chain from its own cursor
+        and with its own epoch; a chain that appears later is picked up, one that is gone
+        keeps its cursor. Polls every :data:`CHAINS_POLL` seconds while there is nothing new."""
+        cursors: dict[int, tuple[int, int]] = {}  # chain -> (epoch, seq) acknowledged
+        seen: dict[int, tuple[int, int] | None] = {}  # chain -> its log's mark when caught up
+        resting: dict[int, float] = {}  # chain -> when to try a chain that failed again
+        name = replica(self.agent.settings).name
+        while True:
+            found = await asyncio.to_thread(
+                chains.worker_chains, self.agent.settings.data_dir, name, self.audit_chains
+            )
+            busy = False
+            for chain in found:
+                if resting.get(chain.number, 0.0) > time.monotonic():
+                    continue
+                if chain.number in seen and seen[chain.number] == chain.mark:
+                    continue  # the same file, no longer: nothing new since it was caught up
+                try:
+                    sent = await self._ship_chain(chain, cursors)
+                    busy |= sent
+                    if not sent:
+                        seen[chain.number] = chain.mark
+                except (UnavailableError, IntegrityError) as exc:
+                    resting[chain.number] = time.monotonic() + AUDIT_RETRY
+                    self.link.note_error(
+                        f"worker {chain.number}'s audit log cannot be shipped: {exc.message}; "
+                        "run `keyvault agent audit verify`"
+                    )
+            if not busy:
+                await asyncio.sleep(CHAINS_POLL)
+
+    async def _ship_chain(self, chain: chains.Chain, cursors: dict[int, tuple[int, int]]) -> bool:
+        """Send one batch of ``chain`` if it has new entries; True when one was sent."""
+        store, size, k = self.agent.store, self.settings.batch_size, chain.number
+        key = self.agent.audit_guard.key
+        epoch = await store.read(lambda c: chains.chain_epoch(c, key, chain.replica))
+        if epoch is None:  # that worker has not opened its log yet
+            return False
+        if k not in cursors:  # the first look on this connection: where the last one got to
+            acked, seq = await store.read(lambda c: meta.chain_cursor(c, self.vault_id, k))
+            shorter = acked == epoch and seq > 0
+            if shorter and not await asyncio.to_thread(audit_stream.has_entry, chain.folder, seq):
+                log.warning(
+                    "worker %d's audit log is shorter than the uplink's cursor; sending it "
+                    "from the start",
+                    k,
+                )
+                seq = 0
+            cursors[k] = (acked, seq)
+        if epoch != cursors[k][0]:  # a new chain (or never shipped): from its start
+            cursors[k] = (epoch, 0)
+        entries = await asyncio.to_thread(audit_stream.read, chain.folder, cursors[k][1], size)
+        if not entries:
+            return False
+        again = await store.read(lambda c: chains.chain_epoch(c, key, chain.replica))
+        if again != epoch:  # the worker restarted on a new chain meanwhile: look again
+            return True
+        ids = await store.read(partial(audit_stream.resolve, entries=entries))
+        upto = await self._deliver(
+            self.streams["audit"], [audit_stream.event(e, ids, epoch, k) for e in entries]
+        )
+        doc = {"vault_id": self.vault_id, "epoch": epoch, "seq": upto}
+        await store.write(partial(meta.put, key=meta.chain_cursor_key(k), value=doc))
+        cursors[k] = (epoch, upto)
+        return True
 
 
 def _outcome_of(task: asyncio.Task[Outcome]) -> Outcome:

@@ -10,6 +10,7 @@ from agent.store.sql import Connection
 AUDIT_CURSOR = "uplink.audit_cursor"  # {"vault_id", "seq"}: last audit seq the CP acknowledged
 POLICIES = "uplink.policies"  # {"version", "policies"}: the list the CP sent last
 SYNCED_VAULT = "uplink.synced_vault"  # the vault id a full resync was queued for
+CHAIN_CURSOR = "uplink.audit_cursor.w"  # + k: {"vault_id", "epoch", "seq"} of worker k's chain
 
 
 def get(conn: Connection, key: str) -> Any:
@@ -32,3 +33,22 @@ def audit_cursor(conn: Connection, vault_id: str) -> int:
     if isinstance(doc, dict) and doc.get("vault_id") == vault_id and type(doc.get("seq")) is int:
         return int(doc["seq"])
     return 0
+
+
+def chain_cursor_key(chain: int) -> str:
+    """The ``kv_meta`` key of worker ``chain``'s audit cursor (``workers: N``)."""
+    return f"{CHAIN_CURSOR}{chain}"
+
+
+def chain_cursor(conn: Connection, vault_id: str, chain: int) -> tuple[int, int]:
+    """``(epoch, seq)`` last acknowledged on worker ``chain``'s audit chain for ``vault_id``
+    (``(0, 0)`` when never synced). Kept while the worker is gone (its chain may come back)."""
+    doc = get(conn, chain_cursor_key(chain))
+    if (
+        isinstance(doc, dict)
+        and doc.get("vault_id") == vault_id
+        and type(doc.get("epoch")) is int
+        and type(doc.get("seq")) is int
+    ):
+        return int(doc["epoch"]), int(doc["seq"])
+    return 0, 0

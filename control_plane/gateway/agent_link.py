@@ -177,6 +177,8 @@ class AgentLink:
                 "vault_id": self.vault.id,
                 "server_time": iso(self.services.clock()),
                 "heartbeat_interval_seconds": int(interval) if interval.is_integer() else interval,
+                # worker audit chains 1..N are stored (an older agent ignores this field)
+                "audit_chains": uplink.MAX_AUDIT_CHAIN,
             }
         )
         await self._send_policies(await self.services.org_policies(self.vault.org_id, None) or [])

@@ -30,6 +30,7 @@ MAX_SYNC_IDS = 100_000
 MAX_CSR = 8192
 _EPOCH = frozenset({"epoch"})
 _CHAIN_MAC = re.compile(r"[0-9a-f]{64}")
+_WORKER_ID = re.compile(r"^w[0-9]+\.")  # ids of worker chains: only with data.chain
 MAX_EPOCH = 2**31 - 1
 AUDIT_OUTCOMES = frozenset({"ok", "denied", "error", "attempt"})
 STREAM_KINDS = {
@@ -245,6 +246,8 @@ def parse_events(frame: dict[str, Any]) -> tuple[str, list[AgentEvent]]:
         at = when(raw["at"], f"{where}.at")
         assert at is not None
         data = _DATA[kind](raw["data"], f"{where}.data")
+        if kind == "audit":
+            _audit_id(event_id, seq, data, where, events[0].data if events else None)
         events.append(AgentEvent(event_id, seq, kind, at, data))
     return stream, events
 
@@ -257,9 +260,9 @@ def _audit(doc: Any, where: str) -> dict[str, Any]:
         doc,
         where,
         frozenset({"op", "outcome"}),
-        frozenset({"status", "actor", "secret_id", "epoch", "mac"}),
+        frozenset({"status", "actor", "secret_id", "epoch", "mac", "chain"}),
     )
-    status, mac = d.get("status"), d.get("mac")
+    status, mac, chain = d.get("status"), d.get("mac"), d.get("chain")
     if mac is not None and (not isinstance(mac, str) or not _CHAIN_MAC.fullmatch(mac)):
         raise ValidationError(f"{where}.mac must be 64 lowercase hex digits or null")
     return {
@@ -270,7 +273,35 @@ def _audit(doc: Any, where: str) -> dict[str, Any]:
         "secret_id": _id(d.get("secret_id"), f"{where}.secret_id", optional=True),
         "epoch": _epoch(d.get("epoch"), f"{where}.epoch"),
         "mac": mac,
+        # which worker's log (``workers: N``): absent for the agent's own, else 1..MAX_AUDIT_CHAIN
+        "chain": 0
+        if chain is None
+        else integer(chain, f"{where}.chain", 1, uplink.MAX_AUDIT_CHAIN),
     }
+
+
+def _audit_id(
+    event_id: str, seq: int, data: dict[str, Any], where: str, first: dict[str, Any] | None
+) -> None:
+    """An audit event's id names its chain, epoch and seq; one batch holds one chain."""
+    chain = data["chain"]
+    if first is not None and first["chain"] != chain:
+        raise ValidationError(
+            f"{where}.data.chain must be the same as the batch's first event's (send one audit "
+            "chain per batch)"
+        )
+    if chain == 0:
+        if _WORKER_ID.match(event_id):
+            raise ValidationError(
+                f"{where}.id: ids w<k>.… name a worker's audit chain; give data.chain too"
+            )
+        return
+    expected = uplink.audit_event_id(seq, data["epoch"], chain)
+    if event_id != expected:
+        raise ValidationError(
+            f"{where}.id must be {expected} (w<chain>.a<seq>, or w<chain>.a<epoch>.<seq> after "
+            "epoch 1)"
+        )
 
 
 def _epoch(value: Any, field: str) -> int:

@@ -11,6 +11,10 @@ stored entry, its chain MAC. It raises an ``audit_failure`` alert when
 * an entry comes again with another chain MAC than the one stored (``audit_rewritten:<vault>``)
   — the log was rewritten, or restored and written over.
 
+An agent with ``workers: N`` ships each worker's log as its own chain (``data.chain = k``, ids
+``w<k>.a…``): its head is kept per (vault, chain) in ``cp_audit_chains`` and checked the same
+way, each chain on its own; its alerts' keys end in ``:w<k>`` (``audit_head:<vault>:w1``).
+
 A plain redelivery (same ids, same MACs) stays silent. The check runs in the ingest's
 transaction; the alerts are raised after its commit.
 """
@@ -40,6 +44,12 @@ class Finding:
 
     key: str
     message: str
+    chain: int = 0  # 0: the agent's own audit log; k: worker k's (``workers: N``)
+
+    @property
+    def alert_key(self) -> str:
+        """The alert's dedup key suffix after the kind: ``<vault>`` or ``<vault>:w<k>``."""
+        return "" if self.chain == 0 else f":w{self.chain}"
 
 
 class AuditHeads:
@@ -51,38 +61,46 @@ class AuditHeads:
 
     async def check_events(
         self, conn: Any, vault: VaultRef, events: list[AgentEvent]
-    ) -> tuple[Head, list[Finding]]:
+    ) -> tuple[Head | None, list[Finding]]:
         """Before the batch's audit rows are stored (same transaction): compare them with the
-        vault's head and the stored MACs, move the head forward; (new head, findings)."""
-        v = t.vaults
-        row = (
-            await conn.execute(sa.select(v.c.audit_epoch, v.c.audit_seq).where(v.c.id == vault.id))
-        ).one()
-        start: Head = (int(row.audit_epoch), int(row.audit_seq))
+        head of their chain and the stored MACs, move the head forward; (chain 0's new head, or
+        None for a batch of worker chains only, findings). Each chain is checked on its own."""
+        head: Head | None = None
+        findings: list[Finding] = []
+        for chain in sorted({int(ev.data.get("chain") or 0) for ev in events}):
+            mine = [ev for ev in events if int(ev.data.get("chain") or 0) == chain]
+            moved, found = await self._check_chain(conn, vault, chain, mine)
+            findings.extend(found)
+            if chain == 0:
+                head = moved
+        return head, findings
+
+    async def _check_chain(
+        self, conn: Any, vault: VaultRef, chain: int, events: list[AgentEvent]
+    ) -> tuple[Head, list[Finding]]:
+        start = await _load_head(conn, vault.id, chain)
         epoch, seq = start
         findings: list[Finding] = []
         for event in events:
             e = int(event.data.get("epoch") or 1)
             if e < epoch:
-                findings.append(_older_epoch(vault, e, (epoch, seq)))
+                findings.append(_older_epoch(vault, e, (epoch, seq), chain))
                 continue
             if e > epoch:
-                findings.append(_restarted(vault, (epoch, seq), e))
+                findings.append(_restarted(vault, (epoch, seq), e, chain))
                 epoch, seq = e, 0
             seq = max(seq, event.seq)
         current = [ev for ev in events if int(ev.data.get("epoch") or 1) == start[0]]
         resent = [ev for ev in current if ev.seq <= start[1] and ev.data.get("mac")]
         if resent:
-            findings.extend(await self._rewritten(conn, vault, resent))
+            findings.extend(await self._rewritten(conn, vault, resent, chain))
         findings = list({f.key: f for f in reversed(findings)}.values())[::-1]  # first per key
         if (epoch, seq) != start:
-            await conn.execute(
-                v.update().where(v.c.id == vault.id).values(audit_epoch=epoch, audit_seq=seq)
-            )
+            await _save_head(conn, vault.id, chain, (epoch, seq))
         return (epoch, seq), findings
 
     async def _rewritten(
-        self, conn: Any, vault: VaultRef, resent: list[AgentEvent]
+        self, conn: Any, vault: VaultRef, resent: list[AgentEvent], chain: int = 0
     ) -> list[Finding]:
         ids = {f"{vault.id}:{ev.id}": ev for ev in resent}
         a = t.audit
@@ -98,9 +116,10 @@ class AuditHeads:
         return [
             Finding(
                 "audit_rewritten",
-                f"vault {vault.name} ({vault.id}): audit entries {shown} were sent again with "
-                "other content than before: its audit log was rewritten, or restored from an "
-                "older copy and written over; check the host",
+                f"vault {vault.name} ({vault.id}): audit entries {shown}{_of(chain)} were sent "
+                f"again with other content than before: {_its(chain)} log was rewritten, or "
+                "restored from an older copy and written over; check the host",
+                chain,
             )
         ]
 
@@ -128,26 +147,73 @@ class AuditHeads:
             await self.alerts.raise_alert(
                 vault.org_id,
                 "audit_failure",
-                f"{finding.key}:{vault.id}",
+                f"{finding.key}:{vault.id}{finding.alert_key}",
                 finding.message,
                 severity="critical",
                 vault_id=vault.id,
             )
 
 
-def _older_epoch(vault: VaultRef, epoch: int, head: Head) -> Finding:
+def _its(chain: int) -> str:
+    """Who wrote the chain, for messages: chain 0 reads as it always did."""
+    return "its audit" if chain == 0 else f"its worker {chain}'s audit"
+
+
+def _of(chain: int) -> str:
+    return "" if chain == 0 else f" of worker {chain}'s audit chain (w{chain})"
+
+
+def _older_epoch(vault: VaultRef, epoch: int, head: Head, chain: int = 0) -> Finding:
     return Finding(
         "audit_head",
-        f"vault {vault.name} ({vault.id}): its audit head moved backwards: entries of chain "
+        f"vault {vault.name} ({vault.id}): {_its(chain)} head moved backwards: entries of chain "
         f"epoch {epoch} arrived after epoch {head[0]} (entry {head[1]}); the host was restored "
         "from an older copy",
+        chain,
     )
 
 
-def _restarted(vault: VaultRef, head: Head, epoch: int) -> Finding:
+def _restarted(vault: VaultRef, head: Head, epoch: int, chain: int = 0) -> Finding:
     return Finding(
         "audit_epoch",
-        f"vault {vault.name} ({vault.id}): its audit chain restarted (epoch {head[0]} at entry "
-        f"{head[1]} → epoch {epoch}): the agent found its audit log missing, cut or rolled "
-        "back and started a new one; the old entries up to here are kept here",
+        f"vault {vault.name} ({vault.id}): {_its(chain)} chain restarted (epoch {head[0]} at "
+        f"entry {head[1]} → epoch {epoch}): the agent found {_its(chain)} log missing, cut or "
+        "rolled back and started a new one; the old entries up to here are kept here",
+        chain,
     )
+
+
+async def _load_head(conn: Any, vault_id: str, chain: int) -> Head:
+    """The chain's stored head: chain 0 in ``cp_vaults``, worker chains in
+    ``cp_audit_chains`` (a chain never seen starts at epoch 1, entry 0)."""
+    if chain == 0:
+        v = t.vaults
+        q = sa.select(v.c.audit_epoch, v.c.audit_seq).where(v.c.id == vault_id)
+        row = (await conn.execute(q)).one()
+        return int(row.audit_epoch), int(row.audit_seq)
+    c = t.audit_chains
+    q = sa.select(c.c.audit_epoch, c.c.audit_seq).where(
+        c.c.vault_id == vault_id, c.c.chain == chain
+    )
+    found = (await conn.execute(q)).one_or_none()
+    return (1, 0) if found is None else (int(found.audit_epoch), int(found.audit_seq))
+
+
+async def _save_head(conn: Any, vault_id: str, chain: int, head: Head) -> None:
+    epoch, seq = head
+    if chain == 0:
+        v = t.vaults
+        await conn.execute(
+            v.update().where(v.c.id == vault_id).values(audit_epoch=epoch, audit_seq=seq)
+        )
+        return
+    c = t.audit_chains
+    done = await conn.execute(
+        c.update()
+        .where(c.c.vault_id == vault_id, c.c.chain == chain)
+        .values(audit_epoch=epoch, audit_seq=seq)
+    )
+    if done.rowcount == 0:
+        await conn.execute(
+            c.insert().values(vault_id=vault_id, chain=chain, audit_epoch=epoch, audit_seq=seq)
+        )

@@ -59,7 +59,11 @@ class Ingest:
 
     def _audit_row(self, vault: VaultRef, event: AgentEvent) -> dict[str, Any]:
         data = event.data
-        details = {"status": data["status"]} if data.get("status") is not None else {}
+        details: dict[str, Any] = {}
+        if data.get("status") is not None:
+            details["status"] = data["status"]
+        if data.get("chain"):  # a worker's log (``workers: N``): which one
+            details["chain"] = data["chain"]
         return {
             "org_id": vault.org_id,
             "event_id": f"{vault.id}:{event.id}",
@@ -75,7 +79,8 @@ class Ingest:
 
     async def batch(self, vault: VaultRef, events: list[AgentEvent]) -> dict[str, Any]:
         """Commit one batch; returns ``{"accepted", "duplicates"}`` (duplicates: known audit
-        ids) and, for audit events, ``head``: the vault's audit head ``(epoch, seq)`` after it."""
+        ids) and, for chain 0's audit events, ``head``: the vault's audit head ``(epoch, seq)``
+        after it (worker chains' heads are their own: not the one heartbeats are checked against)."""
         now = self.clock()
         audits = [e for e in events if e.kind == "audit"]
         audit_rows = [self._audit_row(vault, e) for e in audits]
@@ -87,7 +92,7 @@ class Ingest:
         findings: list[Finding] = []
         async with self.engine.begin() as conn:
             if audits:
-                head, findings = await self.heads.check_events(conn, vault, audits)
+                head, findings = await self.heads.check_events(conn, vault, audits)  # per chain
             new_audit = await self.audit.store_events(conn, audit_rows)
             await self.inventory.apply(conn, vault.id, inventory, now)
             live = await self.inventory.live_count(conn, vault.id) if inventory else None

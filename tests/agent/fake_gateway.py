@@ -111,6 +111,7 @@ class FakeGateway:
         self.drop_register_answers = 0  # answer this many registrations with a cut connection
         self.renewal_refused = False
         self.heartbeat_interval = 30
+        self.welcome_extra: dict[str, Any] = {}  # e.g. {"audit_chains": 64} like a newer CP
         self.commands: list[dict[str, Any]] = []  # sent after every welcome
         self.policies: list[dict[str, Any]] = []
         # records
@@ -261,7 +262,8 @@ class FakeGateway:
             return
         await self._send(s, {"type": "welcome", "protocol": 1, "vault_id": s.vault_id,
                              "server_time": datetime.now(UTC).isoformat(),
-                             "heartbeat_interval_seconds": self.heartbeat_interval})  # fmt: skip
+                             "heartbeat_interval_seconds": self.heartbeat_interval,
+                             **self.welcome_extra})  # fmt: skip
         await self._send(s, {"type": "policies", "policies": self.policies})
         for command in self.commands:
             await self._send(s, command)

@@ -16,6 +16,7 @@ from cryptography import x509
 from agent.api.app import build_app
 from agent.assembly import Agent
 from agent.audit import iter_entries
+from agent.settings import load_agent_settings
 from agent.uplink import meta, outbox
 from agent.uplink.commands import INTERRUPTED
 from agent.uplink.connection import FRAME_BURST
@@ -23,6 +24,7 @@ from agent.uplink.enroll import enroll
 from agent.uplink.health import ALERT_TEXTS, policies_version
 from agent.uplink.service import Uplink
 from agent.uplink.state import same_key
+from agent.workers import WorkerRole, create_counters
 from common import intents
 from common.metadata_key import MetadataKey
 from common.uplink import REGISTER_PATH, UPLINK_PATH
@@ -144,6 +146,44 @@ async def test_the_audit_stream_follows_the_log_from_its_cursor(
     assert all(seq > cursor for seq in resent)  # acknowledged entries are not sent again
     assert health["uplink"]["state"] == "connected"
     assert health["uplink"]["vault_id"] == _vault(enrolled)
+
+
+async def test_worker_chains_go_only_to_a_control_plane_that_stores_them(
+    enrolled: AgentDir, gateway: FakeGateway, aiohttp_client: Any
+) -> None:
+    settings = load_agent_settings(None, enrolled.path)
+    create_counters(enrolled.path, 2)
+    worker = await asyncio.to_thread(Agent.open, settings, None, WorkerRole(1, 2))
+    try:  # worker 1 of ``workers: 2`` serves a write and a read by name: its own log
+        client = await aiohttp_client(build_app(worker))
+        auth = {"Authorization": f"Bearer {enrolled.token}"}
+        body = {"name": "w1/only-name", "value": "x"}
+        made = await (await client.post("/api/v1/secrets", json=body, headers=auth)).json()
+        assert (await client.get("/api/v1/secrets/w1%2Fonly-name", headers=auth)).status == 200
+        length = worker.audit.head[0]
+        await client.close()
+    finally:
+        await asyncio.to_thread(worker.close)
+
+    def chain(k: int) -> list[dict[str, Any]]:
+        return [e for e in gateway.accepted["audit"] if e["data"].get("chain", 0) == k]
+
+    # a control plane whose welcome does not say it stores worker chains: chain 0 only
+    async with running_uplink(enrolled) as (agent, _):
+        await await_for(lambda: agent.uplink.state == "connected", what="connected")
+        await await_for(lambda: len(chain(0)) >= agent.audit.head[0], what="chain 0")
+        await asyncio.sleep(1.5)  # longer than a look at the worker logs
+    assert chain(1) == []
+    gateway.welcome_extra = {"audit_chains": 64}
+    async with running_uplink(enrolled) as (agent, _):
+        await await_for(lambda: len(chain(1)) >= length, what="worker 1's chain")
+        cursor = await agent.store.read(lambda c: meta.chain_cursor(c, _vault(enrolled), 1))
+    sent = chain(1)
+    assert [e["id"] for e in sent] == [f"w1.a{s}" for s in range(1, length + 1)]
+    assert cursor == (1, length)
+    assert made["id"] in {e["data"]["secret_id"] for e in sent}
+    assert "only-name" not in json.dumps(gateway.accepted)
+    assert all(e["id"].startswith("a") and "chain" not in e["data"] for e in chain(0))
 
 
 async def test_no_frame_or_request_names_a_secret_or_holds_a_value(

@@ -13,7 +13,7 @@ import pytest
 
 from agent.assembly import Agent
 from agent.settings import load_agent_settings
-from agent.uplink import audit_stream, inventory, outbox
+from agent.uplink import audit_stream, inventory, meta, outbox
 from common.errors import ConflictError, NotFoundError
 from common.metadata_key import MetadataKey
 from tests.conftest import init_agent_dir
@@ -147,6 +147,36 @@ async def test_audit_targets_become_opaque_ids_or_null(agent: Agent) -> None:
     assert [e["id"] for e in events] == ["a1", "a2", "a3", "a4"]
     assert events[2]["data"]["status"] is None  # an intent entry has no HTTP status yet
     assert "app/known" not in json.dumps(events) and "unknown-name" not in json.dumps(events)
+
+
+async def test_worker_chain_events_name_their_chain_and_chain_0_is_unchanged(
+    agent: Agent,
+) -> None:
+    a = await agent.secrets.create("app/chained", "v")
+    entry = {"seq": 7, "op": "secrets.read", "outcome": "ok", "status": 200, "actor": "tok_x",
+             "target": "app/chained", "time": "2026-01-01T00:00:00+00:00", "mac": "ab" * 32}  # fmt: skip
+    ids = await agent.store.read(lambda c: audit_stream.resolve(c, [entry]))
+    own = {"op": "secrets.read", "outcome": "ok", "status": 200, "actor": "tok_x",
+           "secret_id": a.id, "epoch": 1, "mac": "ab" * 32}  # fmt: skip
+    # chain 0 exactly as before worker chains: no ``chain`` field, ids a<seq> / a<epoch>.<seq>
+    assert audit_stream.event(entry, ids) == {
+        "id": "a7", "seq": 7, "kind": "audit", "at": entry["time"], "data": own,
+    }  # fmt: skip
+    assert audit_stream.event(entry, ids, 3)["id"] == "a3.7"
+    one = audit_stream.event(entry, ids, 1, 1)
+    assert one["id"] == "w1.a7" and one["data"] == {**own, "chain": 1}
+    assert audit_stream.event(entry, ids, 2, 12)["id"] == "w12.a2.7"
+    assert "app/chained" not in json.dumps(one)
+
+
+async def test_a_worker_chains_cursor_is_its_own_and_tied_to_the_vault(agent: Agent) -> None:
+    doc = {"vault_id": VAULT, "epoch": 2, "seq": 40}
+    await agent.store.write(lambda c: meta.put(c, meta.chain_cursor_key(1), doc))
+    read = agent.store.read
+    assert await read(lambda c: meta.chain_cursor(c, VAULT, 1)) == (2, 40)
+    assert await read(lambda c: meta.chain_cursor(c, VAULT, 2)) == (0, 0)
+    assert await read(lambda c: meta.chain_cursor(c, "vlt_other", 1)) == (0, 0)
+    assert await read(lambda c: meta.audit_cursor(c, VAULT)) == 0  # chain 0's is another row
 
 
 async def test_outbox_depth_counts_rows(agent: Agent) -> None:

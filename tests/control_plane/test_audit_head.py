@@ -6,11 +6,13 @@ another chain MAC (a rewritten history) each raise an ``audit_failure`` alert.""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from common import uplink
 from control_plane import schema as t
 from tests.control_plane.conftest import Api
 from tests.control_plane.mock_agent import Enrolled, Uplink, enroll
@@ -20,8 +22,29 @@ def _mac(seq: int, epoch: int = 1, salt: str = "") -> str:
     return hashlib.sha256(f"{epoch}:{seq}:{salt}".encode()).hexdigest()
 
 
-def audit(seq: int, epoch: int = 1, salt: str = "") -> dict[str, Any]:
-    """One audit event as the agent sends it: id from (epoch, seq), the entry's chain MAC."""
+def audit(seq: int, epoch: int = 1, salt: str = "", chain: int = 0) -> dict[str, Any]:
+    """One audit event as the agent sends it: id from (chain, epoch, seq), its chain MAC;
+    worker k's (``workers: N``) carries ``data.chain = k``, chain 0's no such field."""
+    data: dict[str, Any] = {
+        "op": "secrets.read",
+        "outcome": "ok",
+        "status": 200,
+        "epoch": epoch,
+        "mac": _mac(seq, epoch, f"w{chain}{salt}" if chain else salt),
+    }
+    if chain:
+        data["chain"] = chain
+    return {
+        "id": uplink.audit_event_id(seq, epoch, chain),
+        "seq": seq,
+        "kind": "audit",
+        "at": "2026-03-01T10:00:00Z",
+        "data": data,
+    }
+
+
+def _old_audit(seq: int, epoch: int = 1, salt: str = "") -> dict[str, Any]:
+    """Chain 0's event exactly as agents before worker chains built it."""
     return {
         "id": f"a{seq}" if epoch == 1 else f"a{epoch}.{seq}",
         "seq": seq,
@@ -131,3 +154,108 @@ async def test_rewritten_audit_history_raises_an_alert(api: Api, tmp_path: Path)
 async def _org(api: Api, owner: str) -> str:
     _, me = await api.call("GET", "/me", owner)
     return str(me["org"]["id"])
+
+
+async def _chain_head(api: Api, vault_id: str, chain: int) -> tuple[int, int] | None:
+    c = t.audit_chains
+    async with api.cp.engine.connect() as conn:
+        q = sa.select(c.c.audit_epoch, c.c.audit_seq).where(
+            c.c.vault_id == vault_id, c.c.chain == chain
+        )
+        row = (await conn.execute(q)).one_or_none()
+    return None if row is None else (int(row.audit_epoch), int(row.audit_seq))
+
+
+async def _alert_keys(api: Api, owner: str, vault_id: str) -> dict[str, str]:
+    """Open audit_failure alerts of the vault: dedup key -> message."""
+    org = await _org(api, owner)
+    a = t.alerts
+    async with api.cp.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(a.c.dedupe_key, a.c.message).where(
+                a.c.org_id == org, a.c.kind == "audit_failure", a.c.vault_id == vault_id
+            )
+        )
+        return {r.dedupe_key: r.message for r in rows}
+
+
+async def test_worker_chains_are_stored_and_checked_each_on_its_own(
+    api: Api, tmp_path: Path
+) -> None:
+    owner, agent, link = await _setup(api, tmp_path)
+    assert link.welcome["audit_chains"] == uplink.MAX_AUDIT_CHAIN
+    vid = agent.vault_id
+    # chain 0 as agents always sent it, and worker 1's chain with the same seqs: both stored
+    assert (await link.events("audit", [_old_audit(s) for s in range(1, 4)]))["upto"] == 3
+    assert (await link.events("audit", [audit(s, chain=1) for s in range(1, 6)]))["upto"] == 5
+    assert await _head(api, vid) == (1, 3)  # chain 0's head did not move with chain 1's
+    assert await _chain_head(api, vid, 1) == (1, 5)
+    _, log = await api.call("GET", f"/audit?source={vid}&limit=100", owner)
+    assert len(log["items"]) == 8
+    async with api.cp.engine.connect() as conn:
+        rows = list(
+            await conn.execute(
+                sa.select(t.audit.c.event_id, t.audit.c.details).where(
+                    t.audit.c.event_id.like(f"{vid}:w1.%")
+                )
+            )
+        )
+    assert sorted(r.event_id for r in rows) == [f"{vid}:w1.a{s}" for s in range(1, 6)]
+    assert all(json.loads(r.details)["chain"] == 1 for r in rows)
+    # a plain redelivery of worker 1's entries is silent
+    assert (await link.events("audit", [audit(4, chain=1), audit(5, chain=1)]))["upto"] == 5
+    assert await _audit_alerts(api, owner, vid) == []
+
+    # worker 1's entry 4 comes again with another MAC: rewritten, keyed to chain w1 only
+    assert (await link.events("audit", [audit(4, salt="forged", chain=1)]))["upto"] == 4
+    keys = await _alert_keys(api, owner, vid)
+    assert list(keys) == [f"audit_rewritten:{vid}:w1"], keys
+    assert "worker 1" in keys[f"audit_rewritten:{vid}:w1"]
+    # the same seq on chain 0 is its own entry: not a rewrite of chain 1's
+    assert (await link.events("audit", [_old_audit(4)]))["upto"] == 4
+    assert list(await _alert_keys(api, owner, vid)) == [f"audit_rewritten:{vid}:w1"]
+
+    # worker 1's chain restarts (epoch 2), then entries of its older epoch arrive: backwards
+    assert (await link.events("audit", [audit(1, 2, chain=1)]))["upto"] == 1
+    assert await _chain_head(api, vid, 1) == (2, 1)
+    assert (await link.events("audit", [audit(6, chain=1)]))["upto"] == 6
+    keys = await _alert_keys(api, owner, vid)
+    assert f"audit_epoch:{vid}:w1" in keys and f"audit_head:{vid}:w1" in keys, keys
+    assert "backwards" in keys[f"audit_head:{vid}:w1"]
+    assert await _chain_head(api, vid, 1) == (2, 1)  # the high-water mark stays
+    # chain 0 is unaffected: its head, and no alert keyed to it
+    assert await _head(api, vid) == (1, 4)
+    assert not any(k.endswith(f":{vid}") for k in keys), keys
+    # a second worker chain appears later: its own head from scratch
+    assert (await link.events("audit", [audit(1, chain=2)]))["upto"] == 1
+    assert await _chain_head(api, vid, 2) == (1, 1)
+    assert not any(k.endswith(":w2") for k in await _alert_keys(api, owner, vid))
+    await link.close()
+
+
+BAD_CHAIN_BATCHES: list[tuple[str, list[dict[str, Any]]]] = [
+    ("chain 0 given", [{**audit(1), "data": {**audit(1)["data"], "chain": 0}}]),
+    ("chain too high", [{**audit(1, chain=1), "id": "w65.a1", "data": {**audit(1)["data"], "chain": 65}}]),
+    ("chain negative", [{**audit(1), "data": {**audit(1)["data"], "chain": -1}}]),
+    ("chain bool", [{**audit(1), "id": "w1.a1", "data": {**audit(1)["data"], "chain": True}}]),
+    ("chain text", [{**audit(1), "id": "w1.a1", "data": {**audit(1)["data"], "chain": "1"}}]),
+    ("id of chain 0", [{**audit(1, chain=1), "id": "a1"}]),
+    ("id of another chain", [{**audit(1, chain=1), "id": "w2.a1"}]),
+    ("id of another epoch", [{**audit(3, 2, chain=1), "id": "w1.a3"}]),
+    ("worker id without chain", [{**audit(1), "id": "w1.a1"}]),
+    ("two chains in a batch", [audit(1), audit(2, chain=1)]),
+]  # fmt: skip
+
+
+async def test_a_bad_worker_chain_is_refused_as_a_bad_frame(api: Api, tmp_path: Path) -> None:
+    _owner, agent, link = await _setup(api, tmp_path)
+    await link.close()
+    for name, batch in BAD_CHAIN_BATCHES:
+        link = await agent.online()
+        await link.send({"type": "events", "stream": "audit", "batch": batch})
+        code, frames = await link.closed()
+        assert code == uplink.CLOSE_PROTOCOL, (name, code, frames)
+        assert frames[-1]["code"] == uplink.ERR_PROTOCOL, name
+        assert "chain" in frames[-1]["message"] or ".id" in frames[-1]["message"], frames[-1]
+        await link.close()
+    assert await _chain_head(api, agent.vault_id, 1) is None  # nothing was stored
