@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import time
 from typing import Any
 
 from common.errors import ConfigError
@@ -62,6 +63,24 @@ class KeyringUnavailableError(ConfigError):
     """No usable OS keyring, or the keyring refused an operation."""
 
     code = "keyring_unavailable"
+
+
+#: what a keyring call that lost its service says (D-Bus: the daemon exited mid-call, or is
+#: being started again); such a call is made once more after RETRY_AFTER seconds
+DROPPED = ("disconnected", "NoReply", "ServiceUnknown", "Connection reset", "Broken pipe")
+RETRY_AFTER = 1.0
+
+
+def _dropped(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) says the keyring service went away mid-call."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionError) or any(w in str(seen) for w in DROPPED):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def backend_name(backend: Any) -> str:
@@ -233,18 +252,25 @@ class CredentialStore:
         return backend_name(self.backend)
 
     def _call(self, what: str, fn: Any, *args: str) -> Any:
-        try:
-            return fn(*args)
-        except Exception as exc:
-            if isinstance(exc, PasswordDeleteError):
-                return None  # nothing to delete
-            # backend errors name the operation, never the value; keep the message short
-            detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-            raise KeyringUnavailableError(
-                f"the OS keyring ({self.name}) refused to {what}: {type(exc).__name__}"
-                + (f": {detail}" if detail else "")
-                + "; is it unlocked?"
-            ) from None
+        for attempt in (1, 2):
+            try:
+                return fn(*args)
+            except Exception as exc:
+                if isinstance(exc, PasswordDeleteError):
+                    return None  # nothing to delete
+                if attempt == 1 and _dropped(exc):
+                    # the keyring service went away mid-call (gnome-keyring-daemon aborts on a
+                    # known race with short-lived clients; the session starts it again): once
+                    time.sleep(RETRY_AFTER)
+                    continue
+                # backend errors name the operation, never the value; keep the message short
+                detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+                raise KeyringUnavailableError(
+                    f"the OS keyring ({self.name}) refused to {what}: {type(exc).__name__}"
+                    + (f": {detail}" if detail else "")
+                    + "; is it unlocked?"
+                ) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------ session tokens
     def get_session_token(self, control_plane_url: str, email: str) -> str | None:

@@ -46,6 +46,45 @@ def _wait_for_name(address: str, daemon: subprocess.Popen[bytes], timeout: float
     raise RuntimeError("gnome-keyring-daemon did not register the Secret Service in time")
 
 
+def _activation(root: Path, data_home: Path, daemon: str) -> None:
+    """Make the private bus start *our* keyring daemon (unlocked, same files) when asked for
+    the Secret Service and none runs, as a desktop session starts one again after a crash.
+
+    gnome-keyring-daemon aborts on a known race when a short-lived client disconnects while a
+    property read is still queued (``invoke_get_property_in_idle_cb: assertion failed``).
+    Without this file the bus would activate the system's ``gnome-keyring-daemon --start``,
+    locked with no way to unlock it here; the session's own service directory comes first."""
+    script = root / "keyring-daemon.sh"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"printf %s '{KEYRING_PASSWORD.decode()}' | "
+        f"exec '{daemon}' --foreground --unlock --components=secrets\n",
+        encoding="utf-8",
+    )
+    script.chmod(0o700)
+    services = data_home / "dbus-1" / "services"
+    services.mkdir(parents=True, exist_ok=True)
+    (services / f"{SECRETS_BUS_NAME}.service").write_text(
+        f"[D-BUS Service]\nName={SECRETS_BUS_NAME}\nExec={script}\n", encoding="utf-8"
+    )
+
+
+def _stop_activated(runtime_dir: Path) -> None:
+    """Stop keyring daemons the bus started for this session (found by their environment)."""
+    mark = f"XDG_RUNTIME_DIR={runtime_dir}".encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if b"gnome-keyring" not in (proc / "cmdline").read_bytes():
+                continue
+            if mark not in (proc / "environ").read_bytes().split(b"\0"):
+                continue
+            os.kill(int(proc.name), 15)
+        except OSError:
+            continue
+
+
 @contextlib.contextmanager
 def secret_service(root: Path, timeout: float = 15) -> Iterator[dict[str, str]]:
     """Start ``dbus-daemon --session`` and ``gnome-keyring-daemon --unlock --components=secrets``.
@@ -69,6 +108,7 @@ def secret_service(root: Path, timeout: float = 15) -> Iterator[dict[str, str]]:
     for folder in env.values():
         Path(folder).mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(env["XDG_RUNTIME_DIR"], 0o700)
+    _activation(root, Path(env["XDG_DATA_HOME"]), str(tools["gnome-keyring-daemon"]))
     full = {**os.environ, **env}
     full.pop("DBUS_SESSION_BUS_ADDRESS", None)
     log = open(root / "daemons.log", "ab")  # closed in the finally below
@@ -106,5 +146,6 @@ def secret_service(root: Path, timeout: float = 15) -> Iterator[dict[str, str]]:
     finally:
         if daemon is not None:
             _stop(daemon)
+        _stop_activated(Path(env["XDG_RUNTIME_DIR"]))
         _stop(bus)
         log.close()

@@ -229,3 +229,62 @@ def test_plaintext_is_still_refused_next_to_the_memory_store(no_keyring: None) -
     assert CredentialStore.memory().weak
     with pytest.raises(KeyringUnavailableError, match="plain file"):
         CredentialStore(PlaintextKeyring())
+
+
+# ---------------------------------------------------------------- a keyring daemon that dies
+
+
+class _Flaky:
+    """A keyring backend whose first call fails as the given error, then works."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error, self.calls = error, 0
+
+    def get_password(self, service: str, username: str) -> str | None:
+        self.calls += 1
+        if self.calls == 1:
+            raise self.error
+        return "tok"
+
+
+def test_a_call_that_lost_the_service_is_made_once_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """gnome-keyring-daemon aborts on a known race with short-lived clients; the session starts
+    it again, so a call cut off that way is retried once (after a pause), and nothing else is."""
+    import apps.core.keyring_store as ks
+
+    monkeypatch.setattr(ks, "RETRY_AFTER", 0.01)
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "tests.apps.test_keyring_store._Flaky")
+    dropped = _Flaky(RuntimeError("Message recipient disconnected from message bus"))
+    store = CredentialStore(dropped)  # type: ignore[arg-type]
+    assert store.get_session_token(URL, "a@example.com") == "tok"
+    assert dropped.calls == 2
+    cause = RuntimeError("Failed to create the collection")
+    cause.__cause__ = ConnectionResetError("Connection reset by peer")
+    assert CredentialStore(_Flaky(cause)).get_session_token(URL, "a@example.com") == "tok"  # type: ignore[arg-type]
+    locked = _Flaky(RuntimeError("Failed to unlock the collection!"))
+    with pytest.raises(KeyringUnavailableError, match="refused to read the session token"):
+        CredentialStore(locked).get_session_token(URL, "a@example.com")  # type: ignore[arg-type]
+    assert locked.calls == 1  # a refusal is final: asked once
+
+
+def test_the_token_survives_the_keyring_daemon_dying(keyring_env: dict[str, str]) -> None:
+    """The daemon is killed as its known abort kills it (SIGABRT); the next read still returns
+    the stored token: the bus started a new daemon on the same keyring (as a desktop session
+    does after a crash; tests/apps/secret_service.py), the read was retried."""
+    import signal
+
+    store = CredentialStore()
+    store.set_session_token(URL, "a@example.com", "kvs_still-here")
+    data_home = keyring_env["XDG_DATA_HOME"].encode()
+    victims = []
+    for pid in subprocess.run(
+        ["pgrep", "-f", "gnome-keyring-daemon"], capture_output=True, text=True, check=False
+    ).stdout.split():
+        try:
+            if data_home in Path(f"/proc/{pid}/environ").read_bytes():
+                victims.append(int(pid))
+        except OSError:
+            continue
+    assert len(victims) == 1, victims
+    os.kill(victims[0], signal.SIGABRT)
+    assert store.get_session_token(URL, "a@example.com") == "kvs_still-here"
