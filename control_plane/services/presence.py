@@ -68,12 +68,6 @@ def _common_name(cert: x509.Certificate) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _unknown_vault() -> UplinkRefusedError:
-    return UplinkRefusedError(
-        uplink.ERR_UNKNOWN_VAULT, "the client certificate names no enrolled vault"
-    )
-
-
 def _key_id(cert: x509.Certificate, kind: type[Any]) -> bytes | None:
     try:
         ext = cert.extensions.get_extension_for_class(kind).value
@@ -246,9 +240,6 @@ class VaultPresence:
         # agents connecting at once (a fleet reconnecting) share statements
         self._rows = Batcher(self._vault_rows, spawn, "uplink-identify", share=True)
         self._connects = Batcher(self._connect_rows, spawn, "uplink-connect", share=False)
-        # org id -> (its CA as last read, that CA's subject key identifier): read once per CA
-        # object, not once per connecting agent
-        self._ca_key_ids: dict[str, tuple[Any, bytes | None]] = {}
 
     async def identify(self, cert: x509.Certificate) -> VaultRef:
         """The vault a verified client certificate names (CN), or UplinkRefusedError (403).
@@ -258,17 +249,23 @@ class VaultPresence:
         lasts (``cert_overlap_seconds``); a superseded certificate also raises an alert.
         """
         vault_id = _common_name(cert)
+        unknown = UplinkRefusedError(
+            uplink.ERR_UNKNOWN_VAULT, "the client certificate names no enrolled vault"
+        )
         try:
             uplink.opaque_id(vault_id, "certificate common name")
         except ValidationError:
-            raise _unknown_vault() from None
+            raise unknown from None
         row = await self._rows(str(vault_id), None)
         if row is None:
-            raise _unknown_vault()
+            raise unknown
         if row.revoked_at is not None:
             raise UplinkRefusedError(uplink.ERR_REVOKED, f"vault {row.id} has been revoked")
-        if _key_id(cert, x509.AuthorityKeyIdentifier) != await self._org_ca_key_id(row.org_id):
-            raise _unknown_vault()
+        org_ca = await self.vaults.cas.get(row.org_id)
+        if _key_id(cert, x509.AuthorityKeyIdentifier) != _key_id(
+            org_ca.cert, x509.SubjectKeyIdentifier
+        ):
+            raise unknown
         vault = VaultRef(
             row.id,
             row.org_id,
@@ -279,17 +276,6 @@ class VaultPresence:
         if not self._serial_ok(row, vault.serial):
             await self._superseded(vault)
         return vault
-
-    async def _org_ca_key_id(self, org_id: str) -> bytes | None:
-        """The subject key identifier of the organisation's CA, computed once per CA object
-        (``cas.get`` answers from its cache; a CA read anew is looked at again)."""
-        org_ca = await self.vaults.cas.get(org_id)
-        known = self._ca_key_ids.get(org_id)
-        if known is not None and known[0] is org_ca:
-            return known[1]
-        key_id = _key_id(org_ca.cert, x509.SubjectKeyIdentifier)
-        self._ca_key_ids[org_id] = (org_ca, key_id)
-        return key_id
 
     async def _vault_rows(self, ids: dict[str, None]) -> dict[str, Any]:
         """Vaults' rows, each joined with its organisation's metadata-key fingerprint."""

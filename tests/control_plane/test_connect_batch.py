@@ -11,13 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
 
 from common import uplink
-from common.pki import CertificateAuthority, make_csr
 from control_plane.db import Batcher, driver
 from control_plane.errors import UplinkRefusedError
-from control_plane.services import presence as presence_module
 from control_plane.services.presence import _PG_HEARTBEATS
 from tests.control_plane.conftest import Api
 from tests.control_plane.mock_agent import enroll, org_id
@@ -25,7 +22,6 @@ from tests.control_plane.test_commands import ROTATE
 from tests.control_plane.test_heartbeat_batch import _vault
 from tests.control_plane.test_policies_alerts import POLICY
 from tests.control_plane.test_stream import next_event
-from tests.control_plane.test_vaults import enroll_token, register
 
 
 def _spawn(coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
@@ -142,37 +138,6 @@ async def test_concurrent_identify_reads_share_one_statement(api: Api) -> None:
     assert [r.id if r is not None else None for r in rows] == [a.id, b.id, a.id, None]
     assert rows[0] is rows[2]
     assert rows[0].org_id == a.org_id and rows[0].metadata_key_fingerprint is None
-
-
-async def test_identify_reads_the_org_ca_key_id_once_per_ca(
-    api: Api, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    owner = await api.org("Acme", "owner@acme.test")
-    _, ident = await register(api, await enroll_token(api, owner), make_csr("vault-a")[0])
-    cert = x509.load_pem_x509_certificate(ident["certificate"].encode())
-    a = await api.cp.presence.identify(cert)
-    api.cp.presence._ca_key_ids.clear()  # counted from here on
-    cas = api.cp.vaults.cas
-    looked_at: list[type[Any]] = []
-    key_id = presence_module._key_id
-
-    def counted(c: x509.Certificate, kind: type[Any]) -> bytes | None:
-        looked_at.append(kind)
-        return key_id(c, kind)
-
-    monkeypatch.setattr(presence_module, "_key_id", counted)
-    for _ in range(3):
-        assert (await api.cp.presence.identify(cert)).id == a.id
-    # the client certificate's authority key id each time, the CA's subject key id once
-    assert looked_at.count(x509.AuthorityKeyIdentifier) == 3
-    assert looked_at.count(x509.SubjectKeyIdentifier) == 1
-    # the organisation's CA read anew (another object, here another key): looked at again, and
-    # a certificate the earlier CA issued no longer names a vault
-    cas._cache[a.org_id] = CertificateAuthority.create("Acme again", parent=await cas.service())
-    with pytest.raises(UplinkRefusedError) as info:
-        await api.cp.presence.identify(cert)
-    assert info.value.code == uplink.ERR_UNKNOWN_VAULT
-    assert looked_at.count(x509.SubjectKeyIdentifier) == 2
 
 
 async def test_connect_reads_of_several_vaults_and_organisations(api: Api) -> None:
