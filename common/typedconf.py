@@ -12,7 +12,8 @@ A model is a class with annotated fields, written like a pydantic model::
         client_cert: Literal["required", "optional", "none"] = "required"
 
         def _check(self) -> None:  # runs after the fields are valid; raise ValueError
-            ...
+            if self.client_cert == "required" and not self.enabled:
+                raise ValueError("client certificates need HTTPS: set enabled: true")
 
 Supported field types: ``str``, ``int``, ``float``, ``bool``, ``Path``, :class:`SecretStr`,
 ``Literal[...]``, ``X | None``, ``A | B``, ``list[X]``, ``dict[str, X]`` and nested models.

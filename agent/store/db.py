@@ -116,98 +116,36 @@ def sqlite_connect(path: str, synchronous: str) -> sqlite3.Connection:
     return raw
 
 
-class _SqliteBackend:
-    """sqlite3 connections: the writer's own (held by the writer thread), a pool of readers."""
+class _Pool:
+    """Up to ``size`` DB-API connections shared by threads. An idle one is taken if ``ready``
+    says it still works (else it is closed and the next one tried), a new one made when none is
+    idle; after use it goes back unless ``reusable`` says it is broken or mid-transaction, or
+    the pool has closed meanwhile."""
 
-    name = "sqlite"
-
-    def __init__(self, url: str, synchronous: str, readers: int) -> None:
-        self.path = _sqlite_file(url)
-        self.synchronous = synchronous
-        self.errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
-        self._idle: list[sqlite3.Connection] = []
-        self._slots = threading.BoundedSemaphore(readers)
-        self._lock = threading.Lock()
-        self._closed = False
-
-    def connect(self) -> sqlite3.Connection:
-        return sqlite_connect(self.path, self.synchronous)
-
-    def wrap(self, raw: sqlite3.Connection) -> Connection:
-        return Connection(raw, "sqlite", sqlite3.IntegrityError)
-
-    @contextmanager
-    def reader(self) -> Iterator[Connection]:
-        """A pooled reader connection in a read transaction (committed when ``fn`` returns)."""
-        if not self._slots.acquire(timeout=30):
-            raise UnavailableError("the store's reader connections are all busy; try again")
-        try:
-            with self._lock:
-                raw = self._idle.pop() if self._idle else None
-            if raw is None:
-                raw = self.connect()
-            try:
-                raw.execute("BEGIN")
-                yield self.wrap(raw)
-                raw.execute("COMMIT")
-            except BaseException:
-                with suppress(sqlite3.Error):
-                    if raw.in_transaction:
-                        raw.execute("ROLLBACK")
-                if raw.in_transaction:  # the link is in a state we cannot trust: drop it
-                    raw.close()
-                    raw = None
-                raise
-            finally:
-                if raw is not None:
-                    with self._lock:
-                        if self._closed:
-                            raw.close()
-                        else:
-                            self._idle.append(raw)
-        finally:
-            self._slots.release()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for raw in idle:
-            with suppress(sqlite3.Error):
-                raw.close()
-
-
-class _PgPool:
-    """A few psycopg 3 connections, each pinged when it is taken (a server restart since its
-    last use shows there, and a new connection replaces it) and dropped when it breaks."""
-
-    def __init__(self, conninfo: str, size: int) -> None:
-        import psycopg
-
-        self._psycopg = psycopg
-        self._conninfo = conninfo
+    def __init__(
+        self,
+        size: int,
+        connect: Callable[[], Any],
+        *,
+        ready: Callable[[Any], bool] = lambda raw: True,
+        reusable: Callable[[Any], bool],
+        busy: str,
+    ) -> None:
+        self._connect, self._ready, self._reusable, self._busy = connect, ready, reusable, busy
         self._idle: list[Any] = []
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
         self._closed = False
 
     @contextmanager
-    def transaction(self) -> Iterator[Connection]:
-        """A connection in a transaction, committed when the block ends (rolled back if it
-        raises; a connection whose rollback fails is closed, never reused)."""
+    def lease(self) -> Iterator[Any]:
+        """A connection for the block, given back (or closed) when it ends."""
         if not self._slots.acquire(timeout=30):
-            raise UnavailableError("the store's connections are all busy; try again")
+            raise UnavailableError(self._busy)
         try:
             raw = self._checkout()
             try:
-                yield Connection(raw, "postgresql", self._psycopg.IntegrityError)
-                raw.commit()
-            except BaseException:
-                try:
-                    raw.rollback()
-                except Exception:
-                    _close_quietly(raw)
-                raise
+                yield raw
             finally:
                 self._checkin(raw)
         finally:
@@ -218,32 +156,119 @@ class _PgPool:
             with self._lock:
                 raw = self._idle.pop() if self._idle else None
             if raw is None:
-                return self._psycopg.connect(self._conninfo)
-            if raw.closed or raw.broken:
-                continue
-            try:
-                raw.execute(";")  # the pre-ping (an empty statement, as SQLAlchemy's)
-            except self._psycopg.Error:
-                _close_quietly(raw)
-                continue
-            return raw
+                return self._connect()
+            if self._ready(raw):
+                return raw
+            _close_quietly(raw)
 
     def _checkin(self, raw: Any) -> None:
-        if raw.closed or raw.broken:
-            _close_quietly(raw)
-            return
-        with self._lock:
-            if not self._closed:
-                self._idle.append(raw)
-                return
+        if self._reusable(raw):
+            with self._lock:
+                if not self._closed:
+                    self._idle.append(raw)
+                    return
         _close_quietly(raw)
 
     def close(self) -> None:
+        """Close the idle connections; those in use are closed when given back."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
         for raw in idle:
             _close_quietly(raw)
+
+
+def _sqlite_reusable(raw: sqlite3.Connection) -> bool:
+    """Open and outside a transaction (a rollback that failed leaves one we cannot trust)."""
+    try:
+        return not raw.in_transaction
+    except sqlite3.ProgrammingError:  # closed
+        return False
+
+
+class _SqliteBackend:
+    """sqlite3 connections: the writer's own (held by the writer thread), a pool of readers."""
+
+    name = "sqlite"
+
+    def __init__(self, url: str, synchronous: str, readers: int) -> None:
+        self.path = _sqlite_file(url)
+        self.synchronous = synchronous
+        self.errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+        self._pool = _Pool(
+            readers,
+            self.connect,
+            reusable=_sqlite_reusable,
+            busy="the store's reader connections are all busy; try again",
+        )
+
+    def connect(self) -> sqlite3.Connection:
+        return sqlite_connect(self.path, self.synchronous)
+
+    def wrap(self, raw: sqlite3.Connection) -> Connection:
+        return Connection(raw, "sqlite", sqlite3.IntegrityError)
+
+    @contextmanager
+    def reader(self) -> Iterator[Connection]:
+        """A pooled reader connection in a read transaction (committed when ``fn`` returns)."""
+        with self._pool.lease() as raw:
+            try:
+                raw.execute("BEGIN")
+                yield self.wrap(raw)
+                raw.execute("COMMIT")
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    if raw.in_transaction:
+                        raw.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class _PgPool:
+    """A few psycopg 3 connections, each pinged when it is taken (a server restart since its
+    last use shows there, and a new connection replaces it) and dropped when it breaks."""
+
+    def __init__(self, conninfo: str, size: int) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        self._pool = _Pool(
+            size,
+            lambda: psycopg.connect(conninfo),
+            ready=self._ping,
+            reusable=lambda raw: not (raw.closed or raw.broken),
+            busy="the store's connections are all busy; try again",
+        )
+
+    def _ping(self, raw: Any) -> bool:
+        """The pre-ping (an empty statement, as SQLAlchemy's)."""
+        if raw.closed or raw.broken:
+            return False
+        try:
+            raw.execute(";")
+        except self._psycopg.Error:
+            return False
+        return True
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A connection in a transaction, committed when the block ends (rolled back if it
+        raises; a connection whose rollback fails is closed, never reused)."""
+        with self._pool.lease() as raw:
+            try:
+                yield Connection(raw, "postgresql", self._psycopg.IntegrityError)
+                raw.commit()
+            except BaseException:
+                try:
+                    raw.rollback()
+                except Exception:
+                    _close_quietly(raw)
+                raise
+
+    def close(self) -> None:
+        self._pool.close()
 
 
 def _close_quietly(raw: Any) -> None:
@@ -648,7 +673,7 @@ def sqlite_path(url: str) -> Path | None:
     """The file behind a ``sqlite:///`` URL, if that is what it is."""
     if not url.startswith("sqlite:///"):
         return None
-    return Path(url.removeprefix("sqlite:///"))
+    return Path(_sqlite_file(url))
 
 
 def backup_sqlite(src: Path, dest: Path) -> int:
