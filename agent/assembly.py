@@ -31,6 +31,7 @@ from agent.metrics import Metrics
 from agent.secrets import SecretService
 from agent.settings import AgentSettings
 from agent.store.db import Store
+from agent.uplink.meta import AUDIT_CURSOR, chain_cursor_key
 from agent.uplink.status import UplinkStatus
 from agent.workers import GEN_NAME, SharedChanges, WorkerRole
 from agent.workload import JwtLogin
@@ -161,6 +162,7 @@ class Agent:
                 CheckpointKey(keys.audit_key, keys.vault_id, row),
                 store,
                 log_replica,
+                cursor=_audit_cursor_key(worker),
             )
         except BaseException:
             store.close()
@@ -254,6 +256,13 @@ def _audit_identity(
         return settings.data_dir, _checkpoint_row(settings, store), log_replica
     own = Replica(replica(settings).name + worker.name_suffix)
     return worker.audit_folder(settings.data_dir), f"{CHECKPOINT_KEY}:{own.name}", own
+
+
+def _audit_cursor_key(worker: WorkerRole | None) -> str:
+    """The uplink cursor of the chain this process writes: chain 0's, or worker k's own."""
+    if worker is None or worker.index == 0:
+        return AUDIT_CURSOR
+    return chain_cursor_key(worker.index)
 
 
 def _checkpoint_row(settings: AgentSettings, store: Store) -> str:

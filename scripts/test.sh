@@ -49,7 +49,9 @@ echo "==> mypy and layering (in the background: .cache/static-checks.log)"
 static=$!
 echo "==> pytest"
 rc=0
-pytest -n "${KEYVAULT_TEST_WORKERS:-2}" --dist loadfile -q "$@" || rc=$?
+# three workers on two cores: much of the suite waits on real processes, schedules and polls, so
+# two workers left a third of the CPU idle (docs/performance.md, "Issue 18, round 5")
+pytest -n "${KEYVAULT_TEST_WORKERS:-3}" --dist loadfile -q "$@" || rc=$?
 static_rc=0
 wait "$static" || static_rc=$?
 cat .cache/static-checks.log

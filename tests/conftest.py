@@ -249,39 +249,35 @@ def agent_process(agent_dir: AgentDir) -> Iterator[AgentProcess]:
 
 # Files that run long (real processes end to end, the README walk, Docker, many agents), longest
 # first: they go to the workers first, so no long file is left running alone at the end of the
-# suite. The seconds are each file's total under `-n 2` on a loaded machine (docs/performance.md,
-# "Issue 18, round 3"; about a third of that when quiet); every file of 40 s or more is listed.
+# suite. The seconds are each file's total in a clean-clone run of the test command (`-n 3`, quiet
+# machine; docs/performance.md, "Issue 18, round 5"); every file of 15 s or more is listed.
 # A folder would stand for every file in it. tests/test_slow_first.py checks each entry exists.
 SLOW_FIRST = (
-    "tests/e2e/test_rotation.py",  # 263 s
-    "tests/apps/test_demo.py",  # 151 s
-    "tests/agent/test_workers.py",  # 147 s
-    "tests/deploy/test_binary.py",  # 124 s
-    "tests/e2e/test_audit_loss.py",  # 122 s
-    "tests/e2e/test_cp_edges.py",  # 113 s
-    "tests/agent/test_edges_process.py",  # 108 s
-    "tests/e2e/test_enrollment.py",  # 97 s
-    "tests/agent/test_api.py",  # 97 s
-    "tests/e2e/test_outage.py",  # 97 s
-    "tests/agent/test_audit_replicas.py",  # 87 s
-    "tests/deploy/test_docker_stack.py",  # 79 s
-    "tests/e2e/test_hostile_control_plane.py",  # 78 s
-    "tests/agent/test_process.py",  # 76 s
-    "tests/agent/test_policy.py",  # 76 s
-    "tests/agent/test_rotation_process.py",  # 74 s
-    "tests/control_plane/test_schemathesis.py",  # 71 s
-    "tests/apps/tui/test_enrollment_screen.py",  # 66 s
-    "tests/agent/test_schemathesis.py",  # 60 s
-    "tests/agent/test_cli.py",  # 56 s
-    "tests/deploy/test_entrypoints.py",  # 53 s
-    "tests/agent/test_run_watch.py",  # 51 s
-    "tests/e2e/test_worker_audit.py",  # 51 s
-    "tests/docs/test_readme.py",  # 51 s
-    "tests/control_plane/test_rotation_alerts.py",  # 47 s
-    "tests/apps/desktop/test_enrollment_view.py",  # 46 s
-    "tests/control_plane/test_matrix.py",  # 44 s
-    "tests/control_plane/test_users.py",  # 44 s
-    "tests/apps/tui/test_app.py",  # 44 s
+    "tests/e2e/test_rotation.py",  # 119 s
+    "tests/apps/test_demo.py",  # 58 s
+    "tests/e2e/test_outage.py",  # 50 s
+    "tests/e2e/test_cp_edges.py",  # 39 s
+    "tests/deploy/test_binary.py",  # 39 s
+    "tests/control_plane/test_login_throttle.py",  # 35 s
+    "tests/e2e/test_worker_audit.py",  # 34 s
+    "tests/e2e/test_enrollment.py",  # 32 s
+    "tests/deploy/test_docker_stack.py",  # 30 s
+    "tests/control_plane/test_schemathesis.py",  # 30 s
+    "tests/agent/test_edges_process.py",  # 28 s
+    "tests/agent/test_workers.py",  # 28 s
+    "tests/e2e/test_hostile_control_plane.py",  # 25 s
+    "tests/agent/test_process.py",  # 24 s
+    "tests/e2e/test_audit_loss.py",  # 22 s
+    "tests/docs/test_readme.py",  # 21 s
+    "tests/agent/test_rotation_process.py",  # 20 s
+    "tests/control_plane/test_revocation.py",  # 20 s
+    "tests/deploy/test_operator_pods.py",  # 20 s
+    "tests/apps/tui/test_app.py",  # 19 s
+    "tests/agent/test_schemathesis.py",  # 18 s
+    "tests/agent/test_glob_bounds.py",  # 17 s
+    "tests/control_plane/test_gateway_offline.py",  # 17 s
+    "tests/agent/test_audit_replicas.py",  # 17 s
+    "tests/agent/test_uplink.py",  # 16 s
 )
 
 

@@ -281,13 +281,16 @@ def open_audit(
     key: CheckpointKey,
     store: Store,
     replica: Replica | None = None,
+    cursor: str = meta.AUDIT_CURSOR,
 ) -> tuple[AuditLog, AuditGuard]:
     """Open the audit log (``make_log()``) against the keystore's checkpoint (blocking).
 
     With ``replica`` (a shared PostgreSQL store) the log's identity picks its checkpoint row
     (:func:`identify`) and ``key.row`` is only the row an older version kept, adopted once.
     A problem sets the damaged files aside, starts the next epoch with a new log, forgets the
-    uplink's audit cursor and queues an ``audit_failure`` alert — all before the agent serves.
+    uplink's audit cursor of this log's chain (``cursor``: worker k passes its own, so a damaged
+    worker log never resets chain 0's) and queues an ``audit_failure`` alert — all before the
+    agent serves.
     """
     state = AuditState()
     audit = make_log()
@@ -316,7 +319,7 @@ def open_audit(
             if found.legacy:  # the older version's row now lives on as the log's own
                 conn.execute("DELETE FROM kv_meta WHERE key = ?", (key.row,))
         if broken:
-            conn.execute("DELETE FROM kv_meta WHERE key = ?", (meta.AUDIT_CURSOR,))
+            conn.execute("DELETE FROM kv_meta WHERE key = ?", (cursor,))
             _queue_alert(conn, PROBLEMS[broken])
 
     try:

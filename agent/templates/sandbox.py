@@ -31,6 +31,7 @@ TOO_LARGE = "too_large"
 TOO_SLOW = "too_slow"
 WRITE_ERROR = "write_error"
 RELOAD_FAILED = "reload_failed"
+AUDIT_UNAVAILABLE = "audit_unavailable"
 
 _MAX_MESSAGE = 300
 

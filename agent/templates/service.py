@@ -251,14 +251,15 @@ class Templates(Background):
         """One render of one template, then its write and reload; whether the file changed."""
         reads = sandbox.Reads()
         try:
-            data = await self._render(item, reads)
+            try:
+                data = await self._render(item, reads)
+            finally:  # every value read is audited, before any of it reaches the file
+                self._audit_reads(item, reads)
             changed = await self._write(item, data)
         except TemplateFailure as exc:
             item.used = reads.used
             await self._failed(item, exc.reason, exc.message)
             return False
-        finally:
-            self._audit_reads(item, reads)
         item.used = reads.used
         if item.failing is not None:
             log.info("template %s rendered again; %s is current", item.name, item.spec.destination)
@@ -328,7 +329,11 @@ class Templates(Background):
         return True
 
     def _audit_reads(self, item: _Template, reads: sandbox.Reads) -> None:
-        """One ``secrets.read`` entry per secret the render read (or looked for)."""
+        """One ``secrets.read`` entry per secret the render read (or looked for).
+
+        Fail-closed, as the API's reads are: when the audit log cannot take an entry, the render
+        fails with ``audit_unavailable`` and its output is never written.
+        """
         actor = f"template:{item.name}"
         for found in reads.used.values():
             ok = found is not None
@@ -341,7 +346,10 @@ class Templates(Background):
                     target=found[0] if found else None,
                 )
             except UnavailableError:
-                log.error("audit log write failed after template %s read a secret", item.name)
+                raise TemplateFailure(
+                    sandbox.AUDIT_UNAVAILABLE,
+                    "the audit log cannot be written, so the rendered file is not replaced",
+                ) from None
 
     async def _reload(self, item: _Template, reads: sandbox.Reads) -> None:
         action = item.spec.on_change

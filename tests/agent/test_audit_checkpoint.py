@@ -110,6 +110,31 @@ def test_both_files_deleted_is_missing(tmp_path: Path, store: Store) -> None:
     _started_over(folder, store, "missing", evidence=False)
 
 
+def test_a_workers_damaged_log_forgets_only_its_own_chains_cursor(
+    tmp_path: Path, store: Store
+) -> None:
+    # worker k's log is chain k: its damage must not make chain 0 be sent again from the start
+    folder, row, own = tmp_path / "audit-w1", "audit.checkpoint:w1", meta.chain_cursor_key(1)
+
+    def open_worker() -> tuple[AuditLog, AuditGuard]:
+        return open_audit(
+            lambda: AuditLog(folder, KEY), CheckpointKey(KEY, VAULT, row), store, cursor=own
+        )
+
+    audit, guard = open_worker()
+    audit.append(op="secrets.read", outcome="ok", status=200)
+    guard.save_sync(audit, store)
+    audit.close()
+    chain0, chain1 = {"vault_id": VAULT, "seq": 7}, {"vault_id": VAULT, "epoch": 1, "seq": 1}
+    store.write_sync(lambda c: (meta.put(c, meta.AUDIT_CURSOR, chain0), meta.put(c, own, chain1)))
+    shutil.rmtree(folder)
+    audit, guard = open_worker()
+    audit.close()
+    assert guard.state.problem == "missing" and guard.state.epoch == 2
+    assert store.read_sync(lambda c: meta.get(c, own)) is None
+    assert store.read_sync(lambda c: meta.get(c, meta.AUDIT_CURSOR)) == chain0
+
+
 def test_the_log_alone_deleted_is_missing_and_its_head_kept(tmp_path: Path, store: Store) -> None:
     folder = tmp_path / "audit"
     _run(folder, store, 5)

@@ -255,6 +255,33 @@ async def test_template_error_and_write_error_keep_the_file(make: Make, tmp_path
     )
 
 
+async def test_no_file_is_written_when_its_reads_cannot_be_audited(
+    make: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # fail-closed, as the API's reads: the audit entry of every value goes before the file
+    dest = tmp_path / "app.conf"
+    agent, service = await make([{"inline": "{{ secret('k') }}", "destination": str(dest)}])
+    await agent.secrets.create("k", "first")
+    service.start()
+    await _until(lambda: dest.exists(), what="the first render")
+
+    def disk_full(line: bytes, head: bytes | None) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(agent.audit, "_write", disk_full)
+    await agent.secrets.update("k", value="second")
+    await _until(
+        lambda: service.items[0].failing == sandbox.AUDIT_UNAVAILABLE, what="audit failure"
+    )
+    assert dest.read_text() == "first"  # the value read without an audit entry never left
+    monkeypatch.undo()
+    await agent.secrets.update("k", value="third")
+    await _until(lambda: dest.read_text() == "third", what="recovery once the log is writable")
+    entries = [json.loads(line) for line in (agent.settings.data_dir / "audit.log").open()]
+    reads = [e for e in entries if e["op"] == "secrets.read" and e["actor"].startswith("template")]
+    assert len(reads) == 2  # the first render and the recovered one; none for the refused one
+
+
 async def test_bad_templates_stop_the_start(make: Make, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"templates\[0\].*line 1"):
         await make([{"inline": "{{ oops", "destination": str(tmp_path / "x")}])
