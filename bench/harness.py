@@ -526,6 +526,7 @@ class Plan:
     stream_events: int = 20
     uplink_agents: int = 2000  # issue 18: connecting 2,000 agents
     uplink_seconds: float = 2  # held after connecting (the uplink bench's own window is 60 s)
+    uplink_rounds: int = 3  # connect rounds per server, interleaved: one round varied 8-15 s
 
     @classmethod
     def quick(cls) -> Plan:
@@ -546,4 +547,5 @@ class Plan:
             stream_remote=250,
             stream_events=10,
             uplink_agents=100,
+            uplink_rounds=1,
         )
