@@ -363,13 +363,7 @@ async def _hold(
     """Connect every identity, hold for ``duration``; RSS and CPU of ``pid``."""
     await asyncio.sleep(1)
     rss_before = _rss_kib(pid)
-    t0, cpu_start = time.monotonic(), _cpu_seconds(pid)
-    connected, errors, failed = await sims.connect(idents, ca_file, url, args.interval)
-    connect_s = time.monotonic() - t0
-    # the server's own CPU per connection: steadier than wall time on a shared machine
-    connect_cpu_ms = 1000 * (_cpu_seconds(pid) - cpu_start) / max(connected, 1)
-    if failed:
-        print(f"  {failed} connections failed, e.g. {errors}", file=sys.stderr)
+    connected, connect_s, connect_cpu_ms = await _connect(pid, sims, idents, ca_file, url, args)
     await asyncio.sleep(args.interval)  # first heartbeats land, allocations settle
     first = await snapshot() if snapshot else None
     cpu0, wall0 = _cpu_seconds(pid), time.monotonic()
@@ -400,17 +394,24 @@ async def _connect_round(
     sims = Sims(args.procs)
     try:
         await asyncio.sleep(1)
-        t0, cpu_start = time.monotonic(), _cpu_seconds(pid)
-        connected, errors, failed = await sims.connect(idents, str(ca_file), url, args.interval)
-        done = {
-            "connect_s": time.monotonic() - t0,
-            "connect_cpu_ms": 1000 * (_cpu_seconds(pid) - cpu_start) / max(connected, 1),
-        }
-        if failed:
-            print(f"  {failed} connections failed, e.g. {errors}", file=sys.stderr)
-        return done
+        _, connect_s, connect_cpu_ms = await _connect(pid, sims, idents, str(ca_file), url, args)
+        return {"connect_s": connect_s, "connect_cpu_ms": connect_cpu_ms}
     finally:
         await sims.close()
+
+
+async def _connect(
+    pid: int, sims: Sims, idents: list[Identity], ca_file: str, url: str, args: argparse.Namespace
+) -> tuple[int, float, float]:
+    """Connect every identity: (connected, seconds, the server's ms of CPU per connection)."""
+    t0, cpu_start = time.monotonic(), _cpu_seconds(pid)
+    connected, errors, failed = await sims.connect(idents, ca_file, url, args.interval)
+    connect_s = time.monotonic() - t0
+    # the server's own CPU per connection: steadier than wall time on a shared machine
+    connect_cpu_ms = 1000 * (_cpu_seconds(pid) - cpu_start) / max(connected, 1)
+    if failed:
+        print(f"  {failed} connections failed, e.g. {errors}", file=sys.stderr)
+    return connected, connect_s, connect_cpu_ms
 
 
 def _table(
