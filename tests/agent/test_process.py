@@ -350,19 +350,25 @@ def test_sigterm_lets_in_flight_work_finish_then_exits_zero(tmp_path: Path) -> N
             t.start()
         _wait_for(lambda: reads.ok >= 20, 30, "concurrent reads")
 
-        # A KEK rotation of every data key is in flight, with reads, when SIGTERM arrives.
-        with running.client() as kv:
-            job = kv.rotate_kek()
-            seen: dict[str, Any] = {}
-
-            def started() -> bool:
-                seen.update(kv.job(job["id"]))
-                return seen["done"] > 0
-
-            _wait_for(started, 30, "the KEK rotation to start")
-        started_at = time.monotonic()
-        running.proc.send_signal(signal.SIGTERM)
-        assert seen["state"] == "running", seen  # still re-wrapping when the signal came
+        # A KEK rotation of every data key is in flight, with reads, when SIGTERM arrives. The
+        # test holds the store's write lock (well inside the agent's 10 s busy timeout) so the
+        # rotation cannot finish before the signal however fast the machine: CI once re-wrapped
+        # all 1,000 keys before the first poll saw any progress.
+        hold = sqlite3.connect(folder.path / "store.db", timeout=30, isolation_level=None)
+        try:
+            hold.execute("BEGIN IMMEDIATE")
+            with running.client() as kv:
+                job = kv.rotate_kek()
+                time.sleep(0.5)
+                seen = kv.job(job["id"])
+            assert seen["state"] == "running" and seen["done"] == 0, seen
+            started_at = time.monotonic()
+            running.proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            assert running.proc.poll() is None, "the agent waits for the rotation in flight"
+        finally:
+            hold.execute("ROLLBACK")
+            hold.close()
         code = running.proc.wait(timeout=shutdown_timeout + 20)
         elapsed = time.monotonic() - started_at
     finally:
