@@ -9,6 +9,8 @@ import re
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
+from agent import platform
+
 LOG_NAME = "audit.log"
 HEAD_NAME = "audit.head"
 HEAD_SIZE = 256  # bytes in the head record, its newline included
@@ -121,3 +123,25 @@ def _entry_ok(mac: _Mac, entry: dict[str, Any], raw: bytes) -> bool:
     body = raw[: -len(suffix)] + b"}"
     expected = mac.hex(entry["prev"].encode("ascii") + b"\n" + body)
     return hmac.compare_digest(expected, entry["mac"])
+
+
+def _tail(fd: int, size: int) -> tuple[bytes | None, int]:
+    """The last complete line (without newline) and the offset just past it.
+
+    Reads at most two lines' worth from the end of the file, never the whole log. Raises
+    :class:`_Bad` when that stretch is not the end of a log (no line ends where one must).
+    """
+    start = max(0, size - 2 * MAX_LINE)
+    buf = platform.pread(fd, size - start, start)
+    nl = buf.rfind(b"\n")
+    if nl < 0:
+        if start > 0:
+            raise _Bad(f"its last {size - start:,} bytes hold no line end")
+        return None, 0
+    end = start + nl + 1
+    if size - end >= MAX_LINE:
+        raise _Bad(f"its last {size - end:,} bytes are longer than any entry")
+    prev_nl = buf.rfind(b"\n", 0, nl)
+    if prev_nl < 0 and start > 0:
+        raise _Bad("its last line is longer than any entry")
+    return buf[prev_nl + 1 : nl], end

@@ -8,7 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from agent.audit._format import _SCAN_CHUNK, HEAD_NAME, LOG_NAME, MAX_LINE, _Bad, _parse_entry
+from agent.audit._format import (
+    _SCAN_CHUNK,
+    HEAD_NAME,
+    LOG_NAME,
+    MAX_LINE,
+    _Bad,
+    _parse_entry,
+    _tail,
+)
 from common.errors import UnavailableError
 
 
@@ -76,6 +84,35 @@ def iter_entries(folder: Path, *, since_seq: int = 0) -> Iterator[dict[str, Any]
                 ) from None
             if entry["seq"] > since_seq:
                 yield entry
+
+
+def last_entry(folder: Path) -> tuple[int, str] | None:
+    """``(seq, mac)`` of the log's last complete entry, or None for an empty or absent log.
+
+    Reads only the file's end, so it is cheap however long the log. The entry's MAC is not
+    checked here (:func:`verify` does that); what the writer has not finished is not seen.
+    Raises ``UnavailableError`` when the end of the file is not the end of a log.
+    """
+    path = Path(folder) / LOG_NAME
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UnavailableError(f"the audit log {path} cannot be read: {exc.strerror}") from exc
+    try:
+        raw, _end = _tail(fd, os.fstat(fd).st_size)
+        if raw is None:
+            return None
+        entry = _parse_entry(raw)
+    except _Bad as exc:
+        raise UnavailableError(
+            f"the audit log {path} does not end in an entry ({exc}); run "
+            "`keyvault agent audit verify`"
+        ) from None
+    finally:
+        os.close(fd)
+    return int(entry["seq"]), str(entry["mac"])
 
 
 def snapshot(folder: Path, dest: Path) -> int:

@@ -32,6 +32,7 @@ from agent.audit._format import (
     _Mac,
     _parse_entry,
     _parse_head,
+    _tail,
 )
 from agent.crypto import Clock, utcnow
 from common.errors import IntegrityError, UnavailableError
@@ -47,28 +48,6 @@ def _pwrite_all(fd: int, data: bytes) -> None:
     written = platform.pwrite(fd, data, 0)
     if written != len(data):
         raise OSError(errno.EIO, f"short write to the head file ({written} of {len(data)} bytes)")
-
-
-def _tail(fd: int, size: int) -> tuple[bytes | None, int]:
-    """The last complete line (without newline) and the offset just past it.
-
-    Reads at most two lines' worth from the end of the file, never the whole log. Raises
-    :class:`_Bad` when that stretch is not the end of a log (no line ends where one must).
-    """
-    start = max(0, size - 2 * MAX_LINE)
-    buf = platform.pread(fd, size - start, start)
-    nl = buf.rfind(b"\n")
-    if nl < 0:
-        if start > 0:
-            raise _Bad(f"its last {size - start:,} bytes hold no line end")
-        return None, 0
-    end = start + nl + 1
-    if size - end >= MAX_LINE:
-        raise _Bad(f"its last {size - end:,} bytes are longer than any entry")
-    prev_nl = buf.rfind(b"\n", 0, nl)
-    if prev_nl < 0 and start > 0:
-        raise _Bad("its last line is longer than any entry")
-    return buf[prev_nl + 1 : nl], end
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

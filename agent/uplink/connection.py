@@ -6,8 +6,9 @@ a renewal when due) and one *sender* per stream. A sender keeps exactly one batc
 deletes (outbox) or records (audit cursor) only what an ``ack`` covers; an unacknowledged batch
 is sent again on the next connection. With ``workers: N`` and a control plane whose welcome
 offers ``audit_chains``, a fifth task ships the other workers' audit logs on the ``audit``
-stream too, taking turns with chain 0 so that one audit batch is in flight at a time. The connection's end is an :class:`Outcome` telling the
-service whether to dial again.
+stream too, taking turns with chain 0 so that one audit batch is in flight at a time, and the
+heartbeat carries each of their heads (``audit_chains``). The connection's end is an
+:class:`Outcome` telling the service whether to dial again.
 """
 
 from __future__ import annotations
@@ -304,6 +305,7 @@ class Connection:
                     outbox_depth=self.link.status.outbox_depth(self.agent.audit.head[0]),
                     certificate_not_after=cert.not_after if cert else None,
                     policies_version=self.link.policies_version,
+                    chains=self._worker_chains() if self.audit_chains else (),
                 )
             except KeyVaultError:  # the store is unavailable: still say we are alive
                 doc = {"status": "degraded", "version": self.agent.version}
@@ -391,11 +393,8 @@ class Connection:
         cursors: dict[int, tuple[int, int]] = {}  # chain -> (epoch, seq) acknowledged
         seen: dict[int, tuple[int, int] | None] = {}  # chain -> its log's mark when caught up
         resting: dict[int, float] = {}  # chain -> when to try a chain that failed again
-        name = replica(self.agent.settings).name
         while True:
-            found = await asyncio.to_thread(
-                chains.worker_chains, self.agent.settings.data_dir, name, self.audit_chains
-            )
+            found = await asyncio.to_thread(self._worker_chains)
             busy = False
             for chain in found:
                 if resting.get(chain.number, 0.0) > time.monotonic():
@@ -415,6 +414,11 @@ class Connection:
                     )
             if not busy:
                 await asyncio.sleep(CHAINS_POLL)
+
+    def _worker_chains(self) -> list[chains.Chain]:
+        """The other workers' audit logs now, for the heartbeat's heads (a few ``stat`` calls)."""
+        name = replica(self.agent.settings).name
+        return chains.worker_chains(self.agent.settings.data_dir, name, self.audit_chains)
 
     async def _ship_chain(self, chain: chains.Chain, cursors: dict[int, tuple[int, int]]) -> bool:
         """Send one batch of ``chain`` if it has new entries; True when one was sent."""

@@ -6,13 +6,17 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from agent.assembly import Agent
+from agent.audit.reader import last_entry
 from agent.store.db import sqlite_path
 from agent.store.sql import Connection
 from agent.uplink import outbox
+from agent.uplink.chains import Chain, chain_epoch
+from common.errors import KeyVaultError
 
 ALERT_EVERY = 300.0  # seconds: at most one alert of each kind in this time
 DEGRADED_FOR = 900.0  # seconds a failure keeps the status "degraded"
@@ -110,16 +114,30 @@ async def document(
     outbox_depth: int,
     certificate_not_after: datetime | None,
     policies_version: str,
+    chains: Sequence[Chain] = (),
 ) -> dict[str, Any]:
-    """The ``health`` object of a heartbeat."""
+    """The ``health`` object of a heartbeat; with ``chains`` (the other workers' audit logs,
+    ``workers: N``, to a control plane that stores them) each one's head as well."""
     pg = agent.store.backend == "postgresql"
+    key = agent.audit_guard.key
 
-    def q(conn: Connection) -> tuple[dict[str, int], int]:
-        return _counts(conn), _pg_size(conn) if pg else 0
+    def q(conn: Connection) -> tuple[dict[str, int], int, dict[int, int]]:
+        epochs = {}
+        for chain in chains:
+            try:
+                epoch = chain_epoch(conn, key, chain.replica)
+            except KeyVaultError:  # the uplink's shipping reports it; no guess here
+                continue
+            if epoch is not None:
+                epochs[chain.number] = epoch
+        return _counts(conn), _pg_size(conn) if pg else 0, epochs
 
-    counts, size = await agent.store.read(q)
+    counts, size, epochs = await agent.store.read(q)
+    # Read after the last await: every entry already shipped is at or below these heads, so a
+    # head reported here is never behind what the control plane holds unless the log went back.
     seq, mac = agent.audit.head
-    return {
+    heads = _chain_heads(chains, epochs)
+    doc = {
         "status": status,
         "version": agent.version,
         "uptime_seconds": round(agent.uptime, 3),
@@ -136,3 +154,25 @@ async def document(
         "audit_failures": agent.metrics.audit_failures,
         "policies_version": policies_version,
     }
+    if heads:
+        doc["audit_chains"] = heads
+    return doc
+
+
+def _chain_heads(chains: Sequence[Chain], epochs: dict[int, int]) -> list[dict[str, Any]]:
+    """Each worker chain's last entry with its epoch (chains not started or unreadable left
+    out: the uplink's shipping names what is wrong with them)."""
+    heads = []
+    for chain in chains:
+        if chain.number not in epochs:
+            continue
+        try:
+            last = last_entry(chain.folder)
+        except KeyVaultError:
+            continue
+        if last is not None:
+            seq, mac = last
+            heads.append(
+                {"chain": chain.number, "seq": seq, "mac": mac, "epoch": epochs[chain.number]}
+            )
+    return heads

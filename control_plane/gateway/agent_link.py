@@ -76,6 +76,7 @@ class AgentLink:
     __slots__ = (
         "_audit_floor",
         "_backlog",
+        "_chain_floors",
         "_heartbeats",
         "_idle",
         "_last_heartbeat",
@@ -112,6 +113,8 @@ class AgentLink:
         self._policies_stale = False
         self._heartbeats = 0
         self._audit_floor = (1, 0)  # the vault's audit head as known here: (epoch, seq)
+        # worker chains' heads as reported here (``workers: N`` agents only; None until then)
+        self._chain_floors: dict[int, tuple[int, int]] | None = None
         self._last_heartbeat: datetime = services.clock()
         # a close asked for by another task (switchboard): (code, reason, error frame)
         self._stop: tuple[int, str, tuple[str, str] | None] | None = None
@@ -293,22 +296,37 @@ class AgentLink:
         self._heartbeats += 1
         self._last_heartbeat = now
         if health.get("audit_head"):
-            await self._check_audit_head(health["audit_head"])
+            self._audit_floor = await self._check_head(health["audit_head"], self._audit_floor)
+        if health.get("audit_chains"):
+            await self._check_chain_heads(health["audit_chains"])
         self.services.metrics.observe_heartbeat(time.perf_counter() - started)
 
-    async def _check_audit_head(self, head: dict[str, Any]) -> None:
-        """Alert when the reported audit head is behind what this vault already reported."""
+    async def _check_head(
+        self, head: dict[str, Any], floor: tuple[int, int], chain: int = 0
+    ) -> tuple[int, int]:
+        """Alert when a reported audit head is behind ``floor`` (what this vault's chain already
+        reported or shipped) or starts a new epoch; returns the chain's mark from now on."""
         heads = self.services.ingest.heads
-        finding = heads.check_heartbeat(self.vault, self._audit_floor, head)
+        finding = heads.check_heartbeat(self.vault, floor, head, chain)
         if finding is not None:
             await heads.raise_all(self.vault, [finding])
-            return
+            return floor
         reported = (int(head.get("epoch") or 1), int(head["seq"]))
-        if reported[0] > self._audit_floor[0]:  # a new chain, even before its first entry
+        if reported[0] > floor[0]:  # a new chain, even before its first entry
             await heads.raise_all(
-                self.vault, [heads.restarted(self.vault, self._audit_floor, reported[0])]
+                self.vault, [heads.restarted(self.vault, floor, reported[0], chain)]
             )
-        self._audit_floor = max(self._audit_floor, reported)
+        return max(floor, reported)
+
+    async def _check_chain_heads(self, reported: list[dict[str, Any]]) -> None:
+        """Each worker chain's head (``workers: N``) checked as chain 0's is, against the
+        higher of its stored head and what earlier heartbeats on this socket reported."""
+        stored = await self.services.ingest.heads.chain_heads(self.vault.id)
+        floors = self._chain_floors = self._chain_floors or {}
+        for head in reported:
+            k = int(head["chain"])
+            floor = max(stored.get(k, (1, 0)), floors.get(k, (1, 0)))
+            floors[k] = await self._check_head(head, floor, k)
 
     async def _renew(self, csr: str) -> None:
         try:

@@ -170,6 +170,7 @@ _HEALTH_OPTIONAL = frozenset(
         "outbox_depth",
         "certificate_not_after",
         "audit_head",
+        "audit_chains",
         "integrity_failures",
         "audit_failures",
         "policies_version",
@@ -204,16 +205,39 @@ def parse_heartbeat(frame: dict[str, Any]) -> dict[str, Any]:
     if "certificate_not_after" in given:
         when(given["certificate_not_after"], "health.certificate_not_after")
     if "audit_head" in given:
-        head = fields(given["audit_head"], "health.audit_head", frozenset({"seq", "mac"}), _EPOCH)
-        integer(head["seq"], "health.audit_head.seq")
-        _epoch(head.get("epoch"), "health.audit_head.epoch")
-        if not isinstance(head["mac"], str) or not _HEX.match(head["mac"]):
-            raise ValidationError("health.audit_head.mac must be hex")
+        _audit_head(given["audit_head"], "health.audit_head", frozenset({"seq", "mac"}))
+    if "audit_chains" in given:
+        _audit_chains(given["audit_chains"])
     if "policies_version" in given and (
         not isinstance(given["policies_version"], str) or not _HEX.match(given["policies_version"])
     ):
         raise ValidationError("health.policies_version must be a hex digest")
     return dict(health)
+
+
+def _audit_head(doc: Any, where: str, required: frozenset[str]) -> dict[str, Any]:
+    """One audit chain's head in a heartbeat: its seq, its last entry's MAC, its epoch."""
+    head = fields(doc, where, required, _EPOCH)
+    integer(head["seq"], f"{where}.seq")
+    _epoch(head.get("epoch"), f"{where}.epoch")
+    if not isinstance(head["mac"], str) or not _HEX.match(head["mac"]):
+        raise ValidationError(f"{where}.mac must be hex")
+    return head
+
+
+def _audit_chains(value: Any) -> None:
+    """``health.audit_chains``: the other workers' heads (``workers: N``), one per chain 1..64."""
+    most = uplink.MAX_AUDIT_CHAIN
+    if not isinstance(value, list) or len(value) > most:
+        raise ValidationError(f"health.audit_chains must be a list of at most {most} heads")
+    seen: set[int] = set()
+    for i, doc in enumerate(value):
+        where = f"health.audit_chains[{i}]"
+        head = _audit_head(doc, where, frozenset({"chain", "seq", "mac"}))
+        chain = integer(head["chain"], f"{where}.chain", 1, most)
+        if chain in seen:
+            raise ValidationError(f"{where}.chain: chain {chain} is given twice")
+        seen.add(chain)
 
 
 def parse_renew(frame: dict[str, Any]) -> str:

@@ -123,23 +123,36 @@ class AuditHeads:
             )
         ]
 
-    def check_heartbeat(self, vault: VaultRef, floor: Head, head: dict[str, Any]) -> Finding | None:
-        """A heartbeat's ``audit_head`` against the vault's mark: a finding if it is behind."""
+    def check_heartbeat(
+        self, vault: VaultRef, floor: Head, head: dict[str, Any], chain: int = 0
+    ) -> Finding | None:
+        """A heartbeat's head of ``chain`` (``audit_head``, or one of ``audit_chains``)
+        against that chain's mark: a finding if it is behind."""
         reported: Head = (int(head.get("epoch") or 1), int(head["seq"]))
         if reported >= floor:
             return None
         if reported[0] < floor[0]:
-            return _older_epoch(vault, reported[0], floor)
+            return _older_epoch(vault, reported[0], floor, chain)
         return Finding(
             "audit_head",
-            f"vault {vault.name} ({vault.id}): its audit head moved backwards from entry "
+            f"vault {vault.name} ({vault.id}): {_its(chain)} head moved backwards from entry "
             f"{floor[1]} to entry {reported[1]} (epoch {reported[0]}): the host, or its "
             "database and audit log, were restored from an older copy",
+            chain,
         )
 
-    def restarted(self, vault: VaultRef, floor: Head, epoch: int) -> Finding:
+    def restarted(self, vault: VaultRef, floor: Head, epoch: int, chain: int = 0) -> Finding:
         """The finding for a chain that restarted at ``epoch`` after ``floor``."""
-        return _restarted(vault, floor, epoch)
+        return _restarted(vault, floor, epoch, chain)
+
+    async def chain_heads(self, vault_id: str) -> dict[int, Head]:
+        """The stored head of each of the vault's worker chains (``cp_audit_chains``)."""
+        c = t.audit_chains
+        q = sa.select(c.c.chain, c.c.audit_epoch, c.c.audit_seq).where(c.c.vault_id == vault_id)
+        async with self.engine.connect() as conn:
+            return {
+                int(r.chain): (int(r.audit_epoch), int(r.audit_seq)) for r in await conn.execute(q)
+            }
 
     async def raise_all(self, vault: VaultRef, findings: list[Finding]) -> None:
         """Raise each finding as a (deduplicated) critical ``audit_failure`` alert."""

@@ -19,6 +19,7 @@ import pytest
 
 from agent.audit import HEAD_SIZE, AuditLog, iter_entries, verify
 from agent.audit._format import MAX_HEAD_LAG, _head_record, _Mac
+from agent.audit.reader import last_entry
 from common.errors import IntegrityError, UnavailableError
 
 KEY = bytes(range(32))
@@ -607,3 +608,23 @@ async def test_a_failed_head_write_is_repaired_by_the_next_append_or_refuses_it(
         log.close()
     report = verify(tmp_path, KEY)
     assert report.ok and (report.entries, report.head_seq) == (3, 3), report.problems
+
+
+def test_last_entry_reads_only_the_end_and_skips_a_write_in_progress(tmp_path: Path) -> None:
+    """What the heartbeat reports for a worker's chain (agent/uplink/health.py)."""
+    assert last_entry(tmp_path) is None  # no log yet
+    with AuditLog(tmp_path, KEY) as log:
+        assert last_entry(tmp_path) is None  # an empty log
+        for i in range(3):
+            log.append(op="secrets.read", outcome="ok", status=200, target=f"sec_{i}")
+        assert last_entry(tmp_path) == log.head
+        head = log.head
+    with (tmp_path / "audit.log").open("ab") as f:
+        f.write(b'{"actor":null,"op":"secrets.re')  # a line still being written
+    assert last_entry(tmp_path) == head
+    (tmp_path / "audit.log").write_bytes(b"x" * 40_000)  # no line end where one must be
+    with pytest.raises(UnavailableError, match="does not end in an entry"):
+        last_entry(tmp_path)
+    (tmp_path / "audit.log").write_bytes(b'{"seq": "one"}\n')
+    with pytest.raises(UnavailableError, match="audit verify"):
+        last_entry(tmp_path)

@@ -233,6 +233,84 @@ async def test_worker_chains_are_stored_and_checked_each_on_its_own(
     await link.close()
 
 
+def _chain(k: int, seq: int, epoch: int = 1) -> dict[str, Any]:
+    """Worker k's head as a heartbeat's ``audit_chains`` lists it."""
+    return {"chain": k, "seq": seq, "mac": _mac(seq, epoch, f"w{k}"), "epoch": epoch}
+
+
+async def test_a_worker_chains_heartbeat_head_that_moves_backwards_raises_an_alert(
+    api: Api, tmp_path: Path
+) -> None:
+    owner, agent, link = await _setup(api, tmp_path)
+    vid = agent.vault_id
+    assert (await link.events("audit", [audit(s, chain=1) for s in range(1, 6)]))["upto"] == 5
+    assert (await link.events("audit", [audit(s, chain=2) for s in range(1, 3)]))["upto"] == 2
+    # heads at or ahead of what was shipped, chain by chain: silent
+    await link.heartbeat(audit_chains=[_chain(1, 5), _chain(2, 4)])
+    await link.heartbeat(audit_chains=[_chain(1, 6), _chain(2, 4)])
+    await _handled(link)
+    assert await _alert_keys(api, owner, vid) == {}
+    await link.close()
+
+    # the host restored from an older copy: worker 1's log is behind what it shipped, worker
+    # 2's is not (what an earlier heartbeat on a closed socket said is not a mark here)
+    link = await agent.online()
+    await link.heartbeat(audit_chains=[_chain(1, 3), _chain(2, 2)])
+    await _handled(link)
+    keys = await _alert_keys(api, owner, vid)
+    assert list(keys) == [f"audit_head:{vid}:w1"], keys
+    message = keys[f"audit_head:{vid}:w1"]
+    assert "worker 1" in message and "backwards" in message, message
+    assert "entry 5" in message and "entry 3" in message, message
+    assert await _chain_head(api, vid, 1) == (1, 5)  # the stored mark stays
+
+    # on the same socket, a head reported once is a mark: worker 2 going back below it alerts
+    await link.heartbeat(audit_chains=[_chain(2, 9)])
+    await link.heartbeat(audit_chains=[_chain(2, 7)])
+    await _handled(link)
+    keys = await _alert_keys(api, owner, vid)
+    assert f"audit_head:{vid}:w2" in keys and "worker 2" in keys[f"audit_head:{vid}:w2"], keys
+
+    # a worker chain that restarted says so in its heartbeat, before its first new entry
+    await link.heartbeat(audit_chains=[_chain(3, 4), _chain(1, 1, epoch=2)])
+    await _handled(link)
+    keys = await _alert_keys(api, owner, vid)
+    assert f"audit_epoch:{vid}:w1" in keys and "restarted" in keys[f"audit_epoch:{vid}:w1"]
+    assert not any(k.endswith(":w3") for k in keys), keys  # a new chain of epoch 1: silent
+    assert not any(k.endswith(f":{vid}") for k in keys), keys  # chain 0 untouched
+    await link.close()
+
+
+BAD_HEARTBEAT_CHAINS: list[tuple[str, Any]] = [
+    ("not a list", {"chain": 1, "seq": 1, "mac": "ab"}),
+    ("too many", [_chain(k, 1) for k in range(1, 66)]),
+    ("chain 0", [_chain(0, 1)]),
+    ("chain 65", [_chain(65, 1)]),
+    ("chain bool", [{**_chain(1, 1), "chain": True}]),
+    ("chain twice", [_chain(1, 1), _chain(1, 2)]),
+    ("no chain", [{"seq": 1, "mac": "ab"}]),
+    ("seq negative", [_chain(1, -1)]),
+    ("mac not hex", [{**_chain(1, 1), "mac": "zz"}]),
+    ("epoch 0", [{**_chain(1, 1), "epoch": 0}]),
+    ("unknown field", [{**_chain(1, 1), "value": "s3cret"}]),
+]
+
+
+async def test_a_bad_heartbeat_chain_head_is_refused_as_a_bad_frame(
+    api: Api, tmp_path: Path
+) -> None:
+    _owner, agent, link = await _setup(api, tmp_path)
+    await link.close()
+    for name, chains in BAD_HEARTBEAT_CHAINS:
+        link = await agent.online()
+        await link.heartbeat(audit_chains=chains)
+        code, frames = await link.closed()
+        assert code == uplink.CLOSE_PROTOCOL, (name, code, frames)
+        assert frames[-1]["code"] == uplink.ERR_PROTOCOL, name
+        assert "health.audit_chains" in frames[-1]["message"], (name, frames[-1])
+        await link.close()
+
+
 BAD_CHAIN_BATCHES: list[tuple[str, list[dict[str, Any]]]] = [
     ("chain 0 given", [{**audit(1), "data": {**audit(1)["data"], "chain": 0}}]),
     ("chain too high", [{**audit(1, chain=1), "id": "w65.a1", "data": {**audit(1)["data"], "chain": 65}}]),

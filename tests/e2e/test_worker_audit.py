@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +71,15 @@ def _spread(agent: FleetAgent, call: Callable[[Any], Any]) -> None:
             call(kv)
     after = _local(agent)
     assert all(after[k] > before[k] for k in before), (before, after)  # both workers served
+
+
+def _audit_alerts(cp: ControlPlane, vault_id: str) -> list[str]:
+    """The messages of the vault's open ``audit_failure`` alerts."""
+    with cp.api() as c:
+        items = c.get("/alerts", params={"state": "open"}).json()["items"]
+    return [
+        a["message"] for a in items if a["kind"] == "audit_failure" and a["vault_id"] == vault_id
+    ]
 
 
 def _shipped(cp: ControlPlane, agent: FleetAgent) -> dict[int, int]:
@@ -161,12 +171,48 @@ def test_a_workers_chain_that_restarts_ships_under_its_new_epoch_and_alerts(
         return len(fresh) == _local(agent)[1] and len(ups) == first[1] + len(fresh)
 
     wait_for(new_chain, 60, "worker 1's new chain upstream")
-    with cp.api() as c:
-        items = c.get("/alerts", params={"state": "open"}).json()["items"]
-    messages = [a["message"] for a in items if a["kind"] == "audit_failure"]
+    messages = _audit_alerts(cp, vid)
     assert any("worker 1's audit chain restarted" in m for m in messages), messages
     assert not any("its audit chain restarted" in m for m in messages), messages  # chain 0 fine
     assert _cursor(agent, 1) == {"vault_id": vid, "epoch": 2, "seq": _local(agent)[1]}
+    agent.stop()
+
+
+def test_a_workers_chain_restored_from_a_backup_is_caught_by_the_next_heartbeat(
+    control_plane: ControlPlane, make_agent: Callable[..., FleetAgent], tmp_path: Path
+) -> None:
+    """The whole data folder (store, keystore checkpoints, every worker's log) restored from an
+    older copy agrees with itself, so no worker can tell; the control plane, which holds worker
+    1's chain further along, sees its head go back in the next heartbeat, before any new entry."""
+    cp = control_plane
+    agent = make_agent(cp, "restored-workers")
+    workers = {"KEYVAULT_WORKERS": "2"}
+    agent.start(env=workers)
+    assert agent.proc is not None
+    with agent.proc.client() as c:
+        sid = c.create("hchains/restored", value="v")["id"]
+    _spread(agent, lambda kv: kv.get(sid))
+    before = _shipped(cp, agent)
+    agent.stop()
+    backup = tmp_path / "backup"
+    shutil.copytree(agent.dir.path, backup)
+    agent.start(env=workers)
+    _spread(agent, lambda kv: kv.get(sid))
+    after = _shipped(cp, agent)
+    agent.stop()
+    assert after[1] > before[1]
+    shutil.rmtree(agent.dir.path)
+    shutil.copytree(backup, agent.dir.path)
+
+    agent.start(env=workers)  # nothing read: no chain gets a new entry
+    vid = agent.vault_id
+    messages = wait_for(
+        lambda: [m for m in _audit_alerts(cp, vid) if "worker 1's audit head moved back" in m],
+        60,
+        "the control plane's check of worker 1's heartbeat head",
+    )
+    assert f"from entry {after[1]} to entry {before[1]}" in messages[0], messages
+    assert _local(agent) == before  # the alert came from the heartbeat, not from new entries
     agent.stop()
 
 
