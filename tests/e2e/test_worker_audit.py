@@ -90,6 +90,21 @@ def _shipped(cp: ControlPlane, agent: FleetAgent) -> dict[int, int]:
     return _local(agent)
 
 
+def _read_on_two_workers(
+    cp: ControlPlane, agent: FleetAgent, name: str
+) -> tuple[str, dict[int, int]]:
+    """Start with ``workers: 2``, create ``name``, read it on both workers, wait until every
+    entry is upstream and stop; (the secret's id, each chain's entry count)."""
+    agent.start(env={"KEYVAULT_WORKERS": "2"})
+    assert agent.proc is not None
+    with agent.proc.client() as c:
+        sid = str(c.create(name, value="v")["id"])
+    _spread(agent, lambda kv: kv.get(sid))
+    counts = _shipped(cp, agent)
+    agent.stop()
+    return sid, counts
+
+
 def test_every_workers_audit_chain_reaches_the_control_plane_without_names(
     control_plane: ControlPlane, make_agent: Callable[..., FleetAgent], tmp_path: Path
 ) -> None:
@@ -151,13 +166,7 @@ def test_a_workers_chain_that_restarts_ships_under_its_new_epoch_and_alerts(
 ) -> None:
     cp = control_plane
     agent = make_agent(cp, "restarts")
-    agent.start(env={"KEYVAULT_WORKERS": "2"})
-    assert agent.proc is not None
-    with agent.proc.client() as c:
-        sid = c.create("hchains/restart", value="v")["id"]
-    _spread(agent, lambda kv: kv.get(sid))
-    first = _shipped(cp, agent)
-    agent.stop()
+    sid, first = _read_on_two_workers(cp, agent, "hchains/restart")
     for name in ("audit.log", "audit.head"):  # worker 1's log deleted while stopped
         (agent.dir.path / "audit-w1" / name).unlink()
 
@@ -187,13 +196,7 @@ def test_a_workers_chain_restored_from_a_backup_is_caught_by_the_next_heartbeat(
     cp = control_plane
     agent = make_agent(cp, "restored-workers")
     workers = {"KEYVAULT_WORKERS": "2"}
-    agent.start(env=workers)
-    assert agent.proc is not None
-    with agent.proc.client() as c:
-        sid = c.create("hchains/restored", value="v")["id"]
-    _spread(agent, lambda kv: kv.get(sid))
-    before = _shipped(cp, agent)
-    agent.stop()
+    sid, before = _read_on_two_workers(cp, agent, "hchains/restored")
     backup = tmp_path / "backup"
     shutil.copytree(agent.dir.path, backup)
     agent.start(env=workers)
