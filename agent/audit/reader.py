@@ -110,6 +110,8 @@ def last_entry(folder: Path) -> tuple[int, str] | None:
             f"the audit log {path} does not end in an entry ({exc}); run "
             "`keyvault agent audit verify`"
         ) from None
+    except OSError as exc:
+        raise UnavailableError(f"the audit log {path} cannot be read: {exc.strerror}") from exc
     finally:
         os.close(fd)
     return int(entry["seq"]), str(entry["mac"])

@@ -628,3 +628,7 @@ def test_last_entry_reads_only_the_end_and_skips_a_write_in_progress(tmp_path: P
     (tmp_path / "audit.log").write_bytes(b'{"seq": "one"}\n')
     with pytest.raises(UnavailableError, match="audit verify"):
         last_entry(tmp_path)
+    (tmp_path / "audit.log").unlink()
+    (tmp_path / "audit.log").mkdir()  # opens, but reading it fails (EISDIR): an OS error
+    with pytest.raises(UnavailableError, match="cannot be read"):
+        last_entry(tmp_path)
