@@ -151,6 +151,7 @@ class Agent:
             store.check()
             store.migrate()
             keys = _unlock(store, settings, source)
+            keys.shared_keys = store.backend == "postgresql"  # other replicas may rotate KEKs
             folder, row, log_replica = _audit_identity(settings, store, worker)
             audit, guard = open_audit(
                 lambda: AuditLog(
@@ -191,6 +192,7 @@ class Agent:
         self.worker = worker
         self.shared = SharedChanges(self.settings.data_dir / GEN_NAME, worker.index, worker.count)
         self.store.on_commit = self.shared.bump
+        self.keys.shared_keys = True  # another worker may rotate the KEKs
         self.tokens.catch_up = self.catch_up
         self.secrets.catch_up = self.catch_up
 

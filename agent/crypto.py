@@ -400,6 +400,14 @@ class Envelope:
         raw = _open(self._wrap_key, wrapped, _aad("kek", self.vault_id, version))
         self._keks[version] = AESGCM(raw)
 
+    def has_kek(self, version: int) -> bool:
+        """Whether KEK ``version`` is loaded."""
+        return version in self._keks
+
+    def kek_versions(self) -> set[int]:
+        """The versions of the loaded KEKs."""
+        return set(self._keks)
+
     def unload_kek(self, version: int) -> None:
         """Forget a KEK (after it is destroyed), and every DEK it wrapped."""
         self._keks.pop(version, None)

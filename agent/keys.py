@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.crypto import (
     KDF_DEFAULT_ITERATIONS,
@@ -30,13 +30,19 @@ from agent.errors import NotInitialisedError
 from agent.rowauth import RowAuth
 from agent.store.db import Store, hold_migration_lock
 from agent.store.sql import Connection, placeholders
-from common.errors import ConflictError, IntegrityError
+from common.errors import ConflictError, IntegrityError, UnavailableError
 
 HEADER_KEY = "keystore_header"
 AUDIT_KEY = "audit_key"
 ROWS_KEY = "rows_key"  # the row key of agent/rowauth.py, wrapped like the audit key
 Progress = Callable[[int, int], None]
 REWRAP_BATCH = 200
+T = TypeVar("T")
+
+
+class StaleKeysError(ConflictError):
+    """A value was sealed under a KEK that another process has since retired (the writer
+    follows the store and seals again; if it happens twice in a row the 409 reaches the user)."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,7 @@ class KeyManager:
         audit_key: bytes,
         clock: Clock,
         row_key: bytes,
+        header_json: str = "",
     ) -> None:
         self.store = store
         self.envelope = envelope
@@ -83,6 +90,11 @@ class KeyManager:
         self._audit_key = audit_key
         self.rows = RowAuth(row_key)
         self._clock = clock
+        self._header_json = header_json  # the keystore header this process unlocked
+        # Another process may change the key set under us (``workers: N``, or replicas on one
+        # PostgreSQL store): then KEKs are followed from the store (:meth:`follow`) and every
+        # new value is checked, in its own transaction, to be sealed under the active KEK.
+        self.shared_keys = False
         self.rotating = False
         self.rewrap_listeners: list[Callable[[list[tuple[str, int, SealedValue]]], None]] = []
 
@@ -129,7 +141,7 @@ class KeyManager:
             conn.execute(_INSERT_KEK, (1, envelope.new_kek(1), "active", clock().isoformat()))
 
         store.write_sync(write)
-        return cls(store, envelope, 1, audit_key, clock, row_key)
+        return cls(store, envelope, 1, audit_key, clock, row_key, header.to_json())
 
     @classmethod
     def unlock(
@@ -164,7 +176,7 @@ class KeyManager:
             row_key = store.write_sync(_adopt_rows(envelope, rng(32)))
         else:
             row_key = envelope.unwrap_aux("rows", bytes.fromhex(rows_wrapped))
-        return cls(store, envelope, active, audit_key, clock, row_key)
+        return cls(store, envelope, active, audit_key, clock, row_key, header_json)
 
     # ------------------------------------------------------------------ values
     def seal(self, secret_id: str, version: int, plaintext: bytes) -> SealedValue:
@@ -172,8 +184,67 @@ class KeyManager:
         return self.envelope.seal(secret_id, version, plaintext, self.active_kek)
 
     def open(self, secret_id: str, version: int, sealed: SealedValue) -> bytes:
-        """Open a stored value."""
+        """Open a stored value (under a KEK another process made: after following the store)."""
+        if self.shared_keys and not self.envelope.has_kek(sealed.kek_version):
+            self._follow(self.store.read_sync(_live_keks))
         return self.envelope.open(secret_id, version, sealed)
+
+    # ------------------------------------------------------------------ other processes' keys
+    async def follow(self) -> None:
+        """Bring the loaded KEKs and the active one in step with the store, after another worker
+        or replica rotated them (a KEK this process has not loaded is unwrapped; a destroyed
+        one is unloaded). Raises ``UnavailableError`` when the master key was changed there."""
+        self._follow(await self.store.read(_live_keks))
+
+    def _follow(self, found: tuple[str | None, list[Any]]) -> None:
+        header_json, rows = found
+        self._same_master(header_json)
+        live = {int(version) for version, _wrapped, _state in rows}
+        for version in self.envelope.kek_versions() - live:
+            self.envelope.unload_kek(version)
+        for version, wrapped, state in rows:
+            if not self.envelope.has_kek(version):
+                self.envelope.load_kek(version, wrapped)
+            if state == "active":
+                self.active_kek = int(version)
+
+    def _same_master(self, header_json: str | None) -> None:
+        """Refuse to go on with a master key another process has replaced (a rekey there)."""
+        if self._header_json and header_json is not None and header_json != self._header_json:
+            raise UnavailableError(
+                "the master key was changed (rekey) by another worker or replica since this "
+                "agent started; restart it so that it unlocks with the new key"
+            )
+
+    def check_sealed(self, conn: Connection, kek_version: int) -> None:
+        """In a write's transaction: the new value's KEK must still be the active one.
+
+        Only where another process may rotate KEKs (:attr:`shared_keys`). Raises
+        :class:`StaleKeysError` (the caller follows the store and seals again) otherwise. On
+        PostgreSQL the KEK's row is share-locked, so a rotation's destroy waits for this write
+        and then counts its value.
+        """
+        if not self.shared_keys:
+            return
+        lock = " FOR SHARE" if self.store.backend == "postgresql" else ""
+        state = conn.execute(
+            f"SELECT state FROM kv_keks WHERE version = ?{lock}",  # noqa: S608
+            (kek_version,),
+        ).scalar()
+        if state != "active":
+            raise StaleKeysError(
+                "the agent's keys were rotated by another worker or replica during this write; "
+                "try again"
+            )
+
+    async def sealing(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run ``attempt`` (which seals a value and writes it); if another process rotated the
+        KEKs meanwhile, follow the store and run it once more."""
+        try:
+            return await attempt()
+        except StaleKeysError:
+            await self.follow()
+            return await attempt()
 
     def forget(self, secret_id: str) -> None:
         """Drop a secret's cached DEKs (after a write to it)."""
@@ -192,8 +263,11 @@ class KeyManager:
 
     async def _rotate_kek(self, progress: Progress) -> KekRotation:
         now = self._clock().isoformat()
+        if self.shared_keys:  # start from what the other processes left
+            await self.follow()
 
         def add_kek(conn: Connection) -> int:
+            self._same_master(_meta_get(conn, HEADER_KEY))
             version = int(conn.execute("SELECT max(version) FROM kv_keks").scalar_one()) + 1
             wrapped = self.envelope.new_kek(version)
             conn.execute(
@@ -216,7 +290,7 @@ class KeyManager:
                 (sid, ver, old, self.envelope.rewrap(sid, ver, SealedValue(old, dek, ct), new))
                 for sid, ver, old, dek, ct in rows
             ]
-            await self.store.write(_apply_rewraps(updates))
+            await self.store.write(_apply_rewraps(updates, new))
             for listener in self.rewrap_listeners:
                 listener([(sid, ver, sealed) for sid, ver, _old, sealed in updates])
             done += len(updates)
@@ -243,11 +317,13 @@ class KeyManager:
             )
             await self.store.write(self._rekey_txn(header, master))
             self.envelope.use_master(master)
+            self._header_json = header.to_json()
         finally:
             self.rotating = False
 
     def _rekey_txn(self, header: KeystoreHeader, master: MasterKey) -> Callable[[Connection], None]:
         def txn(conn: Connection) -> None:
+            self._same_master(_meta_get(conn, HEADER_KEY))
             for version, wrapped in conn.execute(
                 "SELECT version, wrapped FROM kv_keks WHERE state != 'destroyed'"
             ).all():
@@ -306,6 +382,14 @@ def _adopt_rows(envelope: Envelope, row_key: bytes) -> Callable[[Connection], by
     return txn
 
 
+def _live_keks(conn: Connection) -> tuple[str | None, list[Any]]:
+    """The keystore header and every KEK not destroyed: (version, wrapped, state)."""
+    rows = conn.execute(
+        "SELECT version, wrapped, state FROM kv_keks WHERE state != 'destroyed'"
+    ).all()
+    return _meta_get(conn, HEADER_KEY), list(rows)
+
+
 def _count_not_on(version: int) -> Callable[[Connection], int]:
     def q(conn: Connection) -> int:
         sql = "SELECT count(*) FROM kv_versions WHERE kek_version != ?"
@@ -326,9 +410,16 @@ def _rows_not_on(version: int, limit: int) -> Callable[[Connection], list[Any]]:
 
 
 def _apply_rewraps(
-    updates: list[tuple[str, int, int, SealedValue]],
+    updates: list[tuple[str, int, int, SealedValue]], target: int
 ) -> Callable[[Connection], None]:
     def txn(conn: Connection) -> None:
+        state = conn.execute("SELECT state FROM kv_keks WHERE version = ?", (target,)).scalar()
+        if state != "active":  # a newer rotation (another worker or replica) took over
+            raise ConflictError(
+                f"key-encryption key {target} is no longer the active one: another key "
+                "rotation started meanwhile (another worker or replica); this one stopped and "
+                "destroyed nothing"
+            )
         for sid, ver, old, sealed in updates:
             conn.execute(
                 "UPDATE kv_versions SET kek_version = ?, wrapped_dek = ? "

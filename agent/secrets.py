@@ -426,9 +426,10 @@ class SecretService:
         created = self._clock()
         now = created.isoformat()
         meta = SecretMeta(self.new_id(created), name, 1, description, labels, now, now, None)
-        sealed = self.keys.seal(meta.id, 1, raw)
+        sealed = self.keys.seal(meta.id, 1, raw)  # sealed again if the KEKs moved (attempt)
 
         def txn(conn: Connection) -> None:
+            self.keys.check_sealed(conn, sealed.kek_version)
             mac = self.keys.rows.name_mac(meta.id, name)
             try:
                 conn.execute(
@@ -442,8 +443,13 @@ class SecretService:
             _insert_version(conn, meta.id, 1, sealed, now, "create")
             self._changed(conn, meta.id, now)
 
+        async def attempt() -> None:
+            nonlocal sealed
+            sealed = self.keys.seal(meta.id, 1, raw)
+            await self.store.write(txn)
+
         epoch = self._epoch
-        await self.store.write(txn)
+        await self.keys.sealing(attempt)
         self._committed(meta, "created")
         if self._fresh(epoch):
             self._remember(meta, sealed)
@@ -484,6 +490,7 @@ class SecretService:
             if raw is not None:
                 version += 1
                 sealed = self.keys.seal(row.id, version, raw)
+                self.keys.check_sealed(conn, sealed.kek_version)
                 try:
                     _insert_version(conn, row.id, version, sealed, now, origin)
                 except conn.IntegrityError:  # a pending rotation's version
@@ -511,7 +518,7 @@ class SecretService:
             return new, sealed
 
         epoch = self._epoch
-        new, sealed = await self.store.write(txn)
+        new, sealed = await self.keys.sealing(lambda: self.store.write(txn))
         self._committed(new, "rotated" if origin == "rotate" else "updated")
         if self._fresh(epoch):
             if sealed is None:  # metadata only: keep the cached value under the new meta

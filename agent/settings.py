@@ -557,7 +557,8 @@ class AgentSettings(Model):
         "audit log (audit-w<k>/) and only worker 0 runs the uplink, scheduler, templates and "
         "webhooks. On a read-heavy host with two or more cores, 2 serves about 1.5x the reads "
         "of one process, for about 190 MiB resident in all (the supervisor and two workers) "
-        "against about 60 (docs/performance.md).",
+        "against about 60 (docs/performance.md). KEK rotation works through any worker; a "
+        "rekey (new master key) needs workers: 1 while it runs.",
     )
     max_body_bytes: int = Field(
         256 * 1024, ge=1024, le=16 * 1024 * 1024, description="Largest request body accepted."

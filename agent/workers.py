@@ -11,6 +11,9 @@ at the others' counters as every request begins (and every :data:`FOLLOW_EVERY` 
 its background readers and open change streams); when one moved it forgets every such cache
 and tells its change feed's subscribers to ``resync``. The DEK cache needs nothing: it is keyed
 by the exact sealed row, so another worker's write can only make an entry unused, never wrong.
+The KEKs follow the store instead (``KeyManager.shared_keys``): a value under a KEK this worker
+never loaded loads it, and a new value sealed under a KEK another worker's rotation retired is
+refused in its own transaction and sealed again, so nothing is stored under a destroyed KEK.
 
 With one worker (the default) none of this exists: no file, no check, no hook.
 """

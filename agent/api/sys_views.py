@@ -156,6 +156,13 @@ async def rekey(request: web.Request) -> web.Response:
     if iterations < KDF_MIN_ITERATIONS or iterations > 10_000_000:
         raise ValidationError(f"iterations must be from {KDF_MIN_ITERATIONS:,} to 10,000,000")
     source = new_key_source(path, phrase)
+    if agent.settings.workers > 1:
+        raise ConflictError(
+            f"rekey changes the master key, which each of this agent's {agent.settings.workers} "
+            "worker processes holds in memory, and the others cannot follow a new key file or "
+            "passphrase: set workers: 1 in agent.yaml, restart the agent, rekey, then set "
+            "workers back and restart again"
+        )
     _refuse_if_busy(request)
     pending = PendingConfig(agent.settings.data_dir)
 

@@ -238,8 +238,14 @@ class RotationEngine:
             self._audit(actor, meta.id, "error", 409, "invalid_settings")
             raise RotationFailedError("invalid_settings") from None
         version = meta.version + 1
-        sealed = self.secrets.keys.seal(meta.id, version, raw)
-        await self.store.write(self._stage(meta, policy, version, sealed, claimed))
+        keys = self.secrets.keys
+
+        async def stage() -> SealedValue:
+            sealed = keys.seal(meta.id, version, raw)
+            await self.store.write(self._stage(meta, policy, version, sealed, claimed))
+            return sealed
+
+        sealed = await keys.sealing(stage)
         try:
             await off_loop(_apply_and_verify, rotator, new, current)
         except BaseException as exc:
@@ -305,6 +311,7 @@ class RotationEngine:
                     "attempts, lease_owner, lease_until) VALUES (?, ?, ?, ?, 0, ?, ?)",
                     (meta.id, policy.id, due, PENDING, self.owner, until),
                 )
+            self.secrets.keys.check_sealed(conn, sealed.kek_version)
             _insert_version(conn, meta.id, version, sealed, now, "rotate")
             conn.execute(
                 "UPDATE kv_versions SET state = ? WHERE secret_id = ? AND version = ?",

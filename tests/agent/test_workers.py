@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from agent.settings import AgentSettings
-from common.errors import AuthenticationError, NotFoundError
+from common.errors import AuthenticationError, ConflictError, NotFoundError
 from common.typedconf import ValidationError
 from tests.conftest import AgentDir, AgentProcess, init_agent_dir, start_agent
 
@@ -152,6 +152,99 @@ def test_concurrent_writes_through_both_workers_all_land(two_workers: AgentProce
         for name in acked:
             k, i = name.split("/")[1][1:], name.split("/")[2][1:]
             assert kv.get(name)["value"] == f"v{k}-{i}"
+
+
+def _finished(kv: Any, job: dict[str, Any]) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while (state := kv.job(job["id"]))["state"] == "running":
+        assert time.monotonic() < deadline, state
+        time.sleep(0.05)
+    return dict(state)
+
+
+def test_kek_rotations_through_any_worker_are_followed_by_every_worker(tmp_path: Path) -> None:
+    """A KEK made, and old ones destroyed, by one worker: every worker reads the re-wrapped
+    values, a write sealed meanwhile under a retired KEK is sealed again under the active one,
+    and two rotations at once leave one KEK. After all of it, one freshly unlocked process
+    opens every value, so nothing was written under a destroyed KEK."""
+    folder = init_agent_dir(tmp_path / "agent", client_cert="required")
+    running = start_agent(folder, env=TWO)
+    values = {f"kek/s{i:02d}": f"value-{i}" for i in range(30)}
+    written: dict[str, str] = {}
+    failed: list[BaseException] = []
+    try:
+        with running.client() as kv:
+            for name, value in values.items():
+                kv.create(name, value)
+
+        def read_all(kv: Any) -> dict[str, str]:
+            return {name: kv.get(name)["value"] for name in values}
+
+        assert _spread(running, None, read_all) == [values] * SPREAD  # cached on both workers
+        stop = threading.Event()
+
+        def writer() -> None:  # fresh connections: both workers write while keys rotate
+            i = 0
+            while not stop.is_set():
+                name, value = f"kek/w{i:04d}", f"written-{i}"
+                try:
+                    with running.client() as kv:
+                        kv.update(name, value=value) if name in written else kv.create(name, value)
+                    written[name] = value
+                except Exception as exc:
+                    failed.append(exc)
+                i = (i + 1) % 40  # new secrets, then new versions of them
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            for _ in range(3):  # each through whichever worker the kernel picks
+                with running.client() as kv:
+                    done = _finished(kv, kv.rotate_kek())
+                assert done["state"] == "succeeded", done
+                assert _spread(running, None, read_all) == [values] * SPREAD
+            # two at once: each worker refuses a second of its own, and a rotation overtaken by
+            # one in the other worker stops without destroying anything
+            jobs, clients = [], [running.client() for _ in range(2)]
+            for kv in clients:
+                try:
+                    jobs.append((kv, kv.rotate_kek()))
+                except ConflictError as exc:
+                    assert "already running" in exc.message, exc.message
+            ended = [_finished(kv, job) for kv, job in jobs]
+            for kv in clients:
+                kv.close()
+            assert any(e["state"] == "succeeded" for e in ended), ended
+            for e in ended:
+                assert e["state"] == "succeeded" or "another key rotation" in e["error"], e
+        finally:
+            stop.set()
+            thread.join(60)
+        assert not failed, failed[:3]
+        assert len(written) == 40
+        assert _spread(running, None, read_all) == [values] * SPREAD
+    finally:
+        if running.proc.poll() is None:
+            assert running.stop() == 0
+    restarted = start_agent(folder)  # one process, unlocked afresh
+    try:
+        with restarted.client() as kv:
+            assert read_all(kv) == values
+            assert {name: kv.get(name)["value"] for name in written} == written
+            # what rotations left, or a later one will finish: no value on a destroyed KEK
+            with_rotation = _finished(kv, kv.rotate_kek())
+            assert with_rotation["state"] == "succeeded", with_rotation
+            live = [k for k in kv.keys()["keks"] if k["state"] != "destroyed"]
+            assert len(live) == 1 and live[0]["state"] == "active", live
+    finally:
+        assert restarted.stop() == 0
+
+
+def test_rekey_is_refused_while_several_workers_run(two_workers: AgentProcess) -> None:
+    with two_workers.client() as kv, pytest.raises(ConflictError) as refused:
+        kv.rekey(new_passphrase="a brand new passphrase")
+    assert "workers: 1" in refused.value.message and "restart" in refused.value.message
+    assert _spread(two_workers, None, lambda kv: kv.health()["status"]) == ["healthy"] * SPREAD
 
 
 def test_a_change_stream_hears_of_writes_through_the_other_worker(
