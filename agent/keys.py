@@ -382,6 +382,17 @@ def _adopt_rows(envelope: Envelope, row_key: bytes) -> Callable[[Connection], by
     return txn
 
 
+def _still_active(conn: Connection, version: int) -> None:
+    """A rotation to KEK ``version`` goes on only while that KEK is the active one."""
+    state = conn.execute("SELECT state FROM kv_keks WHERE version = ?", (version,)).scalar()
+    if state != "active":  # a newer rotation (another worker or replica) took over
+        raise ConflictError(
+            f"key-encryption key {version} is no longer the active one: another key rotation "
+            "started meanwhile (another worker or replica); this one stopped and destroyed "
+            "nothing"
+        )
+
+
 def _live_keks(conn: Connection) -> tuple[str | None, list[Any]]:
     """The keystore header and every KEK not destroyed: (version, wrapped, state)."""
     rows = conn.execute(
@@ -400,6 +411,7 @@ def _count_not_on(version: int) -> Callable[[Connection], int]:
 
 def _rows_not_on(version: int, limit: int) -> Callable[[Connection], list[Any]]:
     def q(conn: Connection) -> list[Any]:
+        _still_active(conn, version)  # in the same snapshot as the rows it re-wraps
         return conn.execute(
             "SELECT secret_id, version, kek_version, wrapped_dek, ciphertext FROM kv_versions "
             "WHERE kek_version != ? LIMIT ?",
@@ -413,13 +425,7 @@ def _apply_rewraps(
     updates: list[tuple[str, int, int, SealedValue]], target: int
 ) -> Callable[[Connection], None]:
     def txn(conn: Connection) -> None:
-        state = conn.execute("SELECT state FROM kv_keks WHERE version = ?", (target,)).scalar()
-        if state != "active":  # a newer rotation (another worker or replica) took over
-            raise ConflictError(
-                f"key-encryption key {target} is no longer the active one: another key "
-                "rotation started meanwhile (another worker or replica); this one stopped and "
-                "destroyed nothing"
-            )
+        _still_active(conn, target)
         for sid, ver, old, sealed in updates:
             conn.execute(
                 "UPDATE kv_versions SET kek_version = ?, wrapped_dek = ? "

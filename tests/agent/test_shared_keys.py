@@ -101,20 +101,30 @@ async def test_a_kek_rotated_elsewhere_is_followed_for_reads_and_writes(
 
 
 async def test_a_rotation_overtaken_by_another_stops_and_destroys_nothing(
-    replicas: Callable[[], Any],
+    replicas: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = await replicas(), await replicas()
     names = [f"many/s{i:03d}" for i in range(450)]  # three re-wrap batches of 200
     made = await asyncio.gather(*(a.create(n, f"v-{n}") for n in names))
-    overtaking: list[asyncio.Task[Any]] = []
+    first_batch_done, overtaken = asyncio.Event(), []
+    read = a.store.read
+
+    async def read_after_b(fn: Any) -> Any:
+        """A's next read after its first batch waits for all of B's rotation (the worst case:
+        everything A re-wrapped moves on again, and both KEKs A used are destroyed)."""
+        if first_batch_done.is_set() and not overtaken:
+            overtaken.append(await b.keys.rotate_kek())
+        return await read(fn)
+
+    monkeypatch.setattr(a.store, "read", read_after_b)
 
     def progress(done: int, _total: int) -> None:
-        if done and not overtaking:  # after A's first batch, B starts its own rotation
-            overtaking.append(asyncio.get_running_loop().create_task(b.keys.rotate_kek()))
+        if done:
+            first_batch_done.set()
 
     with pytest.raises(ConflictError, match="another key rotation started meanwhile"):
         await a.keys.rotate_kek(progress)
-    won = await overtaking[0]
+    won = overtaken[0]
     assert won.new_version == 3 and sorted(won.destroyed) == [1, 2]
     fresh = await replicas()
     live = [k for k in await fresh.keys.kek_status() if k["state"] != "destroyed"]
