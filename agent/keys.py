@@ -37,6 +37,7 @@ AUDIT_KEY = "audit_key"
 ROWS_KEY = "rows_key"  # the row key of agent/rowauth.py, wrapped like the audit key
 Progress = Callable[[int, int], None]
 REWRAP_BATCH = 200
+SEAL_ATTEMPTS = 5  # a write sealed under a KEK retired meanwhile is sealed again, this often
 T = TypeVar("T")
 
 
@@ -238,13 +239,15 @@ class KeyManager:
             )
 
     async def sealing(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        """Run ``attempt`` (which seals a value and writes it); if another process rotated the
-        KEKs meanwhile, follow the store and run it once more."""
-        try:
-            return await attempt()
-        except StaleKeysError:
-            await self.follow()
-            return await attempt()
+        """Run ``attempt`` (which seals a value and writes it); while another process rotates
+        the KEKs under it (two rotations at once can retire the KEK it just followed), follow
+        the store and run it again, at most :data:`SEAL_ATTEMPTS` times in all."""
+        for _ in range(SEAL_ATTEMPTS - 1):
+            try:
+                return await attempt()
+            except StaleKeysError:
+                await self.follow()
+        return await attempt()
 
     def forget(self, secret_id: str) -> None:
         """Drop a secret's cached DEKs (after a write to it)."""
