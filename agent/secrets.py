@@ -426,9 +426,8 @@ class SecretService:
         created = self._clock()
         now = created.isoformat()
         meta = SecretMeta(self.new_id(created), name, 1, description, labels, now, now, None)
-        sealed = self.keys.seal(meta.id, 1, raw)  # sealed again if the KEKs moved (attempt)
 
-        def txn(conn: Connection) -> None:
+        def txn(conn: Connection, sealed: SealedValue) -> None:
             self.keys.check_sealed(conn, sealed.kek_version)
             mac = self.keys.rows.name_mac(meta.id, name)
             try:
@@ -443,13 +442,13 @@ class SecretService:
             _insert_version(conn, meta.id, 1, sealed, now, "create")
             self._changed(conn, meta.id, now)
 
-        async def attempt() -> None:
-            nonlocal sealed
+        async def attempt() -> SealedValue:  # sealed again if another process moved the KEKs
             sealed = self.keys.seal(meta.id, 1, raw)
-            await self.store.write(txn)
+            await self.store.write(lambda conn: txn(conn, sealed))
+            return sealed
 
         epoch = self._epoch
-        await self.keys.sealing(attempt)
+        sealed = await self.keys.sealing(attempt)
         self._committed(meta, "created")
         if self._fresh(epoch):
             self._remember(meta, sealed)
