@@ -43,7 +43,7 @@ T = TypeVar("T")
 
 class StaleKeysError(ConflictError):
     """A value was sealed under a KEK that another process has since retired (the writer
-    follows the store and seals again; if it happens twice in a row the 409 reaches the user)."""
+    follows the store and seals again; after :data:`SEAL_ATTEMPTS` the 409 reaches the user)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ class KekRotation:
     destroyed: list[int]
 
 
+_KEK_STATE = "SELECT state FROM kv_keks WHERE version = ?"
+_KEK_STATE_FOR_SHARE = _KEK_STATE + " FOR SHARE"
 _INSERT_KEK = "INSERT INTO kv_keks (version, wrapped, state, created_at) VALUES (?, ?, ?, ?)"
 
 
@@ -151,11 +153,8 @@ class KeyManager:
         """Read the header, derive the master key once, load every live KEK (blocking)."""
 
         def load(conn: Connection) -> tuple[str | None, str | None, list[Any], str | None]:
-            rows = conn.execute(
-                "SELECT version, wrapped, state FROM kv_keks WHERE state != 'destroyed'"
-            ).all()
-            meta = _meta_get(conn, HEADER_KEY), _meta_get(conn, AUDIT_KEY)
-            return *meta, list(rows), _meta_get(conn, ROWS_KEY)
+            header_json, rows = _live_keks(conn)
+            return header_json, _meta_get(conn, AUDIT_KEY), rows, _meta_get(conn, ROWS_KEY)
 
         header_json, audit_wrapped, rows, rows_wrapped = store.read_sync(load)
         if header_json is None or audit_wrapped is None:
@@ -165,11 +164,7 @@ class KeyManager:
         header = KeystoreHeader.from_json(header_json)
         master = unlock_keystore(header, source)
         envelope = Envelope(header.vault_id, master, rng=rng)
-        active = 0
-        for version, wrapped, state in rows:
-            envelope.load_kek(version, wrapped)
-            if state == "active":
-                active = version
+        active = _load_keks(envelope, rows)
         if not active:
             raise IntegrityError("the store has no active key-encryption key")
         audit_key = envelope.unwrap_aux("audit", bytes.fromhex(audit_wrapped))
@@ -203,11 +198,7 @@ class KeyManager:
         live = {int(version) for version, _wrapped, _state in rows}
         for version in self.envelope.kek_versions() - live:
             self.envelope.unload_kek(version)
-        for version, wrapped, state in rows:
-            if not self.envelope.has_kek(version):
-                self.envelope.load_kek(version, wrapped)
-            if state == "active":
-                self.active_kek = int(version)
+        self.active_kek = _load_keks(self.envelope, rows) or self.active_kek
 
     def _same_master(self, header_json: str | None) -> None:
         """Refuse to go on with a master key another process has replaced (a rekey there)."""
@@ -227,12 +218,7 @@ class KeyManager:
         """
         if not self.shared_keys:
             return
-        lock = " FOR SHARE" if self.store.backend == "postgresql" else ""
-        state = conn.execute(
-            f"SELECT state FROM kv_keks WHERE version = ?{lock}",  # noqa: S608
-            (kek_version,),
-        ).scalar()
-        if state != "active":
+        if _kek_state(conn, kek_version, lock=self.store.backend == "postgresql") != "active":
             raise StaleKeysError(
                 "the agent's keys were rotated by another worker or replica during this write; "
                 "try again"
@@ -385,10 +371,28 @@ def _adopt_rows(envelope: Envelope, row_key: bytes) -> Callable[[Connection], by
     return txn
 
 
+def _kek_state(conn: Connection, version: int, *, lock: bool = False) -> str | None:
+    """KEK ``version``'s state (None: no such KEK); ``lock``: share-lock its row (PostgreSQL)."""
+    sql = _KEK_STATE_FOR_SHARE if lock else _KEK_STATE
+    state = conn.execute(sql, (version,)).scalar()
+    return None if state is None else str(state)
+
+
+def _load_keks(envelope: Envelope, rows: list[Any]) -> int:
+    """Unwrap each (version, wrapped, state) KEK not yet loaded; the active one's version (0:
+    none among ``rows``)."""
+    active = 0
+    for version, wrapped, state in rows:
+        if not envelope.has_kek(version):
+            envelope.load_kek(version, wrapped)
+        if state == "active":
+            active = int(version)
+    return active
+
+
 def _still_active(conn: Connection, version: int) -> None:
     """A rotation to KEK ``version`` goes on only while that KEK is the active one."""
-    state = conn.execute("SELECT state FROM kv_keks WHERE version = ?", (version,)).scalar()
-    if state != "active":  # a newer rotation (another worker or replica) took over
+    if _kek_state(conn, version) != "active":  # a newer rotation (another worker or replica)
         raise ConflictError(
             f"key-encryption key {version} is no longer the active one: another key rotation "
             "started meanwhile (another worker or replica); this one stopped and destroyed "
