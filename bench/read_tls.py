@@ -13,8 +13,9 @@ Three servers on this machine, each in its own process, loaded by the same C cli
   process* bare server: the baseline is not scaled to two processes. Its CPU per request and
   RSS add up the supervisor and both workers.
 
-After a warm-up, rounds run interleaved (agent, bare, openbao, agent, …); figures are medians
-over rounds and ratios are medians of the per-round ratios (each pair measured back to back).
+After a warm-up, rounds run interleaved (agent, bare, openbao, then openbao, bare, agent, …);
+figures are medians over rounds and ratios are medians of the per-round ratios (each pair
+measured back to back).
 The same agent then takes a short ``PUT`` (new version) load for an HTTP view of benchmark 2,
 and its RSS after the load is noted.
 """
@@ -76,14 +77,19 @@ def summary(results: list[AbResult]) -> str:
 def measure(
     targets: list[Target], plan: Plan, rounds: int, seconds: float, label: str
 ) -> tuple[dict[str, list[AbResult]], list[tuple[str, AbResult]]]:
-    """Warm each target up, then run ``rounds`` interleaved rounds of ab."""
+    """Warm each target up, then run ``rounds`` interleaved rounds of ab.
+
+    Every second round runs the targets in reverse order, so that no server always goes first
+    (after the others' load) or last: a fixed order showed up as a few per cent between two
+    identical agents.
+    """
     for t in targets:
         log(f"{label}: warming up {t.name}")
         _checked(run_ab(t, requests=plan.read_max_requests, seconds=plan.warmup_seconds))
     results: dict[str, list[AbResult]] = {t.name: [] for t in targets}
     order: list[tuple[str, AbResult]] = []
     for rnd in range(1, rounds + 1):
-        for t in targets:
+        for t in targets if rnd % 2 else targets[::-1]:
             r = _checked(run_ab(t, requests=plan.read_max_requests, seconds=seconds))
             results[t.name].append(r)
             order.append((str(rnd), r))
