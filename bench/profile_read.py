@@ -285,6 +285,8 @@ def profile_writes(seconds: float, rate: int) -> str:
         return (
             f"store-layer writes, 32 tasks, synchronous=NORMAL (profiled): {rate_line}\n"
             + analyse(raw, only_thread="kv-write")
+            + "\n\nthe event loop's thread (the service layer around the writes):\n"
+            + analyse(raw, only_thread="MainThread")
         )
 
 
