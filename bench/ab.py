@@ -1,9 +1,9 @@
 """Agent against agent: this tree's read path against another commit's, interleaved.
 
 ``python -m bench.ab [--base main] [--rounds 5] [--seconds 4]`` exports ``--base`` with
-``git archive`` into a temp folder, starts one agent from each tree (the base one with that folder
-first on ``PYTHONPATH``, same virtualenv) and the bare server, and runs benchmark 1's ab line on
-them in interleaved rounds. It prints medians and the per-round ratios, chiefly server CPU per
+``git archive`` into a temp folder and, for every round, starts an agent from each tree afresh
+(the base one with that folder first on ``PYTHONPATH``, same virtualenv; which goes first
+alternates) and the bare server, and runs benchmark 1's ab line on them back to back. It prints medians and the per-round ratios, chiefly server CPU per
 read, which a busy machine disturbs least. This is how docs/performance.md's "before" of issue 18
 was measured.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.harness import Plan, base_tree, median, workspace
+from bench.harness import AbResult, Plan, base_tree, median, workspace
 from bench.read_tls import measure
 from bench.servers import agent_target, init_agent, seed_secret, start_agent, start_bare
 
@@ -26,14 +26,30 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     with workspace() as (folder, procs):
         base = base_tree(folder, args.base)
-        targets = []
-        for name, env in (("this", None), ("base", {"PYTHONPATH": str(base)})):
-            setup = init_agent(folder / name)
-            proc = start_agent(procs, setup, name=name, env=env)
-            sid, body = seed_secret(setup)
-            targets.append(agent_target(proc, setup, sid, name=name))
-        targets.append(start_bare(procs, folder, setup.tls, body, setup.client_pem(), sid))
-        res, _ = measure(targets, Plan.quick(), args.rounds, args.seconds, "ab")
+        envs = {"this": None, "base": {"PYTHONPATH": str(base)}}
+        setups = {name: init_agent(folder / name) for name in envs}
+        res: dict[str, list[AbResult]] = {"this": [], "base": [], "bare": []}
+        secrets: dict[str, tuple[str, bytes]] = {}
+        for rnd in range(1, args.rounds + 1):
+            # fresh processes each round: a process can run a few per cent off its identical
+            # twin for its whole life, which one pair for all rounds would report as the change
+            targets, started = [], []
+            for name in envs if rnd % 2 else list(envs)[::-1]:
+                setup = setups[name]
+                proc = start_agent(procs, setup, name=name, env=envs[name])
+                if name not in secrets:
+                    secrets[name] = seed_secret(setup)
+                targets.append(agent_target(proc, setup, secrets[name][0], name=name))
+                started.append(proc)
+            sid, body = secrets["this"]
+            bare = start_bare(
+                procs, folder, setups["this"].tls, body, setups["this"].client_pem(), sid
+            )
+            targets.append(bare)
+            got, _ = measure(targets, Plan.quick(), 1, args.seconds, f"ab round {rnd}")
+            for name, rs in got.items():
+                res[name] += rs
+            procs.close()
         for n in ("this", "base", "bare"):
             rs = res[n]
             print(

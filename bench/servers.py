@@ -202,6 +202,7 @@ def start_bare(
     body_file = folder / "bare-body.json"
     body_file.write_bytes(body)
     url_file = folder / "bare.url"
+    url_file.unlink(missing_ok=True)  # a restarted server must not be found at the old port
     proc = procs.start(
         "bare",
         [
