@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
+from common.eventloop import running_loop
+
 ChangeEvent = Literal["created", "updated", "rotated", "deleted", "destroyed", "resync"]
 QUEUE_CAP = 1000  # events one subscriber may have waiting before it is told to resync
 
@@ -62,7 +64,7 @@ class Subscription:
         """Queue ``change`` without waiting; on overflow drop the queue for one ``resync``.
 
         ``None`` ends the subscription (the agent is stopping)."""
-        if _running_loop() is not self._loop:
+        if running_loop() is not self._loop:
             if not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self.offer, change)
             return
@@ -116,7 +118,7 @@ class Wakeup:
     def notify(self) -> None:
         """Wake the waiter (now, or as soon as it next waits)."""
         loop = self._loop
-        if loop is None or _running_loop() is loop:
+        if loop is None or running_loop() is loop:
             self._event.set()
         elif not loop.is_closed():
             loop.call_soon_threadsafe(self._event.set)
@@ -181,10 +183,3 @@ class ChangeFeed:
         returns the function that stops it."""
         self.listeners.append(listener)
         return lambda: self.listeners.remove(listener)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None

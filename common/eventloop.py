@@ -7,6 +7,8 @@ request (docs/performance.md). The ``agent`` extra brings it on Linux.
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -26,3 +28,32 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` to completion on :func:`new_event_loop`'s kind of loop."""
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(main)
+
+
+_seen = threading.local()  # the loop last found running on each thread
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running on this thread, or None: ``asyncio.get_running_loop()`` without
+    its ``getpid()`` system call on every call (it guards against a forked child using its
+    parent's loop; a child here forgets what it saw instead).
+
+    Once found, a thread's loop is answered for as long as it runs, so a hot path that asks
+    for every request costs an attribute read and ``is_running()``. A loop that stopped, or
+    another loop started since, is looked up again. (A loop object never moves to another
+    thread in KeyVault; one that did would be taken as still running here.)
+    """
+    loop: asyncio.AbstractEventLoop | None = getattr(_seen, "loop", None)
+    if loop is not None and loop.is_running():
+        return loop
+    loop = asyncio._get_running_loop()
+    _seen.loop = loop
+    return loop
+
+
+def _forget_in_child() -> None:
+    _seen.__dict__.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)

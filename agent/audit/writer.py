@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import logging
@@ -36,6 +35,7 @@ from agent.audit._format import (
 )
 from agent.crypto import Clock, utcnow
 from common.errors import IntegrityError, UnavailableError
+from common.eventloop import running_loop
 
 _log = logging.getLogger("agent.audit")  # the name the log had before the split
 
@@ -48,14 +48,6 @@ def _pwrite_all(fd: int, data: bytes) -> None:
     written = platform.pwrite(fd, data, 0)
     if written != len(data):
         raise OSError(errno.EIO, f"short write to the head file ({written} of {len(data)} bytes)")
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    """The event loop running on this thread, if any (where the head write can wait a turn)."""
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 # --------------------------------------------------------------------------- writer
@@ -354,7 +346,7 @@ class AuditLog:
                 f"audit entry of {len(data):,} bytes is over the {MAX_LINE:,}-byte limit; "
                 "keep `extra` small"
             )
-        loop = _running_loop()
+        loop = running_loop()
         later = loop is not None and seq - self._head_seq < MAX_HEAD_LAG
         try:
             self._write(data, None if later else _head_record(self._mac, seq, mac))
