@@ -169,7 +169,11 @@ class Agent:
             store.close()
             raise
         secrets = SecretService(
-            store, keys, max_value_bytes=settings.max_value_bytes, cache=store.backend == "sqlite"
+            store,
+            keys,
+            max_value_bytes=settings.max_value_bytes,
+            cache=store.backend == "sqlite",
+            read_cache=(settings.read_cache.max_bytes, settings.read_cache.ttl_seconds),
         )
         from agent.rotation.engine import RotationEngine  # only for a running agent
 

@@ -100,6 +100,7 @@ class KeyManager:
         self.shared_keys = False
         self.rotating = False
         self.rewrap_listeners: list[Callable[[list[tuple[str, int, SealedValue]]], None]] = []
+        self.rekey_listeners: list[Callable[[], None]] = []  # told after a rekey committed
 
     def __repr__(self) -> str:
         return f"KeyManager(vault_id={self.vault_id!r}, active_kek={self.active_kek})"
@@ -307,6 +308,8 @@ class KeyManager:
             await self.store.write(self._rekey_txn(header, master))
             self.envelope.use_master(master)
             self._header_json = header.to_json()
+            for listener in self.rekey_listeners:
+                listener()
         finally:
             self.rotating = False
 

@@ -20,6 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
+from time import perf_counter
 from typing import Any
 
 from agent.changes import ChangeEvent, ChangeFeed, SecretChange
@@ -32,6 +33,7 @@ from agent.store.hot import SECRET_COLUMNS, SecretRow
 from agent.store.sql import Connection
 from agent.text import is_safe_line, is_safe_text
 from common.errors import ConflictError, IntegrityError, NotFoundError, ValidationError
+from common.eventloop import running_loop
 
 ID_RE = re.compile(r"^sec_[a-z2-7]{26}$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*(/[A-Za-z0-9_][A-Za-z0-9_.\-]*)*$")
@@ -155,6 +157,7 @@ class SecretService:
         *,
         max_value_bytes: int = 64 * 1024,
         cache: bool = True,
+        read_cache: tuple[int, float] = (0, 0.0),
         clock: Clock = utcnow,
         rng: Random = os.urandom,
         feed: ChangeFeed | None = None,
@@ -168,11 +171,18 @@ class SecretService:
         self._cache_on = cache
         self._by_id: dict[str, _Cached] = {}
         self._by_name: dict[str, str] = {}
+        # Rendered reads (see keep_rendered): by secret id, the cache entry the rendering was
+        # made from, when it expires and the bytes; oldest first. Dropped with their entry.
+        self._rendered: dict[str, tuple[_Cached, float, bytes]] = {}
+        self._rendered_bytes = 0
+        self._render_limit, self._render_ttl = read_cache
+        self._sweep_due = False
         self._epoch = 0  # bumped by forget_cached: an answer fetched before it is not kept
         # Worker processes (agent/workers.py) set this: it forgets the caches of every
         # service when another worker has committed a write since it last looked.
         self.catch_up: Callable[[], None] = _nothing
         keys.rewrap_listeners.append(self._on_rewrap)
+        keys.rekey_listeners.append(self._drop_every_rendering)
 
     @property
     def caching(self) -> bool:
@@ -184,6 +194,7 @@ class SecretService:
         self._epoch += 1
         self._by_id.clear()
         self._by_name.clear()
+        self._drop_every_rendering()
 
     def _fresh(self, epoch: int) -> bool:
         """Whether an answer fetched since ``epoch`` may be cached (no other worker wrote since)."""
@@ -223,6 +234,7 @@ class SecretService:
         old = self._by_id.get(meta.id)
         if old and old.meta.name != meta.name:
             self._by_name.pop(old.meta.name, None)
+        self._drop_rendered(meta.id)
         if sealed is None or meta.deleted_at:
             self._by_id.pop(meta.id, None)
             self._by_name.pop(meta.name, None)
@@ -236,9 +248,11 @@ class SecretService:
         for sid, version, sealed in moved:
             hit = self._by_id.get(sid)
             if hit and hit.meta.version == version:
+                self._drop_rendered(sid)
                 self._by_id[sid] = _Cached(hit.meta, sealed)
 
     def _forget(self, secret_id: str) -> None:
+        self._drop_rendered(secret_id)
         old = self._by_id.pop(secret_id, None)
         if old:
             self._by_name.pop(old.meta.name, None)
@@ -293,6 +307,74 @@ class SecretService:
         sid = self.cached_id(ref)
         hit = self._by_id.get(sid) if sid else None
         return (hit.meta, hit.sealed) if hit is not None else None
+
+    # ---------------------------------------------------------- rendered reads
+    # The hot read (agent/api/fastread.py) may keep its whole response for a cached secret's
+    # current version, value included, so that the next read skips the AES-GCM open and the
+    # JSON encoding. This is the one place a value stays in clear after its request; why that
+    # is safe, and the bounds: docs/threat-model.md ("rendered reads"). A rendering lives and
+    # dies with the cache entry it was made from: every path that replaces or drops an entry
+    # (_remember, _on_rewrap, _forget, forget_cached) drops its rendering first.
+
+    def rendered(self, meta: SecretMeta, sealed: SealedValue, now: float) -> bytes | None:
+        """The kept rendering of exactly this (meta, sealed) entry, unless it expired."""
+        hit = self._rendered.get(meta.id)
+        if hit is None or hit[1] <= now:
+            return None
+        entry = hit[0]
+        return hit[2] if entry.meta is meta and entry.sealed is sealed else None
+
+    def keep_rendered(self, meta: SecretMeta, sealed: SealedValue, body: bytes, now: float) -> None:
+        """Keep ``body`` as the rendering of the cached entry (meta, sealed), if that is still
+        the current entry, the cache is on, and it fits: a rendering larger than an eighth of
+        the byte budget is never kept, and the oldest go first to make room."""
+        entry = self._by_id.get(meta.id)
+        size = len(body)
+        if (
+            entry is None
+            or entry.meta is not meta
+            or entry.sealed is not sealed
+            or size > self._render_limit // 8
+        ):
+            return
+        self._drop_rendered(meta.id)
+        rendered = self._rendered
+        while rendered and self._rendered_bytes + size > self._render_limit:
+            self._drop_rendered(next(iter(rendered)))
+        rendered[meta.id] = (entry, now + self._render_ttl, body)
+        self._rendered_bytes += size
+        if not self._sweep_due:
+            self._schedule_sweep()
+
+    def _drop_every_rendering(self) -> None:
+        self._rendered.clear()
+        self._rendered_bytes = 0
+
+    def _drop_rendered(self, secret_id: str) -> None:
+        hit = self._rendered.pop(secret_id, None)
+        if hit is not None:
+            self._rendered_bytes -= len(hit[2])
+
+    def _schedule_sweep(self) -> None:
+        """Drop each rendering when it expires, on a timer: reads only check the expiry of the
+        secret they ask for, and an unread value must not stay in memory past its time."""
+        loop = running_loop()
+        if loop is None or not self._rendered:
+            return
+        oldest = next(iter(self._rendered.values()))[1]  # kept in expiry order: fixed TTL
+        self._sweep_due = True
+        loop.call_later(max(0.0, oldest - perf_counter()) + 0.01, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweep_due = False
+        now = perf_counter()
+        rendered = self._rendered
+        while rendered:
+            sid, (_, expires, _) = next(iter(rendered.items()))
+            if expires > now:
+                break
+            self._drop_rendered(sid)
+        self._schedule_sweep()
 
     # ---------------------------------------------------------- reads
     async def meta(self, ref: str, *, include_deleted: bool = False) -> SecretMeta:

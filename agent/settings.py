@@ -60,6 +60,26 @@ class StorageSettings(_Section):
     )
 
 
+class ReadCacheSettings(_Section):
+    """Rendered reads: the hot read's whole response kept for a secret's current version."""
+
+    max_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=0,
+        le=1024 * 1024 * 1024,
+        description="Bytes of rendered read responses (values included, in clear) kept in "
+        "memory so that a repeated read skips decryption: about 0.8x the CPU per read "
+        "(docs/performance.md). Dropped on every change to the secret, on a KEK rotation and "
+        "a rekey, and after ttl_seconds. 0 turns it off: every read decrypts.",
+    )
+    ttl_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=86_400,
+        description="Longest a rendered read is kept, read or not (docs/threat-model.md).",
+    )
+
+
 class UplinkSettings(_Section):
     """The agent's link to the control plane (``keyvault agent enroll`` turns it on)."""
 
@@ -540,6 +560,7 @@ class AgentSettings(Model):
     tls: TLSSettings = Field(default_factory=TLSSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     audit_fsync: bool = Field(False, description="fsync the audit log after every entry.")
+    read_cache: ReadCacheSettings = Field(default_factory=ReadCacheSettings)
     replica_name: str | None = Field(
         None,
         validation_alias=AliasChoices("replica_name", "KEYVAULT_REPLICA_NAME", "POD_NAME"),

@@ -6,6 +6,11 @@ answered here with the same checks, the same audit entry (written before the res
 fail-closed), the same metrics and the same bytes as the full path (``agent.api.app.edge`` around
 ``agent.api.secret_views.read_secret``), without aiohttp's router and middleware chain.
 
+A repeated read of the same version is answered from its rendering, the whole response the
+secret service keeps for it (``SecretService.rendered``; bounded, expiring, dropped with every
+change: docs/threat-model.md), without opening the value again; the checks and the audit entry
+are made for every read all the same.
+
 Anything else goes to the application untouched: another route or method, a query string, a
 path with escapes or a sub-path, a token or secret not in the cache, a policy that says no, a
 deleted secret, a value that does not open. The full path then gives the answer or the error
@@ -73,10 +78,15 @@ class FastRead:
         meta, sealed = hit
         if meta.deleted_at or not token.policy.allows("read", meta.name):
             return None  # the full path words the 403/404 and audits it
-        try:
-            value = agent.keys.open(meta.id, meta.version, sealed).decode()
-        except Exception:  # the full path meets the same failure and reports it
-            return None
+        secrets = agent.secrets
+        body = secrets.rendered(meta, sealed, started)
+        if body is None:
+            try:
+                value = agent.keys.open(meta.id, meta.version, sealed).decode()
+            except Exception:  # the full path meets the same failure and reports it
+                return None
+            body = self._bodies.body(meta, meta.version, value)
+            secrets.keep_rendered(meta, sealed, body, started)
         try:
             agent.audit.append(
                 op=ROUTE,
@@ -91,7 +101,7 @@ class FastRead:
             agent.metrics.observe(ROUTE, refused.status, perf_counter() - started)
             return refused
         response = web.Response(
-            body=self._bodies.body(meta, meta.version, value),
+            body=body,
             content_type="application/json",
             headers=NO_STORE,
         )

@@ -41,19 +41,35 @@ class _BadMac(_Bad):
     """A record that parses but whose MAC does not match."""
 
 
-class _Mac:
-    """HMAC-SHA256 under one key with the key schedule done once (the append hot path)."""
+_IPAD = bytes(b ^ 0x36 for b in range(256))  # HMAC's pads as byte translation tables
+_OPAD = bytes(b ^ 0x5C for b in range(256))
 
-    __slots__ = ("_base",)
+
+class _Mac:
+    """HMAC-SHA256 under one key with the key schedule done once (the append hot path).
+
+    RFC 2104 over ``hashlib``'s SHA-256, as CPython's own ``hmac`` module does without
+    OpenSSL's HMAC: the padded key's inner and outer hashes are kept and copied per message,
+    all in C, which takes about a third off ``hmac.HMAC.copy`` and its Python wrapper. The
+    tests check it against ``hmac.new`` byte for byte.
+    """
+
+    __slots__ = ("_inner", "_outer")
 
     def __init__(self, key: bytes) -> None:
-        self._base = hmac.new(key, digestmod=hashlib.sha256)
+        if len(key) > 64:  # SHA-256's block size: a longer key is hashed first
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
 
     def hex(self, message: bytes) -> str:
         """The hex MAC of ``message``."""
-        h = self._base.copy()
-        h.update(message)
-        return h.hexdigest()
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
     def __repr__(self) -> str:
         return "_Mac(**redacted**)"

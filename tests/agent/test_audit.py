@@ -632,3 +632,22 @@ def test_last_entry_reads_only_the_end_and_skips_a_write_in_progress(tmp_path: P
     (tmp_path / "audit.log").mkdir()  # opens, but reading it fails (EISDIR): an OS error
     with pytest.raises(UnavailableError, match="cannot be read"):
         last_entry(tmp_path)
+
+
+def test_the_entry_mac_is_hmac_sha256_byte_for_byte() -> None:
+    """``_Mac`` (HMAC from hashlib's SHA-256, for speed) agrees with ``hmac.new`` on keys
+    shorter than, equal to and longer than SHA-256's 64-byte block, and on any message."""
+    import hashlib
+    import hmac
+    import random
+
+    from agent.audit._format import _Mac
+
+    rng = random.Random(18)
+    for size in (16, 32, 63, 64, 65, 100, 200):
+        key = rng.randbytes(size)
+        mac = _Mac(key)
+        for length in (0, 1, 55, 64, 65, 300, 5000):
+            message = rng.randbytes(length)
+            assert mac.hex(message) == hmac.new(key, message, hashlib.sha256).hexdigest()
+    assert "redacted" in repr(_Mac(b"k" * 32))
