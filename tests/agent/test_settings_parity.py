@@ -475,6 +475,8 @@ DEFAULTS = {
     "max_value_bytes": 65536,
     "metadata_key_file": None,
     "port": 8080,
+    # added after the recording (issue 18, round 7): a new section with its defaults
+    "read_cache": {"max_bytes": 4194304, "ttl_seconds": 300.0},
     "replica_name": None,
     "rotation": {
         "commands": {},
