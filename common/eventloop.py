@@ -57,3 +57,11 @@ def _forget_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def current_loop() -> asyncio.AbstractEventLoop:
+    """:func:`running_loop`, raising as ``asyncio.get_running_loop()`` does when none runs."""
+    loop = running_loop()
+    if loop is None:
+        raise RuntimeError("no running event loop")
+    return loop

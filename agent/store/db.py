@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 from agent.store.migrations import HEAD_REVISION
 from agent.store.sql import Connection, ResultError, regexp
 from common.errors import KeyVaultError, UnavailableError
+from common.eventloop import current_loop
 
 T = TypeVar("T")
 log = logging.getLogger("keyvault.agent.store")
@@ -477,7 +478,7 @@ class Store:
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` in a read transaction on a reader thread."""
-        loop = asyncio.get_running_loop()
+        loop = current_loop()  # asyncio.get_running_loop() without its getpid() per call
         return await loop.run_in_executor(self._readers, self.read_sync, fn)
 
     def read_sync(self, fn: Callable[[Connection], T]) -> T:
@@ -496,7 +497,7 @@ class Store:
         ``shared=False`` marks bookkeeping no other worker caches (audit checkpoints)."""
         if self._closed:
             raise UnavailableError("the store is closed; the agent is shutting down")
-        loop = asyncio.get_running_loop()
+        loop = current_loop()
         fut: asyncio.Future[T] = loop.create_future()
         op = _Op(fn, loop, fut, shared)
         submitted = self._submitted.get(loop)

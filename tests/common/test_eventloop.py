@@ -57,3 +57,17 @@ def test_each_thread_sees_its_own_loop() -> None:
         release.set()
         thread.join(10)
         other.close()
+
+
+def test_current_loop_raises_as_asyncio_does_outside_a_loop() -> None:
+    import pytest
+
+    from common.eventloop import current_loop
+
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        current_loop()
+
+    async def main() -> bool:
+        return current_loop() is asyncio.get_running_loop()
+
+    assert run_event_loop(main())
