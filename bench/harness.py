@@ -137,6 +137,10 @@ class Processes:
         if proc in self._procs:
             self._procs.remove(proc)
 
+    def running(self) -> list[Proc]:
+        """The processes started and not yet stopped, oldest first."""
+        return list(self._procs)
+
     def close(self) -> None:
         """Stop every process still registered, newest first."""
         for proc in reversed(list(self._procs)):
