@@ -304,8 +304,10 @@ class SecretService:
     def cached_current(self, ref: str) -> tuple[SecretMeta, SealedValue] | None:
         """The metadata and sealed current value of a secret by id or name, if both are in the
         cache (never for PostgreSQL, whose other replicas may write); None otherwise."""
-        sid = self.cached_id(ref)
-        hit = self._by_id.get(sid) if sid else None
+        hit = self._by_id.get(ref)  # an id (only ids are keys here): no pattern match needed
+        if hit is None:
+            sid = self.cached_id(ref)
+            hit = self._by_id.get(sid) if sid else None
         return (hit.meta, hit.sealed) if hit is not None else None
 
     # ---------------------------------------------------------- rendered reads
