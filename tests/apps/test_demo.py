@@ -89,6 +89,10 @@ class Demo:
 StartDemo = Callable[[Path, int, dict[str, str]], Demo]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def run_demo() -> Iterator[StartDemo]:
     """Factory: start the demo on a folder and port base with an environment; kill leftovers."""
@@ -102,6 +106,10 @@ def run_demo() -> Iterator[StartDemo]:
             stderr=subprocess.STDOUT,
             text=True,
             env=env,
+            # Ctrl+C as a terminal sends it: a test command started in the background by a
+            # non-interactive shell (`… &`) ignores SIGINT, and a child inherits that, so
+            # Python would never turn it into KeyboardInterrupt
+            preexec_fn=_default_sigint,
         )
         demo = Demo(proc)
         assert proc.stdout is not None
