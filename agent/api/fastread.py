@@ -87,13 +87,13 @@ class FastRead:
         token = agent.tokens.cached(request.headers.get("Authorization"))
         if token is None:
             return None
-        hit = agent.secrets.cached_current(ref)
+        secrets = agent.secrets
+        hit = secrets.cached_current(ref)
         if hit is None:
             return None
         meta, sealed = hit
         if meta.deleted_at or not token.policy.allows("read", meta.name):
             return None  # the full path words the 403/404 and audits it
-        secrets = agent.secrets
         body = secrets.rendered(meta, sealed, started)
         if body is None:
             try:

@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
 from agent.api import fastread
 from agent.api.app import build_app
@@ -45,8 +47,6 @@ class Served:
         agent.keys.open = counting  # type: ignore[method-assign]
 
     async def call(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        import aiohttp
-
         headers = {"Authorization": f"Bearer {self.admin}"}
         async with aiohttp.ClientSession() as session:
             async with session.request(method, self.url + path, headers=headers, **kw) as resp:
@@ -83,8 +83,6 @@ async def serve(tmp_path: Path) -> AsyncIterator[Factory]:
         app = build_app(agent)
         runner = EdgeRunner(app, front=fastread.front(agent, app), access_log=None)
         await runner.setup()
-        from aiohttp import web
-
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
